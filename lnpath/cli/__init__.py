@@ -1,0 +1,84 @@
+"""Command-line entry points: ``lnpath <command>`` and ``score_slide``.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; the parser it adds sets
+``func`` to a callable ``(argparse.Namespace) -> int``. Errors a user can cause are
+:class:`~lnpath.errors.LnpathError` and print as one line with a non-zero exit; anything else is an
+internal error, also one line unless ``LNPATH_DEBUG=1`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import LnpathError
+
+_COMMAND_MODULES = ("slides", "scoring", "segment", "lesions", "pipeline", "compare")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lnpath",
+        description="Digital pathology for lupus nephritis biopsies. "
+        "Every output is a proposal until a pathologist confirms it.",
+    )
+    parser.add_argument("--version", action="version", version=f"lnpath {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:  # a command module not written yet
+            if exc.name == f"{__name__}.{name}":
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LnpathError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # last resort: never a traceback for a user
+        if os.environ.get("LNPATH_DEBUG"):
+            raise
+        print(
+            f"{parser.prog}: internal error: {type(exc).__name__}: {exc} "
+            "(set LNPATH_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``lnpath COMMAND ...``."""
+    return _run(build_parser(), argv)
+
+
+def score_slide_main(argv: Sequence[str] | None = None) -> int:
+    """``score_slide SLIDE ...``: the same as ``lnpath score SLIDE ...``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    parser.prog = "score_slide"
+    if args[:1] in (["--version"], ["-h"], ["--help"]):
+        return _run(parser, args if args[:1] == ["--version"] else ["score", *args])
+    return _run(parser, ["score", *args])

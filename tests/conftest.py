@@ -1,0 +1,43 @@
+"""Shared fixtures: the real public data beside the checkout (``../shared/data``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LNPATH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared test data not found at {path} (set LNPATH_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """``../shared/data``; tests that need it skip with a clear reason when it is absent."""
+    return _require(DATA)
+
+
+@pytest.fixture(scope="session")
+def slides_dir(data_dir: Path) -> Path:
+    return _require(data_dir / "slides")
+
+
+@pytest.fixture(scope="session")
+def qupath_dir(data_dir: Path) -> Path:
+    return _require(data_dir / "qupath-glomeruli-annotations")
+
+
+@pytest.fixture(scope="session")
+def bueno_dir(data_dir: Path) -> Path:
+    return _require(data_dir / "glomeruli-pas-bueno")
+
+
+@pytest.fixture(scope="session")
+def repo_dir() -> Path:
+    return REPO

@@ -1,0 +1,28 @@
+"""The package, its public API and its CLI entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lnpath
+
+
+def test_public_names_resolve() -> None:
+    for name in lnpath.__all__:
+        assert getattr(lnpath, name) is not None, name
+
+
+def test_cli_version_and_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "lnpath", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"lnpath {lnpath.__version__}"
+
+
+def test_ci_runs_the_readme_test_command(repo_dir: Path) -> None:
+    ci = (repo_dir / ".ci" / "run").read_text()
+    readme = (repo_dir / "README.md").read_text()
+    command = next(line for line in ci.splitlines() if "pytest" in line and "pip install" in line)
+    assert command.strip() in readme
