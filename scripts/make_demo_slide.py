@@ -1,0 +1,165 @@
+"""Build ``examples/demo_biopsy.tiff`` and its ground-truth glomeruli from the real Bueno PAS tiles.
+
+The shipped demo must be a real slide file that OpenSlide opens the way it opens a scanner's output
+(tiled, JPEG-compressed, pyramidal, µm/px in the TIFF resolution tags), small enough to live in the
+repository, and made of real PAS pixels so that the end-to-end test exercises the real models. The
+24 public tiles (Bueno et al. 2020, CC BY 4.0) are laid out as two needle-biopsy cores on white glass;
+the hand-drawn masks become the ground truth in QuPath GeoJSON (level-0 px).
+
+Run ``python scripts/make_demo_slide.py`` from the repository root; the output is deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+from shapely.geometry import Polygon
+from skimage.measure import find_contours, label, regionprops
+
+from lnpath.qupath import QuPathFeature, write_qupath
+
+LOG = logging.getLogger("make_demo_slide")
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "glomeruli-pas-bueno"
+MPP = 0.5  # nominal µm/px of the Bueno tiles (Aperio ScanScope CS at 20x)
+TILE = 1024  # size of each source tile
+MARGIN = 512  # white glass around and between the cores, level-0 px
+CORE_SHIFT = 384  # second core starts a little to the right, as on a real slide
+TIFF_TILE = 256
+DOWNSAMPLE = 4  # between pyramid levels
+MIN_GLOM_PX = 2000  # mask components smaller than this are annotation specks, not glomeruli
+GT_NAMESPACE = uuid.UUID("6f0f3c64-6a43-4f0e-9d7f-3c1d4c9b2e10")
+
+
+def layout(names: list[str]) -> dict[str, tuple[int, int]]:
+    """Top-left level-0 position of each tile: half the tiles per core, one core per row."""
+    per_core = (len(names) + 1) // 2
+    pos = {}
+    for i, name in enumerate(names):
+        core, k = divmod(i, per_core)
+        x = MARGIN + core * CORE_SHIFT + k * TILE
+        y = MARGIN + core * (TILE + MARGIN)
+        pos[name] = (x, y)
+    return pos
+
+
+def mask_polygons(mask: np.ndarray) -> list[Polygon]:
+    """Outer outlines of the glomeruli in a binary mask, in the tile's pixel coordinates."""
+    polygons = []
+    labels = label(mask)
+    for region in regionprops(labels):
+        if region.area < MIN_GLOM_PX:
+            continue
+        padded = np.pad(labels == region.label, 1)
+        contour = max(find_contours(padded.astype(np.uint8), 0.5), key=len)
+        ring = [(float(c) - 1, float(r) - 1) for r, c in contour]
+        poly = Polygon(ring).buffer(0).simplify(0.75)
+        polygons.append(poly)
+    return polygons
+
+
+def glass_colour(tiles: list[np.ndarray]) -> np.ndarray:
+    """Median colour of the bright background in the tiles, so the glass around them matches."""
+    bright = np.concatenate([t[t.mean(axis=-1) > 225] for t in tiles])
+    return np.median(bright, axis=0).astype(np.uint8)
+
+
+def pyramid(base: np.ndarray) -> list[np.ndarray]:
+    """Level 0 plus box-filtered levels down to a thumbnail-sized image."""
+    levels = [base]
+    while max(levels[-1].shape[:2]) > 1024:
+        img = Image.fromarray(levels[-1])
+        w, h = img.size
+        levels.append(np.asarray(img.reduce(DOWNSAMPLE)))
+        LOG.info("level %d: %dx%d -> %s", len(levels) - 1, w, h, levels[-1].shape[:2])
+    return levels
+
+
+def write_tiff(levels: list[np.ndarray], path: Path, quality: int) -> None:
+    """A generic pyramidal TIFF: one tiled JPEG main IFD per level, resolution in px/cm."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.tiff")
+    with tifffile.TiffWriter(tmp) as tif:
+        for i, arr in enumerate(levels):
+            px_per_cm = 1e4 / (MPP * DOWNSAMPLE**i)
+            tif.write(
+                arr,
+                photometric="rgb",
+                tile=(TIFF_TILE, TIFF_TILE),
+                compression="jpeg",
+                compressionargs={"level": quality},
+                resolution=(px_per_cm, px_per_cm),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+                description="lnpath demo biopsy: Bueno et al. 2020 PAS tiles, CC BY 4.0"
+                if i == 0
+                else None,
+                metadata=None,
+                software="lnpath scripts/make_demo_slide.py",
+            )
+    tmp.replace(path)
+
+
+def build(data: Path, out_tiff: Path, out_geojson: Path, quality: int = 80) -> dict[str, object]:
+    """Compose the slide and its ground truth; return a summary for the log."""
+    split = json.loads((data / "split.json").read_text())
+    split_of = {n: s for s in ("train", "test") for n in split[s]}
+    names = sorted(p.stem for p in (data / "images").glob("*.png"))
+    pos = layout(names)
+    width = max(x for x, _ in pos.values()) + TILE + MARGIN
+    height = max(y for _, y in pos.values()) + TILE + MARGIN
+    tiles = {n: np.asarray(Image.open(data / "images" / f"{n}.png").convert("RGB")) for n in names}
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = glass_colour(list(tiles.values()))
+    features = []
+    for name in names:
+        x, y = pos[name]
+        rgb = tiles[name]
+        canvas[y : y + TILE, x : x + TILE] = rgb
+        mask = np.asarray(Image.open(data / "masks" / f"{name}.png").convert("RGB"))[..., 0] > 127
+        for k, poly in enumerate(mask_polygons(mask)):
+            shifted = Polygon([(px + x, py + y) for px, py in poly.exterior.coords])
+            features.append(
+                QuPathFeature(
+                    geometry=shifted,
+                    classification="Glomerulus",
+                    color=(0, 160, 0),
+                    object_type="annotation",
+                    id=str(uuid.uuid5(GT_NAMESPACE, f"{name}-{k}")),
+                    name=f"{name}-{k}",
+                    properties={"source_tile": name, "split": split_of.get(name, "unknown")},
+                )
+            )
+    write_tiff(pyramid(canvas), out_tiff, quality)
+    write_qupath(features, out_geojson)
+    return {
+        "tiff": str(out_tiff),
+        "bytes": out_tiff.stat().st_size,
+        "dimensions": [width, height],
+        "mpp": MPP,
+        "glomeruli": len(features),
+        "glomeruli_test_split": sum(f.properties["split"] == "test" for f in features),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=REPO / "examples" / "demo_biopsy.tiff")
+    parser.add_argument("--quality", type=int, default=80, help="JPEG quality")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    geojson = args.out.with_name(args.out.stem + "_glomeruli.geojson")
+    summary = build(args.data, args.out, geojson, args.quality)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
