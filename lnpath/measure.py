@@ -1,0 +1,275 @@
+"""Interpretable per-glomerulus measurements from a crop and its mask.
+
+The measurements are the evidence behind the morphometry lesion calls and go into the findings table
+as ``m_<name>`` columns, so a pathologist can see *why* a glomerulus was called. Everything is
+computed on arrays (no per-pixel Python loops) at a model-independent working resolution
+(default 0.5 µm/px); all length scales are given in µm and converted with ``mpp``.
+
+Pixel classes inside the glomerulus mask:
+
+* **white** (open lumen / Bowman's space): every RGB channel transmits at least 75 % of the light
+  (optical density < 0.125 in R, G and B) -- near-glass, so pale matrix is not mistaken for lumen.
+* **nuclear**: haematoxylin optical density (``skimage.color.rgb2hed``, Ruifrok-Johnston vectors)
+  after a Gaussian of σ = 1 µm is at least ``NUCLEAR_OD``.
+* **PAS-positive matrix**: tissue that is neither white nor nuclear and is magenta: green optical
+  density exceeds the mean of red and blue by ``MAGENTA_OD`` (PAS magenta absorbs green).
+
+Nuclei are *counted* with a blob/peak detector: local maxima of the haematoxylin image smoothed
+with a Gaussian of σ = 2 µm (≈ the σ of a LoG matched to a 5-6 µm nucleus), at least 4 µm
+apart (about one nuclear diameter), with a peak optical density of at least ``NUCLEUS_PEAK_OD``.
+
+The tuft is the tissue inside the mask eroded by 4 µm (to drop Bowman's capsule), closed by 2 µm to
+bridge capillary walls, with enclosed holes (capillary lumina) filled; Bowman's space is the white
+area in the mask outside the tuft.
+
+The sclerosed tuft fraction is the share of tuft pixels whose 20 µm x 20 µm neighbourhood (about
+two to three capillary loops) contains less than 5 % open lumen *and* less than 10 % nuclear area:
+solid, lumen-free, paucicellular matrix -- the textbook picture of sclerosis, as opposed to a tuft
+whose lumina are occluded by cells (endocapillary hypercellularity). These constants are chosen from
+histology (capillary loop 5-10 µm, nucleus 5-7 µm), not fitted to any labelled set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+from skimage import color, draw, feature, measure, morphology
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from shapely.geometry import Polygon
+
+log = logging.getLogger(__name__)
+
+WHITE_OD = 0.125
+NUCLEAR_OD = 0.06
+NUCLEUS_PEAK_OD = 0.05
+MAGENTA_OD = 0.1
+CAPSULE_UM = 4.0
+NEIGHBOURHOOD_UM = 20.0
+SCLEROSIS_MAX_LUMEN = 0.05
+SCLEROSIS_MAX_NUCLEAR = 0.10
+MIN_TISSUE_FRACTION = 0.2
+MIN_AREA_UM2 = 500.0
+DEFAULT_MPP = 0.5
+
+MEASUREMENTS: tuple[str, ...] = (
+    "m_area_um2",
+    "m_diameter_um",
+    "m_tuft_area_um2",
+    "m_nuclei",
+    "m_nuclei_per_1000um2",
+    "m_pas_matrix_fraction",
+    "m_lumen_fraction",
+    "m_bowman_space_fraction",
+    "m_ring_nuclei_per_100um",
+    "m_sclerosed_fraction",
+)
+
+
+def _disk(radius_um: float, mpp: float) -> np.ndarray:
+    return morphology.disk(max(1, round(radius_um / mpp)))
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """Per-channel optical density ``-log10(I / 255)`` of a uint8 RGB array (float32)."""
+    rgb = np.asarray(rgb)[..., :3].astype(np.float32)
+    return -np.log10(np.maximum(rgb, 1.0) / 255.0)
+
+
+def pixel_classes(rgb: np.ndarray, mpp: float) -> dict[str, np.ndarray]:
+    """Classify every pixel of a crop as white, nuclear or PAS-positive matrix (see module doc).
+
+    Returns:
+        ``{"white", "nuclear", "matrix"}`` boolean arrays and ``"haematoxylin"``, the smoothed
+        haematoxylin optical density used for nucleus detection.
+    """
+    od = optical_density(rgb)
+    white = od.max(axis=-1) < WHITE_OD
+    haem = color.rgb2hed(np.asarray(rgb)[..., :3])[..., 0].astype(np.float32)
+    haem_px = ndi.gaussian_filter(haem, sigma=1.0 / mpp)
+    nuclear = (haem_px >= NUCLEAR_OD) & ~white
+    magenta = od[..., 1] - 0.5 * (od[..., 0] + od[..., 2]) > MAGENTA_OD
+    matrix = magenta & ~white & ~nuclear
+    haem_blob = ndi.gaussian_filter(haem, sigma=2.0 / mpp)
+    return {"white": white, "nuclear": nuclear, "matrix": matrix, "haematoxylin": haem_blob}
+
+
+def detect_nuclei(haematoxylin: np.ndarray, mask: np.ndarray, mpp: float) -> np.ndarray:
+    """Nucleus centres ``(row, col)`` inside ``mask``: peaks of the smoothed haematoxylin image."""
+    labels = mask.astype(np.int32)
+    return feature.peak_local_max(
+        haematoxylin,
+        min_distance=max(1, round(4.0 / mpp)),
+        threshold_abs=NUCLEUS_PEAK_OD,
+        labels=labels,
+        exclude_border=False,
+    )
+
+
+def segment_tuft(tissue: np.ndarray, mask: np.ndarray, mpp: float) -> np.ndarray:
+    """The capillary tuft: tissue inside the capsule, small gaps bridged, lumina filled."""
+    inner = ndi.binary_erosion(mask, structure=_disk(CAPSULE_UM, mpp))
+    tuft = ndi.binary_closing(tissue & inner, structure=_disk(2.0, mpp))
+    tuft = ndi.binary_fill_holes(tuft) & inner
+    tuft = ndi.binary_opening(tuft, structure=_disk(2.0, mpp))
+    lab, n = ndi.label(tuft)
+    if n <= 1:
+        return tuft
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1
+    return np.isin(lab, keep)
+
+
+def sclerosed_map(white: np.ndarray, nuclear: np.ndarray, mpp: float) -> np.ndarray:
+    """Pixels whose 20 µm neighbourhood is lumen-free and paucicellular (solid matrix)."""
+    size = max(3, round(NEIGHBOURHOOD_UM / mpp))
+    lumen = ndi.uniform_filter(white.astype(np.float32), size=size, mode="reflect")
+    nuc = ndi.uniform_filter(nuclear.astype(np.float32), size=size, mode="reflect")
+    return (lumen < SCLEROSIS_MAX_LUMEN) & (nuc < SCLEROSIS_MAX_NUCLEAR)
+
+
+def measure_crop(rgb: np.ndarray, mask: np.ndarray, mpp: float) -> dict[str, float]:
+    """Measure one glomerulus in an RGB crop.
+
+    Args:
+        rgb: uint8 array (H, W, 3) (an alpha channel is ignored).
+        mask: boolean array (H, W), the glomerulus including Bowman's capsule.
+        mpp: µm per pixel of the crop.
+
+    Returns:
+        The :data:`MEASUREMENTS` as floats: areas in µm², fractions in [0, 1], densities per
+        1000 µm² of tuft, ring nuclei per 100 µm of capsule perimeter.
+
+    Raises:
+        InputError: the mask is empty or smaller than 500 µm², or the crop shows almost no tissue
+            inside it (so a zero would be meaningless).
+    """
+    rgb = np.asarray(rgb)
+    mask = np.asarray(mask, dtype=bool)
+    if rgb.ndim != 3 or rgb.shape[-1] < 3 or rgb.shape[:2] != mask.shape:
+        raise InputError(f"crop {rgb.shape} and mask {mask.shape} do not match (need HxWx3, HxW)")
+    if not mpp > 0:
+        raise InputError(f"µm/px must be positive, got {mpp}")
+    px_um2 = mpp * mpp
+    area_um2 = float(mask.sum()) * px_um2
+    if area_um2 < MIN_AREA_UM2:
+        raise InputError(f"glomerulus mask covers {area_um2:.0f} µm² (< {MIN_AREA_UM2:.0f} µm²)")
+    cls = pixel_classes(rgb, mpp)
+    tissue = ~cls["white"] & mask
+    tissue_fraction = float(tissue.sum()) / float(mask.sum())
+    if tissue_fraction < MIN_TISSUE_FRACTION:
+        raise InputError(
+            f"crop shows no tissue inside the glomerulus mask ({tissue_fraction:.0%} non-white)"
+        )
+    tuft = segment_tuft(tissue, mask, mpp)
+    if not tuft.any():
+        tuft = mask & ~cls["white"]
+    n_tuft = float(tuft.sum())
+    ring = mask & ~tuft
+    centres = detect_nuclei(cls["haematoxylin"], mask, mpp)
+    in_tuft = tuft[centres[:, 0], centres[:, 1]] if len(centres) else np.zeros(0, bool)
+    perimeter_um = float(measure.perimeter(mask)) * mpp
+    sclerosed = sclerosed_map(cls["white"], cls["nuclear"], mpp) & tuft
+    return {
+        "m_area_um2": area_um2,
+        "m_diameter_um": 2.0 * math.sqrt(area_um2 / math.pi),
+        "m_tuft_area_um2": n_tuft * px_um2,
+        "m_nuclei": float(len(centres)),
+        "m_nuclei_per_1000um2": 1000.0 * float(in_tuft.sum()) / (n_tuft * px_um2),
+        "m_pas_matrix_fraction": float((cls["matrix"] & tuft).sum()) / n_tuft,
+        "m_lumen_fraction": float((cls["white"] & tuft).sum()) / n_tuft,
+        "m_bowman_space_fraction": float((cls["white"] & ring).sum()) / float(mask.sum()),
+        "m_ring_nuclei_per_100um": 100.0 * float((~in_tuft).sum()) / max(perimeter_um, 1e-9),
+        "m_sclerosed_fraction": float(sclerosed.sum()) / n_tuft,
+    }
+
+
+def rasterize(polygon: Polygon, shape: tuple[int, int], origin: tuple[float, float], scale: float):
+    """Boolean mask of a shapely polygon (holes removed) in a crop.
+
+    Args:
+        polygon: in level-0 pixels.
+        shape: (height, width) of the crop.
+        origin: level-0 (x, y) of the crop's top-left corner.
+        scale: crop pixels per level-0 pixel.
+    """
+    mask = np.zeros(shape, dtype=bool)
+
+    def ring_px(coords: Any) -> tuple[np.ndarray, np.ndarray]:
+        xy = np.asarray(coords, dtype=float)
+        return (xy[:, 1] - origin[1]) * scale, (xy[:, 0] - origin[0]) * scale
+
+    rows, cols = ring_px(polygon.exterior.coords)
+    rr, cc = draw.polygon(rows, cols, shape=shape)
+    mask[rr, cc] = True
+    for interior in polygon.interiors:
+        rows, cols = ring_px(interior.coords)
+        rr, cc = draw.polygon(rows, cols, shape=shape)
+        mask[rr, cc] = False
+    return mask
+
+
+def read_glomerulus(
+    slide: Any, polygon: Polygon, mpp: float, margin_um: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a glomerulus crop and its mask from a slide at ``mpp``.
+
+    Raises:
+        InputError: the polygon is empty, invalid, of zero area, or lies outside the slide.
+    """
+    if polygon.is_empty or polygon.geom_type != "Polygon" or not polygon.is_valid:
+        raise InputError(f"degenerate polygon ({polygon.geom_type}, valid={polygon.is_valid})")
+    if polygon.area <= 0:
+        raise InputError("degenerate polygon (zero area)")
+    width0, height0 = slide.dimensions
+    minx, miny, maxx, maxy = polygon.bounds
+    if maxx <= 0 or maxy <= 0 or minx >= width0 or miny >= height0:
+        raise InputError(
+            f"polygon bounds ({minx:.0f}, {miny:.0f}, {maxx:.0f}, {maxy:.0f}) lie outside "
+            f"the slide ({width0}x{height0})"
+        )
+    pad = margin_um / slide.mpp
+    x0, y0 = math.floor(minx - pad), math.floor(miny - pad)
+    w0, h0 = math.ceil(maxx + pad) - x0, math.ceil(maxy + pad) - y0
+    rgb = slide.read(x0, y0, w0, h0, mpp=mpp)
+    scale = rgb.shape[1] / w0
+    mask = rasterize(polygon, rgb.shape[:2], (x0, y0), scale)
+    return rgb, mask
+
+
+def measure_glomeruli(
+    glomeruli: Any, slide: Any, mpp: float = DEFAULT_MPP, progress: bool = False
+) -> pd.DataFrame:
+    """Measure every glomerulus of a slide (one row each, ``glomerulus_id`` + ``m_*`` columns).
+
+    A glomerulus that cannot be measured (degenerate polygon, outside the slide, no tissue) gets
+    NaN measurements and a warning naming it -- never zeros, which would read as a real finding.
+
+    Args:
+        glomeruli: a :class:`lnpath.glomeruli.Glomeruli` (any sequence of objects with ``id`` and
+            ``polygon`` in level-0 pixels).
+        slide: a :class:`lnpath.slide.Slide`.
+        mpp: working resolution in µm/px (the measurements are defined at about 0.5).
+        progress: show a progress bar on stderr.
+    """
+    from tqdm import tqdm
+
+    rows = []
+    for g in tqdm(glomeruli, desc="measuring glomeruli", disable=not progress, unit="glom"):
+        row: dict[str, float] = {"glomerulus_id": g.id}
+        try:
+            rgb, mask = read_glomerulus(slide, g.polygon, mpp)
+            row.update(measure_crop(rgb, mask, mpp))
+        except InputError as exc:
+            log.warning("%s: glomerulus %s not measured: %s", slide.path, g.id, exc)
+            row.update(dict.fromkeys(MEASUREMENTS, math.nan))
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["glomerulus_id", *MEASUREMENTS])
+    return table.astype(dict.fromkeys(MEASUREMENTS, "float64"))
