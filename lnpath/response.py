@@ -98,7 +98,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "accept_limited_adequacy": False,
     "require_same_software_version": True,
 }
-_PARAM_HELP: dict[str, str] = {
+PARAM_HELP: dict[str, str] = {
     "quiescent_max_ai": "activity_status_fu is 'quiescent' when AI_fu <= this",
     "remission_max_ai": "histologic_remission (and a 'complete' response) when AI_fu <= this",
     "active_above_ai": "activity_status_fu is 'active' when AI_fu > this",

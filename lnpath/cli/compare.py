@@ -1,0 +1,151 @@
+"""``lnpath compare BASELINE_DIR FOLLOWUP_DIR``: the histological response endpoint of two biopsies.
+
+Writes response.json and a self-contained response.html into ``--out`` (each file atomically, the
+JSON last so that its presence marks a complete output) and prints a summary table or the JSON.
+``lnpath compare --list-presets`` explains every preset and its literature source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .._io import write_json, write_text
+from ..errors import InputError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``compare`` sub-command."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="baseline vs follow-up biopsy: histological response endpoint",
+        description="Compare a baseline and a follow-up result folder (from `lnpath score`) under "
+        "a named response preset (clinical-scoring.md §3). The endpoint is 'final' only when a "
+        "pathologist has confirmed both biopsies.",
+    )
+    parser.add_argument("baseline", nargs="?", help="baseline result folder (or result.json)")
+    parser.add_argument("followup", nargs="?", help="follow-up result folder (or result.json)")
+    parser.add_argument("--preset", default="lnhr_default", help="response preset name")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one preset threshold, e.g. --set remission_max_ai=3 (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, help="write response.json and response.html here")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing response in --out"
+    )
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--list-presets", action="store_true", help="explain each preset and its source"
+    )
+    parser.set_defaults(func=run)
+
+
+def _parse_overrides(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the comparison (or list presets); returns the exit status."""
+    from ..response import compare, list_presets
+
+    if args.list_presets:
+        _print_presets(list_presets(), args.format)
+        return 0
+    if not args.baseline or not args.followup:
+        raise InputError("compare needs BASELINE_DIR and FOLLOWUP_DIR (or --list-presets)")
+    result = compare(
+        Path(args.baseline),
+        Path(args.followup),
+        preset=args.preset,
+        **_parse_overrides(args.overrides),
+    )
+    data = result.to_dict()
+    if args.out is not None:
+        out: Path = args.out
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: --out exists and is not a folder")
+        target = out / "response.json"
+        if target.exists() and not args.overwrite:
+            raise InputError(f"{target}: already exists (use --overwrite to replace it)")
+        write_text(out / "response.html", result.to_html())
+        write_json(target, data)
+    if args.format == "json":
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        _print_summary(Console(file=sys.stdout, width=max(100, Console().width)), data, args.out)
+    return 0
+
+
+def _print_presets(presets: list[dict[str, Any]], fmt: str) -> None:
+    from ..response import DEFAULT_PARAMS, PARAM_HELP
+
+    if fmt == "json":
+        print(json.dumps(presets, indent=2, ensure_ascii=False))
+        return
+    print("Response presets (clinical-scoring.md §3.3); select with --preset NAME.\n")
+    for p in presets:
+        flag = "" if p["validated"] else "   ** NOT VALIDATED **"
+        print(f"{p['name']}  ->  endpoint: {p['endpoint']}{flag}")
+        print(textwrap.fill(p["description"], 96, initial_indent="    ", subsequent_indent="    "))
+        print(
+            textwrap.fill(
+                f"source: {p['source']}", 96, initial_indent="    ", subsequent_indent="    "
+            )
+        )
+        changed = {k: v for k, v in p["params"].items() if v != DEFAULT_PARAMS[k]}
+        if changed:
+            print("    thresholds: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+        print()
+    print("Thresholds (lnhr_default values); override any with --set KEY=VALUE:")
+    for key, value in DEFAULT_PARAMS.items():
+        print(f"    {key}={value}: {PARAM_HELP[key]}")
+
+
+def _print_summary(console: Console, data: dict[str, Any], out: Path | None) -> None:
+    endpoint = data["endpoint"]
+    status = data["status"]
+    value = endpoint["value"] if status != "not_evaluable" else "not evaluable"
+    table = Table(title=f"{data['preset']['name']}: {endpoint['name']} = {value} [{status}]")
+    for col in ("", "baseline", "follow-up", "Δ"):
+        table.add_column(col)
+    for key, label in (("activity_index", "AI"), ("chronicity_index", "CI")):
+        d = (data.get("deltas") or {}).get(key, {})
+        bl, fu = data["baseline"][key], data["followup"][key]
+        table.add_row(
+            label,
+            str(bl["total"]) if bl["complete"] else "incomplete",
+            str(fu["total"]) if fu["complete"] else "incomplete",
+            "—" if d.get("delta") is None else f"{d['delta']:+d}",
+        )
+    table.add_row(
+        "class", str(data["baseline"]["isn_rps_class"]), str(data["followup"]["isn_rps_class"]), ""
+    )
+    console.print(table)
+    for name, rec in (data.get("panel") or {}).items():
+        shown = rec["value"] if rec["evaluable"] else f"not evaluable ({rec['reason']})"
+        console.print(f"  {name}: {shown}", markup=False, highlight=False)
+    for reason in data.get("reasons") or []:
+        console.print(f"  not evaluable: {reason}", markup=False, highlight=False)
+    p = (data.get("uncertainty") or {}).get("endpoint_probability")
+    if p is not None:
+        console.print(f"  P({endpoint['name']} holds) = {100 * p:.1f}%", markup=False)
+    if out is not None:
+        console.print(f"wrote {out / 'response.json'} and {out / 'response.html'}", markup=False)
