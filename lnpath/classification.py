@@ -1,0 +1,268 @@
+"""ISN/RPS class proposal from light-microscopy findings plus optional IF/EM inputs (spec §2.2).
+
+A section can support III vs IV vs VI; it cannot confirm classes I, II or V, which need
+immunofluorescence / electron microscopy. Those are inputs here, never inferred. Thresholds are
+compared as exact rationals, so exactly 50 % involved is class IV and exactly 90 % globally
+sclerosed is class VI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import pandas as pd
+
+from .config import ScoringConfig
+from .errors import InputError
+from .uncertainty import wilson_interval
+
+__all__ = ["BIOPSY_KEYS", "LN_LESIONS", "ClassProposal", "biopsy_inputs", "propose_class"]
+
+#: Lesions that make a glomerulus "involved by LN" for the III/IV fraction (spec §2.2).
+LN_LESIONS = (
+    "endocapillary_hypercellularity",
+    "fibrinoid_necrosis",
+    "hyaline_deposits",
+    "cellular_crescent",
+    "fibrocellular_crescent",
+    "fibrous_crescent",
+    "segmental_sclerosis",
+    "global_sclerosis",
+)
+#: Glomerular activity lesions: any of them is "residual activity" that rules out class VI.
+ACTIVE_LESIONS = (
+    "endocapillary_hypercellularity",
+    "neutrophils_karyorrhexis",
+    "fibrinoid_necrosis",
+    "hyaline_deposits",
+    "cellular_crescent",
+    "fibrocellular_crescent",
+)
+_BOOL_KEYS = ("membranous", "if_mesangial_deposits", "mesangial_hypercellularity")
+_FRACTION_KEYS = ("membranous_capillary_surface", "membranous_glomeruli")
+#: Biopsy-level inputs score_findings accepts.
+BIOPSY_KEYS = (*_BOOL_KEYS, *_FRACTION_KEYS)
+LM_LIMIT = "Light microscopy cannot confirm classes I, II or V; they need IF/EM."
+
+
+@dataclass
+class ClassProposal:
+    """An ISN/RPS class proposal with the reasoning a pathologist can check."""
+
+    proposal: str | None
+    label: str
+    rationale: str
+    needs_if_em: list[str] = field(default_factory=list)
+    involved: int = 0
+    n_class: int = 0
+    globally_sclerosed: int = 0
+    n_all: int = 0
+    alternative: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "proposal": self.proposal,
+            "label": self.label,
+            "rationale": self.rationale,
+            "needs_if_em": list(self.needs_if_em),
+            "involved": self.involved,
+            "n_class": self.n_class,
+            "fraction_involved": self.involved / self.n_class if self.n_class else None,
+            "globally_sclerosed": self.globally_sclerosed,
+            "n_all": self.n_all,
+            "alternative": self.alternative,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ClassProposal:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            proposal=d.get("proposal"),
+            label=str(d.get("label", "")),
+            rationale=str(d.get("rationale", "")),
+            needs_if_em=list(d.get("needs_if_em") or []),
+            involved=int(d.get("involved", 0)),
+            n_class=int(d.get("n_class", 0)),
+            globally_sclerosed=int(d.get("globally_sclerosed", 0)),
+            n_all=int(d.get("n_all", 0)),
+            alternative=d.get("alternative"),
+        )
+
+    def uncertainty(self) -> dict[str, Any]:
+        """Wilson interval of the III/IV fraction and whether one glomerulus would flip III/IV."""
+        if not self.n_class:
+            return {"wilson_95": None, "near_threshold": False}
+        n, total = self.involved, self.n_class
+        flips = (n > 0 and 2 * (n - 1) < total <= 2 * n) or (2 * n < total <= 2 * (n + 1))
+        return {"wilson_95": list(wilson_interval(n, total)), "near_threshold": bool(flips)}
+
+
+def biopsy_inputs(biopsy: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate biopsy-level IF/EM inputs; unknown keys and wrong types are errors."""
+    values: dict[str, Any] = dict.fromkeys(BIOPSY_KEYS)
+    if biopsy is None:
+        return values
+    if not isinstance(biopsy, Mapping):
+        raise InputError("biopsy: expected a mapping of IF/EM findings")
+    for key, value in biopsy.items():
+        if key not in BIOPSY_KEYS:
+            raise InputError(f"biopsy: unknown input {key!r} (known: {', '.join(BIOPSY_KEYS)})")
+        if value is None:
+            continue
+        if key in _BOOL_KEYS and not isinstance(value, bool):
+            raise InputError(f"biopsy: {key} must be true, false or null (got {value!r})")
+        if key in _FRACTION_KEYS and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
+        ):
+            raise InputError(f"biopsy: {key} must be a fraction in [0, 1] (got {value!r})")
+        values[key] = value
+    return values
+
+
+def _ratio(value: float) -> Fraction:
+    """A configured decimal threshold as the rational it was written as (0.9 -> 9/10)."""
+    return Fraction(repr(float(value)))
+
+
+def _kleene_any(table: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    out = pd.Series(False, index=table.index, dtype="boolean")
+    for column in columns:
+        out = out | table[column].astype("boolean")
+    return out
+
+
+def _prolif(n: int, total: int, threshold: Fraction) -> str | None:
+    if n == 0 or total == 0:
+        return None
+    return "IV" if n * threshold.denominator >= threshold.numerator * total else "III"
+
+
+def propose_class(
+    table: pd.DataFrame,
+    cfg: ScoringConfig,
+    inputs: Mapping[str, Any],
+    blocked: str | None,
+    inflammation_score: int | None,
+) -> ClassProposal:
+    """Apply the spec §2.2 decision procedure.
+
+    Lesions not assessed (``<NA>``) cannot be counted: the proposal uses the glomeruli known to be
+    involved and ``alternative`` names the class reached if every unassessed glomerulus were
+    involved, so "III" with alternative "IV" tells the pathologist the call hinges on them.
+    """
+    n_all = len(table)
+    needs = _needs(inputs)
+    if blocked:
+        return ClassProposal(
+            None, f"not proposed: {blocked}", f"Not proposed: {blocked}.", needs, n_all=n_all
+        )
+    adhesion = cfg.adhesion_as_sclerosis and "adhesion" in table
+    ln = _kleene_any(table, (*LN_LESIONS, "adhesion") if adhesion else LN_LESIONS)
+    ischemic = pd.Series(False, index=table.index)
+    if cfg.ischemic_exclusion and "ischemic" in table:
+        ischemic = table["ischemic"].fillna(False).astype(bool)
+    n_class = n_all - int(ischemic.sum())
+    involved = int((ln.fillna(False).astype(bool) & ~ischemic).sum())
+    unknown = int((ln.isna() & ~ischemic).sum())
+    global_n = int(table["global_sclerosis"].fillna(False).sum())
+    base: dict[str, Any] = {
+        "involved": involved,
+        "n_class": n_class,
+        "globally_sclerosed": global_n,
+        "n_all": n_all,
+    }
+    steps = [
+        f"{involved}/{n_class} glomeruli involved by LN lesions"
+        + (f" ({n_all - n_class} ischemic excluded)" if n_class != n_all else "")
+        + (f"; {unknown} with lesions not assessed" if unknown else ""),
+        f"{global_n}/{n_all} globally sclerosed",
+    ]
+    vi = _ratio(cfg.class_vi_threshold)
+    if global_n * vi.denominator >= vi.numerator * n_all:
+        active = _kleene_any(table, ACTIVE_LESIONS)
+        any_active = bool(active.fillna(False).any())
+        if cfg.inflammation_is_residual_activity and inflammation_score:
+            any_active = True
+        if not any_active:
+            steps.append(
+                f">= {cfg.class_vi_threshold:.0%} globally sclerosed, no residual activity"
+            )
+            if bool(active.isna().any()):
+                steps.append("absence of activity must be confirmed for unassessed lesions")
+            return ClassProposal(
+                "VI",
+                "Class VI (advanced sclerosing), proposal",
+                "; ".join([*steps, LM_LIMIT]),
+                needs,
+                **base,
+            )
+        steps.append("class VI excluded by residual glomerular activity")
+    threshold = _ratio(cfg.class_iv_threshold)
+    prolif = _prolif(involved, n_class, threshold)
+    upper = _prolif(involved + unknown, n_class, threshold)
+    alternative = upper if upper != prolif else None
+    merged = dict(inputs)
+    if merged.get("mesangial_hypercellularity") is None and "mesangial_hypercellularity" in table:
+        # per-glomerulus flags stand in for the biopsy-level statement when it is not given
+        merged["mesangial_hypercellularity"] = bool(
+            table["mesangial_hypercellularity"].fillna(False).any()
+        )
+    proposal, extra = _combine(prolif, merged, cfg)
+    steps.extend(extra)
+    if prolif:
+        steps.append(f"{'>=' if prolif == 'IV' else '<'} {cfg.class_iv_threshold:.0%} -> {prolif}")
+    if alternative:
+        steps.append(f"would be {alternative} if the unassessed glomeruli were involved")
+    label = (
+        f"Class {proposal}, proposal"
+        if proposal
+        else ("No LN lesion identified by light microscopy; indeterminate (IF/EM needed)")
+    )
+    return ClassProposal(
+        proposal, label, "; ".join([*steps, LM_LIMIT]), needs, alternative=alternative, **base
+    )
+
+
+def _combine(
+    prolif: str | None, inputs: Mapping[str, Any], cfg: ScoringConfig
+) -> tuple[str | None, list[str]]:
+    """Add the membranous component or fall back to II / I (spec §2.2)."""
+    membranous = inputs.get("membranous") is True
+    if prolif and membranous:
+        surface = inputs.get("membranous_capillary_surface")
+        glomeruli = inputs.get("membranous_glomeruli")
+        rule = cfg.class_v_combined_rule
+        if surface is None or glomeruli is None:
+            return f"{prolif}+V", [
+                "membranous component given without extent; taken as meeting "
+                "the combined-class rule"
+            ]
+        meets = Fraction(surface) > _ratio(rule.capillary_surface_gt) and Fraction(
+            glomeruli
+        ) > _ratio(rule.glomeruli_gt)
+        if meets:
+            return f"{prolif}+V", ["membranous component meets the extent rule"]
+        return prolif, ["membranous component below the extent rule for +V"]
+    if prolif:
+        return prolif, []
+    if membranous:
+        return "V", ["no proliferative lesion; subepithelial deposits given (IF/EM)"]
+    mesangial = inputs.get("mesangial_hypercellularity") is True
+    if mesangial and inputs.get("if_mesangial_deposits") is True:
+        return "II", ["mesangial hypercellularity with mesangial deposits"]
+    if inputs.get("if_mesangial_deposits") is True:
+        return "I", ["mesangial deposits by IF, normal glomeruli by LM"]
+    return None, ["no proliferative or sclerosing LN lesion identified"]
+
+
+def _needs(inputs: Mapping[str, Any]) -> list[str]:
+    needs = []
+    if inputs.get("membranous") is None:
+        needs.append("membranous component (class V): subepithelial deposits by IF/EM")
+    if inputs.get("if_mesangial_deposits") is None:
+        needs.append("mesangial immune deposits by IF (classes I/II)")
+    return needs

@@ -1,0 +1,140 @@
+"""``lnpath score-findings``: score a findings table (CSV, Parquet, QuPath GeoJSON) in the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..config import PRESETS, load_config
+from ..errors import InputError
+from ..findings import findings_from_geojson, read_findings
+from ..scoring import BiopsyScore, Component, IndexScore, score_findings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``score-findings`` sub-command."""
+    parser = subparsers.add_parser(
+        "score-findings",
+        help="NIH activity/chronicity indices, ISN/RPS class proposal from a findings table",
+        description="Score a per-glomerulus findings table (CSV, TSV, Parquet, or a QuPath "
+        "GeoJSON of classified glomeruli). JSON on stdout by default. Every output is a proposal "
+        "for a renal pathologist to confirm.",
+    )
+    parser.add_argument("findings", type=Path, help="GLOMERULI.csv | .parquet | .geojson")
+    parser.add_argument(
+        "--cortex",
+        type=Path,
+        metavar="CORTEX.json",
+        help="cortex fractions: interstitial_inflammation, interstitial_fibrosis, tubular_atrophy",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML/JSON scoring config")
+    parser.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        choices=sorted(PRESETS),
+        help="apply a named preset (repeatable; applied before --config values)",
+    )
+    parser.add_argument(
+        "--biopsy",
+        type=Path,
+        metavar="IFEM.json",
+        help='biopsy-level IF/EM inputs, e.g. {"membranous": true}',
+    )
+    parser.add_argument("--format", choices=("json", "table"), default="json")
+    parser.set_defaults(func=run)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _cortex(path: Path | None) -> Any:
+    if path is None:
+        return None
+    data = _read_json(path, "cortex")
+    if isinstance(data, dict) and isinstance(data.get("fractions"), dict):
+        data = data["fractions"]  # a CortexMeasurement.to_dict() export
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: cortex JSON must be an object of component: fraction")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score and print; an empty table is reported (inadequate), not an error."""
+    config = load_config(args.config)
+    for name in args.preset:  # command-line presets win over the config file
+        config = config.replace(presets=[*config.presets, name], **PRESETS[name])
+    suffix = args.findings.suffix.lower()
+    table = (
+        findings_from_geojson(args.findings)
+        if suffix in (".geojson", ".json")
+        else read_findings(args.findings)
+    )
+    biopsy = _read_json(args.biopsy, "biopsy") if args.biopsy is not None else None
+    try:
+        score = score_findings(table, cortex=_cortex(args.cortex), config=config, biopsy=biopsy)
+    except InputError as exc:
+        origin = {"cortex": args.cortex, "biopsy": args.biopsy}.get(str(exc).split(":")[0])
+        raise InputError(f"{origin or args.findings}: {exc}") from None
+    if args.format == "json":
+        sys.stdout.write(score.to_json() + "\n")
+    else:
+        render(score, Console(width=max(Console().width, 120)))
+    return 0
+
+
+def _short_note(c: Component) -> str:
+    if c.assessed:
+        return ""
+    if c.N is None:
+        return "no cortex measurement"
+    if not c.N:
+        return "no glomeruli"
+    low, high = c.score_range or (0, 3)
+    return f"{c.n_not_assessed}/{c.N} not assessed; {low}-{high}"
+
+
+def _index_rows(table: Table, label: str, index: IndexScore) -> None:
+    for name, c in index.components.items():
+        count = f"{c.n}/{c.N}" if c.N is not None else "-"
+        pct = f"{c.fraction:.0%}" if c.fraction is not None and c.assessed else "-"
+        score = str(c.score) if c.score is not None else "n.a."
+        weighted = str(c.weighted) if c.weighted is not None else "n.a."
+        table.add_row(label, name, count, pct, score, f"x{c.weight}", weighted, _short_note(c))
+    if index.total is None:
+        total = "not computable"
+    else:
+        total = f"{index.total}/{index.maximum}"
+        if not index.complete and index.total_range:
+            total += f" (incomplete; full {index.total_range[0]}-{index.total_range[1]})"
+    table.add_row(label, "[bold]total[/bold]", "", "", "", "", f"[bold]{total}[/bold]", "")
+    table.add_section()
+
+
+def render(score: BiopsyScore, console: Console) -> None:
+    """A readable component table, then class, adequacy and what awaits the pathologist."""
+    table = Table(title=f"Modified NIH indices ({score.nih_version}) - provisional")
+    for column in ("Index", "Component", "n/N", "%", "Score", "Weight", "Weighted", "Note"):
+        table.add_column(column, no_wrap=column in ("Component", "Note"))
+    _index_rows(table, "AI", score.activity_index)
+    _index_rows(table, "CI", score.chronicity_index)
+    console.print(table)
+    console.print(f"ISN/RPS class: {score.isn_rps_class.label}")
+    console.print(f"  {score.isn_rps_class.rationale}", highlight=False)
+    console.print(f"Adequacy: {score.adequacy.status} - {score.adequacy.message}")
+    if score.pending_review:
+        console.print("Pending review:")
+        for item in score.pending_review:
+            console.print(f"  - {item}", highlight=False)

@@ -1,0 +1,280 @@
+"""The findings table: one row per glomerulus, one nullable boolean column per lesion.
+
+This is the hand-over point between whoever calls lesions (a model, morphometry, a pathologist in
+a spreadsheet or in QuPath) and the scoring engine. ``<NA>`` means *not assessed*, which is the
+normal state for lesions a machine cannot call from the stain at hand; scoring then marks the
+component "not assessed" instead of silently treating it as absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .qupath import QuPathFeature, read_qupath
+
+__all__ = [
+    "DEFAULT_CLASS_MAP",
+    "LESIONS",
+    "OPTIONAL_FLAGS",
+    "findings_from_geojson",
+    "read_findings",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The nine per-glomerulus lesions of the 2018 modified NIH index, in table order.
+LESIONS: tuple[str, ...] = (
+    "endocapillary_hypercellularity",
+    "neutrophils_karyorrhexis",
+    "fibrinoid_necrosis",
+    "hyaline_deposits",
+    "cellular_crescent",
+    "fibrocellular_crescent",
+    "fibrous_crescent",
+    "global_sclerosis",
+    "segmental_sclerosis",
+)
+
+#: Optional per-glomerulus flags: ``ischemic`` (left out of the class fraction), ``adhesion``
+#: (counted as sclerosis only with ``adhesion_as_sclerosis``), ``mesangial_hypercellularity``
+#: (supports class II). Missing or ``<NA>`` means not flagged.
+OPTIONAL_FLAGS: tuple[str, ...] = ("ischemic", "adhesion", "mesangial_hypercellularity")
+
+#: QuPath class -> the lesion values it asserts; lesions it does not mention stay not assessed.
+DEFAULT_CLASS_MAP: dict[str, dict[str, bool]] = {
+    "Sclerotic": {"global_sclerosis": True, "segmental_sclerosis": False},
+    "Partially_sclerotic": {"global_sclerosis": False, "segmental_sclerosis": True},
+    "Normal": {"global_sclerosis": False, "segmental_sclerosis": False},
+}
+
+_TRUE = {"true", "1", "yes", "1.0"}
+_FALSE = {"false", "0", "no", "0.0"}
+_MISSING = {"", "na", "n/a", "nan", "null", "none", "<na>"}
+_BOOLEAN_COLUMNS = (*LESIONS, *OPTIONAL_FLAGS)
+_PROBABILITY_COLUMNS = tuple(f"p_{lesion}" for lesion in LESIONS)
+
+
+def read_findings(
+    source: pd.DataFrame | Sequence[Mapping[str, Any]] | str | os.PathLike[str],
+) -> pd.DataFrame:
+    """Read and validate a findings table.
+
+    Booleans may be written true/false, 1/0 or yes/no in any case; an empty cell is ``<NA>``
+    (not assessed). Columns ``m_*`` (measurements) are carried through; other unknown columns are
+    kept but logged as a warning, because a misspelt lesion column would otherwise vanish silently.
+
+    Args:
+        source: a DataFrame, a list of row dicts, or a ``.csv`` / ``.parquet`` file.
+
+    Returns:
+        A new DataFrame: ``glomerulus_id``, the nine :data:`LESIONS` and any optional flags as
+        pandas ``"boolean"``, ``p_*`` as float64 (NaN = none), ``source`` as string.
+
+    Raises:
+        InputError: a required column is missing, a value is not a boolean / not in [0, 1],
+            glomerulus ids are missing or duplicated, or the file cannot be read.
+    """
+    where, frame = _load(source)
+    frame = frame.copy()
+    frame.columns = [str(c).strip() for c in frame.columns]
+    required = ("glomerulus_id", *LESIONS)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputError(f"{where}: missing required column(s): {', '.join(missing)}")
+    known = {*required, *OPTIONAL_FLAGS, *_PROBABILITY_COLUMNS, "source"}
+    unknown = [c for c in frame.columns if c not in known and not c.startswith("m_")]
+    if unknown:
+        logger.warning("%s: ignoring unknown column(s): %s", where, ", ".join(unknown))
+    frame = frame.reset_index(drop=True)
+    frame["glomerulus_id"] = _ids(frame["glomerulus_id"], where)
+    for column in _BOOLEAN_COLUMNS:
+        if column in frame.columns:
+            frame[column] = _booleans(frame[column], column, frame["glomerulus_id"], where)
+    for column in _PROBABILITY_COLUMNS:
+        if column in frame.columns:
+            frame[column] = _unit_floats(frame[column], column, frame["glomerulus_id"], where)
+    for column in (c for c in frame.columns if c.startswith("m_")):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    if "source" in frame.columns:
+        frame["source"] = frame["source"].astype("string")
+    return frame
+
+
+def findings_from_geojson(
+    source: str | os.PathLike[str] | Mapping[str, Any] | list[Any],
+    class_map: Mapping[str, Mapping[str, bool]] | None = None,
+) -> pd.DataFrame:
+    """Turn QuPath glomerulus annotations into a findings table.
+
+    Each feature is one glomerulus. Its class sets the lesions ``class_map`` lists for it; every
+    other lesion is ``<NA>`` (not assessed), because a QuPath class such as ``Sclerotic`` says
+    nothing about crescents or necrosis. Features with no class, or a class not in the map, are
+    **excluded, not guessed**: they are logged as a warning and listed in
+    ``table.attrs["excluded"]`` (``[{"feature": index, "id": ..., "classification": ...}]``).
+
+    ``glomerulus_id`` is the feature's position in the file (0-based, as QuPath lists objects),
+    so a reviewer can find it. ``m_area_px`` carries the polygon area in level-0 px².
+
+    Args:
+        source: a QuPath GeoJSON path, FeatureCollection dict or list of features.
+        class_map: QuPath class name -> ``{lesion: bool}``; default :data:`DEFAULT_CLASS_MAP`.
+
+    Returns:
+        The validated findings table with ``source`` = ``"qupath:<file name>"``.
+
+    Raises:
+        InputError: the GeoJSON is malformed or the class map names an unknown lesion.
+    """
+    mapping = DEFAULT_CLASS_MAP if class_map is None else class_map
+    for cls, asserted in mapping.items():
+        bad = [k for k in asserted if k not in _BOOLEAN_COLUMNS]
+        if bad:
+            raise InputError(f"class_map[{cls!r}]: unknown lesion(s) {', '.join(bad)}")
+    where = str(source) if isinstance(source, str | os.PathLike) else "GeoJSON"
+    label = f"qupath:{Path(source).name}" if isinstance(source, str | os.PathLike) else "qupath"
+    features = read_qupath(source)
+    rows: list[dict[str, Any]] = []
+    excluded: list[dict[str, Any]] = []
+    for index, feature in enumerate(features):
+        values: Mapping[str, bool] | None = (
+            mapping.get(feature.classification) if feature.classification else None
+        )
+        if values is None:
+            excluded.append(_excluded(index, feature))
+            continue
+        row: dict[str, Any] = {"glomerulus_id": index}
+        row.update({lesion: pd.NA for lesion in LESIONS})
+        row.update(values)
+        row["source"] = label
+        row["m_area_px"] = float(feature.geometry.area)
+        rows.append(row)
+    if excluded:
+        classes = sorted({e["classification"] or "unclassified" for e in excluded})
+        logger.warning(
+            "%s: %d of %d feature(s) excluded, class not mapped to findings: %s",
+            where,
+            len(excluded),
+            len(features),
+            ", ".join(classes),
+        )
+    columns = ["glomerulus_id", *LESIONS, "source", "m_area_px"]
+    table = read_findings(pd.DataFrame(rows, columns=columns))
+    table.attrs["excluded"] = excluded
+    table.attrs["source_file"] = where
+    return table
+
+
+def _excluded(index: int, feature: QuPathFeature) -> dict[str, Any]:
+    return {"feature": index, "id": feature.id, "classification": feature.classification}
+
+
+def _load(
+    source: pd.DataFrame | Sequence[Mapping[str, Any]] | str | os.PathLike[str],
+) -> tuple[str, pd.DataFrame]:
+    if isinstance(source, pd.DataFrame):
+        return "findings table", source
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{path}: no such findings file")
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".parquet":
+                return str(path), pd.read_parquet(path)
+            if suffix in (".csv", ".tsv", ".txt"):
+                sep = "\t" if suffix == ".tsv" else ","
+                frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+                return str(path), frame
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{path}: cannot read findings table ({detail})") from None
+        raise InputError(f"{path}: findings must be .csv, .tsv or .parquet (got {suffix!r})")
+    if isinstance(source, Sequence) and all(isinstance(r, Mapping) for r in source):
+        return "findings rows", pd.DataFrame(list(source))
+    raise InputError("findings: expected a DataFrame, a list of row dicts, or a .csv/.parquet path")
+
+
+def _row(ids: pd.Series, position: int) -> str:
+    return f"row {position + 1} (glomerulus_id {ids.iloc[position]!r})"
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
+def _ids(column: pd.Series, where: str) -> pd.Series:
+    """Ids must be present and unique; integer-looking text ids become integers."""
+    values = list(column)
+    for position, value in enumerate(values):
+        if _is_missing(value) or (isinstance(value, str) and not value.strip()):
+            raise InputError(f"{where}: row {position + 1}: glomerulus_id is empty")
+    if column.dtype == object and all(isinstance(v, str) for v in values):
+        stripped = [v.strip() for v in values]
+        if all(v.lstrip("-").isdigit() for v in stripped):
+            column = pd.Series([int(v) for v in stripped], dtype="int64")
+        else:
+            column = pd.Series(stripped, dtype=object)
+    duplicated = column[column.duplicated()]
+    if len(duplicated):
+        raise InputError(f"{where}: duplicate glomerulus_id {duplicated.iloc[0]!r}")
+    return column
+
+
+def _booleans(column: pd.Series, name: str, ids: pd.Series, where: str) -> pd.Series:
+    if isinstance(column.dtype, pd.BooleanDtype):
+        return column
+    out: list[Any] = []
+    for position, value in enumerate(column):
+        parsed = _boolean(value)
+        if parsed is None:
+            raise InputError(
+                f"{where}: {_row(ids, position)}, column {name}: {value!r} is not a boolean "
+                "(use true/false, 1/0, yes/no, or leave empty for not assessed)"
+            )
+        out.append(parsed)
+    return pd.Series(out, index=column.index, dtype="boolean")
+
+
+def _boolean(value: Any) -> Any:
+    """True/False/pd.NA for a readable value, None for an unreadable one."""
+    if _is_missing(value):
+        return pd.NA
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return bool(value) if value in (0, 1) else None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        if text in _MISSING:
+            return pd.NA
+    return None
+
+
+def _unit_floats(column: pd.Series, name: str, ids: pd.Series, where: str) -> pd.Series:
+    if column.dtype == object:
+        column = column.map(
+            lambda v: np.nan if isinstance(v, str) and v.strip().lower() in _MISSING else v
+        )
+    numbers = pd.to_numeric(column, errors="coerce").astype("float64")
+    for position, (raw, number) in enumerate(zip(column, numbers, strict=True)):
+        if np.isnan(number) and not _is_missing(raw):
+            raise InputError(
+                f"{where}: {_row(ids, position)}, column {name}: {raw!r} is not a number"
+            )
+        if not np.isnan(number) and not 0.0 <= number <= 1.0:
+            raise InputError(
+                f"{where}: {_row(ids, position)}, column {name}: {number} is outside [0, 1]"
+            )
+    return numbers

@@ -1,0 +1,607 @@
+"""Findings -> 2018 modified NIH activity/chronicity indices, ISN/RPS class proposal, adequacy.
+
+Pure functions, no image I/O (spec ``clinical-scoring.md`` §1, §2, §7, §8). Every band comes from
+integer counts (or exact rationals for area fractions), never from rounded percentages. A lesion
+that was not assessed (``<NA>``) makes its component "not assessed": the index total then counts
+only the assessed components, says so, and gives the range the missing ones could add, so a
+pathologist knows exactly what to supply. Everything is a proposal (``status: provisional``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .classification import ClassProposal, biopsy_inputs, propose_class
+from .config import ScoringConfig, load_config
+from .errors import InputError
+from .findings import read_findings
+from .uncertainty import (
+    band,
+    count_distribution,
+    interval_95,
+    near_band_edge,
+    replicate_band_probabilities,
+    total_distribution,
+    wilson_interval,
+)
+from .uncertainty import band_distribution as fold_bands
+
+__all__ = [
+    "ACTIVITY",
+    "CHRONICITY",
+    "CORTEX_KEYS",
+    "Adequacy",
+    "BiopsyScore",
+    "Component",
+    "IndexScore",
+    "score_findings",
+]
+
+logger = logging.getLogger(__name__)
+
+#: AI component -> (lesion columns counted with OR, or None for a cortex fraction; weight).
+ACTIVITY: dict[str, tuple[tuple[str, ...] | None, int]] = {
+    "endocapillary_hypercellularity": (("endocapillary_hypercellularity",), 1),
+    "neutrophils_karyorrhexis": (("neutrophils_karyorrhexis",), 1),
+    "fibrinoid_necrosis": (("fibrinoid_necrosis",), 2),
+    "hyaline_deposits": (("hyaline_deposits",), 1),
+    "cellular_fibrocellular_crescents": (("cellular_crescent", "fibrocellular_crescent"), 2),
+    "interstitial_inflammation": (None, 1),
+}
+#: CI component -> (lesion columns, weight); every CI item weighs 1.
+CHRONICITY: dict[str, tuple[tuple[str, ...] | None, int]] = {
+    "glomerulosclerosis": (("global_sclerosis", "segmental_sclerosis"), 1),
+    "fibrous_crescents": (("fibrous_crescent",), 1),
+    "tubular_atrophy": (None, 1),
+    "interstitial_fibrosis": (None, 1),
+}
+#: Cortex keys accepted; the ``*_nonscarred`` / ``*_cortex_area`` variants serve the config options.
+CORTEX_KEYS = (
+    "interstitial_inflammation",
+    "interstitial_inflammation_nonscarred",
+    "interstitial_fibrosis",
+    "tubular_atrophy",
+    "tubular_atrophy_cortex_area",
+)
+ASSUMPTION = (
+    "Sampling: Wilson 95% interval of each glomerular fraction; band_probabilities = chance that "
+    "a second core with the same number of glomeruli scores each band (beta-binomial, Jeffreys "
+    "prior). Calling (only with p_<lesion> columns): glomeruli, lesions and components are "
+    "independent given their probabilities; counts are Poisson-binomial and index totals their "
+    "exact convolution; components without probabilities are fixed at their observed score."
+)
+
+
+@dataclass
+class Component:
+    """One index component: ``n`` of ``N`` glomeruli (or an area fraction) and its 0-3 score."""
+
+    name: str
+    weight: int
+    assessed: bool
+    score: int | None
+    n: int | None = None
+    N: int | None = None
+    fraction: float | None = None
+    basis: str = ""
+    n_not_assessed: int = 0
+    score_range: tuple[int, int] | None = None
+    note: str | None = None
+
+    @property
+    def weighted(self) -> int | None:
+        """Score times weight, or None when not assessed."""
+        return None if self.score is None else self.score * self.weight
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (keys of the team contract plus basis/range/note)."""
+        return {
+            "n": self.n,
+            "N": self.N,
+            "fraction": self.fraction,
+            "score": self.score,
+            "weight": self.weight,
+            "weighted": self.weighted,
+            "assessed": self.assessed,
+            "basis": self.basis,
+            "n_not_assessed": self.n_not_assessed,
+            "score_range": list(self.score_range) if self.score_range else None,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping[str, Any]) -> Component:
+        """Inverse of :meth:`to_dict`."""
+        rng = d.get("score_range")
+        return cls(
+            name=name,
+            weight=int(d["weight"]),
+            assessed=bool(d["assessed"]),
+            score=d.get("score"),
+            n=d.get("n"),
+            N=d.get("N"),
+            fraction=d.get("fraction"),
+            basis=d.get("basis", ""),
+            n_not_assessed=int(d.get("n_not_assessed", 0)),
+            score_range=(int(rng[0]), int(rng[1])) if rng else None,
+            note=d.get("note"),
+        )
+
+
+@dataclass
+class IndexScore:
+    """The activity (max 24) or chronicity (max 12) index; never added to each other."""
+
+    maximum: int
+    components: dict[str, Component]
+    total: int | None
+    complete: bool
+    total_range: tuple[int, int] | None = None
+    note: str = ""
+
+    @property
+    def not_assessed(self) -> list[str]:
+        """Components that did not enter the total."""
+        return [name for name, c in self.components.items() if not c.assessed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "total": self.total,
+            "max": self.maximum,
+            "complete": self.complete,
+            "not_assessed": self.not_assessed,
+            "total_range": list(self.total_range) if self.total_range else None,
+            "note": self.note,
+            "components": {name: c.to_dict() for name, c in self.components.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> IndexScore:
+        """Inverse of :meth:`to_dict`."""
+        rng = d.get("total_range")
+        return cls(
+            maximum=int(d["max"]),
+            components={k: Component.from_dict(k, v) for k, v in d["components"].items()},
+            total=d.get("total"),
+            complete=bool(d["complete"]),
+            total_range=(int(rng[0]), int(rng[1])) if rng else None,
+            note=d.get("note", ""),
+        )
+
+
+@dataclass
+class Adequacy:
+    """Whether the core holds enough glomeruli for class and index (spec §2.3)."""
+
+    n_glomeruli: int
+    status: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"n_glomeruli": self.n_glomeruli, "status": self.status, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Adequacy:
+        """Inverse of :meth:`to_dict`."""
+        return cls(int(d["n_glomeruli"]), str(d["status"]), str(d["message"]))
+
+
+@dataclass
+class BiopsyScore:
+    """Everything scoring proposes for one biopsy, serialisable with :meth:`to_dict`."""
+
+    activity_index: IndexScore
+    chronicity_index: IndexScore
+    isn_rps_class: ClassProposal
+    adequacy: Adequacy
+    uncertainty: dict[str, Any]
+    config: ScoringConfig = field(default_factory=ScoringConfig)
+    counts: dict[str, Any] = field(default_factory=dict)
+    pending_review: list[str] = field(default_factory=list)
+    biopsy: dict[str, Any] = field(default_factory=dict)
+    status: str = "provisional"
+    lnpath_version: str = __version__
+
+    @property
+    def nih_version(self) -> str:
+        """Index definition used (from the config)."""
+        return self.config.nih_version
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract dict consumed by the pipeline, report and comparison."""
+        return {
+            "nih_version": self.nih_version,
+            "lnpath_version": self.lnpath_version,
+            "config": self.config.to_dict(),
+            "status": self.status,
+            "activity_index": self.activity_index.to_dict(),
+            "chronicity_index": self.chronicity_index.to_dict(),
+            "isn_rps_class": self.isn_rps_class.to_dict(),
+            "adequacy": self.adequacy.to_dict(),
+            "uncertainty": self.uncertainty,
+            "counts": self.counts,
+            "pending_review": list(self.pending_review),
+            "biopsy": dict(self.biopsy),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text (no NaN: missing values are null)."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BiopsyScore:
+        """Rebuild a score from :meth:`to_dict` output (e.g. a stored result.json)."""
+        try:
+            return cls(
+                activity_index=IndexScore.from_dict(d["activity_index"]),
+                chronicity_index=IndexScore.from_dict(d["chronicity_index"]),
+                isn_rps_class=ClassProposal.from_dict(d["isn_rps_class"]),
+                adequacy=Adequacy.from_dict(d["adequacy"]),
+                uncertainty=dict(d.get("uncertainty") or {}),
+                config=load_config(d.get("config") or {}),
+                counts=dict(d.get("counts") or {}),
+                pending_review=list(d.get("pending_review") or []),
+                biopsy=dict(d.get("biopsy") or {}),
+                status=str(d.get("status", "provisional")),
+                lnpath_version=str(d.get("lnpath_version", __version__)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"biopsy score: malformed score dict ({exc!r})") from None
+
+
+def score_findings(
+    glomeruli: pd.DataFrame | Sequence[Mapping[str, Any]] | str | os.PathLike[str],
+    cortex: Mapping[str, Any] | Any | None = None,
+    config: ScoringConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    biopsy: Mapping[str, Any] | None = None,
+) -> BiopsyScore:
+    """Score one biopsy from its findings table and cortex fractions.
+
+    Args:
+        glomeruli: the findings table (see :func:`lnpath.read_findings`), validated here.
+        cortex: ``{interstitial_inflammation, interstitial_fibrosis, tubular_atrophy}`` fractions
+            in [0, 1] (a float, or ``[lesion_area, cortex_area]`` for an exact ratio); absent or
+            None = not assessed. An object with ``.fractions()`` is accepted too.
+        config: a :class:`~lnpath.config.ScoringConfig`, a mapping or a config file.
+        biopsy: biopsy-level IF/EM inputs for the class proposal: ``membranous`` (subepithelial
+            deposits confirmed), ``membranous_capillary_surface`` and ``membranous_glomeruli``
+            (fractions, to apply the III/IV + V extent rule), ``if_mesangial_deposits``,
+            ``mesangial_hypercellularity``.
+
+    Returns:
+        The :class:`BiopsyScore`; an empty table gives status "inadequate" and indices that are
+        not computable rather than an error.
+
+    Raises:
+        InputError: malformed findings, cortex, config or biopsy inputs.
+    """
+    cfg = load_config(config)
+    table = read_findings(glomeruli)
+    fractions = _cortex(cortex)
+    inputs = biopsy_inputs(biopsy)
+    adequacy = _adequacy(len(table), cfg)
+    blocked = _blocked(adequacy, cfg)
+    components = {
+        "activity": _components(ACTIVITY, table, fractions, cfg),
+        "chronicity": _components(CHRONICITY, table, fractions, cfg),
+    }
+    activity = _index(components["activity"], 24, blocked)
+    chronicity = _index(components["chronicity"], 12, blocked)
+    inflammation = components["activity"]["interstitial_inflammation"].score
+    proposal = propose_class(table, cfg, inputs, blocked, inflammation)
+    uncertainty = _uncertainty(table, cfg, activity, chronicity, proposal)
+    score = BiopsyScore(
+        activity_index=activity,
+        chronicity_index=chronicity,
+        isn_rps_class=proposal,
+        adequacy=adequacy,
+        uncertainty=uncertainty,
+        config=cfg,
+        counts=_counts(table),
+        pending_review=_pending(activity, chronicity, proposal, uncertainty),
+        biopsy={k: v for k, v in inputs.items() if v is not None},
+    )
+    logger.info(
+        "scored %d glomeruli: AI %s, CI %s, class %s",
+        len(table),
+        activity.total,
+        chronicity.total,
+        proposal.proposal,
+    )
+    return score
+
+
+# --------------------------------------------------------------------------- components
+
+
+def _lesion_or(table: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Kleene OR of nullable boolean columns: True if any True, <NA> if unknown, else False."""
+    out = table[columns[0]].astype("boolean")
+    for column in columns[1:]:
+        out = out | table[column].astype("boolean")
+    return out
+
+
+def _lesion_columns(lesions: tuple[str, ...], table: pd.DataFrame, cfg: ScoringConfig) -> list[str]:
+    columns = list(lesions)
+    if "segmental_sclerosis" in columns and cfg.adhesion_as_sclerosis and "adhesion" in table:
+        columns.append("adhesion")
+    return columns
+
+
+def _denominator(name: str, table: pd.DataFrame, cfg: ScoringConfig) -> tuple[pd.Series, str]:
+    """Rows in the denominator and its wording (spec §1.4)."""
+    viable = cfg.glomerular_denominator == "non_globally_sclerosed"
+    if viable and name in ACTIVITY:
+        mask = ~table["global_sclerosis"].fillna(False).astype(bool)
+        return mask, "glomeruli not globally sclerosed"
+    return pd.Series(True, index=table.index), "all glomeruli"
+
+
+def _glomerular(
+    name: str, lesions: tuple[str, ...], weight: int, table: pd.DataFrame, cfg: ScoringConfig
+) -> Component:
+    mask, basis = _denominator(name, table, cfg)
+    involved = _lesion_or(table, _lesion_columns(lesions, table, cfg))[mask]
+    total = int(mask.sum())
+    n = int(involved.fillna(False).sum())
+    unknown = int(involved.isna().sum())
+    fraction = n / total if total else None
+    if len(table) == 0:
+        return Component(name, weight, False, None, 0, 0, None, basis, 0, None, "no glomeruli")
+    if unknown:
+        low, high = band(n, total), band(n + unknown, total)
+        note = f"not assessed in {unknown} of {total} glomeruli; score would be {low}-{high}"
+        return Component(
+            name, weight, False, None, n, total, fraction, basis, unknown, (low, high), note
+        )
+    return Component(name, weight, True, band(n, total), n, total, fraction, basis)
+
+
+def _cortex_key(name: str, cfg: ScoringConfig) -> tuple[str, str]:
+    if (
+        name == "interstitial_inflammation"
+        and cfg.interstitial_inflammation_region != "total_cortex"
+    ):
+        return "interstitial_inflammation_nonscarred", "% of non-scarred cortex"
+    if name == "tubular_atrophy":
+        if cfg.tubular_atrophy_basis == "cortex_area":
+            return "tubular_atrophy_cortex_area", "% of cortical area"
+        return "tubular_atrophy", "% of cortical tubules"
+    return name, "% of cortex"
+
+
+def _cortex_component(
+    name: str, weight: int, fractions: Mapping[str, Fraction | None], cfg: ScoringConfig
+) -> Component:
+    key, basis = _cortex_key(name, cfg)
+    value = fractions.get(key)
+    if value is None:
+        note = f"no cortex measurement '{key}'"
+        return Component(name, weight, False, None, basis=basis, score_range=(0, 3), note=note)
+    score = 0 if value == 0 else 1 if 4 * value < 1 else 2 if 2 * value <= 1 else 3
+    return Component(name, weight, True, score, fraction=float(value), basis=basis)
+
+
+def _components(
+    spec: Mapping[str, tuple[tuple[str, ...] | None, int]],
+    table: pd.DataFrame,
+    fractions: Mapping[str, Fraction | None],
+    cfg: ScoringConfig,
+) -> dict[str, Component]:
+    out: dict[str, Component] = {}
+    for name, (lesions, weight) in spec.items():
+        if lesions is None:
+            out[name] = _cortex_component(name, weight, fractions, cfg)
+        else:
+            out[name] = _glomerular(name, lesions, weight, table, cfg)
+    return out
+
+
+def _index(components: dict[str, Component], maximum: int, blocked: str | None) -> IndexScore:
+    assessed = [c for c in components.values() if c.assessed]
+    if blocked:
+        return IndexScore(maximum, components, None, False, None, f"not computable: {blocked}")
+    if not assessed:
+        note = "not computable: no component assessed"
+        return IndexScore(maximum, components, None, False, None, note)
+    total = sum(c.score * c.weight for c in assessed if c.score is not None)
+    missing = [c for c in components.values() if not c.assessed]
+    if not missing:
+        return IndexScore(maximum, components, total, True, (total, total), "")
+    low = total + sum((c.score_range or (0, 3))[0] * c.weight for c in missing)
+    high = total + sum((c.score_range or (0, 3))[1] * c.weight for c in missing)
+    names = ", ".join(c.name for c in missing)
+    note = (
+        f"incomplete: total counts only assessed components; not assessed: {names}; "
+        f"the full index would lie in {low}-{high}"
+    )
+    return IndexScore(maximum, components, total, False, (low, high), note)
+
+
+# --------------------------------------------------------------------------- inputs, adequacy
+
+
+def _cortex(cortex: Mapping[str, Any] | Any | None) -> dict[str, Fraction | None]:
+    """Validate cortex fractions into exact rationals (None = not assessed)."""
+    if cortex is None:
+        return {}
+    if not isinstance(cortex, Mapping) and callable(getattr(cortex, "fractions", None)):
+        cortex = cortex.fractions()
+    if not isinstance(cortex, Mapping):
+        raise InputError("cortex: expected a mapping of component -> fraction in [0, 1]")
+    unknown = [k for k in cortex if k not in CORTEX_KEYS]
+    if unknown:
+        logger.warning("cortex: ignoring unknown key(s): %s", ", ".join(map(str, unknown)))
+    return {key: _fraction(key, cortex[key]) for key in CORTEX_KEYS if key in cortex}
+
+
+def _fraction(key: str, value: Any) -> Fraction | None:
+    """A float (exact binary value), an int 0/1, or ``[part, whole]`` -> Fraction in [0, 1]."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, list | tuple) and len(value) == 2:
+            part, whole = (Fraction(v) for v in value)
+            if whole <= 0:
+                raise InputError(f"cortex: {key}: area {whole} must be positive")
+            result = part / whole
+        elif isinstance(value, int | float | Fraction | np.integer | np.floating):
+            result = Fraction(float(value)) if not isinstance(value, Fraction) else value
+        else:
+            raise TypeError
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"cortex: {key}: {value!r} is not a fraction in [0, 1]") from None
+    if not 0 <= result <= 1:
+        raise InputError(f"cortex: {key}: {float(result)} is outside [0, 1]")
+    return result
+
+
+def _adequacy(n: int, cfg: ScoringConfig) -> Adequacy:
+    thresholds = cfg.adequacy
+    if n >= thresholds.adequate:
+        return Adequacy(n, "adequate", f"{n} glomeruli (adequate: >= {thresholds.adequate})")
+    if n >= thresholds.limited:
+        return Adequacy(n, "limited", f"{n} glomeruli: limited sample; interpret with caution")
+    return Adequacy(
+        n,
+        "inadequate",
+        f"{n} glomeruli (< {thresholds.limited}): inadequate for class and index; "
+        "counts reported only",
+    )
+
+
+def _blocked(adequacy: Adequacy, cfg: ScoringConfig) -> str | None:
+    """Why indices and class are withheld, or None."""
+    if adequacy.n_glomeruli == 0:
+        return "no glomeruli"
+    if adequacy.status == "inadequate" and cfg.inadequate_policy == "counts_only":
+        return f"inadequate biopsy ({adequacy.n_glomeruli} glomeruli < {cfg.adequacy.limited})"
+    return None
+
+
+def _counts(table: pd.DataFrame) -> dict[str, Any]:
+    """Raw counts a pathology report lists (spec §6), per lesion present/absent/not assessed."""
+    lesions: dict[str, dict[str, int]] = {}
+    for column in (c for c in table.columns if str(table[c].dtype) == "boolean"):
+        values = table[column]
+        lesions[column] = {
+            "present": int(values.fillna(False).sum()),
+            "absent": int((~values.fillna(True)).sum()),
+            "not_assessed": int(values.isna().sum()),
+        }
+    any_sclerosis = _lesion_or(table, ["global_sclerosis", "segmental_sclerosis"])
+    return {
+        "n_glomeruli": len(table),
+        "globally_sclerosed": lesions["global_sclerosis"]["present"],
+        "segmentally_sclerosed": lesions["segmental_sclerosis"]["present"],
+        "any_sclerosis": int(any_sclerosis.fillna(False).sum()),
+        "lesions": lesions,
+    }
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+
+def _call_probabilities(
+    lesions: Sequence[str], table: pd.DataFrame, mask: pd.Series
+) -> np.ndarray | None:
+    """Per-glomerulus probability that a component counts it, if any p_ column informs it."""
+    if not any(f"p_{lesion}" in table for lesion in lesions):
+        return None
+    none_count = np.ones(int(mask.sum()))
+    for lesion in lesions:
+        observed = table.loc[mask, lesion].astype("float64").to_numpy()
+        column = f"p_{lesion}"
+        if column in table:
+            p = table.loc[mask, column].to_numpy(dtype=np.float64)
+            p = np.where(np.isnan(p), observed, p)
+        else:
+            p = observed
+        none_count *= 1.0 - p
+    return 1.0 - none_count
+
+
+def _uncertainty(
+    table: pd.DataFrame,
+    cfg: ScoringConfig,
+    activity: IndexScore,
+    chronicity: IndexScore,
+    proposal: ClassProposal,
+) -> dict[str, Any]:
+    comps: dict[str, Any] = {}
+    notes: list[str] = []
+    out: dict[str, Any] = {"assumption": ASSUMPTION, "components": comps, "notes": notes}
+    for key, index, spec in (
+        ("activity_index", activity, ACTIVITY),
+        ("chronicity_index", chronicity, CHRONICITY),
+    ):
+        parts: list[tuple[int, list[float]]] = []
+        called = False
+        for name, component in index.components.items():
+            lesions = spec[name][0]
+            if not component.assessed or component.score is None:
+                continue
+            point = [float(component.score == b) for b in range(4)]
+            if lesions is None or not component.N:
+                parts.append((component.weight, point))
+                continue
+            n, total = int(component.n or 0), int(component.N)
+            entry: dict[str, Any] = {
+                "wilson_95": list(wilson_interval(n, total)),
+                "band_probabilities": replicate_band_probabilities(n, total),
+                "near_band_edge": near_band_edge(n, total),
+            }
+            if entry["near_band_edge"] and component.weight > 1:
+                notes.append(
+                    f"{name} (x{component.weight}) is one glomerulus from a band edge: "
+                    f"the activity index could move by {component.weight} points"
+                )
+            mask, _ = _denominator(name, table, cfg)
+            probs = _call_probabilities(_lesion_columns(lesions, table, cfg), table, mask)
+            if probs is not None:
+                called = True
+                dist = count_distribution(probs)
+                entry["count_distribution"] = [float(x) for x in dist]
+                entry["expected_count"] = float(probs.sum())
+                entry["call_band_probabilities"] = fold_bands(dist, total)
+                parts.append((component.weight, entry["call_band_probabilities"]))
+            else:
+                parts.append((component.weight, point))
+            comps[name] = entry
+        summary: dict[str, Any] = {"distribution": None, "interval_95": None}
+        if called and index.total is not None:
+            dist_total = total_distribution(parts, index.maximum)
+            summary = {"distribution": dist_total, "interval_95": interval_95(dist_total)}
+        out[key] = summary
+    out["class_fraction"] = proposal.uncertainty()
+    return out
+
+
+def _pending(
+    activity: IndexScore, chronicity: IndexScore, proposal: ClassProposal, uncertainty: Any
+) -> list[str]:
+    """What a pathologist must supply or check before the result can be confirmed."""
+    items: list[str] = []
+    for label, index in (("AI", activity), ("CI", chronicity)):
+        for component in index.components.values():
+            if not component.assessed and component.note != "no glomeruli":
+                items.append(f"{label} {component.name} (x{component.weight}): {component.note}")
+    items.extend(f"class: {need}" for need in proposal.needs_if_em)
+    items.extend(uncertainty.get("notes", []))
+    return items
