@@ -5,6 +5,11 @@ as ``m_<name>`` columns, so a pathologist can see *why* a glomerulus was called.
 computed on arrays (no per-pixel Python loops) at a model-independent working resolution
 (default 0.5 µm/px); all length scales are given in µm and converted with ``mpp``.
 
+Optical densities are taken relative to the crop's own white point (the per-channel 99th
+percentile: the brightest pixels are glass, lumina or Bowman's space), as colour deconvolution
+assumes; this keeps the thresholds meaningful for under-exposed camera snapshots and scanners
+with a grey background.
+
 Pixel classes inside the glomerulus mask:
 
 * **white** (open lumen / Bowman's space): every RGB channel transmits at least 75 % of the light
@@ -83,8 +88,18 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
     return -np.log10(np.maximum(rgb, 1.0) / 255.0)
 
 
+def normalise_white(rgb: np.ndarray, white: np.ndarray | None = None) -> np.ndarray:
+    """Rescale a uint8 RGB crop so that its white point (default: 99th percentile) becomes 255."""
+    rgb = np.asarray(rgb)[..., :3]
+    if white is None:
+        white = np.percentile(rgb.reshape(-1, 3), 99, axis=0)
+    white = np.clip(np.asarray(white, dtype=np.float32), 32.0, 255.0)
+    out = rgb.astype(np.float32) * (255.0 / white)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def pixel_classes(rgb: np.ndarray, mpp: float) -> dict[str, np.ndarray]:
-    """Classify every pixel of a crop as white, nuclear or PAS-positive matrix (see module doc).
+    """Classify every pixel of a white-normalised crop as white, nuclear or PAS matrix.
 
     Returns:
         ``{"white", "nuclear", "matrix"}`` boolean arrays and ``"haematoxylin"``, the smoothed
@@ -135,13 +150,16 @@ def sclerosed_map(white: np.ndarray, nuclear: np.ndarray, mpp: float) -> np.ndar
     return (lumen < SCLEROSIS_MAX_LUMEN) & (nuc < SCLEROSIS_MAX_NUCLEAR)
 
 
-def measure_crop(rgb: np.ndarray, mask: np.ndarray, mpp: float) -> dict[str, float]:
+def measure_crop(
+    rgb: np.ndarray, mask: np.ndarray, mpp: float, white: np.ndarray | None = None
+) -> dict[str, float]:
     """Measure one glomerulus in an RGB crop.
 
     Args:
         rgb: uint8 array (H, W, 3) (an alpha channel is ignored).
         mask: boolean array (H, W), the glomerulus including Bowman's capsule.
         mpp: µm per pixel of the crop.
+        white: RGB white point of the image the crop comes from; estimated from the crop if None.
 
     Returns:
         The :data:`MEASUREMENTS` as floats: areas in µm², fractions in [0, 1], densities per
@@ -161,7 +179,7 @@ def measure_crop(rgb: np.ndarray, mask: np.ndarray, mpp: float) -> dict[str, flo
     area_um2 = float(mask.sum()) * px_um2
     if area_um2 < MIN_AREA_UM2:
         raise InputError(f"glomerulus mask covers {area_um2:.0f} µm² (< {MIN_AREA_UM2:.0f} µm²)")
-    cls = pixel_classes(rgb, mpp)
+    cls = pixel_classes(normalise_white(rgb, white), mpp)
     tissue = ~cls["white"] & mask
     tissue_fraction = float(tissue.sum()) / float(mask.sum())
     if tissue_fraction < MIN_TISSUE_FRACTION:

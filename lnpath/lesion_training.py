@@ -1,0 +1,447 @@
+"""Train a lesion CNN on a lab's own labels, with cross-validated metrics and calibrated outputs.
+
+No public data set labels the lupus activity lesions, so the trained caller is only as good as the
+labels a lab brings: QuPath annotations whose class names are mapped to lesion columns, plus the
+slides, or a folder of crops with a CSV. Metrics are estimated by grouped k-fold cross-validation
+(all glomeruli of one slide/image stay in one fold, so neighbours do not leak between train and
+test). The out-of-fold logits also fit a per-lesion Platt scaling (logistic regression on the
+logit), so the ``p_<lesion>`` the model emits are calibrated on data it was not trained on --
+the only calibration a small label set can justify. The final network is trained on every sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from skimage import io, transform
+
+from . import __version__
+from ._io import atomic_dir, write_json, write_text
+from .errors import InputError
+from .findings import LESIONS
+from .nn.lesion_net import LesionNet, LesionNetConfig
+
+log = logging.getLogger(__name__)
+
+#: QuPath class names of the public glomerulus exports -> lesions they assert (empty = negative).
+QUPATH_MAPPING: dict[str, tuple[str, ...]] = {
+    "Sclerotic": ("global_sclerosis",),
+    "Partially_sclerotic": ("segmental_sclerosis",),
+    "Normal": (),
+}
+WEIGHTS_FILE = "weights.pt"
+CARD_FILE = "card.json"
+
+
+@dataclass
+class LabelledCrops:
+    """Glomerulus crops with multi-label targets.
+
+    Attributes:
+        images: (N, S, S, 3) uint8 crops, already resized to the network input size.
+        targets: (N, L) float32 0/1, one column per entry of ``labels``.
+        labels: lesion names (columns of the findings table).
+        groups: (N,) slide or image of each crop; cross-validation keeps a group in one fold.
+        classes: the original class name of each crop.
+        mapping: class name -> lesions it asserts.
+        source: what the crops came from (for the model card).
+        mpp: µm/px the crops were read at (None when they came as image files of unknown scale).
+    """
+
+    images: np.ndarray
+    targets: np.ndarray
+    labels: tuple[str, ...]
+    groups: np.ndarray
+    classes: list[str]
+    mapping: dict[str, tuple[str, ...]]
+    source: str
+    mpp: float | None = None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Positive and negative examples per label."""
+        pos = self.targets.sum(axis=0)
+        return {
+            name: {"positive": int(p), "negative": int(len(self.targets) - p)}
+            for name, p in zip(self.labels, pos, strict=True)
+        }
+
+
+@dataclass
+class CrossValidation:
+    """Out-of-fold results of :func:`cross_validate`."""
+
+    logits: np.ndarray
+    folds: int
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def parse_mapping(items: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Parse ``CLASS=lesion[,lesion]`` strings (``CLASS=`` marks a negative class).
+
+    Raises:
+        InputError: an item has no ``=`` or names an unknown lesion.
+    """
+    mapping: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"class mapping {item!r}: expected CLASS=lesion[,lesion] or CLASS=")
+        lesions = tuple(v.strip() for v in value.split(",") if v.strip())
+        unknown = [v for v in lesions if v not in LESIONS]
+        if unknown:
+            raise InputError(f"class mapping {item!r}: unknown lesion(s) {unknown}; use {LESIONS}")
+        mapping[name.strip()] = lesions
+    return mapping
+
+
+def resolve_targets(
+    classes: Sequence[str], mapping: Mapping[str, Sequence[str]], origin: str
+) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+    """Turn class names into a target matrix.
+
+    Classes absent from ``mapping`` are dropped with a warning naming them.
+
+    Returns:
+        ``(targets, labels, keep)``: targets for the kept samples, the label names, and a boolean
+        mask of the kept samples.
+
+    Raises:
+        InputError: no class maps to a lesion, or a label lacks positive or negative examples.
+    """
+    names = np.asarray(list(classes), dtype=object)
+    keep = np.array([c in mapping for c in names], dtype=bool)
+    unknown = sorted({str(c) for c in names[~keep]})
+    if unknown:
+        log.warning("%s: %d samples of unmapped classes %s ignored", origin, (~keep).sum(), unknown)
+    labels = tuple(sorted({les for c in names[keep] for les in mapping[c]}))
+    if not labels:
+        raise InputError(
+            f"{origin}: none of the class names {sorted({str(c) for c in names})} maps to a lesion "
+            f"(mapping {dict(mapping)})"
+        )
+    targets = np.array(
+        [[float(les in mapping[c]) for les in labels] for c in names[keep]], dtype=np.float32
+    )
+    for j, les in enumerate(labels):
+        n_pos = int(targets[:, j].sum())
+        if n_pos == 0 or n_pos == len(targets):
+            raise InputError(
+                f"{origin}: label {les} has {n_pos}/{len(targets)} positives; need both"
+            )
+    return targets, labels, keep
+
+
+def square_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize a crop to ``size`` x ``size`` uint8 RGB (anti-aliased; the aspect is not kept)."""
+    out = transform.resize(np.asarray(rgb)[..., :3], (size, size), anti_aliasing=True)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def crops_from_folder(
+    folder: str | Path,
+    table: str | Path,
+    mapping: Mapping[str, Sequence[str]],
+    size: int = 64,
+) -> LabelledCrops:
+    """Load crops listed in a CSV with columns ``image``, ``class`` and optional ``group``.
+
+    Raises:
+        InputError: the CSV lacks the columns, or an image is missing or unreadable.
+    """
+    folder, table = Path(folder), Path(table)
+    try:
+        with table.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise InputError(f"{table}: cannot read label table ({exc.strerror})") from exc
+    if not rows or not {"image", "class"} <= set(rows[0]):
+        raise InputError(f"{table}: need a header with columns 'image' and 'class' (and 'group')")
+    targets, labels, keep = resolve_targets([r["class"] for r in rows], mapping, str(table))
+    kept = [r for r, k in zip(rows, keep, strict=True) if k]
+    images = []
+    for row in kept:
+        path = folder / row["image"]
+        try:
+            images.append(square_crop(io.imread(path), size))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read crop image ({exc})") from exc
+    groups = np.array([r.get("group") or r["image"] for r in kept], dtype=object)
+    return LabelledCrops(
+        images=np.stack(images),
+        targets=targets,
+        labels=labels,
+        groups=groups,
+        classes=[r["class"] for r in kept],
+        mapping={k: tuple(v) for k, v in mapping.items()},
+        source=f"crops from {folder.name} listed in {table.name}",
+    )
+
+
+def crops_from_qupath(
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    mapping: Mapping[str, Sequence[str]],
+    mpp: float = 1.0,
+    size: int = 64,
+    slide_mpp: float | None = None,
+) -> LabelledCrops:
+    """Read the annotated glomeruli of QuPath GeoJSON exports from their slides.
+
+    Args:
+        pairs: ``(geojson, slide)`` paths.
+        mapping: QuPath class name -> lesions.
+        mpp: µm/px to read crops at (before resizing to ``size``).
+        size: network input side in pixels.
+        slide_mpp: level-0 µm/px for slides that do not record it.
+
+    Raises:
+        InputError: no class maps to a lesion, or no polygon could be read.
+    """
+    from .measure import read_glomerulus
+    from .qupath import read_qupath
+    from .slide import open_slide
+
+    images, classes, groups = [], [], []
+    for geojson, slide_path in pairs:
+        features = read_qupath(geojson)
+        with open_slide(slide_path, mpp=slide_mpp) as slide:
+            for i, feat in enumerate(features):
+                polys = [feat.geometry] if feat.geometry.geom_type == "Polygon" else []
+                if not polys or feat.classification is None:
+                    log.warning("%s: feature %d has no polygon or class; skipped", geojson, i)
+                    continue
+                try:
+                    rgb, _ = read_glomerulus(slide, polys[0], mpp)
+                except InputError as exc:
+                    log.warning("%s: feature %d skipped: %s", geojson, i, exc)
+                    continue
+                images.append(square_crop(rgb, size))
+                classes.append(feat.classification)
+                groups.append(Path(slide_path).name)
+    if not images:
+        raise InputError(f"{[str(g) for g, _ in pairs]}: no readable classified polygons")
+    origin = ", ".join(str(g) for g, _ in pairs)
+    targets, labels, keep = resolve_targets(classes, mapping, origin)
+    return LabelledCrops(
+        images=np.stack(images)[keep],
+        targets=targets,
+        labels=labels,
+        groups=np.asarray(groups, dtype=object)[keep],
+        classes=[c for c, k in zip(classes, keep, strict=True) if k],
+        mapping={k: tuple(v) for k, v in mapping.items()},
+        source=f"QuPath annotations ({len(pairs)} slides)",
+        mpp=mpp,
+    )
+
+
+def group_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold index per sample; whole groups are dealt round-robin after a seeded shuffle."""
+    unique = np.unique(groups.astype(str))
+    if len(unique) < 2:
+        raise InputError("cross-validation needs crops from at least two slides/images")
+    folds = min(folds, len(unique))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of = {unique[k]: i % folds for i, k in enumerate(order)}
+    return np.array([fold_of[g] for g in groups.astype(str)])
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random flips and 90° rotations: glomeruli have no preferred orientation."""
+    if torch.rand(1, generator=gen).item() < 0.5:
+        x = x.flip(-1)
+    k = int(torch.randint(0, 4, (1,), generator=gen).item())
+    return torch.rot90(x, k, dims=(-2, -1))
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def fit(
+    images: np.ndarray,
+    targets: np.ndarray,
+    config: LesionNetConfig,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> LesionNet:
+    """Train a :class:`LesionNet` (AdamW, class-balanced BCE, flips/rotations)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = LesionNet(config)
+    x_all, y_all = _to_tensor(images), torch.from_numpy(targets)
+    pos = y_all.sum(0).clamp(min=1.0)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=(len(y_all) - pos).clamp(min=1.0) / pos)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = max(1, epochs * math.ceil(len(x_all) / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    net.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x_all), generator=gen)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2:  # batch norm needs two samples
+                continue
+            opt.zero_grad()
+            loss = loss_fn(net(_augment(x_all[idx], gen)), y_all[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def predict_logits(net: LesionNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits (N, L) for uint8 crops (N, S, S, 3)."""
+    net.eval()
+    out = [
+        net(_to_tensor(images[i : i + batch_size])).numpy()
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, len(net.config.labels)), np.float32)
+
+
+def fit_platt(logits: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """Platt scaling ``p = sigmoid(a * logit + b)`` by Newton's method (tiny ridge)."""
+    a, b = 1.0, 0.0
+    x = np.asarray(logits, dtype=float)
+    y = np.asarray(y, dtype=float)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+        w = p * (1.0 - p)
+        grad = np.array([np.sum((p - y) * x) + 1e-3 * a, np.sum(p - y)])
+        hess = np.array([[np.sum(w * x * x) + 1e-3, np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
+        step = np.linalg.solve(hess + 1e-9 * np.eye(2), grad)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(a), float(b)
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """n, positives, ROC AUC, sensitivity, specificity, Cohen's κ of calls ``p >= threshold``."""
+    y = np.asarray(y).astype(bool)
+    p = np.asarray(p, dtype=float)
+    call = p >= threshold
+    tp, tn = float((call & y).sum()), float((~call & ~y).sum())
+    fp, fn = float((call & ~y).sum()), float((~call & y).sum())
+    n = tp + tn + fp + fn
+    observed = (tp + tn) / n
+    expected = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / (n * n)
+    kappa = (observed - expected) / (1.0 - expected) if expected < 1 else math.nan
+    ranks = np.argsort(np.argsort(p, kind="stable"), kind="stable") + 1.0
+    for value in np.unique(p):  # average ranks of ties
+        tie = p == value
+        ranks[tie] = ranks[tie].mean()
+    n_pos, n_neg = y.sum(), (~y).sum()
+    auc = (ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg) if n_pos and n_neg else None
+    return {
+        "n": int(n),
+        "positives": int(n_pos),
+        "auc": math.nan if auc is None else float(auc),
+        "sensitivity": tp / (tp + fn) if tp + fn else math.nan,
+        "specificity": tn / (tn + fp) if tn + fp else math.nan,
+        "kappa": float(kappa),
+    }
+
+
+def cross_validate(
+    data: LabelledCrops,
+    config: LesionNetConfig,
+    folds: int = 5,
+    epochs: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> CrossValidation:
+    """Grouped k-fold cross-validation; metrics use Platt-calibrated out-of-fold probabilities."""
+    from tqdm import tqdm
+
+    fold = group_folds(data.groups, folds, seed)
+    n_folds = int(fold.max()) + 1
+    logits = np.zeros_like(data.targets)
+    for k in tqdm(range(n_folds), desc="cross-validation", disable=not progress, unit="fold"):
+        test = fold == k
+        net = fit(data.images[~test], data.targets[~test], config, epochs=epochs, seed=seed + k)
+        logits[test] = predict_logits(net, data.images[test])
+    result = CrossValidation(logits=logits, folds=n_folds)
+    for j, name in enumerate(data.labels):
+        a, b = fit_platt(logits[:, j], data.targets[:, j])
+        prob = 1.0 / (1.0 + np.exp(-(a * logits[:, j] + b)))
+        result.calibration[name] = {"a": a, "b": b}
+        result.metrics[name] = binary_metrics(data.targets[:, j], prob)
+    return result
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_lesion_model(
+    data: LabelledCrops,
+    out: str | Path,
+    arch: str = "small",
+    folds: int = 5,
+    epochs: int = 10,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Cross-validate, train on everything, and write a model folder.
+
+    The folder holds ``weights.pt`` (a plain state dict), ``weights.pt.sha256`` and ``card.json``
+    (labels, counts, class mapping, cross-validated metrics, Platt calibration, sha256).
+
+    Returns:
+        The model card.
+    """
+    out = Path(out)
+    size = int(data.images.shape[1])
+    config = LesionNetConfig(labels=data.labels, arch=arch, input_size=size)
+    cv = cross_validate(data, config, folds=folds, epochs=epochs, seed=seed, progress=progress)
+    net = fit(data.images, data.targets, config, epochs=epochs, seed=seed)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        weights = tmp / WEIGHTS_FILE
+        torch.save(net.state_dict(), weights)
+        digest = _sha256(weights)
+        write_text(tmp / f"{WEIGHTS_FILE}.sha256", f"{digest}  {WEIGHTS_FILE}\n")
+        card = {
+            "name": out.name,
+            "kind": "lesion-classifier",
+            "lnpath_version": __version__,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "labels": list(data.labels),
+            "network": config.to_dict(),
+            "mpp": data.mpp,
+            "class_mapping": {k: list(v) for k, v in data.mapping.items()},
+            "counts": data.counts(),
+            "training": {
+                "source": data.source,
+                "epochs": epochs,
+                "seed": seed,
+                "samples": len(data.targets),
+            },
+            "cross_validation": {
+                "folds": cv.folds,
+                "grouped_by": "slide/image",
+                "metrics": cv.metrics,
+            },
+            "calibration": {"method": "platt on out-of-fold logits", "labels": cv.calibration},
+            "threshold": 0.5,
+            "weights": WEIGHTS_FILE,
+            "sha256": digest,
+            "status": "trained on a lab's own labels; validate locally before relying on it",
+        }
+        write_json(tmp / CARD_FILE, card)
+    log.info("wrote lesion model %s (sha256 %s)", out, digest[:12])
+    return card
