@@ -3,8 +3,8 @@
 The shipped demo must be a real slide file that OpenSlide opens the way it opens a scanner's output
 (tiled, JPEG-compressed, pyramidal, µm/px in the TIFF resolution tags), small enough to live in the
 repository, and made of real PAS pixels so that the end-to-end test exercises the real models. The
-24 public tiles (Bueno et al. 2020, CC BY 4.0) are laid out as two needle-biopsy cores on white glass;
-the hand-drawn masks become the ground truth in QuPath GeoJSON (level-0 px).
+24 public tiles (Bueno et al. 2020, CC BY 4.0) are laid out as two needle-biopsy cores on
+glass; the hand-drawn masks become the ground truth in QuPath GeoJSON (level-0 px).
 
 Run ``python scripts/make_demo_slide.py`` from the repository root; the output is deterministic.
 """
@@ -21,6 +21,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 from shapely.geometry import Polygon
+from shapely.ops import unary_union
 from skimage.measure import find_contours, label, regionprops
 
 from lnpath.qupath import QuPathFeature, write_qupath
@@ -34,6 +35,7 @@ MARGIN = 512  # white glass around and between the cores, level-0 px
 CORE_SHIFT = 384  # second core starts a little to the right, as on a real slide
 TIFF_TILE = 256
 DOWNSAMPLE = 4  # between pyramid levels
+SEAM_PX = 3.0  # outlines closer than this across a tile seam are one glomerulus
 MIN_GLOM_PX = 2000  # mask components smaller than this are annotation specks, not glomeruli
 GT_NAMESPACE = uuid.UUID("6f0f3c64-6a43-4f0e-9d7f-3c1d4c9b2e10")
 
@@ -69,6 +71,18 @@ def glass_colour(tiles: list[np.ndarray]) -> np.ndarray:
     """Median colour of the bright background in the tiles, so the glass around them matches."""
     bright = np.concatenate([t[t.mean(axis=-1) > 225] for t in tiles])
     return np.median(bright, axis=0).astype(np.uint8)
+
+
+def merge_across_seams(outlines: list[tuple[str, Polygon]]) -> list[list[tuple[str, Polygon]]]:
+    """Group outlines that touch across a tile seam: consecutive Bueno tiles are neighbours on
+    the source slide, so a glomerulus cut by a tile edge is reassembled when the tiles are laid
+    side by side, and must count once."""
+    groups: list[list[tuple[str, Polygon]]] = []
+    for item in outlines:
+        touching = [g for g in groups if any(p.distance(item[1]) <= SEAM_PX for _, p in g)]
+        merged = [item] + [x for g in touching for x in g]
+        groups = [g for g in groups if g not in touching] + [merged]
+    return groups
 
 
 def pyramid(base: np.ndarray) -> list[np.ndarray]:
@@ -118,25 +132,33 @@ def build(data: Path, out_tiff: Path, out_geojson: Path, quality: int = 80) -> d
     tiles = {n: np.asarray(Image.open(data / "images" / f"{n}.png").convert("RGB")) for n in names}
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = glass_colour(list(tiles.values()))
-    features = []
+    outlines: list[tuple[str, Polygon]] = []
     for name in names:
         x, y = pos[name]
-        rgb = tiles[name]
-        canvas[y : y + TILE, x : x + TILE] = rgb
+        canvas[y : y + TILE, x : x + TILE] = tiles[name]
         mask = np.asarray(Image.open(data / "masks" / f"{name}.png").convert("RGB"))[..., 0] > 127
-        for k, poly in enumerate(mask_polygons(mask)):
-            shifted = Polygon([(px + x, py + y) for px, py in poly.exterior.coords])
-            features.append(
-                QuPathFeature(
-                    geometry=shifted,
-                    classification="Glomerulus",
-                    color=(0, 160, 0),
-                    object_type="annotation",
-                    id=str(uuid.uuid5(GT_NAMESPACE, f"{name}-{k}")),
-                    name=f"{name}-{k}",
-                    properties={"source_tile": name, "split": split_of.get(name, "unknown")},
-                )
+        for poly in mask_polygons(mask):
+            outlines.append((name, Polygon([(px + x, py + y) for px, py in poly.exterior.coords])))
+    features = []
+    for group in merge_across_seams(outlines):
+        tile_names = sorted({n for n, _ in group})
+        splits = {split_of.get(n, "unknown") for n in tile_names}
+        merged = unary_union([p.buffer(SEAM_PX) for _, p in group]).buffer(-SEAM_PX)
+        key = "+".join(tile_names) + f"@{int(merged.bounds[0])},{int(merged.bounds[1])}"
+        features.append(
+            QuPathFeature(
+                geometry=merged.simplify(0.75),
+                classification="Glomerulus",
+                color=(0, 160, 0),
+                object_type="annotation",
+                id=str(uuid.uuid5(GT_NAMESPACE, key)),
+                name=key,
+                properties={
+                    "source_tile": "+".join(tile_names),
+                    "split": splits.pop() if len(splits) == 1 else "mixed",
+                },
             )
+        )
     write_tiff(pyramid(canvas), out_tiff, quality)
     write_qupath(features, out_geojson)
     return {
@@ -146,6 +168,9 @@ def build(data: Path, out_tiff: Path, out_geojson: Path, quality: int = 80) -> d
         "mpp": MPP,
         "glomeruli": len(features),
         "glomeruli_test_split": sum(f.properties["split"] == "test" for f in features),
+        "glomeruli_by_split": {
+            k: sum(f.properties["split"] == k for f in features) for k in ("train", "test", "mixed")
+        },
     }
 
 
