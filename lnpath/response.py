@@ -353,6 +353,8 @@ class BiopsySide:
     activity: IndexScore
     chronicity: IndexScore
     class_proposal: str | None
+    class_label: str | None
+    class_alternative: str | None
     adequacy_status: str | None
     n_glomeruli: int | None
     nih_version: str | None
@@ -382,7 +384,7 @@ class BiopsySide:
             "lnpath_version": self.lnpath_version,
             "models": None if self.models is None else [list(m) for m in self.models],
             "config": self.config,
-            "isn_rps_class": self.class_proposal,
+            "isn_rps_class": _class_name(self),
             "adequacy": {"status": self.adequacy_status, "n_glomeruli": self.n_glomeruli},
             "activity_index": self.activity.to_dict(),
             "chronicity_index": self.chronicity.to_dict(),
@@ -483,7 +485,8 @@ def _side_from_scores(
     activity = _with_distribution(activity, uncertainty, "activity_index", source, error)
     chronicity = _with_distribution(chronicity, uncertainty, "chronicity_index", source, error)
     adequacy = scores.get("adequacy") or {}
-    klass = scores.get("isn_rps_class") or {}
+    klass = scores.get("isn_rps_class")
+    klass = klass if isinstance(klass, Mapping) else {}
     status = meta.get("status") or scores.get("status") or "provisional"
     if status not in {"provisional", "confirmed"}:
         raise error(f"{source}: unknown status {status!r} (expected provisional or confirmed)")
@@ -492,7 +495,9 @@ def _side_from_scores(
         source=source,
         activity=activity,
         chronicity=chronicity,
-        class_proposal=klass.get("proposal") if isinstance(klass, Mapping) else None,
+        class_proposal=_opt_str(klass.get("proposal")),
+        class_label=_opt_str(klass.get("label")),
+        class_alternative=_opt_str(klass.get("alternative")),
         adequacy_status=adequacy.get("status"),
         n_glomeruli=adequacy.get("n_glomeruli"),
         nih_version=scores.get("nih_version"),
@@ -707,54 +712,48 @@ def parse_class(proposal: str | None) -> frozenset[str] | None:
     return found or None
 
 
-def class_outcomes(bl: str | None, fu: str | None, include_pure_v: bool) -> dict[str, Any]:
-    """class_transition label, proliferative_resolved and the class-based response."""
-    a, b = parse_class(bl), parse_class(fu)
-    label = f"{bl or 'unknown'} → {fu or 'unknown'}"
-    out: dict[str, Any] = {
-        "class_transition": label,
-        "baseline_classes": None,
-        "followup_classes": None,
-    }
-    out["baseline_classes"] = sorted(a) if a else None
-    out["followup_classes"] = sorted(b) if b else None
+def _classes(side: BiopsySide) -> frozenset[str] | None:
+    """Classes a side's proposal names; empty when light microscopy found no LN lesion."""
+    found = parse_class(side.class_proposal)
+    if found is None and side.class_proposal is None and side.class_label:
+        return frozenset()  # scored, and no LN lesion by light microscopy
+    return found
+
+
+def _class_name(side: BiopsySide) -> str:
+    if side.class_proposal:
+        return side.class_proposal
+    return "no LN lesion by LM" if side.class_label else "unknown"
+
+
+def class_outcomes(bl: BiopsySide, fu: BiopsySide, include_pure_v: bool) -> dict[str, Any]:
+    """class_transition label, proliferative_resolved and the class-based response (§3.3)."""
+    a, b = _classes(bl), _classes(fu)
+    out: dict[str, Any] = {"class_transition": f"{_class_name(bl)} → {_class_name(fu)}"}
     prolif = {"III", "IV"}
+
+    def result(resolved: Any, response: Any, reason: str | None) -> dict[str, Any]:
+        return {**out, "proliferative_resolved": resolved, "class_response": response,
+                "reason": reason}  # fmt: skip
+
     if a is None:
-        return {
-            **out,
-            "proliferative_resolved": None,
-            "class_response": None,
-            "reason": f"baseline class proposal {bl!r} names no ISN/RPS class",
-        }
+        return result(None, None, f"baseline class proposal {bl.class_proposal!r} is unknown")
     if not a & prolif:
-        return {
-            **out,
-            "proliferative_resolved": "not_applicable",
-            "class_response": "not_applicable",
-            "reason": "baseline is not proliferative (class III/IV)",
-        }
+        return result("not_applicable", "not_applicable", "baseline is not class III/IV")
     if b is None:
-        # An LM-only proposal without III/IV lesions still says the proliferative lesions resolved;
-        # which of I, II or V it is needs IF/EM.
-        resolved = fu is not None
-        if not resolved:
-            return {
-                **out,
-                "proliferative_resolved": None,
-                "class_response": None,
-                "reason": "no follow-up class proposal",
-            }
-        response: Any = True if include_pure_v else None
-        reason = None if include_pure_v else "follow-up class I/II vs V needs IF/EM"
-        return {**out, "proliferative_resolved": True, "class_response": response, "reason": reason}
-    resolved = not (b & prolif)
+        return result(None, None, f"follow-up class proposal {fu.class_proposal!r} is unknown")
+    if b & prolif:
+        return result(False, False, None)
+    alternative = parse_class(fu.class_alternative) or frozenset()
+    if alternative & prolif:
+        return result(None, None, f"follow-up would be class {fu.class_alternative} if its "
+                      "unassessed glomeruli were involved")  # fmt: skip
     targets = {"I", "II"} | ({"V"} if include_pure_v else set())
-    return {
-        **out,
-        "proliferative_resolved": resolved,
-        "class_response": bool(b <= targets),
-        "reason": None,
-    }
+    if not b:  # no LN lesion by LM: I, II or V is for IF/EM to say
+        if include_pure_v:
+            return result(True, True, None)
+        return result(True, None, "proliferative lesions resolved; class I/II vs V needs IF/EM")
+    return result(True, b <= targets, None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1103,9 +1102,7 @@ def _panel(
                 "reason": None,
                 "flags": flags,
             }
-    co = class_outcomes(
-        bl.class_proposal, fu.class_proposal, params["class_response_includes_pure_v"]
-    )
+    co = class_outcomes(bl, fu, params["class_response_includes_pure_v"])
     panel["class_transition"] = {
         "value": co["class_transition"],
         "evaluable": True,
@@ -1298,21 +1295,23 @@ def sampling_view(
     flips = [
         (r[f"flip_{d}"], r, d) for r in rows for d in ("up", "down") if r[f"flip_{d}"] is not None
     ]
-    closest = min(flips, key=lambda x: x[0]) if flips else None
+    k_min = min((f[0] for f in flips), default=None)
     return {
         "assumption": SAMPLING_ASSUMPTION,
         "endpoint": endpoint,
         "endpoint_value": now,
         "components": rows,
-        "min_glomeruli_to_flip": None
-        if closest is None
-        else {
-            "k": closest[0],
-            "side": closest[1]["side"],
-            "component": closest[1]["component"],
-            "direction": "more" if closest[2] == "up" else "fewer",
-            "new_value": closest[1][f"flip_{closest[2]}_value"],
-        },
+        "min_glomeruli_to_flip": k_min,
+        "closest_flips": [
+            {
+                "side": r["side"],
+                "component": r["component"],
+                "direction": "more" if d == "up" else "fewer",
+                "new_value": r[f"flip_{d}_value"],
+            }
+            for k, r, d in flips
+            if k == k_min
+        ],
     }
 
 

@@ -151,12 +151,16 @@ def _uncertainty(u: Mapping[str, Any], endpoint: str) -> str:
         for r in sampling.get("components", [])
     ]
     if srows:
-        closest = sampling.get("min_glomeruli_to_flip")
+        k = sampling.get("min_glomeruli_to_flip")
         summary = (
-            "No single-component change flips the endpoint."
-            if closest is None
-            else f"Closest flip: {closest['k']} {closest['direction']} positive glomeruli in "
-            f"{closest['side']} {closest['component'].replace('_', ' ')} → {closest['new_value']}."
+            "No single-component change of the sampled glomeruli flips the endpoint."
+            if k is None
+            else f"The endpoint flips with {k} glomerulus/glomeruli read the other way: "
+            + "; ".join(
+                f"{c['direction']} in {c['side']} {c['component'].replace('_', ' ')} → "
+                f"{c['new_value']}"
+                for c in sampling.get("closest_flips", [])
+            )
         )
         parts.append(
             f"<h2>Sampling view</h2><p>{_e(summary)}</p>"
