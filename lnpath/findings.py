@@ -202,8 +202,13 @@ def _load(
     raise InputError("findings: expected a DataFrame, a list of row dicts, or a .csv/.parquet path")
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value, so messages read ``1`` not ``np.int64(1)``."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _row(ids: pd.Series, position: int) -> str:
-    return f"row {position + 1} (glomerulus_id {ids.iloc[position]!r})"
+    return f"row {position + 1} (glomerulus_id {_plain(ids.iloc[position])!r})"
 
 
 def _is_missing(value: Any) -> bool:
@@ -216,7 +221,7 @@ def _ids(column: pd.Series, where: str) -> pd.Series:
     for position, value in enumerate(values):
         if _is_missing(value) or (isinstance(value, str) and not value.strip()):
             raise InputError(f"{where}: row {position + 1}: glomerulus_id is empty")
-    if column.dtype == object and all(isinstance(v, str) for v in values):
+    if all(isinstance(v, str) for v in values):
         stripped = [v.strip() for v in values]
         if all(v.lstrip("-").isdigit() for v in stripped):
             column = pd.Series([int(v) for v in stripped], dtype="int64")
@@ -224,7 +229,7 @@ def _ids(column: pd.Series, where: str) -> pd.Series:
             column = pd.Series(stripped, dtype=object)
     duplicated = column[column.duplicated()]
     if len(duplicated):
-        raise InputError(f"{where}: duplicate glomerulus_id {duplicated.iloc[0]!r}")
+        raise InputError(f"{where}: duplicate glomerulus_id {_plain(duplicated.iloc[0])!r}")
     return column
 
 
@@ -236,8 +241,8 @@ def _booleans(column: pd.Series, name: str, ids: pd.Series, where: str) -> pd.Se
         parsed = _boolean(value)
         if parsed is None:
             raise InputError(
-                f"{where}: {_row(ids, position)}, column {name}: {value!r} is not a boolean "
-                "(use true/false, 1/0, yes/no, or leave empty for not assessed)"
+                f"{where}: {_row(ids, position)}, column {name}: {_plain(value)!r} is not a "
+                "boolean (use true/false, 1/0, yes/no, or leave empty for not assessed)"
             )
         out.append(parsed)
     return pd.Series(out, index=column.index, dtype="boolean")
@@ -263,15 +268,15 @@ def _boolean(value: Any) -> Any:
 
 
 def _unit_floats(column: pd.Series, name: str, ids: pd.Series, where: str) -> pd.Series:
-    if column.dtype == object:
-        column = column.map(
+    if not pd.api.types.is_numeric_dtype(column):
+        column = column.astype(object).map(
             lambda v: np.nan if isinstance(v, str) and v.strip().lower() in _MISSING else v
         )
     numbers = pd.to_numeric(column, errors="coerce").astype("float64")
     for position, (raw, number) in enumerate(zip(column, numbers, strict=True)):
         if np.isnan(number) and not _is_missing(raw):
             raise InputError(
-                f"{where}: {_row(ids, position)}, column {name}: {raw!r} is not a number"
+                f"{where}: {_row(ids, position)}, column {name}: {_plain(raw)!r} is not a number"
             )
         if not np.isnan(number) and not 0.0 <= number <= 1.0:
             raise InputError(

@@ -84,7 +84,9 @@ def wilson_interval(n: int, total: int, z: float = Z95) -> tuple[float, float]:
     z2 = z * z
     centre = (p + z2 / (2 * total)) / (1 + z2 / total)
     half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / (1 + z2 / total)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if n == 0 else max(0.0, centre - half)
+    high = 1.0 if n == total else min(1.0, centre + half)
+    return (low, high)
 
 
 def replicate_band_probabilities(n: int, total: int) -> list[float]:
