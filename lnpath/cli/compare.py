@@ -123,7 +123,12 @@ def _print_summary(console: Console, data: dict[str, Any], out: Path | None) -> 
     endpoint = data["endpoint"]
     status = data["status"]
     value = endpoint["value"] if status != "not_evaluable" else "not evaluable"
-    table = Table(title=f"{data['preset']['name']}: {endpoint['name']} = {value} [{status}]")
+    console.print(
+        f"{data['preset']['name']}: {endpoint['name']} = {value} [{status}]",
+        markup=False,
+        highlight=False,
+    )
+    table = Table()
     for col in ("", "baseline", "follow-up", "Δ"):
         table.add_column(col)
     for key, label in (("activity_index", "AI"), ("chronicity_index", "CI")):

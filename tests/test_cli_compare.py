@@ -1,0 +1,117 @@
+"""``lnpath compare``: result folders in, response.json + response.html out, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lnpath.cli import main
+from lnpath.response import PRESETS
+from tests.test_response import result, score
+
+
+def _folder(root: Path, name: str, data: dict[str, Any]) -> Path:
+    folder = root / name
+    folder.mkdir()
+    (folder / "result.json").write_text(json.dumps(data), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    """Baseline AI 10 / CI 1 (class IV) and follow-up AI 2 / CI 2 (class II) of one patient."""
+    bl = _folder(tmp_path, "bl", result(score(10, 1), biopsy_date="2023-03-01"))
+    fu = _folder(tmp_path, "fu", result(score(2, 2, proposal="II"), biopsy_date="2024-03-01"))
+    return bl, fu
+
+
+def test_compare_writes_json_and_html(pair: tuple[Path, Path], tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", str(pair[0]), str(pair[1]), "--out", str(out)]) == 0
+    data = json.loads((out / "response.json").read_text())
+    assert data["status"] == "provisional"
+    assert data["endpoint"]["name"] == "composite_histologic_responder"
+    assert data["endpoint"]["value"] is True
+    assert data["deltas"]["activity_index"]["delta"] == -8
+    page = (out / "response.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "composite_histologic_responder" in page
+    assert sorted(p.name for p in out.iterdir()) == ["response.html", "response.json"]
+    shown = capsys.readouterr().out
+    assert "composite_histologic_responder = True [provisional]" in shown
+    assert "wrote" in shown
+
+
+def test_compare_refuses_to_overwrite_without_flag(pair, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", str(pair[0]), str(pair[1]), "--out", str(out)]) == 0
+    assert main(["compare", str(pair[0]), str(pair[1]), "--out", str(out)]) != 0
+    assert "already exists" in capsys.readouterr().err
+    args = ["compare", str(pair[0]), str(pair[1]), "--out", str(out), "--overwrite"]
+    assert main([*args, "--preset", "lufla_AI2"]) == 0
+    assert json.loads((out / "response.json").read_text())["preset"]["name"] == "lufla_AI2"
+
+
+def test_compare_json_format_preset_and_overrides(pair, capsys):
+    argv = ["compare", str(pair[0]), str(pair[1]), "--format", "json"]
+    assert main([*argv, "--preset", "malvar_AI0"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["endpoint"]["name"], data["endpoint"]["value"]) == ("histologic_remission", False)
+    assert main([*argv, "--preset", "malvar_AI0", "--set", "remission_max_ai=2"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["endpoint"]["value"] is True and data["preset"]["params"]["remission_max_ai"] == 2
+    assert main([*argv, "--preset", "class_transition"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["panel"]["class_transition"]["value"] == "IV → II"
+    assert data["endpoint"]["value"] is True
+
+
+def test_not_evaluable_is_reported_not_silent(tmp_path: Path, capsys):
+    bl = _folder(tmp_path, "bl", result(score(10), biopsy_date="2024-03-01"))
+    fu = _folder(tmp_path, "fu", result(score(2), biopsy_date="2023-03-01"))
+    assert main(["compare", str(bl), str(fu), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "not_evaluable" in out and "swapped" in out
+    data = json.loads((tmp_path / "o" / "response.json").read_text())
+    assert data["status"] == "not_evaluable" and data["reasons"]
+
+
+def test_list_presets_explains_each_preset(capsys):
+    assert main(["compare", "--list-presets"]) == 0
+    text = capsys.readouterr().out
+    for name, preset in PRESETS.items():
+        assert name in text
+        assert preset.source.split(";")[0][:30] in text.replace("\n    ", " ")
+    assert "NOT VALIDATED" in text
+    assert main(["compare", "--list-presets", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == len(PRESETS)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lnpath", "compare", *args], capture_output=True, text=True
+    )
+
+
+def test_bad_inputs_one_line_error(pair, tmp_path: Path):
+    bad = _folder(tmp_path, "bad", {})
+    (bad / "result.json").write_text("{truncated", encoding="utf-8")
+    cases = [
+        ((str(tmp_path / "nope"), str(pair[1])), "result folder not found"),
+        ((str(bad), str(pair[1])), "unreadable result.json"),
+        ((str(pair[0]), str(pair[1]), "--preset", "nope"), "unknown response preset 'nope'"),
+        ((str(pair[0]), str(pair[1]), "--set", "nope=1"), "unknown response threshold 'nope'"),
+        ((str(pair[0]), str(pair[1]), "--set", "remission_max_ai"), "expected KEY=VALUE"),
+        ((str(pair[0]),), "needs BASELINE_DIR and FOLLOWUP_DIR"),
+    ]
+    for args, message in cases:
+        proc = _cli(*args)
+        assert proc.returncode != 0, args
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("lnpath: error:"), proc.stderr
+        assert message in lines[0]
+        assert "Traceback" not in proc.stderr
