@@ -1,0 +1,108 @@
+"""``lnpath train-lesions``: train the lesion CNN on a lab's own labels and print CV metrics."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train-lesions`` sub-command."""
+    p = subparsers.add_parser(
+        "train-lesions",
+        help="train a lesion classifier on your own labelled glomeruli",
+        description="Train a multi-label lesion CNN from QuPath annotations + slides or from a "
+        "folder of crops + CSV (columns image, class[, group]); print grouped cross-validated "
+        "metrics and write a model folder (card.json, weights.pt, weights.pt.sha256).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--qupath",
+        nargs=2,
+        action="append",
+        metavar=("GEOJSON", "SLIDE"),
+        help="a QuPath GeoJSON export and the slide it annotates (repeat for more slides)",
+    )
+    src.add_argument("--crops", metavar="DIR", help="folder of glomerulus crop images")
+    p.add_argument("--labels", metavar="CSV", help="label table for --crops")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="CLASS=LESION[,LESION]",
+        help="class name -> lesion columns ('CLASS=' = negative); default for QuPath: "
+        "Sclerotic=global_sclerosis, Partially_sclerotic=segmental_sclerosis, Normal=",
+    )
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--arch", choices=("small", "resnet18"), default="small")
+    p.add_argument("--size", type=int, default=64, help="network input side in px (default 64)")
+    p.add_argument("--mpp", type=float, default=1.0, help="µm/px to read slide crops at")
+    p.add_argument("--slide-mpp", type=float, help="level-0 µm/px for slides lacking it")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.set_defaults(func=run_train)
+
+
+def _format_metrics(card: dict[str, Any]) -> str:
+    cv = card["cross_validation"]
+    lines = [
+        f"cross-validated metrics ({cv['folds']} folds grouped by {cv['grouped_by']}, "
+        "calibrated p >= 0.5):",
+        f"{'lesion':32} {'n':>5} {'pos':>5} {'AUC':>6} {'sens':>6} {'spec':>6} {'kappa':>6}",
+    ]
+    for name, m in cv["metrics"].items():
+        lines.append(
+            f"{name:32} {m['n']:>5} {m['positives']:>5} {m['auc']:>6.3f} "
+            f"{m['sensitivity']:>6.3f} {m['specificity']:>6.3f} {m['kappa']:>6.3f}"
+        )
+    return "\n".join(lines)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Build the labelled set, cross-validate, train and write the model folder."""
+    import torch
+
+    from ..lesion_training import (
+        QUPATH_MAPPING,
+        crops_from_folder,
+        crops_from_qupath,
+        parse_mapping,
+        train_lesion_model,
+    )
+
+    if args.folds < 2 or args.epochs < 1 or args.size < 16:
+        raise InputError("--folds must be >= 2, --epochs >= 1 and --size >= 16")
+    torch.set_num_threads(max(1, args.threads))
+    mapping = parse_mapping(args.map)
+    if args.crops:
+        if not args.labels:
+            raise InputError("--crops needs --labels CSV (columns image, class[, group])")
+        if not mapping:
+            raise InputError("--crops needs at least one --map CLASS=lesion")
+        data = crops_from_folder(args.crops, args.labels, mapping, size=args.size)
+    else:
+        pairs = [(g, s) for g, s in args.qupath]
+        data = crops_from_qupath(
+            pairs, mapping or QUPATH_MAPPING, mpp=args.mpp, size=args.size, slide_mpp=args.slide_mpp
+        )
+    card = train_lesion_model(
+        data,
+        args.out,
+        arch=args.arch,
+        folds=args.folds,
+        epochs=args.epochs,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=True,
+    )
+    print(_format_metrics(card))
+    print(f"model written to {args.out} (sha256 {card['sha256']})")
+    return 0
