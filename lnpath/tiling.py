@@ -1,0 +1,370 @@
+"""A µm/px-aware tile grid over a slide, read in file-aligned blocks, in memory or in workers.
+
+``tile(slide, mpp=2.0, size=512)`` returns a :class:`TileGrid`: a table of tile rectangles in
+level-0 pixels plus a :class:`TileSpec` saying how pixels were obtained. Iterating it yields
+``(TileInfo, array)``. Tiles are cut from blocks that span several tiles and are aligned to the
+file's own tile grid, because OpenSlide decodes whole file tiles and small unaligned reads waste
+~40 % of the time (peers.md). Worker processes get the slide's *path* and open their own handle.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .slide import LevelChoice, Slide, check_mpp, resample
+
+if TYPE_CHECKING:
+    from .tissue import TissueMask
+
+log = logging.getLogger(__name__)
+
+_BLOCK_WIDTH = 4096
+"""Widest block (level px) read at once: wide enough to amortise calls, small enough for RAM."""
+_LANCZOS_MARGIN = 3.0
+_COLUMNS = ["x", "y", "width", "height", "row", "col", "tissue_fraction"]
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """How the tiles of a grid are made.
+
+    Attributes:
+        mpp: requested µm/px of the tile pixels.
+        size: tile width and height in tile pixels.
+        overlap: pixels shared by neighbouring tiles.
+        stride: ``size - overlap``.
+        level: pyramid level the pixels come from.
+        downsample: level-0 pixels per tile pixel actually used (the level's own downsample
+            when snapped within 5 %, else ``mpp / slide.mpp``). Map tile pixel ``(u, v)`` to
+            level 0 as ``(x + u * downsample, y + v * downsample)``.
+        scale: level pixels per tile pixel (1.0 when no resampling happens).
+    """
+
+    mpp: float
+    size: int
+    overlap: int
+    stride: int
+    level: int
+    downsample: float
+    scale: float = 1.0
+
+
+class TileInfo(NamedTuple):
+    """One tile's row of :attr:`TileGrid.table` (level-0 pixels)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    row: int
+    col: int
+    tissue_fraction: float
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One read: a level rectangle and the tiles cut from it (float level origins)."""
+
+    level: int
+    x: int
+    y: int
+    width: int
+    height: int
+    origins: tuple[tuple[float, float], ...]
+
+
+def grid_shape(extent: float, size: int, stride: int) -> int:
+    """Number of tiles along an axis: the fewest whose union covers ``extent`` tile pixels."""
+    if extent <= size:
+        return 1
+    return math.ceil((extent - size) / stride) + 1
+
+
+class TileGrid:
+    """Tiles of one slide at one resolution: :attr:`table`, :attr:`spec`, and iteration."""
+
+    def __init__(self, slide: Slide, spec: TileSpec, table: pd.DataFrame) -> None:
+        self.slide = slide
+        self.spec = spec
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        return f"TileGrid({len(self)} tiles of {self.spec.size} px at {self.spec.mpp} µm/px)"
+
+    def __iter__(self) -> Iterator[tuple[TileInfo, np.ndarray]]:
+        return self.iter()
+
+    def origins(self) -> np.ndarray:
+        """Float level coordinates (x, y) of every tile's top-left pixel, in table order."""
+        ox, oy = _grid_origin(self.slide, self.spec)
+        step = self.spec.stride * self.spec.scale
+        cols = self.table["col"].to_numpy(dtype=float)
+        rows = self.table["row"].to_numpy(dtype=float)
+        return np.column_stack([ox + cols * step, oy + rows * step])
+
+    def _blocks(self) -> list[_Block]:
+        spec, slide = self.spec, self.slide
+        native = slide.native_tile_size(spec.level)
+        gap = native[0] if native else 0  # bridge small gaps: those file tiles decode anyway
+        span = spec.size * spec.scale
+        margin = math.ceil(_LANCZOS_MARGIN * max(spec.scale, 1.0)) + 1 if spec.scale != 1 else 0
+        blocks: list[_Block] = []
+        origins = self.origins()
+        rows = self.table["row"].to_numpy()
+        start = 0
+        while start < len(origins):
+            end = start + 1
+            x_lo = math.floor(origins[start, 0]) - margin
+            while (
+                end < len(origins)
+                and rows[end] == rows[start]
+                and math.ceil(origins[end, 0] + span) + margin - x_lo <= max(_BLOCK_WIDTH, span)
+                and origins[end, 0] - (origins[end - 1, 0] + span) <= gap
+            ):
+                end += 1
+            chunk = origins[start:end]
+            x_hi = math.ceil(chunk[-1, 0] + span) + margin
+            y_lo = math.floor(chunk[0, 1]) - margin
+            y_hi = math.ceil(chunk[0, 1] + span) + margin
+            blocks.append(
+                _Block(
+                    spec.level,
+                    x_lo,
+                    y_lo,
+                    x_hi - x_lo,
+                    y_hi - y_lo,
+                    tuple((float(a), float(b)) for a, b in chunk),
+                )
+            )
+            start = end
+        return blocks
+
+    def _band_cache_bytes(self) -> int:
+        """Decoded-tile cache that holds a full row band, so overlapping rows decode once."""
+        level_w = self.slide.level_dimensions[self.spec.level][0]
+        native = self.slide.native_tile_size(self.spec.level) or (0, 0)
+        band = self.spec.size * self.spec.scale + 2 * native[1] + 16
+        return int(level_w * band * 4 * 1.5)
+
+    def iter(
+        self, workers: int = 1, progress: bool = False, start_method: str | None = None
+    ) -> Iterator[tuple[TileInfo, np.ndarray]]:
+        """Yield ``(TileInfo, (size, size, 3) uint8 array)`` in table order.
+
+        Args:
+            workers: processes reading blocks; each opens its own slide handle. 1 reads here.
+            progress: show a tqdm bar on stderr.
+            start_method: multiprocessing start method for workers; default ``forkserver``
+                on Linux (cheap to start, no inherited slide handles), else ``spawn``.
+        """
+        if workers < 1:
+            raise InputError(f"workers must be >= 1, got {workers}")
+        infos = (TileInfo(*row) for row in self.table[_COLUMNS].itertuples(index=False))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(self), unit="tile", file=sys.stderr, desc=self.slide.path.name)
+        blocks = self._blocks()
+        try:
+            if workers == 1 or len(blocks) < 2:
+                self.slide.reserve_cache(self._band_cache_bytes())
+                arrays: Iterator[list[np.ndarray]] = (
+                    _cut(self.slide, self.spec, b) for b in blocks
+                )
+            else:
+                arrays = self._parallel(blocks, min(workers, len(blocks)), start_method)
+            for tiles in arrays:
+                for arr in tiles:
+                    yield next(infos), arr
+                if bar is not None:
+                    bar.update(len(tiles))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _parallel(
+        self, blocks: list[_Block], workers: int, start_method: str | None
+    ) -> Iterator[list[np.ndarray]]:
+        method = start_method or (
+            "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        )
+        ctx = mp.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload([__name__])
+        window = 2 * workers + 2  # blocks in flight: bounded memory, workers never idle
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(self.slide, self.spec, self._band_cache_bytes()),
+        ) as pool:
+            pending: collections.deque[Future[list[np.ndarray]]] = collections.deque()
+            it = iter(blocks)
+            for block in it:
+                pending.append(pool.submit(_worker_cut, block))
+                if len(pending) >= window:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_worker_cut, nxt))
+                yield result
+
+
+def _cut(slide: Slide, spec: TileSpec, block: _Block) -> list[np.ndarray]:
+    """Read one block and cut its tiles: read-only views when no resampling is needed (copying
+    costs as much as decoding; read-only because overlapping tiles share pixels)."""
+    src = slide.read_level(block.level, block.x, block.y, block.width, block.height)
+    src.flags.writeable = False
+    tiles = []
+    size, scale = spec.size, spec.scale
+    for fx, fy in block.origins:
+        if scale == 1.0:
+            x, y = round(fx) - block.x, round(fy) - block.y
+            tiles.append(src[y : y + size, x : x + size])
+        else:
+            bx, by = fx - block.x, fy - block.y
+            tiles.append(
+                resample(src, (bx, by, bx + size * scale, by + size * scale), (size, size))
+            )
+    return tiles
+
+
+_WORKER: tuple[Slide, TileSpec] | None = None
+
+
+def _init_worker(slide: Slide, spec: TileSpec, cache_bytes: int) -> None:
+    global _WORKER
+    slide.reserve_cache(cache_bytes)
+    _WORKER = (slide, spec)
+
+
+def _worker_cut(block: _Block) -> list[np.ndarray]:
+    assert _WORKER is not None, "worker not initialised"
+    return _cut(_WORKER[0], _WORKER[1], block)
+
+
+def _grid_origin(slide: Slide, spec: TileSpec) -> tuple[float, float]:
+    """Level coordinates of the grid's first tile: the bounds' corner (or 0, 0), snapped to
+    whole level pixels when no resampling happens so that crops are exact."""
+    ds = slide.level_downsamples[spec.level]
+    bx, by = slide.bounds[:2] if slide.bounds else (0, 0)
+    if spec.scale == 1.0:
+        return float(round(bx / ds)), float(round(by / ds))
+    return bx / ds, by / ds
+
+
+def make_spec(slide: Slide, mpp: float, size: int, overlap: int = 0) -> TileSpec:
+    """Validate tiling parameters and decide the level and scale for ``mpp``."""
+    mpp = check_mpp(mpp, "mpp")
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise InputError(f"tile size must be a positive integer, got {size!r}")
+    if not isinstance(overlap, (int, np.integer)) or not 0 <= overlap < size:
+        raise InputError(f"overlap must be an integer in [0, size), got {overlap!r}")
+    choice: LevelChoice = slide.best_level(mpp)
+    ds = slide.level_downsamples[choice.level]
+    return TileSpec(
+        mpp=mpp,
+        size=int(size),
+        overlap=int(overlap),
+        stride=int(size - overlap),
+        level=choice.level,
+        downsample=ds * choice.scale,
+        scale=choice.scale,
+    )
+
+
+def grid_table(slide: Slide, spec: TileSpec) -> pd.DataFrame:
+    """Every tile rectangle covering the slide (or its bounds), row-major, in level-0 px."""
+    ds = slide.level_downsamples[spec.level]
+    ext_w, ext_h = slide.bounds[2:] if slide.bounds else slide.dimensions
+    cols = grid_shape(ext_w / spec.downsample, spec.size, spec.stride)
+    rows = grid_shape(ext_h / spec.downsample, spec.size, spec.stride)
+    ox, oy = _grid_origin(slide, spec)
+    grid_r, grid_c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    rr, cc = grid_r.ravel(), grid_c.ravel()
+    step = spec.stride * spec.scale
+    extent = round(spec.size * spec.downsample)
+    return pd.DataFrame(
+        {
+            "x": np.rint((ox + cc * step) * ds).astype(np.int64),
+            "y": np.rint((oy + rr * step) * ds).astype(np.int64),
+            "width": np.full(rr.size, extent, dtype=np.int64),
+            "height": np.full(rr.size, extent, dtype=np.int64),
+            "row": rr.astype(np.int64),
+            "col": cc.astype(np.int64),
+            "tissue_fraction": np.full(rr.size, np.nan),
+        }
+    )
+
+
+def tile(
+    slide: Slide,
+    mpp: float,
+    size: int = 512,
+    overlap: int = 0,
+    min_tissue: float = 0.0,
+    tissue: TissueMask | None = None,
+) -> TileGrid:
+    """Lay a grid of ``size``-px tiles at ``mpp`` µm/px over the slide.
+
+    Args:
+        slide: an open slide.
+        mpp: µm/px of the tile pixels (snapped to a pyramid level within 5 %).
+        size: tile width and height in pixels.
+        overlap: pixels shared by neighbouring tiles (stride = size - overlap).
+        min_tissue: keep tiles whose tissue fraction is at least this (0 keeps all tiles).
+        tissue: a tissue mask to use; detected with :func:`lnpath.detect_tissue` when
+            ``min_tissue > 0`` and none is given. Without either, ``tissue_fraction`` is NaN.
+
+    Returns:
+        The grid; a slide without tissue gives an empty grid and a logged warning.
+    """
+    if not 0.0 <= min_tissue <= 1.0:
+        raise InputError(f"min_tissue must be in [0, 1], got {min_tissue}")
+    spec = make_spec(slide, mpp, size, overlap)
+    table = grid_table(slide, spec)
+    if tissue is None and min_tissue > 0:
+        from .tissue import detect_tissue
+
+        tissue = detect_tissue(slide)
+    if tissue is not None:
+        table["tissue_fraction"] = tissue.fractions_in(
+            table["x"].to_numpy(),
+            table["y"].to_numpy(),
+            table["width"].to_numpy(),
+            table["height"].to_numpy(),
+        )
+        if min_tissue > 0:
+            table = table[table["tissue_fraction"] >= min_tissue].reset_index(drop=True)
+            if table.empty:
+                log.warning(
+                    "%s: no tile has >= %.0f%% tissue; the tile grid is empty",
+                    slide.path,
+                    100 * min_tissue,
+                )
+    log.info("%s: %d tiles of %d px at %.3g µm/px", slide.path.name, len(table), size, mpp)
+    return TileGrid(slide, spec, table)
+
+
+def default_workers() -> int:
+    """Worker processes worth starting here: the CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
