@@ -27,7 +27,7 @@ FULL_CORTEX = {
 
 
 def table(n: int, **positives: Any) -> pd.DataFrame:
-    """``n`` glomeruli, all lesions absent; ``lesion=k`` marks the first k rows, or the rows given."""
+    """``n`` glomeruli, no lesions; ``lesion=k`` marks the first k rows, or the rows given."""
     frame = pd.DataFrame({"glomerulus_id": range(n)})
     for lesion in LESIONS:
         frame[lesion] = False
