@@ -20,13 +20,14 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import math
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,23 +125,47 @@ def _json_value(value: Any) -> Any:
 # Images kept with the result
 
 
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image)).convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
 @dataclass
 class Crop:
-    """A glomerulus crop: RGB pixels, top-left at level-0 (x, y), ``scale`` level-0 px per px."""
+    """A glomerulus crop (JPEG), top-left at level-0 (x, y), ``scale`` level-0 px per pixel.
 
-    image: np.ndarray
+    Kept encoded so that re-writing a result (review, confirmation) copies the bytes unchanged:
+    no generation loss, and an unchanged crop keeps its hash.
+    """
+
+    jpeg: bytes
     x: float
     y: float
     scale: float
+
+    @property
+    def image(self) -> np.ndarray:
+        """The decoded RGB crop."""
+        return _decode(self.jpeg)
 
 
 @dataclass
 class Assets:
     """The slide images the report needs, stored with the result so it renders without the slide."""
 
-    thumbnail: np.ndarray
+    thumbnail_jpeg: bytes
     thumbnail_scale: float  # level-0 px per thumbnail px
     crops: dict[int, Crop]
+
+    @property
+    def thumbnail(self) -> np.ndarray:
+        """The decoded RGB thumbnail."""
+        return _decode(self.thumbnail_jpeg)
 
     @classmethod
     def from_slide(cls, slide: Any, polygons: Mapping[int, BaseGeometry]) -> Assets:
@@ -148,7 +173,7 @@ class Assets:
         width, height = slide.dimensions
         thumb_mpp = max(slide.mpp * max(width, height) / THUMBNAIL_MAX_PX, slide.mpp)
         thumbnail = np.asarray(slide.thumbnail(thumb_mpp))
-        assets = cls(thumbnail, width / thumbnail.shape[1], {})
+        assets = cls(_jpeg(thumbnail, 90), width / thumbnail.shape[1], {})
         assets.add_crops(slide, polygons)
         return assets
 
@@ -159,18 +184,19 @@ class Assets:
             x0, y0, x1, y1 = poly.bounds
             x, y = int(x0 - margin), int(y0 - margin)
             w, h = int(x1 - x0 + 2 * margin), int(y1 - y0 + 2 * margin)
-            image = slide.read(x, y, w, h, mpp=max(CROP_MPP, slide.mpp))
-            self.crops[gid] = Crop(np.asarray(image), x, y, w / image.shape[1])
+            image = np.asarray(slide.read(x, y, w, h, mpp=max(CROP_MPP, slide.mpp)))
+            self.crops[gid] = Crop(_jpeg(image, 88), x, y, w / image.shape[1])
 
-    def save(self, folder: Path) -> None:
-        """Write JPEGs and an index under ``folder/assets``."""
+    def save(self, folder: Path, keep: Iterable[int]) -> None:
+        """Write the JPEGs of the glomeruli in ``keep`` and an index under ``folder/assets``."""
         root = folder / "assets"
         (root / "crops").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(self.thumbnail).save(root / "thumbnail.jpg", quality=90)
+        (root / "thumbnail.jpg").write_bytes(self.thumbnail_jpeg)
         index: dict[str, Any] = {"thumbnail_scale": self.thumbnail_scale, "crops": {}}
-        for gid, crop in sorted(self.crops.items()):
+        for gid in sorted(set(keep) & set(self.crops)):
+            crop = self.crops[gid]
             name = f"crops/g{gid:04d}.jpg"
-            Image.fromarray(crop.image).save(root / name, quality=88)
+            (root / name).write_bytes(crop.jpeg)
             index["crops"][str(gid)] = {"file": name, "x": crop.x, "y": crop.y, "scale": crop.scale}
         write_json(root / "index.json", index)
 
@@ -180,19 +206,14 @@ class Assets:
         root = folder / "assets"
         try:
             index = json.loads((root / "index.json").read_text(encoding="utf-8"))
-            thumbnail = np.asarray(Image.open(root / "thumbnail.jpg").convert("RGB"))
             crops = {
-                int(gid): Crop(
-                    np.asarray(Image.open(root / c["file"]).convert("RGB")),
-                    c["x"],
-                    c["y"],
-                    c["scale"],
-                )
+                int(gid): Crop((root / c["file"]).read_bytes(), c["x"], c["y"], c["scale"])
                 for gid, c in index["crops"].items()
             }
+            thumbnail = (root / "thumbnail.jpg").read_bytes()
+            return cls(thumbnail, float(index["thumbnail_scale"]), crops)
         except (OSError, KeyError, ValueError) as exc:
             raise ResultError(f"{root}: result images missing or unreadable ({exc})") from None
-        return cls(thumbnail, float(index["thumbnail_scale"]), crops)
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,32 +349,55 @@ def read_audit(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+@dataclass
+class ResultContent:
+    """What a revision asserts about the glomeruli: their table, outlines and images."""
+
+    findings: pd.DataFrame
+    polygons: dict[int, BaseGeometry]
+    assets: Assets
+
+    @classmethod
+    def load(cls, folder: Path) -> ResultContent:
+        """The content of an existing result folder."""
+        return cls(
+            read_findings_csv(folder / "findings.csv"), read_polygons(folder), Assets.load(folder)
+        )
+
+
 def write_result(
     target: Path,
     result: dict[str, Any],
-    findings: pd.DataFrame,
-    polygons: Mapping[int, BaseGeometry],
-    assets: Assets,
     event: Mapping[str, Any],
+    content: ResultContent | None = None,
     overwrite: bool = False,
 ) -> None:
     """Write (or replace) a whole result folder atomically, snapshot it, and append ``event``.
 
-    Earlier revisions and the audit trail are carried over from the folder being replaced, so the
-    history survives every review and confirmation.
+    With ``content`` None (a confirmation), the existing glomerulus files are copied byte for
+    byte. Otherwise they are written from ``content``. Earlier revisions and the audit trail are
+    carried over unless this is a fresh scoring (revision 1), so the history survives every review
+    and confirmation.
     """
     from .report import render_overlay, render_report
 
     target = Path(target)
     with atomic_dir(target, overwrite=overwrite) as tmp:
         old_revisions = target / "revisions"
-        if overwrite and old_revisions.is_dir():
+        if result["revision"] > 1 and old_revisions.is_dir():
             shutil.copytree(old_revisions, tmp / "revisions")
-        table = findings.copy()
-        table.to_csv(tmp / "findings.csv", index=False)
-        features = glomeruli_features(table, polygons, result["slide"]["fingerprint"]["sha256"])
-        write_qupath(features, tmp / "glomeruli.geojson")
-        assets.save(tmp)
+        if content is None:
+            content = ResultContent.load(target)
+            for name in ("findings.csv", "glomeruli.geojson"):
+                shutil.copy2(target / name, tmp / name)
+            shutil.copytree(target / "assets", tmp / "assets")
+        else:
+            content.findings.to_csv(tmp / "findings.csv", index=False)
+            sha = result["slide"]["fingerprint"]["sha256"]
+            features = glomeruli_features(content.findings, content.polygons, sha)
+            write_qupath(features, tmp / "glomeruli.geojson")
+            content.assets.save(tmp, keep=content.polygons)
+        table, polygons, assets = content.findings, content.polygons, content.assets
         write_json(tmp / "result.json", result)
         sha = content_sha256(tmp, result)
         audit = [*read_audit(tmp), {**event, "revision": result["revision"], "content_sha256": sha}]
@@ -461,7 +505,8 @@ def _parse_date(value: str | dt.date | None) -> str | None:
         raise InputError(f"biopsy date {value!r}: expected an ISO date YYYY-MM-DD") from None
 
 
-def _lesion_caller(name: str | None) -> Any:
+def lesion_caller(name: str | None) -> Any:
+    """The lesion caller a result was (or will be) scored with: rules, or a trained model."""
     from .lesions import MorphometryCaller, TrainedLesionCaller
 
     return MorphometryCaller() if name is None else TrainedLesionCaller.from_name(name)
@@ -575,7 +620,7 @@ def score_slide(
                 "sha256": file_sha256(Path(glomeruli)),
             }
     with _stage("lesions", timings, on_stage):
-        caller = _lesion_caller(lesion_model)
+        caller = lesion_caller(lesion_model)
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
     with _stage("cortex", timings, on_stage):
@@ -606,6 +651,7 @@ def score_slide(
             "biopsy_date": date,
             "lnpath_version": __version__,
             "models": [outline_source, _model_info(caller, type(caller).__name__)],
+            "lesion_model": lesion_model,
             "config": score.to_dict()["config"],
             "timings": timings,
             "scores": score.to_dict(),
@@ -615,7 +661,8 @@ def score_slide(
             "changes": [],
         }
         event = {"event": "scored", "at": result["created_at"], "by": f"lnpath {__version__}"}
-        write_result(target, result, findings, polygons, assets, event, overwrite=overwrite)
+        content = ResultContent(findings, polygons, assets)
+        write_result(target, result, event, content, overwrite=overwrite)
         slide.close()
     LOG.info("result written to %s", target)
     return SlideResult.load(target)

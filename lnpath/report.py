@@ -170,7 +170,7 @@ def _crop_uri(gid: int, call: Any, geometry: BaseGeometry, assets: Assets) -> st
     crop = assets.crops.get(gid)
     if crop is None:
         return None
-    image = Image.fromarray(np.asarray(crop.image)).convert("RGB")
+    image = Image.fromarray(crop.image).convert("RGB")
     draw = ImageDraw.Draw(image)
     for ring in _rings(geometry):
         pts = [((x - crop.x) / crop.scale, (y - crop.y) / crop.scale) for x, y in ring]

@@ -37,10 +37,12 @@ from .pipeline import (
     NO_LESION,
     NOT_ASSESSED,
     Assets,
+    ResultContent,
     SlideResult,
     content_sha256,
     feature_id,
     file_sha256,
+    lesion_caller,
     load_result_json,
     main_call,
     read_audit,
@@ -101,7 +103,8 @@ class _Edit:
     mpp: float
     sha256: str
     changes: list[dict[str, Any]] = field(default_factory=list)
-    added: list[int] = field(default_factory=list)
+    added: dict[int, set[str]] = field(default_factory=dict)  # id -> lesions the class asserted
+    redrawn: list[int] = field(default_factory=list)
 
     def log(self, gid: int | None, name: str, before: Any, after: Any, source: str) -> None:
         self.changes.append(
@@ -251,7 +254,7 @@ def _apply_outline(edit: _Edit, gid: int, geometry: BaseGeometry, source: str) -
     measured = [c for c in edit.table.columns if c.startswith("m_")]
     if measured:
         edit.table.loc[index, measured] = math.nan
-        edit.log(gid, "measurements", "measured", "cleared (outline redrawn)", source)
+    edit.redrawn.append(gid)
 
 
 def _add(
@@ -271,7 +274,7 @@ def _add(
         added[lesion] = added[lesion].astype("boolean")
     edit.table = pd.concat([edit.table, added], ignore_index=True)
     edit.polygons[gid] = shapely.make_valid(geometry) if not geometry.is_valid else geometry
-    edit.added.append(gid)
+    edit.added[gid] = set(values)
     calls = ", ".join(LESION_LABELS[k] for k, v in values.items() if v is True) or "no call"
     edit.log(gid, "glomerulus", "absent", f"added ({calls})", source)
 
@@ -346,8 +349,8 @@ def _summary_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dic
         ("glomeruli", old["adequacy"]["n_glomeruli"], new["adequacy"]["n_glomeruli"]),
         (
             "ISN/RPS class proposal",
-            old["isn_rps_class"]["proposal"],
-            new["isn_rps_class"]["proposal"],
+            old["isn_rps_class"]["proposal"] or "not proposed",
+            new["isn_rps_class"]["proposal"] or "not proposed",
         ),
         ("activity index", index_text(old["activity_index"]), index_text(new["activity_index"])),
         (
@@ -369,24 +372,50 @@ def _summary_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dic
     ]
 
 
-def _crop_added(
-    assets: Assets, result: Mapping[str, Any], polygons: Mapping[int, BaseGeometry]
-) -> None:
-    """Crop glomeruli added in review if the slide is still where it was scored (and unchanged)."""
+def _refresh_from_slide(edit: _Edit, result: Mapping[str, Any], assets: Assets) -> None:
+    """Measure and crop glomeruli added or redrawn in review, if the slide is still at hand.
+
+    Added glomeruli get the machine's calls for the lesions their class did not assert (the
+    pathologist's class always wins); redrawn ones get fresh measurements. Without the slide
+    (moved, or changed since scoring) their measurements stay empty and the report says so.
+    """
+    from .glomeruli import Glomerulus
     from .slide import open_slide
 
-    slide_info = result["slide"]
-    path = Path(slide_info["path"])
-    if not polygons or not path.is_file():
+    targets = sorted({*edit.added, *edit.redrawn})
+    info = result["slide"]
+    path = Path(info["path"])
+    if not targets or not path.is_file():
         return
     try:
-        with open_slide(path, mpp=slide_info["mpp"]) as slide:
-            if slide.fingerprint().get("sha256") != slide_info["fingerprint"]["sha256"]:
-                LOG.warning("%s: slide changed since scoring; no crops for added glomeruli", path)
+        with open_slide(path, mpp=info["mpp"]) as slide:
+            if slide.fingerprint().get("sha256") != info["fingerprint"]["sha256"]:
+                LOG.warning("%s: slide changed since scoring; edited glomeruli not measured", path)
                 return
-            assets.add_crops(slide, polygons)
+            glomeruli = [
+                Glomerulus(
+                    id=g,
+                    polygon=edit.polygons[g],
+                    area_um2=edit.polygons[g].area * edit.mpp**2,
+                    centroid=(edit.polygons[g].centroid.x, edit.polygons[g].centroid.y),
+                    probability=math.nan,
+                )
+                for g in targets
+            ]
+            calls = lesion_caller(result.get("lesion_model")).call(glomeruli, slide)
+            assets.add_crops(slide, {g: edit.polygons[g] for g in targets})
     except LnpathError as exc:
-        LOG.warning("%s: cannot crop added glomeruli (%s)", path, exc)
+        LOG.warning("%s: cannot measure edited glomeruli (%s)", path, exc)
+        return
+    for row in calls.to_dict("records"):
+        gid = int(row["glomerulus_id"])
+        index = edit.table.index[edit.table["glomerulus_id"] == gid][0]
+        for column, value in row.items():
+            machine_call = column in LESIONS and gid in edit.added
+            if column.startswith("m_") or (machine_call and column not in edit.added[gid]):
+                if column not in edit.table:
+                    edit.table[column] = math.nan
+                edit.table.at[index, column] = value
 
 
 def review(
@@ -449,6 +478,8 @@ def _write_revision(
 ) -> SlideResult:
     from .scoring import score_findings
 
+    assets = Assets.load(folder)
+    _refresh_from_slide(edit, result, assets)
     config = load_config(result["config"])
     cortex = {k: v for k, v in edit.cortex.items() if v is not None}
     score = score_findings(_scoring_table(edit.table), cortex=cortex, config=config).to_dict()
@@ -458,8 +489,6 @@ def _write_revision(
     changes = edit.changes + _summary_changes(result["scores"], score)
     for change in changes:
         change.update(revision=revision, at=at)
-    assets = Assets.load(folder)
-    _crop_added(assets, result, {g: edit.polygons[g] for g in edit.added})
     new = {
         **result,
         "status": "provisional",
@@ -470,7 +499,8 @@ def _write_revision(
         "changes": [*result.get("changes", []), *changes],
     }
     event = {"event": "reviewed", "at": at, "by": reviewer, "note": note, "n_changes": len(changes)}
-    write_result(folder, new, edit.table, edit.polygons, assets, event, overwrite=True)
+    content = ResultContent(edit.table, edit.polygons, assets)
+    write_result(folder, new, event, content, overwrite=True)
     LOG.info("%s: revision %d with %d change(s)", folder, revision, len(changes))
     return SlideResult.load(folder)
 
@@ -511,15 +541,7 @@ def confirm(
         },
     }
     event = {"event": "confirmed", "at": at, "by": pathologist.strip(), "note": note}
-    write_result(
-        folder,
-        new,
-        read_findings_csv(folder / "findings.csv"),
-        read_polygons(folder),
-        Assets.load(folder),
-        event,
-        overwrite=True,
-    )
+    write_result(folder, new, event, overwrite=True)
     return SlideResult.load(folder)
 
 
