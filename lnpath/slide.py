@@ -59,6 +59,19 @@ def check_mpp(mpp: float, what: str) -> float:
     return value
 
 
+class MissingMppError(SlideError):
+    """The file has no plausible µm/px and the caller gave none.
+
+    Attributes:
+        path: the slide.
+        reason: what is wrong, without the advice (callers name their own option).
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}; pass the scanner's value with --mpp (or mpp=)")
+
+
 class _Backend(Protocol):
     """What a pixel source provides; level coordinates, RGB uint8 out, white outside."""
 
@@ -330,17 +343,14 @@ class Slide:
             found = _file_mpp(backend)
             if found is None:
                 backend.close()
-                raise SlideError(
-                    f"{self.path}: no µm/px in the file; pass the scanner's value with "
-                    "--mpp (or mpp=)"
-                )
+                raise MissingMppError(self.path, "no µm/px in the file")
             value, source = found
             if not MPP_RANGE[0] <= value <= MPP_RANGE[1]:
                 backend.close()
-                raise SlideError(
-                    f"{self.path}: µm/px {value:.4g} from {source} is outside "
-                    f"{MPP_RANGE[0]}–{MPP_RANGE[1]} (a placeholder?); pass the real value with "
-                    "--mpp (or mpp=)"
+                raise MissingMppError(
+                    self.path,
+                    f"µm/px {value:.4g} from {source} is outside {MPP_RANGE[0]}–{MPP_RANGE[1]} "
+                    "(a placeholder, not a scan resolution)",
                 )
             self._mpp, self._mpp_source = value, source
         self._backend = backend
