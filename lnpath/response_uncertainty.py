@@ -1,0 +1,217 @@
+"""Uncertainty of a response endpoint: exact probabilities and the sampling view (§2.3, §3.3).
+
+When both biopsies carry AI/CI total distributions (from lesion-call probabilities), the
+probability of each endpoint value is an exact sum over the product of the independent
+distributions. Independently of that, the sampling view counts how many of the sampled glomeruli,
+read the other way, would move a component's band far enough to change the endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import product
+from typing import Any
+
+import numpy as np
+
+from .response_presets import TOTAL_VARS, Totals, band, panel_rules
+from .response_sides import GLOMERULAR_COMPONENTS, BiopsySide, as_count
+
+INDEPENDENCE_ASSUMPTION = (
+    "The baseline and follow-up biopsies are separate samples, so their AI and CI total "
+    "distributions are treated as independent; where one endpoint combines the activity and the "
+    "chronicity of the same biopsy, its AI and CI distributions are also treated as independent "
+    "(the scores carry only these marginal distributions). Probabilities are exact sums over the "
+    "product of those distributions; each distribution itself rests on the scorer's own assumption."
+)
+
+SAMPLING_ASSUMPTION = (
+    "One glomerular component at a time, with the number of glomeruli N held fixed: the smallest "
+    "number k of the sampled glomeruli that, read the other way, would move the component's band "
+    "(0 if n == 0; 1 if 4n < N; 2 if 4n >= N and 2n <= N; 3 if 2n > N) far enough to change the "
+    "endpoint."
+)
+
+
+def outcome_probabilities(
+    name: str, params: Mapping[str, Any], dists: Mapping[str, tuple[float, ...] | None]
+) -> dict[str, float] | None:
+    """P(each value of a panel field) by exact summation over independent total distributions.
+
+    Returns None when a distribution the field needs is missing.
+    """
+    rule = panel_rules(params)[name]
+    needed = [dists.get(v) for v in rule.needs]
+    if any(d is None for d in needed):
+        return None
+    fixed = dict.fromkeys(TOTAL_VARS, 0)
+    probs: dict[str, float] = {}
+    supports = [np.flatnonzero(np.asarray(d) > 0) for d in needed]
+    for combo in product(*supports):
+        w = 1.0
+        for d, k in zip(needed, combo, strict=True):
+            w *= d[k]  # type: ignore[index]
+        values = {**fixed, **dict(zip(rule.needs, (int(k) for k in combo), strict=True))}
+        out = rule.fn(tuple(values[v] for v in TOTAL_VARS), params)  # type: ignore[arg-type]
+        key = "not_applicable" if out is None else str(out).lower()
+        probs[key] = probs.get(key, 0.0) + w
+    return {k: round(v, 12) for k, v in sorted(probs.items())}
+
+
+def delta_distribution(p_bl: tuple[float, ...], p_fu: tuple[float, ...]) -> dict[str, Any]:
+    """P(total_fu - total_bl = d) by convolution of the two independent distributions."""
+    conv = np.convolve(np.asarray(p_fu), np.asarray(p_bl)[::-1])
+    lo = -(len(p_bl) - 1)
+    return {"min": lo, "max": len(p_fu) - 1, "p": [round(float(x), 12) for x in conv]}
+
+
+def endpoint_uncertainty(
+    bl: BiopsySide,
+    fu: BiopsySide,
+    params: Mapping[str, Any],
+    endpoint: str,
+    panel: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    dists = {
+        "ai_bl": bl.activity.distribution,
+        "ai_fu": fu.activity.distribution,
+        "ci_bl": bl.chronicity.distribution,
+        "ci_fu": fu.chronicity.distribution,
+    }
+    out: dict[str, Any] = {"assumption": INDEPENDENCE_ASSUMPTION}
+    probs: dict[str, Any] = {}
+    for name in panel_rules(params):
+        if panel.get(name, {}).get("evaluable"):
+            probs[name] = outcome_probabilities(name, params, dists)
+    out["outcome_probabilities"] = probs
+    ep = probs.get(endpoint)
+    if ep is None:
+        out["endpoint_probability"] = None
+        out["endpoint_probability_note"] = (
+            "class-based endpoint: no distribution over classes is available"
+            if endpoint == "class_response"
+            else "the scores carry no AI/CI total distributions (no lesion probabilities), or "
+            "the endpoint is not evaluable"
+        )
+    else:
+        key = "progression" if endpoint == "chronic_progression" else "true"
+        out["endpoint_probability"] = ep.get(key, 0.0)
+    for key, a, b in (
+        ("delta_ai", dists["ai_bl"], dists["ai_fu"]),
+        ("delta_ci", dists["ci_bl"], dists["ci_fu"]),
+    ):
+        out[key] = None if a is None or b is None else delta_distribution(a, b)
+    out["sampling"] = sampling_view(bl, fu, params, endpoint)
+    out["band_edges"] = band_edges(bl, fu)
+    return out
+
+
+def endpoint_at(endpoint: str, t: list[int | None], params: Mapping[str, Any]) -> Any:
+    totals: Totals = (t[0] or 0, t[1] or 0, t[2] or 0, t[3] or 0)
+    return panel_rules(params)[endpoint].fn(totals, params)
+
+
+def sampling_view(
+    bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any], endpoint: str
+) -> dict[str, Any]:
+    """For each glomerular component, the glomeruli that would flip its band and the endpoint.
+
+    See :data:`SAMPLING_ASSUMPTION`. Only components counted as n/N glomeruli take part; the
+    endpoint is re-evaluated only when the totals it needs are complete.
+    """
+    rules = panel_rules(params)
+    base: list[int | None] = [
+        bl.activity.total,
+        fu.activity.total,
+        bl.chronicity.total,
+        fu.chronicity.total,
+    ]
+    rule = rules.get(endpoint)
+    evaluable = rule is not None and all(base[TOTAL_VARS.index(v)] is not None for v in rule.needs)
+    now = endpoint_at(endpoint, base, params) if evaluable else None
+    rows = []
+    for side_i, side in ((0, bl), (1, fu)):
+        for idx_off, index in ((0, side.activity), (2, side.chronicity)):
+            for name, c in index.components.items():
+                if name not in GLOMERULAR_COMPONENTS or c.score is None:
+                    continue
+                n, total = as_count(c.n), as_count(c.N)
+                if n is None or total is None or total <= 0 or band(n, total) != c.score:
+                    continue
+                row: dict[str, Any] = {
+                    "side": "baseline" if side_i == 0 else "follow-up",
+                    "component": name,
+                    "n": n,
+                    "N": total,
+                    "score": c.score,
+                    "weight": c.weight,
+                }
+                for direction, step in (("up", 1), ("down", -1)):
+                    k_band, k_flip, new_value = None, None, None
+                    for k in range(1, (total - n if step > 0 else n) + 1):
+                        s = band(n + step * k, total)
+                        if s == c.score:
+                            continue
+                        if k_band is None:
+                            k_band = k
+                        if not evaluable:
+                            break
+                        t = list(base)
+                        pos = idx_off + side_i
+                        t[pos] = (t[pos] or 0) + (s - c.score) * c.weight
+                        value = endpoint_at(endpoint, t, params)
+                        if value != now:
+                            k_flip, new_value = k, value
+                            break
+                    row["more_to_next_band" if step > 0 else "fewer_to_lower_band"] = k_band
+                    row[f"flip_{direction}"] = k_flip
+                    row[f"flip_{direction}_value"] = new_value
+                rows.append(row)
+    flips = [
+        (r[f"flip_{d}"], r, d) for r in rows for d in ("up", "down") if r[f"flip_{d}"] is not None
+    ]
+    k_min = min((f[0] for f in flips), default=None)
+    return {
+        "assumption": SAMPLING_ASSUMPTION,
+        "endpoint": endpoint,
+        "endpoint_value": now,
+        "components": rows,
+        "min_glomeruli_to_flip": k_min,
+        "closest_flips": [
+            {
+                "side": r["side"],
+                "component": r["component"],
+                "direction": "more" if d == "up" else "fewer",
+                "new_value": r[f"flip_{d}_value"],
+            }
+            for k, r, d in flips
+            if k == k_min
+        ],
+    }
+
+
+def band_edges(bl: BiopsySide, fu: BiopsySide) -> list[dict[str, Any]]:
+    """Components one glomerulus from a band edge; doubled AI components are flagged (§3.3)."""
+    out = []
+    for label, side in (("baseline", bl), ("follow-up", fu)):
+        for index in (side.activity, side.chronicity):
+            for name, c in index.components.items():
+                given = side.component_uncertainty.get(name) or {}
+                near = given.get("near_band_edge")
+                n, total = as_count(c.n), as_count(c.N)
+                if near is None and name in GLOMERULAR_COMPONENTS and n and total:
+                    # An absent lesion is not flagged here: the sampling view covers 0 -> 1.
+                    near = band(min(n + 1, total), total) != band(n, total) or band(
+                        n - 1, total
+                    ) != band(n, total)
+                if near:
+                    out.append(
+                        {
+                            "side": label,
+                            "component": name,
+                            "weight": c.weight,
+                            "doubled": c.weight == 2,
+                            "band_probabilities": given.get("band_probabilities"),
+                        }
+                    )
+    return out
