@@ -1,0 +1,92 @@
+"""The shipped demo slide: a real pyramidal TIFF that OpenSlide reads, with its ground truth."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import openslide
+import pytest
+import tifffile
+
+import lnpath
+from lnpath.qupath import read_qupath
+
+N_GLOMERULI = 23  # 27 mask polygons, 4 glomeruli reassembled across tile seams
+
+
+@pytest.fixture(scope="module")
+def demo(repo_dir: Path) -> Path:
+    return repo_dir / "examples" / "demo_biopsy.tiff"
+
+
+def _script(repo_dir: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_demo_slide", repo_dir / "scripts" / "make_demo_slide.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_openslide_reads_it_as_generic_tiff_with_mpp(demo: Path) -> None:
+    slide = openslide.OpenSlide(demo)
+    assert slide.properties["openslide.vendor"] == "generic-tiff"
+    assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(0.5)
+    assert float(slide.properties["openslide.mpp-y"]) == pytest.approx(0.5)
+    assert slide.level_count == 3
+    assert slide.level_downsamples == pytest.approx((1, 4, 16))
+    assert 1_000_000 < demo.stat().st_size < 8_000_000
+
+
+def test_tiff_is_tiled_jpeg_pyramid(demo: Path) -> None:
+    with tifffile.TiffFile(demo) as tif:
+        pages = list(tif.pages)
+        assert len(pages) == 3
+        for page in pages:
+            assert page.is_tiled and page.tilewidth == 256
+            assert page.compression == tifffile.COMPRESSION.JPEG
+            assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+        assert pages[0].tags["XResolution"].value == (20000, 1)
+
+
+def test_lnpath_takes_mpp_from_the_tiff_tags(demo: Path) -> None:
+    with lnpath.open_slide(demo) as slide:
+        assert slide.mpp == pytest.approx(0.5)
+        assert slide.mpp_source in ("tiff-resolution", "metadata")
+        assert slide.dimensions == (13696, 3584)
+        region = slide.read(7000, 1000, 512, 512, mpp=1.0)
+        assert region.shape == (256, 256, 3)
+        assert region.std() > 10  # real tissue, not glass
+
+
+def test_ground_truth_lies_on_tissue_inside_the_slide(demo: Path, repo_dir: Path) -> None:
+    features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
+    assert len(features) == N_GLOMERULI
+    splits = [f.properties["split"] for f in features]
+    assert splits.count("test") == 6 and splits.count("mixed") == 2
+    assert len({f.id for f in features}) == N_GLOMERULI
+    with lnpath.open_slide(demo) as slide:
+        width, height = slide.dimensions
+        for f in features:
+            x0, y0, x1, y1 = f.geometry.bounds
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+            assert f.geometry.is_valid and f.geometry.geom_type == "Polygon"
+            patch = slide.read(int(x0), int(y0), int(x1 - x0), int(y1 - y0), mpp=2.0)
+            tissue = (patch.mean(axis=-1) < 220).mean()
+            assert tissue > 0.3, f"{f.name}: glomerulus outline on glass"
+
+
+def test_script_is_deterministic(bueno_dir: Path, repo_dir: Path, tmp_path: Path) -> None:
+    script = _script(repo_dir)
+    summary = script.build(bueno_dir, tmp_path / "demo.tiff", tmp_path / "demo_glomeruli.geojson")
+    assert summary["glomeruli"] == N_GLOMERULI
+    shipped = json.loads((repo_dir / "examples" / "demo_biopsy_glomeruli.geojson").read_text())
+    rebuilt = json.loads((tmp_path / "demo_glomeruli.geojson").read_text())
+    assert rebuilt == shipped
+    assert (tmp_path / "demo.tiff").read_bytes() == (
+        repo_dir / "examples" / "demo_biopsy.tiff"
+    ).read_bytes()
