@@ -61,6 +61,7 @@ class ClassProposal:
     globally_sclerosed: int = 0
     n_all: int = 0
     alternative: str | None = None
+    iv_threshold: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -75,6 +76,7 @@ class ClassProposal:
             "globally_sclerosed": self.globally_sclerosed,
             "n_all": self.n_all,
             "alternative": self.alternative,
+            "iv_threshold": self.iv_threshold,
         }
 
     @classmethod
@@ -90,6 +92,7 @@ class ClassProposal:
             globally_sclerosed=int(d.get("globally_sclerosed", 0)),
             n_all=int(d.get("n_all", 0)),
             alternative=d.get("alternative"),
+            iv_threshold=float(d.get("iv_threshold", 0.5)),
         )
 
     def uncertainty(self) -> dict[str, Any]:
@@ -97,8 +100,13 @@ class ClassProposal:
         if not self.n_class:
             return {"wilson_95": None, "near_threshold": False}
         n, total = self.involved, self.n_class
-        flips = (n > 0 and 2 * (n - 1) < total <= 2 * n) or (2 * n < total <= 2 * (n + 1))
-        return {"wilson_95": list(wilson_interval(n, total)), "near_threshold": bool(flips)}
+        threshold = _ratio(self.iv_threshold)
+
+        def is_iv(k: int) -> bool:
+            return _prolif(k, total, threshold) == "IV"
+
+        flips = (n > 0 and is_iv(n - 1) != is_iv(n)) or (n < total and is_iv(n + 1) != is_iv(n))
+        return {"wilson_95": list(wilson_interval(n, total)), "near_threshold": flips}
 
 
 def biopsy_inputs(biopsy: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -158,7 +166,12 @@ def propose_class(
     needs = _needs(inputs)
     if blocked:
         return ClassProposal(
-            None, f"not proposed: {blocked}", f"Not proposed: {blocked}.", needs, n_all=n_all
+            None,
+            f"not proposed: {blocked}",
+            f"Not proposed: {blocked}.",
+            needs,
+            n_all=n_all,
+            iv_threshold=cfg.class_iv_threshold,
         )
     adhesion = cfg.adhesion_as_sclerosis and "adhesion" in table
     ln = _kleene_any(table, (*LN_LESIONS, "adhesion") if adhesion else LN_LESIONS)
@@ -170,6 +183,7 @@ def propose_class(
     unknown = int((ln.isna() & ~ischemic).sum())
     global_n = int(table["global_sclerosis"].fillna(False).sum())
     base: dict[str, Any] = {
+        "iv_threshold": cfg.class_iv_threshold,
         "involved": involved,
         "n_class": n_class,
         "globally_sclerosed": global_n,

@@ -521,12 +521,17 @@ def _counts(table: pd.DataFrame) -> dict[str, Any]:
 def _call_probabilities(
     lesions: Sequence[str], table: pd.DataFrame, mask: pd.Series
 ) -> np.ndarray | None:
-    """Per-glomerulus probability that a component counts it, if any p_ column informs it."""
+    """Per-glomerulus probability that a component counts it, if any p_ column informs it.
+
+    A lesion without a probability enters as its observed call (0 or 1). Where a lesion is
+    ``<NA>`` with no probability, the component's own observed call (known, since only assessed
+    components get here: e.g. True | <NA> is True) stands for that glomerulus.
+    """
     if not any(f"p_{lesion}" in table for lesion in lesions):
         return None
     none_count = np.ones(int(mask.sum()))
     for lesion in lesions:
-        observed = table.loc[mask, lesion].astype("float64").to_numpy()
+        observed = table.loc[mask, lesion].to_numpy(dtype="float64", na_value=np.nan)
         column = f"p_{lesion}"
         if column in table:
             p = table.loc[mask, column].to_numpy(dtype=np.float64)
@@ -534,7 +539,9 @@ def _call_probabilities(
         else:
             p = observed
         none_count *= 1.0 - p
-    return 1.0 - none_count
+    probabilities = 1.0 - none_count
+    component = _lesion_or(table, lesions)[mask].to_numpy(dtype="float64", na_value=np.nan)
+    return np.where(np.isnan(probabilities), component, probabilities)
 
 
 def _uncertainty(

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lnpath
 from lnpath.config import ScoringConfig, load_config
@@ -401,3 +403,65 @@ def test_nonscarred_inflammation_preset_reads_its_own_measurement() -> None:
 def test_bad_cortex_values(cortex: dict[str, Any]) -> None:
     with pytest.raises(InputError, match="cortex"):
         score_findings(table(10), cortex)
+
+
+# ------------------------------------------------------------------ properties on random tables
+
+lesion_rows = st.lists(
+    st.fixed_dictionaries({lesion: st.booleans() for lesion in LESIONS}), min_size=1, max_size=40
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lesion_rows, st.booleans())
+def test_components_and_totals_follow_the_integer_rule(rows: list[dict[str, bool]],
+                                                       viable: bool) -> None:  # fmt: skip
+    frame = pd.DataFrame([{"glomerulus_id": i, **row} for i, row in enumerate(rows)])
+    config = {"preset": "viable_denominator"} if viable else {}
+    score = score_findings(frame, FULL_CORTEX, config={**config, "inadequate_policy": "score"})
+    keep = [not r["global_sclerosis"] for r in rows] if viable else [True] * len(rows)
+    ai_rows = [r for r, k in zip(rows, keep, strict=True) if k]
+    expected_ai = {  # component -> (weight, lesions counted with OR)
+        "endocapillary_hypercellularity": (1, ("endocapillary_hypercellularity",)),
+        "neutrophils_karyorrhexis": (1, ("neutrophils_karyorrhexis",)),
+        "fibrinoid_necrosis": (2, ("fibrinoid_necrosis",)),
+        "hyaline_deposits": (1, ("hyaline_deposits",)),
+        "cellular_fibrocellular_crescents": (2, ("cellular_crescent", "fibrocellular_crescent")),
+    }
+    total = 0
+    for name, (weight, lesions) in expected_ai.items():
+        flags = [any(r[lesion] for lesion in lesions) for r in ai_rows]
+        component = score.activity_index.components[name]
+        assert (component.n, component.N) == (sum(flags), len(flags))
+        assert component.score == band(sum(flags), len(flags))
+        total += weight * band(sum(flags), len(flags))
+    assert score.activity_index.total == total
+    sclerosed = sum(r["global_sclerosis"] or r["segmental_sclerosis"] for r in rows)
+    fibrous = sum(r["fibrous_crescent"] for r in rows)
+    assert score.chronicity_index.total == band(sclerosed, len(rows)) + band(fibrous, len(rows))
+    involved = sum(
+        any(r[lesion] for lesion in LESIONS if lesion != "neutrophils_karyorrhexis") for r in rows
+    )
+    assert score.isn_rps_class.involved == involved
+
+
+def test_probability_for_a_lesion_not_assessed_inside_a_called_component() -> None:
+    frame = table(10, fibrocellular_crescent=[1])
+    frame["cellular_crescent"] = pd.array([True] + [pd.NA] + [False] * 8, dtype="boolean")
+    frame["p_fibrocellular_crescent"] = [0.2, 0.9] + [0.1] * 8
+    score = score_findings(frame)
+    crescents = score.activity_index.components["cellular_fibrocellular_crescents"]
+    assert (crescents.assessed, crescents.n) == (True, 2)
+    entry = score.uncertainty["components"]["cellular_fibrocellular_crescents"]
+    assert entry["expected_count"] == pytest.approx(1 + 1 + 8 * 0.1)
+    assert sum(entry["count_distribution"]) == pytest.approx(1.0)
+
+
+def test_class_fraction_flags_one_glomerulus_from_iv() -> None:
+    near = score_findings(table(10, endocapillary_hypercellularity=4)).uncertainty
+    far = score_findings(table(10, endocapillary_hypercellularity=2)).uncertainty
+    assert near["class_fraction"]["near_threshold"] and not far["class_fraction"]["near_threshold"]
+    config = {"class_iv_threshold": 0.25}
+    custom = score_findings(table(12, endocapillary_hypercellularity=3), config=config)
+    assert custom.isn_rps_class.proposal == "IV"
+    assert custom.uncertainty["class_fraction"]["near_threshold"]
