@@ -574,10 +574,16 @@ def _uncertainty(
                 "band_probabilities": replicate_band_probabilities(n, total),
                 "near_band_edge": near_band_edge(n, total),
             }
+            entry["one_glomerulus_changes"] = _edge_moves(n, total)
             if entry["near_band_edge"] and component.weight > 1:
+                moves = " or ".join(
+                    f"one glomerulus {'more' if k == 'more' else 'fewer'} gives score {v}"
+                    for k, v in entry["one_glomerulus_changes"].items()
+                )
                 notes.append(
-                    f"{name} (x{component.weight}) is one glomerulus from a band edge: "
-                    f"the activity index could move by {component.weight} points"
+                    f"{name} (x{component.weight}) sits at a band edge ({n}/{total}, score "
+                    f"{component.score}): {moves}, moving the activity index by "
+                    f"{component.weight} points"
                 )
             mask, _ = _denominator(name, table, cfg)
             probs = _call_probabilities(_lesion_columns(lesions, table, cfg), table, mask)
@@ -598,6 +604,17 @@ def _uncertainty(
         out[key] = summary
     out["class_fraction"] = proposal.uncertainty()
     return out
+
+
+def _edge_moves(n: int, total: int) -> dict[str, int]:
+    """The score one glomerulus more / fewer would give, where it differs from the current one."""
+    here = band(n, total)
+    moves = {}
+    if n < total and band(n + 1, total) != here:
+        moves["more"] = band(n + 1, total)
+    if n > 0 and band(n - 1, total) != here:
+        moves["fewer"] = band(n - 1, total)
+    return moves
 
 
 def _pending(
