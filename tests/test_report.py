@@ -1,0 +1,172 @@
+"""The HTML report and overlay, on the demo slide scored from its ground-truth outlines."""
+
+from __future__ import annotations
+
+import html
+import io
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import lnpath
+from lnpath.findings import LESIONS, findings_from_geojson
+from lnpath.report import diagnosis_line, index_text
+
+INJECTED = "<script>alert('x')</script>"
+VOID = {"meta", "img", "br", "hr", "input", "link"}
+
+
+class _Checker(HTMLParser):
+    """Collects tags, ids and sources, and checks that every element is closed in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.ids: list[str] = []
+        self.sources: list[str] = []
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        values = dict(attrs)
+        if values.get("id"):
+            self.ids.append(str(values["id"]))
+        if tag == "img":
+            self.sources.append(str(values.get("src")))
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1:]}>"
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(text: str) -> _Checker:
+    checker = _Checker()
+    checker.feed(text)
+    checker.close()
+    assert not checker.stack, f"unclosed elements {checker.stack}"
+    return checker
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory, repo_dir: Path) -> lnpath.SlideResult:
+    examples = repo_dir / "examples"
+    return lnpath.score_slide(
+        examples / "demo_biopsy.tiff",
+        out=tmp_path_factory.mktemp("report") / "result",
+        glomeruli=examples / "demo_biopsy_glomeruli.geojson",
+        patient_id=INJECTED,
+        biopsy_date="2024-03-05",
+    )
+
+
+def test_report_is_valid_self_contained_html(result: lnpath.SlideResult) -> None:
+    text = result.report_path.read_text(encoding="utf-8")
+    page = _parse(text)
+    assert "script" not in page.tags and "link" not in page.tags
+    assert page.sources and all(s.startswith("data:image/") for s in page.sources)
+    gallery = [i for i in page.ids if i.startswith("glomerulus-")]
+    assert len(gallery) == len(result.findings) == 23
+    assert sorted(gallery) == sorted(f"glomerulus-{g}" for g in result.findings["glomerulus_id"])
+
+
+def test_report_leads_with_the_diagnosis_line(result: lnpath.SlideResult) -> None:
+    line = result.diagnosis_line()
+    assert line.startswith("Lupus nephritis, ISN/RPS class proposal ")
+    assert "Modified NIH activity index " in line and "; chronicity index " in line
+    assert line.endswith("PROVISIONAL — pending pathologist review")
+    # PAS cannot grade interstitial fibrosis: the totals are marked incomplete, as lower bounds
+    assert "incomplete" in line and "≥" in line
+    page = _parse(result.report_path.read_text(encoding="utf-8"))
+    assert line in html.unescape("".join(page.text))
+
+
+def test_user_text_is_escaped(result: lnpath.SlideResult) -> None:
+    text = result.report_path.read_text(encoding="utf-8")
+    assert INJECTED not in text and "<script" not in text
+    assert "&lt;script&gt;alert(" in text
+    assert INJECTED in html.unescape(text)  # shown to the reader as typed
+    assert "<script" not in result._repr_html_()
+
+
+def test_not_assessed_items_say_what_the_pathologist_must_supply(
+    result: lnpath.SlideResult,
+) -> None:
+    text = html.unescape(result.report_path.read_text(encoding="utf-8"))
+    assert "PAS does not stain collagen selectively" in text
+    assert "Tubular atrophy: not assessed" in text
+    assert "Immunofluorescence" in text and "electron microscopy" in text
+    assert "Fibrinoid necrosis: not called by the machine for any glomerulus" in text
+
+
+def test_component_tables_show_counts_and_whole_percentages(result: lnpath.SlideResult) -> None:
+    text = html.unescape(result.report_path.read_text(encoding="utf-8"))
+    ci = result.to_dict()["scores"]["chronicity_index"]["components"]["glomerulosclerosis"]
+    assert f"{ci['n']}/{ci['N']}" in text
+    assert f">{round(100 * ci['fraction'])}%<" in text
+    assert "Total glomerulosclerosis (global + segmental)" in text
+
+
+def test_overlay_outlines_glomeruli_in_their_call_colour(result: lnpath.SlideResult) -> None:
+    overlay = np.asarray(Image.open(result.folder / "overlay.png").convert("RGB"))
+    thumb = np.asarray(Image.open(result.folder / "assets" / "thumbnail.jpg"))
+    assert overlay.shape == thumb.shape
+    assert max(overlay.shape[:2]) == 1600
+    colours = {tuple(c) for c in overlay.reshape(-1, 3)[::7]}
+    assert (0, 170, 0) in colours or (230, 200, 0) in colours  # "No lesion" or "Not assessed"
+
+
+def test_repr_html_links_the_report(result: lnpath.SlideResult) -> None:
+    block = result._repr_html_()
+    _parse(block)
+    assert html.escape(result.diagnosis_line(), quote=False) in block
+    assert result.report_path.as_uri() in block
+
+
+def _complete_score(qupath_dir: Path) -> dict[str, object]:
+    table = findings_from_geojson(qupath_dir / "TPATH065.geojson")
+    for lesion in LESIONS:  # a pathologist's complete table: everything else looked at, absent
+        table[lesion] = table[lesion].fillna(False).astype("boolean")
+    cortex = {
+        "interstitial_inflammation": 0.1,
+        "interstitial_fibrosis": 0.3,
+        "tubular_atrophy": 0.3,
+    }
+    return lnpath.score_findings(table, cortex=cortex).to_dict()
+
+
+def test_diagnosis_line_for_a_complete_score(qupath_dir: Path) -> None:
+    scores = _complete_score(qupath_dir)
+    ai, ci = scores["activity_index"], scores["chronicity_index"]
+    line = diagnosis_line({"scores": scores, "status": "provisional", "confirmation": None})
+    proposal = scores["isn_rps_class"]["proposal"] or "not proposed"
+    assert line == (
+        f"Lupus nephritis, ISN/RPS class proposal {proposal}. Modified NIH activity index "
+        f"{ai['total']}/24; chronicity index {ci['total']}/12. "
+        "PROVISIONAL — pending pathologist review"
+    )
+    assert index_text(ci) == f"{ci['total']}/12"
+    confirmed = {
+        "scores": scores,
+        "status": "confirmed",
+        "confirmation": {"pathologist": "Dr A", "confirmed_at": "2024-05-01T10:00:00+00:00"},
+    }
+    assert diagnosis_line(confirmed).endswith("CONFIRMED by Dr A on 2024-05-01")
+
+
+def test_findings_csv_matches_the_geojson(result: lnpath.SlideResult) -> None:
+    table = pd.read_csv(result.folder / "findings.csv")
+    assert list(table.columns[:3]) == ["glomerulus_id", "feature_id", "main_call"]
+    assert set(LESIONS) <= set(table.columns)
+    assert any(c.startswith("m_") for c in table.columns)
+    png = (result.folder / "overlay.png").read_bytes()
+    assert Image.open(io.BytesIO(png)).format == "PNG"
