@@ -189,6 +189,12 @@ def check_preconditions(bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any
     else:
         add("followup_after_baseline", None, "biopsy date not recorded on both; order not checked")
 
+    for label, side in (("baseline", bl), ("follow-up", fu)):
+        if side.confirmed:
+            add(f"{label.replace('-', '')}_confirmation_sealed", side.seal_verified,
+                f"{label} confirmed by {side.confirmed_by or 'unknown'}: "
+                + (side.seal_message or "not a result folder; seal not checked"))  # fmt: skip
+
     accepted = {"adequate", "limited"} if params["accept_limited_adequacy"] else {"adequate"}
     for label, side in (("baseline", bl), ("follow-up", fu)):
         n = side.n_glomeruli

@@ -11,14 +11,14 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError, ResultError
+from .errors import InputError, LnpathError, ResultError
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ class BiopsySide:
     stain: str | None = None
     models: tuple[tuple[str, str], ...] | None = None
     confirmed_by: str | None = None
+    seal_verified: bool | None = None
+    seal_message: str | None = None
     component_uncertainty: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -159,6 +161,8 @@ class BiopsySide:
             "stain": self.stain,
             "status": self.status,
             "confirmed_by": self.confirmed_by,
+            "seal_verified": self.seal_verified,
+            "seal_message": self.seal_message,
             "nih_version": self.nih_version,
             "lnpath_version": self.lnpath_version,
             "models": None if self.models is None else [list(m) for m in self.models],
@@ -183,7 +187,9 @@ def load_side(obj: Any, label: str = "biopsy") -> BiopsySide:
         InputError: the object is of an unknown kind or its scores are malformed.
     """
     if isinstance(obj, str | Path):
-        return _side_from_folder(Path(obj), label)
+        side = _side_from_folder(Path(obj), label)
+        return _with_seal(side, Path(side.source))
+    folder: Any = None
     if isinstance(obj, Mapping):
         data, source = dict(obj), f"{label} (dict)"
     elif callable(getattr(obj, "to_dict", None)):
@@ -199,8 +205,27 @@ def load_side(obj: Any, label: str = "biopsy") -> BiopsySide:
             f"got {type(obj).__name__}"
         )
     if "scores" in data:
-        return _side_from_result(data, source, InputError)
+        side = _side_from_result(data, source, InputError)
+        return _with_seal(side, Path(folder)) if isinstance(folder, str | Path) else side
     return _side_from_scores(data, source, InputError, meta={})
+
+
+def _with_seal(side: BiopsySide, folder: Path) -> BiopsySide:
+    """Check a confirmed result folder's seal, so a result edited after confirmation is caught.
+
+    Only confirmed results are checked: they are what makes an endpoint ``final``.
+    """
+    if not side.confirmed:
+        return side
+    try:
+        from .review import verify
+    except ImportError:  # review is optional for comparing plain scores
+        return replace(side, seal_message="lnpath.review unavailable; seal not checked")
+    try:
+        verify(folder)
+    except LnpathError as exc:
+        return replace(side, seal_verified=False, seal_message=str(exc))
+    return replace(side, seal_verified=True, seal_message="confirmation seal verified")
 
 
 def _side_from_folder(path: Path, label: str) -> BiopsySide:

@@ -115,3 +115,74 @@ def test_bad_inputs_one_line_error(pair, tmp_path: Path):
         assert len(lines) == 1 and lines[0].startswith("lnpath: error:"), proc.stderr
         assert message in lines[0]
         assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- real result folders
+
+
+@pytest.fixture(scope="module")
+def real_pair(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two real result folders from score_slide on the demo biopsy (its GeoJSON outlines)."""
+    import lnpath
+
+    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    outlines = repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"
+    if not slide.is_file() or not outlines.is_file():
+        pytest.skip("demo biopsy not in the checkout")
+    root = tmp_path_factory.mktemp("real")
+    folders = []
+    for name, day in (("bl", "2023-01-10"), ("fu", "2024-01-10")):
+        result = lnpath.score_slide(
+            slide,
+            out=root / name,
+            glomeruli=outlines,
+            device="cpu",
+            patient_id="DEMO-1",
+            biopsy_date=day,
+        )
+        folders.append(result.folder)
+    return folders[0], folders[1]
+
+
+@pytest.mark.slow
+def test_real_folders_incomplete_indices_are_not_evaluable(real_pair, tmp_path: Path):
+    """The morphometry caller leaves activity lesions and cortex unassessed: no silent delta."""
+    out = tmp_path / "o"
+    assert main(["compare", str(real_pair[0]), str(real_pair[1]), "--out", str(out)]) == 0
+    data = json.loads((out / "response.json").read_text())
+    assert data["status"] == "not_evaluable"
+    checks = {c["name"]: c["status"] for c in data["preconditions"]}
+    assert checks["same_patient"] == checks["followup_after_baseline"] == "pass"
+    assert checks["same_models"] == checks["comparable_stains"] == "pass"
+    missing = data["baseline"]["activity_index"]["not_assessed"]
+    assert "interstitial_inflammation" in missing
+    assert data["deltas"]["activity_index"]["delta"] is None
+    assert "interstitial_inflammation" in data["panel"]["histologic_remission"]["reason"]
+    assert data["panel"]["chronic_progression"]["reason"].startswith("not evaluable for chronicity")
+    assert "DEMO-1" in (out / "response.html").read_text()
+
+
+@pytest.mark.slow
+def test_real_confirmed_folders_are_final_and_tampering_is_caught(real_pair, tmp_path: Path):
+    import shutil
+
+    import lnpath
+
+    bl, fu = (Path(shutil.copytree(p, tmp_path / p.name)) for p in real_pair)
+    provisional = lnpath.compare(bl, fu, preset="class_transition")
+    assert provisional.status == "provisional"
+    for folder in (bl, fu):
+        lnpath.confirm(folder, pathologist="Dr Test")
+    final = lnpath.compare(lnpath.SlideResult.load(bl), fu, preset="class_transition")
+    assert final.status == "final", final.reasons
+    sealed = {c.name: c.status for c in final.checks if c.name.endswith("_sealed")}
+    assert sealed == {
+        "baseline_confirmation_sealed": "pass",
+        "followup_confirmation_sealed": "pass",
+    }
+    data = json.loads((fu / "result.json").read_text())
+    data["scores"]["isn_rps_class"]["proposal"] = "II"  # edited after confirmation
+    (fu / "result.json").write_text(json.dumps(data))
+    tampered = lnpath.compare(bl, fu, preset="class_transition")
+    assert tampered.status == "not_evaluable"
+    assert any(r.startswith("followup_confirmation_sealed") for r in tampered.reasons)
