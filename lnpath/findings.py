@@ -273,13 +273,16 @@ def _unit_floats(column: pd.Series, name: str, ids: pd.Series, where: str) -> pd
             lambda v: np.nan if isinstance(v, str) and v.strip().lower() in _MISSING else v
         )
     numbers = pd.to_numeric(column, errors="coerce").astype("float64")
-    for position, (raw, number) in enumerate(zip(column, numbers, strict=True)):
-        if np.isnan(number) and not _is_missing(raw):
-            raise InputError(
-                f"{where}: {_row(ids, position)}, column {name}: {_plain(raw)!r} is not a number"
-            )
-        if not np.isnan(number) and not 0.0 <= number <= 1.0:
-            raise InputError(
-                f"{where}: {_row(ids, position)}, column {name}: {number} is outside [0, 1]"
-            )
+    values = numbers.to_numpy()
+    unreadable = np.isnan(values) & ~column.map(_is_missing).to_numpy(dtype=bool)
+    outside = ~np.isnan(values) & ((values < 0.0) | (values > 1.0))
+    if unreadable.any():
+        position = int(np.argmax(unreadable))
+        raw = _plain(column.iloc[position])
+        raise InputError(f"{where}: {_row(ids, position)}, column {name}: {raw!r} is not a number")
+    if outside.any():
+        position = int(np.argmax(outside))
+        raise InputError(
+            f"{where}: {_row(ids, position)}, column {name}: {values[position]} is outside [0, 1]"
+        )
     return numbers
