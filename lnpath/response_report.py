@@ -179,6 +179,26 @@ def _uncertainty(u: Mapping[str, Any], endpoint: str) -> str:
                 srows,
             )
         )
+    bands = u.get("component_bands") or []
+    if bands:
+        parts.append(
+            '<h2>Component bands</h2><p class="small">Probability that a component\'s band '
+            "differs from the observed one: for a second core of the same size (resampled) and "
+            "from uncertain lesion calls on these glomeruli (calls).</p>"
+            + _table(
+                ["side", "component", "score", "P(other band), resampled", "P(other band), calls"],
+                [
+                    [
+                        b["side"],
+                        b["component"].replace("_", " "),
+                        b["score"],
+                        _pct(b.get("p_other_band_resampled")),
+                        _pct(b.get("p_other_band_calls")),
+                    ]
+                    for b in bands
+                ],
+            )
+        )
     edges = u.get("band_edges") or []
     for edge in edges:
         if edge.get("doubled"):
@@ -188,6 +208,10 @@ def _uncertainty(u: Mapping[str, Any], endpoint: str) -> str:
                 "(a band move changes the AI by 2).</div>"
             )
     return "".join(parts)
+
+
+def _pct(p: float | None) -> str:
+    return "—" if p is None else f"{100 * p:.1f}%"
 
 
 def _flip(row: Mapping[str, Any], direction: str) -> str:

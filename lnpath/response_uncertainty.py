@@ -103,6 +103,7 @@ def endpoint_uncertainty(
         out[key] = None if a is None or b is None else delta_distribution(a, b)
     out["sampling"] = sampling_view(bl, fu, params, endpoint)
     out["band_edges"] = band_edges(bl, fu)
+    out["component_bands"] = component_band_changes(bl, fu)
     return out
 
 
@@ -214,4 +215,37 @@ def band_edges(bl: BiopsySide, fu: BiopsySide) -> list[dict[str, Any]]:
                             "band_probabilities": given.get("band_probabilities"),
                         }
                     )
+    return out
+
+
+def component_band_changes(bl: BiopsySide, fu: BiopsySide) -> list[dict[str, Any]]:
+    """Per component and biopsy: the probability that its band differs from the observed one.
+
+    Two views from the scorer, passed through: ``p_other_band_resampled`` (a second core of the
+    same size from the same kidney, beta-binomial) and ``p_other_band_calls`` (uncertain lesion
+    calls on these glomeruli), each ``1 - p(observed band)``; None where the scorer gives none.
+    """
+    out = []
+    for label, side in (("baseline", bl), ("follow-up", fu)):
+        for index in (side.activity, side.chronicity):
+            for name, c in index.components.items():
+                given = side.component_uncertainty.get(name) or {}
+                if c.score is None or not given:
+                    continue
+                row: dict[str, Any] = {
+                    "side": label,
+                    "component": name,
+                    "score": c.score,
+                    "weight": c.weight,
+                }
+                for key, source in (
+                    ("resampled", "band_probabilities"),
+                    ("calls", "call_band_probabilities"),
+                ):
+                    probs = given.get(source)
+                    valid = isinstance(probs, list) and len(probs) == 4
+                    row[f"p_other_band_{key}"] = (
+                        round(1.0 - float(probs[c.score]), 12) if valid else None  # type: ignore[index]
+                    )
+                out.append(row)
     return out

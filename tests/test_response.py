@@ -829,5 +829,16 @@ def test_hand_built_findings_with_probabilities(tmp_path: Path):
     )
     assert r.uncertainty["endpoint_probability"] == pytest.approx(expected, abs=1e-9)
     assert r.baseline.activity.total == d_bl["activity_index"]["total"]
+    bands = {(b["side"], b["component"]): b for b in r.uncertainty["component_bands"]}
+    necrosis = bands[("baseline", "fibrinoid_necrosis")]
+    given = d_bl["uncertainty"]["components"]["fibrinoid_necrosis"]
+    score_bl = d_bl["activity_index"]["components"]["fibrinoid_necrosis"]["score"]
+    assert necrosis["p_other_band_resampled"] == pytest.approx(
+        1 - given["band_probabilities"][score_bl]
+    )
+    assert necrosis["p_other_band_calls"] == pytest.approx(
+        1 - given["call_band_probabilities"][score_bl]
+    )
+    assert "Component bands" in r.to_html()
     lufla = compare(bl, fu, preset="lufla_AI2")
     assert lufla.uncertainty["endpoint_probability"] == pytest.approx(sum(ai_fu[:3]), abs=1e-9)
