@@ -17,6 +17,7 @@ from lnpath.uncertainty import (
     band_distribution,
     bands,
     count_distribution,
+    count_distributions,
     interval_95,
     near_band_edge,
     replicate_band_probabilities,
@@ -151,3 +152,12 @@ def test_interval_95() -> None:
     assert interval_95([0, 0, 1.0, 0]) == [2, 2]
     assert interval_95([0.02, 0.48, 0.48, 0.02]) == [1, 2]
     assert interval_95([0.025, 0.95, 0.025]) == [0, 1]  # each tail holds exactly 2.5%
+
+
+def test_batched_count_distributions_equal_one_at_a_time() -> None:
+    matrix = np.random.default_rng(11).uniform(0, 1, (7, 30))
+    matrix[2, 10:] = 0.0  # glomeruli outside a component's denominator carry p = 0
+    batched = count_distributions(matrix)
+    for row in range(7):
+        assert np.allclose(batched[row], count_distribution(matrix[row]), atol=1e-15)
+    assert np.allclose(batched[2, 11:], 0.0)
