@@ -387,29 +387,18 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_lesion_model(
-    data: LabelledCrops,
-    out: str | Path,
-    arch: str = "small",
-    folds: int = 5,
-    epochs: int = 10,
-    seed: int = 0,
-    overwrite: bool = False,
-    progress: bool = False,
+def write_model_folder(
+    net: LesionNet, card: dict[str, Any], out: str | Path, overwrite: bool = False
 ) -> dict[str, Any]:
-    """Cross-validate, train on everything, and write a model folder.
+    """Write ``weights.pt`` (a plain state dict), ``weights.pt.sha256`` and ``card.json``.
 
-    The folder holds ``weights.pt`` (a plain state dict), ``weights.pt.sha256`` and ``card.json``
-    (labels, counts, class mapping, cross-validated metrics, Platt calibration, sha256).
+    ``card`` gets ``name``, ``kind``, ``labels``, ``network``, ``weights`` and ``sha256`` filled in
+    from the network and the written file, so the card always describes the weights beside it.
 
     Returns:
-        The model card.
+        The completed card.
     """
     out = Path(out)
-    size = int(data.images.shape[1])
-    config = LesionNetConfig(labels=data.labels, arch=arch, input_size=size)
-    cv = cross_validate(data, config, folds=folds, epochs=epochs, seed=seed, progress=progress)
-    net = fit(data.images, data.targets, config, epochs=epochs, seed=seed)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         weights = tmp / WEIGHTS_FILE
         torch.save(net.state_dict(), weights)
@@ -420,28 +409,54 @@ def train_lesion_model(
             "kind": "lesion-classifier",
             "lnpath_version": __version__,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "labels": list(data.labels),
-            "network": config.to_dict(),
-            "mpp": data.mpp,
-            "class_mapping": {k: list(v) for k, v in data.mapping.items()},
-            "counts": data.counts(),
-            "training": {
-                "source": data.source,
-                "epochs": epochs,
-                "seed": seed,
-                "samples": len(data.targets),
-            },
-            "cross_validation": {
-                "folds": cv.folds,
-                "grouped_by": "slide/image",
-                "metrics": cv.metrics,
-            },
-            "calibration": {"method": "platt on out-of-fold logits", "labels": cv.calibration},
-            "threshold": 0.5,
+            **card,
+            "labels": list(net.config.labels),
+            "network": net.config.to_dict(),
             "weights": WEIGHTS_FILE,
             "sha256": digest,
-            "status": "trained on a lab's own labels; validate locally before relying on it",
         }
         write_json(tmp / CARD_FILE, card)
     log.info("wrote lesion model %s (sha256 %s)", out, digest[:12])
     return card
+
+
+def train_lesion_model(
+    data: LabelledCrops,
+    out: str | Path,
+    arch: str = "small",
+    folds: int = 5,
+    epochs: int = 10,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Cross-validate, train on everything, and write a model folder (:func:`write_model_folder`).
+
+    The card records labels, counts, class mapping, cross-validated metrics and the Platt
+    calibration fitted on the out-of-fold logits.
+
+    Returns:
+        The model card.
+    """
+    if Path(out).exists() and not overwrite:
+        raise InputError(f"{out}: model folder already exists (use --overwrite to replace it)")
+    size = int(data.images.shape[1])
+    config = LesionNetConfig(labels=data.labels, arch=arch, input_size=size)
+    cv = cross_validate(data, config, folds=folds, epochs=epochs, seed=seed, progress=progress)
+    net = fit(data.images, data.targets, config, epochs=epochs, seed=seed)
+    card = {
+        "mpp": data.mpp,
+        "class_mapping": {k: list(v) for k, v in data.mapping.items()},
+        "counts": data.counts(),
+        "training": {
+            "source": data.source,
+            "epochs": epochs,
+            "seed": seed,
+            "samples": len(data.targets),
+        },
+        "cross_validation": {"folds": cv.folds, "grouped_by": "slide/image", "metrics": cv.metrics},
+        "calibration": {"method": "platt on out-of-fold logits", "labels": cv.calibration},
+        "threshold": 0.5,
+        "status": "trained on a lab's own labels; validate locally before relying on it",
+    }
+    return write_model_folder(net, card, out, overwrite=overwrite)

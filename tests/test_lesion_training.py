@@ -1,0 +1,186 @@
+"""Training machinery for the lesion CNN: labels, folds, metrics, calibration, CLI end to end.
+
+The end-to-end test builds a small labelled set at test time from the eval-only bupt glomeruli
+(global sclerosis vs every other class) in a temporary folder; the model it trains lives only in
+``tmp_path`` and is never shipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import io
+
+from lnpath.cli import main
+from lnpath.errors import InputError
+from lnpath.lesion_training import (
+    LabelledCrops,
+    binary_metrics,
+    crops_from_folder,
+    crops_from_qupath,
+    fit_platt,
+    group_folds,
+    parse_mapping,
+    resolve_targets,
+    square_crop,
+)
+from lnpath.lesions import TrainedLesionCaller
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def bupt_crops(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, Path]:
+    """64-px crops of every bupt glomerulus polygon's bounding box + a CSV (image, class, group)."""
+    root = data_dir / "eval-only" / "bupt-multistain-glomeruli"
+    if not root.exists():
+        pytest.skip("eval-only bupt set not present")
+    out = tmp_path_factory.mktemp("bupt-crops")
+    rows = []
+    for path in sorted((root / "labelme").glob("*.json")):
+        doc = json.loads(path.read_text())
+        image = io.imread(root / "images" / doc["imagePath"])[..., :3]
+        for k, shape in enumerate(doc["shapes"]):
+            pts = np.asarray(shape["points"], float)
+            (x0, y0), (x1, y1) = pts.min(0).astype(int), np.ceil(pts.max(0)).astype(int)
+            name = f"{path.stem}_{k}.png"
+            io.imsave(out / name, square_crop(image[max(y0, 0) : y1, max(x0, 0) : x1], 64))
+            rows.append({"image": name, "class": shape["label"], "group": path.stem})
+    table = out / "labels.csv"
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["image", "class", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return out, table
+
+
+BUPT_MAP = ["--map", "gs=global_sclerosis", "--map", "gn=", "--map", "gm=", "--map", "gl="]
+
+
+def test_train_lesions_cli_end_to_end(
+    bupt_crops: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, table = bupt_crops
+    out = tmp_path / "bupt-gs-model"
+    args = ["train-lesions", "--crops", str(folder), "--labels", str(table), *BUPT_MAP]
+    args += ["--out", str(out), "--folds", "3", "--epochs", "2", "--size", "32", "--threads", "1"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "cross-validated metrics (3 folds" in printed
+    assert "global_sclerosis" in printed
+    card = json.loads((out / "card.json").read_text())
+    assert card["labels"] == ["global_sclerosis"]
+    assert card["counts"]["global_sclerosis"] == {"positive": 21, "negative": 146}
+    metrics = card["cross_validation"]["metrics"]["global_sclerosis"]
+    assert metrics["n"] == 167 and 0.0 <= metrics["auc"] <= 1.0
+    assert (out / "weights.pt.sha256").read_text().split()[0] == card["sha256"]
+    caller = TrainedLesionCaller.from_name(out)
+    probs = caller.probabilities(np.stack([io.imread(p) for p in sorted(folder.glob("*.png"))[:8]]))
+    assert probs.shape == (8, 1) and np.all((probs >= 0) & (probs <= 1))
+    # an existing model folder is refused unless --overwrite
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_class_names_that_map_to_nothing_are_an_error(
+    bupt_crops: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, table = bupt_crops
+    args = ["train-lesions", "--crops", str(folder), "--labels", str(table)]
+    args += ["--map", "Sclerotic=global_sclerosis", "--out", str(tmp_path / "m")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "none of the class names" in err and "labels.csv" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_unmapped_classes_are_dropped_with_a_warning(
+    bupt_crops: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, table = bupt_crops
+    with caplog.at_level(logging.WARNING):
+        data = crops_from_folder(folder, table, {"gs": ("global_sclerosis",), "gn": ()}, size=32)
+    assert "unmapped classes ['gl', 'gm']" in caplog.text
+    assert data.images.shape == (62, 32, 32, 3)
+    assert data.counts() == {"global_sclerosis": {"positive": 21, "negative": 41}}
+
+
+def test_parse_mapping() -> None:
+    assert parse_mapping(["Sclerotic=global_sclerosis", "Normal="]) == {
+        "Sclerotic": ("global_sclerosis",),
+        "Normal": (),
+    }
+    with pytest.raises(InputError, match="unknown lesion"):
+        parse_mapping(["Sclerotic=sclerosis"])
+    with pytest.raises(InputError, match="expected CLASS=lesion"):
+        parse_mapping(["Sclerotic"])
+
+
+def test_a_label_without_negatives_is_an_error() -> None:
+    with pytest.raises(InputError, match="global_sclerosis has 2/2 positives"):
+        resolve_targets(["a", "a"], {"a": ("global_sclerosis",)}, "labels.csv")
+
+
+def test_missing_label_columns_are_an_error(tmp_path: Path) -> None:
+    table = tmp_path / "labels.csv"
+    table.write_text("file,label\nx.png,gs\n")
+    with pytest.raises(InputError, match="columns 'image' and 'class'"):
+        crops_from_folder(tmp_path, table, {"gs": ("global_sclerosis",)})
+
+
+def test_group_folds_keep_groups_together() -> None:
+    groups = np.array(["a", "a", "b", "c", "c", "c", "d", "e"], dtype=object)
+    folds = group_folds(groups, 3, seed=1)
+    for g in np.unique(groups):
+        assert len(set(folds[groups == g])) == 1
+    assert set(folds) == {0, 1, 2}
+    with pytest.raises(InputError, match="at least two"):
+        group_folds(np.array(["a", "a"], dtype=object), 3, seed=0)
+
+
+def test_binary_metrics_known_values() -> None:
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.1, 0.05])
+    m = binary_metrics(y, p)
+    assert m["sensitivity"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(4 / 5)
+    # observed 6/8; expected (3*3 + 5*5)/64
+    assert m["kappa"] == pytest.approx((6 / 8 - 34 / 64) / (1 - 34 / 64))
+    assert m["auc"] == pytest.approx(14 / 15)
+
+
+def test_platt_scaling_recovers_a_known_calibration() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, 4000)
+    y = rng.random(4000) < 1 / (1 + np.exp(-(0.5 * logits - 1.0)))
+    a, b = fit_platt(logits, y.astype(float))
+    assert a == pytest.approx(0.5, abs=0.08) and b == pytest.approx(-1.0, abs=0.15)
+
+
+def test_crops_from_qupath_annotations_and_slide(repo_dir: Path, tmp_path: Path) -> None:
+    """QuPath classes map to lesions; the crops come from the (real PAS) demo slide."""
+    from lnpath.qupath import read_qupath, write_qupath
+
+    features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
+    for i, feature in enumerate(features):
+        feature.classification = "Sclerotic" if i % 3 == 0 else "Normal"
+    geojson = tmp_path / "labelled.geojson"
+    write_qupath(features, geojson)
+    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    data = crops_from_qupath(
+        [(geojson, slide)],
+        parse_mapping(["Sclerotic=global_sclerosis", "Normal="]),
+        mpp=2.0,
+        size=32,
+    )
+    assert isinstance(data, LabelledCrops)
+    assert data.labels == ("global_sclerosis",)
+    assert len(data.targets) == len(features)
+    assert int(data.targets.sum()) == len(range(0, len(features), 3))
+    assert data.mpp == 2.0 and set(data.groups) == {"demo_biopsy.tiff"}
