@@ -1,0 +1,212 @@
+"""Tile grids: arithmetic (property-tested), round trips against direct reads, workers."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import lnpath
+from lnpath.errors import InputError
+from lnpath.slide import Slide
+from lnpath.tiling import TileGrid, grid_shape, grid_table, make_spec
+from tests.conftest import DATA
+
+SLIDES = DATA / "slides"
+
+
+@functools.cache
+def _slide(name: str, mpp: float | None = None) -> Slide:
+    if not (SLIDES / name).exists():
+        pytest.skip(f"shared test data not found at {SLIDES}")
+    return lnpath.open_slide(SLIDES / name, mpp=mpp)
+
+
+def _assemble(grid: TileGrid) -> np.ndarray:
+    """Paste non-overlapping tiles back into one image."""
+    size = grid.spec.size
+    rows, cols = grid.table["row"].max() + 1, grid.table["col"].max() + 1
+    canvas = np.zeros((rows * size, cols * size, 3), dtype=np.uint8)
+    for info, arr in grid:
+        canvas[info.row * size : (info.row + 1) * size, info.col * size : (info.col + 1) * size] = (
+            arr
+        )
+    return canvas
+
+
+@given(
+    extent=st.floats(min_value=0.5, max_value=50_000),
+    size=st.integers(min_value=1, max_value=2048),
+    data=st.data(),
+)
+def test_grid_shape_covers_with_the_fewest_tiles(extent: float, size: int, data) -> None:
+    stride = data.draw(st.integers(min_value=1, max_value=size))
+    n = grid_shape(extent, size, stride)
+    assert n >= 1
+    assert (n - 1) * stride + size >= extent - 1e-9  # the last tile reaches the edge
+    if n > 1:
+        assert (n - 2) * stride + size < extent  # one tile fewer would not
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name_mpp=st.sampled_from(
+        [
+            ("boxes.tiff", 1.0),
+            ("cmu-1-small-region.svs", None),
+            ("tcga-cr-7395-01a-01-ts1.svs", 0.25),
+        ]
+    ),
+    zoom=st.floats(min_value=0.5, max_value=40.0),
+    size=st.integers(min_value=1, max_value=700),
+    overlap_fraction=st.floats(min_value=0.0, max_value=0.95),
+)
+def test_grid_arithmetic(name_mpp, zoom: float, size: int, overlap_fraction: float) -> None:
+    slide = _slide(*name_mpp)
+    mpp = min(slide.mpp * zoom, 20.0)
+    overlap = min(int(size * overlap_fraction), size - 1)
+    spec = make_spec(slide, mpp, size, overlap)
+    w, h = slide.dimensions
+    extent = (w / spec.downsample, h / spec.downsample)
+    assume(
+        grid_shape(extent[0], size, spec.stride) * grid_shape(extent[1], size, spec.stride) < 50_000
+    )
+    # level: snapped within 5 % (no resampling) or the next finer level, resampled down
+    level_mpp = slide.level_mpp(spec.level)
+    if spec.scale == 1.0:
+        assert abs(level_mpp / mpp - 1) <= 0.05 + 1e-9
+    else:
+        finer = [slide.level_mpp(i) for i in range(slide.level_count) if slide.level_mpp(i) < mpp]
+        assert level_mpp == (max(finer) if finer else slide.mpp)
+        assert spec.downsample * slide.mpp == pytest.approx(mpp)
+    assert spec.stride == size - overlap
+    table = grid_table(slide, spec)
+    rows, cols = table["row"].max() + 1, table["col"].max() + 1
+    assert len(table) == rows * cols
+    step = spec.stride * spec.downsample
+    # every level-0 pixel is covered; the first tile starts at the origin
+    assert table["x"].min() == 0 and table["y"].min() == 0
+    assert (cols - 1) * step + size * spec.downsample >= w - 1
+    assert (rows - 1) * step + size * spec.downsample >= h - 1
+    # no superfluous column/row beyond the edge
+    if cols > 1:
+        assert (cols - 2) * step + size * spec.downsample < w
+    if rows > 1:
+        assert (rows - 2) * step + size * spec.downsample < h
+    # regular spacing within rounding, constant extent
+    xs = np.sort(table["x"].unique())
+    assert np.all(np.abs(np.diff(xs) - step) <= 1.0)
+    assert (table["width"] == round(size * spec.downsample)).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "mpp", "tile_mpp", "size"),
+    [
+        ("cmu-1-small-region.svs", None, 0.499, 256),  # level 0 as is, 240-px file tiles
+        ("cmu-1-small-region.svs", None, 0.499, 333),  # odd size
+        ("boxes.tiff", 1.0, 2.0, 7),  # level 1 (2x), tiny odd tiles at the image edge
+    ],
+)
+def test_round_trip_exact_when_snapped(name: str, mpp, tile_mpp: float, size: int) -> None:
+    slide = _slide(name, mpp)
+    grid = lnpath.tile(slide, tile_mpp, size)
+    assert grid.spec.scale == 1.0
+    canvas = _assemble(grid)
+    ds = slide.level_downsamples[grid.spec.level]
+    direct = slide.read_level(grid.spec.level, 0, 0, canvas.shape[1], canvas.shape[0])
+    assert np.array_equal(canvas, direct)
+    # and through the public read: same pixels for the region of the first tile
+    first = grid.table.iloc[0]
+    assert np.array_equal(
+        slide.read(first.x, first.y, size * ds, size * ds, mpp=slide.level_mpp(grid.spec.level)),
+        canvas[:size, :size],
+    )
+
+
+def test_round_trip_on_a_non_integer_level(slides_dir: Path) -> None:
+    """Level 1 of the TCGA slide is 2.0005x: OpenSlide interpolates sub-pixel level origins, so
+    tiles match a direct read closely but not bit for bit (same for any read_region user)."""
+    slide = lnpath.open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25)
+    grid = lnpath.tile(slide, 0.5, 256)
+    assert grid.spec.level == 1 and grid.spec.scale == 1.0
+    canvas = _assemble(grid)
+    direct = slide.read_level(1, 0, 0, canvas.shape[1], canvas.shape[0])
+    a, b = canvas.astype(np.int16), direct.astype(np.int16)
+    err = {dy: np.abs(a[8:-8] - b[8 + dy : len(b) - 8 + dy]).mean() for dy in (-1, 0, 1)}
+    assert err[0] < 2.0 and err[0] < min(err[-1], err[1]) / 2  # no shifted row, only blur
+    assert np.array_equal(canvas[:256], direct[:256])  # the first row starts on the level grid
+
+
+def test_round_trip_when_resampled(slides_dir: Path) -> None:
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    grid = lnpath.tile(slide, 2.0, 200)
+    assert grid.spec.scale > 1
+    canvas = _assemble(grid)
+    d = grid.spec.downsample
+    direct = slide.read(0, 0, canvas.shape[1] * d, canvas.shape[0] * d, mpp=2.0)
+    assert direct.shape == canvas.shape
+    assert np.abs(canvas.astype(int) - direct.astype(int)).max() <= 2
+
+
+def test_overlapping_tiles_match_the_direct_read(slides_dir: Path) -> None:
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    grid = lnpath.tile(slide, slide.mpp, 300, overlap=45)
+    whole = slide.read_level(0, 0, 0, 2220 + 300, 2967 + 300)
+    for info, arr in grid:
+        assert np.array_equal(arr, whole[info.y : info.y + 300, info.x : info.x + 300])
+        assert not arr.flags.writeable  # overlapping tiles share pixels
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_workers_give_the_same_tiles_in_order(slides_dir: Path, start_method: str) -> None:
+    slide = lnpath.open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25)
+    grid = lnpath.tile(slide, 1.0, 256, overlap=16)
+    serial = list(grid)
+    parallel = list(grid.iter(workers=2, start_method=start_method))
+    assert [i[:6] for i, _ in parallel] == [i[:6] for i, _ in serial]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(serial, parallel, strict=True))
+
+
+def test_min_tissue_keeps_tissue_tiles(slides_dir: Path) -> None:
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    everything = lnpath.tile(slide, 1.0, 256)
+    assert everything.table["tissue_fraction"].isna().all()
+    mask = lnpath.detect_tissue(slide)
+    kept = lnpath.tile(slide, 1.0, 256, min_tissue=0.5, tissue=mask)
+    assert 0 < len(kept) < len(everything)
+    assert (kept.table["tissue_fraction"] >= 0.5).all()
+    for _, arr in kept:
+        assert arr.shape == (256, 256, 3)
+        assert (arr.min(axis=-1) < 200).mean() > 0.2  # stained pixels, not glass
+
+
+def test_no_tissue_gives_an_empty_grid_and_a_warning(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    slide = lnpath.open_slide(data_dir / "tissue-detection-tiles" / "no-tissue.png", mpp=0.5)
+    with caplog.at_level(logging.WARNING):
+        grid = lnpath.tile(slide, 0.5, 128, min_tissue=0.1)
+    assert len(grid) == 0 and list(grid) == []
+    assert "no tissue" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"size": 0}, "tile size"),
+        ({"size": 64, "overlap": 64}, "overlap"),
+        ({"size": 64, "overlap": -1}, "overlap"),
+        ({"size": 64, "min_tissue": 1.5}, "min_tissue"),
+        ({"size": 64, "mpp": 50.0}, "plausible range"),
+    ],
+)
+def test_bad_parameters(slides_dir: Path, kwargs: dict, message: str) -> None:
+    slide = lnpath.open_slide(slides_dir / "small.svs")
+    kwargs = {"mpp": 1.0, **kwargs}
+    with pytest.raises(InputError, match=message):
+        lnpath.tile(slide, **kwargs)
