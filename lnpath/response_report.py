@@ -128,6 +128,12 @@ def _uncertainty(u: Mapping[str, Any], endpoint: str) -> str:
             f"<p><b>P({_e(endpoint)} holds) = {_e(round(100 * p, 1))}%</b> "
             f'<span class="small">{_e(u.get("assumption"))}</span></p>'
         )
+    if u.get("treated_as_exact") and p is not None:
+        parts.append(
+            '<p class="small">No lesion probabilities for '
+            + _e(", ".join(u["treated_as_exact"]))
+            + ": taken as exact.</p>"
+        )
     probs = u.get("outcome_probabilities") or {}
     rows = [
         [name, ", ".join(f"{k}: {100 * v:.1f}%" for k, v in dist.items())]
@@ -155,10 +161,10 @@ def _uncertainty(u: Mapping[str, Any], endpoint: str) -> str:
         summary = (
             "No single-component change of the sampled glomeruli flips the endpoint."
             if k is None
-            else f"The endpoint flips with {k} glomerulus/glomeruli read the other way: "
-            + "; ".join(
-                f"{c['direction']} in {c['side']} {c['component'].replace('_', ' ')} → "
-                f"{c['new_value']}"
+            else f"Closest flip of {endpoint}: "
+            + "; or ".join(
+                f"{k} {c['direction']} positive glomerul{'us' if k == 1 else 'i'} in the "
+                f"{c['side']} {c['component'].replace('_', ' ')} → {c['new_value']}"
                 for c in sampling.get("closest_flips", [])
             )
         )

@@ -58,6 +58,12 @@ def outcome_probabilities(
     return {k: round(v, 12) for k, v in sorted(probs.items())}
 
 
+def _point_mass(total: int | None, maximum: int) -> tuple[float, ...] | None:
+    if total is None:
+        return None
+    return tuple(1.0 if k == total else 0.0 for k in range(maximum + 1))
+
+
 def delta_distribution(p_bl: tuple[float, ...], p_fu: tuple[float, ...]) -> dict[str, Any]:
     """P(total_fu - total_bl = d) by convolution of the two independent distributions."""
     conv = np.convolve(np.asarray(p_fu), np.asarray(p_bl)[::-1])
@@ -72,17 +78,29 @@ def endpoint_uncertainty(
     endpoint: str,
     panel: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
-    dists = {
+    given = {
         "ai_bl": bl.activity.distribution,
         "ai_fu": fu.activity.distribution,
         "ci_bl": bl.chronicity.distribution,
         "ci_fu": fu.chronicity.distribution,
     }
-    out: dict[str, Any] = {"assumption": INDEPENDENCE_ASSUMPTION}
+    indices = {
+        "ai_bl": bl.activity,
+        "ai_fu": fu.activity,
+        "ci_bl": bl.chronicity,
+        "ci_fu": fu.chronicity,
+    }
+    # A complete index without lesion probabilities is taken as exact (a point mass), so an
+    # endpoint mixing an uncertain AI with a certain CI still gets its probability.
+    dists = {v: given[v] or _point_mass(indices[v].total, indices[v].maximum) for v in given}
+    exact = [v for v in TOTAL_VARS if given[v] is None and indices[v].total is not None]
+    out: dict[str, Any] = {"assumption": INDEPENDENCE_ASSUMPTION, "treated_as_exact": exact}
+    rules = panel_rules(params)
     probs: dict[str, Any] = {}
-    for name in panel_rules(params):
+    for name, rule in rules.items():
         if panel.get(name, {}).get("evaluable"):
-            probs[name] = outcome_probabilities(name, params, dists)
+            informative = any(given[v] is not None for v in rule.needs)
+            probs[name] = outcome_probabilities(name, params, dists) if informative else None
     out["outcome_probabilities"] = probs
     ep = probs.get(endpoint)
     if ep is None:
@@ -96,11 +114,10 @@ def endpoint_uncertainty(
     else:
         key = "progression" if endpoint == "chronic_progression" else "true"
         out["endpoint_probability"] = ep.get(key, 0.0)
-    for key, a, b in (
-        ("delta_ai", dists["ai_bl"], dists["ai_fu"]),
-        ("delta_ci", dists["ci_bl"], dists["ci_fu"]),
-    ):
-        out[key] = None if a is None or b is None else delta_distribution(a, b)
+    for key, a, b in (("delta_ai", "ai_bl", "ai_fu"), ("delta_ci", "ci_bl", "ci_fu")):
+        da, db = dists[a], dists[b]
+        informative = given[a] is not None or given[b] is not None
+        out[key] = delta_distribution(da, db) if informative and da and db else None
     out["sampling"] = sampling_view(bl, fu, params, endpoint)
     out["band_edges"] = band_edges(bl, fu)
     out["component_bands"] = component_band_changes(bl, fu)

@@ -601,6 +601,18 @@ def test_category_probabilities_and_delta_distribution():
     assert sum(response.values()) == pytest.approx(1.0)
 
 
+def test_certain_chronicity_with_uncertain_activity():
+    """No CI probabilities: the CI is taken as exact, the AI distributions still count."""
+    ai_fu = _total_dist(FU_AI, 24)
+    r = compare(score(5, 1, ai_dist=_total_dist(BL_AI, 24)), score(2, 2, ai_dist=ai_fu))
+    assert r.uncertainty["treated_as_exact"] == ["ci_bl", "ci_fu"]
+    assert r.uncertainty["endpoint_probability"] == pytest.approx(sum(ai_fu[:3]))
+    assert r.uncertainty["outcome_probabilities"]["chronic_progression"] is None
+    assert r.uncertainty["delta_ci"] is None and r.uncertainty["delta_ai"] is not None
+    r = compare(score(5, 1, ai_dist=_total_dist(BL_AI, 24)), score(2, 3, ai_dist=ai_fu))
+    assert r.uncertainty["endpoint_probability"] == 0.0  # CI +2 is progression for sure
+
+
 def test_no_distributions_no_probability():
     r = compare(score(8), score(2))
     assert r.uncertainty["endpoint_probability"] is None
