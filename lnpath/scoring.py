@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -26,6 +24,18 @@ from .classification import ClassProposal, biopsy_inputs, propose_class
 from .config import ScoringConfig, load_config
 from .errors import InputError
 from .findings import read_findings
+from .indices import (
+    ACTIVITY,
+    CHRONICITY,
+    CORTEX_KEYS,
+    Component,
+    IndexScore,
+    cortex_fractions,
+    index_components,
+    index_score,
+    lesion_columns,
+    lesion_or,
+)
 from .uncertainty import (
     band,
     count_distributions,
@@ -50,30 +60,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: AI component -> (lesion columns counted with OR, or None for a cortex fraction; weight).
-ACTIVITY: dict[str, tuple[tuple[str, ...] | None, int]] = {
-    "endocapillary_hypercellularity": (("endocapillary_hypercellularity",), 1),
-    "neutrophils_karyorrhexis": (("neutrophils_karyorrhexis",), 1),
-    "fibrinoid_necrosis": (("fibrinoid_necrosis",), 2),
-    "hyaline_deposits": (("hyaline_deposits",), 1),
-    "cellular_fibrocellular_crescents": (("cellular_crescent", "fibrocellular_crescent"), 2),
-    "interstitial_inflammation": (None, 1),
-}
-#: CI component -> (lesion columns, weight); every CI item weighs 1.
-CHRONICITY: dict[str, tuple[tuple[str, ...] | None, int]] = {
-    "glomerulosclerosis": (("global_sclerosis", "segmental_sclerosis"), 1),
-    "fibrous_crescents": (("fibrous_crescent",), 1),
-    "tubular_atrophy": (None, 1),
-    "interstitial_fibrosis": (None, 1),
-}
-#: Cortex keys accepted; the ``*_nonscarred`` / ``*_cortex_area`` variants serve the config options.
-CORTEX_KEYS = (
-    "interstitial_inflammation",
-    "interstitial_inflammation_nonscarred",
-    "interstitial_fibrosis",
-    "tubular_atrophy",
-    "tubular_atrophy_cortex_area",
-)
 ASSUMPTION = (
     "Sampling: Wilson 95% interval of each glomerular fraction; band_probabilities = chance that "
     "a second core with the same number of glomeruli scores each band (beta-binomial, Jeffreys "
@@ -81,104 +67,6 @@ ASSUMPTION = (
     "independent given their probabilities; counts are Poisson-binomial and index totals their "
     "exact convolution; components without probabilities are fixed at their observed score."
 )
-
-
-@dataclass
-class Component:
-    """One index component: ``n`` of ``N`` glomeruli (or an area fraction) and its 0-3 score."""
-
-    name: str
-    weight: int
-    assessed: bool
-    score: int | None
-    n: int | None = None
-    N: int | None = None
-    fraction: float | None = None
-    basis: str = ""
-    n_not_assessed: int = 0
-    score_range: tuple[int, int] | None = None
-    note: str | None = None
-
-    @property
-    def weighted(self) -> int | None:
-        """Score times weight, or None when not assessed."""
-        return None if self.score is None else self.score * self.weight
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (keys of the team contract plus basis/range/note)."""
-        return {
-            "n": self.n,
-            "N": self.N,
-            "fraction": self.fraction,
-            "score": self.score,
-            "weight": self.weight,
-            "weighted": self.weighted,
-            "assessed": self.assessed,
-            "basis": self.basis,
-            "n_not_assessed": self.n_not_assessed,
-            "score_range": list(self.score_range) if self.score_range else None,
-            "note": self.note,
-        }
-
-    @classmethod
-    def from_dict(cls, name: str, d: Mapping[str, Any]) -> Component:
-        """Inverse of :meth:`to_dict`."""
-        rng = d.get("score_range")
-        return cls(
-            name=name,
-            weight=int(d["weight"]),
-            assessed=bool(d["assessed"]),
-            score=d.get("score"),
-            n=d.get("n"),
-            N=d.get("N"),
-            fraction=d.get("fraction"),
-            basis=d.get("basis", ""),
-            n_not_assessed=int(d.get("n_not_assessed", 0)),
-            score_range=(int(rng[0]), int(rng[1])) if rng else None,
-            note=d.get("note"),
-        )
-
-
-@dataclass
-class IndexScore:
-    """The activity (max 24) or chronicity (max 12) index; never added to each other."""
-
-    maximum: int
-    components: dict[str, Component]
-    total: int | None
-    complete: bool
-    total_range: tuple[int, int] | None = None
-    note: str = ""
-
-    @property
-    def not_assessed(self) -> list[str]:
-        """Components that did not enter the total."""
-        return [name for name, c in self.components.items() if not c.assessed]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "total": self.total,
-            "max": self.maximum,
-            "complete": self.complete,
-            "not_assessed": self.not_assessed,
-            "total_range": list(self.total_range) if self.total_range else None,
-            "note": self.note,
-            "components": {name: c.to_dict() for name, c in self.components.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> IndexScore:
-        """Inverse of :meth:`to_dict`."""
-        rng = d.get("total_range")
-        return cls(
-            maximum=int(d["max"]),
-            components={k: Component.from_dict(k, v) for k, v in d["components"].items()},
-            total=d.get("total"),
-            complete=bool(d["complete"]),
-            total_range=(int(rng[0]), int(rng[1])) if rng else None,
-            note=d.get("note", ""),
-        )
 
 
 @dataclass
@@ -290,16 +178,16 @@ def score_findings(
     """
     cfg = load_config(config)
     table = read_findings(glomeruli)
-    fractions = _cortex(cortex)
+    fractions = cortex_fractions(cortex)
     inputs = biopsy_inputs(biopsy)
     adequacy = _adequacy(len(table), cfg)
     blocked = _blocked(adequacy, cfg)
     components = {
-        "activity": _components(ACTIVITY, table, fractions, cfg),
-        "chronicity": _components(CHRONICITY, table, fractions, cfg),
+        "activity": index_components(ACTIVITY, table, fractions, cfg),
+        "chronicity": index_components(CHRONICITY, table, fractions, cfg),
     }
-    activity = _index(components["activity"], 24, blocked)
-    chronicity = _index(components["chronicity"], 12, blocked)
+    activity = index_score(components["activity"], 24, blocked)
+    chronicity = index_score(components["chronicity"], 12, blocked)
     inflammation = components["activity"]["interstitial_inflammation"].score
     proposal = propose_class(table, cfg, inputs, blocked, inflammation)
     uncertainty = _uncertainty(table, cfg, activity, chronicity, proposal)
@@ -324,152 +212,7 @@ def score_findings(
     return score
 
 
-# --------------------------------------------------------------------------- components
-
-
-def _lesion_or(table: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    """Kleene OR of nullable boolean columns: True if any True, <NA> if unknown, else False."""
-    out = table[columns[0]].astype("boolean")
-    for column in columns[1:]:
-        out = out | table[column].astype("boolean")
-    return out
-
-
-def _lesion_columns(lesions: tuple[str, ...], table: pd.DataFrame, cfg: ScoringConfig) -> list[str]:
-    columns = list(lesions)
-    if "segmental_sclerosis" in columns and cfg.adhesion_as_sclerosis and "adhesion" in table:
-        columns.append("adhesion")
-    return columns
-
-
-def _denominator(name: str, table: pd.DataFrame, cfg: ScoringConfig) -> tuple[pd.Series, str]:
-    """Rows in the denominator and its wording (spec §1.4)."""
-    viable = cfg.glomerular_denominator == "non_globally_sclerosed"
-    if viable and name in ACTIVITY:
-        mask = ~table["global_sclerosis"].fillna(False).astype(bool)
-        return mask, "glomeruli not globally sclerosed"
-    return pd.Series(True, index=table.index), "all glomeruli"
-
-
-def _glomerular(
-    name: str, lesions: tuple[str, ...], weight: int, table: pd.DataFrame, cfg: ScoringConfig
-) -> Component:
-    mask, basis = _denominator(name, table, cfg)
-    involved = _lesion_or(table, _lesion_columns(lesions, table, cfg))[mask]
-    total = int(mask.sum())
-    n = int(involved.fillna(False).sum())
-    unknown = int(involved.isna().sum())
-    fraction = n / total if total else None
-    if len(table) == 0:
-        return Component(name, weight, False, None, 0, 0, None, basis, 0, None, "no glomeruli")
-    if unknown:
-        low, high = band(n, total), band(n + unknown, total)
-        note = f"not assessed in {unknown} of {total} glomeruli; score would be {low}-{high}"
-        return Component(
-            name, weight, False, None, n, total, fraction, basis, unknown, (low, high), note
-        )
-    return Component(name, weight, True, band(n, total), n, total, fraction, basis)
-
-
-def _cortex_key(name: str, cfg: ScoringConfig) -> tuple[str, str]:
-    if (
-        name == "interstitial_inflammation"
-        and cfg.interstitial_inflammation_region != "total_cortex"
-    ):
-        return "interstitial_inflammation_nonscarred", "% of non-scarred cortex"
-    if name == "tubular_atrophy":
-        if cfg.tubular_atrophy_basis == "cortex_area":
-            return "tubular_atrophy_cortex_area", "% of cortical area"
-        return "tubular_atrophy", "% of cortical tubules"
-    return name, "% of cortex"
-
-
-def _cortex_component(
-    name: str, weight: int, fractions: Mapping[str, Fraction | None], cfg: ScoringConfig
-) -> Component:
-    key, basis = _cortex_key(name, cfg)
-    value = fractions.get(key)
-    if value is None:
-        note = f"no cortex measurement '{key}'"
-        return Component(name, weight, False, None, basis=basis, score_range=(0, 3), note=note)
-    score = 0 if value == 0 else 1 if 4 * value < 1 else 2 if 2 * value <= 1 else 3
-    return Component(name, weight, True, score, fraction=float(value), basis=basis)
-
-
-def _components(
-    spec: Mapping[str, tuple[tuple[str, ...] | None, int]],
-    table: pd.DataFrame,
-    fractions: Mapping[str, Fraction | None],
-    cfg: ScoringConfig,
-) -> dict[str, Component]:
-    out: dict[str, Component] = {}
-    for name, (lesions, weight) in spec.items():
-        if lesions is None:
-            out[name] = _cortex_component(name, weight, fractions, cfg)
-        else:
-            out[name] = _glomerular(name, lesions, weight, table, cfg)
-    return out
-
-
-def _index(components: dict[str, Component], maximum: int, blocked: str | None) -> IndexScore:
-    assessed = [c for c in components.values() if c.assessed]
-    if blocked:
-        return IndexScore(maximum, components, None, False, None, f"not computable: {blocked}")
-    if not assessed:
-        note = "not computable: no component assessed"
-        return IndexScore(maximum, components, None, False, None, note)
-    total = sum(c.score * c.weight for c in assessed if c.score is not None)
-    missing = [c for c in components.values() if not c.assessed]
-    if not missing:
-        return IndexScore(maximum, components, total, True, (total, total), "")
-    low = total + sum((c.score_range or (0, 3))[0] * c.weight for c in missing)
-    high = total + sum((c.score_range or (0, 3))[1] * c.weight for c in missing)
-    names = ", ".join(c.name for c in missing)
-    note = (
-        f"incomplete: total counts only assessed components; not assessed: {names}; "
-        f"the full index would lie in {low}-{high}"
-    )
-    return IndexScore(maximum, components, total, False, (low, high), note)
-
-
 # --------------------------------------------------------------------------- inputs, adequacy
-
-
-def _cortex(cortex: Mapping[str, Any] | Any | None) -> dict[str, Fraction | None]:
-    """Validate cortex fractions into exact rationals (None = not assessed)."""
-    if cortex is None:
-        return {}
-    if not isinstance(cortex, Mapping) and callable(getattr(cortex, "fractions", None)):
-        cortex = cortex.fractions()
-    if not isinstance(cortex, Mapping):
-        raise InputError("cortex: expected a mapping of component -> fraction in [0, 1]")
-    unknown = [k for k in cortex if k not in CORTEX_KEYS]
-    if unknown:
-        logger.warning("cortex: ignoring unknown key(s): %s", ", ".join(map(str, unknown)))
-    return {key: _fraction(key, cortex[key]) for key in CORTEX_KEYS if key in cortex}
-
-
-def _fraction(key: str, value: Any) -> Fraction | None:
-    """A float (exact binary value), an int 0/1, or ``[part, whole]`` -> Fraction in [0, 1]."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        if isinstance(value, list | tuple) and len(value) == 2:
-            part, whole = (Fraction(v) for v in value)
-            if whole <= 0:
-                raise InputError(f"cortex: {key}: area {whole} must be positive")
-            result = part / whole
-        elif isinstance(value, int | float | Fraction | np.integer | np.floating):
-            result = Fraction(float(value)) if not isinstance(value, Fraction) else value
-        else:
-            raise TypeError
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"cortex: {key}: {value!r} is not a fraction in [0, 1]") from None
-    if not 0 <= result <= 1:
-        raise InputError(f"cortex: {key}: {float(result)} is outside [0, 1]")
-    return result
 
 
 def _adequacy(n: int, cfg: ScoringConfig) -> Adequacy:
@@ -505,7 +248,7 @@ def _counts(table: pd.DataFrame) -> dict[str, Any]:
             "absent": int((~values.fillna(True)).sum()),
             "not_assessed": int(values.isna().sum()),
         }
-    any_sclerosis = _lesion_or(table, ["global_sclerosis", "segmental_sclerosis"])
+    any_sclerosis = lesion_or(table, ["global_sclerosis", "segmental_sclerosis"])
     return {
         "n_glomeruli": len(table),
         "globally_sclerosed": lesions["global_sclerosis"]["present"],
@@ -544,7 +287,7 @@ class _Calls:
         ``<NA>`` with no probability, the component's own observed call stands in (it is known,
         since only assessed components get here: True | <NA> is True).
         """
-        columns = _lesion_columns(tuple(lesions), self.table, self.cfg)
+        columns = lesion_columns(tuple(lesions), self.table, self.cfg)
         if not any(f"p_{lesion}" in self.table for lesion in columns):
             return None
         observed = np.vstack([self.array(lesion) for lesion in columns])

@@ -14,7 +14,8 @@ from rich.table import Table
 from ..config import PRESETS, load_config
 from ..errors import InputError
 from ..findings import findings_from_geojson, read_findings
-from ..scoring import BiopsyScore, Component, IndexScore, score_findings
+from ..indices import Component, IndexScore
+from ..scoring import BiopsyScore, score_findings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
