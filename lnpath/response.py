@@ -168,7 +168,7 @@ def check_preconditions(bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any
         )
 
     if bl.patient_id and fu.patient_id:
-        same = bl.patient_id == fu.patient_id
+        same = bl.patient_id.strip() == fu.patient_id.strip()
         add("same_patient", same, f"patient {bl.patient_id!r} vs {fu.patient_id!r}")
     else:
         add("same_patient", None, "patient id not recorded on both biopsies; not checked")
@@ -191,9 +191,13 @@ def check_preconditions(bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any
 
     for label, side in (("baseline", bl), ("follow-up", fu)):
         if side.confirmed:
-            add(f"{label.replace('-', '')}_confirmation_sealed", side.seal_verified,
-                f"{label} confirmed by {side.confirmed_by or 'unknown'}: "
-                + (side.seal_message or "not a result folder; seal not checked"))  # fmt: skip
+            seal = side.seal_message or "not a result folder; seal not checked"
+            who = side.confirmed_by or "unknown"
+            add(
+                f"{label.replace('-', '')}_confirmation_sealed",
+                side.seal_verified,
+                f"{label} confirmed by {who}: {seal}",
+            )
 
     accepted = {"adequate", "limited"} if params["accept_limited_adequacy"] else {"adequate"}
     for label, side in (("baseline", bl), ("follow-up", fu)):

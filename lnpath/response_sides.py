@@ -258,11 +258,7 @@ def _side_from_result(data: Mapping[str, Any], source: str, error: type[Exceptio
     models = data.get("models")
     model_ids: tuple[tuple[str, str], ...] | None = None
     if isinstance(models, list):
-        model_ids = tuple(
-            sorted(
-                (str(m.get("name")), str(m.get("sha256"))) for m in models if isinstance(m, dict)
-            )
-        )
+        model_ids = tuple(sorted(_model_id(m) for m in models if isinstance(m, Mapping)))
     meta = {
         "status": status,
         "patient_id": data.get("patient_id"),
@@ -273,6 +269,15 @@ def _side_from_result(data: Mapping[str, Any], source: str, error: type[Exceptio
         "lnpath_version": data.get("lnpath_version"),
     }
     return _side_from_scores(scores, source, error, meta)
+
+
+def _model_id(model: Mapping[str, Any]) -> tuple[str, str]:
+    """(name, sha256) of a model; outlines read from a per-biopsy annotation file are an input,
+    not a model, so only their kind takes part in the comparison."""
+    name = str(model.get("name"))
+    if name.startswith("annotations:"):
+        return ("annotations", "per-biopsy outlines")
+    return (name, str(model.get("sha256")))
 
 
 def _side_from_scores(

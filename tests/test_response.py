@@ -432,6 +432,26 @@ def test_each_precondition_on_result_dicts(bl_meta, fu_meta, failed, text):
     assert r.endpoint["value"] is None and r.panel == {} and r.deltas == {}
 
 
+def test_per_biopsy_annotation_files_are_inputs_not_models():
+    def outlines(name: str) -> list[dict[str, Any]]:
+        return [
+            {"name": f"annotations:{name}", "sha256": name * 8},
+            {"name": "MorphometryCaller", "sha256": None},
+        ]
+
+    bl = result(score(10), models=outlines("a.geojson"))
+    fu = result(score(2), models=outlines("b.geojson"))
+    assert "same_models" not in _failed(compare(bl, fu))
+    segmented = result(
+        score(2),
+        models=[
+            {"name": "glomeruli-unet-pas", "sha256": "ab" * 32},
+            {"name": "MorphometryCaller", "sha256": None},
+        ],
+    )
+    assert "same_models" in _failed(compare(bl, segmented))
+
+
 def test_correct_order_and_same_patient_pass():
     bl = result(score(10), biopsy_date="2023-01-01")
     fu = result(score(2), biopsy_date="2024-01-01")
