@@ -328,13 +328,14 @@ def panel_rules(p: Mapping[str, Any]) -> dict[str, Rule]:
     }
 
 
-#: The proposition whose truth the headline endpoint reports, per endpoint kind.
 def holds(endpoint: str, value: Any) -> bool | None:
+    """Whether the headline proposition is true: a category endpoint holds at 'progression'."""
     if endpoint == "chronic_progression":
         return value == "progression"
     return value if isinstance(value, bool) or value is None else None
 
 
+#: Panel fields that need both activity indices complete.
 ACTIVITY_FIELDS = (
     "activity_status_fu",
     "histologic_remission",
@@ -343,6 +344,7 @@ ACTIVITY_FIELDS = (
     "relative_response",
 )
 
+#: Panel fields that need both chronicity indices complete.
 CHRONICITY_FIELDS = ("chronic_progression", "high_chronicity_fu")
 
 
@@ -353,8 +355,12 @@ def class_outcomes(bl: BiopsySide, fu: BiopsySide, include_pure_v: bool) -> dict
     prolif = {"III", "IV"}
 
     def result(resolved: Any, response: Any, reason: str | None) -> dict[str, Any]:
-        return {**out, "proliferative_resolved": resolved, "class_response": response,
-                "reason": reason}  # fmt: skip
+        return {
+            **out,
+            "proliferative_resolved": resolved,
+            "class_response": response,
+            "reason": reason,
+        }
 
     if a is None:
         return result(None, None, f"baseline class proposal {bl.class_proposal!r} is unknown")
@@ -366,8 +372,12 @@ def class_outcomes(bl: BiopsySide, fu: BiopsySide, include_pure_v: bool) -> dict
         return result(False, False, None)
     alternative = parse_class(fu.class_alternative) or frozenset()
     if alternative & prolif:
-        return result(None, None, f"follow-up would be class {fu.class_alternative} if its "
-                      "unassessed glomeruli were involved")  # fmt: skip
+        return result(
+            None,
+            None,
+            f"follow-up would be class {fu.class_alternative} if its "
+            "unassessed glomeruli were involved",
+        )
     targets = {"I", "II"} | ({"V"} if include_pure_v else set())
     if not b:  # no LN lesion by LM: I, II or V is for IF/EM to say
         if include_pure_v:
