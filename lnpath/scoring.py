@@ -100,6 +100,7 @@ class BiopsyScore:
     counts: dict[str, Any] = field(default_factory=dict)
     pending_review: list[str] = field(default_factory=list)
     biopsy: dict[str, Any] = field(default_factory=dict)
+    cortex: dict[str, float | None] = field(default_factory=dict)
     status: str = "provisional"
     lnpath_version: str = __version__
 
@@ -123,6 +124,7 @@ class BiopsyScore:
             "counts": self.counts,
             "pending_review": list(self.pending_review),
             "biopsy": dict(self.biopsy),
+            "cortex": dict(self.cortex),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -143,6 +145,7 @@ class BiopsyScore:
                 counts=dict(d.get("counts") or {}),
                 pending_review=list(d.get("pending_review") or []),
                 biopsy=dict(d.get("biopsy") or {}),
+                cortex=dict(d.get("cortex") or {}),
                 status=str(d.get("status", "provisional")),
                 lnpath_version=str(d.get("lnpath_version", __version__)),
             )
@@ -201,6 +204,8 @@ def score_findings(
         counts=_counts(table),
         pending_review=_pending(activity, chronicity, proposal, uncertainty),
         biopsy={k: v for k, v in inputs.items() if v is not None},
+        # every cortex figure given, including the basis not scored (spec §1.4: report both)
+        cortex={k: None if v is None else float(v) for k, v in fractions.items()},
     )
     logger.info(
         "scored %d glomeruli: AI %s, CI %s, class %s",

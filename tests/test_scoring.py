@@ -465,3 +465,16 @@ def test_class_fraction_flags_one_glomerulus_from_iv() -> None:
     custom = score_findings(table(12, endocapillary_hypercellularity=3), config=config)
     assert custom.isn_rps_class.proposal == "IV"
     assert custom.uncertainty["class_fraction"]["near_threshold"]
+
+
+def test_tubular_atrophy_basis_and_both_figures_reported() -> None:
+    cortex = {"tubular_atrophy": 0.3, "tubular_atrophy_cortex_area": 0.2}
+    default = score_findings(table(10), cortex)
+    area = score_findings(table(10), cortex, config={"tubular_atrophy_basis": "cortex_area"})
+    assert default.chronicity_index.components["tubular_atrophy"].score == 2
+    assert area.chronicity_index.components["tubular_atrophy"].score == 1
+    assert area.chronicity_index.components["tubular_atrophy"].basis == "% of cortical area"
+    assert default.to_dict()["cortex"] == {
+        "tubular_atrophy": 0.3,
+        "tubular_atrophy_cortex_area": 0.2,
+    }
