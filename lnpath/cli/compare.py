@@ -30,9 +30,21 @@ def register(subparsers: Any) -> None:
         "a named response preset (clinical-scoring.md §3). The endpoint is 'final' only when a "
         "pathologist has confirmed both biopsies.",
     )
-    parser.add_argument("baseline", nargs="?", help="baseline result folder (or result.json)")
-    parser.add_argument("followup", nargs="?", help="follow-up result folder (or result.json)")
-    parser.add_argument("--preset", default="lnhr_default", help="response preset name")
+    parser.add_argument(
+        "baseline",
+        nargs="?",
+        metavar="BASELINE_DIR",
+        help="baseline result folder (or result.json)",
+    )
+    parser.add_argument(
+        "followup", nargs="?", metavar="FOLLOWUP_DIR", help="follow-up result folder (or its json)"
+    )
+    parser.add_argument(
+        "--preset",
+        default="lnhr_default",
+        metavar="NAME",
+        help="response preset (default lnhr_default; see --list-presets)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -41,11 +53,18 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="override one preset threshold, e.g. --set remission_max_ai=3 (repeatable)",
     )
-    parser.add_argument("--out", type=Path, help="write response.json and response.html here")
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="write response.json and response.html here"
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing response in --out"
     )
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="what to print on stdout: a summary table (default) or the response JSON",
+    )
     parser.add_argument(
         "--list-presets", action="store_true", help="explain each preset and its source"
     )
