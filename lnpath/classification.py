@@ -17,7 +17,7 @@ import pandas as pd
 
 from .config import ScoringConfig
 from .errors import InputError
-from .uncertainty import wilson_interval
+from .uncertainty import replicate_count_distribution, wilson_interval
 
 __all__ = ["BIOPSY_KEYS", "LN_LESIONS", "ClassProposal", "biopsy_inputs", "propose_class"]
 
@@ -96,9 +96,15 @@ class ClassProposal:
         )
 
     def uncertainty(self) -> dict[str, Any]:
-        """Wilson interval of the III/IV fraction and whether one glomerulus would flip III/IV."""
+        """The III/IV fraction's sampling doubt (spec §2.3).
+
+        Returns:
+            ``wilson_95`` of the involved fraction, ``near_threshold`` (one glomerulus would
+            cross the III/IV line) and ``p_replicate_other_side``: the chance that a second core
+            of the same size would fall on the other side of the IV threshold.
+        """
         if not self.n_class:
-            return {"wilson_95": None, "near_threshold": False}
+            return {"wilson_95": None, "near_threshold": False, "p_replicate_other_side": None}
         n, total = self.involved, self.n_class
         threshold = _ratio(self.iv_threshold)
 
@@ -106,7 +112,13 @@ class ClassProposal:
             return _prolif(k, total, threshold) == "IV"
 
         flips = (n > 0 and is_iv(n - 1) != is_iv(n)) or (n < total and is_iv(n + 1) != is_iv(n))
-        return {"wilson_95": list(wilson_interval(n, total)), "near_threshold": flips}
+        replicate = replicate_count_distribution(n, total)
+        other = sum(float(p) for k, p in enumerate(replicate) if is_iv(k) != is_iv(n))
+        return {
+            "wilson_95": list(wilson_interval(n, total)),
+            "near_threshold": flips,
+            "p_replicate_other_side": other,
+        }
 
 
 def biopsy_inputs(biopsy: Mapping[str, Any] | None) -> dict[str, Any]:

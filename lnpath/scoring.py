@@ -63,7 +63,8 @@ logger = logging.getLogger(__name__)
 ASSUMPTION = (
     "Sampling: Wilson 95% interval of each glomerular fraction; band_probabilities = chance that "
     "a second core with the same number of glomeruli scores each band (beta-binomial, Jeffreys "
-    "prior). Calling (only with p_<lesion> columns): glomeruli, lesions and components are "
+    "prior), p_different_band = 1 - its own band; class_fraction likewise for the IV threshold. "
+    "Calling (only with p_<lesion> columns): glomeruli, lesions and components are "
     "independent given their probabilities; counts are Poisson-binomial and index totals their "
     "exact convolution; components without probabilities are fixed at their observed score."
 )
@@ -320,6 +321,7 @@ def _sampling_entry(component: Component, notes: list[str]) -> dict[str, Any]:
         "near_band_edge": near_band_edge(n, total),
         "one_glomerulus_changes": _edge_moves(n, total),
     }
+    entry["p_different_band"] = 1.0 - entry["band_probabilities"][band(n, total)]
     if entry["near_band_edge"] and component.weight > 1:
         moves = " or ".join(
             f"one glomerulus {k} gives score {v}"

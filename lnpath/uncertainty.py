@@ -35,6 +35,7 @@ __all__ = [
     "interval_95",
     "near_band_edge",
     "replicate_band_probabilities",
+    "replicate_count_distribution",
     "total_distribution",
     "wilson_interval",
 ]
@@ -90,15 +91,15 @@ def wilson_interval(n: int, total: int, z: float = Z95) -> tuple[float, float]:
     return (low, high)
 
 
-def replicate_band_probabilities(n: int, total: int) -> list[float]:
-    """Probability of each band for a second core of ``total`` glomeruli from the same kidney.
+def replicate_count_distribution(n: int, total: int) -> NDArray[np.float64]:
+    """Distribution of the involved count in a second core of ``total`` glomeruli.
 
     The involved fraction is unknown; given ``n`` of ``total`` and a Jeffreys prior its posterior
     is Beta(n + 1/2, N - n + 1/2), and the count in a new core of the same size is beta-binomial.
     Unlike plugging in n/N, this does not claim certainty at n = 0 or n = N.
     """
     if total == 0:
-        return [1.0, 0.0, 0.0, 0.0]
+        return np.ones(1)
     a = n + JEFFREYS[0]
     b = total - n + JEFFREYS[1]
     k = np.arange(total + 1)
@@ -110,7 +111,14 @@ def replicate_band_probabilities(n: int, total: int) -> list[float]:
         - _log_beta(np.float64(a), np.float64(b))
     )
     pmf = np.exp(log_pmf)
-    return band_distribution(pmf / pmf.sum(), total)
+    return np.asarray(pmf / pmf.sum(), dtype=np.float64)
+
+
+def replicate_band_probabilities(n: int, total: int) -> list[float]:
+    """Probability of each band for a second core of ``total`` glomeruli from the same kidney."""
+    if total == 0:
+        return [1.0, 0.0, 0.0, 0.0]
+    return band_distribution(replicate_count_distribution(n, total), total)
 
 
 def _log_beta(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:

@@ -478,3 +478,16 @@ def test_tubular_atrophy_basis_and_both_figures_reported() -> None:
         "tubular_atrophy": 0.3,
         "tubular_atrophy_cortex_area": 0.2,
     }
+
+
+def test_replicate_core_doubt_for_components_and_class() -> None:
+    small = score_findings(table(10, endocapillary_hypercellularity=3), FULL_CORTEX)
+    large = score_findings(table(100, endocapillary_hypercellularity=30), FULL_CORTEX)
+    small_endo = small.uncertainty["components"]["endocapillary_hypercellularity"]
+    large_endo = large.uncertainty["components"]["endocapillary_hypercellularity"]
+    assert small_endo["p_different_band"] == pytest.approx(1 - small_endo["band_probabilities"][2])
+    assert small_endo["p_different_band"] > large_endo["p_different_band"]
+    at_half = score_findings(table(10, endocapillary_hypercellularity=5)).uncertainty
+    clear_iii = score_findings(table(40, endocapillary_hypercellularity=4)).uncertainty
+    assert at_half["class_fraction"]["p_replicate_other_side"] > 0.3
+    assert clear_iii["class_fraction"]["p_replicate_other_side"] < 0.01
