@@ -815,6 +815,18 @@ def test_real_qupath_exports_through_score_findings(qupath_dir: Path):
     gs = r.deltas["chronicity_index"]["components"]["glomerulosclerosis"]
     assert (gs["baseline"], gs["followup"]) == (1, 3)  # 1/32 vs 65/77 sclerosed
     assert r.endpoint["value"] == "progression" and r.status == "provisional"
+    # No cortex measured: interstitial inflammation, fibrosis and atrophy are not assessed.
+    no_cortex = {
+        name: lnpath.score_findings(
+            lnpath.findings_from_geojson(qupath_dir / f"{name}.geojson", class_map=_class_map())
+        )
+        for name in ("TPATH012", "TPATH065")
+    }
+    r = compare(no_cortex["TPATH012"], no_cortex["TPATH065"], preset="strict_chronicity_CI1")
+    assert r.status == "not_evaluable" and r.deltas["chronicity_index"]["delta"] is None
+    assert "tubular_atrophy" in r.panel["chronic_progression"]["reason"]
+    assert r.deltas["chronicity_index"]["components"]["glomerulosclerosis"]["delta_score"] == 2
+    assert "interstitial_inflammation" in r.panel["histologic_remission"]["reason"]
     # With the default class map the QuPath labels say nothing about activity lesions:
     partial = {
         name: lnpath.score_findings(
