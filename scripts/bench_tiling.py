@@ -146,7 +146,7 @@ def bench_slide(path: Path, sizes: list[int], workers: int, repeats: int) -> lis
             for procs in (1, workers):
                 for name, make in (
                     (f"lnpath_{procs}", lnpath_tiles(path, size, procs)),
-                    (f"plain_{procs}", lambda p=procs: plain_tiles(path, grid, p)),
+                    (f"plain_{procs}", lambda p=procs, g=grid: plain_tiles(path, g, p)),
                 ):
                     wall, per_cpu = tiles_per_second(make, n)
                     runs.setdefault(name, []).append(wall)
