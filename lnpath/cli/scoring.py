@@ -27,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "GeoJSON of classified glomeruli). JSON on stdout by default. Every output is a proposal "
         "for a renal pathologist to confirm.",
     )
-    parser.add_argument("findings", type=Path, help="GLOMERULI.csv | .parquet | .geojson")
+    parser.add_argument(
+        "findings",
+        type=Path,
+        help="GLOMERULI.csv | .tsv | .parquet, or a QuPath .geojson/.json export",
+    )
     parser.add_argument(
         "--cortex",
         type=Path,
@@ -40,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=[],
         choices=sorted(PRESETS),
-        help="apply a named preset (repeatable; applied before --config values)",
+        metavar="NAME",
+        help="apply a named preset on top of --config (repeatable): " + ", ".join(sorted(PRESETS)),
     )
     parser.add_argument(
         "--biopsy",
