@@ -222,8 +222,8 @@ def propose_class(
             return ClassProposal(
                 "VI",
                 "Class VI (advanced sclerosing), proposal",
-                "; ".join([*steps, LM_LIMIT]),
-                needs,
+                "; ".join(steps),
+                [],  # class VI rests on light microscopy alone (spec §2.1)
                 **base,
             )
         steps.append("class VI excluded by residual glomerular activity")

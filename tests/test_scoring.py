@@ -216,7 +216,8 @@ def test_class_iv_at_exactly_half() -> None:
 
 
 def test_class_vi_at_exactly_ninety_percent() -> None:
-    assert score_findings(table(10, global_sclerosis=9)).isn_rps_class.proposal == "VI"
+    vi = score_findings(table(10, global_sclerosis=9)).isn_rps_class
+    assert (vi.proposal, vi.needs_if_em) == ("VI", [])
     assert score_findings(table(20, global_sclerosis=17)).isn_rps_class.proposal == "IV"
     active = table(10, global_sclerosis=9, cellular_crescent=[9])
     proposal = score_findings(active).isn_rps_class
