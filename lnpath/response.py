@@ -152,6 +152,7 @@ class ResponseResult:
 
 
 _IGNORED_CONFIG_KEYS = frozenset({"response_preset"})
+_CONNECTIVE_STAINS = frozenset({"trichrome", "masson", "silver", "jones", "pasm"})
 
 
 def _stains(stain: str) -> frozenset[str]:
@@ -251,7 +252,20 @@ def check_preconditions(bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any
         )
     else:
         add("comparable_stains", None, "stain not recorded on both biopsies; not checked")
+    if params["require_stain_panel"]:
+        for label, side in (("baseline", bl), ("follow-up", fu)):
+            add(
+                f"{label.replace('-', '')}_stain_panel",
+                _has_stain_panel(side.stain),
+                f"{label}: {side.stain or 'stain not recorded'} (needs PAS + trichrome or silver)",
+            )
     return checks
+
+
+def _has_stain_panel(stain: str | None) -> bool:
+    """§3.3 minimum: PAS plus trichrome or silver."""
+    found = _stains(stain or "")
+    return "pas" in found and bool(found & _CONNECTIVE_STAINS)
 
 
 def compare(
@@ -282,10 +296,11 @@ def compare(
     if not chosen.validated:
         caveats.insert(0, f"preset {chosen.name} is NOT VALIDATED: {chosen.description}")
     for side, label in ((bl, "baseline"), (fu, "follow-up")):
-        if side.stain and not _stains(side.stain) & {"trichrome", "silver", "jones", "masson"}:
+        if side.stain and not _has_stain_panel(side.stain) and not params["require_stain_panel"]:
             caveats.append(
-                f"{label} rests on {side.stain} alone; §3.3 asks for at least PAS and trichrome "
-                "or silver, so fibrinoid necrosis and fibrosis calls carry more error"
+                f"{label} rests on {side.stain}; §3.3 asks for at least PAS and trichrome or "
+                "silver, so fibrinoid necrosis and fibrosis calls carry more error "
+                "(require_stain_panel=true makes this a pre-condition)"
             )
 
     panel: dict[str, dict[str, Any]] = {}

@@ -41,6 +41,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "class_response_includes_pure_v": False,
     "accept_limited_adequacy": False,
     "require_same_software_version": True,
+    "require_stain_panel": False,
 }
 
 PARAM_HELP: dict[str, str] = {
@@ -53,6 +54,8 @@ PARAM_HELP: dict[str, str] = {
     "class_response_includes_pure_v": "class response also counts III/IV -> pure V",
     "accept_limited_adequacy": "accept 'limited' (8-9 glomeruli) biopsies as adequate",
     "require_same_software_version": "refuse biopsies scored by different lnpath versions",
+    "require_stain_panel": "refuse biopsies without PAS plus trichrome or silver (§3.3 minimum); "
+    "off by default because a one-slide PAS result would never qualify, so it is a caveat",
 }
 
 

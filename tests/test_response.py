@@ -478,6 +478,23 @@ def test_precondition_adequacy_version_config(bl, fu, failed):
     assert r.status == "not_evaluable" and failed in _failed(r)
 
 
+def test_stain_panel_is_a_caveat_unless_required():
+    pas = compare(result(score(8), stain="PAS"), result(score(2), stain="PAS"))
+    assert pas.status == "provisional"
+    assert any("trichrome or silver" in c for c in pas.caveats)
+    strict = compare(
+        result(score(8), stain="PAS"), result(score(2), stain="PAS"), require_stain_panel=True
+    )
+    assert strict.status == "not_evaluable"
+    assert _failed(strict) == {"baseline_stain_panel", "followup_stain_panel"}
+    full = compare(
+        result(score(8), stain="PAS+trichrome"),
+        result(score(2), stain="pas, Trichrome"),
+        require_stain_panel="true",
+    )
+    assert full.status == "provisional" and not any("trichrome or" in c for c in full.caveats)
+
+
 def test_limited_adequacy_accepted_on_request():
     r = compare(score(8), score(2, adequacy="limited"), accept_limited_adequacy=True)
     assert r.status == "provisional"
