@@ -376,15 +376,15 @@ def write_result(
 
     With ``content`` None (a confirmation), the existing glomerulus files are copied byte for
     byte. Otherwise they are written from ``content``. Earlier revisions and the audit trail are
-    carried over unless this is a fresh scoring (revision 1), so the history survives every review
-    and confirmation.
+    carried over unless ``event`` is a fresh scoring, so the history survives every review and
+    confirmation.
     """
     from .report import render_overlay, render_report
 
     target = Path(target)
     with atomic_dir(target, overwrite=overwrite) as tmp:
         old_revisions = target / "revisions"
-        if result["revision"] > 1 and old_revisions.is_dir():
+        if event["event"] != "scored" and old_revisions.is_dir():
             shutil.copytree(old_revisions, tmp / "revisions")
         if content is None:
             content = ResultContent.load(target)

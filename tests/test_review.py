@@ -1,0 +1,249 @@
+"""Pathologist review, confirmation and tamper checks on a scored demo slide."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from shapely.geometry import Point, mapping
+
+import lnpath
+from lnpath.cli import main
+from lnpath.errors import InputError, ResultError
+from lnpath.qupath import read_qupath
+from lnpath.review import confirm, review, verify
+
+INJECTED = "<script>alert('x')</script>"
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory, repo_dir: Path) -> Path:
+    examples = repo_dir / "examples"
+    out = tmp_path_factory.mktemp("review") / "result"
+    lnpath.score_slide(
+        examples / "demo_biopsy.tiff",
+        out=out,
+        glomeruli=examples / "demo_biopsy_glomeruli.geojson",
+    )
+    return out
+
+
+@pytest.fixture
+def result_dir(scored: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(scored, tmp_path / "result"))
+
+
+def _qupath_export(result_dir: Path) -> dict[str, Any]:
+    """The result's GeoJSON as QuPath 0.4+ re-exports it: id, objectType, classification,
+    measurements survive; lnpath's own properties do not."""
+    data = json.loads((result_dir / "glomeruli.geojson").read_text())
+    for feature in data["features"]:
+        props = feature["properties"]
+        feature["properties"] = {
+            "objectType": props["objectType"],
+            "classification": props["classification"],
+            "measurements": props["measurements"],
+        }
+    return data
+
+
+def _write(data: Any, path: Path) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _changes(result: lnpath.SlideResult) -> list[tuple[Any, str, str, str]]:
+    return [
+        (c["glomerulus"], c["field"], c["before"], c["after"])
+        for c in result.to_dict()["changes"]
+        if c["revision"] == result.revision
+    ]
+
+
+def _tissue_circle(result_dir: Path) -> dict[str, Any]:
+    """A hand-drawn glomerulus on dense tissue, away from every glomerulus the result has."""
+    taken = [f.geometry for f in read_qupath(result_dir / "glomeruli.geojson")]
+    radius = 90
+    with lnpath.open_slide(
+        json.loads((result_dir / "result.json").read_text())["slide"]["path"]
+    ) as s:
+        for y in range(700, 3000, 150):
+            for x in range(800, 13000, 150):
+                circle = Point(x, y).buffer(radius)
+                if any(circle.distance(g) < 50 for g in taken):
+                    continue
+                patch = s.read(x - radius, y - radius, 2 * radius, 2 * radius, mpp=2.0)
+                if (patch.mean(axis=-1) < 225).mean() > 0.7:
+                    return {
+                        "type": "Feature",
+                        "id": "0b7f7a7e-1111-4222-8333-944455556666",
+                        "geometry": mapping(circle),
+                        "properties": {
+                            "objectType": "annotation",
+                            "classification": {"name": "Cellular crescent"},
+                        },
+                    }
+    raise AssertionError("no free tissue on the demo slide")
+
+
+def test_review_with_qupath_edited_geojson(result_dir: Path, tmp_path: Path) -> None:
+    before = lnpath.SlideResult.load(result_dir)
+    ids = before.findings["glomerulus_id"].tolist()
+    n_sclerosed = before.to_dict()["scores"]["chronicity_index"]["components"][
+        "glomerulosclerosis"
+    ]["n"]
+    data = _qupath_export(result_dir)
+    features = data["features"]
+    features[0]["properties"]["classification"] = {"name": "Global sclerosis", "color": [1, 2, 3]}
+    deleted = features.pop(1)
+    del features[2]["id"]  # QuPath lost the id: matched by outline
+    features[2]["properties"]["classification"] = {"name": "Segmental sclerosis"}
+    features.append(_tissue_circle(result_dir))
+    after = review(result_dir, geojson=_write(data, tmp_path / "edited.geojson"), reviewer="Dr B")
+
+    assert after.revision == 2 and after.status == "provisional"
+    table = after.findings
+    assert len(table) == len(ids)  # one deleted, one added
+    changes = _changes(after)
+    assert (ids[0], "Global sclerosis", "no", "yes") in changes
+    assert (ids[3], "Segmental sclerosis", "no", "yes") in changes
+    assert (ids[1], "glomerulus", "present", "deleted") in changes
+    added = [c for c in changes if c[1] == "glomerulus" and c[3].startswith("added")]
+    assert len(added) == 1 and "Cellular crescent" in added[0][3]
+    new_id = added[0][0]
+    row = table[table["glomerulus_id"] == new_id].iloc[0]
+    assert bool(row["cellular_crescent"]) and row["main_call"] == "Cellular crescent"
+    assert not pd.isna(row["global_sclerosis"])  # the machine called what the class did not say
+    assert deleted["id"] not in set(table["feature_id"])
+    ci = after.to_dict()["scores"]["chronicity_index"]["components"]["glomerulosclerosis"]
+    assert ci["n"] == n_sclerosed + 2
+    assert any(c[0] is None and c[1] == "chronicity index" for c in changes)
+    assert (result_dir / "revisions" / "r001" / "result.json").is_file()
+    assert (
+        json.loads((result_dir / "revisions" / "r001" / "result.json").read_text())["revision"] == 1
+    )
+    report = (result_dir / "report.html").read_text()
+    assert "Changes made in review" in report and f"glomerulus-{new_id}" in report
+    verify(result_dir)
+
+
+def test_review_with_edited_findings_and_cortex(result_dir: Path, tmp_path: Path) -> None:
+    table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)
+    first = int(table.loc[0, "glomerulus_id"])
+    table.loc[0, "fibrinoid_necrosis"] = "yes"
+    table.to_csv(tmp_path / "edited.csv", index=False)
+    after = review(
+        result_dir, findings=tmp_path / "edited.csv", cortex={"interstitial_fibrosis": 0.3}
+    )
+    changes = _changes(after)
+    assert (first, "Fibrinoid necrosis", "not assessed", "yes") in changes
+    assert (None, "interstitial fibrosis (fraction of cortex)", "not assessed", "0.3") in changes
+    fibrosis = after.to_dict()["scores"]["chronicity_index"]["components"]["interstitial_fibrosis"]
+    assert fibrosis["assessed"] and fibrosis["score"] == 2
+
+
+def test_unchanged_export_writes_nothing(result_dir: Path, tmp_path: Path) -> None:
+    same = review(result_dir, geojson=_write(_qupath_export(result_dir), tmp_path / "same.geojson"))
+    assert same.revision == 1
+    assert not (result_dir / "revisions" / "r002").exists()
+
+
+def test_confirm_seals_and_verify_detects_tampering(result_dir: Path) -> None:
+    confirmed = confirm(result_dir, "Dr A. Pathologist", note="agree")
+    data = confirmed.to_dict()
+    assert confirmed.status == "confirmed"
+    assert data["confirmation"]["pathologist"] == "Dr A. Pathologist"
+    assert len(data["confirmation"]["sha256"]) == 64
+    assert verify(result_dir).checked == ["content", "report.html", "overlay.png"]
+    assert "CONFIRMED by Dr A. Pathologist on " in (result_dir / "report.html").read_text()
+    assert main(["verify", str(result_dir)]) == 0
+
+    csv = result_dir / "findings.csv"
+    original = csv.read_text()
+    csv.write_text(original.replace("No lesion", "Global sclerosis", 1))
+    with pytest.raises(ResultError, match="modified"):
+        verify(result_dir)
+    assert main(["verify", str(result_dir)]) == 3
+    csv.write_text(original)
+    verify(result_dir)
+
+    report = result_dir / "report.html"
+    report.write_text(report.read_text().replace("CONFIRMED", "confirmed"))
+    with pytest.raises(ResultError, match=r"report\.html"):
+        verify(result_dir)
+
+
+def test_confirm_twice_is_refused(result_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    confirm(result_dir, "Dr A")
+    with pytest.raises(ResultError, match="already confirmed"):
+        confirm(result_dir, "Dr B")
+    assert main(["confirm", str(result_dir), "--pathologist", "Dr B"]) == 3
+    assert "already confirmed" in capsys.readouterr().err
+
+
+def test_review_after_confirm_starts_a_new_provisional_revision(
+    result_dir: Path, tmp_path: Path
+) -> None:
+    confirm(result_dir, "Dr A")
+    after = review(result_dir, cortex={"tubular_atrophy": 0.6})
+    assert after.revision == 2 and after.status == "provisional"
+    assert after.to_dict()["confirmation"] is None
+    sealed = json.loads((result_dir / "revisions" / "r001" / "result.json").read_text())
+    assert sealed["status"] == "confirmed" and sealed["confirmation"]["pathologist"] == "Dr A"
+    events = [json.loads(x)["event"] for x in (result_dir / "revisions" / "audit.jsonl").open()]
+    assert events == ["scored", "confirmed", "reviewed"]
+
+
+def test_injected_script_in_name_and_note_is_escaped(result_dir: Path) -> None:
+    confirm(result_dir, INJECTED, note=f"note {INJECTED}")
+    text = (result_dir / "report.html").read_text()
+    assert "<script" not in text
+    assert text.count("&lt;script&gt;") >= 2
+
+
+def test_geojson_from_another_slide_is_refused(
+    result_dir: Path, qupath_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(InputError, match=r"outside this slide|another slide"):
+        review(result_dir, geojson=qupath_dir / "TPATH081.geojson")
+    foreign = json.loads((result_dir / "glomeruli.geojson").read_text())
+    foreign["features"][0]["properties"]["lnpath_slide"] = "0123456789abcdef"
+    with pytest.raises(InputError, match="another slide"):
+        review(result_dir, geojson=_write(foreign, tmp_path / "foreign.geojson"))
+    shifted = _qupath_export(result_dir)  # same shapes, none where this slide has glomeruli
+    for feature in shifted["features"]:
+        del feature["id"]
+        ring = feature["geometry"]["coordinates"][0]
+        feature["geometry"]["coordinates"] = [[[x + 1, y % 50 + 1] for x, y in ring]]
+    with pytest.raises(InputError, match="another slide"):
+        review(result_dir, geojson=_write(shifted, tmp_path / "shifted.geojson"))
+    table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)
+    table.loc[0, "feature_id"] = "5a97e5b2-0000-5971-a6af-fafc25d0b67b"
+    table.to_csv(tmp_path / "foreign.csv", index=False)
+    with pytest.raises(InputError, match="another slide"):
+        review(result_dir, findings=tmp_path / "foreign.csv")
+    assert lnpath.SlideResult.load(result_dir).revision == 1
+
+
+def test_unknown_class_is_refused_with_the_known_ones(result_dir: Path, tmp_path: Path) -> None:
+    data = _qupath_export(result_dir)
+    data["features"][0]["properties"]["classification"] = {"name": "Sclerosed-ish"}
+    with pytest.raises(
+        InputError, match=r"unknown glomerulus class 'Sclerosed-ish'.*Global sclerosis"
+    ):
+        review(result_dir, geojson=_write(data, tmp_path / "bad.geojson"))
+
+
+def test_cli_review_lists_changes(
+    result_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["review", str(result_dir), "--cortex", "interstitial_fibrosis=30%", "--note", "x"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Changes in revision 2" in out and "fibrosis" in out and "0.3" in out
+    assert main(["review", str(result_dir), "--cortex", "fibrosis=0.3"]) == 2
+    assert "unknown field 'fibrosis'" in capsys.readouterr().err
