@@ -2,10 +2,10 @@
 
 What is measured, and what is handed to scoring:
 
-* **Tissue area**: every non-white pixel (optical density >= 0.125 in some channel against the
-  slide's white point). Medulla and capsule are *not* detected: the whole tissue is treated as
-  cortex, which the result states (``medulla_excluded: false``); on a biopsy with much medulla the
-  fractions are diluted.
+* **Tissue area**: non-white pixels (optical density >= 0.125 in some channel against the
+  slide's white point) in connected pieces of at least 2000 µm² (dust and debris are dropped).
+  Medulla and capsule are *not* detected: the whole tissue is treated as cortex, which the result
+  states (``medulla_excluded: false``); on a biopsy with much medulla the fractions are diluted.
 * **Interstitial fibrosis** only where the stain shows collagen: trichrome/Masson (aniline blue or
   light green collagen absorbs red far more than green: OD_R - OD_G >= 0.10) and Sirius red
   (bright-field red collagen absorbs green far more than red: OD_G - OD_R >= 0.25). It is a
@@ -33,7 +33,14 @@ from scipy import ndimage as ndi
 from shapely.geometry import box
 
 from .errors import InputError
-from .measure import WHITE_OD, normalise_white, optical_density, pixel_classes, rasterize
+from .measure import (
+    WHITE_OD,
+    estimate_white,
+    normalise_white,
+    optical_density,
+    pixel_classes,
+    rasterize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,7 @@ SIRIUS_COLLAGEN_OD = 0.25
 INFILTRATE_WINDOW_UM = 30.0
 INFILTRATE_NUCLEAR_FRACTION = 0.35
 INFILTRATE_MIN_UM2 = 500.0
+MIN_TISSUE_UM2 = 2000.0
 DEFAULT_CORTEX_MPP = 1.0
 TILE_PX = 1024
 
@@ -156,9 +164,19 @@ def infiltrate_mask(nuclear: np.ndarray, mpp: float) -> np.ndarray:
 
 
 def _slide_white(slide: Any) -> np.ndarray:
-    """White point of the slide: per-channel 99th percentile of a low-resolution thumbnail."""
-    thumb = np.asarray(slide.thumbnail(max(slide.mpp, 16.0)))[..., :3]
-    return np.percentile(thumb.reshape(-1, 3), 99, axis=0)
+    """White point of the slide, from a low-resolution thumbnail (:func:`estimate_white`)."""
+    return estimate_white(np.asarray(slide.thumbnail(max(slide.mpp, 16.0))))
+
+
+def tissue_mask(od: np.ndarray, mpp: float) -> np.ndarray:
+    """Non-white pixels in connected pieces of at least ``MIN_TISSUE_UM2`` (dust is dropped)."""
+    tissue = od.max(axis=-1) >= WHITE_OD
+    lab, n = ndi.label(tissue)
+    if n == 0:
+        return tissue
+    keep = np.bincount(lab.ravel()) * mpp * mpp >= MIN_TISSUE_UM2
+    keep[0] = False
+    return keep[lab]
 
 
 def measure_cortex(
@@ -193,7 +211,7 @@ def measure_cortex(
     for info, arr in tqdm(grid, total=len(grid), desc="cortex", disable=not progress, unit="tile"):
         rgb = normalise_white(arr, white)
         od = optical_density(rgb)
-        tissue = od.max(axis=-1) >= WHITE_OD
+        tissue = tissue_mask(od, work_mpp)
         if not tissue.any():
             continue
         scale = arr.shape[1] / info.width

@@ -6,9 +6,9 @@ computed on arrays (no per-pixel Python loops) at a model-independent working re
 (default 0.5 µm/px); all length scales are given in µm and converted with ``mpp``.
 
 Optical densities are taken relative to the crop's own white point (the per-channel 99th
-percentile: the brightest pixels are glass, lumina or Bowman's space), as colour deconvolution
-assumes; this keeps the thresholds meaningful for under-exposed camera snapshots and scanners
-with a grey background.
+percentile of its grey pixels: glass, lumina or Bowman's space), as colour deconvolution
+assumes; this keeps the thresholds meaningful for under-exposed camera snapshots and scanners with
+a grey background.
 
 Pixel classes inside the glomerulus mask:
 
@@ -88,11 +88,25 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
     return -np.log10(np.maximum(rgb, 1.0) / 255.0)
 
 
+def estimate_white(rgb: np.ndarray) -> np.ndarray:
+    """White point of an image: the per-channel 99th percentile of its grey (glass-like) pixels.
+
+    Glass is unstained and therefore grey whatever the exposure; an image with (almost) no grey
+    pixels -- tissue edge to edge -- shows no glass, and 255 is assumed instead of mistaking the
+    palest tissue for white.
+    """
+    px = np.asarray(rgb)[..., :3].reshape(-1, 3).astype(np.float32)
+    grey = px[(px.max(axis=1) - px.min(axis=1)) <= 0.08 * px.max(axis=1) + 2.0]
+    if len(grey) < 0.01 * len(px) or len(grey) == 0:
+        return np.full(3, 255.0, np.float32)
+    return np.percentile(grey, 99, axis=0).astype(np.float32)
+
+
 def normalise_white(rgb: np.ndarray, white: np.ndarray | None = None) -> np.ndarray:
-    """Rescale a uint8 RGB crop so that its white point (default: 99th percentile) becomes 255."""
+    """Rescale a uint8 RGB crop so that its white point (:func:`estimate_white`) becomes 255."""
     rgb = np.asarray(rgb)[..., :3]
     if white is None:
-        white = np.percentile(rgb.reshape(-1, 3), 99, axis=0)
+        white = estimate_white(rgb)
     white = np.clip(np.asarray(white, dtype=np.float32), 32.0, 255.0)
     out = rgb.astype(np.float32) * (255.0 / white)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)

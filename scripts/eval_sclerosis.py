@@ -10,7 +10,7 @@ Evaluation only: the eval-only images are read in place, nothing is copied, trai
 * ``bupt-multistain-glomeruli``: labelme polygons on PAS / PASM / Masson snapshots; ``gs`` (global
   sclerosis) vs ``gn`` (normal), and ``gs`` vs every other class. µm/px estimated at 0.4
   (provenance: 0.3-0.5). The snapshots are under-exposed (glass ≈150/255), so each crop is
-  measured against the white point (99th percentile) of its whole snapshot.
+  measured against the white point (``estimate_white``) of its whole snapshot.
 
 Usage: ``python scripts/eval_sclerosis.py [--data ../shared/data]``
 """
@@ -31,7 +31,7 @@ from skimage import draw, io, transform
 from lnpath.errors import InputError
 from lnpath.lesion_training import binary_metrics
 from lnpath.lesions import MorphometryThresholds, calls_from_measurements
-from lnpath.measure import DEFAULT_MPP, MEASUREMENTS, measure_crop
+from lnpath.measure import DEFAULT_MPP, MEASUREMENTS, estimate_white, measure_crop
 
 CMIL_MPP = 0.25
 BUPT_MPP = 0.4
@@ -108,7 +108,7 @@ def eval_bupt(root: Path) -> dict[str, object]:
     for path in sorted((root / "labelme").glob("*.json")):
         doc = json.loads(path.read_text())
         image = io.imread(root / "images" / doc["imagePath"])[..., :3]
-        white = np.percentile(image.reshape(-1, 3), 99, axis=0)
+        white = estimate_white(image)
         for shape in doc["shapes"]:
             pts = np.asarray(shape["points"], float)
             x0, y0 = np.floor(pts.min(0)).astype(int)
