@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -79,6 +79,8 @@ class Component:
     n_not_assessed: int = 0
     score_range: tuple[int, int] | None = None
     note: str | None = None
+    involved_ids: list[Any] = field(default_factory=list)
+    not_assessed_ids: list[Any] = field(default_factory=list)
 
     @property
     def weighted(self) -> int | None:
@@ -99,6 +101,8 @@ class Component:
             "n_not_assessed": self.n_not_assessed,
             "score_range": list(self.score_range) if self.score_range else None,
             "note": self.note,
+            "involved_ids": list(self.involved_ids),
+            "not_assessed_ids": list(self.not_assessed_ids),
         }
 
     @classmethod
@@ -117,6 +121,8 @@ class Component:
             n_not_assessed=int(d.get("n_not_assessed", 0)),
             score_range=(int(rng[0]), int(rng[1])) if rng else None,
             note=d.get("note"),
+            involved_ids=list(d.get("involved_ids") or []),
+            not_assessed_ids=list(d.get("not_assessed_ids") or []),
         )
 
 
@@ -187,6 +193,11 @@ def denominator(name: str, table: pd.DataFrame, cfg: ScoringConfig) -> tuple[pd.
     return pd.Series(True, index=table.index), "all glomeruli"
 
 
+def _ids(table: pd.DataFrame, rows: pd.Series) -> list[Any]:
+    """Glomerulus ids of the selected rows as plain JSON values, for per-glomerulus review."""
+    return [v.item() if isinstance(v, np.generic) else v for v in table["glomerulus_id"][rows]]
+
+
 def _glomerular(
     name: str, lesions: tuple[str, ...], weight: int, table: pd.DataFrame, cfg: ScoringConfig
 ) -> Component:
@@ -198,13 +209,28 @@ def _glomerular(
     fraction = n / total if total else None
     if len(table) == 0:
         return Component(name, weight, False, None, 0, 0, None, basis, 0, None, "no glomeruli")
+    positive = involved.fillna(False).astype(bool).reindex(table.index, fill_value=False)
+    missing = involved.isna().reindex(table.index, fill_value=False)
+    component = Component(
+        name,
+        weight,
+        assessed=not unknown,
+        score=None if unknown else band(n, total),
+        n=n,
+        N=total,
+        fraction=fraction,
+        basis=basis,
+        n_not_assessed=unknown,
+        involved_ids=_ids(table, positive),
+        not_assessed_ids=_ids(table, missing),
+    )
     if unknown:
         low, high = band(n, total), band(n + unknown, total)
-        note = f"not assessed in {unknown} of {total} glomeruli; score would be {low}-{high}"
-        return Component(
-            name, weight, False, None, n, total, fraction, basis, unknown, (low, high), note
+        component.score_range = (low, high)
+        component.note = (
+            f"not assessed in {unknown} of {total} glomeruli; score would be {low}-{high}"
         )
-    return Component(name, weight, True, band(n, total), n, total, fraction, basis)
+    return component
 
 
 def _cortex_key(name: str, cfg: ScoringConfig) -> tuple[str, str]:

@@ -95,6 +95,7 @@ def test_one_glomerulus_counts_in_several_components() -> None:
         assert (ai[name].n, ai[name].N, ai[name].score) == (1, 8, 1)
     assert ai["fibrinoid_necrosis"].weighted == 2
     assert ai["cellular_fibrocellular_crescents"].weighted == 2
+    assert ai["fibrinoid_necrosis"].involved_ids == [0] == ci["glomerulosclerosis"].involved_ids
     assert (ci["glomerulosclerosis"].n, ci["fibrous_crescents"].n) == (1, 1)
     assert score.activity_index.total == 1 + 2 + 2
     assert score.chronicity_index.total == 2
@@ -159,6 +160,7 @@ def test_partly_assessed_lesion_gives_the_possible_score_range() -> None:
     frame.loc[[10, 11], "hyaline_deposits"] = pd.NA
     component = score_findings(frame).activity_index.components["hyaline_deposits"]
     assert not component.assessed and component.score_range == (1, 2)
+    assert (component.involved_ids, component.not_assessed_ids) == ([0, 1], [10, 11])
 
 
 def test_machine_output_from_qupath_lists_what_the_pathologist_supplies(qupath_dir: Path) -> None:
