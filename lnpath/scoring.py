@@ -202,7 +202,7 @@ def score_findings(
         adequacy=adequacy,
         uncertainty=uncertainty,
         config=cfg,
-        counts=_counts(table),
+        counts=_counts(table, cfg),
         pending_review=_pending(activity, chronicity, proposal, uncertainty),
         biopsy={k: v for k, v in inputs.items() if v is not None},
         # every cortex figure given, including the basis not scored (spec §1.4: report both)
@@ -244,8 +244,13 @@ def _blocked(adequacy: Adequacy, cfg: ScoringConfig) -> str | None:
     return None
 
 
-def _counts(table: pd.DataFrame) -> dict[str, Any]:
-    """Raw counts a pathology report lists (spec §6), per lesion present/absent/not assessed."""
+def _counts(table: pd.DataFrame, cfg: ScoringConfig) -> dict[str, Any]:
+    """Raw counts a pathology report lists (spec §6), per lesion present/absent/not assessed.
+
+    With a measured sclerosed tuft fraction (``m_sclerosed_fraction``) the counts also give the
+    glomeruli above ``global_threshold`` and the completely sclerosed ones, which many reports
+    mean by "globally sclerosed" (spec §1.5).
+    """
     lesions: dict[str, dict[str, int]] = {}
     for column in (c for c in table.columns if str(table[c].dtype) == "boolean"):
         values = table[column]
@@ -255,13 +260,19 @@ def _counts(table: pd.DataFrame) -> dict[str, Any]:
             "not_assessed": int(values.isna().sum()),
         }
     any_sclerosis = lesion_or(table, ["global_sclerosis", "segmental_sclerosis"])
-    return {
+    counts: dict[str, Any] = {
         "n_glomeruli": len(table),
         "globally_sclerosed": lesions["global_sclerosis"]["present"],
         "segmentally_sclerosed": lesions["segmental_sclerosis"]["present"],
         "any_sclerosis": int(any_sclerosis.fillna(False).sum()),
         "lesions": lesions,
     }
+    if "m_sclerosed_fraction" in table:
+        measured = table["m_sclerosed_fraction"].to_numpy(dtype=np.float64)
+        counts["sclerosed_fraction_measured"] = int(np.count_nonzero(~np.isnan(measured)))
+        counts["over_global_threshold"] = int(np.count_nonzero(measured > cfg.global_threshold))
+        counts["completely_sclerosed"] = int(np.count_nonzero(measured >= 1.0))
+    return counts
 
 
 # --------------------------------------------------------------------------- uncertainty

@@ -494,3 +494,13 @@ def test_replicate_core_doubt_for_components_and_class() -> None:
     clear_iii = score_findings(table(40, endocapillary_hypercellularity=4)).uncertainty
     assert at_half["class_fraction"]["p_replicate_other_side"] > 0.3
     assert clear_iii["class_fraction"]["p_replicate_other_side"] < 0.01
+
+
+def test_measured_sclerosed_fraction_counts() -> None:
+    frame = table(4, global_sclerosis=[0, 1])
+    frame["m_sclerosed_fraction"] = [1.0, 0.7, 0.2, np.nan]
+    counts = score_findings(frame).counts
+    assert (counts["globally_sclerosed"], counts["completely_sclerosed"]) == (2, 1)
+    assert (counts["over_global_threshold"], counts["sclerosed_fraction_measured"]) == (2, 3)
+    strict = score_findings(frame, config={"global_threshold": 0.8}).counts
+    assert strict["over_global_threshold"] == 1
