@@ -31,6 +31,7 @@ _MAX_BRIGHTNESS = 235  # brightest channel of tissue; glass sits at ~240
 _DARK = 200  # pixels darker than this need less saturation (dense nuclei, thick cores)
 _DARK_SATURATION = 0.04
 _GREEN_INK_MARGIN = 25  # green above red by this much: green/blue marker
+_INK_MAX_TEXTURE = 0.5  # high-pass energy (grey levels) below which a pixel is smooth
 _RED_INK_HUE_DEG = 25  # red marker: hue within this of pure red ...
 _RED_INK_SATURATION = 0.5  # ... and saturation above what stained tissue shows
 
@@ -54,14 +55,32 @@ def pen_mask(rgb: np.ndarray) -> np.ndarray:
     return green_blue | red
 
 
+def _texture(rgb: np.ndarray) -> np.ndarray:
+    """Local high-frequency energy of brightness: nuclei and fibres give texture, while ink
+    (out of focus, on the coverslip) is smooth even across its blurred rim, where a plain local
+    standard deviation would see the ramp."""
+    grey = rgb.astype(np.float32).mean(axis=-1)
+    return ndi.uniform_filter(np.abs(grey - ndi.gaussian_filter(grey, 1.0)), 5)
+
+
 def stained_mask(rgb: np.ndarray) -> np.ndarray:
-    """Pixels that look like stained tissue: coloured (or dark) and not glass, not ink."""
+    """Pixels that look like stained tissue: coloured (or dark) and not glass, not ink.
+
+    Ink is found in two steps: pixels of ink colour, then every smooth (untextured) coloured
+    pixel connected to them — the blurred rim and dark overlaps of a stroke, which by colour
+    alone could be tissue.
+    """
     hi = rgb.max(axis=-1).astype(np.float32)
     lo = rgb.min(axis=-1).astype(np.float32)
     saturation = (hi - lo) / np.maximum(hi, 1.0)
     coloured = (saturation >= _MIN_SATURATION) & (hi <= _MAX_BRIGHTNESS)
     dark = (hi < _DARK) & (saturation >= _DARK_SATURATION)
-    return (coloured | dark) & ~pen_mask(rgb)
+    candidate = coloured | dark
+    ink = pen_mask(rgb)
+    if ink.any():
+        smooth = _texture(rgb) < _INK_MAX_TEXTURE
+        ink = ndi.binary_propagation(ink, mask=ink | (candidate & smooth))
+    return candidate & ~ink
 
 
 def tissue_mask(rgb: np.ndarray, min_area_px: int, hole_area_px: int | None = None) -> np.ndarray:
