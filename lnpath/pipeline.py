@@ -87,7 +87,7 @@ STAGES = ("open", "segment", "lesions", "cortex", "score", "write")
 StageCallback = Callable[[str, bool], None]
 
 
-def main_call(calls: Mapping[str, Any]) -> str:
+def main_call(calls: Mapping[Any, Any]) -> str:
     """The QuPath class of a glomerulus: its highest-priority positive call.
 
     A glomerulus with no positive call is ``No lesion`` if at least one lesion was assessed and
@@ -237,8 +237,9 @@ def glomeruli_features(
         for lesion in LESIONS:
             value = row.get(lesion)
             measurements[f"call: {lesion}"] = math.nan if _is_missing(value) else float(bool(value))
-        for key, value in row.items():
-            if key.startswith("p_") or key.startswith("m_") or key in ("area_um2", "probability"):
+        for column, value in row.items():
+            key = str(column)
+            if key.startswith(("p_", "m_")) or key in ("area_um2", "probability"):
                 measurements[key] = math.nan if _is_missing(value) else float(value)
         features.append(
             QuPathFeature(

@@ -108,10 +108,8 @@ def diagnosis_line(result: Mapping[str, Any]) -> str:
 
 
 def _rings(geometry: BaseGeometry) -> list[Sequence[tuple[float, float]]]:
-    polys: list[Polygon] = (
-        list(geometry.geoms) if isinstance(geometry, MultiPolygon) else [geometry]
-    )  # type: ignore[list-item]
-    return [list(p.exterior.coords) for p in polys if isinstance(p, Polygon)]
+    parts = list(geometry.geoms) if isinstance(geometry, MultiPolygon) else [geometry]
+    return [list(p.exterior.coords) for p in parts if isinstance(p, Polygon)]
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -282,7 +280,7 @@ def _gallery(
                 state = f"{state} (p={prob_text})"
             calls.append({"name": LESION_LABELS[lesion], "value": state, "positive": value is True})
         measurements = [
-            {"name": key[2:].replace("_", " "), "value": _value_text(value)}
+            {"name": str(key)[2:].replace("_", " "), "value": _value_text(value)}
             for key, value in row.items()
             if str(key).startswith("m_")
         ]
