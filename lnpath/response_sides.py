@@ -252,9 +252,6 @@ def _side_from_result(data: Mapping[str, Any], source: str, error: type[Exceptio
     confirmed_by = None
     if isinstance(confirmation, Mapping):
         confirmed_by = confirmation.get("pathologist") or None
-    if status == "confirmed" and "confirmation" in data and not confirmed_by:
-        logger.warning("%s: status 'confirmed' without a confirming pathologist", source)
-        status = "provisional"
     models = data.get("models")
     model_ids: tuple[tuple[str, str], ...] | None = None
     if isinstance(models, list):
@@ -299,6 +296,10 @@ def _side_from_scores(
     status = meta.get("status") or scores.get("status") or "provisional"
     if status not in {"provisional", "confirmed"}:
         raise error(f"{source}: unknown status {status!r} (expected provisional or confirmed)")
+    if status == "confirmed" and not meta.get("confirmed_by"):
+        # Only a result naming its confirming pathologist can make an endpoint final.
+        logger.warning("%s: status 'confirmed' without a confirming pathologist", source)
+        status = "provisional"
     lnpath_version = meta.get("lnpath_version") or scores.get("lnpath_version")
     return BiopsySide(
         source=source,

@@ -520,6 +520,10 @@ def test_final_only_when_both_confirmed():
     # "confirmed" without a confirming pathologist is not trusted
     fake = {"status": "confirmed", "confirmation": None}
     assert compare(result(score(8), **fake), result(score(2), **fake)).status == "provisional"
+    bare = {**score(8), "status": "confirmed"}  # a score dict cannot name its pathologist
+    assert compare(bare, {**score(2), "status": "confirmed"}).status == "provisional"
+    checks = {c.name: c.status for c in both.checks}
+    assert checks["baseline_confirmation_sealed"] == "not_checked"  # a dict has no seal
 
 
 # --------------------------------------------------------------------------- incomplete indices
