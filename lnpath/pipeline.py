@@ -625,7 +625,7 @@ def score_slide(
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
     with _stage("cortex", timings, on_stage):
-        cortex = measure_cortex(slide, outlines, stain=stain)
+        cortex = measure_cortex(slide, outlines, stain=stain, progress=progress)
         fractions = cortex.fractions()
     with _stage("score", timings, on_stage):
         score = score_findings(calls, cortex=fractions, config=cfg)
