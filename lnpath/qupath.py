@@ -33,7 +33,7 @@ class QuPathFeature:
     classification: str | None = None
     color: tuple[int, int, int] | None = None
     object_type: str = "annotation"
-    measurements: dict[str, float] = field(default_factory=dict)
+    measurements: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     name: str | None = None
     properties: dict[str, Any] = field(default_factory=dict)
@@ -73,13 +73,13 @@ def _unpack_color(packed: int) -> tuple[int, int, int]:
     return ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
 
 
-def _measurements(raw: Any, where: str) -> dict[str, float]:
+def _measurements(raw: Any, where: str) -> dict[str, Any]:
     if raw is None:
         return {}
     if isinstance(raw, Mapping):
         return {str(k): v for k, v in raw.items()}
     if isinstance(raw, list):
-        out: dict[str, float] = {}
+        out: dict[str, Any] = {}
         for item in raw:
             if not isinstance(item, Mapping) or "name" not in item:
                 raise InputError(f"{where}: measurement list entries need 'name' and 'value'")
@@ -127,7 +127,9 @@ def parse_feature(raw: Any, where: str = "GeoJSON") -> QuPathFeature:
     )
 
 
-def read_qupath(source: str | os.PathLike[str] | Mapping[str, Any] | list[Any]) -> list[QuPathFeature]:
+def read_qupath(
+    source: str | os.PathLike[str] | Mapping[str, Any] | list[Any],
+) -> list[QuPathFeature]:
     """Read a QuPath GeoJSON export (FeatureCollection, a bare list, or one Feature).
 
     Raises:

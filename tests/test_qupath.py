@@ -10,7 +10,6 @@ import pytest
 import lnpath
 from lnpath.qupath import QuPathFeature, feature_collection, read_qupath, write_qupath
 
-
 EXPECTED = {  # file -> (features, unclassified, multipolygons)
     "TPATH012": (32, 0, 0),
     "TPATH065": (77, 0, 2),
@@ -68,9 +67,18 @@ def test_old_qupath_flavour_colorrgb_and_measurement_list() -> None:
         ("not json", "not valid JSON"),
         (json.dumps({"type": "Point"}), "not a GeoJSON"),
         (
-            json.dumps({"type": "FeatureCollection", "features": [
-                {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]},
-                 "properties": {}}]}),
+            json.dumps(
+                {
+                    "type": "FeatureCollection",
+                    "features": [
+                        {
+                            "type": "Feature",
+                            "geometry": {"type": "Point", "coordinates": [1, 2]},
+                            "properties": {},
+                        }
+                    ],
+                }
+            ),
             "not a (Multi)Polygon",
         ),
     ],
@@ -78,7 +86,7 @@ def test_old_qupath_flavour_colorrgb_and_measurement_list() -> None:
 def test_malformed_geojson_is_one_line_error(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.geojson"
     path.write_text(content)
-    with pytest.raises(lnpath.InputError, match="bad.geojson") as info:
+    with pytest.raises(lnpath.InputError, match=r"bad\.geojson") as info:
         read_qupath(path)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
