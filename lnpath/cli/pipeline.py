@@ -97,11 +97,13 @@ def _summary(result: Any, seconds: float) -> Table:
     table.add_column()
     table.add_row("Slide", escape(str(data["slide"]["path"])))
     table.add_row("Glomeruli", f"{adequacy.get('n_glomeruli')} ({adequacy.get('status')})")
-    table.add_row("ISN/RPS class proposal", str(scores["isn_rps_class"].get("proposal")))
+    table.add_row(
+        "ISN/RPS class proposal", scores["isn_rps_class"].get("proposal") or "not proposed"
+    )
     table.add_row("Activity index", index_text(scores["activity_index"]))
     table.add_row("Chronicity index", index_text(scores["chronicity_index"]))
     table.add_row("Status", status_text(data))
-    table.add_row("Report", str(result.report_path))
+    table.add_row("Report", escape(str(result.report_path.resolve())))
     table.add_row("Time", f"{seconds:.1f} s")
     return table
 
