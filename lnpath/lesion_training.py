@@ -305,8 +305,9 @@ def fit(
 def predict_logits(net: LesionNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Logits (N, L) for uint8 crops (N, S, S, 3)."""
     net.eval()
+    device = next(net.parameters()).device
     out = [
-        net(_to_tensor(images[i : i + batch_size])).numpy()
+        net(_to_tensor(images[i : i + batch_size]).to(device)).float().cpu().numpy()
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(out) if out else np.zeros((0, len(net.config.labels)), np.float32)

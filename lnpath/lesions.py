@@ -208,10 +208,13 @@ class TrainedLesionCaller:
 
     @classmethod
     def from_name(
-        cls, name_or_path: str | Path, expected_labels: Sequence[str] | None = None
+        cls,
+        name_or_path: str | Path,
+        expected_labels: Sequence[str] | None = None,
+        device: str = "cpu",
     ) -> TrainedLesionCaller:
         """Load a model folder by path, or by name from the repository's ``models/``."""
-        return cls(_resolve_model_dir(name_or_path), expected_labels=expected_labels)
+        return cls(_resolve_model_dir(name_or_path), expected_labels=expected_labels, device=device)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, L) for uint8 crops (N, S, S, 3) at the input size."""

@@ -1,0 +1,81 @@
+"""Benchmark lesion evidence on the demo slide; print JSON (glomeruli per second).
+
+* ``morphometry``: reading each glomerulus crop at 0.5 µm/px + all measurements + rules.
+* ``cnn_end_to_end``: crop reading at the model's µm/px + the lesion CNN (untrained weights of the
+  default architecture: speed does not depend on the weight values).
+* ``cnn_forward``: the network alone on batches of 64 crops already in memory.
+
+Usage: ``python scripts/bench_lesions.py [--threads 2] [--device cpu|cuda] [--repeat 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import lnpath
+from lnpath.glomeruli import Glomeruli
+from lnpath.lesion_training import predict_logits, write_model_folder
+from lnpath.lesions import MorphometryCaller, TrainedLesionCaller
+from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--arch", choices=("small", "resnet18"), default="small")
+    parser.add_argument("--size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    slide = lnpath.open_slide(REPO / "examples" / "demo_biopsy.tiff")
+    gloms = Glomeruli.from_geojson(REPO / "examples" / "demo_biopsy_glomeruli.geojson", slide.mpp)
+    n = len(gloms)
+    morph = _best(lambda: MorphometryCaller().call(gloms, slide), args.repeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = ("global_sclerosis", "segmental_sclerosis", "cellular_crescent")
+        config = LesionNetConfig(labels=labels, arch=args.arch, input_size=args.size)
+        write_model_folder(LesionNet(config), {"mpp": 1.0}, Path(tmp) / "bench")
+        caller = TrainedLesionCaller.from_name(Path(tmp) / "bench", device=args.device)
+        cnn = _best(lambda: caller.call(gloms, slide), args.repeat)
+        crops = np.random.default_rng(0).integers(0, 255, (256, args.size, args.size, 3), np.uint8)
+        forward = _best(lambda: predict_logits(caller.net, crops), args.repeat)
+    result = {
+        "slide": "examples/demo_biopsy.tiff",
+        "glomeruli": n,
+        "device": args.device,
+        "torch_threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "cnn": {"arch": args.arch, "input_size": args.size},
+        "glomeruli_per_s": {
+            "morphometry": round(n / morph, 2),
+            "cnn_end_to_end": round(n / cnn, 2),
+            "cnn_forward": round(len(crops) / forward, 1),
+        },
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
