@@ -111,12 +111,20 @@ class TileGrid:
         return self.iter()
 
     def origins(self) -> np.ndarray:
-        """Float level coordinates (x, y) of every tile's top-left pixel, in table order."""
-        ox, oy = _grid_origin(self.slide, self.spec)
-        step = self.spec.stride * self.spec.scale
+        """Level coordinates (x, y) of every tile's top-left pixel, in table order.
+
+        Whole level pixels when no resampling happens (tiles are exact crops of the level);
+        otherwise the table's integer level-0 corner divided by the level's downsample, so
+        that ``slide.read(x, y, width, height, mpp)`` of a table row gives the same pixels.
+        """
+        spec = self.spec
+        if spec.scale != 1.0:
+            ds = self.slide.level_downsamples[spec.level]
+            return self.table[["x", "y"]].to_numpy(dtype=float) / ds
+        ox, oy = _grid_origin(self.slide, spec)
         cols = self.table["col"].to_numpy(dtype=float)
         rows = self.table["row"].to_numpy(dtype=float)
-        return np.column_stack([ox + cols * step, oy + rows * step])
+        return np.column_stack([ox + cols * spec.stride, oy + rows * spec.stride])
 
     def _blocks(self) -> list[_Block]:
         spec, slide = self.spec, self.slide
