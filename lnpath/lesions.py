@@ -204,7 +204,8 @@ class TrainedLesionCaller:
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"{weights}: weights do not fit the card's network ({exc})") from exc
         self.net.to(device).eval()
-        self.source = f"lesion-model:{self.card.get('name', self.folder.name)}"
+        self.name = str(self.card.get("name") or self.folder.name)
+        self.source = f"lesion-model:{self.name}"
 
     @classmethod
     def from_name(
