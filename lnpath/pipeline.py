@@ -286,6 +286,7 @@ def read_findings_csv(path: Path) -> pd.DataFrame:
 
 HASHED_EXCLUDED_KEYS = ("status", "confirmation")
 DERIVED_FILES = ("report.html", "overlay.png")
+SNAPSHOT_FILES = ("result.json", "findings.csv", "glomeruli.geojson", *DERIVED_FILES)
 
 
 def _sha256(data: bytes) -> str:
@@ -412,8 +413,9 @@ def write_result(
             write_json(tmp / "result.json", result)
         snapshot = tmp / "revisions" / f"r{result['revision']:03d}"
         snapshot.mkdir(parents=True, exist_ok=True)
-        for name in ("result.json", "findings.csv", "glomeruli.geojson", *DERIVED_FILES):
+        for name in SNAPSHOT_FILES:
             shutil.copy2(tmp / name, snapshot / name)
+        audit[-1]["snapshot"] = {name: file_sha256(snapshot / name) for name in SNAPSHOT_FILES}
         write_text(
             tmp / "revisions" / "audit.jsonl",
             "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in audit),

@@ -545,6 +545,20 @@ def confirm(
     return SlideResult.load(folder)
 
 
+def _check_snapshots(folder: Path) -> int:
+    """Every revision's snapshot still matches the hashes its last audit event recorded."""
+    last: dict[int, dict[str, Any]] = {}
+    for event in read_audit(folder):
+        last[int(event["revision"])] = event
+    for revision, event in sorted(last.items()):
+        snapshot = folder / "revisions" / f"r{revision:03d}"
+        for name, sha in (event.get("snapshot") or {}).items():
+            path = snapshot / name
+            if not path.is_file() or file_sha256(path) != sha:
+                raise ResultError(f"{path}: revision {revision} of the audit trail was modified")
+    return len(last)
+
+
 @dataclass
 class Verification:
     """What :func:`verify` checked: the revision, its status and its content sha256."""
@@ -590,4 +604,5 @@ def verify(result_dir: str | os.PathLike[str]) -> Verification:
         raise ResultError(
             f"{folder}: status {result['status']!r} is inconsistent with its confirmation"
         )
+    checked.append(f"{_check_snapshots(folder)} revision snapshot(s)")
     return Verification(folder, int(result["revision"]), str(result["status"]), sha, checked)

@@ -158,7 +158,12 @@ def test_confirm_seals_and_verify_detects_tampering(result_dir: Path) -> None:
     assert confirmed.status == "confirmed"
     assert data["confirmation"]["pathologist"] == "Dr A. Pathologist"
     assert len(data["confirmation"]["sha256"]) == 64
-    assert verify(result_dir).checked == ["content", "report.html", "overlay.png"]
+    assert verify(result_dir).checked == [
+        "content",
+        "report.html",
+        "overlay.png",
+        "1 revision snapshot(s)",
+    ]
     assert "CONFIRMED by Dr A. Pathologist on " in (result_dir / "report.html").read_text()
     assert main(["verify", str(result_dir)]) == 0
 
@@ -196,6 +201,11 @@ def test_review_after_confirm_starts_a_new_provisional_revision(
     assert sealed["status"] == "confirmed" and sealed["confirmation"]["pathologist"] == "Dr A"
     events = [json.loads(x)["event"] for x in (result_dir / "revisions" / "audit.jsonl").open()]
     assert events == ["scored", "confirmed", "reviewed"]
+    verify(result_dir)
+    sealed_csv = result_dir / "revisions" / "r001" / "findings.csv"
+    sealed_csv.write_text(sealed_csv.read_text().replace("No lesion", "Global sclerosis", 1))
+    with pytest.raises(ResultError, match="revision 1 of the audit trail"):
+        verify(result_dir)
 
 
 def test_injected_script_in_name_and_note_is_escaped(result_dir: Path) -> None:
