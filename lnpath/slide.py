@@ -51,7 +51,10 @@ def check_mpp(mpp: float, what: str) -> float:
         mpp: µm per pixel.
         what: names the value in the message (e.g. ``"--mpp"``).
     """
-    value = float(mpp)
+    try:
+        value = float(mpp)
+    except (TypeError, ValueError):
+        raise InputError(f"{what}: {mpp!r} is not a number of µm/px") from None
     if not (math.isfinite(value) and MPP_RANGE[0] <= value <= MPP_RANGE[1]):
         raise InputError(
             f"{what}: {mpp} µm/px is outside the plausible range {MPP_RANGE[0]}–{MPP_RANGE[1]}"

@@ -13,7 +13,6 @@ import collections
 import logging
 import math
 import multiprocessing as mp
-import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -179,7 +178,12 @@ class TileGrid:
             workers: processes reading blocks; each opens its own slide handle. 1 reads here.
             progress: show a tqdm bar on stderr.
             start_method: multiprocessing start method for workers; default ``forkserver``
-                on Linux (cheap to start, no inherited slide handles), else ``spawn``.
+                on Linux (cheap to start, no inherited slide handles), else ``spawn``. As with
+                any multiprocessing, a script using workers needs the
+                ``if __name__ == "__main__":`` guard.
+
+        Tiles are read-only views into the block they were cut from when no resampling is
+        needed (copy one before changing it); resampled tiles are new arrays.
         """
         if workers < 1:
             raise InputError(f"workers must be >= 1, got {workers}")
@@ -371,8 +375,3 @@ def tile(
                 )
     log.info("%s: %d tiles of %d px at %.3g µm/px", slide.path.name, len(table), size, mpp)
     return TileGrid(slide, spec, table)
-
-
-def default_workers() -> int:
-    """Worker processes worth starting here: the CPUs this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -115,6 +115,17 @@ def test_outside_the_slide_is_white(slides_dir: Path) -> None:
     assert np.array_equal(region[:100, 100:], slide.read(0, 2867, 100, 100))
 
 
+def test_public_read_region_fallback_gives_the_same_pixels(
+    slides_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lnpath reads OpenSlide's ARGB buffer directly; without that private entry point it falls
+    back to the public read_region, with identical pixels (inside and outside the slide)."""
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    fast = slide.read(2000, 2800, 400, 300)
+    monkeypatch.setattr(lnpath.slide, "_RAW_READ", None)
+    assert np.array_equal(slide.read(2000, 2800, 400, 300), fast)
+
+
 def test_plain_image_pads_and_resamples(slides_dir: Path) -> None:
     slide = lnpath.open_slide(slides_dir / "boxes.png", mpp=0.5)
     region = slide.read(-10, -10, 20, 20)
