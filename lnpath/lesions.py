@@ -31,6 +31,8 @@ from .measure import DEFAULT_MPP, MEASUREMENTS, measure_glomeruli, read_glomerul
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+#: stains on which the morphometry rules make calls (see :class:`MorphometryCaller`)
+CALL_STAINS = ("PAS",)
 
 
 @runtime_checkable
@@ -121,25 +123,56 @@ def calls_from_measurements(
 class MorphometryCaller:
     """Rule-based calls from interpretable measurements (the default caller).
 
+    The pixel classes behind the rules (PAS-magenta matrix, haematoxylin nuclei, open lumina) are
+    defined for PAS. On other stains the measurements are still reported, but the calls are
+    ``<NA>`` (not assessed): on the PASM and Masson glomeruli of the eval-only bupt set the
+    sclerosed fraction ranked sclerosed glomeruli *below* normal ones (AUC < 0.5), because silver
+    and trichrome colour sclerotic matrix unlike PAS.
+
     Args:
         thresholds: decision rules; the defaults are documented in :class:`MorphometryThresholds`.
         mpp: working resolution of the measurements (µm/px).
+        stain: the section's stain (``PAS|HE|trichrome|sirius_red|silver``); calls only on PAS.
     """
 
     source = "morphometry"
 
-    def __init__(self, thresholds: MorphometryThresholds | None = None, mpp: float = DEFAULT_MPP):
+    def __init__(
+        self,
+        thresholds: MorphometryThresholds | None = None,
+        mpp: float = DEFAULT_MPP,
+        stain: str = "PAS",
+    ) -> None:
+        from .cortex import normalise_stain
+
         self.thresholds = thresholds or MorphometryThresholds()
         self.mpp = mpp
+        self.stain = normalise_stain(stain)
 
     def describe(self) -> dict[str, Any]:
         """The rules and their thresholds, for result provenance."""
-        return {"source": self.source, "mpp": self.mpp, "thresholds": asdict(self.thresholds)}
+        return {
+            "source": self.source,
+            "mpp": self.mpp,
+            "stain": self.stain,
+            "calls": self.stain in CALL_STAINS,
+            "thresholds": asdict(self.thresholds),
+        }
 
     def call(self, glomeruli: Any, slide: Any, progress: bool = False) -> pd.DataFrame:
         """Measure every glomerulus and apply the rules (see :func:`calls_from_measurements`)."""
         measurements = measure_glomeruli(glomeruli, slide, mpp=self.mpp, progress=progress)
-        return calls_from_measurements(measurements, self.thresholds, self.source)
+        table = calls_from_measurements(measurements, self.thresholds, self.source)
+        if self.stain not in CALL_STAINS:
+            log.warning(
+                "%s: morphometry lesion calls are defined for PAS only; on %s they are left "
+                "not assessed (measurements are kept)",
+                getattr(slide, "path", "slide"),
+                self.stain,
+            )
+            for name in LESIONS:
+                table[name] = pd.array([pd.NA] * len(table), dtype="boolean")
+        return table
 
 
 def _resolve_model_dir(name_or_path: str | Path) -> Path:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import lnpath
-from lnpath.errors import ModelError
+from lnpath.errors import InputError, ModelError
 from lnpath.findings import LESIONS
 from lnpath.glomeruli import Glomeruli
 from lnpath.lesion_training import write_model_folder
@@ -81,6 +81,15 @@ def test_morphometry_caller_on_real_pas_glomeruli(demo: tuple[lnpath.Slide, Glom
     assert score["activity_index"]["complete"] is False
     assert "fibrinoid_necrosis" in score["activity_index"]["not_assessed"]
     assert score["chronicity_index"]["components"]["glomerulosclerosis"]["n"] == 0
+
+
+def test_morphometry_calls_only_on_pas(demo: tuple[lnpath.Slide, Glomeruli]) -> None:
+    slide, glomeruli = demo
+    findings = MorphometryCaller(stain="masson").call(glomeruli[:2], slide)
+    assert findings[list(LESIONS)].isna().all().all()
+    assert findings["m_sclerosed_fraction"].notna().all()
+    with pytest.raises(InputError, match="unknown stain"):
+        MorphometryCaller(stain="giemsa")
 
 
 def _model_folder(tmp_path: Path, labels: tuple[str, ...], name: str = "m") -> Path:
