@@ -113,6 +113,11 @@ def _is_missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
+def _json_safe(value: Any) -> Any:
+    """A plain-JSON copy of run metadata (numbers, strings, lists, dicts)."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _json_value(value: Any) -> Any:
     if _is_missing(value):
         return None
@@ -615,7 +620,10 @@ def score_slide(
         if glomeruli is None:
             seg_model = load_model(SEGMENTATION_MODEL)
             outlines = segment_glomeruli(slide, model=seg_model, device=device, progress=progress)
-            outline_source = _model_info(seg_model, SEGMENTATION_MODEL)
+            outline_source = {
+                **_model_info(seg_model, SEGMENTATION_MODEL),
+                "run": _json_safe(outlines.metadata),
+            }
         else:
             outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
             outline_source = {
