@@ -195,6 +195,8 @@ def _component_rows(
         assessed = bool(comp.get("assessed"))
         n, big_n = comp.get("n"), comp.get("N")
         wilson = unc.get("wilson_95")
+        bands = unc.get("band_probabilities")
+        score = comp.get("score")
         rows.append(
             {
                 "label": _label(name),
@@ -209,6 +211,9 @@ def _component_rows(
                 "weighted": comp.get("weighted") if assessed else "—",
                 "interval": f"{_pct(wilson[0])}–{_pct(wilson[1])}" if assessed and wilson else "—",
                 "near_edge": bool(unc.get("near_band_edge")) and assessed,
+                "other_band": _pct(1 - bands[score])
+                if assessed and bands and score is not None
+                else "—",
                 "assessed": assessed,
             }
         )
