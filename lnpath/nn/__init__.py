@@ -1,0 +1,5 @@
+"""Neural-network building blocks (PyTorch); imported only when a network is needed."""
+
+from .unet import UNet, UNetConfig
+
+__all__ = ["UNet", "UNetConfig"]

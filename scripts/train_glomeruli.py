@@ -1,0 +1,246 @@
+"""Train the shipped glomerulus U-Net on the Bueno et al. PAS tiles (train split only).
+
+Usage::
+
+    python scripts/train_glomeruli.py --out models/glomeruli-unet-pas [--time-limit 1500]
+    python scripts/train_glomeruli.py --evaluate-only models/glomeruli-unet-pas
+
+The validation tiles are carved from ``train`` with the seed; the test split is touched only after
+the weights are chosen, to fill the card's metrics. ``eval-only`` data is read for reporting only.
+Runs in ≤ 30 min on 2 CPU cores (and on a GPU when there is one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lnpath.model_store import load_model, save_model
+from lnpath.nn.postprocess import MIN_AREA_UM2, SPLIT_DEPTH_UM, label_glomeruli
+from lnpath.nn.predict import MEAN, STD, predict_batch, resolve_device
+from lnpath.training import (
+    LabelledImage,
+    TrainingConfig,
+    evaluate,
+    load_tile_folder,
+    resample,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+BUENO_MPP = 0.5  # Aperio ScanScope CS at 20x (PROVENANCE.md); glomeruli 350-450 px across
+BUPT_MPP = 0.4  # not recorded; PROVENANCE.md estimates 0.3-0.5 µm/px, the midpoint is assumed
+MULTISTAIN_MPP = 0.5  # not recorded; "~20x-equivalent" per PROVENANCE.md
+MULTISTAIN_STAINS = {
+    "02": "PAS",
+    "03": "Jones (silver)",
+    "32": "Sirius red",
+    "16": "CD68 IHC",
+    "39": "CD39 IHC",
+}
+INFERENCE = {"patch": 512, "overlap": 64, "stride": 448, "blend": "linear ramp over the overlap"}
+
+log = logging.getLogger("train_glomeruli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA / "glomeruli-pas-bueno")
+    parser.add_argument("--out", type=Path, default=REPO / "models" / "glomeruli-unet-pas")
+    parser.add_argument("--iterations", type=int, default=TrainingConfig.iterations)
+    parser.add_argument("--time-limit", type=float, default=1500.0, help="seconds (default 1500)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-tiles", type=int, default=4, help="train tiles held out")
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--norm", default="batch", choices=["batch", "instance"])
+    parser.add_argument("--mpp", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--evaluate-only", type=Path, help="re-evaluate a saved model folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    split = json.loads((args.data / "split.json").read_text())
+
+    if args.evaluate_only:
+        model = load_model(args.evaluate_only)
+        card = dict(model.card)
+        card["metrics"] = report(model.network, args.data, split, model.mpp, device)
+        save_model(args.evaluate_only, model.network, card, overwrite=True)
+        print(json.dumps(card["metrics"], indent=2))
+        return 0
+
+    rng = np.random.default_rng(args.seed)
+    names = sorted(split["train"])
+    val_names = sorted(rng.choice(names, size=args.val_tiles, replace=False).tolist())
+    fit_names = [n for n in names if n not in val_names]
+    config = TrainingConfig(
+        mpp=args.mpp,
+        iterations=args.iterations,
+        seed=args.seed,
+        time_limit_s=args.time_limit,
+        unet=TrainingConfig().unet.__class__(width=args.width, depth=4, norm=args.norm),
+    )
+    fit = load_tile_folder(args.data, fit_names, BUENO_MPP)
+    val = load_tile_folder(args.data, val_names, BUENO_MPP)
+    log.info("train %s | validation %s | device %s", fit_names, val_names, device)
+
+    def on_step(step: int, loss: float) -> None:
+        if step % 25 == 0:
+            log.info("step %d loss %.4f", step, loss)
+
+    result = train(fit, val, config, device, on_step=on_step)
+    log.info(
+        "trained %d steps in %.0f s; best step %d %s",
+        result.iterations_run,
+        result.seconds,
+        result.best_iteration,
+        result.best_validation,
+    )
+    card: dict[str, Any] = {
+        "task": "glomerulus segmentation (binary: glomerular tuft + Bowman's capsule as drawn)",
+        "stain": "PAS",
+        "classes": ["background", "glomerulus"],
+        "mpp": args.mpp,
+        "inference": INFERENCE,
+        "normalisation": {"input": "RGB uint8 / 255", "mean": list(MEAN), "std": list(STD)},
+        "test_time_augmentation": "mean of 4 flips",
+        "postprocess": {
+            "threshold": 0.5,
+            "min_area_um2": MIN_AREA_UM2,
+            "split_depth_um": SPLIT_DEPTH_UM,
+            "steps": "fill holes, 3 µm opening, distance watershed, drop small",
+        },
+        "training": {
+            "config": config.to_dict(),
+            "data": "glomeruli-pas-bueno train split (split.json), 0.5 µm/px",
+            "train_tiles": fit_names,
+            "validation_tiles": val_names,
+            "selection": "best validation dice + recall, checked every val_every steps",
+            "iterations_run": result.iterations_run,
+            "best_iteration": result.best_iteration,
+            "validation": result.best_validation,
+            "seconds": round(result.seconds, 1),
+            "wall_seconds": round(result.wall_seconds, 1),
+            "seconds_note": "seconds = process CPU time / threads (dedicated-core equivalent); "
+            "wall_seconds on a machine shared with other jobs",
+            "device": str(device),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "history": result.history,
+        },
+        "data_licence": (
+            "Training tiles: Bueno G., Gonzalez-Lopez L., Garcia-Rojo M., Laurinavicius A., "
+            "'Data for glomeruli characterization in histopathological images', Mendeley Data "
+            "10.17632/k7nvtgn2x6.3, CC BY 4.0 (Bueno et al., Comput Methods Programs Biomed 2020, "
+            "doi:10.1016/j.cmpb.2019.105273); tiled and masked by the Kaggle 'Glomeruli (HuBMAP "
+            "external) 1024x1024' dataset, obtained via github.com/sarah-antillia/"
+            "TensorFlow-FlexUNet-Tiled-Image-Segmentation-Glomeruli (Apache-2.0)."
+        ),
+        "licence": "Apache-2.0 (weights), with the CC BY 4.0 attribution above",
+        "seed": args.seed,
+        "intended_use": "research; every output is a proposal until a pathologist confirms it",
+    }
+    card["metrics"] = report(result.model, args.data, split, args.mpp, device)
+    save_model(args.out, result.model, card, overwrite=args.overwrite)
+    log.info("wrote %s", args.out)
+    print(json.dumps(card["metrics"], indent=2))
+    return 0
+
+
+def report(
+    network: torch.nn.Module,
+    data: Path,
+    split: dict[str, list[str]],
+    mpp: float,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Test-split metrics, the eval-only generalisation check and the stain domain-shift note."""
+    start = time.monotonic()
+    test = load_tile_folder(data, split["test"], BUENO_MPP)
+    metrics: dict[str, Any] = {
+        "iou_threshold": 0.5,
+        "test": {"data": "glomeruli-pas-bueno test split", **_score(network, test, mpp, device)},
+    }
+    bupt = DATA / "eval-only" / "bupt-multistain-glomeruli"
+    if bupt.is_dir():
+        items = _bupt_pas(bupt)
+        metrics["bupt_pas"] = {
+            "data": f"eval-only/bupt-multistain-glomeruli, {len(items)} PAS snapshots (no "
+            f"licence: read at evaluation time only, never trained or tuned on), assumed "
+            f"{BUPT_MPP} µm/px",
+            **_score(network, items, mpp, device),
+        }
+    shift = DATA / "multistain-kidney-tiles"
+    if shift.is_dir():
+        metrics["domain_shift_multistain"] = _domain_shift(network, shift, mpp, device)
+    log.info("evaluation took %.0f s", time.monotonic() - start)
+    return metrics
+
+
+def _score(
+    network: torch.nn.Module, items: list[LabelledImage], mpp: float, device: torch.device
+) -> dict[str, Any]:
+    score = evaluate(network, items, mpp, device, tta=True)
+    out = score.to_dict()
+    return {
+        k: out[k]
+        for k in (
+            "dice",
+            "precision",
+            "recall",
+            "f1",
+            "true_objects",
+            "predicted_objects",
+            "true_positives",
+            "images",
+        )
+    }
+
+
+def _bupt_pas(folder: Path) -> list[LabelledImage]:
+    items = []
+    for path in sorted((folder / "images").iterdir()):
+        if "-PAS" not in path.name.upper() or "PASM" in path.name.upper():
+            continue
+        image = np.asarray(Image.open(path).convert("RGB"))
+        mask = np.asarray(Image.open(folder / "masks" / f"{path.stem}.png")) > 0
+        items.append(LabelledImage(path.stem, image, mask, BUPT_MPP))
+    return items
+
+
+def _domain_shift(
+    network: torch.nn.Module, folder: Path, mpp: float, device: torch.device
+) -> dict[str, Any]:
+    found: dict[str, int] = {}
+    for path in sorted(folder.glob("orig_patch_stain_*.png")):
+        code = path.stem.rsplit("_", 1)[-1]
+        image = np.asarray(Image.open(path).convert("RGB"))
+        item = resample(
+            LabelledImage(path.stem, image, np.zeros(image.shape[:2], bool), MULTISTAIN_MPP), mpp
+        )
+        prob = predict_batch(network, item.image[None], device)[0]
+        labels = label_glomeruli(prob, mpp)
+        found[f"{code} ({MULTISTAIN_STAINS.get(code, 'undocumented stain')})"] = int(labels.max())
+    return {
+        "data": "multistain-kidney-tiles (Nisar et al., MIT), unlabelled 1000 px tiles, assumed "
+        f"{MULTISTAIN_MPP} µm/px; glomeruli found per stain (no ground truth: a smoke test of "
+        "behaviour off the training stain)",
+        "glomeruli_found": found,
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

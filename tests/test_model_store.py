@@ -1,0 +1,91 @@
+"""Model folders: sha256 verification, weights_only loading, clear refusals."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from lnpath.errors import ModelError
+from lnpath.model_store import (
+    CARD_FILE,
+    DEFAULT_MODEL,
+    WEIGHTS_FILE,
+    load_model,
+    models_dir,
+    save_model,
+    sha256_file,
+)
+from lnpath.nn import UNet, UNetConfig
+
+CARD = {"mpp": 1.0, "inference": {"patch": 64, "overlap": 8}, "postprocess": {"threshold": 0.5}}
+
+
+@pytest.fixture
+def small_model(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    return save_model(tmp_path / "tiny", UNet(UNetConfig(width=4, depth=2)), CARD)
+
+
+def test_shipped_model_loads_and_matches_its_card() -> None:
+    folder = models_dir() / DEFAULT_MODEL
+    if not folder.is_dir():
+        pytest.skip("shipped model not present")
+    model = load_model()
+    assert model.name == DEFAULT_MODEL
+    assert model.sha256 == model.card["sha256"] == sha256_file(folder / WEIGHTS_FILE)
+    assert (folder / WEIGHTS_FILE).stat().st_size < 10 * 2**20  # ships in the repository
+    assert model.mpp == model.card["mpp"] and 0 <= model.overlap < model.patch
+    for key in ("test", "iou_threshold"):
+        assert key in model.card["metrics"]
+    assert "CC BY 4.0" in model.card["data_licence"]
+
+
+def test_save_and_load_round_trip(small_model: Path) -> None:
+    model = load_model(small_model)
+    assert model.name == "tiny" and model.patch == 64
+    card = json.loads((small_model / CARD_FILE).read_text())
+    assert card["architecture"]["config"] == UNetConfig(width=4, depth=2).to_dict()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert model.network(x).shape == (1, 1, 32, 32)
+
+
+def test_tampered_weights_are_refused(small_model: Path) -> None:
+    weights = small_model / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"sha256 .* does not match") as info:
+        load_model(small_model)
+    assert "\n" not in str(info.value) and str(weights) in str(info.value)
+
+
+def test_foreign_pickle_is_refused_even_with_a_matching_hash(small_model: Path) -> None:
+    weights = small_model / WEIGHTS_FILE
+    weights.write_bytes(pickle.dumps(shutil.rmtree))  # would be callable on unpickling
+    card = json.loads((small_model / CARD_FILE).read_text())
+    card["sha256"] = sha256_file(weights)
+    (small_model / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not valid weights"):
+        load_model(small_model)
+
+
+def test_unknown_model_and_broken_card(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
+        load_model("no-such-model")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / CARD_FILE).write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable model card"):
+        load_model(tmp_path / "bad")
+
+
+def test_existing_folder_is_not_overwritten_silently(small_model: Path) -> None:
+    from lnpath.errors import InputError
+
+    with pytest.raises(InputError, match="already exists"):
+        save_model(small_model, UNet(UNetConfig(width=4, depth=2)), CARD)

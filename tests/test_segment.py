@@ -1,0 +1,164 @@
+"""Shipped glomerulus model: test-split quality vs its card, whole-slide inference, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from scipy import ndimage
+from shapely.geometry import Polygon
+
+from lnpath.cli import main
+from lnpath.errors import ModelError, SlideError
+from lnpath.glomeruli import Glomeruli
+from lnpath.model_store import DEFAULT_MODEL, SegmentationModel, load_model, models_dir
+from lnpath.segment import _outline
+from lnpath.training import evaluate, load_tile_folder
+
+BUENO_MPP = 0.5
+TOLERANCE = 0.02
+
+
+@pytest.fixture(scope="module")
+def model() -> SegmentationModel:
+    if not (models_dir() / DEFAULT_MODEL).is_dir():
+        pytest.skip("shipped model not present")
+    torch.set_num_threads(2)
+    return load_model()
+
+
+def test_test_split_quality_is_no_worse_than_the_card(
+    model: SegmentationModel, bueno_dir: Path
+) -> None:
+    split = json.loads((bueno_dir / "split.json").read_text())
+    tiles = load_tile_folder(bueno_dir, split["test"], BUENO_MPP)
+    score = evaluate(model.network, tiles, model.mpp, torch.device("cpu"))
+    card = model.card["metrics"]["test"]
+    assert score.dice >= card["dice"] - TOLERANCE
+    assert score.recall >= card["recall"] - TOLERANCE
+    assert score.true_objects == card["true_objects"]
+
+
+def _write_tiff(path: Path, image: np.ndarray, mpp: float | None) -> Path:
+    """A generic pyramidal TIFF (tiled JPEG, levels 1x and 4x), µm/px in the resolution tags."""
+    levels = [image, np.asarray(Image.fromarray(image).reduce(4))]
+    with tifffile.TiffWriter(path) as tif:
+        for i, level in enumerate(levels):
+            extra = {}
+            if mpp is not None:
+                px_per_cm = 1e4 / (mpp * 4**i)
+                extra = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
+            tif.write(
+                level,
+                photometric="rgb",
+                tile=(256, 256),
+                compression="jpeg",
+                subfiletype=0 if i == 0 else 1,
+                metadata=None,
+                **extra,
+            )
+    return path
+
+
+@pytest.fixture(scope="module")
+def seam_slide(
+    model: SegmentationModel, bueno_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[Polygon]]:
+    """Two test tiles on white glass, each glomerulus centred on an inference tile seam."""
+    stride = (model.patch - model.overlap) * model.mpp / BUENO_MPP  # level-0 px
+    overlap = model.overlap * model.mpp / BUENO_MPP
+    canvas = np.full((1280, 3 * 1024, 3), 255, np.uint8)
+    truths = []
+    for k, name in enumerate(["10103", "10172"], start=1):
+        image = np.asarray(Image.open(bueno_dir / "images" / f"{name}.png").convert("RGB"))
+        mask = np.asarray(Image.open(bueno_dir / "masks" / f"{name}.png"))[..., 0] > 127
+        assert ndimage.label(mask)[1] == 1
+        cx = ndimage.center_of_mass(mask)[1]
+        seam = k * stride + overlap / 2  # middle of the overlap between tiles k-1 and k
+        x0, y0 = round(seam - cx), 128
+        x0 = min(max(x0, (k - 1) * 1024), canvas.shape[1] - 1024)
+        canvas[y0 : y0 + 1024, x0 : x0 + 1024] = image
+        xs = np.nonzero(mask)[1]
+        assert xs.min() + x0 < seam < xs.max() + x0, "glomerulus must straddle the seam"
+        outline = _outline(mask)
+        assert outline is not None
+        shift = np.array([x0 + 0.5, y0 + 0.5])
+        truths.append(Polygon(np.asarray(outline.exterior.coords) + shift))
+    path = _write_tiff(tmp_path_factory.mktemp("seam") / "seam.tiff", canvas, BUENO_MPP)
+    return path, truths
+
+
+def test_glomeruli_across_tile_seams_are_one_object_each(
+    model: SegmentationModel, seam_slide: tuple[Path, list[Polygon]]
+) -> None:
+    from lnpath.segment import segment_glomeruli
+    from lnpath.slide import open_slide
+
+    path, truths = seam_slide
+    with open_slide(path) as slide:
+        gloms = segment_glomeruli(slide, model=model, device="cpu", workers=1)
+    assert gloms.mpp == pytest.approx(BUENO_MPP) and gloms.source == DEFAULT_MODEL
+    assert gloms.metadata["sha256"] == model.sha256
+    for truth in truths:
+        hits = [g for g in gloms if g.polygon.intersects(truth)]
+        assert len(hits) == 1, "a glomerulus on a seam must come out as one object"
+        (g,) = hits
+        iou = g.polygon.intersection(truth).area / g.polygon.union(truth).area
+        assert iou >= 0.5
+        assert g.area_um2 == pytest.approx(g.polygon.area * BUENO_MPP**2)
+        assert 0.5 <= g.probability <= 1.0
+
+
+def test_cli_segment_writes_qupath_geojson(
+    model: SegmentationModel, seam_slide: tuple[Path, list[Polygon]], tmp_path: Path
+) -> None:
+    path, truths = seam_slide
+    out = tmp_path / "g.geojson"
+    assert main(["segment", str(path), "--out", str(out), "--device", "cpu"]) == 0
+    gloms = Glomeruli.from_geojson(out, mpp=BUENO_MPP)
+    assert len(gloms) >= len(truths)
+    assert gloms.source == DEFAULT_MODEL
+
+
+def test_slide_without_tissue_gives_zero_glomeruli_and_a_warning(
+    model: SegmentationModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lnpath.segment import segment_glomeruli
+    from lnpath.slide import open_slide
+
+    path = _write_tiff(tmp_path / "glass.tiff", np.full((768, 1024, 3), 250, np.uint8), 0.5)
+    with caplog.at_level(logging.WARNING), open_slide(path) as slide:
+        gloms = segment_glomeruli(slide, model=model, device="cpu")
+    assert len(gloms) == 0
+    assert "no tissue" in caplog.text
+
+
+def test_bad_requests_are_one_line_errors(
+    model: SegmentationModel,
+    seam_slide: tuple[Path, list[Polygon]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lnpath.segment import segment_glomeruli
+    from lnpath.slide import open_slide
+
+    path, _ = seam_slide
+    with open_slide(path) as slide:
+        if not torch.cuda.is_available():
+            with pytest.raises(ModelError, match="CUDA requested but not available"):
+                segment_glomeruli(slide, model=model, device="cuda")
+        with pytest.raises(ModelError, match="unknown model"):
+            segment_glomeruli(slide, model="no-such-model")
+    no_mpp = _write_tiff(tmp_path / "nompp.tiff", np.full((256, 256, 3), 200, np.uint8), None)
+    with pytest.raises(SlideError, match="µm/px"):
+        open_slide(no_mpp)
+    code = main(["segment", str(no_mpp), "--out", str(tmp_path / "x.geojson")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("lnpath: error:") and err.count("\n") == 1
+    assert not (tmp_path / "x.geojson").exists()
