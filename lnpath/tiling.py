@@ -10,6 +10,7 @@ file's own tile grid, because OpenSlide decodes whole file tiles and small unali
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 import multiprocessing as mp
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -197,12 +199,11 @@ class TileGrid:
         try:
             if workers == 1 or len(blocks) < 2:
                 self.slide.reserve_cache(self._band_cache_bytes())
-                arrays: Iterator[list[np.ndarray]] = (
-                    _cut(self.slide, self.spec, b) for b in blocks
-                )
+                loaded: Iterator[np.ndarray] = (_load(self.slide, self.spec, b) for b in blocks)
             else:
-                arrays = self._parallel(blocks, min(workers, len(blocks)), start_method)
-            for tiles in arrays:
+                loaded = self._parallel(blocks, min(workers, len(blocks)), start_method)
+            for block, pixels in zip(blocks, loaded, strict=True):
+                tiles = _split(self.spec, block, pixels)
                 for arr in tiles:
                     yield next(infos), arr
                 if bar is not None:
@@ -213,7 +214,7 @@ class TileGrid:
 
     def _parallel(
         self, blocks: list[_Block], workers: int, start_method: str | None
-    ) -> Iterator[list[np.ndarray]]:
+    ) -> Iterator[np.ndarray]:
         method = start_method or (
             "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         )
@@ -221,57 +222,108 @@ class TileGrid:
         if method == "forkserver":
             ctx.set_forkserver_preload([__name__])
         window = 2 * workers + 2  # blocks in flight: bounded memory, workers never idle
-        with ProcessPoolExecutor(
-            workers,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(self.slide, self.spec, self._band_cache_bytes()),
-        ) as pool:
-            pending: collections.deque[Future[list[np.ndarray]]] = collections.deque()
-            it = iter(blocks)
-            for block in it:
-                pending.append(pool.submit(_worker_cut, block))
-                if len(pending) >= window:
-                    break
-            while pending:
-                result = pending.popleft().result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(pool.submit(_worker_cut, nxt))
-                yield result
+        slot_bytes = max(_block_bytes(self.spec, b) for b in blocks)
+        # Workers write blocks into shared slots instead of pickling them through a pipe, which
+        # cost as much CPU as a fifth of the decoding; the parent copies each block out once.
+        shm = shared_memory.SharedMemory(create=True, size=slot_bytes * window)
+        try:
+            with ProcessPoolExecutor(
+                workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(self.slide, self.spec, self._band_cache_bytes(), shm.name, slot_bytes),
+            ) as pool:
+                free = list(range(window))
+                pending: collections.deque[tuple[int, Future[tuple[int, ...]]]] = (
+                    collections.deque()
+                )
+                todo = iter(blocks)
+
+                def submit(block: _Block) -> None:
+                    slot = free.pop()
+                    pending.append((slot, pool.submit(_worker_load, block, slot)))
+
+                for block in itertools.islice(todo, window):
+                    submit(block)
+                while pending:
+                    slot, future = pending.popleft()
+                    shape = future.result()
+                    offset = slot * slot_bytes
+                    pixels = np.ndarray(shape, np.uint8, buffer=shm.buf, offset=offset).copy()
+                    free.append(slot)
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        submit(nxt)
+                    yield pixels
+        finally:
+            shm.close()
+            shm.unlink()
 
 
-def _cut(slide: Slide, spec: TileSpec, block: _Block) -> list[np.ndarray]:
-    """Read one block and cut its tiles: read-only views when no resampling is needed (copying
-    costs as much as decoding; read-only because overlapping tiles share pixels)."""
+def _block_bytes(spec: TileSpec, block: _Block) -> int:
+    """Bytes of what :func:`_load` returns for ``block``."""
+    if spec.scale == 1.0:
+        return block.width * block.height * 3
+    return len(block.origins) * spec.size * spec.size * 3
+
+
+def _load(slide: Slide, spec: TileSpec, block: _Block) -> np.ndarray:
+    """The pixels of one block: the level region itself, or (resampling) its tiles stacked.
+
+    One contiguous array per block is also what crosses from a worker to the parent, so
+    overlapping tiles are sent once.
+    """
     src = slide.read_level(block.level, block.x, block.y, block.width, block.height)
-    src.flags.writeable = False
-    tiles = []
+    if spec.scale == 1.0:
+        return src
     size, scale = spec.size, spec.scale
+    out = np.empty((len(block.origins), size, size, 3), dtype=np.uint8)
+    for i, (fx, fy) in enumerate(block.origins):
+        bx, by = fx - block.x, fy - block.y
+        out[i] = resample(src, (bx, by, bx + size * scale, by + size * scale), (size, size))
+    return out
+
+
+def _split(spec: TileSpec, block: _Block, pixels: np.ndarray) -> list[np.ndarray]:
+    """Cut a loaded block into tiles: read-only views (copying costs as much as decoding, and
+    overlapping tiles share pixels, so writing to one must not silently change another)."""
+    pixels.flags.writeable = False
+    if spec.scale != 1.0:
+        return list(pixels)
+    size = spec.size
+    tiles = []
     for fx, fy in block.origins:
-        if scale == 1.0:
-            x, y = round(fx) - block.x, round(fy) - block.y
-            tiles.append(src[y : y + size, x : x + size])
-        else:
-            bx, by = fx - block.x, fy - block.y
-            tiles.append(
-                resample(src, (bx, by, bx + size * scale, by + size * scale), (size, size))
-            )
+        x, y = round(fx) - block.x, round(fy) - block.y
+        tiles.append(pixels[y : y + size, x : x + size])
     return tiles
 
 
-_WORKER: tuple[Slide, TileSpec] | None = None
+@dataclass
+class _WorkerState:
+    slide: Slide
+    spec: TileSpec
+    shm: shared_memory.SharedMemory
+    slot_bytes: int
 
 
-def _init_worker(slide: Slide, spec: TileSpec, cache_bytes: int) -> None:
+_WORKER: _WorkerState | None = None
+
+
+def _init_worker(
+    slide: Slide, spec: TileSpec, cache_bytes: int, shm_name: str, slot_bytes: int
+) -> None:
     global _WORKER
     slide.reserve_cache(cache_bytes)
-    _WORKER = (slide, spec)
+    _WORKER = _WorkerState(slide, spec, shared_memory.SharedMemory(name=shm_name), slot_bytes)
 
 
-def _worker_cut(block: _Block) -> list[np.ndarray]:
+def _worker_load(block: _Block, slot: int) -> tuple[int, ...]:
+    """Load ``block`` in a worker into shared ``slot``; return the array's shape."""
     assert _WORKER is not None, "worker not initialised"
-    return _cut(_WORKER[0], _WORKER[1], block)
+    pixels = _load(_WORKER.slide, _WORKER.spec, block)
+    offset = slot * _WORKER.slot_bytes
+    np.ndarray(pixels.shape, np.uint8, buffer=_WORKER.shm.buf, offset=offset)[...] = pixels
+    return pixels.shape
 
 
 def _grid_origin(slide: Slide, spec: TileSpec) -> tuple[float, float]:

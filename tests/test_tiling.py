@@ -185,6 +185,17 @@ def test_workers_give_the_same_tiles_in_order(slides_dir: Path, start_method: st
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(serial, parallel, strict=True))
 
 
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="POSIX shared memory listing")
+def test_workers_leave_no_shared_memory_behind(slides_dir: Path) -> None:
+    before = set(Path("/dev/shm").iterdir())
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    tiles = lnpath.tile(slide, slide.mpp, 128).iter(workers=2)
+    info, first = next(tiles)  # stop early: the consumer walks away mid-grid
+    tiles.close()
+    assert first.shape == (128, 128, 3) and (info.row, info.col) == (0, 0)
+    assert set(Path("/dev/shm").iterdir()) <= before
+
+
 def test_min_tissue_keeps_tissue_tiles(slides_dir: Path) -> None:
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
     everything = lnpath.tile(slide, 1.0, 256)
