@@ -230,8 +230,9 @@ def glomeruli_features(
 ) -> list[QuPathFeature]:
     """One QuPath annotation per glomerulus: class = main call; calls and measurements attached.
 
-    Lesion calls become ``call: <lesion>`` measurements (1 present, 0 absent, missing = not
-    assessed) because QuPath measurements are numbers; the pathologist edits the class, and
+    Lesion calls become ``call: <lesion>`` measurements (1 present, 0 absent, left out = not
+    assessed) because QuPath measurements are numbers; missing values are left out rather than
+    written as null, which not every QuPath version imports. The pathologist edits the class, and
     :func:`lnpath.review.review` reads both back.
     """
     features = []
@@ -241,11 +242,13 @@ def glomeruli_features(
         measurements: dict[str, float] = {}
         for lesion in LESIONS:
             value = row.get(lesion)
-            measurements[f"call: {lesion}"] = math.nan if _is_missing(value) else float(bool(value))
+            if not _is_missing(value):
+                measurements[f"call: {lesion}"] = float(bool(value))
         for column, value in row.items():
             key = str(column)
-            if key.startswith(("p_", "m_")) or key in ("area_um2", "probability"):
-                measurements[key] = math.nan if _is_missing(value) else float(value)
+            measured = key.startswith(("p_", "m_")) or key in ("area_um2", "probability")
+            if measured and not _is_missing(value):
+                measurements[key] = float(value)
         features.append(
             QuPathFeature(
                 geometry=polygons[gid],

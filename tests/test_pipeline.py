@@ -13,11 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import lnpath
 from lnpath.cli import score_slide_main
 from lnpath.errors import ModelError
+from lnpath.findings import LESIONS
 from lnpath.glomeruli import Glomeruli
 from lnpath.qupath import read_qupath
 
@@ -127,11 +129,13 @@ def test_geojson_round_trips_through_the_importers(scored: tuple[lnpath.SlideRes
     for row in table.to_dict("records"):
         feature = by_id[row["feature_id"]]
         assert feature.classification == row["main_call"]
-        for lesion in lnpath.findings.LESIONS:
-            value = feature.measurements[f"call: {lesion}"]
-            assert (value is None) == (row[lesion] is lnpath.findings.pd.NA) or value == float(
-                row[lesion]
-            )
+        for lesion in LESIONS:
+            value = feature.measurements.get(f"call: {lesion}")
+            if pd.isna(row[lesion]):
+                assert value is None
+            else:
+                assert value == float(row[lesion])
+        assert all(v is not None for v in feature.measurements.values())
     glomeruli = Glomeruli.from_geojson(result.folder / "glomeruli.geojson", mpp=0.5)
     assert len(glomeruli) == len(table)
     areas = sorted(round(g.area_um2) for g in glomeruli)
