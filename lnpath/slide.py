@@ -74,6 +74,10 @@ class MissingMppError(SlideError):
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}; pass the scanner's value with --mpp (or mpp=)")
 
+    def __reduce__(self) -> tuple[type[MissingMppError], tuple[Path, str]]:
+        # re-raised across processes (tile workers) with its own arguments
+        return type(self), (self.path, self.reason)
+
 
 class _Backend(Protocol):
     """What a pixel source provides; level coordinates, RGB uint8 out, white outside."""

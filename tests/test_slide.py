@@ -60,8 +60,10 @@ def test_metadata_of_the_cmu_slide(slides_dir: Path) -> None:
 
 
 def test_tcga_without_mpp_is_refused_with_advice(slides_dir: Path) -> None:
-    with pytest.raises(MissingMppError, match=r"no µm/px.*--mpp"):
+    with pytest.raises(MissingMppError, match=r"no µm/px.*--mpp") as info:
         lnpath.open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs")
+    clone = pickle.loads(pickle.dumps(info.value))  # crosses process boundaries intact
+    assert str(clone) == str(info.value) and clone.reason == "no µm/px in the file"
 
 
 def test_placeholder_tiff_resolution_is_refused(slides_dir: Path) -> None:
