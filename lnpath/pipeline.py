@@ -601,7 +601,7 @@ def score_slide(
     Raises:
         SlideError, InputError, ModelError: the slide, an option or a model is unusable.
     """
-    from .cortex import measure_cortex
+    from .cortex import measure_cortex, normalise_stain
     from .glomeruli import Glomeruli
     from .model_store import load_model
     from .scoring import score_findings
@@ -613,6 +613,11 @@ def score_slide(
     if target.exists() and not overwrite:
         raise InputError(f"{target}: output folder already exists (use --overwrite to replace it)")
     date = _parse_date(biopsy_date)
+    stain = normalise_stain(stain)
+    if stain != "PAS":
+        LOG.warning(
+            "the shipped models were trained on PAS; results on %s are less reliable", stain
+        )
     cfg = load_config(config)
     timings: dict[str, float] = {}
     started = time.perf_counter()
