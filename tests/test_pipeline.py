@@ -176,4 +176,6 @@ def test_bad_inputs_fail_with_one_line(
     assert "Traceback" not in err
     assert score_slide_main([str(demo), "--out", str(tmp_path / "o"), "--date", "5/3/24"]) == 2
     assert "expected an ISO date" in capsys.readouterr().err
+    assert score_slide_main([str(demo), "--out", str(tmp_path / "o"), "--stain", "Giemsa"]) == 2
+    assert "unknown stain 'Giemsa'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
