@@ -87,6 +87,19 @@ def test_tiff_resolution_tags_are_a_source(tmp_path: Path, bueno_dir: Path) -> N
         assert np.array_equal(slide.read(0, 0, 1024, 1024), rgb)
 
 
+def test_plain_jpeg_needs_mpp_and_reads_like_the_source(tmp_path: Path, bueno_dir: Path) -> None:
+    source = next((bueno_dir / "images").glob("*.png"))
+    jpeg = tmp_path / "biopsy.jpg"
+    Image.open(source).convert("RGB").save(jpeg, quality=95)
+    with pytest.raises(MissingMppError, match=r"biopsy\.jpg: no µm/px"):
+        lnpath.open_slide(jpeg)
+    slide = lnpath.open_slide(jpeg, mpp=0.5)
+    assert slide.dimensions == (1024, 1024) and slide.vendor is None
+    original = np.asarray(Image.open(source).convert("RGB")).astype(int)
+    assert np.abs(slide.read(0, 0, 1024, 1024).astype(int) - original).mean() < 3
+    assert lnpath.detect_tissue(slide).area_mm2 > 0.05  # PAS kidney tissue
+
+
 def test_snaps_to_a_level_within_5_percent(slides_dir: Path) -> None:
     slide = lnpath.open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25)
     choice = slide.best_level(0.5)  # level 1 is 2.0005x: within 5 %
