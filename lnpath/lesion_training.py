@@ -313,21 +313,49 @@ def predict_logits(net: LesionNet, images: np.ndarray, batch_size: int = 64) -> 
     return np.concatenate(out) if out else np.zeros((0, len(net.config.labels)), np.float32)
 
 
-def fit_platt(logits: np.ndarray, y: np.ndarray, iterations: int = 50) -> tuple[float, float]:
-    """Platt scaling ``p = sigmoid(a * logit + b)`` by Newton's method (tiny ridge)."""
-    a, b = 1.0, 0.0
+def fit_platt(logits: np.ndarray, y: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """Platt scaling ``p = sigmoid(a * logit + b)`` (Platt 1999, with Lin et al. 2007 safeguards).
+
+    Uses Platt's smoothed targets ((N+ + 1)/(N+ + 2) and 1/(N- + 2)) so that separable data do not
+    drive the slope to infinity, and Newton steps with backtracking line search on the negative
+    log-likelihood so that the fit never diverges.
+    """
     x = np.asarray(logits, dtype=float)
     y = np.asarray(y, dtype=float)
+    n_pos, n_neg = y.sum(), len(y) - y.sum()
+    t = np.where(y > 0.5, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+    def nll(a: float, b: float) -> float:
+        z = a * x + b
+        return float(np.sum(np.logaddexp(0.0, z) - t * z))
+
+    a, b = 1.0, 0.0
+    value = nll(a, b)
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
-        w = p * (1.0 - p)
-        grad = np.array([np.sum((p - y) * x) + 1e-3 * a, np.sum(p - y)])
-        hess = np.array([[np.sum(w * x * x) + 1e-3, np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
-        step = np.linalg.solve(hess + 1e-9 * np.eye(2), grad)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-8:
+        p = 0.5 * (1.0 + np.tanh(0.5 * (a * x + b)))  # overflow-free sigmoid
+        w = p * (1.0 - p) + 1e-12
+        grad = np.array([np.sum((p - t) * x), np.sum(p - t)])
+        hess = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
+        step = np.linalg.solve(hess + 1e-6 * np.eye(2), grad)
+        scale = 1.0
+        while scale > 1e-10:
+            na, nb = a - scale * step[0], b - scale * step[1]
+            new = nll(na, nb)
+            if new <= value + 1e-4 * scale * float(grad @ -step) or new < value:
+                break
+            scale *= 0.5
+        if scale <= 1e-10:
+            break
+        a, b, improvement = na, nb, value - new
+        value = new
+        if abs(improvement) < 1e-10 * max(1.0, abs(value)):
             break
     return float(a), float(b)
+
+
+def calibrated(logits: np.ndarray, a: float, b: float) -> np.ndarray:
+    """``sigmoid(a * logits + b)`` without overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * (a * np.asarray(logits, dtype=float) + b)))
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -378,7 +406,7 @@ def cross_validate(
     result = CrossValidation(logits=logits, folds=n_folds)
     for j, name in enumerate(data.labels):
         a, b = fit_platt(logits[:, j], data.targets[:, j])
-        prob = 1.0 / (1.0 + np.exp(-(a * logits[:, j] + b)))
+        prob = calibrated(logits[:, j], a, b)
         result.calibration[name] = {"a": a, "b": b}
         result.metrics[name] = binary_metrics(data.targets[:, j], prob)
     return result

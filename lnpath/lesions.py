@@ -252,7 +252,7 @@ class TrainedLesionCaller:
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, L) for uint8 crops (N, S, S, 3) at the input size."""
-        from .lesion_training import predict_logits
+        from .lesion_training import calibrated, predict_logits
 
         logits = predict_logits(self.net, crops)
         calib = self.card.get("calibration", {}).get("labels", {})
@@ -260,7 +260,7 @@ class TrainedLesionCaller:
         for j, name in enumerate(self.config.labels):
             a = calib.get(name, {}).get("a", 1.0)
             b = calib.get(name, {}).get("b", 0.0)
-            probs[:, j] = 1.0 / (1.0 + np.exp(-(a * logits[:, j] + b)))
+            probs[:, j] = calibrated(logits[:, j], a, b)
         return probs
 
     def call(self, glomeruli: Any, slide: Any) -> pd.DataFrame:

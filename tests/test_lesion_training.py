@@ -22,6 +22,7 @@ from lnpath.errors import InputError
 from lnpath.lesion_training import (
     LabelledCrops,
     binary_metrics,
+    calibrated,
     crops_from_folder,
     crops_from_qupath,
     fit_platt,
@@ -161,6 +162,16 @@ def test_platt_scaling_recovers_a_known_calibration() -> None:
     y = rng.random(4000) < 1 / (1 + np.exp(-(0.5 * logits - 1.0)))
     a, b = fit_platt(logits, y.astype(float))
     assert a == pytest.approx(0.5, abs=0.08) and b == pytest.approx(-1.0, abs=0.15)
+
+
+def test_platt_scaling_stays_finite_on_separable_logits() -> None:
+    logits = np.r_[np.linspace(-9, -1, 50), np.linspace(1, 9, 8)]
+    y = np.r_[np.zeros(50), np.ones(8)]
+    a, b = fit_platt(logits, y)
+    assert 0 < a < 10 and abs(b) < 10
+    p = calibrated(logits, a, b)
+    assert np.all(np.isfinite(p)) and p[:50].max() < p[50:].min()
+    assert p[:50].mean() < 0.1 and p[50:].mean() > 0.7
 
 
 def test_crops_from_qupath_annotations_and_slide(repo_dir: Path, tmp_path: Path) -> None:
