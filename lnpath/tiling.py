@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _BLOCK_WIDTH = 4096
 """Widest block (level px) read at once: wide enough to amortise calls, small enough for RAM."""
 _LANCZOS_MARGIN = 3.0
+_MAX_CACHE_BYTES = 256 << 20
 _COLUMNS = ["x", "y", "width", "height", "row", "col", "tissue_fraction"]
 
 
@@ -165,11 +166,19 @@ class TileGrid:
         return blocks
 
     def _band_cache_bytes(self) -> int:
-        """Decoded-tile cache that holds a full row band, so overlapping rows decode once."""
-        level_w = self.slide.level_dimensions[self.spec.level][0]
-        native = self.slide.native_tile_size(self.spec.level) or (0, 0)
-        band = self.spec.size * self.spec.scale + 2 * native[1] + 16
-        return int(level_w * band * 4 * 1.5)
+        """Decoded-tile cache that lets the next grid row reuse the file tiles it shares with
+        this one (0 when rows start on file-tile boundaries and share none)."""
+        spec = self.spec
+        native = self.slide.native_tile_size(spec.level)
+        if native is None:
+            return 0
+        th = native[1]
+        oy = _grid_origin(self.slide, spec)[1]
+        if spec.scale == 1.0 and oy % th == 0 and spec.stride % th == 0:
+            return 0
+        level_w = self.slide.level_dimensions[spec.level][0]
+        band = th + math.ceil(spec.size * spec.scale) + 2 * _LANCZOS_MARGIN * spec.scale + 2
+        return int(min(_MAX_CACHE_BYTES, level_w * band * 4 * 1.25))
 
     def iter(
         self, workers: int = 1, progress: bool = False, start_method: str | None = None
