@@ -514,7 +514,7 @@ class Slide:
         """Resample ``choice.level`` from float level coordinates ``(fx, fy)`` to an out_w x out_h
         image (``choice.scale`` level px per output px), reading strips with filter margins."""
         scale = choice.scale
-        margin = math.ceil(_LANCZOS_SUPPORT * max(scale, 1.0)) + 1
+        margin = resample_margin(scale)
         rows = max(1, int(_STRIP_SOURCE_PX / max(1.0, out_w * scale * scale)))
         strips = []
         for j0 in range(0, out_h, rows):
@@ -543,6 +543,12 @@ class Slide:
                 fh.seek(max(_FINGERPRINT_CHUNK, size - _FINGERPRINT_CHUNK))
                 digest.update(fh.read(_FINGERPRINT_CHUNK))
         return {"size": size, "sha256": digest.hexdigest()}
+
+
+def resample_margin(scale: float) -> int:
+    """Source pixels around a box that the resampling filter reads at ``scale`` source px per
+    output px (0 when nothing is resampled)."""
+    return 0 if scale == 1.0 else math.ceil(_LANCZOS_SUPPORT * max(scale, 1.0)) + 1
 
 
 def resample(

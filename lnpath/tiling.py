@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .slide import LevelChoice, Slide, check_mpp, resample
+from .slide import LevelChoice, Slide, check_mpp, resample, resample_margin
 
 if TYPE_CHECKING:
     from .tissue import TissueMask
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 _BLOCK_WIDTH = 4096
 """Widest block (level px) read at once: wide enough to amortise calls, small enough for RAM."""
-_LANCZOS_MARGIN = 3.0
 _MAX_CACHE_BYTES = 256 << 20
 _COLUMNS = ["x", "y", "width", "height", "row", "col", "tissue_fraction"]
 
@@ -129,11 +128,13 @@ class TileGrid:
         return np.column_stack([ox + cols * spec.stride, oy + rows * spec.stride])
 
     def _blocks(self) -> list[_Block]:
+        """Group runs of tiles from one grid row, left to right, into reads of at most
+        ``_BLOCK_WIDTH`` level pixels (plus the resampling filter's margin)."""
         spec, slide = self.spec, self.slide
         native = slide.native_tile_size(spec.level)
         gap = native[0] if native else 0  # bridge small gaps: those file tiles decode anyway
         span = spec.size * spec.scale
-        margin = math.ceil(_LANCZOS_MARGIN * max(spec.scale, 1.0)) + 1 if spec.scale != 1 else 0
+        margin = resample_margin(spec.scale)
         blocks: list[_Block] = []
         origins = self.origins()
         rows = self.table["row"].to_numpy()
@@ -144,6 +145,7 @@ class TileGrid:
             while (
                 end < len(origins)
                 and rows[end] == rows[start]
+                and origins[end, 0] >= origins[end - 1, 0]
                 and math.ceil(origins[end, 0] + span) + margin - x_lo <= max(_BLOCK_WIDTH, span)
                 and origins[end, 0] - (origins[end - 1, 0] + span) <= gap
             ):
@@ -177,7 +179,7 @@ class TileGrid:
         if spec.scale == 1.0 and oy % th == 0 and spec.stride % th == 0:
             return 0
         level_w = self.slide.level_dimensions[spec.level][0]
-        band = th + math.ceil(spec.size * spec.scale) + 2 * _LANCZOS_MARGIN * spec.scale + 2
+        band = th + math.ceil(spec.size * spec.scale) + 2 * resample_margin(spec.scale)
         return int(min(_MAX_CACHE_BYTES, level_w * band * 4 * 1.25))
 
     def iter(
