@@ -96,7 +96,7 @@ class _Backend(Protocol):
 
 
 def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
-    """Composite un-premultiplied RGBA onto white (OpenSlide marks outside-slide as alpha 0)."""
+    """Composite un-premultiplied RGBA (plain images) onto white: transparent means no tissue."""
     rgb = rgba[..., :3]
     alpha = rgba[..., 3]
     clear = alpha != 255
