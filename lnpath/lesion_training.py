@@ -82,6 +82,7 @@ class CrossValidation:
 
     logits: np.ndarray
     folds: int
+    grouped_by: str = "slide/image"
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -393,17 +394,28 @@ def cross_validate(
     seed: int = 0,
     progress: bool = False,
 ) -> CrossValidation:
-    """Grouped k-fold cross-validation; metrics use Platt-calibrated out-of-fold probabilities."""
+    """Grouped k-fold cross-validation; metrics use Platt-calibrated out-of-fold probabilities.
+
+    Crops from one slide/image stay in one fold. When they all come from a single slide, folds
+    are made per glomerulus instead, with a warning: the estimate is then optimistic, because
+    train and test glomeruli share the slide's staining and patient.
+    """
     from tqdm import tqdm
 
-    fold = group_folds(data.groups, folds, seed)
+    groups, grouped_by = data.groups, "slide/image"
+    if len(np.unique(groups.astype(str))) < 2:
+        log.warning(
+            "all crops come from one slide/image: cross-validating per glomerulus (optimistic)"
+        )
+        groups, grouped_by = np.arange(len(groups)).astype(object), "glomerulus (single slide)"
+    fold = group_folds(groups, folds, seed)
     n_folds = int(fold.max()) + 1
     logits = np.zeros_like(data.targets)
     for k in tqdm(range(n_folds), desc="cross-validation", disable=not progress, unit="fold"):
         test = fold == k
         net = fit(data.images[~test], data.targets[~test], config, epochs=epochs, seed=seed + k)
         logits[test] = predict_logits(net, data.images[test])
-    result = CrossValidation(logits=logits, folds=n_folds)
+    result = CrossValidation(logits=logits, folds=n_folds, grouped_by=grouped_by)
     for j, name in enumerate(data.labels):
         a, b = fit_platt(logits[:, j], data.targets[:, j])
         prob = calibrated(logits[:, j], a, b)
@@ -483,7 +495,7 @@ def train_lesion_model(
             "seed": seed,
             "samples": len(data.targets),
         },
-        "cross_validation": {"folds": cv.folds, "grouped_by": "slide/image", "metrics": cv.metrics},
+        "cross_validation": {"folds": cv.folds, "grouped_by": cv.grouped_by, "metrics": cv.metrics},
         "calibration": {"method": "platt on out-of-fold logits", "labels": cv.calibration},
         "threshold": 0.5,
         "status": "trained on a lab's own labels; validate locally before relying on it",

@@ -195,3 +195,33 @@ def test_crops_from_qupath_annotations_and_slide(repo_dir: Path, tmp_path: Path)
     assert len(data.targets) == len(features)
     assert int(data.targets.sum()) == len(range(0, len(features), 3))
     assert data.mpp == 2.0 and set(data.groups) == {"demo_biopsy.tiff"}
+
+
+def test_train_lesions_cli_from_qupath_and_a_slide(
+    repo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The QuPath route end to end; one slide only, so folds are per glomerulus (and say so)."""
+    from lnpath.qupath import read_qupath, write_qupath
+
+    features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
+    for i, feature in enumerate(features):
+        feature.classification = "Sclerotic" if i % 3 == 0 else "Normal"
+    geojson = tmp_path / "labelled.geojson"
+    write_qupath(features, geojson)
+    out = tmp_path / "model"
+    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    args = ["train-lesions", "--qupath", str(geojson), str(slide), "--out", str(out)]
+    args += ["--folds", "2", "--epochs", "1", "--size", "32", "--mpp", "2", "--threads", "1"]
+    assert main(args) == 0
+    assert "grouped by glomerulus (single slide)" in capsys.readouterr().out
+    card = json.loads((out / "card.json").read_text())
+    assert card["class_mapping"]["Sclerotic"] == ["global_sclerosis"]
+    assert card["mpp"] == 2.0
+    assert card["counts"]["global_sclerosis"]["positive"] == len(range(0, len(features), 3))
+
+
+def test_crops_without_labels_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train-lesions", "--crops", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert "--crops needs --labels" in capsys.readouterr().err
