@@ -552,14 +552,17 @@ def resample_margin(scale: float) -> int:
 
 
 def resample(
-    src: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]
+    src: np.ndarray | Image.Image,
+    box: tuple[float, float, float, float],
+    size: tuple[int, int],
 ) -> np.ndarray:
-    """Antialiased resize of the float ``box`` (x0, y0, x1, y1) of ``src`` to ``size`` (w, h).
+    """Antialiased (Lanczos) resize of the float ``box`` (x0, y0, x1, y1) of ``src`` to ``size``.
 
     Pixels outside the box but inside ``src`` feed the filter, so callers pass a margin and get
-    the same pixels whether they resample a whole region or a tile of it.
+    the same pixels whether they resample a whole region or a tile of it. Pass a PIL image when
+    cutting many boxes from one source (converting it costs as much as a small resize).
     """
-    img = Image.fromarray(np.ascontiguousarray(src))
+    img = src if isinstance(src, Image.Image) else Image.fromarray(np.ascontiguousarray(src))
     return np.asarray(img.resize(size, _RESAMPLE, box=box))
 
 

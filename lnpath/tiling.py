@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .errors import InputError
 from .slide import LevelChoice, Slide, check_mpp, resample, resample_margin
@@ -288,10 +289,11 @@ def _load(slide: Slide, spec: TileSpec, block: _Block) -> np.ndarray:
     if spec.scale == 1.0:
         return src
     size, scale = spec.size, spec.scale
+    image = Image.fromarray(src)
     out = np.empty((len(block.origins), size, size, 3), dtype=np.uint8)
     for i, (fx, fy) in enumerate(block.origins):
         bx, by = fx - block.x, fy - block.y
-        out[i] = resample(src, (bx, by, bx + size * scale, by + size * scale), (size, size))
+        out[i] = resample(image, (bx, by, bx + size * scale, by + size * scale), (size, size))
     return out
 
 
