@@ -208,6 +208,10 @@ class TileGrid:
 
             bar = tqdm(total=len(self), unit="tile", file=sys.stderr, desc=self.slide.path.name)
         blocks = self._blocks()
+        if workers > 1 and mp.current_process().daemon:
+            # e.g. inside a Dask or multiprocessing worker, which may not start processes
+            log.warning("%s: reading in this process (a daemon cannot start workers)", self)
+            workers = 1
         try:
             if workers == 1 or len(blocks) < 2:
                 self.slide.reserve_cache(self._band_cache_bytes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,24 @@ def test_workers_give_the_same_tiles_in_order(slides_dir: Path, start_method: st
     parallel = list(grid.iter(workers=2, start_method=start_method))
     assert [i[:6] for i, _ in parallel] == [i[:6] for i, _ in serial]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(serial, parallel, strict=True))
+
+
+def _count_tiles_with_workers(path: str, queue: mp.Queue) -> None:
+    grid = lnpath.tile(lnpath.open_slide(path), 1.0, 256)
+    queue.put(sum(1 for _ in grid.iter(workers=2)))
+
+
+def test_workers_inside_a_daemon_process_read_in_process(slides_dir: Path) -> None:
+    """Dask and Pool workers are daemons and may not have children: no crash, same tiles."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    path = str(slides_dir / "cmu-1-small-region.svs")
+    proc = ctx.Process(target=_count_tiles_with_workers, args=(path, queue), daemon=True)
+    proc.start()
+    count = queue.get(timeout=60)
+    proc.join(timeout=10)
+    assert proc.exitcode == 0
+    assert count == len(lnpath.tile(lnpath.open_slide(path), 1.0, 256))
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="POSIX shared memory listing")
