@@ -4,6 +4,7 @@
 * ``cnn_end_to_end``: crop reading at the model's µm/px + the lesion CNN (untrained weights of the
   default architecture: speed does not depend on the weight values).
 * ``cnn_forward``: the network alone on batches of 64 crops already in memory.
+* ``cortex_mm2_per_s``: :func:`lnpath.cortex.measure_cortex` (PAS) over the slide's tissue.
 
 Usage: ``python scripts/bench_lesions.py [--threads 2] [--device cpu|cuda] [--repeat 3]``
 """
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 import lnpath
+from lnpath.cortex import measure_cortex
 from lnpath.glomeruli import Glomeruli
 from lnpath.lesion_training import predict_logits, write_model_folder
 from lnpath.lesions import MorphometryCaller, TrainedLesionCaller
@@ -60,6 +62,8 @@ def main() -> int:
         cnn = _best(lambda: caller.call(gloms, slide), args.repeat)
         crops = np.random.default_rng(0).integers(0, 255, (256, args.size, args.size, 3), np.uint8)
         forward = _best(lambda: predict_logits(caller.net, crops), args.repeat)
+    cortex = _best(lambda: measure_cortex(slide, gloms, stain="PAS"), 1)
+    tissue_mm2 = measure_cortex(slide, gloms, stain="PAS").tissue_area_mm2
     result = {
         "slide": "examples/demo_biopsy.tiff",
         "glomeruli": n,
@@ -72,6 +76,7 @@ def main() -> int:
             "cnn_end_to_end": round(n / cnn, 2),
             "cnn_forward": round(len(crops) / forward, 1),
         },
+        "cortex_mm2_per_s": round(tissue_mm2 / cortex, 3),
     }
     print(json.dumps(result, indent=2))
     return 0
