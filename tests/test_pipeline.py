@@ -12,6 +12,7 @@ of accuracy, which the segmentation model's own evaluation reports.
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,9 @@ def test_output_folder_is_complete_and_cli_printed_a_summary(
         "revisions",
     } <= names
     assert not any(p.name.endswith(".tmp") for p in result.folder.parent.iterdir())
+    report = result.report_path.read_text(encoding="utf-8")
+    assert html.escape(result.diagnosis_line(), quote=False) in report
+    assert report.count('class="glom"') == len(result.findings)
 
 
 def test_existing_output_is_refused_before_any_work(
