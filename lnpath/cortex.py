@@ -35,6 +35,7 @@ from shapely.geometry import box
 from .errors import InputError
 from .measure import (
     WHITE_OD,
+    channel_max,
     estimate_white,
     normalise_white,
     optical_density,
@@ -170,7 +171,7 @@ def _slide_white(slide: Any) -> np.ndarray:
 
 def tissue_mask(od: np.ndarray, mpp: float) -> np.ndarray:
     """Non-white pixels in connected pieces of at least ``MIN_TISSUE_UM2`` (dust is dropped)."""
-    tissue = od.max(axis=-1) >= WHITE_OD
+    tissue = channel_max(od) >= WHITE_OD
     lab, n = ndi.label(tissue)
     if n == 0:
         return tissue

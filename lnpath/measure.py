@@ -112,6 +112,11 @@ def normalise_white(rgb: np.ndarray, white: np.ndarray | None = None) -> np.ndar
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def channel_max(image: np.ndarray) -> np.ndarray:
+    """Per-pixel maximum over the 3 channels (much faster than ``max(axis=-1)`` on (H, W, 3))."""
+    return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])
+
+
 def pixel_classes(rgb: np.ndarray, mpp: float) -> dict[str, np.ndarray]:
     """Classify every pixel of a white-normalised crop as white, nuclear or PAS matrix.
 
@@ -120,7 +125,7 @@ def pixel_classes(rgb: np.ndarray, mpp: float) -> dict[str, np.ndarray]:
         haematoxylin optical density used for nucleus detection.
     """
     od = optical_density(rgb)
-    white = od.max(axis=-1) < WHITE_OD
+    white = channel_max(od) < WHITE_OD
     haem = color.rgb2hed(np.asarray(rgb)[..., :3])[..., 0].astype(np.float32)
     haem_px = ndi.gaussian_filter(haem, sigma=1.0 / mpp)
     nuclear = (haem_px >= NUCLEAR_OD) & ~white
