@@ -82,14 +82,14 @@ class MorphometryThresholds:
         global_sclerosis: sclerosed tuft fraction above which a glomerulus is globally sclerosed;
             0.5 is the ISN/RPS 2003 rule ("global: >50 % of the tuft").
         segmental_min: lower bound of a segmental call (fraction in (segmental_min, global]); a
-            noise floor above the highest fraction measured on the licensed Bueno PAS reference
-            glomeruli (0.33, a glomerulus cut by the tile edge; the others <= 0.26), which show no
-            sclerosis.
+            noise floor above the highest fraction measured on the 19 glomeruli of the licensed
+            Bueno PAS *train* split (0.32, a glomerulus cut by the tile edge; the others <= 0.25),
+            which show no sclerosis.
         endocapillary_nuclei_per_1000um2: tuft nuclear density for endocapillary hypercellularity;
-            about twice the median of the Bueno reference glomeruli (≈2.8 per 1000 µm²), the usual
-            "more cells than normal" reading.
+            2.2 times the median of those reference glomeruli (≈2.5 per 1000 µm²) and above their
+            maximum (5.0): the "more cells than normal" reading.
         endocapillary_max_lumen: open-lumen fraction below which lumina count as narrowed (the
-            reference glomeruli have 0.05-0.36, median ≈0.2).
+            reference glomeruli have 0.05-0.38, median ≈0.21).
     """
 
     global_sclerosis: float = 0.5
