@@ -40,7 +40,14 @@ import pandas as pd
 
 from .errors import InputError, ModelError
 from .findings import LESIONS
-from .measure import DEFAULT_MPP, MEASUREMENTS, measure_glomeruli, read_glomerulus
+from .measure import (
+    DEFAULT_MPP,
+    MEASUREMENTS,
+    crop_tissue_fraction,
+    measure_glomeruli,
+    read_glomerulus,
+    require_tissue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +295,8 @@ class TrainedLesionCaller:
         ok = np.zeros(len(ids), bool)
         for i, g in enumerate(glomeruli):
             try:
-                rgb, _ = read_glomerulus(slide, g.polygon, self.mpp)
+                rgb, mask = read_glomerulus(slide, g.polygon, self.mpp)
+                require_tissue(crop_tissue_fraction(rgb, mask))
             except InputError as exc:
                 log.warning("%s: glomerulus %s not assessed: %s", slide.path, g.id, exc)
                 continue

@@ -169,6 +169,24 @@ def sclerosed_map(white: np.ndarray, nuclear: np.ndarray, mpp: float) -> np.ndar
     return (lumen < SCLEROSIS_MAX_LUMEN) & (nuc < SCLEROSIS_MAX_NUCLEAR)
 
 
+def require_tissue(fraction: float) -> None:
+    """Refuse a glomerulus whose outline is mostly glass: its measurements would read as findings.
+
+    Raises:
+        InputError: less than ``MIN_TISSUE_FRACTION`` of the outline is non-white.
+    """
+    if fraction < MIN_TISSUE_FRACTION:
+        raise InputError(
+            f"crop shows no tissue inside the glomerulus mask ({fraction:.0%} non-white)"
+        )
+
+
+def crop_tissue_fraction(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the mask that is not white (against the crop's white point)."""
+    od = optical_density(normalise_white(rgb))
+    return float((channel_max(od)[mask] >= WHITE_OD).mean()) if mask.any() else 0.0
+
+
 def measure_crop(
     rgb: np.ndarray, mask: np.ndarray, mpp: float, white: np.ndarray | None = None
 ) -> dict[str, float]:
@@ -200,11 +218,7 @@ def measure_crop(
         raise InputError(f"glomerulus mask covers {area_um2:.0f} µm² (< {MIN_AREA_UM2:.0f} µm²)")
     cls = pixel_classes(normalise_white(rgb, white), mpp)
     tissue = ~cls["white"] & mask
-    tissue_fraction = float(tissue.sum()) / float(mask.sum())
-    if tissue_fraction < MIN_TISSUE_FRACTION:
-        raise InputError(
-            f"crop shows no tissue inside the glomerulus mask ({tissue_fraction:.0%} non-white)"
-        )
+    require_tissue(float(tissue.sum()) / float(mask.sum()))
     tuft = segment_tuft(tissue, mask, mpp)
     if not tuft.any():
         tuft = mask & ~cls["white"]

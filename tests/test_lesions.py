@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from shapely.geometry import box
 
 import lnpath
 from lnpath.errors import InputError, ModelError
 from lnpath.findings import LESIONS
-from lnpath.glomeruli import Glomeruli
+from lnpath.glomeruli import Glomeruli, Glomerulus
 from lnpath.lesion_training import write_model_folder
 from lnpath.lesions import (
     LesionCaller,
@@ -111,6 +113,19 @@ def test_trained_caller_calls_only_its_labels(
     assert findings["global_sclerosis"].notna().all()
     assert findings["fibrinoid_necrosis"].isna().all()
     assert (findings["source"] == "lesion-model:m").all()
+
+
+def test_trained_caller_leaves_unreadable_glomeruli_not_assessed(
+    tmp_path: Path, demo: tuple[lnpath.Slide, Glomeruli], caplog: pytest.LogCaptureFixture
+) -> None:
+    slide, glomeruli = demo
+    glass = Glomerulus.from_polygon(99, box(5, 5, 400, 400), slide.mpp)  # a corner of bare glass
+    caller = TrainedLesionCaller(_model_folder(tmp_path, ("global_sclerosis",)))
+    with caplog.at_level(logging.WARNING):
+        findings = caller.call(Glomeruli([glomeruli[0], glass], slide.mpp, "test"), slide)
+    assert findings["global_sclerosis"].isna().tolist() == [False, True]
+    assert math.isnan(findings["p_global_sclerosis"][1])
+    assert "glomerulus 99 not assessed" in caplog.text and "no tissue" in caplog.text
 
 
 def test_lesion_model_errors(tmp_path: Path) -> None:
