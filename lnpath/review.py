@@ -590,7 +590,8 @@ def verify(result_dir: str | os.PathLike[str]) -> Verification:
     checked = ["content"]
     if sha != audit[-1]["content_sha256"]:
         raise ResultError(
-            f"{folder}: content of revision {result['revision']} was modified after it was written"
+            f"{folder}: content of revision {result['revision']} was modified after it was "
+            "written (edit a copy of a file and pass it to lnpath review instead)"
         )
     confirmation = result.get("confirmation")
     if result["status"] == "confirmed":
