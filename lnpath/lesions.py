@@ -249,6 +249,10 @@ class TrainedLesionCaller:
             raise ModelError(f"{weights}: sha256 {digest[:12]}… does not match the model card")
         self.sha256 = digest
         self.config = config
+        if self.card.get("mpp") is None:
+            log.warning(
+                "%s: trained on crops of unknown µm/px; glomeruli are read at 1.0 µm/px", card_path
+            )
         self.mpp = float(self.card.get("mpp") or 1.0)
         self.device = device
         self.net = LesionNet(config)

@@ -41,7 +41,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--arch", choices=("small", "resnet18"), default="small")
     p.add_argument("--size", type=int, default=64, help="network input side in px (default 64)")
-    p.add_argument("--mpp", type=float, default=1.0, help="µm/px to read slide crops at")
+    p.add_argument(
+        "--mpp",
+        type=float,
+        help="µm/px to read slide crops at (default 1.0); with --crops, the crops' own µm/px, "
+        "recorded in the card so that slides are later read at the same scale",
+    )
     p.add_argument("--slide-mpp", type=float, help="level-0 µm/px for slides lacking it")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=10)
@@ -88,10 +93,15 @@ def run_train(args: argparse.Namespace) -> int:
         if not mapping:
             raise InputError("--crops needs at least one --map CLASS=lesion")
         data = crops_from_folder(args.crops, args.labels, mapping, size=args.size)
+        data.mpp = args.mpp
     else:
         pairs = [(g, s) for g, s in args.qupath]
         data = crops_from_qupath(
-            pairs, mapping or QUPATH_MAPPING, mpp=args.mpp, size=args.size, slide_mpp=args.slide_mpp
+            pairs,
+            mapping or QUPATH_MAPPING,
+            mpp=args.mpp or 1.0,
+            size=args.size,
+            slide_mpp=args.slide_mpp,
         )
     card = train_lesion_model(
         data,
