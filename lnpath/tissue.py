@@ -4,7 +4,9 @@ A renal biopsy usually arrives as several needle cores on one slide, so the mask
 component above a minimum area rather than the largest one (histolab's default drops the other
 cores; peers.md #9). Stained tissue (PAS, H&E) is coloured — magenta to purple, with green the
 most absorbed channel — while glass is bright and grey, and marker ink is green/blue (green
-brighter than red, which no PAS/H&E stain produces) or saturated red with little blue.
+brighter than red, which no PAS/H&E stain produces) or a red more saturated than eosin; the
+blurred, untextured rim around a stroke goes with the stroke. Validated on histolab's named
+tissue / no-tissue / pen tiles (tests/test_tissue.py).
 """
 
 from __future__ import annotations
