@@ -130,7 +130,7 @@ def main() -> None:
             args.device,
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     report = {
         "goal": {"seconds": GOAL_S, "peak_mb": GOAL_MB},
