@@ -535,11 +535,15 @@ def lesion_caller(name: str | None) -> Any:
 
 
 def _model_info(obj: Any, fallback: str) -> dict[str, Any]:
+    """Name and sha256 of a model (or caller), plus its settings when it can describe them."""
     model = getattr(obj, "model", obj)
-    return {
+    info: dict[str, Any] = {
         "name": str(getattr(model, "name", None) or fallback),
         "sha256": getattr(model, "sha256", None),
     }
+    if callable(getattr(obj, "describe", None)):
+        info["settings"] = _json_safe(obj.describe())
+    return info
 
 
 def findings_table(glomeruli: Any, calls: pd.DataFrame, slide_sha256: str) -> pd.DataFrame:

@@ -323,7 +323,12 @@ def _provenance(result: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Revision", str(result.get("revision"))),
     ]
     for model in result.get("models", []):
-        rows.append((f"Model {model.get('name')}", f"sha256 {model.get('sha256')}"))
+        sha = model.get("sha256")
+        settings = model.get("settings")
+        text = f"sha256 {sha}" if sha else "rules, no weights"
+        if settings:
+            text += f"; settings {json.dumps(settings, ensure_ascii=False, default=str)}"
+        rows.append((f"Model {model.get('name')}", text))
     timings = result.get("timings") or {}
     rows.append(("Timings (s)", ", ".join(f"{k} {v}" for k, v in timings.items())))
     return rows
