@@ -428,6 +428,11 @@ def tile(
 
         tissue = detect_tissue(slide)
     if tissue is not None:
+        if not math.isclose(tissue.slide_mpp, slide.mpp, rel_tol=1e-6):
+            raise InputError(
+                f"{slide.path}: the tissue mask was made for a slide at {tissue.slide_mpp:g} "
+                f"µm/px, this slide is {slide.mpp:g} µm/px"
+            )
         table["tissue_fraction"] = tissue.fractions_in(
             table["x"].to_numpy(),
             table["y"].to_numpy(),

@@ -228,6 +228,13 @@ def test_min_tissue_keeps_tissue_tiles(slides_dir: Path) -> None:
         assert (arr.min(axis=-1) < 200).mean() > 0.2  # stained pixels, not glass
 
 
+def test_a_tissue_mask_from_another_slide_is_refused(slides_dir: Path) -> None:
+    cmu = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    tcga = lnpath.open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25)
+    with pytest.raises(InputError, match=r"tissue mask was made for a slide at 0\.499"):
+        lnpath.tile(tcga, 2.0, 256, tissue=lnpath.detect_tissue(cmu))
+
+
 def test_no_tissue_gives_an_empty_grid_and_a_warning(
     data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

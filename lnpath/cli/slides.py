@@ -127,6 +127,11 @@ def run_info(args: argparse.Namespace) -> int:
         ("vendor", info["vendor"] or "-"),
         ("dimensions (level 0)", f"{w} x {h} px"),
         ("µm/px (level 0)", f"{info['mpp']:.4g} (source: {info['mpp_source']})"),
+        *(
+            [("note", "µm/px from TIFF resolution tags: check it against the scanner")]
+            if info["mpp_source"] == "tiff-resolution"
+            else []
+        ),
         ("objective power", info["objective_power"] or "-"),
         ("bounds (x, y, w, h)", ", ".join(map(str, info["bounds"])) if info["bounds"] else "-"),
         ("associated images", ", ".join(info["associated_images"]) or "-"),
