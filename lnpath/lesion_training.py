@@ -189,6 +189,10 @@ def crops_from_folder(
     )
 
 
+def _area(geometry: Any) -> float:
+    return float(geometry.area)
+
+
 def crops_from_qupath(
     pairs: Sequence[tuple[str | Path, str | Path]],
     mapping: Mapping[str, Sequence[str]],
@@ -217,12 +221,13 @@ def crops_from_qupath(
         features = read_qupath(geojson)
         with open_slide(slide_path, mpp=slide_mpp) as slide:
             for i, feat in enumerate(features):
-                polys = [feat.geometry] if feat.geometry.geom_type == "Polygon" else []
-                if not polys or feat.classification is None:
+                # a MultiPolygon keeps its largest part: a glomerulus is one connected outline
+                polys = sorted(getattr(feat.geometry, "geoms", [feat.geometry]), key=_area)
+                if not polys or polys[-1].geom_type != "Polygon" or feat.classification is None:
                     log.warning("%s: feature %d has no polygon or class; skipped", geojson, i)
                     continue
                 try:
-                    rgb, _ = read_glomerulus(slide, polys[0], mpp)
+                    rgb, _ = read_glomerulus(slide, polys[-1], mpp)
                 except InputError as exc:
                     log.warning("%s: feature %d skipped: %s", geojson, i, exc)
                     continue
