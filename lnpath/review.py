@@ -240,7 +240,16 @@ def _apply_geojson(edit: _Edit, path: Path, result: Mapping[str, Any]) -> None:
         next_id += 1
 
 
+def _outline(geometry: BaseGeometry) -> BaseGeometry:
+    """One valid polygon: a glomerulus is one connected outline, so keep the largest part."""
+    geometry = shapely.make_valid(geometry) if not geometry.is_valid else geometry
+    parts = getattr(geometry, "geoms", [geometry])
+    polygons = [p for p in parts if p.geom_type == "Polygon"]
+    return max(polygons, key=lambda p: p.area) if polygons else geometry
+
+
 def _apply_outline(edit: _Edit, gid: int, geometry: BaseGeometry, source: str) -> None:
+    geometry = _outline(geometry)
     old = edit.polygons[gid]
     if old.symmetric_difference(geometry).area <= OUTLINE_CHANGE * old.area:
         return
@@ -260,6 +269,7 @@ def _apply_outline(edit: _Edit, gid: int, geometry: BaseGeometry, source: str) -
 def _add(
     edit: _Edit, gid: int, geometry: BaseGeometry, values: Mapping[str, Any], source: str
 ) -> None:
+    geometry = _outline(geometry)
     row: dict[str, Any] = {
         "glomerulus_id": gid,
         "feature_id": feature_id(edit.sha256, gid),
@@ -273,7 +283,7 @@ def _add(
     for lesion in LESIONS:
         added[lesion] = added[lesion].astype("boolean")
     edit.table = pd.concat([edit.table, added], ignore_index=True)
-    edit.polygons[gid] = shapely.make_valid(geometry) if not geometry.is_valid else geometry
+    edit.polygons[gid] = geometry
     edit.added[gid] = set(values)
     calls = ", ".join(LESION_LABELS[k] for k, v in values.items() if v is True) or "no call"
     edit.log(gid, "glomerulus", "absent", f"added ({calls})", source)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from shapely.geometry import Point, mapping
+from shapely.geometry import MultiPolygon, Point, mapping, shape
 
 import lnpath
 from lnpath.cli import main
@@ -257,3 +257,21 @@ def test_cli_review_lists_changes(
     assert "Changes in revision 2" in out and "fibrosis" in out and "0.3" in out
     assert main(["review", str(result_dir), "--cortex", "fibrosis=0.3"]) == 2
     assert "unknown field 'fibrosis'" in capsys.readouterr().err
+
+
+def test_redrawn_outline_is_remeasured(result_dir: Path, tmp_path: Path) -> None:
+    data = _qupath_export(result_dir)
+    feature = data["features"][0]
+    outline = shape(feature["geometry"])
+    x0, y0, _, _ = outline.bounds
+    stray = Point(x0 + 5, y0 + 5).buffer(3)  # QuPath brush leftovers make a MultiPolygon
+    feature["geometry"] = mapping(MultiPolygon([outline.buffer(20), stray]))
+    before = lnpath.SlideResult.load(result_dir).findings.iloc[0]
+    after = review(result_dir, geojson=_write(data, tmp_path / "redrawn.geojson"))
+    gid = int(before["glomerulus_id"])
+    assert any(c[0] == gid and c[1] == "outline area µm²" for c in _changes(after))
+    row = after.findings.set_index("glomerulus_id").loc[gid]
+    assert row["area_um2"] > before["area_um2"]
+    assert not pd.isna(row["m_area_um2"]) and row["m_area_um2"] != before["m_area_um2"]
+    saved = {f.name: f.geometry for f in read_qupath(result_dir / "glomeruli.geojson")}
+    assert saved[f"G{gid}"].geom_type == "Polygon"
