@@ -114,6 +114,10 @@ def test_no_tissue_gives_an_empty_index_and_a_warning(
         (["info", "{slides}/broken.svs"], "broken.svs: not a slide format"),
         (["info", "{slides}/unopenable.tiff"], "unopenable.tiff: cannot open"),
         (["info", "{slides}/unreadable.svs"], "unreadable.svs: cannot read region x=0 y=0"),
+        (
+            ["tiles", "{slides}/unreadable.svs", "--mpp", "0.5", "--out", "{tmp}/o"],
+            "unreadable.svs: cannot read region",
+        ),
         (["info", "{slides}/tcga-cr-7395-01a-01-ts1.svs"], "no µm/px in the file; pass"),
         (["info", "{slides}/boxes.tiff"], "352.8 from tiff-resolution"),
         (["info", "{slides}/cmu-1-small-region.svs", "--mpp", "500"], "--mpp: 500.0 µm/px"),
