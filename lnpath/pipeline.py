@@ -425,7 +425,9 @@ def write_result(
             result["confirmation"]["sha256"] = sha
         overlay = render_overlay(result, table, polygons, assets)
         (tmp / "overlay.png").write_bytes(overlay)
-        write_text(tmp / "report.html", render_report(result, table, polygons, assets, audit))
+        write_text(
+            tmp / "report.html", render_report(result, table, polygons, assets, audit, target.name)
+        )
         if result["confirmation"] is not None:
             result["confirmation"]["files"] = {n: file_sha256(tmp / n) for n in DERIVED_FILES}
             write_json(tmp / "result.json", result)

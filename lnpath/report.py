@@ -26,7 +26,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from .findings import LESIONS
-from .pipeline import CLASS_COLOURS, LESION_LABELS, NOT_ASSESSED, Assets
+from .pipeline import CLASS_COLOURS, LESION_LABELS, NO_LESION, NOT_ASSESSED, Assets
 
 COMPONENT_LABELS: dict[str, str] = {
     "endocapillary_hypercellularity": "Endocapillary hypercellularity",
@@ -348,6 +348,7 @@ def render_report(
     polygons: Mapping[int, BaseGeometry],
     assets: Assets,
     audit: Sequence[Mapping[str, Any]] = (),
+    folder_name: str = "RESULT_DIR",
 ) -> str:
     """The complete ``report.html`` as a string (all images inline)."""
     scores = result["scores"]
@@ -386,6 +387,8 @@ def render_report(
         "provenance": _provenance(result),
         "config": json.dumps(result.get("config"), indent=2, ensure_ascii=False, default=str),
         "changes": [_pick(c, _CHANGE_KEYS) for c in result.get("changes") or []],
+        "classes": [*LESION_LABELS.values(), NO_LESION, NOT_ASSESSED],
+        "folder_name": folder_name,
         "audit": [_pick(e, _AUDIT_KEYS) for e in audit],
     }
     return _ENV.get_template("report.html").render(**context)
