@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 _BLOCK_WIDTH = 4096
 """Widest block (level px) read at once: wide enough to amortise calls, small enough for RAM."""
 _MAX_CACHE_BYTES = 256 << 20
+_MIN_PARALLEL_BYTES = 24 << 20
+"""Below ~8 Mpx (~0.3 s of decoding) starting worker processes costs more than it saves."""
 _COLUMNS = ["x", "y", "width", "height", "row", "col", "tissue_fraction"]
 
 
@@ -211,6 +213,9 @@ class TileGrid:
         if workers > 1 and mp.current_process().daemon:
             # e.g. inside a Dask or multiprocessing worker, which may not start processes
             log.warning("%s: reading in this process (a daemon cannot start workers)", self)
+            workers = 1
+        if workers > 1 and sum(_block_bytes(self.spec, b) for b in blocks) < _MIN_PARALLEL_BYTES:
+            log.info("%s: small grid, reading in this process (workers cost more)", self)
             workers = 1
         try:
             if workers == 1 or len(blocks) < 2:

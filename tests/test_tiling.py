@@ -177,7 +177,10 @@ def test_overlapping_tiles_match_the_direct_read(slides_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
-def test_workers_give_the_same_tiles_in_order(slides_dir: Path, start_method: str) -> None:
+def test_workers_give_the_same_tiles_in_order(
+    slides_dir: Path, start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lnpath.tiling, "_MIN_PARALLEL_BYTES", 0)  # these test grids are small
     slide = lnpath.open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25)
     grid = lnpath.tile(slide, 1.0, 256, overlap=16)
     serial = list(grid)
@@ -189,6 +192,15 @@ def test_workers_give_the_same_tiles_in_order(slides_dir: Path, start_method: st
 def _count_tiles_with_workers(path: str, queue: mp.Queue) -> None:
     grid = lnpath.tile(lnpath.open_slide(path), 1.0, 256)
     queue.put(sum(1 for _ in grid.iter(workers=2)))
+
+
+def test_small_grids_are_read_in_process(
+    slides_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    grid = lnpath.tile(lnpath.open_slide(slides_dir / "small.svs"), 0.499, 8)
+    with caplog.at_level(logging.INFO, logger="lnpath.tiling"):
+        assert len(list(grid.iter(workers=2))) == 4
+    assert "small grid, reading in this process" in caplog.text
 
 
 def test_workers_inside_a_daemon_process_read_in_process(slides_dir: Path) -> None:
@@ -205,7 +217,10 @@ def test_workers_inside_a_daemon_process_read_in_process(slides_dir: Path) -> No
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="POSIX shared memory listing")
-def test_workers_leave_no_shared_memory_behind(slides_dir: Path) -> None:
+def test_workers_leave_no_shared_memory_behind(
+    slides_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lnpath.tiling, "_MIN_PARALLEL_BYTES", 0)
     before = set(Path("/dev/shm").iterdir())
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
     tiles = lnpath.tile(slide, slide.mpp, 128).iter(workers=2)
