@@ -192,6 +192,10 @@ def bench_slide(path: Path, sizes: list[int], workers: int, repeats: int) -> lis
                 "size": size,
                 "tiles": n,
                 "file_tile": list(probe.native_tile_size(0) or []),
+                "megapixels": round(n * size * size / 1e6, 1),
+                "workers_used_by_lnpath": (
+                    workers if n * size * size * 3 >= lnpath.tiling._MIN_PARALLEL_BYTES else 1
+                ),
                 "tiles_per_s": {k: round(v, 1) for k, v in med.items()},
                 "ratio_lnpath_vs_plain_1": round(med["lnpath_1"] / med["plain_1"], 3),
                 f"ratio_lnpath_vs_plain_{workers}": round(
