@@ -55,7 +55,7 @@ def test_tiles_writes_pngs_index_and_provenance(
     record = json.loads((out / "tiles.json").read_text())
     assert record["n_tiles"] == len(rows) > 0
     assert record["spec"]["stride"] == 112 and record["slide"]["mpp_source"] == "metadata"
-    assert all(float(r["tissue"]) >= 0.5 for r in rows)
+    assert all(float(r["tissue_fraction"]) >= 0.5 for r in rows)
     assert sorted(p.name for p in (out / "tiles").iterdir()) == sorted(
         Path(r["file"]).name for r in rows
     )
@@ -105,7 +105,9 @@ def test_no_tissue_gives_an_empty_index_and_a_warning(
         code = main([*args, "--out", str(out)])
     assert code == 0
     assert "no tissue" in caplog.text and "0 tiles" in capsys.readouterr().out
-    assert (out / "tiles.csv").read_text().strip() == "file,x,y,width,height,row,col,tissue"
+    assert (
+        out / "tiles.csv"
+    ).read_text().strip() == "file,x,y,width,height,row,col,tissue_fraction"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from ..errors import InputError, SlideError
 from ..slide import MissingMppError, Slide, check_mpp, open_slide
 from ..tiling import tile
 from ..tissue import detect_tissue
-
-log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
@@ -160,6 +157,9 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+_TILE_COLUMNS = ("x", "y", "width", "height", "row", "col", "tissue_fraction")
+
+
 def _output_folder(out: Path, overwrite: bool) -> bool:
     """Whether to let ``atomic_dir`` replace ``out``: only if asked, or if it is an empty folder."""
     if out.exists() and not out.is_dir():
@@ -180,7 +180,7 @@ def run_tiles(args: argparse.Namespace) -> int:
             (tmp / "tiles").mkdir()
             with (tmp / "tiles.csv").open("w", newline="") as fh:
                 writer = csv.writer(fh)
-                writer.writerow(["file", "x", "y", "width", "height", "row", "col", "tissue"])
+                writer.writerow(["file", *_TILE_COLUMNS])
                 for info, arr in grid.iter(workers=args.workers, progress=True):
                     name = f"tiles/r{info.row:05d}_c{info.col:05d}.png"
                     Image.fromarray(arr).save(tmp / name, compress_level=1)
