@@ -230,6 +230,21 @@ def test_workers_leave_no_shared_memory_behind(
     assert set(Path("/dev/shm").iterdir()) <= before
 
 
+def test_grid_covers_the_bounds_in_uncropped_coordinates(
+    slides_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MRXS-style slides declare a non-empty region (openslide.bounds-*): the grid covers just
+    that region, in level-0 pixels of the uncropped image (peers.md #6)."""
+    monkeypatch.setattr(Slide, "bounds", property(lambda self: (101, 50, 1000, 700)))
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    grid = lnpath.tile(slide, slide.mpp, 256)
+    assert (grid.table["x"].min(), grid.table["y"].min()) == (101, 50)
+    assert grid.table["col"].max() == 3 and grid.table["row"].max() == 2  # 4 x 3 tiles
+    info, arr = next(iter(grid))
+    assert (info.x, info.y) == (101, 50)
+    assert np.array_equal(arr, slide.read(101, 50, 256, 256))
+
+
 def test_min_tissue_keeps_tissue_tiles(slides_dir: Path) -> None:
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
     everything = lnpath.tile(slide, 1.0, 256)
