@@ -249,6 +249,7 @@ def train(
     device: torch.device,
     init_state: dict[str, torch.Tensor] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train a U-Net; with validation images, return the weights that validated best.
 
@@ -260,6 +261,8 @@ def train(
         device: Where to train.
         init_state: Start from these weights (fine-tuning) instead of a random initialisation.
         on_step: Called as ``on_step(step, loss)`` after every step (progress bars, logs).
+        checkpoint: Save the best weights here whenever they improve, so an interrupted run
+            still leaves a usable model.
     """
     seed_everything(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -306,6 +309,8 @@ def train(
             if key > best_key:
                 best_key, best_it, best_val = key, step, score.to_dict()
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if checkpoint is not None:
+                    torch.save(best_state, checkpoint)
         if out_of_time:
             log.warning("time limit of %.0f s reached at step %d", config.time_limit_s, step)
             break

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--norm", default="batch", choices=["batch", "instance"])
     parser.add_argument("--mpp", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--val-every", type=int, default=TrainingConfig.val_every)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--evaluate-only", type=Path, help="re-evaluate a saved model folder")
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations,
         seed=args.seed,
         time_limit_s=args.time_limit,
+        val_every=args.val_every,
         unet=TrainingConfig().unet.__class__(width=args.width, depth=4, norm=args.norm),
     )
     fit = load_tile_folder(args.data, fit_names, BUENO_MPP)
@@ -101,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         if step % 25 == 0:
             log.info("step %d loss %.4f", step, loss)
 
-    result = train(fit, val, config, device, on_step=on_step)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = args.out.parent / f".{args.out.name}.best.pt"
+    result = train(fit, val, config, device, on_step=on_step, checkpoint=checkpoint)
     log.info(
         "trained %d steps in %.0f s; best step %d %s",
         result.iterations_run,

@@ -39,14 +39,30 @@ def label_glomeruli(
             touching glomeruli together.
     """
     cut = round(threshold * 255) if prob.dtype == np.uint8 else threshold
-    mask = prob >= cut
-    mask = ndimage.binary_fill_holes(mask)
+    mask = ndimage.binary_fill_holes(prob >= cut)
     mask = ndimage.binary_opening(mask, structure=_disc(max(1, round(3.0 / mpp))))
-    if split_depth_um is not None and mask.any():
-        labels = _split_touching(mask, mpp, split_depth_um)
-    else:
-        labels = ndimage.label(mask)[0]
-    return _drop_small(labels, min_area_um2 / mpp**2)
+    components, _ = ndimage.label(mask)
+    min_pixels = min_area_um2 / mpp**2
+    out = np.zeros(mask.shape, np.int32)
+    count = 0
+    # Work object by object on its bounding box: the cost follows the glomeruli, not the canvas.
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        component = components[box] == index
+        if component.sum() < min_pixels:
+            continue
+        parts = (
+            _split_touching(component, mpp, split_depth_um)
+            if split_depth_um is not None and component.sum() >= 2 * min_pixels
+            else component.astype(np.int32)
+        )
+        sizes = np.bincount(parts.ravel())
+        for part in np.flatnonzero(sizes >= min_pixels):
+            if part:
+                count += 1
+                out[box][parts == part] = count
+    return out
 
 
 def _disc(radius: int) -> np.ndarray:
@@ -54,25 +70,11 @@ def _disc(radius: int) -> np.ndarray:
     return np.asarray(xx**2 + yy**2 <= radius**2)
 
 
-def _split_touching(mask: np.ndarray, mpp: float, depth_um: float) -> np.ndarray:
+def _split_touching(component: np.ndarray, mpp: float, depth_um: float) -> np.ndarray:
+    """Watershed one connected component into glomeruli (labels 1..k, 0 outside)."""
+    mask = np.pad(component, 1)
     distance = ndimage.distance_transform_edt(mask)
-    markers, _ = ndimage.label(h_maxima(ndimage.gaussian_filter(distance, 2.0), depth_um / mpp))
-    split = watershed(-distance, markers, mask=mask)
-    # Components without a marker (small ones: their peak is below the depth) keep one label each.
-    orphans = mask & (split == 0)
-    if orphans.any():
-        extra, _ = ndimage.label(orphans)
-        split[orphans] = extra[orphans] + split.max()
-    return split.astype(np.int32)
-
-
-def _drop_small(labels: np.ndarray, min_pixels: float) -> np.ndarray:
-    count = int(labels.max())
-    if count == 0:
-        return labels.astype(np.int32)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    keep = sizes >= min_pixels
-    keep[0] = False
-    relabel = np.zeros(count + 1, dtype=np.int32)
-    relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return relabel[labels]
+    markers, count = ndimage.label(h_maxima(ndimage.gaussian_filter(distance, 2.0), depth_um / mpp))
+    if count < 2:
+        return component.astype(np.int32)
+    return watershed(-distance, markers, mask=mask)[1:-1, 1:-1].astype(np.int32)
