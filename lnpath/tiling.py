@@ -194,8 +194,10 @@ class TileGrid:
             workers: processes reading blocks; each opens its own slide handle. 1 reads here.
             progress: show a tqdm bar on stderr.
             start_method: multiprocessing start method for workers; default ``forkserver``
-                on Linux (cheap to start, no inherited slide handles), else ``spawn``. As with
-                any multiprocessing, a script using workers needs the
+                on Linux (cheap to start, no inherited slide handles), else ``spawn``. The
+                fork server preloads this module when lnpath starts it; one started earlier
+                by other code makes every worker import numpy/OpenSlide itself (~0.5 s). As
+                with any multiprocessing, a script using workers needs the
                 ``if __name__ == "__main__":`` guard.
 
         Tiles are read-only views into the block they were cut from when no resampling is
