@@ -61,25 +61,22 @@ def _label(name: str) -> str:
     return COMPONENT_LABELS.get(name, name.replace("_", " ").capitalize())
 
 
-def _partial_total(index: Mapping[str, Any]) -> int:
-    return int(
-        sum(c.get("weighted") or 0 for c in index["components"].values() if c.get("assessed"))
-    )
-
-
 def index_text(index: Mapping[str, Any]) -> str:
-    """``9/24``, or ``≥7/24 (incomplete: 2 of 6 components not assessed)``.
+    """``9/24``, ``≥7/24 (incomplete: 2 of 6 components not assessed)``, or ``not computed``.
 
     An unassessed component can only add to the total, so an incomplete index is a lower bound.
     """
-    if index.get("complete") and index.get("total") is not None:
+    if index.get("total") is None:  # e.g. an inadequate biopsy: counts only, by policy
+        note = index.get("note")
+        return f"not computed ({note})" if note else "not computed"
+    if index.get("complete"):
         return f"{index['total']}/{index['max']}"
     missing = len(index.get("not_assessed", []))
     of = len(index["components"])
     span = index.get("total_range")
     full = f"; full index {span[0]}–{span[1]}" if span else ""
     return (
-        f"≥{_partial_total(index)}/{index['max']} "
+        f"≥{index['total']}/{index['max']} "
         f"(incomplete: {missing} of {of} components not assessed{full})"
     )
 

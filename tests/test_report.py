@@ -170,3 +170,14 @@ def test_findings_csv_matches_the_geojson(result: lnpath.SlideResult) -> None:
     assert any(c.startswith("m_") for c in table.columns)
     png = (result.folder / "overlay.png").read_bytes()
     assert Image.open(io.BytesIO(png)).format == "PNG"
+
+
+def test_inadequate_biopsy_says_index_not_computed(qupath_dir: Path) -> None:
+    table = findings_from_geojson(qupath_dir / "TPATH065.geojson").head(5)
+    for lesion in LESIONS:
+        table[lesion] = table[lesion].fillna(False).astype("boolean")
+    for cortex in (None, {"interstitial_fibrosis": 0.2}):
+        scores = lnpath.score_findings(table, cortex=cortex).to_dict()
+        line = diagnosis_line({"scores": scores, "status": "provisional", "confirmation": None})
+        assert "activity index not computed (" in line and "inadequate" in line
+        assert "≥" not in line
