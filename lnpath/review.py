@@ -583,37 +583,50 @@ class Verification:
 def verify(result_dir: str | os.PathLike[str]) -> Verification:
     """Check that the result folder is exactly what lnpath last wrote.
 
-    For every revision the audit trail records the content sha256; a confirmed revision also
-    seals its report and overlay. Any difference means the folder was edited outside lnpath.
+    The audit trail's last event for the current revision records the content sha256 and the
+    sha256 of the report and overlay; a confirmation repeats them in ``result.json``. Any
+    difference, a status that disagrees with the audit trail (an "unconfirmed" confirmed result),
+    or an edited earlier revision means the folder was edited outside lnpath.
 
     Raises:
         ResultError: naming the first file or seal that does not match.
     """
     folder = Path(result_dir)
     result = load_result_json(folder)
-    audit = [e for e in read_audit(folder) if e.get("revision") == result["revision"]]
-    if not audit:
+    revision = int(result["revision"])
+    events = [e for e in read_audit(folder) if e.get("revision") == revision]
+    if not events:
         raise ResultError(
-            f"{folder}: no audit record for revision {result['revision']} (edited outside lnpath?)"
+            f"{folder}: no audit record for revision {revision} (edited outside lnpath?)"
         )
+    last = events[-1]
     sha = content_sha256(folder, result)
-    checked = ["content"]
-    if sha != audit[-1]["content_sha256"]:
+    if sha != last["content_sha256"]:
         raise ResultError(
-            f"{folder}: content of revision {result['revision']} was modified after it was "
-            "written (edit a copy of a file and pass it to lnpath review instead)"
+            f"{folder}: content of revision {revision} was modified after it was written "
+            "(edit a copy of a file and pass it to lnpath review instead)"
         )
+    checked = ["content"]
+    for name in DERIVED_FILES:
+        if file_sha256(folder / name) != (last.get("snapshot") or {}).get(name):
+            raise ResultError(f"{folder / name}: modified after lnpath wrote it")
+        checked.append(name)
     confirmation = result.get("confirmation")
-    if result["status"] == "confirmed":
-        if not confirmation or confirmation.get("sha256") != sha:
-            raise ResultError(f"{folder}: confirmation seal does not match the content")
-        for name in DERIVED_FILES:
-            if file_sha256(folder / name) != confirmation.get("files", {}).get(name):
-                raise ResultError(f"{folder / name}: modified after confirmation")
-            checked.append(name)
+    if last["event"] == "confirmed":
+        if result["status"] != "confirmed" or not confirmation:
+            raise ResultError(
+                f"{folder}: revision {revision} was confirmed but reads {result['status']!r}"
+            )
+        sealed_files = confirmation.get("files") or {}
+        if (
+            confirmation.get("sha256") != sha
+            or confirmation.get("pathologist") != last.get("by")
+            or any(sealed_files.get(n) != last["snapshot"].get(n) for n in DERIVED_FILES)
+        ):
+            raise ResultError(f"{folder}: confirmation seal does not match the audit trail")
     elif result["status"] != "provisional" or confirmation is not None:
         raise ResultError(
-            f"{folder}: status {result['status']!r} is inconsistent with its confirmation"
+            f"{folder}: revision {revision} was never confirmed but reads {result['status']!r}"
         )
     checked.append(f"{_check_snapshots(folder)} revision snapshot(s)")
     return Verification(folder, int(result["revision"]), str(result["status"]), sha, checked)

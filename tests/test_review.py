@@ -144,6 +144,11 @@ def test_review_with_edited_findings_and_cortex(result_dir: Path, tmp_path: Path
     assert (None, "interstitial fibrosis (fraction of cortex)", "not assessed", "0.3") in changes
     fibrosis = after.to_dict()["scores"]["chronicity_index"]["components"]["interstitial_fibrosis"]
     assert fibrosis["assessed"] and fibrosis["score"] == 2
+    verify(result_dir)
+    report = result_dir / "report.html"  # a provisional report is sealed by the audit trail too
+    report.write_text(report.read_text().replace("PROVISIONAL", "CONFIRMED", 1))
+    with pytest.raises(ResultError, match=r"report\.html: modified"):
+        verify(result_dir)
 
 
 def test_unchanged_export_writes_nothing(result_dir: Path, tmp_path: Path) -> None:
@@ -177,8 +182,16 @@ def test_confirm_seals_and_verify_detects_tampering(result_dir: Path) -> None:
     verify(result_dir)
 
     report = result_dir / "report.html"
-    report.write_text(report.read_text().replace("CONFIRMED", "confirmed"))
+    original = report.read_text()
+    report.write_text(original.replace("CONFIRMED", "confirmed"))
     with pytest.raises(ResultError, match=r"report\.html"):
+        verify(result_dir)
+    report.write_text(original)
+
+    unconfirmed = json.loads((result_dir / "result.json").read_text())
+    unconfirmed.update(status="provisional", confirmation=None)
+    (result_dir / "result.json").write_text(json.dumps(unconfirmed))
+    with pytest.raises(ResultError, match="was confirmed but reads 'provisional'"):
         verify(result_dir)
 
 
