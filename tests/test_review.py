@@ -135,12 +135,15 @@ def test_review_with_edited_findings_and_cortex(result_dir: Path, tmp_path: Path
     table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)
     first = int(table.loc[0, "glomerulus_id"])
     table.loc[0, "fibrinoid_necrosis"] = "yes"
-    table.to_csv(tmp_path / "edited.csv", index=False)
+    last = int(table["glomerulus_id"].iloc[-1])
+    table.iloc[:-1].to_csv(tmp_path / "edited.csv", index=False)  # last row left out: deleted
     after = review(
         result_dir, findings=tmp_path / "edited.csv", cortex={"interstitial_fibrosis": 0.3}
     )
     changes = _changes(after)
     assert (first, "Fibrinoid necrosis", "not assessed", "yes") in changes
+    assert (last, "glomerulus", "present", "deleted") in changes
+    assert last not in set(after.findings["glomerulus_id"])
     assert (None, "interstitial fibrosis (fraction of cortex)", "not assessed", "0.3") in changes
     fibrosis = after.to_dict()["scores"]["chronicity_index"]["components"]["interstitial_fibrosis"]
     assert fibrosis["assessed"] and fibrosis["score"] == 2
