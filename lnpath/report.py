@@ -260,7 +260,12 @@ def _value_text(value: Any) -> str:
     if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
     if isinstance(value, float | np.floating):
-        return f"{value:.3g}"
+        number = float(value)
+        if number.is_integer() and abs(number) < 1e9:
+            return f"{int(number):,}"
+        if abs(number) >= 100:
+            return f"{number:,.0f}"
+        return f"{number:.3g}"
     return str(value)
 
 
