@@ -15,11 +15,12 @@ whole folder consistently could forge one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ from .pipeline import (
 )
 from .qupath import QuPathFeature, read_qupath
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 LOG = logging.getLogger(__name__)
 
 CORTEX_FIELDS = ("interstitial_inflammation", "interstitial_fibrosis", "tubular_atrophy")
@@ -69,6 +75,27 @@ _CLASS_ASSERTS: dict[str, dict[str, Any]] = {
 }
 _LABEL_TO_LESION = {label: lesion for lesion, label in LESION_LABELS.items()}
 _KEEP_COLUMNS = ("glomerulus_id", *LESIONS, *OPTIONAL_FLAGS, "source")
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """One writer at a time per result folder, so two reviews never both become revision N+1.
+
+    The lock file lives beside the folder because the folder itself is replaced on every write.
+    Where ``fcntl`` does not exist (Windows) there is no lock.
+    """
+    if fcntl is None or not folder.parent.is_dir():
+        yield
+        return
+    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResultError(f"{folder}: another review or confirmation is writing it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _now() -> str:
@@ -462,6 +489,18 @@ def review(
         raise InputError(
             "review: give an edited GeoJSON, an edited findings CSV or cortex fractions"
         )
+    with _exclusive(folder):
+        return _review(folder, geojson, findings, cortex, reviewer, note)
+
+
+def _review(
+    folder: Path,
+    geojson: str | os.PathLike[str] | None,
+    findings: str | os.PathLike[str] | None,
+    cortex: Mapping[str, float | None] | None,
+    reviewer: str | None,
+    note: str | None,
+) -> SlideResult:
     verify(folder)
     result = load_result_json(folder)
     edit = _Edit(
@@ -531,6 +570,11 @@ def confirm(
     folder = Path(result_dir)
     if not pathologist or not pathologist.strip():
         raise InputError("confirm: the pathologist's name is required")
+    with _exclusive(folder):
+        return _confirm(folder, pathologist.strip(), note)
+
+
+def _confirm(folder: Path, pathologist: str, note: str | None) -> SlideResult:
     verify(folder)
     result = load_result_json(folder)
     if result["status"] == "confirmed":
@@ -544,13 +588,13 @@ def confirm(
         **result,
         "status": "confirmed",
         "confirmation": {
-            "pathologist": pathologist.strip(),
+            "pathologist": pathologist,
             "confirmed_at": at,
             "sha256": None,
             "note": note,
         },
     }
-    event = {"event": "confirmed", "at": at, "by": pathologist.strip(), "note": note}
+    event = {"event": "confirmed", "at": at, "by": pathologist, "note": note}
     write_result(folder, new, event, overwrite=True)
     return SlideResult.load(folder)
 

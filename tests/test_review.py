@@ -291,3 +291,12 @@ def test_redrawn_outline_is_remeasured(result_dir: Path, tmp_path: Path) -> None
     assert not pd.isna(row["m_area_um2"]) and row["m_area_um2"] != before["m_area_um2"]
     saved = {f.name: f.geometry for f in read_qupath(result_dir / "glomeruli.geojson")}
     assert saved[f"G{gid}"].geom_type == "Polygon"
+
+
+def test_a_second_writer_is_refused_while_one_holds_the_folder(result_dir: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    with open(result_dir.parent / f".{result_dir.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(ResultError, match="another review or confirmation"):
+            confirm(result_dir, "Dr A")
+    assert confirm(result_dir, "Dr A").status == "confirmed"
