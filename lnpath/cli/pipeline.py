@@ -104,7 +104,12 @@ def _summary(result: Any, seconds: float) -> Table:
     table.add_row("Chronicity index", index_text(scores["chronicity_index"]))
     table.add_row("Status", status_text(data))
     table.add_row("Report", escape(str(result.report_path.resolve())))
-    table.add_row("Time", f"{seconds:.1f} s")
+    stages = ", ".join(
+        f"{k} {v:.1f} s"
+        for k, v in (data.get("timings") or {}).items()
+        if k in STAGE_LABELS and v >= 0.5
+    )
+    table.add_row("Time", f"{seconds:.1f} s ({stages})" if stages else f"{seconds:.1f} s")
     return table
 
 
