@@ -20,7 +20,10 @@ def test_there_are_notebooks() -> None:
 def test_notebook_executes(path: Path, data_dir: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
     errors = [
