@@ -64,6 +64,7 @@ CORTEX_FIELDS = ("interstitial_inflammation", "interstitial_fibrosis", "tubular_
 MATCH_MIN_IOU = 0.5  # an edited outline is the same glomerulus if it overlaps this much
 OUTLINE_CHANGE = 0.01  # relative symmetric difference above which an outline counts as redrawn
 SLIDE_TOLERANCE_PX = 2.0
+MAX_GLOMERULUS_UM2 = 200_000.0  # ~500 µm across; the largest human glomeruli are ~300 µm
 #: What each QuPath class asserts. Our own classes assert their lesion; the class maps of the
 #: findings module (``Normal``/``Sclerotic``/...) are accepted too; ``Glomerulus`` asserts nothing.
 _CLASS_ASSERTS: dict[str, dict[str, Any]] = {
@@ -262,6 +263,12 @@ def _apply_geojson(edit: _Edit, path: Path, result: Mapping[str, Any]) -> None:
                 edit.set(gid, lesion, value, source)
     next_id = int(max(edit.table["glomerulus_id"], default=0)) + 1
     for feature in unmatched:
+        area_um2 = feature.geometry.area * edit.mpp**2
+        if area_um2 > MAX_GLOMERULUS_UM2:
+            raise InputError(
+                f"{where}: feature {feature.id} covers {area_um2 / 1e6:.2f} mm², too large for a "
+                "glomerulus (a tissue or region annotation? leave it out of the export)"
+            )
         values = _class_values(feature.classification, f"{where} feature {feature.id}")
         _add(edit, next_id, feature.geometry, values, source)
         next_id += 1

@@ -300,3 +300,18 @@ def test_a_second_writer_is_refused_while_one_holds_the_folder(result_dir: Path)
         with pytest.raises(ResultError, match="another review or confirmation"):
             confirm(result_dir, "Dr A")
     assert confirm(result_dir, "Dr A").status == "confirmed"
+
+
+def test_a_tissue_annotation_in_the_export_is_not_taken_for_a_glomerulus(
+    result_dir: Path, tmp_path: Path
+) -> None:
+    data = _qupath_export(result_dir)
+    data["features"].append(
+        {
+            "type": "Feature",
+            "geometry": mapping(Point(4000, 1000).buffer(600)),
+            "properties": {"objectType": "annotation"},
+        }
+    )
+    with pytest.raises(InputError, match=r"too large for a glomerulus"):
+        review(result_dir, geojson=_write(data, tmp_path / "with-tissue.geojson"))
