@@ -58,8 +58,9 @@ def segment_glomeruli(
         batch_size: Tiles per forward pass (default 4 on CPU, 16 on CUDA).
         progress: Show a tqdm bar on stderr.
         tissue: A tissue mask already computed for this slide (detected here otherwise).
-        workers: Reader processes, each opening its own slide handle; default: one when the
-            machine has more than one CPU and the grid is larger than a few tiles.
+        workers: Reader processes, each opening its own slide handle (1 = read here); default
+            2 when the machine has more than one CPU and the grid more than 8 tiles, so pixels
+            are decoded while the network runs.
 
     Returns:
         The glomeruli (polygons in level-0 px), with ``metadata`` holding the model, tile count
@@ -86,7 +87,7 @@ def segment_glomeruli(
     if len(grid) == 0:
         log.warning("%s: no tissue found; returning zero glomeruli", slide.path)
         return Glomeruli([], slide.mpp, net.name, metadata=meta)
-    n_workers = workers if workers is not None else (1 + (_cpus() > 1 and len(grid) > 8))
+    n_workers = workers if workers is not None else (2 if _cpus() > 1 and len(grid) > 8 else 1)
     stitcher = _Stitcher(grid, net)
     glomeruli: list[Glomerulus] = []
     for indices, arrays in _batches(grid, batch, n_workers, progress, stats):

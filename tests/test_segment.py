@@ -38,7 +38,13 @@ def test_test_split_quality_is_no_worse_than_the_card(
 ) -> None:
     split = json.loads((bueno_dir / "split.json").read_text())
     tiles = load_tile_folder(bueno_dir, split["test"], BUENO_MPP)
-    score = evaluate(model.network, tiles, model.mpp, torch.device("cpu"))
+    score = evaluate(
+        model.network,
+        tiles,
+        model.mpp,
+        torch.device("cpu"),
+        threshold=model.postprocess["threshold"],
+    )
     card = model.card["metrics"]["test"]
     assert score.dice >= card["dice"] - TOLERANCE
     assert score.recall >= card["recall"] - TOLERANCE
