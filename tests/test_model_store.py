@@ -65,6 +65,7 @@ def test_tampered_weights_are_refused(small_model: Path) -> None:
     assert "\n" not in str(info.value) and str(weights) in str(info.value)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_foreign_pickle_is_refused_even_with_a_matching_hash(small_model: Path) -> None:
     weights = small_model / WEIGHTS_FILE
     weights.write_bytes(pickle.dumps(shutil.rmtree))  # would be callable on unpickling
