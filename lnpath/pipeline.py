@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import math
-import os
 import shutil
 import time
 import uuid
@@ -376,15 +375,6 @@ class ResultContent:
         )
 
 
-def _apply_umask(folder: Path) -> None:
-    """Give the folder the permissions of an ordinary output (temporary files are private)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    folder.chmod(0o777 & ~mask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
-
-
 def write_result(
     target: Path,
     result: dict[str, Any],
@@ -440,7 +430,6 @@ def write_result(
             tmp / "revisions" / "audit.jsonl",
             "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in audit),
         )
-        _apply_umask(tmp)
 
 
 # --------------------------------------------------------------------------------------------

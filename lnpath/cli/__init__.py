@@ -79,6 +79,9 @@ def score_slide_main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     parser.prog = "score_slide"
-    if args[:1] in (["--version"], ["-h"], ["--help"]):
-        return _run(parser, args if args[:1] == ["--version"] else ["score", *args])
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction) and "score" in action.choices:
+            action.choices["score"].prog = "score_slide"  # usage and errors name the command run
+    if args[:1] == ["--version"]:
+        return _run(parser, args)
     return _run(parser, ["score", *args])
