@@ -48,6 +48,7 @@ def segment_glomeruli(
     progress: bool = False,
     tissue: TissueMask | None = None,
     workers: int | None = None,
+    tta: bool | None = None,
 ) -> Glomeruli:
     """Find every glomerulus in a slide.
 
@@ -61,6 +62,8 @@ def segment_glomeruli(
         workers: Reader processes, each opening its own slide handle (1 = read here); default
             2 when the machine has more than one CPU and the grid more than 8 tiles, so pixels
             are decoded while the network runs.
+        tta: Average over four flips (default: the model card's setting); ``False`` is about
+            four times faster at a small cost in outline quality.
 
     Returns:
         The glomeruli (polygons in level-0 px), with ``metadata`` holding the model, tile count
@@ -88,11 +91,13 @@ def segment_glomeruli(
         log.warning("%s: no tissue found; returning zero glomeruli", slide.path)
         return Glomeruli([], slide.mpp, net.name, metadata=meta)
     n_workers = workers if workers is not None else (2 if _cpus() > 1 and len(grid) > 8 else 1)
+    use_tta = bool(net.card.get("tta", True)) if tta is None else tta
+    meta["tta"] = use_tta
     stitcher = _Stitcher(grid, net)
     glomeruli: list[Glomerulus] = []
     for indices, arrays in _batches(grid, batch, n_workers, progress, stats):
         start = time.perf_counter()
-        probs = predict_batch(net.network, np.stack(arrays), dev, tta=net.card.get("tta", True))
+        probs = predict_batch(net.network, np.stack(arrays), dev, tta=use_tta)
         stats.add("compute_s", start)
         start = time.perf_counter()
         for index, prob in zip(indices, probs, strict=True):

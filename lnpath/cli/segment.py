@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
         default="detection",
         help="QuPath object type (annotation = editable outlines)",
     )
+    p.add_argument(
+        "--no-tta", action="store_true", help="skip flip averaging (about 4x faster on CPU)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_segment)
 
@@ -67,6 +70,7 @@ def run_segment(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            tta=False if args.no_tta else None,
         )
     out = glomeruli.write_geojson(args.out, object_type=args.object_type)
     timings = glomeruli.metadata.get("timings", {})
