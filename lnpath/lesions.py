@@ -213,7 +213,7 @@ class TrainedLesionCaller:
         folder: model folder with ``card.json`` and the weights it names.
         expected_labels: lesions the caller is configured to provide; a model whose label set
             differs raises :class:`~lnpath.errors.ModelError` rather than silently leaving some out.
-        device: torch device string.
+        device: ``auto``, ``cpu`` or ``cuda`` (``auto`` takes a GPU when there is one).
     """
 
     def __init__(
@@ -225,6 +225,7 @@ class TrainedLesionCaller:
         import torch
 
         from .nn.lesion_net import LesionNet, LesionNetConfig
+        from .nn.predict import resolve_device
 
         self.folder = Path(folder)
         card_path = self.folder / "card.json"
@@ -254,14 +255,14 @@ class TrainedLesionCaller:
                 "%s: trained on crops of unknown µm/px; glomeruli are read at 1.0 µm/px", card_path
             )
         self.mpp = float(self.card.get("mpp") or 1.0)
-        self.device = device
+        self.device = str(resolve_device(device))
         self.net = LesionNet(config)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             self.net.load_state_dict(state)
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"{weights}: weights do not fit the card's network ({exc})") from exc
-        self.net.to(device).eval()
+        self.net.to(self.device).eval()
         self.name = str(self.card.get("name") or self.folder.name)
         self.source = f"lesion-model:{self.name}"
 

@@ -518,11 +518,17 @@ def _parse_date(value: str | dt.date | None) -> str | None:
         raise InputError(f"biopsy date {value!r}: expected an ISO date YYYY-MM-DD") from None
 
 
-def lesion_caller(name: str | None) -> Any:
-    """The lesion caller a result was (or will be) scored with: rules, or a trained model."""
+def lesion_caller(name: str | None, stain: str = "PAS", device: str = "auto") -> Any:
+    """The lesion caller a result was (or will be) scored with: rules, or a trained model.
+
+    The rules are stain-specific (they call only where their thresholds hold), so the stain of
+    the section travels with them.
+    """
     from .lesions import MorphometryCaller, TrainedLesionCaller
 
-    return MorphometryCaller() if name is None else TrainedLesionCaller.from_name(name)
+    if name is None:
+        return MorphometryCaller(stain=stain)
+    return TrainedLesionCaller.from_name(name, device=device)
 
 
 def _model_info(obj: Any, fallback: str) -> dict[str, Any]:
@@ -645,7 +651,7 @@ def score_slide(
                 "sha256": file_sha256(Path(glomeruli)),
             }
     with _stage("lesions", timings, on_stage):
-        caller = lesion_caller(lesion_model)
+        caller = lesion_caller(lesion_model, stain=stain, device=device)
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
     with _stage("cortex", timings, on_stage):

@@ -26,6 +26,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from .findings import LESIONS
+from .indices import ACTIVITY, CHRONICITY
 from .pipeline import CLASS_COLOURS, LESION_LABELS, NO_LESION, NOT_ASSESSED, Assets
 
 COMPONENT_LABELS: dict[str, str] = {
@@ -92,9 +93,10 @@ def status_text(result: Mapping[str, Any]) -> str:
 def diagnosis_line(result: Mapping[str, Any]) -> str:
     """The report's first line, in RPS consensus order: entity, class, indices, status."""
     scores = result["scores"]
-    proposal = scores["isn_rps_class"].get("proposal") or "not proposed"
+    proposal = scores["isn_rps_class"].get("proposal")
+    class_text = f"ISN/RPS class proposal {proposal}" if proposal else "no ISN/RPS class proposed"
     return (
-        f"Lupus nephritis, ISN/RPS class proposal {proposal}. "
+        f"Lupus nephritis, {class_text}. "
         f"Modified NIH activity index {index_text(scores['activity_index'])}; "
         f"chronicity index {index_text(scores['chronicity_index'])}. {status_text(result)}"
     )
@@ -225,13 +227,17 @@ def _index_interval(unc: Mapping[str, Any] | None) -> str:
 def _not_assessed(result: Mapping[str, Any], findings: pd.DataFrame) -> list[str]:
     scores = result["scores"]
     items = []
-    for key in ("activity_index", "chronicity_index"):
+    listed: set[str] = set()  # lesion columns already covered by a not-assessed component
+    for key, components in (("activity_index", ACTIVITY), ("chronicity_index", CHRONICITY)):
         for name in scores[key].get("not_assessed", []):
             reason = _cortex_reason(result.get("cortex") or {}, name)
             items.append(
                 f"{_label(name)}: not assessed{f' ({reason})' if reason else ''}; supply it"
             )
+            listed.update(components.get(name, (None, 0))[0] or ())
     for lesion in LESIONS:
+        if lesion in listed:
+            continue
         if lesion in findings and len(findings) and findings[lesion].isna().all():
             items.append(f"{LESION_LABELS[lesion]}: not called by the machine for any glomerulus")
     items += [

@@ -18,18 +18,6 @@ import numpy as np
 from .errors import InputError
 from .response_sides import AI_MAX, CI_MAX, BiopsySide, class_name, classes, parse_class
 
-
-def band(n: int, total: int) -> int:
-    """Score a count with the §1.3 band rule in integer arithmetic (25% and 50% both score 2)."""
-    if n == 0:
-        return 0
-    if 4 * n < total:
-        return 1
-    if 2 * n <= total:
-        return 2
-    return 3
-
-
 #: Every threshold a preset sets, with the lnhr_default value; any can be overridden by name.
 DEFAULT_PARAMS: dict[str, Any] = {
     "quiescent_max_ai": 0,

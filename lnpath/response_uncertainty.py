@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .response_presets import TOTAL_VARS, Totals, band, panel_rules
+from .response_presets import TOTAL_VARS, Totals, panel_rules
 from .response_sides import GLOMERULAR_COMPONENTS, BiopsySide, as_count
+from .uncertainty import band
 
 INDEPENDENCE_ASSUMPTION = (
     "The baseline and follow-up biopsies are separate samples, so their AI and CI total "
@@ -154,7 +155,9 @@ def sampling_view(
                 if name not in GLOMERULAR_COMPONENTS or c.score is None:
                     continue
                 n, total = as_count(c.n), as_count(c.N)
-                if n is None or total is None or total <= 0 or band(n, total) != c.score:
+                if n is None or total is None or not 0 <= n <= total or total == 0:
+                    continue
+                if band(n, total) != c.score:
                     continue
                 row: dict[str, Any] = {
                     "side": "baseline" if side_i == 0 else "follow-up",

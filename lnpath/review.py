@@ -446,7 +446,8 @@ def _refresh_from_slide(edit: _Edit, result: Mapping[str, Any], assets: Assets) 
                 )
                 for g in targets
             ]
-            calls = lesion_caller(result.get("lesion_model")).call(glomeruli, slide)
+            caller = lesion_caller(result.get("lesion_model"), stain=result.get("stain", "PAS"))
+            calls = caller.call(glomeruli, slide)
             assets.add_crops(slide, {g: edit.polygons[g] for g in targets})
     except LnpathError as exc:
         LOG.warning("%s: cannot measure edited glomeruli (%s)", path, exc)

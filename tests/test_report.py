@@ -81,7 +81,12 @@ def test_report_is_valid_self_contained_html(result: lnpath.SlideResult) -> None
 
 def test_report_leads_with_the_diagnosis_line(result: lnpath.SlideResult) -> None:
     line = result.diagnosis_line()
-    assert line.startswith("Lupus nephritis, ISN/RPS class proposal ")
+    proposal = result.to_dict()["scores"]["isn_rps_class"]["proposal"]
+    assert line.startswith(
+        f"Lupus nephritis, ISN/RPS class proposal {proposal}. "
+        if proposal
+        else "Lupus nephritis, no ISN/RPS class proposed. "
+    )
     assert "Modified NIH activity index " in line and "; chronicity index " in line
     assert line.endswith("PROVISIONAL — pending pathologist review")
     # PAS cannot grade interstitial fibrosis: the totals are marked incomplete, as lower bounds
@@ -105,7 +110,9 @@ def test_not_assessed_items_say_what_the_pathologist_must_supply(
     assert "PAS does not stain collagen selectively" in text
     assert "Tubular atrophy: not assessed" in text
     assert "Immunofluorescence" in text and "electron microscopy" in text
-    assert "Fibrinoid necrosis: not called by the machine for any glomerulus" in text
+    # each missing lesion is listed once: under its index component, not again per lesion
+    assert text.count("Fibrinoid necrosis: not assessed") == 1
+    assert "Fibrinoid necrosis: not called by the machine" not in text
 
 
 def test_component_tables_show_counts_and_whole_percentages(result: lnpath.SlideResult) -> None:
@@ -148,7 +155,8 @@ def test_diagnosis_line_for_a_complete_score(qupath_dir: Path) -> None:
     scores = _complete_score(qupath_dir)
     ai, ci = scores["activity_index"], scores["chronicity_index"]
     line = diagnosis_line({"scores": scores, "status": "provisional", "confirmation": None})
-    proposal = scores["isn_rps_class"]["proposal"] or "not proposed"
+    proposal = scores["isn_rps_class"]["proposal"]
+    assert proposal, "the complete QuPath-derived score has a class proposal"
     assert line == (
         f"Lupus nephritis, ISN/RPS class proposal {proposal}. Modified NIH activity index "
         f"{ai['total']}/24; chronicity index {ci['total']}/12. "

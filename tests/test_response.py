@@ -17,10 +17,10 @@ from lnpath.response import (
     AI_COMPONENTS,
     CI_COMPONENTS,
     PRESETS,
-    band,
     compare,
     list_presets,
 )
+from lnpath.uncertainty import band
 
 WEIGHTS = {"fibrinoid_necrosis": 2, "cellular_fibrocellular_crescents": 2}
 N = 20
