@@ -1,0 +1,1 @@
+"""lnpath test suite (a package, so test modules can share helpers)."""
