@@ -65,6 +65,10 @@ _EXPORTS: dict[str, str] = {
     "verify": "review",
     "compare": "response",
     "ResponseResult": "response",
+    # cohorts
+    "score_batch": "batch",
+    "read_manifest": "batch",
+    "cohort_table": "batch",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

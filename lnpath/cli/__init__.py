@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import LnpathError
 
-_COMMAND_MODULES = ("slides", "scoring", "segment", "lesions", "pipeline", "compare")
+_COMMAND_MODULES = ("slides", "scoring", "segment", "lesions", "pipeline", "compare", "batch")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,189 @@
+"""Batch scoring over a manifest: the shipped demo slide as two biopsies of one patient.
+
+The demo's own glomerulus outlines are given in the manifest, so each slide skips segmentation and
+scores in seconds; the first run goes through ``lnpath batch`` on a real dask LocalCluster of two
+worker processes, and every other test reads (or resumes) that batch folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import lnpath
+from lnpath.batch import expected_inputs, read_status, shard_rows, stale
+from lnpath.cli import main
+from lnpath.errors import InputError
+from lnpath.qupath import read_qupath
+
+HEADER = "slide_id,path,patient_id,timepoint,glomeruli,biopsy_date\n"
+
+
+@pytest.fixture(scope="module")
+def batch(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Score the manifest once through the CLI; the missing slide must not stop the others."""
+    root = tmp_path_factory.mktemp("batch")
+    (root / "slides").mkdir()
+    (root / "slides" / "demo.tiff").symlink_to(repo_dir / "examples" / "demo_biopsy.tiff")
+    outlines = repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"
+    manifest = root / "manifest.csv"
+    manifest.write_text(
+        HEADER
+        + f"p1_bl,slides/demo.tiff,P1,0,{outlines},2024-01-02\n"
+        + f"p1_fu,slides/demo.tiff,P1,1,{outlines},2024-07-01\n"
+        + "p2_bl,slides/missing.svs,P2,0,,\n",
+        encoding="utf-8",
+    )
+    out = root / "out"
+    code = main(["batch", str(manifest), "--out", str(out), "--workers", "2", "--device", "cpu"])
+    return {"code": code, "manifest": manifest, "out": out, "outlines": outlines}
+
+
+def test_cli_scores_every_slide_and_records_the_failure(batch: dict) -> None:
+    out = batch["out"]
+    assert batch["code"] == 1  # a failed slide makes the exit status 1, after the others
+    status = read_status(out).set_index("slide_id")
+    assert status["outcome"].to_dict() == {"p1_bl": "scored", "p1_fu": "scored", "p2_bl": "failed"}
+    error = status.loc["p2_bl", "error"]
+    assert "missing.svs" in error and "no such slide file" in error and "\n" not in error
+    for slide_id in ("p1_bl", "p1_fu"):
+        result = json.loads((out / slide_id / "result.json").read_text())
+        assert result["patient_id"] == "P1"
+        relative = batch["manifest"].parent / "slides" / "demo.tiff"  # resolved beside it
+        assert status.loc[slide_id, "path"] == str(relative)
+        assert result["slide"]["path"] == str(relative.resolve())
+        worker = status.loc[slide_id, "worker"]
+        assert int(worker.rsplit(":", 1)[1]) != os.getpid()  # scored in a worker process
+    assert not (out / "p2_bl").exists()
+
+
+def test_rerun_resumes_without_rescoring(batch: dict) -> None:
+    out = batch["out"]
+    before = {s: (out / s / "result.json").stat().st_mtime_ns for s in ("p1_bl", "p1_fu")}
+    status = lnpath.score_batch(batch["manifest"], out)
+    assert status.set_index("slide_id")["outcome"].to_dict() == {
+        "p1_bl": "skipped",
+        "p1_fu": "skipped",
+        "p2_bl": "failed",
+    }
+    after = {s: (out / s / "result.json").stat().st_mtime_ns for s in ("p1_bl", "p1_fu")}
+    assert after == before
+
+
+def test_completion_marker_notices_changed_inputs(batch: dict) -> None:
+    out = batch["out"]
+    row = lnpath.read_manifest(batch["manifest"]).iloc[0].to_dict()
+    result = json.loads((out / "p1_bl" / "result.json").read_text())
+    assert stale(result, expected_inputs(row, None, None)) == []
+    stricter = {"adequacy": {"adequate": 15, "limited": 12}}
+    assert stale(result, expected_inputs(row, stricter, None)) == ["config"]
+    assert stale(result, expected_inputs({**row, "patient_id": "P9"}, None, None)) == ["patient_id"]
+    # a changed manifest row is refused without --overwrite, and the old result is kept
+    table = lnpath.read_manifest(batch["manifest"]).iloc[:1].assign(patient_id="P9")
+    before = (out / "p1_bl" / "result.json").stat().st_mtime_ns
+    status = lnpath.score_batch(table, out)
+    assert status.loc[0, "outcome"] == "failed"
+    assert (
+        "patient_id changed" in status.loc[0, "error"] and "--overwrite" in status.loc[0, "error"]
+    )
+    assert (out / "p1_bl" / "result.json").stat().st_mtime_ns == before
+    lnpath.score_batch(batch["manifest"], out)  # restore the status file for the other tests
+
+
+def test_cohort_table_and_pairs(batch: dict) -> None:
+    out = batch["out"]
+    assert main(["cohort", str(out)]) == 0
+    table = pd.read_csv(out / "cohort.csv").set_index("slide_id")
+    parquet = pd.read_parquet(out / "cohort.parquet").set_index("slide_id")
+    assert list(parquet.index) == list(table.index) == ["p1_bl", "p1_fu", "p2_bl"]
+    n_outlines = len(read_qupath(batch["outlines"]))
+    outlines_sha = hashlib.sha256(Path(batch["outlines"]).read_bytes()).hexdigest()
+    for slide_id in ("p1_bl", "p1_fu"):
+        row = table.loc[slide_id]
+        result = lnpath.SlideResult.load(out / slide_id).to_dict()
+        assert row["status"] == "provisional"
+        assert row["n_glomeruli"] == n_outlines
+        assert row["adequacy"] == result["scores"]["adequacy"]["status"]
+        ai = result["scores"]["activity_index"]
+        assert parquet.loc[slide_id, "ai_complete"] == ai["complete"]
+        assert pd.isna(row["ai_total"]) if ai["total"] is None else row["ai_total"] == ai["total"]
+        assert row["mpp"] == 0.5 and row["mpp_source"] == "tiff-resolution"
+        assert row["model_sha256"] == outlines_sha
+        assert row["lnpath_version"] == lnpath.__version__
+    assert table.loc["p2_bl", "status"] == "failed"
+    assert table.loc["p1_fu", "visit"] == 2 and table.loc["p1_fu", "previous_slide_id"] == "p1_bl"
+    assert table.loc["p1_bl", "visit"] == 1 and pd.isna(table.loc["p1_bl", "previous_slide_id"])
+    pairs = pd.read_csv(out / "cohort_pairs.csv")
+    assert len(pairs) == 1  # the failed P2 biopsy has no pair
+    pair = pairs.iloc[0]
+    assert (pair["patient_id"], pair["baseline_slide_id"], pair["followup_slide_id"]) == (
+        "P1",
+        "p1_bl",
+        "p1_fu",
+    )
+    expected = lnpath.compare(out / "p1_bl", out / "p1_fu", preset="lnhr_default")
+    assert pair["status"] == expected.status
+    assert pair["endpoint"] == expected.endpoint["name"]
+
+
+def test_shard_selection_covers_every_row_once() -> None:
+    table = pd.DataFrame({"slide_id": [f"s{i}" for i in range(10)]})
+    assert list(shard_rows(table, (1, 3))["slide_id"]) == ["s1", "s4", "s7"]
+    shards = [list(shard_rows(table, (i, 4))["slide_id"]) for i in range(4)]
+    assert sorted(itertools.chain.from_iterable(shards)) == sorted(table["slide_id"])
+    assert [len(s) for s in shards] == [3, 3, 2, 2]
+    assert list(shard_rows(table, (0, 20))["slide_id"]) == ["s0"]
+    assert shard_rows(table, (15, 20)).empty
+    for bad in ((3, 3), (-1, 2), (0, 0)):
+        with pytest.raises(InputError, match="shard"):
+            shard_rows(table, bad)
+
+
+def test_cli_shard_argument(batch: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    # shard 2/3 holds only the missing slide: nothing is scored, the failure is still reported
+    code = main(["batch", str(batch["manifest"]), "--out", str(batch["out"]), "--shard", "2/3"])
+    assert code == 1
+    assert "p2_bl" in capsys.readouterr().out
+    for bad in ("3/3", "1", "a/b"):
+        with pytest.raises(SystemExit):
+            main(["batch", str(batch["manifest"]), "--out", "x", "--shard", bad])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("slide_id,path,patient_id\na,x.svs,P1\n", "missing column(s) timepoint"),
+        (HEADER + "a,x.svs,P1,0,,\na,y.svs,P1,1,,\n", "duplicate slide_id 'a'"),
+        (HEADER + "../a,x.svs,P1,0,,\n", "not a safe folder name"),
+        (HEADER + "a/b,x.svs,P1,0,,\n", "not a safe folder name"),
+        ("slide_id,path,patient_id,timepoint,mpp\na,x.svs,P1,0,fast\n", "mpp 'fast'"),
+    ],
+)
+def test_bad_manifest_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        lnpath.read_manifest(manifest)
+    assert message in str(info.value) and str(manifest) in str(info.value)
+    assert main(["batch", str(manifest), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lnpath: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_slurm_without_dask_jobqueue_says_what_to_install(
+    batch: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # import fails as if not installed
+    code = main(["batch", str(batch["manifest"]), "--out", str(batch["out"]), "--slurm"])
+    assert code == 2
+    assert "lnpath[cluster]" in capsys.readouterr().err
