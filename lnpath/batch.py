@@ -273,8 +273,10 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
     except LnpathError as exc:
         record.update(outcome="failed", error=_one_line(str(exc)))
     except Exception as exc:  # a bug or a broken file: record it, keep the cohort going
-        LOG.exception("slide %s failed", task["slide_id"])
+        LOG.debug("slide %s failed", task["slide_id"], exc_info=True)
         record.update(outcome="failed", error=_one_line(f"{type(exc).__name__}: {exc}"))
+    if record["error"]:
+        LOG.warning("slide %s failed: %s", task["slide_id"], record["error"])
     record["seconds"] = round(time.perf_counter() - start, 1)
     return record
 
@@ -331,7 +333,9 @@ def score_batch(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     load_config(config)  # a bad configuration fails once, here, not once per slide
-    if config is not None and not isinstance(config, (str, os.PathLike, Mapping)):
+    if isinstance(config, (str, os.PathLike)):
+        config = os.path.abspath(config)  # workers may start in another folder
+    elif config is not None and not isinstance(config, Mapping):
         config = load_config(config).to_dict()  # plain data pickles to any worker
     records: dict[str, dict[str, Any]] = {}
     tasks: list[dict[str, Any]] = []
@@ -467,10 +471,13 @@ def _client(client: Any, n_workers: int) -> Iterator[Any]:
         return
     if isinstance(client, str):
         try:
-            with Client(client, timeout="30s") as remote:
-                yield remote
+            remote = Client(client, timeout="30s")
         except OSError as exc:
-            raise InputError(f"scheduler {client}: cannot connect ({exc})") from None
+            raise InputError(
+                f"scheduler {client}: cannot connect ({_one_line(str(exc))})"
+            ) from None
+        with remote:
+            yield remote
         return
     LOG.info("starting a local dask cluster with %d worker process(es)", n_workers)
     quiet = logging.getLogger("distributed")
@@ -509,8 +516,13 @@ def _merge_status(out: Path, status: pd.DataFrame) -> None:
     with _locked(out):
         if target.is_file():
             old = pd.read_csv(target, dtype=str, keep_default_na=False)
+            order = [
+                *old["slide_id"],
+                *(s for s in status["slide_id"] if s not in set(old["slide_id"])),
+            ]
             old = old[~old["slide_id"].isin(set(status["slide_id"]))]
             merged = pd.concat([old, status.astype(object)], ignore_index=True)
+            merged = merged.set_index("slide_id").loc[order].reset_index()  # rows stay in place
         else:
             merged = status
         with atomic_path(target) as tmp:

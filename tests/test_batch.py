@@ -97,6 +97,24 @@ def test_completion_marker_notices_changed_inputs(batch: dict) -> None:
     lnpath.score_batch(batch["manifest"], out)  # restore the status file for the other tests
 
 
+def test_overwrite_rescores_in_process(batch: dict) -> None:
+    out = batch["out"]
+    before = json.loads((out / "p1_bl" / "result.json").read_text())["created_at"]
+    mtime = (out / "p1_bl" / "result.json").stat().st_mtime_ns
+    status = lnpath.score_batch(batch["manifest"], out, shard=(0, 3), overwrite=True, device="cpu")
+    assert status["slide_id"].tolist() == ["p1_bl"]  # shard 0/3 holds the first row only
+    assert status.loc[0, "outcome"] == "scored"
+    assert int(status.loc[0, "worker"].rsplit(":", 1)[1]) == os.getpid()  # one slide: in-process
+    assert (out / "p1_bl" / "result.json").stat().st_mtime_ns > mtime
+    assert json.loads((out / "p1_bl" / "result.json").read_text())["created_at"] >= before
+    # the other slides keep their last status in the merged batch_status.csv
+    assert read_status(out).set_index("slide_id")["outcome"].to_dict() == {
+        "p1_bl": "scored",
+        "p1_fu": "skipped",
+        "p2_bl": "failed",
+    }
+
+
 def test_cohort_table_and_pairs(batch: dict) -> None:
     out = batch["out"]
     assert main(["cohort", str(out)]) == 0
