@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,8 @@ def run_batch(args: argparse.Namespace) -> int:
     from ..batch import read_manifest, score_batch, summarise
 
     manifest = read_manifest(args.manifest)  # a malformed manifest fails before any cluster
+    if not args.verbose:  # dask's scheduler logs every connection at INFO; the table says enough
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: expected at least 1")
     with contextlib.ExitStack() as stack:
