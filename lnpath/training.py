@@ -63,7 +63,9 @@ class TrainingConfig:
         mpp: Working resolution of the network (µm/px).
         patch: Training crop size in px at ``mpp``.
         batch_size: Crops per step.
-        iterations: Optimiser steps (cosine-decayed learning rate with a short warm-up).
+        iterations: Optimiser steps (linear warm-up over the first 5 %, then cosine decay to
+            zero). With ``time_limit_s`` the schedule advances by whichever runs out first, steps
+            or time, so a run stopped by the limit still ends on an annealed learning rate.
         lr: Peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         seed: Seeds numpy, torch and the crop sampler.
@@ -314,20 +316,17 @@ def train(
     model = model.to(device).to(memory_format=torch.channels_last)
     sampler = PatchSampler(train_items, config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warmup = max(1, config.iterations // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, config.iterations - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     best_key, best_state, best_it, best_val = -1.0, None, 0, None
     history: list[dict[str, float]] = []
     clock = _budget_clock(device)
     start, wall_start, running, step = clock(), time.monotonic(), 0.0, 0
     for step in range(1, config.iterations + 1):
         model.train()
+        progress = (step - 1) / config.iterations
+        if config.time_limit_s:
+            progress = max(progress, (clock() - start) / config.time_limit_s)
+        for group in opt.param_groups:
+            group["lr"] = config.lr * _lr_factor(progress, 1 / config.iterations)
         images, masks = sampler.batch(rng, config.batch_size)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
             logits = model(to_tensor(images, device))
@@ -335,7 +334,6 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         value = loss.item()
         running = 0.9 * running + 0.1 * value if step > 1 else value
         if on_step is not None:
@@ -367,6 +365,17 @@ def train(
         time.monotonic() - wall_start,
         step,
     )
+
+
+def _lr_factor(progress: float, first: float, warmup: float = 0.05) -> float:
+    """Share of the peak learning rate at ``progress`` in [0, 1] of the run.
+
+    Linear warm-up from ``first`` (one step's share) over the first ``warmup`` of the run, then a
+    cosine decay to zero at the end.
+    """
+    if progress < warmup:
+        return min(1.0, (progress + first) / warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
 def _budget_clock(device: torch.device) -> Callable[[], float]:

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-tiles", type=int, default=4, help="train tiles held out")
     parser.add_argument("--lr", type=float, default=TrainingConfig.lr)
     parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--patch", type=int, default=TrainingConfig.patch, help="crop px at --mpp")
+    parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
     parser.add_argument("--norm", default="batch", choices=["batch", "instance"])
     parser.add_argument("--mpp", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     fit_names = [n for n in names if n not in val_names]
     config = TrainingConfig(
         mpp=args.mpp,
+        patch=args.patch,
+        batch_size=args.batch_size,
         iterations=args.iterations,
         seed=args.seed,
         time_limit_s=args.time_limit,
