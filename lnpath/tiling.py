@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -215,6 +216,11 @@ class TileGrid:
         if workers > 1 and mp.current_process().daemon:
             # e.g. inside a Dask or multiprocessing worker, which may not start processes
             log.warning("%s: reading in this process (a daemon cannot start workers)", self)
+            workers = 1
+        main_file = getattr(sys.modules["__main__"], "__file__", None)
+        if workers > 1 and main_file is not None and not Path(main_file).is_file():
+            # e.g. `python - < script`: spawned workers re-import __main__ from its path and die
+            log.info("%s: reading in this process (__main__ is not an importable file)", self)
             workers = 1
         if workers > 1 and sum(_block_bytes(self.spec, b) for b in blocks) < _MIN_PARALLEL_BYTES:
             log.info("%s: small grid, reading in this process (workers cost more)", self)
