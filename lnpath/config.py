@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .response_presets import PRESETS as RESPONSE_PRESET_TABLE
 
 __all__ = [
     "PRESETS",
@@ -35,18 +36,8 @@ __all__ = [
     "load_config",
 ]
 
-#: Names the response module understands (spec §3.3); validated here so a typo fails early.
-RESPONSE_PRESETS = (
-    "lnhr_default",
-    "lufla_AI2",
-    "malvar_AI0",
-    "parodis_rebiolup_AI3",
-    "moroni2022",
-    "pineiro_any_activity",
-    "class_transition",
-    "relative_AI50",
-    "strict_chronicity_CI1",
-)
+#: The response presets (lnpath.response_presets); validated here so a typo fails early.
+RESPONSE_PRESETS = tuple(RESPONSE_PRESET_TABLE)
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     # austin1984 cannot be scored from the findings table: it separates leukocyte exudation from
