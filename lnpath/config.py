@@ -25,19 +25,14 @@ from typing import Any
 import yaml
 
 from .errors import InputError
-from .response_presets import PRESETS as RESPONSE_PRESET_TABLE
 
 __all__ = [
     "PRESETS",
-    "RESPONSE_PRESETS",
     "AdequacyThresholds",
     "ClassVRule",
     "ScoringConfig",
     "load_config",
 ]
-
-#: The response presets (lnpath.response_presets); validated here so a typo fails early.
-RESPONSE_PRESETS = tuple(RESPONSE_PRESET_TABLE)
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     # austin1984 cannot be scored from the findings table: it separates leukocyte exudation from
@@ -47,7 +42,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "interstitial_inflammation_region": ("total_cortex", "nonscarred_cortex"),
     "tubular_atrophy_basis": ("cortical_tubules", "cortex_area"),
     "inadequate_policy": ("counts_only", "score"),
-    "response_preset": RESPONSE_PRESETS,
 }
 _FRACTIONS = (
     "global_threshold",
@@ -259,7 +253,10 @@ def _is_number(value: Any) -> bool:
 
 def _validate(cfg: ScoringConfig, where: str) -> None:
     """Reject wrong types and out-of-range values with one line naming the option."""
-    for name, choices in _CHOICES.items():
+    # The preset table lives with the response rules, which import scoring code: read it here.
+    from .response_presets import PRESETS as response_presets
+
+    for name, choices in [*_CHOICES.items(), ("response_preset", tuple(response_presets))]:
         value = getattr(cfg, name)
         if value not in choices:
             raise InputError(f"{where}: {name} must be one of {', '.join(choices)} (got {value!r})")

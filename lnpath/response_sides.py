@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, LnpathError, ResultError
+from .indices import Component
 
 logger = logging.getLogger(__name__)
 
@@ -72,37 +73,6 @@ def class_name(side: BiopsySide) -> str:
 
 
 @dataclass(frozen=True)
-class ComponentScore:
-    """One index component of one biopsy: its band score and, where counted, n of N."""
-
-    name: str
-    weight: int
-    score: int | None
-    n: float | None = None
-    N: float | None = None
-    fraction: float | None = None
-
-    @property
-    def assessed(self) -> bool:
-        return self.score is not None
-
-    @property
-    def weighted(self) -> int | None:
-        return None if self.score is None else self.score * self.weight
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "N": self.N,
-            "fraction": self.fraction,
-            "score": self.score,
-            "weight": self.weight,
-            "weighted": self.weighted,
-            "assessed": self.assessed,
-        }
-
-
-@dataclass(frozen=True)
 class IndexScore:
     """An activity or chronicity index of one biopsy; ``total`` is None when incomplete."""
 
@@ -110,7 +80,7 @@ class IndexScore:
     maximum: int
     complete: bool
     not_assessed: tuple[str, ...]
-    components: dict[str, ComponentScore]
+    components: dict[str, Component]
     distribution: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -325,15 +295,16 @@ def _side_from_scores(
 
 def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str) -> IndexScore:
     raw = d["components"]
-    components: dict[str, ComponentScore] = {}
+    components: dict[str, Component] = {}
     for name in names:
         c = raw.get(name) or {}
         score = c.get("score") if c.get("assessed", c.get("score") is not None) else None
         if score is not None and (int(score) != score or not 0 <= score <= 3):
             raise ValueError(f"{key}.{name}.score={score!r} is not 0..3")
-        components[name] = ComponentScore(
+        components[name] = Component(
             name=name,
             weight=int(c.get("weight") or _DEFAULT_WEIGHTS.get(name, 1)),
+            assessed=score is not None,
             score=None if score is None else int(score),
             n=c.get("n"),
             N=c.get("N"),
