@@ -51,7 +51,6 @@ from .measure import (
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 #: stains on which the morphometry rules make calls (see :class:`MorphometryCaller`)
 CALL_STAINS = ("PAS",)
 
@@ -197,13 +196,9 @@ class MorphometryCaller:
 
 
 def _resolve_model_dir(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    candidate = MODELS_DIR / str(name_or_path)
-    if candidate.is_dir():
-        return candidate
-    raise ModelError(f"{name_or_path}: no lesion model folder of that name or path")
+    from .model_store import resolve_model_path  # deferred: importing lesions stays torch-free
+
+    return resolve_model_path(name_or_path)
 
 
 class TrainedLesionCaller:
