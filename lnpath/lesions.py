@@ -9,6 +9,10 @@ Two implementations of :class:`LesionCaller`:
 * :class:`TrainedLesionCaller`: a lab's own CNN (``lnpath train-lesions``) for the lesions in its
   model card, with Platt-calibrated ``p_<lesion>``; lesions outside the card stay ``<NA>``.
 
+A lab can also calibrate the morphometry itself on its own labels (``lnpath train-lesions --method
+morphometry``, :mod:`lnpath.lesion_calibration`); :func:`load_lesion_model` picks the right caller
+for a model folder.
+
 Evaluation of the morphometry global-sclerosis call (``python scripts/eval_sclerosis.py``; eval-only
 sets read in place, thresholds fixed beforehand and not tuned on them), lnpath 0.1.0:
 
@@ -198,7 +202,27 @@ class MorphometryCaller:
 def _resolve_model_dir(name_or_path: str | Path) -> Path:
     from .model_store import resolve_model_path  # deferred: importing lesions stays torch-free
 
-    return resolve_model_path(name_or_path)
+    return resolve_model_path(name_or_path, kind="lesion model")
+
+
+def load_lesion_model(
+    name_or_path: str | Path, stain: str = "PAS", device: str = "cpu"
+) -> LesionCaller:
+    """The caller for a lesion model folder, chosen by its card's ``kind``.
+
+    ``morphometry-logistic`` (``lnpath train-lesions --method morphometry``) gives a
+    :class:`~lnpath.lesion_calibration.CalibratedMorphometryCaller` for ``stain``; anything else a
+    :class:`TrainedLesionCaller` (the CNN) on ``device``.
+
+    Raises:
+        ModelError: no such folder, or its card is missing or malformed.
+    """
+    from .lesion_calibration import KIND, CalibratedMorphometryCaller, read_card
+
+    folder = _resolve_model_dir(name_or_path)
+    if read_card(folder).get("kind") == KIND:
+        return CalibratedMorphometryCaller(folder, stain=stain)
+    return TrainedLesionCaller(folder, device=device)
 
 
 class TrainedLesionCaller:

@@ -4,13 +4,20 @@ A model folder holds ``weights.pt`` (a ``torch.save``'d fp16 state_dict) and ``c
 (architecture, spatial contract, preprocessing, training data, metrics, sha256). Loading checks the
 hash before unpickling anything and unpickles with ``weights_only=True``, so a tampered or foreign
 file is refused instead of executed. Nothing is ever downloaded.
+
+Named models are looked up along :func:`model_search_path`: ``$LNPATH_MODELS`` (a lab's own
+models), the ``models/`` folder of a source checkout (editable installs and development), then the
+folder a wheel install put the shipped models in (``<prefix>/share/lnpath/models``, carried as
+wheel data files because the design keeps weights in the repository's top-level ``models/``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +31,55 @@ from .nn.unet import UNet, UNetConfig
 DEFAULT_MODEL = "glomeruli-unet-pas"
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.json"
+ENV_VAR = "LNPATH_MODELS"
+#: where a wheel's data files put the shipped models, under the install scheme's ``data`` path
+SHARE_DIR = Path("share", "lnpath", "models")
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def model_search_path() -> list[Path]:
+    """The folders a model *name* is looked up in, first match first.
+
+    1. ``$LNPATH_MODELS``, when set: a lab's own models shadow the shipped ones.
+    2. ``models/`` of the source checkout this package runs from (editable installs, tests); only
+       when ``pyproject.toml`` sits beside it, so an installed package never reads a stray
+       ``site-packages/models``.
+    3. Where pip put the wheel's copy of the shipped models: the distribution's RECORD names the
+       exact folder (venv, ``--user``, ``--prefix`` or ``--target`` alike); the ``data`` path of
+       the default and user install schemes stand in when no RECORD lists them, so an error can
+       still say where the models were expected.
+    """
+    found: list[Path] = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        found.append(Path(env))
+    if (_CHECKOUT / "pyproject.toml").is_file():
+        found.append(_CHECKOUT / "models")
+    found.extend(_installed_models_dirs())
+    unique: dict[Path, Path] = {}
+    for folder in found:
+        unique.setdefault(folder.resolve(), folder)
+    return list(unique.values())
+
+
+def _installed_models_dirs() -> list[Path]:
+    folders: list[Path] = []
+    try:
+        files = importlib.metadata.distribution("lnpath").files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for entry in files:
+        if entry.name == CARD_FILE and tuple(entry.parts[-5:-2]) == SHARE_DIR.parts:
+            folders.append(Path(str(entry.locate())).resolve().parents[1])
+    schemes = (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user"))
+    folders.extend(Path(sysconfig.get_path("data", scheme)) / SHARE_DIR for scheme in schemes)
+    return folders
 
 
 def models_dir() -> Path:
-    """Where named models live: ``$LNPATH_MODELS`` or the ``models/`` folder of the checkout."""
-    env = os.environ.get("LNPATH_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+    """The first existing folder of :func:`model_search_path` (its first entry if none exists)."""
+    path = model_search_path()
+    return next((folder for folder in path if folder.is_dir()), path[0])
 
 
 @dataclass
@@ -80,27 +130,35 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_model_path(name: str | os.PathLike[str]) -> Path:
-    """A model folder from a name in :func:`models_dir` or a path to a folder.
+def resolve_model_path(name: str | os.PathLike[str], kind: str = "model") -> Path:
+    """A model folder from a path to one, or a name looked up along :func:`model_search_path`.
+
+    Args:
+        name: a folder holding ``card.json``, or the name of one in the search path.
+        kind: what the caller calls the model (``"lesion model"``), for the error message.
 
     Raises:
-        ModelError: Neither exists.
+        ModelError: No folder with a ``card.json`` at that path or under that name anywhere in the
+            search path; the message lists the folders searched and the models they hold.
     """
     candidate = Path(name)
     if (candidate / CARD_FILE).is_file():
         return candidate
-    named = models_dir() / str(name)
-    if (named / CARD_FILE).is_file():
-        return named
-    known = sorted(p.name for p in models_dir().glob(f"*/{CARD_FILE}") for p in [p.parent])
+    searched = model_search_path()
+    for folder in searched:
+        if (folder / candidate / CARD_FILE).is_file():
+            return folder / candidate
+    known = sorted(
+        {card.parent.name for folder in searched for card in folder.glob(f"*/{CARD_FILE}")}
+    )
     raise ModelError(
-        f"unknown model {str(name)!r}: no {CARD_FILE} there or in {models_dir()} "
-        f"(known: {', '.join(known) or 'none'})"
+        f"unknown {kind} {str(name)!r}: no {kind} folder with a {CARD_FILE} at that path or in "
+        f"{', '.join(map(str, searched))} (known: {', '.join(known) or 'none'})"
     )
 
 
 def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationModel:
-    """Load a model by name (``models/NAME``) or folder path, verifying its weights' sha256.
+    """Load a model by name (see :func:`model_search_path`) or folder path, verifying its sha256.
 
     Raises:
         ModelError: Unknown name, unreadable card, a weights file whose sha256 differs from the
