@@ -16,7 +16,7 @@ import datetime as _dt
 import hashlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,35 @@ def square_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def read_label_table(table: str | Path) -> list[dict[str, str]]:
+    """Rows of a crop label CSV with columns ``image``, ``class`` and optional ``group``/``mask``.
+
+    Raises:
+        InputError: the file is unreadable or lacks the ``image`` and ``class`` columns.
+    """
+    table = Path(table)
+    try:
+        with table.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise InputError(f"{table}: cannot read label table ({exc.strerror})") from exc
+    if not rows or not {"image", "class"} <= set(rows[0]):
+        raise InputError(f"{table}: need a header with columns 'image' and 'class' (and 'group')")
+    return rows
+
+
+def read_crop_image(path: str | Path) -> np.ndarray:
+    """An image file as an array (RGB(A) or grey, as stored).
+
+    Raises:
+        InputError: the file is missing or not a readable image.
+    """
+    try:
+        return np.asarray(io.imread(path))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read crop image ({exc})") from exc
+
+
 def crops_from_folder(
     folder: str | Path,
     table: str | Path,
@@ -161,22 +190,10 @@ def crops_from_folder(
         InputError: the CSV lacks the columns, or an image is missing or unreadable.
     """
     folder, table = Path(folder), Path(table)
-    try:
-        with table.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise InputError(f"{table}: cannot read label table ({exc.strerror})") from exc
-    if not rows or not {"image", "class"} <= set(rows[0]):
-        raise InputError(f"{table}: need a header with columns 'image' and 'class' (and 'group')")
+    rows = read_label_table(table)
     targets, labels, keep = resolve_targets([r["class"] for r in rows], mapping, str(table))
     kept = [r for r, k in zip(rows, keep, strict=True) if k]
-    images = []
-    for row in kept:
-        path = folder / row["image"]
-        try:
-            images.append(square_crop(io.imread(path), size))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read crop image ({exc})") from exc
+    images = [square_crop(read_crop_image(folder / row["image"]), size) for row in kept]
     groups = np.array([r.get("group") or r["image"] for r in kept], dtype=object)
     return LabelledCrops(
         images=np.stack(images),
@@ -191,6 +208,45 @@ def crops_from_folder(
 
 def _area(geometry: Any) -> float:
     return float(geometry.area)
+
+
+def qupath_glomeruli(
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    mpp: float,
+    slide_mpp: float | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, str, str]]:
+    """Read every classified glomerulus polygon of QuPath GeoJSON exports from its slide.
+
+    Features without a polygon or class, and polygons that cannot be read (outside the slide,
+    degenerate), are skipped with a warning naming them.
+
+    Args:
+        pairs: ``(geojson, slide)`` paths.
+        mpp: µm/px to read crops at.
+        slide_mpp: level-0 µm/px for slides that do not record it.
+
+    Yields:
+        ``(rgb, mask, class name, slide file name)`` per glomerulus; ``mask`` is the polygon.
+    """
+    from .measure import read_glomerulus
+    from .qupath import read_qupath
+    from .slide import open_slide
+
+    for geojson, slide_path in pairs:
+        features = read_qupath(geojson)
+        with open_slide(slide_path, mpp=slide_mpp) as slide:
+            for i, feat in enumerate(features):
+                # a MultiPolygon keeps its largest part: a glomerulus is one connected outline
+                polys = sorted(getattr(feat.geometry, "geoms", [feat.geometry]), key=_area)
+                if not polys or polys[-1].geom_type != "Polygon" or feat.classification is None:
+                    log.warning("%s: feature %d has no polygon or class; skipped", geojson, i)
+                    continue
+                try:
+                    rgb, mask = read_glomerulus(slide, polys[-1], mpp)
+                except InputError as exc:
+                    log.warning("%s: feature %d skipped: %s", geojson, i, exc)
+                    continue
+                yield rgb, mask, feat.classification, Path(slide_path).name
 
 
 def crops_from_qupath(
@@ -212,28 +268,11 @@ def crops_from_qupath(
     Raises:
         InputError: no class maps to a lesion, or no polygon could be read.
     """
-    from .measure import read_glomerulus
-    from .qupath import read_qupath
-    from .slide import open_slide
-
     images, classes, groups = [], [], []
-    for geojson, slide_path in pairs:
-        features = read_qupath(geojson)
-        with open_slide(slide_path, mpp=slide_mpp) as slide:
-            for i, feat in enumerate(features):
-                # a MultiPolygon keeps its largest part: a glomerulus is one connected outline
-                polys = sorted(getattr(feat.geometry, "geoms", [feat.geometry]), key=_area)
-                if not polys or polys[-1].geom_type != "Polygon" or feat.classification is None:
-                    log.warning("%s: feature %d has no polygon or class; skipped", geojson, i)
-                    continue
-                try:
-                    rgb, _ = read_glomerulus(slide, polys[-1], mpp)
-                except InputError as exc:
-                    log.warning("%s: feature %d skipped: %s", geojson, i, exc)
-                    continue
-                images.append(square_crop(rgb, size))
-                classes.append(feat.classification)
-                groups.append(Path(slide_path).name)
+    for rgb, _, name, group in qupath_glomeruli(pairs, mpp, slide_mpp):
+        images.append(square_crop(rgb, size))
+        classes.append(name)
+        groups.append(group)
     if not images:
         raise InputError(f"{[str(g) for g, _ in pairs]}: no readable classified polygons")
     origin = ", ".join(str(g) for g, _ in pairs)
@@ -259,6 +298,22 @@ def group_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
     order = np.random.default_rng(seed).permutation(len(unique))
     fold_of = {unique[k]: i % folds for i, k in enumerate(order)}
     return np.array([fold_of[g] for g in groups.astype(str)])
+
+
+def cv_folds(groups: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, str]:
+    """Fold index per sample and what the folds are grouped by.
+
+    Samples from one slide/image stay in one fold. When they all come from a single slide, folds
+    are made per glomerulus instead, with a warning: the estimate is then optimistic, because
+    train and test glomeruli share the slide's staining and patient.
+    """
+    if len(np.unique(groups.astype(str))) < 2:
+        log.warning(
+            "all crops come from one slide/image: cross-validating per glomerulus (optimistic)"
+        )
+        single = np.arange(len(groups)).astype(object)
+        return group_folds(single, folds, seed), "glomerulus (single slide)"
+    return group_folds(groups, folds, seed), "slide/image"
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -399,21 +454,10 @@ def cross_validate(
     seed: int = 0,
     progress: bool = False,
 ) -> CrossValidation:
-    """Grouped k-fold cross-validation; metrics use Platt-calibrated out-of-fold probabilities.
-
-    Crops from one slide/image stay in one fold. When they all come from a single slide, folds
-    are made per glomerulus instead, with a warning: the estimate is then optimistic, because
-    train and test glomeruli share the slide's staining and patient.
-    """
+    """Grouped k-fold cross-validation (:func:`cv_folds`), Platt-calibrated out-of-fold metrics."""
     from tqdm import tqdm
 
-    groups, grouped_by = data.groups, "slide/image"
-    if len(np.unique(groups.astype(str))) < 2:
-        log.warning(
-            "all crops come from one slide/image: cross-validating per glomerulus (optimistic)"
-        )
-        groups, grouped_by = np.arange(len(groups)).astype(object), "glomerulus (single slide)"
-    fold = group_folds(groups, folds, seed)
+    fold, grouped_by = cv_folds(data.groups, folds, seed)
     n_folds = int(fold.max()) + 1
     logits = np.zeros_like(data.targets)
     for k in tqdm(range(n_folds), desc="cross-validation", disable=not progress, unit="fold"):

@@ -519,16 +519,17 @@ def _parse_date(value: str | dt.date | None) -> str | None:
 
 
 def lesion_caller(name: str | None, stain: str = "PAS", device: str = "auto") -> Any:
-    """The lesion caller a result was (or will be) scored with: rules, or a trained model.
+    """The lesion caller a result was (or will be) scored with: rules, or a model folder.
 
-    The rules are stain-specific (they call only where their thresholds hold), so the stain of
-    the section travels with them.
+    The rules (default or lab-calibrated) are stain-specific (they call only where their
+    measurements hold), so the stain of the section travels with them; a model folder's card says
+    which kind of caller it needs (:func:`lnpath.lesions.load_lesion_model`).
     """
-    from .lesions import MorphometryCaller, TrainedLesionCaller
+    from .lesions import MorphometryCaller, load_lesion_model
 
     if name is None:
         return MorphometryCaller(stain=stain)
-    return TrainedLesionCaller.from_name(name, device=device)
+    return load_lesion_model(name, stain=stain, device=device)
 
 
 def _model_info(obj: Any, fallback: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``lnpath train-lesions``: train the lesion CNN on a lab's own labels and print CV metrics."""
+"""``lnpath train-lesions``: train the lesion CNN, or calibrate the morphometry, on a lab's own
+labels and print cross-validated metrics."""
 
 from __future__ import annotations
 
@@ -16,9 +17,17 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train-lesions",
         help="train a lesion classifier on your own labelled glomeruli",
-        description="Train a multi-label lesion CNN from QuPath annotations + slides or from a "
-        "folder of crops + CSV (columns image, class[, group]); print grouped cross-validated "
-        "metrics and write a model folder (card.json, weights.pt, weights.pt.sha256).",
+        description="Train a multi-label lesion CNN (--method cnn) or calibrate the morphometry "
+        "caller (--method morphometry: a logistic regression per lesion on the m_* measurements) "
+        "from QuPath annotations + slides or from a folder of crops + CSV (columns image, "
+        "class[, group, mask]); print grouped cross-validated metrics and write a model folder.",
+    )
+    p.add_argument(
+        "--method",
+        choices=("cnn", "morphometry"),
+        default="cnn",
+        help="cnn: train a lesion CNN (default); morphometry: fit logistic models on the "
+        "interpretable measurements (no GPU, few labels)",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
@@ -47,6 +56,12 @@ def register(subparsers: Any) -> None:
         help="µm/px to read slide crops at (default 1.0); with --crops, the crops' own µm/px, "
         "recorded in the card so that slides are later read at the same scale",
     )
+    p.add_argument(
+        "--crop-mpp",
+        type=float,
+        help="µm/px of the images in --crops (required with --method morphometry, which measures "
+        "at 0.5 µm/px; crops without a mask column use the inscribed ellipse shrunk to 90 %%)",
+    )
     p.add_argument("--slide-mpp", type=float, help="level-0 µm/px for slides lacking it")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=10)
@@ -58,21 +73,63 @@ def register(subparsers: Any) -> None:
 
 def _format_metrics(card: dict[str, Any]) -> str:
     cv = card["cross_validation"]
+    brier = all("brier" in m for m in cv["metrics"].values())
     lines = [
         f"cross-validated metrics ({cv['folds']} folds grouped by {cv['grouped_by']}, "
-        "calibrated p >= 0.5):",
-        f"{'lesion':32} {'n':>5} {'pos':>5} {'AUC':>6} {'sens':>6} {'spec':>6} {'kappa':>6}",
+        f"calibrated p >= {card.get('threshold', 0.5)}):",
+        f"{'lesion':32} {'n':>5} {'pos':>5} {'AUC':>6} {'sens':>6} {'spec':>6} {'kappa':>6}"
+        + (f" {'Brier':>6} {'(prev)':>6}" if brier else ""),
     ]
     for name, m in cv["metrics"].items():
         lines.append(
             f"{name:32} {m['n']:>5} {m['positives']:>5} {m['auc']:>6.3f} "
             f"{m['sensitivity']:>6.3f} {m['specificity']:>6.3f} {m['kappa']:>6.3f}"
+            + (f" {m['brier']:>6.3f} {m['brier_prevalence']:>6.3f}" if brier else "")
         )
     return "\n".join(lines)
 
 
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Measure the labelled glomeruli, cross-validate and write a morphometry-logistic model."""
+    from ..lesion_calibration import calibrate_morphometry, measure_folder, measure_qupath
+    from ..lesion_training import QUPATH_MAPPING, parse_mapping
+
+    if args.folds < 2:
+        raise InputError("--folds must be >= 2")
+    if args.mpp is not None:
+        raise InputError(
+            "--mpp is for --method cnn; --method morphometry measures at 0.5 µm/px "
+            "(give the crops' own scale with --crop-mpp)"
+        )
+    mapping = parse_mapping(args.map)
+    if args.crops:
+        if not args.labels:
+            raise InputError("--crops needs --labels CSV (columns image, class[, group, mask])")
+        if not mapping:
+            raise InputError("--crops needs at least one --map CLASS=lesion")
+        if args.crop_mpp is None:
+            raise InputError(
+                "--method morphometry with --crops needs --crop-mpp (the crops' µm/px): "
+                "measurements are in µm"
+            )
+        data = measure_folder(args.crops, args.labels, mapping, args.crop_mpp, progress=True)
+    else:
+        pairs = [(g, s) for g, s in args.qupath]
+        data = measure_qupath(pairs, mapping or QUPATH_MAPPING, args.slide_mpp, progress=True)
+    card = calibrate_morphometry(
+        data, args.out, folds=args.folds, seed=args.seed, overwrite=args.overwrite
+    )
+    print(_format_metrics(card))
+    if data.skipped:
+        print(f"{data.skipped} labelled glomeruli could not be measured and were skipped")
+    print(f"model written to {args.out} (parameters sha256 {card['sha256']})")
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Build the labelled set, cross-validate, train and write the model folder."""
+    if args.method == "morphometry":
+        return run_calibrate(args)
     import torch
 
     from ..lesion_training import (
@@ -93,7 +150,7 @@ def run_train(args: argparse.Namespace) -> int:
         if not mapping:
             raise InputError("--crops needs at least one --map CLASS=lesion")
         data = crops_from_folder(args.crops, args.labels, mapping, size=args.size)
-        data.mpp = args.mpp
+        data.mpp = args.mpp if args.mpp is not None else args.crop_mpp
     else:
         pairs = [(g, s) for g, s in args.qupath]
         data = crops_from_qupath(

@@ -1,0 +1,581 @@
+"""Calibrate the morphometry lesion caller on a lab's own labelled glomeruli.
+
+The default rules of :class:`lnpath.lesions.MorphometryCaller` are fixed a priori and, on other
+labs' PAS images, specific but insensitive. No licensed sclerosis labels with pixels exist to fit
+better thresholds for everyone, so a lab fits them on its own labels instead: per lesion, an
+L2-regularised logistic regression on the standardised ``m_*`` measurements of
+:mod:`lnpath.measure`.
+
+* **Why logistic regression**: it is fitted by maximum likelihood, so its outputs are
+  probabilities in the lab's own population (calibration is checked out of fold with the Brier
+  score), and its coefficients on standardised measurements stay readable ("more open lumen,
+  less sclerosis").
+* **Regularisation**: a fixed Gaussian prior of unit variance on each standardised coefficient
+  (L2 penalty ``0.5 * ||w||²``, the intercept unpenalised), chosen beforehand, not tuned: it keeps
+  small or separable label sets from driving the coefficients to infinity.
+* **Measurement**: glomeruli are measured with :func:`~lnpath.measure.measure_crop` at the
+  working resolution :data:`~lnpath.measure.DEFAULT_MPP`, inside the QuPath polygon, or for a
+  crops folder inside a mask image (CSV column ``mask``) or else the ellipse inscribed in the crop
+  shrunk to 90 % (a bounding-box crop plus a little context: the ellipse approximates the outline
+  without the surrounding tubules). Crops that cannot be measured are skipped with a warning and
+  counted in the card.
+* **Validation**: grouped k-fold cross-validation (all glomeruli of one slide/image in one fold);
+  the standardisation is refitted inside each fold. The final model uses every sample.
+
+The model folder holds only ``card.json``; its ``sha256`` covers a canonical JSON of the
+``parameters`` (everything that determines a call), checked when the caller loads it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+from skimage import draw, transform
+
+from . import __version__
+from ._io import atomic_dir, write_json
+from .errors import InputError, ModelError
+from .findings import LESIONS
+from .lesion_training import (
+    binary_metrics,
+    cv_folds,
+    qupath_glomeruli,
+    read_crop_image,
+    read_label_table,
+    resolve_targets,
+)
+from .lesions import CALL_STAINS, _resolve_model_dir, empty_findings
+from .measure import DEFAULT_MPP, MEASUREMENTS, measure_crop, measure_glomeruli
+
+log = logging.getLogger(__name__)
+
+KIND = "morphometry-logistic"
+CARD_FILE = "card.json"
+L2 = 1.0
+MIN_PER_CLASS = 5
+ELLIPSE_SHRINK = 0.9
+INTENDED_USE = "proposal until a pathologist confirms"
+
+
+@dataclass
+class MeasuredGlomeruli:
+    """Labelled glomeruli as measurement vectors.
+
+    Attributes:
+        features: (N, F) measurements, columns named by ``feature_names``.
+        feature_names: the ``m_*`` measurements used.
+        targets: (N, L) 0/1, one column per entry of ``labels``.
+        labels: lesion names (columns of the findings table).
+        groups: (N,) slide or image of each glomerulus; cross-validation keeps a group in one fold.
+        classes: the original class name of each glomerulus.
+        mapping: class name -> lesions it asserts.
+        source: what the glomeruli came from (for the model card).
+        mask: how the glomerulus outline was obtained.
+        skipped: labelled glomeruli that could not be measured.
+    """
+
+    features: np.ndarray
+    feature_names: tuple[str, ...]
+    targets: np.ndarray
+    labels: tuple[str, ...]
+    groups: np.ndarray
+    classes: list[str]
+    mapping: dict[str, tuple[str, ...]]
+    source: str
+    mask: str
+    skipped: int = 0
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Positive and negative examples per label."""
+        pos = self.targets.sum(axis=0)
+        return {
+            name: {"positive": int(p), "negative": int(len(self.targets) - p)}
+            for name, p in zip(self.labels, pos, strict=True)
+        }
+
+
+def ellipse_mask(shape: tuple[int, int], shrink: float = ELLIPSE_SHRINK) -> np.ndarray:
+    """The ellipse inscribed in a crop, axes scaled by ``shrink`` (for crops without a mask)."""
+    h, w = shape
+    mask = np.zeros(shape, bool)
+    rr, cc = draw.ellipse(h / 2, w / 2, shrink * h / 2, shrink * w / 2, shape=shape)
+    mask[rr, cc] = True
+    return mask
+
+
+def resample_crop(
+    rgb: np.ndarray, mask: np.ndarray, mpp: float, target_mpp: float = DEFAULT_MPP
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a crop (anti-aliased) and its mask from ``mpp`` to ``target_mpp`` µm/px."""
+    scale = mpp / target_mpp
+    shape = (max(1, round(rgb.shape[0] * scale)), max(1, round(rgb.shape[1] * scale)))
+    out = transform.resize(np.asarray(rgb)[..., :3], shape, anti_aliasing=True)
+    small = transform.resize(mask.astype(float), shape, order=1, anti_aliasing=False) >= 0.5
+    return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8), small
+
+
+def _measure(rgb: np.ndarray, mask: np.ndarray, where: str) -> dict[str, float] | None:
+    try:
+        return measure_crop(rgb, mask, DEFAULT_MPP)
+    except InputError as exc:
+        log.warning("%s: not measured, skipped: %s", where, exc)
+        return None
+
+
+def _assemble(
+    measured: list[dict[str, float] | None],
+    classes: list[str],
+    groups: list[str],
+    mapping: Mapping[str, Sequence[str]],
+    origin: str,
+    source: str,
+    mask: str,
+) -> MeasuredGlomeruli:
+    """Targets for the mapped classes; unmeasurable glomeruli dropped and counted."""
+    targets, labels, keep = resolve_targets(classes, mapping, origin)
+    kept = [m for m, k in zip(measured, keep, strict=True) if k]
+    ok = np.array([m is not None for m in kept], bool)
+    if not ok.any():
+        raise InputError(f"{origin}: none of the labelled glomeruli could be measured")
+    features = np.array([[m[f] for f in MEASUREMENTS] for m in kept if m is not None], float)
+    data = MeasuredGlomeruli(
+        features=features,
+        feature_names=MEASUREMENTS,
+        targets=targets[ok],
+        labels=labels,
+        groups=np.asarray(groups, dtype=object)[keep][ok],
+        classes=[str(c) for c in np.asarray(classes, dtype=object)[keep][ok]],
+        mapping={k: tuple(v) for k, v in mapping.items()},
+        source=source,
+        mask=mask,
+        skipped=int((~ok).sum()),
+    )
+    if data.skipped:
+        log.warning("%s: %d labelled glomeruli could not be measured", origin, data.skipped)
+    return data
+
+
+def measure_folder(
+    folder: str | Path,
+    table: str | Path,
+    mapping: Mapping[str, Sequence[str]],
+    crop_mpp: float,
+    progress: bool = False,
+) -> MeasuredGlomeruli:
+    """Measure crops listed in a CSV (``image``, ``class``, optional ``group`` and ``mask``).
+
+    Args:
+        folder: folder the ``image`` (and ``mask``) paths are relative to.
+        table: the label CSV.
+        mapping: class name -> lesions.
+        crop_mpp: µm/px of the crop images; they are resampled to the working resolution.
+        progress: show a progress bar on stderr.
+
+    Raises:
+        InputError: the CSV is malformed, an image is unreadable, ``crop_mpp`` is not positive, or
+            no class maps to a lesion.
+    """
+    from tqdm import tqdm
+
+    if not crop_mpp > 0:
+        raise InputError(f"crop µm/px must be positive, got {crop_mpp}")
+    folder, table = Path(folder), Path(table)
+    rows = read_label_table(table)
+    with_masks = any(r.get("mask") for r in rows)
+    measured: list[dict[str, float] | None] = []
+    for row in tqdm(rows, desc="measuring crops", disable=not progress, unit="crop"):
+        if row["class"] not in mapping:
+            measured.append(None)  # dropped (and reported) by resolve_targets
+            continue
+        rgb = read_crop_image(folder / row["image"])
+        if rgb.ndim != 3 or rgb.shape[-1] < 3:
+            raise InputError(f"{folder / row['image']}: not an RGB image ({rgb.shape})")
+        if row.get("mask"):
+            stored = np.asarray(read_crop_image(folder / row["mask"]) > 0)
+            mask = np.asarray(stored.any(axis=-1) if stored.ndim == 3 else stored)
+            if mask.shape != rgb.shape[:2]:
+                raise InputError(f"{folder / row['mask']}: mask size differs from its image")
+        else:
+            mask = ellipse_mask(rgb.shape[:2])
+        rgb, mask = resample_crop(rgb, mask, crop_mpp)
+        measured.append(_measure(rgb, mask, str(folder / row["image"])))
+    how = "mask images" if with_masks else f"inscribed ellipse shrunk to {ELLIPSE_SHRINK:.0%}"
+    return _assemble(
+        measured,
+        [r["class"] for r in rows],
+        [r.get("group") or r["image"] for r in rows],
+        mapping,
+        str(table),
+        f"crops from {folder.name} listed in {table.name} at {crop_mpp} µm/px",
+        how,
+    )
+
+
+def measure_qupath(
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    mapping: Mapping[str, Sequence[str]],
+    slide_mpp: float | None = None,
+    progress: bool = False,
+) -> MeasuredGlomeruli:
+    """Measure the classified glomerulus polygons of QuPath exports on their slides.
+
+    Raises:
+        InputError: no class maps to a lesion, or no polygon could be read.
+    """
+    from tqdm import tqdm
+
+    measured: list[dict[str, float] | None] = []
+    classes: list[str] = []
+    groups: list[str] = []
+    glomeruli = qupath_glomeruli(pairs, DEFAULT_MPP, slide_mpp)
+    for rgb, mask, name, group in tqdm(
+        glomeruli, desc="measuring glomeruli", disable=not progress, unit="glom"
+    ):
+        classes.append(name)
+        groups.append(group)
+        where = f"{group}: glomerulus {len(classes)} ({name})"
+        measured.append(_measure(rgb, mask, where) if name in mapping else None)
+    if not classes:
+        raise InputError(f"{[str(g) for g, _ in pairs]}: no readable classified polygons")
+    origin = ", ".join(str(g) for g, _ in pairs)
+    source = f"QuPath annotations ({len(pairs)} slides)"
+    return _assemble(measured, classes, groups, mapping, origin, source, "QuPath polygon")
+
+
+def require_counts(counts: Mapping[str, Mapping[str, int]], origin: str) -> None:
+    """Refuse labels with too few examples to fit and cross-validate a model on.
+
+    Raises:
+        InputError: a label has fewer than :data:`MIN_PER_CLASS` positives or negatives.
+    """
+    for name, c in counts.items():
+        if min(c["positive"], c["negative"]) < MIN_PER_CLASS:
+            raise InputError(
+                f"{origin}: label {name} has {c['positive']} positive and {c['negative']} "
+                f"negative glomeruli; need at least {MIN_PER_CLASS} of each"
+            )
+
+
+def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations (1 where a column is constant)."""
+    means = x.mean(axis=0)
+    stds = x.std(axis=0)
+    return means, np.where(stds > 1e-12, stds, 1.0)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-z))`` without overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=float)))
+
+
+def fit_logistic(z: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray, float]:
+    """L2-regularised maximum-likelihood logistic regression on standardised features.
+
+    Minimises ``sum(log(1 + exp(s)) - y * s) + 0.5 * l2 * ||w||²`` with ``s = z @ w + b`` (the
+    intercept unpenalised) by L-BFGS with the analytic gradient; the objective is strictly convex,
+    so the optimum is unique.
+
+    Returns:
+        ``(w, b)``: coefficients per standardised feature and intercept.
+    """
+    z = np.asarray(z, dtype=float)
+    y = np.asarray(y, dtype=float)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        s = z @ w + b
+        r = sigmoid(s) - y
+        value = float(np.sum(np.logaddexp(0.0, s) - y * s) + 0.5 * l2 * w @ w)
+        return value, np.append(z.T @ r + l2 * w, r.sum())
+
+    prior = np.clip(y.mean(), 1e-3, 1 - 1e-3)
+    start = np.append(np.zeros(z.shape[1]), math.log(prior / (1 - prior)))
+    result = optimize.minimize(objective, start, jac=True, method="L-BFGS-B")
+    return result.x[:-1], float(result.x[-1])
+
+
+def _fit_all(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    means, stds = standardise(x)
+    z = (x - means) / stds
+    fits = [fit_logistic(z, y[:, j]) for j in range(y.shape[1])]
+    return {
+        "means": means,
+        "stds": stds,
+        "w": np.stack([w for w, _ in fits]),
+        "b": [b for _, b in fits],
+    }
+
+
+def _predict(model: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
+    z = (x - model["means"]) / model["stds"]
+    return sigmoid(z @ model["w"].T + np.asarray(model["b"]))
+
+
+def cross_validate_logistic(
+    features: np.ndarray,
+    targets: np.ndarray,
+    groups: np.ndarray,
+    labels: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Grouped k-fold cross-validation of the per-label logistic models.
+
+    Each fold refits the standardisation and the models on the other folds. Metrics per label are
+    those of :func:`~lnpath.lesion_training.binary_metrics` on the out-of-fold probabilities, plus
+    the Brier score and, for reference, the Brier score of always predicting the prevalence.
+
+    Returns:
+        ``{"folds", "grouped_by", "metrics": {label: {...}}}``.
+    """
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(targets, dtype=float)
+    fold, grouped_by = cv_folds(np.asarray(groups, dtype=object), folds, seed)
+    n_folds = int(fold.max()) + 1
+    prob = np.zeros_like(y)
+    for k in range(n_folds):
+        test = fold == k
+        prob[test] = _predict(_fit_all(x[~test], y[~test]), x[test])
+    metrics: dict[str, dict[str, float]] = {}
+    for j, name in enumerate(labels):
+        m: dict[str, float] = dict(binary_metrics(y[:, j], prob[:, j], threshold))
+        m["brier"] = float(np.mean((prob[:, j] - y[:, j]) ** 2))
+        m["brier_prevalence"] = float(y[:, j].mean() * (1.0 - y[:, j].mean()))
+        metrics[name] = m
+    return {"folds": n_folds, "grouped_by": grouped_by, "metrics": metrics}
+
+
+def parameters_sha256(parameters: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces, no NaN) of the model parameters."""
+    text = json.dumps(parameters, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def calibrate_morphometry(
+    data: MeasuredGlomeruli,
+    out: str | Path,
+    folds: int = 5,
+    seed: int = 0,
+    threshold: float = 0.5,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Cross-validate, fit on every glomerulus and write a morphometry-logistic model folder.
+
+    Returns:
+        The model card (also written to ``out/card.json``).
+
+    Raises:
+        InputError: a label has too few examples (:func:`require_counts`), or ``out`` exists and
+            ``overwrite`` is false.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: model folder already exists (use --overwrite to replace it)")
+    counts = data.counts()
+    require_counts(counts, data.source)
+    cv = cross_validate_logistic(
+        data.features, data.targets, data.groups, data.labels, folds, seed, threshold
+    )
+    model = _fit_all(data.features, data.targets)
+    names = list(data.feature_names)
+    parameters = {
+        "labels": list(data.labels),
+        "features": names,
+        "mpp": DEFAULT_MPP,
+        "means": dict(zip(names, map(float, model["means"]), strict=True)),
+        "stds": dict(zip(names, map(float, model["stds"]), strict=True)),
+        "coefficients": {
+            label: dict(zip(names, map(float, model["w"][j]), strict=True))
+            for j, label in enumerate(data.labels)
+        },
+        "intercepts": dict(zip(data.labels, map(float, model["b"]), strict=True)),
+        "threshold": float(threshold),
+        "l2": L2,
+    }
+    card: dict[str, Any] = {
+        "name": out.name,
+        "kind": KIND,
+        "lnpath_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "labels": list(data.labels),
+        "features": names,
+        "stains": list(CALL_STAINS),
+        "parameters": parameters,
+        "sha256": parameters_sha256(parameters),
+        "class_mapping": {k: list(v) for k, v in data.mapping.items()},
+        "counts": counts,
+        "training": {
+            "source": data.source,
+            "mask": data.mask,
+            "measured_at_mpp": DEFAULT_MPP,
+            "samples": len(data.targets),
+            "skipped_unmeasurable": data.skipped,
+            "seed": seed,
+            "model": f"L2-regularised logistic regression (penalty {L2} on standardised "
+            "coefficients), maximum likelihood",
+        },
+        "cross_validation": cv,
+        "threshold": float(threshold),
+        "intended_use": INTENDED_USE,
+        "status": "calibrated on a lab's own labels; validate locally before relying on it",
+    }
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        write_json(tmp / CARD_FILE, card)
+    log.info("wrote morphometry model %s (parameters sha256 %s)", out, card["sha256"][:12])
+    return card
+
+
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """The ``card.json`` of a model folder.
+
+    Raises:
+        ModelError: the card is missing or not a JSON object.
+    """
+    path = Path(folder) / CARD_FILE
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: missing or malformed model card ({exc})") from exc
+    if not isinstance(card, dict):
+        raise ModelError(f"{path}: model card is not a JSON object")
+    return card
+
+
+class CalibratedMorphometryCaller:
+    """Lesion calls from a lab-calibrated morphometry model (``lnpath train-lesions --method
+    morphometry``).
+
+    Glomeruli are measured as by :class:`~lnpath.lesions.MorphometryCaller`; each of the model's
+    labels gets ``p_<label>`` (the logistic model's probability) and the call
+    ``p >= threshold``. Other lesions stay ``<NA>``. The measurements' pixel classes are defined
+    for PAS, so on other stains the calls and probabilities are left not assessed, with a warning.
+
+    Args:
+        folder: model folder with ``card.json``.
+        stain: the section's stain.
+        expected_labels: lesions the caller is configured to provide; a model whose label set
+            differs raises :class:`~lnpath.errors.ModelError`.
+
+    Raises:
+        ModelError: the card is missing, malformed, of another kind, or its parameters do not
+            match its sha256.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        stain: str = "PAS",
+        expected_labels: Sequence[str] | None = None,
+    ) -> None:
+        from .cortex import normalise_stain
+
+        self.folder = Path(folder)
+        card_path = self.folder / CARD_FILE
+        self.card = read_card(self.folder)
+        if self.card.get("kind") != KIND:
+            raise ModelError(f"{card_path}: kind {self.card.get('kind')!r} is not {KIND!r}")
+        params = self.card.get("parameters")
+        if not isinstance(params, dict):
+            raise ModelError(f"{card_path}: no model parameters")
+        try:
+            digest = parameters_sha256(params)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{card_path}: parameters are not plain JSON ({exc})") from exc
+        if digest != self.card.get("sha256"):
+            raise ModelError(
+                f"{card_path}: parameters sha256 {digest[:12]}… does not match the card"
+            )
+        try:
+            self.labels = tuple(str(v) for v in params["labels"])
+            self.features = tuple(str(v) for v in params["features"])
+            self.means = np.array([params["means"][f] for f in self.features], float)
+            self.stds = np.array([params["stds"][f] for f in self.features], float)
+            self.weights = np.array(
+                [[params["coefficients"][la][f] for f in self.features] for la in self.labels],
+                float,
+            )
+            self.intercepts = np.array([params["intercepts"][la] for la in self.labels], float)
+            self.threshold = float(params["threshold"])
+            self.mpp = float(params["mpp"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{card_path}: malformed model parameters ({exc})") from exc
+        bad = [la for la in self.labels if la not in LESIONS]
+        bad += [f for f in self.features if f not in MEASUREMENTS]
+        if bad:
+            raise ModelError(f"{card_path}: unknown labels or measurements {bad}")
+        if expected_labels is not None and set(expected_labels) != set(self.labels):
+            raise ModelError(
+                f"{card_path}: model labels {sorted(self.labels)} differ from the configured "
+                f"{sorted(expected_labels)}"
+            )
+        self.sha256 = digest
+        self.stain = normalise_stain(stain)
+        self.name = str(self.card.get("name") or self.folder.name)
+        self.source = f"morphometry-model:{self.name}"
+
+    @classmethod
+    def from_name(
+        cls,
+        name_or_path: str | Path,
+        stain: str = "PAS",
+        expected_labels: Sequence[str] | None = None,
+    ) -> CalibratedMorphometryCaller:
+        """Load a model folder by path, or by name from the repository's ``models/``."""
+        return cls(_resolve_model_dir(name_or_path), stain=stain, expected_labels=expected_labels)
+
+    def describe(self) -> dict[str, Any]:
+        """Model identity, labels, threshold and cross-validated metrics, for result provenance."""
+        return {
+            "source": self.source,
+            "kind": KIND,
+            "sha256": self.sha256,
+            "mpp": self.mpp,
+            "stain": self.stain,
+            "calls": self.stain in CALL_STAINS,
+            "labels": list(self.labels),
+            "threshold": self.threshold,
+            "cross_validation": self.card.get("cross_validation"),
+            "intended_use": self.card.get("intended_use", INTENDED_USE),
+        }
+
+    def probabilities(self, measurements: pd.DataFrame) -> np.ndarray:
+        """Probabilities (N, L) from a measurement table; NaN where a measurement is missing."""
+        x = measurements[list(self.features)].to_numpy(dtype=float)
+        prob = sigmoid(((x - self.means) / self.stds) @ self.weights.T + self.intercepts)
+        prob[~np.isfinite(x).all(axis=1)] = math.nan
+        return prob
+
+    def call(self, glomeruli: Iterable[Any], slide: Any, progress: bool = False) -> pd.DataFrame:
+        """Measure every glomerulus and emit ``p_<label>`` and calls for the model's labels."""
+        measurements = measure_glomeruli(glomeruli, slide, mpp=self.mpp, progress=progress)
+        table = empty_findings(measurements["glomerulus_id"].tolist(), self.source)
+        prob = self.probabilities(measurements)
+        if self.stain not in CALL_STAINS:
+            log.warning(
+                "%s: morphometry lesion calls are defined for PAS only; on %s they are left "
+                "not assessed (measurements are kept)",
+                getattr(slide, "path", "slide"),
+                self.stain,
+            )
+            prob[:] = math.nan
+        for j, name in enumerate(self.labels):
+            table[f"p_{name}"] = prob[:, j]
+            table[name] = pd.array(
+                [bool(p >= self.threshold) if not math.isnan(p) else pd.NA for p in prob[:, j]],
+                dtype="boolean",
+            )
+        for col in MEASUREMENTS:
+            table[col] = measurements[col].to_numpy(dtype=float)
+        return table
