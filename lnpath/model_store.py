@@ -7,17 +7,14 @@ file is refused instead of executed. Nothing is ever downloaded.
 
 Named models are looked up along :func:`model_search_path`: ``$LNPATH_MODELS`` (a lab's own
 models), the ``models/`` folder of a source checkout (editable installs and development), then the
-folder a wheel install put the shipped models in (``<prefix>/share/lnpath/models``, carried as
-wheel data files because the design keeps weights in the repository's top-level ``models/``).
+copy of that folder a wheel carries as ``lnpath/_models`` (non-editable installs).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +29,8 @@ DEFAULT_MODEL = "glomeruli-unet-pas"
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "card.json"
 ENV_VAR = "LNPATH_MODELS"
-#: where a wheel's data files put the shipped models, under the install scheme's ``data`` path
-SHARE_DIR = Path("share", "lnpath", "models")
 _CHECKOUT = Path(__file__).resolve().parents[1]
+_BUNDLED = Path(__file__).resolve().parent / "_models"
 
 
 def model_search_path() -> list[Path]:
@@ -44,36 +40,17 @@ def model_search_path() -> list[Path]:
     2. ``models/`` of the source checkout this package runs from (editable installs, tests); only
        when ``pyproject.toml`` sits beside it, so an installed package never reads a stray
        ``site-packages/models``.
-    3. Where pip put the wheel's copy of the shipped models: the distribution's RECORD names the
-       exact folder (venv, ``--user``, ``--prefix`` or ``--target`` alike); the ``data`` path of
-       the default and user install schemes stand in when no RECORD lists them, so an error can
-       still say where the models were expected.
+    3. ``lnpath/_models`` of an installed wheel: the build maps the checkout's ``models/`` there
+       (see ``pyproject.toml``), so the shipped models sit beside the code in every install scheme.
     """
-    found: list[Path] = []
+    path: list[Path] = []
     env = os.environ.get(ENV_VAR)
     if env:
-        found.append(Path(env))
+        path.append(Path(env))
     if (_CHECKOUT / "pyproject.toml").is_file():
-        found.append(_CHECKOUT / "models")
-    found.extend(_installed_models_dirs())
-    unique: dict[Path, Path] = {}
-    for folder in found:
-        unique.setdefault(folder.resolve(), folder)
-    return list(unique.values())
-
-
-def _installed_models_dirs() -> list[Path]:
-    folders: list[Path] = []
-    try:
-        files = importlib.metadata.distribution("lnpath").files or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    for entry in files:
-        if entry.name == CARD_FILE and tuple(entry.parts[-5:-2]) == SHARE_DIR.parts:
-            folders.append(Path(str(entry.locate())).resolve().parents[1])
-    schemes = (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user"))
-    folders.extend(Path(sysconfig.get_path("data", scheme)) / SHARE_DIR for scheme in schemes)
-    return folders
+        path.append(_CHECKOUT / "models")
+    path.append(_BUNDLED)
+    return path
 
 
 def models_dir() -> Path:
