@@ -9,8 +9,18 @@ Evaluation only: the eval-only images are read in place, nothing is copied, trai
   recorded; the provenance estimate (0.25 µm/px, 40x) is used and crops are resampled to 0.5.
 * ``bupt-multistain-glomeruli``: labelme polygons on PAS / PASM / Masson snapshots; ``gs`` (global
   sclerosis) vs ``gn`` (normal), and ``gs`` vs every other class. µm/px estimated at 0.4
-  (provenance: 0.3-0.5). The snapshots are under-exposed (glass ≈150/255), so each crop is
+  (provenance: 0.3-0.5; the file names mark 200x and 400x snapshots alike, so the true scale
+  varies about twofold). The snapshots are under-exposed (glass ≈150/255), so each crop is
   measured against the white point (``estimate_white``) of its whole snapshot.
+
+Section ``lab_calibration_cv``: what a lab's own-label calibration (``lnpath train-lesions
+--method morphometry``, :func:`lnpath.lesion_calibration.cross_validate_logistic`) reaches,
+cross-validated (5 folds) on these eval-only sets -- nothing fitted here is kept or shipped.
+Grouped by patient (the file-name prefix; the honest split) and by crop/snapshot (what the CLI
+does without a ``group`` column; optimistic, because one patient's glomeruli share staining and
+disease). In both sets the label is confounded with the patient (CMIL: all 30 negatives come from
+one case; bupt PAS: 8 of 9 ``gs`` from one patient), so the patient-grouped folds train on nearly
+one-class data: read both numbers together.
 
 Usage: ``python scripts/eval_sclerosis.py [--data ../shared/data]``
 """
@@ -26,9 +36,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from skimage import draw, io, transform
+from skimage import draw, io
 
 from lnpath.errors import InputError
+from lnpath.lesion_calibration import cross_validate_logistic, ellipse_mask, resample_crop
 from lnpath.lesion_training import binary_metrics
 from lnpath.lesions import MorphometryThresholds, calls_from_measurements
 from lnpath.measure import DEFAULT_MPP, MEASUREMENTS, estimate_white, measure_crop
@@ -37,31 +48,15 @@ CMIL_MPP = 0.25
 BUPT_MPP = 0.4
 
 
-def _resample(rgb: np.ndarray, mask: np.ndarray, mpp: float) -> tuple[np.ndarray, np.ndarray]:
-    scale = mpp / DEFAULT_MPP
-    shape = (max(1, round(rgb.shape[0] * scale)), max(1, round(rgb.shape[1] * scale)))
-    out = transform.resize(rgb[..., :3], shape, anti_aliasing=True)
-    small = transform.resize(mask.astype(float), shape, order=1, anti_aliasing=False) >= 0.5
-    return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8), small
-
-
 def _measure(
     rgb: np.ndarray, mask: np.ndarray, mpp: float, white: np.ndarray | None = None
 ) -> dict[str, float]:
-    rgb, mask = _resample(rgb, mask, mpp)
+    rgb, mask = resample_crop(rgb, mask, mpp)
     try:
         return measure_crop(rgb, mask, DEFAULT_MPP, white=white)
     except InputError as exc:
         print(f"not measured: {exc}", file=sys.stderr)
         return dict.fromkeys(MEASUREMENTS, math.nan)
-
-
-def _ellipse_mask(shape: tuple[int, int], shrink: float = 0.9) -> np.ndarray:
-    h, w = shape
-    mask = np.zeros(shape, bool)
-    rr, cc = draw.ellipse(h / 2, w / 2, shrink * h / 2, shrink * w / 2, shape=shape)
-    mask[rr, cc] = True
-    return mask
 
 
 def _summary(truth: np.ndarray, table: pd.DataFrame) -> dict[str, float]:
@@ -75,24 +70,31 @@ def _summary(truth: np.ndarray, table: pd.DataFrame) -> dict[str, float]:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def eval_cmil(root: Path) -> dict[str, object]:
+def measure_cmil(root: Path) -> pd.DataFrame:
+    """One row per CMIL crop: ``glomerulus_id``, ``m_*``, ``truth``, ``patient``, ``crop``."""
     with (root / "labels.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    measured, truth = [], []
+    measured = []
     for i, row in enumerate(rows):
         label = int(row["ground_truth_globally_sclerotic"])
         folder = "globally_sclerotic" if label else "non_globally_sclerotic"
         rgb = io.imread(root / folder / row["name"])[..., :3]
+        m = _measure(rgb, ellipse_mask(rgb.shape[:2]), CMIL_MPP)
+        patient = row["name"].split("_PAS")[0]
         measured.append(
-            {"glomerulus_id": i, **_measure(rgb, _ellipse_mask(rgb.shape[:2]), CMIL_MPP)}
+            {"glomerulus_id": i, **m, "truth": bool(label), "patient": patient, "crop": row["name"]}
         )
-        truth.append(bool(label))
-    table = calls_from_measurements(pd.DataFrame(measured), MorphometryThresholds())
+    return pd.DataFrame(measured)
+
+
+def eval_cmil(root: Path, frame: pd.DataFrame | None = None) -> dict[str, object]:
+    frame = measure_cmil(root) if frame is None else frame
+    table = calls_from_measurements(frame, MorphometryThresholds())
     return {
         "set": "cmil-pas-sclerosis-crops",
         "mask": "inscribed ellipse (90 %)",
         "assumed_mpp": CMIL_MPP,
-        "PAS": _summary(np.array(truth), table),
+        "PAS": _summary(frame["truth"].to_numpy(bool), table),
     }
 
 
@@ -103,7 +105,8 @@ def _stain(name: str) -> str:
     return "unknown"
 
 
-def eval_bupt(root: Path) -> dict[str, object]:
+def measure_bupt(root: Path) -> pd.DataFrame:
+    """One row per bupt polygon: ``glomerulus_id``, ``m_*``, stain, class, patient, image."""
     records = []
     for path in sorted((root / "labelme").glob("*.json")):
         doc = json.loads(path.read_text())
@@ -120,9 +123,22 @@ def eval_bupt(root: Path) -> dict[str, object]:
             rr, cc = draw.polygon(pts[:, 1] - y0, pts[:, 0] - x0, shape=mask.shape)
             mask[rr, cc] = True
             m = _measure(crop, mask, BUPT_MPP, white)
-            records.append({"stain": _stain(path.stem), "cls": shape["label"], **m})
+            records.append(
+                {
+                    "stain": _stain(path.stem),
+                    "cls": shape["label"],
+                    "patient": path.stem.split("-")[0],
+                    "image": path.stem,
+                    **m,
+                }
+            )
     frame = pd.DataFrame(records)
     frame["glomerulus_id"] = np.arange(len(frame))
+    return frame
+
+
+def eval_bupt(root: Path, frame: pd.DataFrame | None = None) -> dict[str, object]:
+    frame = measure_bupt(root) if frame is None else frame
     calls = calls_from_measurements(frame, MorphometryThresholds())
     out: dict[str, object] = {"set": "bupt-multistain-glomeruli", "assumed_mpp": BUPT_MPP}
     for stain in ("PAS", "PASM", "Masson"):
@@ -135,16 +151,61 @@ def eval_bupt(root: Path) -> dict[str, object]:
     return out
 
 
+def _calibration_cv(
+    frame: pd.DataFrame, truth: np.ndarray, group_columns: dict[str, str]
+) -> dict[str, object]:
+    """Grouped 5-fold CV of the morphometry-logistic fit, per grouping (rounded metrics)."""
+    x = frame[list(MEASUREMENTS)].to_numpy(float)
+    ok = np.isfinite(x).all(axis=1)
+    out: dict[str, object] = {"n": int(ok.sum()), "positives": int(truth[ok].sum())}
+    for name, column in group_columns.items():
+        groups = frame[column].to_numpy(object)[ok]
+        cv = cross_validate_logistic(
+            x[ok], truth[ok, None].astype(float), groups, ["global_sclerosis"], folds=5, seed=0
+        )
+        metrics = cv["metrics"]["global_sclerosis"]
+        out[name] = {
+            "folds": cv["folds"],
+            "groups": len(set(groups)),
+            **{k: round(v, 3) for k, v in metrics.items() if k not in ("n", "positives")},
+        }
+    return out
+
+
+def lab_calibration_cv(cmil: pd.DataFrame, bupt: pd.DataFrame) -> dict[str, object]:
+    """What a lab's own-label calibration reaches, cross-validated on the eval-only sets."""
+    pas = bupt[bupt["stain"] == "PAS"]
+    return {
+        "what": "what a lab's own-label calibration reaches (cross-validated on the eval-only "
+        "set, nothing shipped): lnpath train-lesions --method morphometry, L2 logistic "
+        "regression on the standardised m_* measurements, calls p >= 0.5",
+        "caveat": "labels are confounded with the patient (CMIL: all 30 negatives from one "
+        "case; bupt PAS: 8 of 9 gs from one patient); patient-grouped folds then train on "
+        "nearly one-class data, crop-grouped folds are optimistic",
+        "cmil_PAS": _calibration_cv(
+            cmil, cmil["truth"].to_numpy(bool), {"by_patient": "patient", "by_crop": "crop"}
+        ),
+        "bupt_PAS_gs_vs_all": _calibration_cv(
+            pas,
+            (pas["cls"] == "gs").to_numpy(bool),
+            {"by_patient": "patient", "by_snapshot": "image"},
+        ),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = Path(__file__).resolve().parents[2] / "shared" / "data"
     parser.add_argument("--data", type=Path, default=default, help="shared data folder")
     args = parser.parse_args()
     root = args.data / "eval-only"
+    cmil = measure_cmil(root / "cmil-pas-sclerosis-crops")
+    bupt = measure_bupt(root / "bupt-multistain-glomeruli")
     result = {
         "rule": "m_sclerosed_fraction > 0.5 (ISN/RPS 2003), thresholds not tuned on these sets",
-        "cmil": eval_cmil(root / "cmil-pas-sclerosis-crops"),
-        "bupt": eval_bupt(root / "bupt-multistain-glomeruli"),
+        "cmil": eval_cmil(root / "cmil-pas-sclerosis-crops", cmil),
+        "bupt": eval_bupt(root / "bupt-multistain-glomeruli", bupt),
+        "lab_calibration_cv": lab_calibration_cv(cmil, bupt),
     }
     print(json.dumps(result, indent=2))
     return 0
