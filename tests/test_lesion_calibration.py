@@ -222,3 +222,41 @@ def test_logistic_fit_recovers_known_coefficients() -> None:
     # separable data stay finite under the L2 prior
     w, b = fit_logistic(np.r_[-np.ones(5), np.ones(5)][:, None], np.r_[np.zeros(5), np.ones(5)])
     assert np.all(np.isfinite(w)) and abs(w[0]) < 10
+
+
+def test_qupath_route_measures_polygons_on_the_slide(
+    repo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """QuPath GeoJSON + slide, polygon masks; one slide only, so folds are per glomerulus."""
+    from lnpath.qupath import read_qupath, write_qupath
+
+    features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
+    for i, feature in enumerate(features):
+        feature.classification = "Sclerotic" if i % 3 == 0 else "Normal"
+    geojson = tmp_path / "labelled.geojson"
+    write_qupath(features, geojson)
+    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    out = tmp_path / "model"
+    args = ["train-lesions", "--method", "morphometry", "--qupath", str(geojson), str(slide)]
+    assert main([*args, "--out", str(out), "--folds", "3"]) == 0
+    assert "grouped by glomerulus (single slide)" in capsys.readouterr().out
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["mask"] == "QuPath polygon"
+    assert card["labels"] == ["global_sclerosis"]  # Partially_sclerotic is absent from the file
+    n = len(features)
+    counts = card["counts"]["global_sclerosis"]
+    assert counts["positive"] + counts["negative"] + card["training"]["skipped_unmeasurable"] == n
+    assert main([*args, "--out", str(tmp_path / "m2"), "--mpp", "1"]) == 2
+    assert "--mpp is for --method cnn" in capsys.readouterr().err
+
+
+def test_a_cnn_folder_still_loads_the_cnn_caller(tmp_path: Path) -> None:
+    from lnpath.lesion_training import write_model_folder
+    from lnpath.lesions import TrainedLesionCaller
+    from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
+
+    net = LesionNet(LesionNetConfig(labels=("global_sclerosis",), input_size=32)).eval()
+    write_model_folder(net, {"mpp": 2.0, "threshold": 0.5}, tmp_path / "cnn")
+    assert isinstance(lesion_caller(str(tmp_path / "cnn"), device="cpu"), TrainedLesionCaller)
+    with pytest.raises(ModelError, match="no lesion model"):
+        lesion_caller(str(tmp_path / "absent"))
