@@ -7,9 +7,10 @@ L2-regularised logistic regression on the standardised ``m_*`` measurements of
 :mod:`lnpath.measure`.
 
 * **Why logistic regression**: it is fitted by maximum likelihood, so its outputs are
-  probabilities in the lab's own population (calibration is checked out of fold with the Brier
-  score), and its coefficients on standardised measurements stay readable ("more open lumen,
-  less sclerosis").
+  probabilities in the lab's own population, prevalence included (calibration is checked out of
+  fold with the Brier score; classes are not reweighted, so a rare lesion is called at p >= 0.5
+  only when the evidence outweighs its rarity), and its coefficients on standardised
+  measurements stay readable ("more open lumen, less sclerosis").
 * **Regularisation**: a fixed Gaussian prior of unit variance on each standardised coefficient
   (L2 penalty ``0.5 * ||w||²``, the intercept unpenalised), chosen beforehand, not tuned: it keeps
   small or separable label sets from driving the coefficients to infinity.
@@ -17,8 +18,9 @@ L2-regularised logistic regression on the standardised ``m_*`` measurements of
   working resolution :data:`~lnpath.measure.DEFAULT_MPP`, inside the QuPath polygon, or for a
   crops folder inside a mask image (CSV column ``mask``) or else the ellipse inscribed in the crop
   shrunk to 90 % (a bounding-box crop plus a little context: the ellipse approximates the outline
-  without the surrounding tubules). Crops that cannot be measured are skipped with a warning and
-  counted in the card.
+  without the surrounding tubules). Crop files are white-normalised against their own glass, as
+  :func:`~lnpath.measure.measure_crop` does by default. Crops that cannot be measured are skipped
+  with a warning and counted in the card.
 * **Validation**: grouped k-fold cross-validation (all glomeruli of one slide/image in one fold);
   the standardisation is refitted inside each fold. The final model uses every sample.
 
@@ -302,6 +304,8 @@ def fit_logistic(z: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarr
     prior = np.clip(y.mean(), 1e-3, 1 - 1e-3)
     start = np.append(np.zeros(z.shape[1]), math.log(prior / (1 - prior)))
     result = optimize.minimize(objective, start, jac=True, method="L-BFGS-B")
+    if not result.success:
+        log.warning("logistic fit stopped before convergence: %s", result.message)
     return result.x[:-1], float(result.x[-1])
 
 
