@@ -3,8 +3,9 @@
 Batches get interrupted (wall-time limits, pre-empted nodes, one corrupt slide), so every slide is
 its own unit of work: :func:`score_slide` writes ``out_dir/<slide_id>/`` atomically, and its
 result.json doubles as the completion marker. A re-run skips a slide whose result.json records the
-same slide fingerprint, configuration, outline model/annotation sha256, stain, µm/px and patient
-fields, and re-scores nothing else unless asked. A failing slide is recorded (one line) in
+same slide fingerprint, configuration, outline model/annotation sha256, lesion model sha256 (a model
+retrained under the same name is a different model), stain, µm/px and patient fields, and
+re-scores nothing else unless asked. A failing slide is recorded (one line) in
 ``batch_status.csv`` and never stops the others.
 
 Work runs where the user's cluster is: a dask ``LocalCluster`` of single-threaded worker processes
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -174,11 +176,36 @@ def shard_rows(table: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFra
 # completion marker
 
 
-def expected_inputs(row: Mapping[str, Any], config: Any, lesion_model: str | None) -> dict:
+def lesion_model_id(lesion_model: str | None) -> str | None:
+    """What identifies the lesion caller a result was scored with: its sha256, else its name.
+
+    The caller comes from :func:`lnpath.pipeline.lesion_caller`, the factory scoring uses, so the
+    hash is the one result.json records (``models[1].sha256``) whatever kind of model the name
+    resolves to, and weights retrained under the same name no longer pass for the old ones. Only a
+    caller without a hash (the built-in rules: None) falls back to the name.
+
+    Raises:
+        ModelError: the model cannot be found or loaded.
+    """
+    from .pipeline import lesion_caller
+
+    sha256 = getattr(lesion_caller(lesion_model, device="cpu"), "sha256", None)
+    return str(sha256) if sha256 else lesion_model
+
+
+def expected_inputs(
+    row: Mapping[str, Any], config: Any, lesion_model_id: str | None
+) -> dict[str, Any]:
     """What a finished result for this manifest row must record (compared by :func:`stale`).
 
     Reading the fingerprint opens the slide (header plus first/last MiB), which is cheap next to
     scoring and lets a re-run skip finished slides without sending them to a worker.
+
+    Args:
+        row: one manifest row (see :func:`read_manifest`).
+        config: the batch's scoring configuration (anything :func:`~lnpath.config.load_config`
+            takes).
+        lesion_model_id: the batch's lesion model as :func:`lesion_model_id` identifies it.
     """
     from .config import load_config
     from .cortex import normalise_stain
@@ -196,7 +223,7 @@ def expected_inputs(row: Mapping[str, Any], config: Any, lesion_model: str | Non
         "fingerprint": fingerprint["sha256"],
         "config": _canonical(load_config(config).to_dict()),
         "outline_sha256": outline_sha,
-        "lesion_model": lesion_model,
+        "lesion_model": lesion_model_id,
         "stain": normalise_stain(row.get("stain") or "PAS"),
         "mpp": mpp,
         "patient_id": row.get("patient_id"),
@@ -220,11 +247,12 @@ def stale(result: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
     """Names of the inputs in which a result.json differs from ``expected`` (empty: complete)."""
     slide = result.get("slide") or {}
     models = result.get("models") or [{}]
+    lesion = (models[1] if len(models) > 1 else None) or {}
     found = {
         "fingerprint": (slide.get("fingerprint") or {}).get("sha256"),
         "config": _canonical(result.get("config")),
         "outline_sha256": (models[0] or {}).get("sha256"),
-        "lesion_model": result.get("lesion_model"),
+        "lesion_model": lesion.get("sha256") or result.get("lesion_model"),
         "stain": result.get("stain"),
         "mpp": slide.get("mpp"),
         "patient_id": result.get("patient_id"),
@@ -339,11 +367,13 @@ def score_batch(
         config = load_config(config).to_dict()  # plain data pickles to any worker
     records: dict[str, dict[str, Any]] = {}
     tasks: list[dict[str, Any]] = []
+    # resolved once per batch, and only if some slide already has a result to compare with
+    lesion_id = functools.cache(functools.partial(lesion_model_id, lesion_model))
     for row in _records(table):
         base = {k: row[k] for k in ("slide_id", "patient_id", "timepoint", "biopsy_date", "path")}
         folder = out / row["slide_id"]
         base["result"] = str(folder.resolve())
-        decision = _plan(row, folder, overwrite, config, lesion_model)
+        decision = _plan(row, folder, overwrite, config, lesion_id)
         if decision is not None:
             records[row["slide_id"]] = {**base, "seconds": 0.0, "worker": None, **decision}
             continue
@@ -375,7 +405,11 @@ def score_batch(
 
 
 def _plan(
-    row: Mapping[str, Any], folder: Path, overwrite: bool, config: Any, lesion_model: str | None
+    row: Mapping[str, Any],
+    folder: Path,
+    overwrite: bool,
+    config: Any,
+    lesion_id: Callable[[], str | None],
 ) -> dict[str, Any] | None:
     """``None`` to score this row, else its final record (skipped, or failed before starting)."""
     if not Path(row["path"]).is_file():
@@ -391,7 +425,7 @@ def _plan(
             "error": f"{folder}: exists without a readable result.json (use --overwrite)",
         }
     try:
-        changed = stale(result, expected_inputs(row, config, lesion_model))
+        changed = stale(result, expected_inputs(row, config, lesion_id()))
     except LnpathError as exc:
         return {"outcome": "failed", "error": _one_line(str(exc))}
     if not changed:
