@@ -193,9 +193,7 @@ def lesion_model_id(lesion_model: str | None) -> str | None:
     return str(sha256) if sha256 else lesion_model
 
 
-def expected_inputs(
-    row: Mapping[str, Any], config: Any, lesion_model_id: str | None
-) -> dict[str, Any]:
+def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) -> dict[str, Any]:
     """What a finished result for this manifest row must record (compared by :func:`stale`).
 
     Reading the fingerprint opens the slide (header plus first/last MiB), which is cheap next to
@@ -205,7 +203,7 @@ def expected_inputs(
         row: one manifest row (see :func:`read_manifest`).
         config: the batch's scoring configuration (anything :func:`~lnpath.config.load_config`
             takes).
-        lesion_model_id: the batch's lesion model as :func:`lesion_model_id` identifies it.
+        lesion_id: the batch's lesion model as :func:`lesion_model_id` identifies it.
     """
     from .config import load_config
     from .cortex import normalise_stain
@@ -223,7 +221,7 @@ def expected_inputs(
         "fingerprint": fingerprint["sha256"],
         "config": _canonical(load_config(config).to_dict()),
         "outline_sha256": outline_sha,
-        "lesion_model": lesion_model_id,
+        "lesion_model": lesion_id,
         "stain": normalise_stain(row.get("stain") or "PAS"),
         "mpp": mpp,
         "patient_id": row.get("patient_id"),
