@@ -56,6 +56,8 @@ _EXPORTS: dict[str, str] = {
     "LesionCaller": "lesions",
     "MorphometryCaller": "lesions",
     "TrainedLesionCaller": "lesions",
+    "load_lesion_model": "lesions",
+    "CalibratedMorphometryCaller": "lesion_calibration",
     "measure_cortex": "cortex",
     # pipeline, review, comparison
     "score_slide": "pipeline",
