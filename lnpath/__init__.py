@@ -61,7 +61,7 @@ _EXPORTS: dict[str, str] = {
     "measure_cortex": "cortex",
     # pipeline, review, comparison
     "score_slide": "pipeline",
-    "SlideResult": "pipeline",
+    "SlideResult": "result",
     "review": "review",
     "confirm": "review",
     "verify": "review",

@@ -207,7 +207,7 @@ def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) 
     """
     from .config import load_config
     from .cortex import normalise_stain
-    from .pipeline import file_sha256
+    from .result import file_sha256
     from .slide import open_slide
 
     with open_slide(row["path"], mpp=row.get("mpp")) as slide:

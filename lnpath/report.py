@@ -27,7 +27,7 @@ from shapely.geometry.base import BaseGeometry
 
 from .findings import LESIONS
 from .indices import ACTIVITY, CHRONICITY
-from .pipeline import CLASS_COLOURS, LESION_LABELS, NO_LESION, NOT_ASSESSED, Assets
+from .result import CLASS_COLOURS, LESION_LABELS, NO_LESION, NOT_ASSESSED, Assets
 
 COMPONENT_LABELS: dict[str, str] = {
     "endocapillary_hypercellularity": "Endocapillary hypercellularity",

@@ -32,7 +32,9 @@ from shapely.geometry.base import BaseGeometry
 from .config import load_config
 from .errors import InputError, LnpathError, ResultError
 from .findings import DEFAULT_CLASS_MAP, LESIONS, OPTIONAL_FLAGS, read_findings
-from .pipeline import (
+from .pipeline import lesion_caller
+from .qupath import QuPathFeature, read_qupath
+from .result import (
     DERIVED_FILES,
     LESION_LABELS,
     NO_LESION,
@@ -43,7 +45,6 @@ from .pipeline import (
     content_sha256,
     feature_id,
     file_sha256,
-    lesion_caller,
     load_result_json,
     main_call,
     read_audit,
@@ -51,7 +52,6 @@ from .pipeline import (
     read_polygons,
     write_result,
 )
-from .qupath import QuPathFeature, read_qupath
 
 try:
     import fcntl

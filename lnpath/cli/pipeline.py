@@ -187,7 +187,7 @@ def _changes_table(changes: list[dict[str, Any]], revision: int) -> Table:
 
 def run_review(args: argparse.Namespace) -> int:
     """``lnpath review RESULT --geojson F | --findings F | --cortex NAME=F``."""
-    from ..pipeline import SlideResult
+    from ..result import SlideResult
     from ..review import review
 
     before = SlideResult.load(args.result).revision
