@@ -1,0 +1,66 @@
+"""Training-crop sampling on real PAS tiles (the recipe behind the shipped U-Net)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import lnpath.training as training
+from lnpath.training import PatchSampler, TrainingConfig, load_tile_folder
+
+# Train-split tile with a small (≈11,000 µm²) and a large (≈28,000 µm²) glomerulus.
+TWO_GLOMERULI = "10177"
+ORIGINAL_CROP = training._crop
+
+
+def _centre_shares(tile, balance: bool, monkeypatch: pytest.MonkeyPatch) -> float:
+    """Share of foreground crops centred nearer the smaller glomerulus."""
+    labels, count = ndimage.label(tile.mask)
+    assert count == 2
+    sizes = ndimage.sum_labels(tile.mask, labels, [1, 2])
+    small = int(np.argmin(sizes)) + 1
+    distance_to_small = ndimage.distance_transform_edt(labels != small)
+    distance_to_large = ndimage.distance_transform_edt(labels != 3 - small)
+    centres: list[tuple[int, int]] = []
+
+    def spy(array: np.ndarray, y0: int, x0: int, side: int, fill: int) -> np.ndarray:
+        if array.ndim == 3:
+            centres.append((y0 + side // 2, x0 + side // 2))
+        return ORIGINAL_CROP(array, y0, x0, side, fill)
+
+    monkeypatch.setattr(training, "_crop", spy)
+    config = TrainingConfig(
+        patch=64, foreground_crops=1.0, scale_range=(1.0, 1.0), balance_glomeruli=balance
+    )
+    sampler = PatchSampler([tile], config)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        sampler.sample(rng)
+    h, w = tile.mask.shape
+    near = [
+        distance_to_small[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]
+        < distance_to_large[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]
+        for y, x in centres
+    ]
+    return float(np.mean(near))
+
+
+def test_foreground_crops_visit_small_glomeruli_as_often_as_large(
+    bueno_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    balanced = _centre_shares(tile, True, monkeypatch)
+    by_pixel = _centre_shares(tile, False, monkeypatch)
+    assert 0.4 <= balanced <= 0.6
+    assert by_pixel < 0.35  # pixel sampling favours the large glomerulus (~28 % of the area)
+
+
+def test_tiles_without_glomeruli_give_background_crops(bueno_dir: Path) -> None:
+    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    empty = training.LabelledImage("empty", tile.image, np.zeros_like(tile.mask), tile.mpp)
+    sampler = PatchSampler([empty], TrainingConfig(patch=64, foreground_crops=1.0))
+    image, mask = sampler.sample(np.random.default_rng(0))
+    assert image.shape == (64, 64, 3) and not mask.any()
