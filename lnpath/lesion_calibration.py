@@ -57,7 +57,7 @@ from .lesion_training import (
     read_label_table,
     resolve_targets,
 )
-from .lesions import CALL_STAINS, _resolve_model_dir, empty_findings
+from .lesions import CALL_STAINS, _resolve_model_dir, empty_findings, require_label_set
 from .measure import DEFAULT_MPP, MEASUREMENTS, measure_crop, measure_glomeruli
 
 log = logging.getLogger(__name__)
@@ -519,11 +519,7 @@ class CalibratedMorphometryCaller:
         bad += [f for f in self.features if f not in MEASUREMENTS]
         if bad:
             raise ModelError(f"{card_path}: unknown labels or measurements {bad}")
-        if expected_labels is not None and set(expected_labels) != set(self.labels):
-            raise ModelError(
-                f"{card_path}: model labels {sorted(self.labels)} differ from the configured "
-                f"{sorted(expected_labels)}"
-            )
+        require_label_set(card_path, self.labels, expected_labels)
         self.sha256 = digest
         self.stain = normalise_stain(stain)
         self.name = str(self.card.get("name") or self.folder.name)

@@ -208,6 +208,21 @@ class MorphometryCaller:
         return table
 
 
+def require_label_set(
+    card_path: Path, labels: Sequence[str], expected: Sequence[str] | None
+) -> None:
+    """Refuse a lesion model whose labels differ from the configured ones (none silently dropped).
+
+    Raises:
+        ModelError: ``expected`` is given and is not the same set as ``labels``.
+    """
+    if expected is not None and set(expected) != set(labels):
+        raise ModelError(
+            f"{card_path}: model labels {sorted(labels)} differ from the configured "
+            f"{sorted(expected)}"
+        )
+
+
 def _resolve_model_dir(name_or_path: str | Path) -> Path:
     from .model_store import resolve_model_path  # deferred: importing lesions stays torch-free
 
@@ -266,11 +281,7 @@ class TrainedLesionCaller:
         unknown = [name for name in config.labels if name not in LESIONS]
         if unknown:
             raise ModelError(f"{card_path}: labels {unknown} are not lesion columns {LESIONS}")
-        if expected_labels is not None and set(expected_labels) != set(config.labels):
-            raise ModelError(
-                f"{card_path}: model labels {sorted(config.labels)} differ from the configured "
-                f"{sorted(expected_labels)}"
-            )
+        require_label_set(card_path, config.labels, expected_labels)
         if not weights.is_file():
             raise ModelError(f"{weights}: weights file missing")
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()
