@@ -36,11 +36,11 @@ from .errors import InputError
 from .measure import (
     WHITE_OD,
     channel_max,
-    estimate_white,
     normalise_white,
     optical_density,
     pixel_classes,
     rasterize,
+    slide_white,
 )
 
 log = logging.getLogger(__name__)
@@ -164,11 +164,6 @@ def infiltrate_mask(nuclear: np.ndarray, mpp: float) -> np.ndarray:
     return keep[lab]
 
 
-def _slide_white(slide: Any) -> np.ndarray:
-    """White point of the slide, from a low-resolution thumbnail (:func:`estimate_white`)."""
-    return estimate_white(np.asarray(slide.thumbnail(max(slide.mpp, 16.0))))
-
-
 def tissue_mask(od: np.ndarray, mpp: float) -> np.ndarray:
     """Non-white pixels in connected pieces of at least ``MIN_TISSUE_UM2`` (dust is dropped)."""
     tissue = channel_max(od) >= WHITE_OD
@@ -204,7 +199,7 @@ def measure_cortex(
     from .tiling import tile
 
     stain = normalise_stain(stain)
-    white = _slide_white(slide)
+    white = slide_white(slide)
     polygons = [g.polygon for g in glomeruli]
     counts = {"tissue": 0, "glom": 0, "infiltrate": 0, "collagen": 0}
     grid = tile(slide, mpp=mpp, size=TILE_PX)

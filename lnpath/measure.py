@@ -112,6 +112,15 @@ def normalise_white(rgb: np.ndarray, white: np.ndarray | None = None) -> np.ndar
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def slide_white(slide: Any) -> np.ndarray:
+    """White point of a whole slide, from a 16 µm/px thumbnail (:func:`estimate_white`).
+
+    One white point per slide, not per tile: a tile that is tissue from edge to edge shows no glass
+    and must still get the gain the rest of the slide needs.
+    """
+    return estimate_white(np.asarray(slide.thumbnail(max(slide.mpp, 16.0))))
+
+
 def channel_max(image: np.ndarray) -> np.ndarray:
     """Per-pixel maximum over the 3 channels (much faster than ``max(axis=-1)`` on (H, W, 3))."""
     return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])

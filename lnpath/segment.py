@@ -1,10 +1,13 @@
 """Whole-slide glomerulus segmentation: tissue tiles → U-Net → stitched probability → polygons.
 
-Only tiles that contain tissue are read, at the model's µm/px, with overlap. Neighbouring tiles form
-groups (one per tissue piece); each group gets a probability canvas just large enough for it, with
-overlaps blended by linear ramps, so a glomerulus cut by a tile seam is segmented as one object and
-memory scales with the biopsy, never with the glass around it (peers.md #1). A group is labelled and
-turned into polygons as soon as its last tile is predicted, then its canvas is freed.
+Only tiles that contain tissue are read, at the model's µm/px, with overlap, and white-balanced with
+the slide's glass (one gain per slide: scanners deliver white glass and change nothing, an
+under-exposed camera snapshot is brought to the colours the network was trained on). Neighbouring
+tiles form groups (one per tissue piece); each group gets a probability canvas just large enough
+for it, with overlaps blended by linear ramps, so a glomerulus cut by a tile seam is segmented as
+one object and memory scales with the biopsy, never with the glass around it (peers.md #1). A group
+is labelled and turned into polygons as soon as its last tile is predicted, then its canvas is
+freed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from shapely.validation import make_valid
 from skimage.measure import find_contours
 
 from .glomeruli import Glomeruli, Glomerulus
+from .measure import normalise_white, slide_white
 from .model_store import DEFAULT_MODEL, SegmentationModel, load_model
 from .nn.postprocess import label_glomeruli
 from .nn.predict import predict_batch, resolve_device
@@ -93,11 +97,14 @@ def segment_glomeruli(
     n_workers = workers if workers is not None else (2 if _cpus() > 1 and len(grid) > 8 else 1)
     use_tta = bool(net.card.get("tta", True)) if tta is None else tta
     meta["tta"] = use_tta
+    white = slide_white(slide)
+    meta["white_point"] = [round(float(v), 1) for v in white]
     stitcher = _Stitcher(grid, net)
     glomeruli: list[Glomerulus] = []
     for indices, arrays in _batches(grid, batch, n_workers, progress, stats):
         start = time.perf_counter()
-        probs = predict_batch(net.network, np.stack(arrays), dev, tta=use_tta)
+        images = normalise_white(np.stack(arrays), white)
+        probs = predict_batch(net.network, images, dev, tta=use_tta)
         stats.add("compute_s", start)
         start = time.perf_counter()
         for index, prob in zip(indices, probs, strict=True):

@@ -26,6 +26,7 @@ from skimage.draw import polygon as draw_polygon
 
 from .errors import InputError
 from .glomeruli import Glomeruli
+from .measure import normalise_white, slide_white
 from .nn.augment import colour_jitter, flip_rotate, stain_jitter
 from .nn.metrics import SegmentationScore
 from .nn.postprocess import MIN_AREA_UM2, label_glomeruli
@@ -133,11 +134,17 @@ def seed_everything(seed: int) -> None:
 
 
 def load_tile_folder(folder: str | Path, names: Sequence[str], mpp: float) -> list[LabelledImage]:
-    """Read ``images/NAME.png`` + ``masks/NAME.png`` pairs (the Bueno layout: red = glomerulus)."""
+    """Read ``images/NAME.png`` + ``masks/NAME.png`` pairs (the Bueno layout: red = glomerulus).
+
+    Each image is white-balanced against its own glass (:func:`lnpath.measure.normalise_white`),
+    as whole-slide inference does with the slide's.
+    """
     folder = Path(folder)
     out = []
     for name in names:
-        image = np.asarray(Image.open(folder / "images" / f"{name}.png").convert("RGB"))
+        image = normalise_white(
+            np.asarray(Image.open(folder / "images" / f"{name}.png").convert("RGB"))
+        )
         mask_rgb = np.asarray(Image.open(folder / "masks" / f"{name}.png").convert("RGB"))
         out.append(LabelledImage(name, image, mask_rgb[..., 0] > 127, mpp))
     return out
@@ -413,10 +420,12 @@ def windows_from_annotations(
     """Training windows centred on annotated glomeruli, read at ``mpp`` with their masks.
 
     Each window (``window`` px at ``mpp``) is centred on a glomerulus not already inside an earlier
-    window; every annotated outline overlapping it is drawn into its mask. The annotations are taken
-    as complete inside these windows (QuPath reviews usually outline every glomerulus of a region).
+    window; every annotated outline overlapping it is drawn into its mask. Windows are
+    white-balanced with the slide's glass, as in whole-slide inference. The annotations are taken as
+    complete inside these windows (QuPath reviews usually outline every glomerulus of a region).
     """
     side = window * mpp / slide.mpp  # level-0 px
+    white = slide_white(slide)
     taken: list[tuple[float, float]] = []
     out = []
     for g in sorted(glomeruli, key=lambda g: (g.centroid[1], g.centroid[0])):
@@ -425,7 +434,7 @@ def windows_from_annotations(
             continue
         taken.append((cx, cy))
         x0, y0 = cx - side / 2, cy - side / 2
-        image = slide.read(x0, y0, side, side, mpp=mpp)
+        image = normalise_white(slide.read(x0, y0, side, side, mpp=mpp), white)
         mask = np.zeros(image.shape[:2], bool)
         scale = slide.mpp / mpp
         for other in glomeruli:
