@@ -17,6 +17,7 @@ from shapely.geometry import Polygon
 from lnpath.cli import main
 from lnpath.errors import ModelError, SlideError
 from lnpath.glomeruli import Glomeruli
+from lnpath.measure import normalise_white, slide_white
 from lnpath.model_store import DEFAULT_MODEL, SegmentationModel, load_model, models_dir
 from lnpath.nn.postprocess import label_glomeruli
 from lnpath.nn.predict import predict_batch
@@ -113,7 +114,9 @@ def test_glomeruli_across_tile_seams_are_one_object_each(
     path, truths, seams = seam_slide
     with open_slide(path) as slide:
         gloms = segment_glomeruli(slide, model=model, device="cpu", workers=1)
-        whole = slide.read(0, 0, *slide.dimensions, mpp=model.mpp)
+        whole = normalise_white(
+            slide.read(0, 0, *slide.dimensions, mpp=model.mpp), slide_white(slide)
+        )
     assert gloms.mpp == pytest.approx(BUENO_MPP) and gloms.source == DEFAULT_MODEL
     assert gloms.metadata["sha256"] == model.sha256
     post = model.postprocess
@@ -136,6 +139,27 @@ def test_glomeruli_across_tile_seams_are_one_object_each(
         assert g.polygon.intersection(ref).area / g.polygon.union(ref).area >= 0.8
         assert g.area_um2 == pytest.approx(g.polygon.area * BUENO_MPP**2)
         assert 0.5 <= g.probability <= 1.0
+
+
+def test_under_exposed_snapshot_is_white_balanced_to_the_scanner_result(
+    model: SegmentationModel, bueno_dir: Path, tmp_path: Path
+) -> None:
+    """A camera snapshot with grey glass (60 % exposure) gives the glomeruli of the scanned tile."""
+    from lnpath.segment import segment_glomeruli
+    from lnpath.slide import open_slide
+
+    tile = np.asarray(Image.open(bueno_dir / "images" / "10177.png").convert("RGB"))
+    dark = (tile.astype(np.float32) * 0.6).astype(np.uint8)
+    found = {}
+    for name, image in (("scanned", tile), ("dark", dark)):
+        with open_slide(_write_tiff(tmp_path / f"{name}.tiff", image, BUENO_MPP)) as slide:
+            found[name] = segment_glomeruli(slide, model=model, device="cpu", workers=1)
+    white = found["dark"].metadata["white_point"]
+    assert all(140 <= v <= 160 for v in white), white  # glass at 0.6 x ~250
+    assert len(found["dark"]) == len(found["scanned"]) == 2
+    for g in found["scanned"]:
+        twin = max(found["dark"], key=lambda d: d.polygon.intersection(g.polygon).area)
+        assert twin.polygon.intersection(g.polygon).area / twin.polygon.union(g.polygon).area > 0.8
 
 
 def test_cli_segment_writes_qupath_geojson(
