@@ -8,10 +8,10 @@ Evaluation only: the eval-only images are read in place, nothing is copied, trai
   little context, so the inscribed ellipse approximates the outline without tubules). µm/px is not
   recorded; the provenance estimate (0.25 µm/px, 40x) is used and crops are resampled to 0.5.
 * ``bupt-multistain-glomeruli``: labelme polygons on PAS / PASM / Masson snapshots; ``gs`` (global
-  sclerosis) vs ``gn`` (normal), and ``gs`` vs every other class. µm/px estimated at 0.4
-  (provenance: 0.3-0.5; the file names mark 200x and 400x snapshots alike, so the true scale
-  varies about twofold). The snapshots are under-exposed (glass ≈150/255), so each crop is
-  measured against the white point (``estimate_white``) of its whole snapshot.
+  sclerosis) vs ``gn`` (normal), and ``gs`` vs every other class. µm/px is not recorded: 0.4 is
+  assumed for 200x snapshots (provenance: 0.3-0.5) and half that for the ten whose file name says
+  400x (:func:`eval_sets.bupt_mpp`). The snapshots are under-exposed (glass ≈150/255), so each
+  crop is measured against the white point (``estimate_white``) of its whole snapshot.
 
 Section ``lab_calibration_cv``: what a lab's own-label calibration (``lnpath train-lesions
 --method morphometry``, :func:`lnpath.lesion_calibration.cross_validate_logistic`) reaches,
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from eval_sets import BUPT_MPP_200X, CMIL_MPP, bupt_mpp
 from skimage import draw, io
 
 from lnpath.errors import InputError
@@ -43,9 +44,6 @@ from lnpath.lesion_calibration import cross_validate_logistic, ellipse_mask, res
 from lnpath.lesion_training import binary_metrics
 from lnpath.lesions import MorphometryThresholds, calls_from_measurements
 from lnpath.measure import DEFAULT_MPP, MEASUREMENTS, estimate_white, measure_crop
-
-CMIL_MPP = 0.25
-BUPT_MPP = 0.4
 
 
 def _measure(
@@ -122,7 +120,7 @@ def measure_bupt(root: Path) -> pd.DataFrame:
             mask = np.zeros(crop.shape[:2], bool)
             rr, cc = draw.polygon(pts[:, 1] - y0, pts[:, 0] - x0, shape=mask.shape)
             mask[rr, cc] = True
-            m = _measure(crop, mask, BUPT_MPP, white)
+            m = _measure(crop, mask, bupt_mpp(path.stem), white)
             records.append(
                 {
                     "stain": _stain(path.stem),
@@ -140,7 +138,10 @@ def measure_bupt(root: Path) -> pd.DataFrame:
 def eval_bupt(root: Path, frame: pd.DataFrame | None = None) -> dict[str, object]:
     frame = measure_bupt(root) if frame is None else frame
     calls = calls_from_measurements(frame, MorphometryThresholds())
-    out: dict[str, object] = {"set": "bupt-multistain-glomeruli", "assumed_mpp": BUPT_MPP}
+    out: dict[str, object] = {
+        "set": "bupt-multistain-glomeruli",
+        "assumed_mpp": f"{BUPT_MPP_200X} at 200x, {BUPT_MPP_200X / 2} at 400x (file name)",
+    }
     for stain in ("PAS", "PASM", "Masson"):
         sel = (frame["stain"] == stain).to_numpy()
         gs_gn = sel & frame["cls"].isin(["gs", "gn"]).to_numpy()

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from eval_sets import BUPT_MPP_200X, bupt_mpp
 from PIL import Image
 
 from lnpath.measure import normalise_white
@@ -41,7 +42,6 @@ from lnpath.training import (
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 BUENO_MPP = 0.5  # Aperio ScanScope CS at 20x (PROVENANCE.md); glomeruli 350-450 px across
-BUPT_MPP = 0.4  # not recorded; PROVENANCE.md estimates 0.3-0.5 µm/px, the midpoint is assumed
 MULTISTAIN_MPP = 0.5  # not recorded; "~20x-equivalent" per PROVENANCE.md
 MULTISTAIN_STAINS = {
     "02": "PAS",
@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             "Test metrics: 7 tiles, 8 glomeruli (the 354 px speck in 10215 is below min_area_um2 "
             "and ignored as in prediction); pixel Dice pooled over tiles; a glomerulus counts as "
             "found when one predicted object overlaps it with IoU >= 0.5.",
-            "bupt_pas: other lab, microscope snapshots, unknown µm/px (assumed), eval only.",
+            "bupt_pas: other lab, microscope snapshots at 200x and 400x, µm/px not recorded "
+            "(assumed from the magnification in the file name), eval only.",
             VALIDATION_NOTE,
         ],
         "intended_use": "research; every output is a proposal until a pathologist confirms it",
@@ -253,8 +254,9 @@ def report(
         items = _bupt_pas(bupt)
         metrics["bupt_pas"] = {
             "data": f"eval-only/bupt-multistain-glomeruli, {len(items)} PAS snapshots (no "
-            f"licence: read at evaluation time only, never trained or tuned on), assumed "
-            f"{BUPT_MPP} µm/px",
+            f"licence: read at evaluation time only, never trained or tuned on); µm/px not "
+            f"recorded: {BUPT_MPP_200X} assumed at 200x, half that for the snapshots whose file "
+            "name says 400x",
             **_score(network, items, mpp, device, threshold),
         }
     shift = DATA / "multistain-kidney-tiles"
@@ -295,7 +297,7 @@ def _bupt_pas(folder: Path) -> list[LabelledImage]:
             continue
         image = normalise_white(np.asarray(Image.open(path).convert("RGB")))
         mask = np.asarray(Image.open(folder / "masks" / f"{path.stem}.png")) > 0
-        items.append(LabelledImage(path.stem, image, mask, BUPT_MPP))
+        items.append(LabelledImage(path.stem, image, mask, bupt_mpp(path.stem)))
     return items
 
 
