@@ -148,7 +148,9 @@ def test_lesion_model_errors(tmp_path: Path) -> None:
         TrainedLesionCaller(other)
 
 
-def test_sclerosed_fraction_ranks_globally_sclerotic_crops(data_dir: Path) -> None:
+def test_sclerosed_fraction_ranks_globally_sclerotic_crops(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Eval-only (read in place): the continuous fraction separates the CMIL PAS crops.
 
     The 0.5 call itself is reported by scripts/eval_sclerosis.py; this guards the ranking.
@@ -156,7 +158,9 @@ def test_sclerosed_fraction_ranks_globally_sclerotic_crops(data_dir: Path) -> No
     root = data_dir / "eval-only" / "cmil-pas-sclerosis-crops"
     if not root.exists():
         pytest.skip("eval-only CMIL crops not present")
-    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_sclerosis.py"
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))  # the script imports its sibling eval_sets
+    script = scripts / "eval_sclerosis.py"
     spec = importlib.util.spec_from_file_location("eval_sclerosis", script)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
