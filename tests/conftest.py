@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -41,3 +42,26 @@ def bueno_dir(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def repo_dir() -> Path:
     return REPO
+
+
+class LabelledDemo(NamedTuple):
+    """The demo slide with synthetic glomerulus labels (they test label handling, not accuracy)."""
+
+    geojson: Path
+    slide: Path
+    glomeruli: int
+    sclerotic: int
+
+
+@pytest.fixture
+def labelled_demo(repo_dir: Path, tmp_path: Path) -> LabelledDemo:
+    """Every third demo glomerulus relabelled ``Sclerotic``, the others ``Normal``."""
+    from lnpath.qupath import read_qupath, write_qupath
+
+    features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
+    for i, feature in enumerate(features):
+        feature.classification = "Sclerotic" if i % 3 == 0 else "Normal"
+    geojson = tmp_path / "labelled.geojson"
+    write_qupath(features, geojson)
+    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    return LabelledDemo(geojson, slide, len(features), len(range(0, len(features), 3)))

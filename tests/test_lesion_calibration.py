@@ -33,6 +33,7 @@ from lnpath.lesion_calibration import (
 )
 from lnpath.lesions import LesionCaller
 from lnpath.pipeline import lesion_caller
+from tests.conftest import LabelledDemo
 
 torch.set_num_threads(1)
 
@@ -225,17 +226,10 @@ def test_logistic_fit_recovers_known_coefficients() -> None:
 
 
 def test_qupath_route_measures_polygons_on_the_slide(
-    repo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    labelled_demo: LabelledDemo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """QuPath GeoJSON + slide, polygon masks; one slide only, so folds are per glomerulus."""
-    from lnpath.qupath import read_qupath, write_qupath
-
-    features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
-    for i, feature in enumerate(features):
-        feature.classification = "Sclerotic" if i % 3 == 0 else "Normal"
-    geojson = tmp_path / "labelled.geojson"
-    write_qupath(features, geojson)
-    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    geojson, slide = labelled_demo.geojson, labelled_demo.slide
     out = tmp_path / "model"
     args = ["train-lesions", "--method", "morphometry", "--qupath", str(geojson), str(slide)]
     assert main([*args, "--out", str(out), "--folds", "3"]) == 0
@@ -243,7 +237,7 @@ def test_qupath_route_measures_polygons_on_the_slide(
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["mask"] == "QuPath polygon"
     assert card["labels"] == ["global_sclerosis"]  # Partially_sclerotic is absent from the file
-    n = len(features)
+    n = labelled_demo.glomeruli
     counts = card["counts"]["global_sclerosis"]
     assert counts["positive"] + counts["negative"] + card["training"]["skipped_unmeasurable"] == n
     assert main([*args, "--out", str(tmp_path / "m2"), "--mpp", "1"]) == 2

@@ -32,6 +32,7 @@ from lnpath.lesion_training import (
     square_crop,
 )
 from lnpath.lesions import TrainedLesionCaller
+from tests.conftest import LabelledDemo
 
 torch.set_num_threads(1)
 
@@ -174,42 +175,27 @@ def test_platt_scaling_stays_finite_on_separable_logits() -> None:
     assert p[:50].mean() < 0.1 and p[50:].mean() > 0.7
 
 
-def test_crops_from_qupath_annotations_and_slide(repo_dir: Path, tmp_path: Path) -> None:
+def test_crops_from_qupath_annotations_and_slide(labelled_demo: LabelledDemo) -> None:
     """QuPath classes map to lesions; the crops come from the (real PAS) demo slide."""
-    from lnpath.qupath import read_qupath, write_qupath
-
-    features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
-    for i, feature in enumerate(features):
-        feature.classification = "Sclerotic" if i % 3 == 0 else "Normal"
-    geojson = tmp_path / "labelled.geojson"
-    write_qupath(features, geojson)
-    slide = repo_dir / "examples" / "demo_biopsy.tiff"
     data = crops_from_qupath(
-        [(geojson, slide)],
+        [(labelled_demo.geojson, labelled_demo.slide)],
         parse_mapping(["Sclerotic=global_sclerosis", "Normal="]),
         mpp=2.0,
         size=32,
     )
     assert isinstance(data, LabelledCrops)
     assert data.labels == ("global_sclerosis",)
-    assert len(data.targets) == len(features)
-    assert int(data.targets.sum()) == len(range(0, len(features), 3))
+    assert len(data.targets) == labelled_demo.glomeruli
+    assert int(data.targets.sum()) == labelled_demo.sclerotic
     assert data.mpp == 2.0 and set(data.groups) == {"demo_biopsy.tiff"}
 
 
 def test_train_lesions_cli_from_qupath_and_a_slide(
-    repo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    labelled_demo: LabelledDemo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The QuPath route end to end; one slide only, so folds are per glomerulus (and say so)."""
-    from lnpath.qupath import read_qupath, write_qupath
-
-    features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
-    for i, feature in enumerate(features):
-        feature.classification = "Sclerotic" if i % 3 == 0 else "Normal"
-    geojson = tmp_path / "labelled.geojson"
-    write_qupath(features, geojson)
     out = tmp_path / "model"
-    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    geojson, slide = labelled_demo.geojson, labelled_demo.slide
     args = ["train-lesions", "--qupath", str(geojson), str(slide), "--out", str(out)]
     args += ["--folds", "2", "--epochs", "1", "--size", "32", "--mpp", "2", "--threads", "1"]
     assert main(args) == 0
@@ -217,7 +203,7 @@ def test_train_lesions_cli_from_qupath_and_a_slide(
     card = json.loads((out / "card.json").read_text())
     assert card["class_mapping"]["Sclerotic"] == ["global_sclerosis"]
     assert card["mpp"] == 2.0
-    assert card["counts"]["global_sclerosis"]["positive"] == len(range(0, len(features), 3))
+    assert card["counts"]["global_sclerosis"]["positive"] == labelled_demo.sclerotic
 
 
 def test_crops_without_labels_is_an_error(
