@@ -51,12 +51,20 @@ MULTISTAIN_STAINS = {
     "39": "CD39 IHC",
 }
 INFERENCE = {"patch": 512, "overlap": 64, "stride": 448, "blend": "linear ramp over the overlap"}
-VALIDATION_NOTE = (
+NOTES = [
+    "The public split shares two glomeruli between a train and a test tile (10102|10103 and "
+    "10164|10165 are neighbours on their source slide); with seed 0 both train halves (10102, "
+    "10165) fall in the validation subset, so no test glomerulus was trained on.",
+    "Test metrics: 7 tiles, 8 glomeruli (the 354 px speck in 10215 is below min_area_um2 and "
+    "ignored as in prediction); pixel Dice pooled over tiles; a glomerulus counts as found when "
+    "one predicted object overlaps it with IoU >= 0.5.",
+    "bupt_pas: other lab, microscope snapshots at 200x and 400x, µm/px not recorded (assumed from "
+    "the magnification in the file name), eval only.",
     "Validation is 5 glomeruli on 4 tiles and noisy: tile 10165 shows a detached glomerular tuft "
     "that is not annotated (a false positive for every model that finds it) and, as its only "
     "annotation, a 1,500 µm² corner of test glomerulus 10164 (missed by every model so far), so "
-    "validation precision and recall cap at 0.8 and small differences in validation Dice decide."
-)
+    "validation precision and recall cap at 0.8 and small differences in validation Dice decide.",
+]
 NORMALISATION = {
     "white_balance": "per-channel gain so that the glass reads 255 (lnpath.measure.estimate_white: "
     "per slide from a 16 µm/px thumbnail; per image for tiles and snapshots)",
@@ -105,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.evaluate_only)
         card = dict(model.card)
         card["normalisation"] = NORMALISATION
-        if VALIDATION_NOTE not in card["notes"]:
-            card["notes"] = [*card["notes"], VALIDATION_NOTE]
+        card["notes"] = NOTES
         if args.reselect_threshold:
             val = load_tile_folder(args.data, card["training"]["validation_tiles"], BUENO_MPP)
             threshold, table = select_threshold(model.network, val, model.mpp, device)
@@ -211,17 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "licence": "Apache-2.0 (weights), with the CC BY 4.0 attribution above",
         "seed": args.seed,
-        "notes": [
-            "The public split shares two glomeruli between a train and a test tile (10102|10103 "
-            "and 10164|10165 are neighbours on their source slide); with seed 0 both train halves "
-            "(10102, 10165) fall in the validation subset, so no test glomerulus was trained on.",
-            "Test metrics: 7 tiles, 8 glomeruli (the 354 px speck in 10215 is below min_area_um2 "
-            "and ignored as in prediction); pixel Dice pooled over tiles; a glomerulus counts as "
-            "found when one predicted object overlaps it with IoU >= 0.5.",
-            "bupt_pas: other lab, microscope snapshots at 200x and 400x, µm/px not recorded "
-            "(assumed from the magnification in the file name), eval only.",
-            VALIDATION_NOTE,
-        ],
+        "notes": NOTES,
         "intended_use": "research; every output is a proposal until a pathologist confirms it",
     }
     card["metrics"] = report(result.model, args.data, split, args.mpp, device, threshold)
