@@ -224,13 +224,17 @@ def score_findings(
 def _adequacy(n: int, cfg: ScoringConfig) -> Adequacy:
     thresholds = cfg.adequacy
     if n >= thresholds.adequate:
-        return Adequacy(n, "adequate", f"{n} glomeruli (adequate: >= {thresholds.adequate})")
+        return Adequacy(n, "adequate", f"{n} glomeruli (>= {thresholds.adequate} needed)")
     if n >= thresholds.limited:
-        return Adequacy(n, "limited", f"{n} glomeruli: limited sample; interpret with caution")
+        return Adequacy(
+            n,
+            "limited",
+            f"{n} glomeruli (< {thresholds.adequate} for adequate); interpret with caution",
+        )
     return Adequacy(
         n,
         "inadequate",
-        f"{n} glomeruli (< {thresholds.limited}): inadequate for class and index; "
+        f"{n} glomeruli (< {thresholds.limited}): too few for class and index; "
         "counts reported only",
     )
 
