@@ -211,7 +211,8 @@ def _row(ids: pd.Series, position: int) -> str:
     return f"row {position + 1} (glomerulus_id {_plain(ids.iloc[position])!r})"
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """A missing cell: None, pd.NA or NaN (a lesion not assessed, a measurement not taken)."""
     return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
@@ -219,7 +220,7 @@ def _ids(column: pd.Series, where: str) -> pd.Series:
     """Ids must be present and unique; integer-looking text ids become integers."""
     values = list(column)
     for position, value in enumerate(values):
-        if _is_missing(value) or (isinstance(value, str) and not value.strip()):
+        if is_missing(value) or (isinstance(value, str) and not value.strip()):
             raise InputError(f"{where}: row {position + 1}: glomerulus_id is empty")
     if all(isinstance(v, str) for v in values):
         stripped = [v.strip() for v in values]
@@ -250,7 +251,7 @@ def _booleans(column: pd.Series, name: str, ids: pd.Series, where: str) -> pd.Se
 
 def _boolean(value: Any) -> Any:
     """True/False/pd.NA for a readable value, None for an unreadable one."""
-    if _is_missing(value):
+    if is_missing(value):
         return pd.NA
     if isinstance(value, bool | np.bool_):
         return bool(value)
@@ -274,7 +275,7 @@ def _unit_floats(column: pd.Series, name: str, ids: pd.Series, where: str) -> pd
         )
     numbers = pd.to_numeric(column, errors="coerce").astype("float64")
     values = numbers.to_numpy()
-    unreadable = np.isnan(values) & ~column.map(_is_missing).to_numpy(dtype=bool)
+    unreadable = np.isnan(values) & ~column.map(is_missing).to_numpy(dtype=bool)
     outside = ~np.isnan(values) & ((values < 0.0) | (values > 1.0))
     if unreadable.any():
         position = int(np.argmax(unreadable))

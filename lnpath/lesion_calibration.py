@@ -57,7 +57,7 @@ from .lesion_training import (
     read_label_table,
     resolve_targets,
 )
-from .lesions import CALL_STAINS, _resolve_model_dir, empty_findings, require_label_set
+from .lesions import CALL_STAINS, empty_findings, require_label_set
 from .measure import DEFAULT_MPP, MEASUREMENTS, measure_crop, measure_glomeruli
 
 log = logging.getLogger(__name__)
@@ -524,16 +524,6 @@ class CalibratedMorphometryCaller:
         self.stain = normalise_stain(stain)
         self.name = str(self.card.get("name") or self.folder.name)
         self.source = f"morphometry-model:{self.name}"
-
-    @classmethod
-    def from_name(
-        cls,
-        name_or_path: str | Path,
-        stain: str = "PAS",
-        expected_labels: Sequence[str] | None = None,
-    ) -> CalibratedMorphometryCaller:
-        """Load a model folder by path, or by name from the repository's ``models/``."""
-        return cls(_resolve_model_dir(name_or_path), stain=stain, expected_labels=expected_labels)
 
     def describe(self) -> dict[str, Any]:
         """Model identity, labels, threshold and cross-validated metrics, for result provenance."""

@@ -38,7 +38,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ._io import atomic_dir, write_json, write_text
 from .errors import ResultError
-from .findings import LESIONS
+from .findings import LESIONS, is_missing
 from .qupath import QuPathFeature, read_qupath, write_qupath
 
 LOG = logging.getLogger(__name__)
@@ -101,17 +101,13 @@ def feature_id(slide_sha256: str, glomerulus_id: int) -> str:
     return str(uuid.uuid5(FEATURE_NAMESPACE, f"{slide_sha256}:{glomerulus_id}"))
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def json_safe(value: Any) -> Any:
     """A plain-JSON copy of run metadata (numbers, strings, lists, dicts)."""
     return json.loads(json.dumps(value, default=str))
 
 
 def json_value(value: Any) -> Any:
-    if _is_missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, np.generic):
         return value.item()
@@ -234,12 +230,12 @@ def glomeruli_features(
         measurements: dict[str, float] = {}
         for lesion in LESIONS:
             value = row.get(lesion)
-            if not _is_missing(value):
+            if not is_missing(value):
                 measurements[f"call: {lesion}"] = float(bool(value))
         for column, value in row.items():
             key = str(column)
             measured = key.startswith(("p_", "m_")) or key in ("area_um2", "probability")
-            if measured and not _is_missing(value):
+            if measured and not is_missing(value):
                 measurements[key] = float(value)
         features.append(
             QuPathFeature(

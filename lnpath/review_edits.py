@@ -23,7 +23,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from .errors import InputError
-from .findings import DEFAULT_CLASS_MAP, LESIONS, OPTIONAL_FLAGS, read_findings
+from .findings import DEFAULT_CLASS_MAP, LESIONS, OPTIONAL_FLAGS, is_missing, read_findings
 from .qupath import QuPathFeature, read_qupath
 from .result import (
     LESION_LABELS,
@@ -50,12 +50,8 @@ _LABEL_TO_LESION = {label: lesion for lesion, label in LESION_LABELS.items()}
 KEEP_COLUMNS = ("glomerulus_id", *LESIONS, *OPTIONAL_FLAGS, "source")
 
 
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def as_text(value: Any) -> str:
-    if _missing(value):
+    if is_missing(value):
         return "not assessed"
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -63,8 +59,8 @@ def as_text(value: Any) -> str:
 
 
 def same_value(a: Any, b: Any) -> bool:
-    if _missing(a) or _missing(b):
-        return _missing(a) and _missing(b)
+    if is_missing(a) or is_missing(b):
+        return is_missing(a) and is_missing(b)
     return bool(a == b)
 
 
@@ -98,8 +94,8 @@ class Edit:
             self.table[column] = pd.array([pd.NA] * len(self.table), dtype="boolean")
         index = self.table.index[self.table["glomerulus_id"] == gid][0]
         before = self.table.at[index, column]
-        before = None if _missing(before) else bool(before)
-        after = None if _missing(value) else bool(value)
+        before = None if is_missing(before) else bool(before)
+        after = None if is_missing(value) else bool(value)
         if same_value(before, after):
             return
         self.table.at[index, column] = pd.NA if after is None else after
@@ -182,7 +178,7 @@ def _measured_calls(feature: QuPathFeature) -> dict[str, Any]:
         key = f"call: {lesion}"
         if key in feature.measurements:
             value = feature.measurements[key]
-            out[lesion] = None if _missing(value) else bool(float(value) >= 0.5)
+            out[lesion] = None if is_missing(value) else bool(float(value) >= 0.5)
     return out
 
 
