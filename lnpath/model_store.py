@@ -53,12 +53,6 @@ def model_search_path() -> list[Path]:
     return path
 
 
-def models_dir() -> Path:
-    """The first existing folder of :func:`model_search_path` (its first entry if none exists)."""
-    path = model_search_path()
-    return next((folder for folder in path if folder.is_dir()), path[0])
-
-
 @dataclass
 class SegmentationModel:
     """A loaded network with its card.

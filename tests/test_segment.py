@@ -18,7 +18,7 @@ from lnpath.cli import main
 from lnpath.errors import ModelError, SlideError
 from lnpath.glomeruli import Glomeruli
 from lnpath.measure import normalise_white, slide_white
-from lnpath.model_store import DEFAULT_MODEL, SegmentationModel, load_model, models_dir
+from lnpath.model_store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.postprocess import label_glomeruli
 from lnpath.nn.predict import predict_batch
 from lnpath.segment import _outline
@@ -30,8 +30,6 @@ TOLERANCE = 0.02
 
 @pytest.fixture(scope="module")
 def model() -> SegmentationModel:
-    if not (models_dir() / DEFAULT_MODEL).is_dir():
-        pytest.skip("shipped model not present")
     torch.set_num_threads(2)
     return load_model()
 
