@@ -34,6 +34,7 @@ from .nn.predict import predict_batch, to_tensor
 from .nn.unet import UNet, UNetConfig
 
 if TYPE_CHECKING:
+    from .model_store import SegmentationModel
     from .slide import Slide
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class TrainingConfig:
         seed: Seeds numpy, torch and the crop sampler.
         scale_range: Random zoom range, so the model tolerates µm/px metadata that is off by ±25 %.
         stain_strength: HED jitter strength (see :func:`lnpath.nn.augment.stain_jitter`).
+        density_range: Optical-density factor range (see :func:`lnpath.nn.augment.stain_jitter`).
+        saturation_range: Saturation factor range (see :func:`lnpath.nn.augment.colour_jitter`).
+        hue_shift: Hue rotation half-width in turns (see :func:`lnpath.nn.augment.colour_jitter`).
         foreground_crops: Share of crops placed over a glomerulus (they cover ~8 % of the tiles).
         balance_glomeruli: Centre foreground crops on a glomerulus drawn uniformly among those of
             the tile, not on a random foreground pixel: pixel sampling shows a large glomerulus
@@ -95,6 +99,9 @@ class TrainingConfig:
     seed: int = 0
     scale_range: tuple[float, float] = (0.8, 1.25)
     stain_strength: float = 0.05
+    density_range: tuple[float, float] = (1.0, 1.0)
+    saturation_range: tuple[float, float] = (0.7, 1.3)
+    hue_shift: float = 0.0
     foreground_crops: float = 0.6
     balance_glomeruli: bool = True
     val_every: int = 150
@@ -107,6 +114,8 @@ class TrainingConfig:
         out = asdict(self)
         out["unet"] = self.unet.to_dict()
         out["scale_range"] = list(self.scale_range)
+        out["saturation_range"] = list(self.saturation_range)
+        out["density_range"] = list(self.density_range)
         return out
 
 
@@ -202,7 +211,12 @@ class PatchSampler:
         image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
         mask = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.BILINEAR)) > 127
         image, mask = flip_rotate(image, mask, rng)
-        rgb = colour_jitter(stain_jitter(image, rng, cfg.stain_strength), rng)
+        rgb = colour_jitter(
+            stain_jitter(image, rng, cfg.stain_strength, cfg.density_range),
+            rng,
+            cfg.saturation_range,
+            cfg.hue_shift,
+        )
         return rgb, mask.astype(np.float32)
 
     def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -448,6 +462,25 @@ def windows_from_annotations(
     return out
 
 
+def fine_tune_config(base_model: SegmentationModel) -> TrainingConfig:
+    """The default fine-tuning recipe: 300 steps at lr 1e-3 with the base model's patch and
+    augmentation, so fine-tuning on one lab's slides keeps the robustness to other labs."""
+    recipe = base_model.card.get("training", {}).get("config", {})
+    defaults = TrainingConfig()
+    return TrainingConfig(
+        mpp=base_model.mpp,
+        patch=int(recipe.get("patch", 256)),
+        iterations=300,
+        lr=1e-3,
+        scale_range=tuple(recipe.get("scale_range", defaults.scale_range)),
+        stain_strength=float(recipe.get("stain_strength", defaults.stain_strength)),
+        density_range=tuple(recipe.get("density_range", defaults.density_range)),
+        saturation_range=tuple(recipe.get("saturation_range", defaults.saturation_range)),
+        hue_shift=float(recipe.get("hue_shift", defaults.hue_shift)),
+        unet=base_model.network.config,
+    )
+
+
 def fine_tune(
     slides: Sequence[Slide],
     annotations: Sequence[str | Path],
@@ -484,14 +517,7 @@ def fine_tune(
         raise InputError(f"{len(slides)} slides but {len(annotations)} annotation files; pair them")
     base_model = load_model(base)
     dev = resolve_device(device)
-    recipe = base_model.card.get("training", {}).get("config", {})
-    config = config or TrainingConfig(
-        mpp=base_model.mpp,
-        patch=int(recipe.get("patch", 256)),
-        iterations=300,
-        lr=1e-3,
-        unet=base_model.network.config,
-    )
+    config = config or fine_tune_config(base_model)
     items: list[LabelledImage] = []
     for slide, path in zip(slides, annotations, strict=True):
         gloms = Glomeruli.from_geojson(path, slide.mpp)

@@ -5,7 +5,7 @@ examples/README.md), so this checks that the pipeline finds glomeruli where they
 the model is. A ground-truth glomerulus is found when an outline overlaps it with IoU >= 0.3
 (outlines of glomeruli cut by a tile seam are rough). Required: recall >= 0.8, precision >= 0.55,
 and between 0.7x and 1.6x as many glomeruli as the truth; the 6 test-split glomeruli alone, recall
->= 0.8 (one miss). These floors sit under what the shipped model (sha256 4b9033de...) achieves
+>= 0.8 (one miss). These floors sit under what the shipped model (sha256 d10ddbaf...) achieves
 (recall 1.00, precision 0.85, 27 found, test-split recall 1.00): a regression guard, not a claim
 of accuracy, which the segmentation model's own evaluation reports.
 """

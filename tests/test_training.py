@@ -64,3 +64,17 @@ def test_tiles_without_glomeruli_give_background_crops(bueno_dir: Path) -> None:
     sampler = PatchSampler([empty], TrainingConfig(patch=64, foreground_crops=1.0))
     image, mask = sampler.sample(np.random.default_rng(0))
     assert image.shape == (64, 64, 3) and not mask.any()
+
+
+def test_fine_tuning_keeps_the_shipped_augmentation() -> None:
+    """A lab fine-tuning on its own slides trains with the stain ranges the shipped model had."""
+    from lnpath.model_store import load_model
+
+    base = load_model("glomeruli-unet-pas")
+    recipe = base.card["training"]["config"]
+    config = training.fine_tune_config(base)
+    assert config.density_range == tuple(recipe["density_range"]) != (1.0, 1.0)
+    assert config.saturation_range == tuple(recipe["saturation_range"])
+    assert config.hue_shift == recipe["hue_shift"] > 0
+    assert config.stain_strength == recipe["stain_strength"]
+    assert (config.iterations, config.mpp) == (300, base.mpp)
