@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -42,6 +42,9 @@ from .measure import (
     rasterize,
     slide_white,
 )
+
+if TYPE_CHECKING:
+    from .tissue import TissueMask
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ INFILTRATE_MIN_UM2 = 500.0
 MIN_TISSUE_UM2 = 2000.0
 DEFAULT_CORTEX_MPP = 1.0
 TILE_PX = 1024
+# tiles whose thumbnail tissue fraction is below this hold no tissue and are not read
+ANY_TISSUE = 1e-6
 
 
 def normalise_stain(stain: str) -> str:
@@ -181,6 +186,8 @@ def measure_cortex(
     stain: str = "PAS",
     mpp: float = DEFAULT_CORTEX_MPP,
     progress: bool = False,
+    tissue: TissueMask | None = None,
+    workers: int | None = None,
 ) -> CortexMeasurement:
     """Measure tissue area, fibrosis (collagen stains) and inflammation outside glomeruli.
 
@@ -190,36 +197,44 @@ def measure_cortex(
         stain: ``PAS|HE|trichrome|sirius_red|silver`` (Masson, Jones, PASM accepted as aliases).
         mpp: working resolution in µm/px.
         progress: show a progress bar on stderr.
+        tissue: the slide's tissue mask (detected here if None); only tiles that touch tissue are
+            read, so a needle biopsy on a large slide costs what the biopsy costs, not the glass.
+        workers: reader processes (see :meth:`lnpath.tiling.TileGrid.iter`); default 2 on a
+            multi-core machine, so tiles are decoded and resampled while this process measures.
 
     Raises:
         InputError: unknown stain, or no tissue on the slide.
     """
     from tqdm import tqdm
 
-    from .tiling import tile
+    from .tiling import default_readers, tile
+    from .tissue import detect_tissue
 
     stain = normalise_stain(stain)
     white = slide_white(slide)
     polygons = [g.polygon for g in glomeruli]
     counts = {"tissue": 0, "glom": 0, "infiltrate": 0, "collagen": 0}
-    grid = tile(slide, mpp=mpp, size=TILE_PX)
+    if tissue is None:
+        tissue = detect_tissue(slide)
+    grid = tile(slide, mpp=mpp, size=TILE_PX, min_tissue=ANY_TISSUE, tissue=tissue)
     work_mpp = grid.spec.mpp
-    for info, arr in tqdm(grid, total=len(grid), desc="cortex", disable=not progress, unit="tile"):
+    tiles = grid.iter(workers=default_readers(grid) if workers is None else workers)
+    for info, arr in tqdm(tiles, total=len(grid), desc="cortex", disable=not progress, unit="tile"):
         rgb = normalise_white(arr, white)
         od = optical_density(rgb)
-        tissue = tissue_mask(od, work_mpp)
-        if not tissue.any():
+        tissue_px = tissue_mask(od, work_mpp)
+        if not tissue_px.any():
             continue
         scale = arr.shape[1] / info.width
-        glom = np.zeros(tissue.shape, bool)
+        glom = np.zeros(tissue_px.shape, bool)
         tile_box = box(info.x, info.y, info.x + info.width, info.y + info.height)
         for poly in polygons:
             if poly.intersects(tile_box):
-                glom |= rasterize(poly, tissue.shape, (info.x, info.y), scale)
-        interstitium = tissue & ~glom
-        nuclear = pixel_classes(rgb, work_mpp)["nuclear"]
-        counts["tissue"] += int(tissue.sum())
-        counts["glom"] += int((tissue & glom).sum())
+                glom |= rasterize(poly, tissue_px.shape, (info.x, info.y), scale)
+        interstitium = tissue_px & ~glom
+        nuclear = pixel_classes(rgb, work_mpp, od=od, nucleus_map=False)["nuclear"]
+        counts["tissue"] += int(tissue_px.sum())
+        counts["glom"] += int((tissue_px & glom).sum())
         counts["infiltrate"] += int((infiltrate_mask(nuclear, work_mpp) & interstitium).sum())
         collagen = collagen_mask(od, stain)
         if collagen is not None:

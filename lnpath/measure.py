@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from skimage import color, draw, feature, measure, morphology
+from skimage import color, feature, measure, morphology
 
+from ._morphology import fill_holes
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -82,10 +83,37 @@ def _disk(radius_um: float, mpp: float) -> np.ndarray:
     return morphology.disk(max(1, round(radius_um / mpp)))
 
 
+# Lookup tables over the 256 uint8 intensities: a table read costs a fraction of a logarithm per
+# pixel, and whole-slide cortex measurement takes one per pixel of the biopsy.
+_OD_TABLE = (-np.log10(np.maximum(np.arange(256, dtype=np.float64), 1.0) / 255.0)).astype(
+    np.float32
+)
+# skimage.color.rgb2hed's haematoxylin channel: sum_c log(max(I_c / 255, 1e-6)) / log(1e-6) * H_c
+_HAEM_TABLES = (
+    np.log(np.maximum(np.arange(256, dtype=np.float64) / 255.0, 1e-6))[:, None]
+    / np.log(1e-6)
+    * color.hed_from_rgb[:, 0][None, :]
+).T.astype(np.float32)
+
+
 def optical_density(rgb: np.ndarray) -> np.ndarray:
     """Per-channel optical density ``-log10(I / 255)`` of a uint8 RGB array (float32)."""
-    rgb = np.asarray(rgb)[..., :3].astype(np.float32)
-    return -np.log10(np.maximum(rgb, 1.0) / 255.0)
+    rgb = np.asarray(rgb)[..., :3]
+    if rgb.dtype == np.uint8:
+        return _OD_TABLE[rgb]
+    return -np.log10(np.maximum(rgb.astype(np.float32), 1.0) / 255.0)
+
+
+def haematoxylin_density(rgb: np.ndarray) -> np.ndarray:
+    """Haematoxylin optical density of uint8 RGB, as ``skimage.color.rgb2hed(rgb)[..., 0]``
+    (Ruifrok-Johnston vectors) in float32."""
+    rgb = np.asarray(rgb)[..., :3]
+    if rgb.dtype != np.uint8:
+        return color.rgb2hed(rgb)[..., 0].astype(np.float32)
+    haem = _HAEM_TABLES[0][rgb[..., 0]]
+    haem += _HAEM_TABLES[1][rgb[..., 1]]
+    haem += _HAEM_TABLES[2][rgb[..., 2]]
+    return np.maximum(haem, 0.0, out=haem)
 
 
 def estimate_white(rgb: np.ndarray) -> np.ndarray:
@@ -95,8 +123,10 @@ def estimate_white(rgb: np.ndarray) -> np.ndarray:
     pixels -- tissue edge to edge -- shows no glass, and 255 is assumed instead of mistaking the
     palest tissue for white.
     """
-    px = np.asarray(rgb)[..., :3].reshape(-1, 3).astype(np.float32)
-    grey = px[(px.max(axis=1) - px.min(axis=1)) <= 0.08 * px.max(axis=1) + 2.0]
+    px = np.asarray(rgb)[..., :3].reshape(-1, 3)
+    brightest = channel_max(px).astype(np.float32)
+    darkest = np.minimum(np.minimum(px[:, 0], px[:, 1]), px[:, 2]).astype(np.float32)
+    grey = px[(brightest - darkest) <= 0.08 * brightest + 2.0].astype(np.float32)
     if len(grey) < 0.01 * len(px) or len(grey) == 0:
         return np.full(3, 255.0, np.float32)
     return np.percentile(grey, 99, axis=0).astype(np.float32)
@@ -126,22 +156,33 @@ def channel_max(image: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])
 
 
-def pixel_classes(rgb: np.ndarray, mpp: float) -> dict[str, np.ndarray]:
+def pixel_classes(
+    rgb: np.ndarray, mpp: float, od: np.ndarray | None = None, nucleus_map: bool = True
+) -> dict[str, np.ndarray]:
     """Classify every pixel of a white-normalised crop as white, nuclear or PAS matrix.
 
+    Args:
+        rgb: White-normalised uint8 RGB.
+        mpp: µm/px of ``rgb``.
+        od: ``optical_density(rgb)`` when the caller already has it.
+        nucleus_map: Also return the map nuclei are counted on (a second, wider Gaussian that
+            area measurements such as the cortex's do not need).
+
     Returns:
-        ``{"white", "nuclear", "matrix"}`` boolean arrays and ``"haematoxylin"``, the smoothed
-        haematoxylin optical density used for nucleus detection.
+        ``{"white", "nuclear", "matrix"}`` boolean arrays and, with ``nucleus_map``,
+        ``"haematoxylin"``, the smoothed haematoxylin optical density used for nucleus detection.
     """
-    od = optical_density(rgb)
+    od = optical_density(rgb) if od is None else od
     white = channel_max(od) < WHITE_OD
-    haem = color.rgb2hed(np.asarray(rgb)[..., :3])[..., 0].astype(np.float32)
+    haem = haematoxylin_density(rgb)
     haem_px = ndi.gaussian_filter(haem, sigma=1.0 / mpp)
     nuclear = (haem_px >= NUCLEAR_OD) & ~white
     magenta = od[..., 1] - 0.5 * (od[..., 0] + od[..., 2]) > MAGENTA_OD
     matrix = magenta & ~white & ~nuclear
-    haem_blob = ndi.gaussian_filter(haem, sigma=2.0 / mpp)
-    return {"white": white, "nuclear": nuclear, "matrix": matrix, "haematoxylin": haem_blob}
+    classes = {"white": white, "nuclear": nuclear, "matrix": matrix}
+    if nucleus_map:
+        classes["haematoxylin"] = ndi.gaussian_filter(haem, sigma=2.0 / mpp)
+    return classes
 
 
 def detect_nuclei(haematoxylin: np.ndarray, mask: np.ndarray, mpp: float) -> np.ndarray:
@@ -160,7 +201,7 @@ def segment_tuft(tissue: np.ndarray, mask: np.ndarray, mpp: float) -> np.ndarray
     """The capillary tuft: tissue inside the capsule, small gaps bridged, lumina filled."""
     inner = ndi.binary_erosion(mask, structure=_disk(CAPSULE_UM, mpp))
     tuft = ndi.binary_closing(tissue & inner, structure=_disk(2.0, mpp))
-    tuft = ndi.binary_fill_holes(tuft) & inner
+    tuft = fill_holes(tuft) & inner
     tuft = ndi.binary_opening(tuft, structure=_disk(2.0, mpp))
     lab, n = ndi.label(tuft)
     if n <= 1:
@@ -251,8 +292,14 @@ def measure_crop(
     }
 
 
-def rasterize(polygon: Polygon, shape: tuple[int, int], origin: tuple[float, float], scale: float):
-    """Boolean mask of a shapely polygon (holes removed) in a crop.
+def rasterize(
+    polygon: Polygon, shape: tuple[int, int], origin: tuple[float, float], scale: float
+) -> np.ndarray:
+    """Boolean mask of a shapely polygon (holes removed) in a crop: pixels whose centre is inside.
+
+    An even-odd scanline fill, vectorised over rows x edges. It is unbiased (pixel count = polygon
+    area within 0.1 % on glomeruli) where ``skimage.draw.polygon`` adds boundary pixels (+0.6 %),
+    and about 40 times faster, which matters when every glomerulus of a slide is measured.
 
     Args:
         polygon: in level-0 pixels.
@@ -260,19 +307,27 @@ def rasterize(polygon: Polygon, shape: tuple[int, int], origin: tuple[float, flo
         origin: level-0 (x, y) of the crop's top-left corner.
         scale: crop pixels per level-0 pixel.
     """
+    height, width = shape
     mask = np.zeros(shape, dtype=bool)
-
-    def ring_px(coords: Any) -> tuple[np.ndarray, np.ndarray]:
-        xy = np.asarray(coords, dtype=float)
-        return (xy[:, 1] - origin[1]) * scale, (xy[:, 0] - origin[0]) * scale
-
-    rows, cols = ring_px(polygon.exterior.coords)
-    rr, cc = draw.polygon(rows, cols, shape=shape)
-    mask[rr, cc] = True
-    for interior in polygon.interiors:
-        rows, cols = ring_px(interior.coords)
-        rr, cc = draw.polygon(rows, cols, shape=shape)
-        mask[rr, cc] = False
+    rings = [np.asarray(r.coords, dtype=float) for r in (polygon.exterior, *polygon.interiors)]
+    rows = np.concatenate([(xy[:-1, 1] - origin[1]) * scale for xy in rings])
+    cols = np.concatenate([(xy[:-1, 0] - origin[0]) * scale for xy in rings])
+    rows_end = np.concatenate([(xy[1:, 1] - origin[1]) * scale for xy in rings])
+    cols_end = np.concatenate([(xy[1:, 0] - origin[0]) * scale for xy in rings])
+    first = max(0, math.ceil(min(rows.min(), rows_end.min())))
+    last = min(height - 1, math.floor(max(rows.max(), rows_end.max())))
+    if last < first or width == 0:
+        return mask
+    y = np.arange(first, last + 1, dtype=float)[:, None]
+    # half-open in y, so a scanline through a vertex crosses exactly one of its two edges
+    crosses = ((rows <= y) & (y < rows_end)) | ((rows_end <= y) & (y < rows))
+    line, edge = np.nonzero(crosses)
+    dy = rows_end[edge] - rows[edge]
+    x = cols[edge] + (y[line, 0] - rows[edge]) * (cols_end[edge] - cols[edge]) / dy
+    # a crossing at x flips inside/outside for every pixel centre right of it
+    flips = np.zeros((last - first + 1, width + 1), np.int32)
+    np.add.at(flips, (line, np.clip(np.floor(x).astype(np.int64) + 1, 0, width)), 1)
+    mask[first : last + 1] = (np.cumsum(flips[:, :width], axis=1) & 1).astype(bool)
     return mask
 
 
@@ -305,7 +360,11 @@ def read_glomerulus(
 
 
 def measure_glomeruli(
-    glomeruli: Any, slide: Any, mpp: float = DEFAULT_MPP, progress: bool = False
+    glomeruli: Any,
+    slide: Any,
+    mpp: float = DEFAULT_MPP,
+    progress: bool = False,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Measure every glomerulus of a slide (one row each, ``glomerulus_id`` + ``m_*`` columns).
 
@@ -318,18 +377,69 @@ def measure_glomeruli(
         slide: a :class:`lnpath.slide.Slide`.
         mpp: working resolution in µm/px (the measurements are defined at about 0.5).
         progress: show a progress bar on stderr.
+        workers: processes measuring in parallel, each with its own slide handle; default 2 on a
+            multi-core machine when there are more than ``PARALLEL_MIN_GLOMERULI`` glomeruli
+            (the measurements are single-threaded NumPy/SciPy, so a second core halves the time).
     """
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
-    rows = []
-    for g in tqdm(glomeruli, desc="measuring glomeruli", disable=not progress, unit="glom"):
-        row: dict[str, float] = {"glomerulus_id": g.id}
-        try:
-            rgb, mask = read_glomerulus(slide, g.polygon, mpp)
-            row.update(measure_crop(rgb, mask, mpp))
-        except InputError as exc:
-            log.warning("%s: glomerulus %s not measured: %s", slide.path, g.id, exc)
-            row.update(dict.fromkeys(MEASUREMENTS, math.nan))
-        rows.append(row)
+    from .tiling import available_cpus, can_start_workers, worker_context
+
+    items = [(g.id, g.polygon) for g in glomeruli]
+    if workers is None:
+        workers = 2 if available_cpus() > 1 and len(items) > PARALLEL_MIN_GLOMERULI else 1
+    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    bar = tqdm(total=len(items), desc="measuring glomeruli", disable=not progress, unit="glom")
+    rows: list[dict[str, float]] = []
+
+    def collect(chunk_rows: list[dict[str, float]], problems: list[str]) -> None:
+        for problem in problems:  # logged here: a worker's log records would not reach the caller
+            log.warning("%s: %s", slide.path, problem)
+        rows.extend(chunk_rows)
+        bar.update(len(chunk_rows))
+
+    with bar:
+        if workers > 1 and len(chunks) > 1 and can_start_workers(f"{slide.path.name} measurement"):
+            with ProcessPoolExecutor(
+                min(workers, len(chunks)),
+                mp_context=worker_context(),
+                initializer=_init_measure_worker,
+                initargs=(slide,),
+            ) as pool:
+                for result in pool.map(_measure_chunk, chunks, [mpp] * len(chunks)):
+                    collect(*result)
+        else:
+            for chunk in chunks:
+                collect(*_measure_chunk(chunk, mpp, slide))
     table = pd.DataFrame(rows, columns=["glomerulus_id", *MEASUREMENTS])
     return table.astype(dict.fromkeys(MEASUREMENTS, "float64"))
+
+
+PARALLEL_MIN_GLOMERULI = 16
+_CHUNK = 4  # glomeruli per task: small enough to balance, large enough to amortise the pickling
+_WORKER_SLIDE: Any = None
+
+
+def _init_measure_worker(slide: Any) -> None:
+    global _WORKER_SLIDE
+    _WORKER_SLIDE = slide
+
+
+def _measure_chunk(
+    items: list[tuple[Any, Polygon]], mpp: float, slide: Any = None
+) -> tuple[list[dict[str, float]], list[str]]:
+    """Rows for ``(id, polygon)`` pairs and the problems met; in a worker, on its own handle."""
+    slide = slide if slide is not None else _WORKER_SLIDE
+    rows, problems = [], []
+    for gid, polygon in items:
+        row: dict[str, float] = {"glomerulus_id": gid}
+        try:
+            rgb, mask = read_glomerulus(slide, polygon, mpp)
+            row.update(measure_crop(rgb, mask, mpp))
+        except InputError as exc:
+            problems.append(f"glomerulus {gid} not measured: {exc}")
+            row.update(dict.fromkeys(MEASUREMENTS, math.nan))
+        rows.append(row)
+    return rows, problems

@@ -158,6 +158,7 @@ def score_slide(
     from .scoring import score_findings
     from .segment import segment_glomeruli
     from .slide import open_slide
+    from .tissue import detect_tissue
 
     path = Path(path)
     target = Path(out) if out is not None else default_output(path)
@@ -176,9 +177,12 @@ def score_slide(
         slide = open_slide(path, mpp=mpp)
         fingerprint = slide.fingerprint()
     with _stage("segment", timings, on_stage):
+        tissue = detect_tissue(slide)
         if glomeruli is None:
             seg_model = load_model(SEGMENTATION_MODEL)
-            outlines = segment_glomeruli(slide, model=seg_model, device=device, progress=progress)
+            outlines = segment_glomeruli(
+                slide, model=seg_model, device=device, progress=progress, tissue=tissue
+            )
             outline_source = {
                 **_model_info(seg_model, SEGMENTATION_MODEL),
                 "run": json_safe(outlines.metadata),
@@ -194,7 +198,7 @@ def score_slide(
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
     with _stage("cortex", timings, on_stage):
-        cortex = measure_cortex(slide, outlines, stain=stain, progress=progress)
+        cortex = measure_cortex(slide, outlines, stain=stain, progress=progress, tissue=tissue)
         fractions = cortex.fractions()
     with _stage("score", timings, on_stage):
         score = score_findings(calls, cortex=fractions, config=cfg)

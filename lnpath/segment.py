@@ -32,7 +32,7 @@ from .measure import normalise_white, slide_white
 from .model_store import DEFAULT_MODEL, SegmentationModel, load_model
 from .nn.postprocess import label_glomeruli
 from .nn.predict import predict_batch, resolve_device
-from .tiling import TileGrid, tile
+from .tiling import TileGrid, default_readers, tile
 
 if TYPE_CHECKING:
     from .slide import Slide
@@ -94,7 +94,7 @@ def segment_glomeruli(
     if len(grid) == 0:
         log.warning("%s: no tissue found; returning zero glomeruli", slide.path)
         return Glomeruli([], slide.mpp, net.name, metadata=meta)
-    n_workers = workers if workers is not None else (2 if _cpus() > 1 and len(grid) > 8 else 1)
+    n_workers = workers if workers is not None else default_readers(grid)
     use_tta = bool(net.card.get("tta", True)) if tta is None else tta
     meta["tta"] = use_tta
     white = slide_white(slide)
@@ -119,10 +119,6 @@ def segment_glomeruli(
         stats.timings,
     )
     return Glomeruli(glomeruli, slide.mpp, net.name, metadata=meta)
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass

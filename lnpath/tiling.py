@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import multiprocessing as mp
+import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -213,14 +214,7 @@ class TileGrid:
 
             bar = tqdm(total=len(self), unit="tile", file=sys.stderr, desc=self.slide.path.name)
         blocks = self._blocks()
-        if workers > 1 and mp.current_process().daemon:
-            # e.g. inside a Dask or multiprocessing worker, which may not start processes
-            log.warning("%s: reading in this process (a daemon cannot start workers)", self)
-            workers = 1
-        main_file = getattr(sys.modules["__main__"], "__file__", None)
-        if workers > 1 and main_file is not None and not Path(main_file).is_file():
-            # e.g. `python - < script`: spawned workers re-import __main__ from its path and die
-            log.info("%s: reading in this process (__main__ is not an importable file)", self)
+        if workers > 1 and not can_start_workers(str(self)):
             workers = 1
         if workers > 1 and sum(_block_bytes(self.spec, b) for b in blocks) < _MIN_PARALLEL_BYTES:
             log.info("%s: small grid, reading in this process (workers cost more)", self)
@@ -244,12 +238,7 @@ class TileGrid:
     def _parallel(
         self, blocks: list[_Block], workers: int, start_method: str | None
     ) -> Iterator[np.ndarray]:
-        method = start_method or (
-            "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        )
-        ctx = mp.get_context(method)
-        if method == "forkserver":
-            ctx.set_forkserver_preload([__name__])
+        ctx = worker_context(start_method)
         window = 2 * workers + 2  # blocks in flight: bounded memory, workers never idle
         slot_bytes = max(_block_bytes(self.spec, b) for b in blocks)
         # Workers write blocks into shared slots instead of pickling them through a pipe, which
@@ -287,6 +276,43 @@ class TileGrid:
         finally:
             shm.close()
             shm.unlink()
+
+
+def can_start_workers(what: str) -> bool:
+    """Whether this process may start worker processes for ``what`` (logged when it may not)."""
+    if mp.current_process().daemon:
+        # e.g. inside a Dask or multiprocessing worker, which may not start processes
+        log.warning("%s: working in this process (a daemon cannot start workers)", what)
+        return False
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    if main_file is not None and not Path(main_file).is_file():
+        # e.g. `python - < script`: spawned workers re-import __main__ from its path and die
+        log.info("%s: working in this process (__main__ is not an importable file)", what)
+        return False
+    return True
+
+
+def worker_context(method: str | None = None) -> mp.context.BaseContext:
+    """Context for worker processes; default ``forkserver`` where available (cheap to start, no
+    inherited slide handles), else ``spawn``."""
+    method = method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, e.g. a SLURM allocation)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_readers(grid: TileGrid) -> int:
+    """Reader processes for a pass over ``grid``: 2 when the machine has more than one CPU and
+    the grid more than 8 tiles, so pixels are decoded while this process computes, else 1."""
+    return 2 if available_cpus() > 1 and len(grid) > 8 else 1
 
 
 def _block_bytes(spec: TileSpec, block: _Block) -> int:

@@ -5,6 +5,10 @@
   default architecture: speed does not depend on the weight values).
 * ``cnn_forward``: the network alone on batches of 64 crops already in memory.
 * ``cortex_mm2_per_s``: :func:`lnpath.cortex.measure_cortex` (PAS) over the slide's tissue.
+* ``side_by_side``: the same work in one process and with the default 2 worker processes, in one
+  run (morphometry on all demo glomeruli; cortex over the slide), as a speed-up ratio.
+
+Times are medians over ``--repeat`` runs.
 
 Usage: ``python scripts/bench_lesions.py [--threads 2] [--device cpu|cuda] [--repeat 3]``
 """
@@ -17,6 +21,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +32,32 @@ from lnpath.cortex import measure_cortex
 from lnpath.glomeruli import Glomeruli
 from lnpath.lesion_training import predict_logits, write_model_folder
 from lnpath.lesions import MorphometryCaller, TrainedLesionCaller
+from lnpath.measure import measure_glomeruli
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _best(fn: Callable[[], object], repeat: int) -> float:
+def _median(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return float(np.median(times))
+
+
+def _paired(
+    first: Callable[[], object], second: Callable[[], object], repeat: int
+) -> tuple[float, float]:
+    """Median seconds of two alternatives, run alternately so drifting load hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeat):
+        for fn, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def main() -> int:
@@ -53,17 +72,28 @@ def main() -> int:
     slide = lnpath.open_slide(REPO / "examples" / "demo_biopsy.tiff")
     gloms = Glomeruli.from_geojson(REPO / "examples" / "demo_biopsy_glomeruli.geojson", slide.mpp)
     n = len(gloms)
-    morph = _best(lambda: MorphometryCaller().call(gloms, slide), args.repeat)
+    morph = _median(lambda: MorphometryCaller().call(gloms, slide), args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         labels = ("global_sclerosis", "segmental_sclerosis", "cellular_crescent")
         config = LesionNetConfig(labels=labels, arch=args.arch, input_size=args.size)
         write_model_folder(LesionNet(config), {"mpp": 1.0}, Path(tmp) / "bench")
         caller = TrainedLesionCaller.from_name(Path(tmp) / "bench", device=args.device)
-        cnn = _best(lambda: caller.call(gloms, slide), args.repeat)
+        cnn = _median(lambda: caller.call(gloms, slide), args.repeat)
         crops = np.random.default_rng(0).integers(0, 255, (256, args.size, args.size, 3), np.uint8)
-        forward = _best(lambda: predict_logits(caller.net, crops), args.repeat)
-    cortex = _best(lambda: measure_cortex(slide, gloms, stain="PAS"), 1)
+        forward = _median(lambda: predict_logits(caller.net, crops), args.repeat)
+    cortex = _median(lambda: measure_cortex(slide, gloms, stain="PAS"), args.repeat)
     tissue_mm2 = measure_cortex(slide, gloms, stain="PAS").tissue_area_mm2
+    side_by_side = {}
+    for name, work in (
+        ("morphometry", lambda w: measure_glomeruli(gloms, slide, workers=w)),
+        ("cortex", lambda w: measure_cortex(slide, gloms, stain="PAS", workers=w)),
+    ):
+        one, two = _paired(partial(work, 1), partial(work, 2), args.repeat)
+        side_by_side[name] = {
+            "one_process_s": round(one, 2),
+            "two_workers_s": round(two, 2),
+            "speedup": round(one / two, 2),
+        }
     result = {
         "slide": "examples/demo_biopsy.tiff",
         "glomeruli": n,
@@ -77,6 +107,7 @@ def main() -> int:
             "cnn_forward": round(len(crops) / forward, 1),
         },
         "cortex_mm2_per_s": round(tissue_mm2 / cortex, 3),
+        "side_by_side": side_by_side,
     }
     print(json.dumps(result, indent=2))
     return 0

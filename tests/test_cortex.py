@@ -87,3 +87,31 @@ def test_glomeruli_are_excluded_from_the_interstitium(repo_dir: Path) -> None:
 def test_no_tissue_is_an_error(data_dir: Path) -> None:
     with pytest.raises(InputError, match="no tissue"):
         measure_cortex(*_tile(data_dir / "tissue-detection-tiles" / "no-tissue.png"), stain="PAS")
+
+
+def test_only_tiles_with_tissue_are_read(slides_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Glass is skipped (a needle biopsy on a large slide must not cost the whole slide), and
+    skipping it changes nothing measured."""
+    import numpy as np
+
+    import lnpath.cortex as cortex
+    from lnpath.tissue import TissueMask, detect_tissue
+
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    detected = detect_tissue(slide)
+    everywhere = TissueMask(np.ones_like(detected.mask), mpp=detected.mpp, slide_mpp=slide.mpp)
+    reads: list[int] = []
+    original = cortex.tissue_mask
+
+    def counting(od: np.ndarray, mpp: float) -> np.ndarray:
+        reads[-1] += 1
+        return original(od, mpp)
+
+    monkeypatch.setattr(cortex, "tissue_mask", counting)
+    results = []
+    for mask in (detected, everywhere):
+        reads.append(0)
+        results.append(measure_cortex(slide, [], tissue=mask))
+    assert reads[0] < reads[1]
+    assert results[0].tissue_area_mm2 == results[1].tissue_area_mm2 > 0
+    assert results[0].inflammation_fraction == results[1].inflammation_fraction

@@ -17,6 +17,7 @@ import lnpath
 from lnpath.errors import InputError
 from lnpath.glomeruli import Glomeruli, Glomerulus
 from lnpath.measure import MEASUREMENTS, measure_crop, measure_glomeruli, rasterize
+from lnpath.qupath import read_qupath
 
 MPP = 0.5  # Bueno tiles, Aperio 20x
 
@@ -87,6 +88,23 @@ def test_rasterize_respects_holes_and_scale() -> None:
     assert mask.sum() == pytest.approx((20 * 20 - 10 * 10), rel=0.15)
 
 
+def test_rasterize_counts_the_polygon_area_on_real_outlines(qupath_dir: Path) -> None:
+    """Pixel counts match the polygon area (pixel centres inside), at level 0 and downsampled."""
+    features = read_qupath(qupath_dir / "TPATH012.geojson")
+    polygons = [f.geometry for f in features if isinstance(f.geometry, Polygon)]
+    assert len(polygons) >= 20
+    for scale in (1.0, 0.25):
+        errors = []
+        for poly in polygons:
+            minx, miny, maxx, maxy = poly.bounds
+            shape = (math.ceil((maxy - miny) * scale) + 4, math.ceil((maxx - minx) * scale) + 4)
+            mask = rasterize(poly, shape, origin=(minx - 2 / scale, miny - 2 / scale), scale=scale)
+            errors.append(mask.sum() / (poly.area * scale**2) - 1)
+            assert not mask[0].any() and not mask[:, 0].any()
+        assert abs(float(np.mean(errors))) < 0.002
+        assert max(abs(e) for e in errors) < 0.03
+
+
 @pytest.fixture(scope="module")
 def demo(repo_dir: Path) -> tuple[lnpath.Slide, Glomeruli]:
     slide = lnpath.open_slide(repo_dir / "examples" / "demo_biopsy.tiff")
@@ -107,22 +125,34 @@ def test_measure_glomeruli_on_the_demo_slide(demo: tuple[lnpath.Slide, Glomeruli
     assert np.allclose(table["m_area_um2"], areas, rtol=0.05)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_unmeasurable_glomeruli_get_nan_and_a_warning(
-    demo: tuple[lnpath.Slide, Glomeruli], caplog: pytest.LogCaptureFixture
+    demo: tuple[lnpath.Slide, Glomeruli], caplog: pytest.LogCaptureFixture, workers: int
 ) -> None:
+    """Also with worker processes: their warnings reach the caller's log."""
     slide, glomeruli = demo
     width = slide.dimensions[0]
     bad = [
         glomeruli[0],
+        glomeruli[1],  # five glomeruli make two tasks, so workers=2 really runs two processes
         Glomerulus.from_polygon(901, box(width + 100, 10, width + 400, 300), slide.mpp),
         Glomerulus.from_polygon(902, Polygon([(0, 0), (10, 10), (20, 20)]), slide.mpp),
         Glomerulus.from_polygon(903, box(5, 5, 400, 400), slide.mpp),  # glass corner
     ]
     with caplog.at_level(logging.WARNING):
-        table = measure_glomeruli(Glomeruli(bad, slide.mpp, "test"), slide)
-    assert not table.iloc[0][list(MEASUREMENTS)].isna().any()
-    assert table.iloc[1:][list(MEASUREMENTS)].isna().all().all()
+        table = measure_glomeruli(Glomeruli(bad, slide.mpp, "test"), slide, workers=workers)
+    assert list(table["glomerulus_id"]) == [g.id for g in bad]
+    assert not table.iloc[:2][list(MEASUREMENTS)].isna().any().any()
+    assert table.iloc[2:][list(MEASUREMENTS)].isna().all().all()
     assert "glomerulus 901 not measured" in caplog.text and "outside the slide" in caplog.text
     assert "glomerulus 902 not measured" in caplog.text and "degenerate" in caplog.text
     assert "glomerulus 903 not measured" in caplog.text and "no tissue" in caplog.text
-    assert pd.api.types.is_float_dtype(table["m_nuclei"]) and math.isnan(table["m_nuclei"][1])
+    assert pd.api.types.is_float_dtype(table["m_nuclei"]) and math.isnan(table["m_nuclei"][2])
+
+
+def test_parallel_measurement_equals_serial(demo: tuple[lnpath.Slide, Glomeruli]) -> None:
+    slide, glomeruli = demo
+    subset = glomeruli[:10]
+    serial = measure_glomeruli(subset, slide, workers=1)
+    parallel = measure_glomeruli(subset, slide, workers=2)
+    pd.testing.assert_frame_equal(serial, parallel)

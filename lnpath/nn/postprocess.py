@@ -12,6 +12,8 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from .._morphology import fill_holes
+
 # A glomerular tuft is 100-250 µm across (area ≈ 8,000-50,000 µm²); sections cut near the pole
 # or at a tissue edge are smaller. 1,000 µm² (a disc ≈ 36 µm across, a few cells) keeps those
 # while dropping specks of false-positive pixels.
@@ -39,7 +41,7 @@ def label_glomeruli(
             touching glomeruli together.
     """
     cut = round(threshold * 255) if prob.dtype == np.uint8 else threshold
-    mask = ndimage.binary_fill_holes(prob >= cut)
+    mask = fill_holes(prob >= cut)
     mask = ndimage.binary_opening(mask, structure=_disc(max(1, round(3.0 / mpp))))
     components, _ = ndimage.label(mask)
     min_pixels = min_area_um2 / mpp**2
