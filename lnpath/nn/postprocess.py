@@ -44,14 +44,19 @@ def label_glomeruli(
     mask = fill_holes(prob >= cut)
     mask = ndimage.binary_opening(mask, structure=_disc(max(1, round(3.0 / mpp))))
     components, _ = ndimage.label(mask)
+    del mask
     min_pixels = min_area_um2 / mpp**2
-    out = np.zeros(mask.shape, np.int32)
     count = 0
     # Work object by object on its bounding box: the cost follows the glomeruli, not the canvas.
+    # Objects are relabelled in place (kept ones as -1, -2, ... until the end, so that a new number
+    # never collides with a component not yet visited): a second canvas of labels would cost as
+    # much memory as the probabilities themselves.
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         if box is None:
             continue
-        component = components[box] == index
+        view = components[box]
+        component = view == index
+        view[component] = 0
         if component.sum() < min_pixels:
             continue
         parts = (
@@ -63,8 +68,8 @@ def label_glomeruli(
         for part in np.flatnonzero(sizes >= min_pixels):
             if part:
                 count += 1
-                out[box][parts == part] = count
-    return out
+                view[parts == part] = -count
+    return np.negative(components, out=components)
 
 
 def _disc(radius: int) -> np.ndarray:
