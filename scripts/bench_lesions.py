@@ -5,8 +5,9 @@
   default architecture: speed does not depend on the weight values).
 * ``cnn_forward``: the network alone on batches of 64 crops already in memory.
 * ``cortex_mm2_per_s``: :func:`lnpath.cortex.measure_cortex` (PAS) over the slide's tissue.
-* ``side_by_side``: the same work in one process and with the default 2 worker processes, in one
-  run (morphometry on all demo glomeruli; cortex over the slide), as a speed-up ratio.
+* ``side_by_side``: the same work in one process and with 2 worker processes, alternately in one
+  run, as a speed-up ratio: morphometry of every glomerulus and the cortex, on the demo and on
+  the 4-core stress slide of ``bench_score_slide.py`` (the demo tiled 2x2, its outlines too).
 
 Times are medians over ``--repeat`` runs.
 
@@ -16,6 +17,7 @@ Usage: ``python scripts/bench_lesions.py [--threads 2] [--device cpu|cuda] [--re
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import tempfile
@@ -23,17 +25,16 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
+from shapely import affinity
 
 import lnpath
 from lnpath.cortex import measure_cortex
-from lnpath.glomeruli import Glomeruli
-from lnpath.lesion_training import predict_logits, write_model_folder
+from lnpath.glomeruli import Glomeruli, Glomerulus
 from lnpath.lesions import MorphometryCaller, TrainedLesionCaller
 from lnpath.measure import measure_glomeruli
-from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,45 @@ def _paired(
     return float(np.median(times[0])), float(np.median(times[1]))
 
 
+def _side_by_side(slide: lnpath.Slide, gloms: Glomeruli, repeat: int) -> dict[str, Any]:
+    """Morphometry and cortex in one process vs with 2 worker processes, alternately."""
+    out: dict[str, Any] = {"glomeruli": len(gloms)}
+    for name, work in (
+        ("morphometry", lambda w: measure_glomeruli(gloms, slide, workers=w)),
+        ("cortex", lambda w: measure_cortex(slide, gloms, stain="PAS", workers=w)),
+    ):
+        one, two = _paired(partial(work, 1), partial(work, 2), repeat)
+        out[name] = {
+            "one_process_s": round(one, 2),
+            "two_workers_s": round(two, 2),
+            "speedup": round(one / two, 2),
+        }
+    return out
+
+
+def _stress_slide() -> Path:
+    """The 4-core stress slide of ``bench_score_slide.py`` (the demo tiled 2x2), built once."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_score_slide", REPO / "scripts" / "bench_score_slide.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return Path(module.large_slide())
+
+
+def _tiled(gloms: Glomeruli, slide: lnpath.Slide) -> Glomeruli:
+    """The demo's outlines repeated 2x2, as the stress slide repeats its pixels."""
+    width, height = slide.dimensions
+    copies = []
+    for dy in (0, height):
+        for dx in (0, width):
+            for g in gloms:
+                polygon = affinity.translate(g.polygon, dx, dy)
+                copies.append(Glomerulus.from_polygon(len(copies) + 1, polygon, slide.mpp))
+    return Glomeruli(copies, slide.mpp, "demo outlines tiled 2x2")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -68,6 +108,13 @@ def main() -> int:
     parser.add_argument("--arch", choices=("small", "resnet18"), default="small")
     parser.add_argument("--size", type=int, default=64)
     args = parser.parse_args()
+    # torch is imported here, not at the top: worker processes re-import this script as their
+    # __main__, and a top-level torch import would add a second to every worker pool's start
+    import torch
+
+    from lnpath.lesion_training import predict_logits, write_model_folder
+    from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
+
     torch.set_num_threads(args.threads)
     slide = lnpath.open_slide(REPO / "examples" / "demo_biopsy.tiff")
     gloms = Glomeruli.from_geojson(REPO / "examples" / "demo_biopsy_glomeruli.geojson", slide.mpp)
@@ -83,17 +130,12 @@ def main() -> int:
         forward = _median(lambda: predict_logits(caller.net, crops), args.repeat)
     cortex = _median(lambda: measure_cortex(slide, gloms, stain="PAS"), args.repeat)
     tissue_mm2 = measure_cortex(slide, gloms, stain="PAS").tissue_area_mm2
-    side_by_side = {}
-    for name, work in (
-        ("morphometry", lambda w: measure_glomeruli(gloms, slide, workers=w)),
-        ("cortex", lambda w: measure_cortex(slide, gloms, stain="PAS", workers=w)),
-    ):
-        one, two = _paired(partial(work, 1), partial(work, 2), args.repeat)
-        side_by_side[name] = {
-            "one_process_s": round(one, 2),
-            "two_workers_s": round(two, 2),
-            "speedup": round(one / two, 2),
-        }
+    stress = _stress_slide()
+    stress_slide = lnpath.open_slide(stress)
+    side_by_side = {
+        "demo": _side_by_side(slide, gloms, args.repeat),
+        "demo_4x": _side_by_side(stress_slide, _tiled(gloms, slide), args.repeat),
+    }
     result = {
         "slide": "examples/demo_biopsy.tiff",
         "glomeruli": n,
