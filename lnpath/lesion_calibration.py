@@ -57,7 +57,7 @@ from .lesion_training import (
     read_label_table,
     resolve_targets,
 )
-from .lesions import CALL_STAINS, empty_findings, require_label_set
+from .lesions import CALL_STAINS, empty_findings, require_label_set, warn_not_called
 from .measure import DEFAULT_MPP, MEASUREMENTS, measure_crop, measure_glomeruli
 
 log = logging.getLogger(__name__)
@@ -553,12 +553,7 @@ class CalibratedMorphometryCaller:
         table = empty_findings(measurements["glomerulus_id"].tolist(), self.source)
         prob = self.probabilities(measurements)
         if self.stain not in CALL_STAINS:
-            log.warning(
-                "%s: morphometry lesion calls are defined for PAS only; on %s they are left "
-                "not assessed (measurements are kept)",
-                getattr(slide, "path", "slide"),
-                self.stain,
-            )
+            warn_not_called(slide, self.stain)
             prob[:] = math.nan
         for j, name in enumerate(self.labels):
             table[f"p_{name}"] = prob[:, j]

@@ -69,6 +69,16 @@ log = logging.getLogger(__name__)
 CALL_STAINS = ("PAS",)
 
 
+def warn_not_called(slide: Any, stain: str) -> None:
+    """Log that the morphometry calls are left not assessed on a stain they are not defined for."""
+    log.warning(
+        "%s: morphometry lesion calls are defined for PAS only; on %s they are left "
+        "not assessed (measurements are kept)",
+        getattr(slide, "path", "slide"),
+        stain,
+    )
+
+
 @runtime_checkable
 class LesionCaller(Protocol):
     """Anything that turns glomeruli of a slide into a findings table.
@@ -198,12 +208,7 @@ class MorphometryCaller:
         measurements = measure_glomeruli(glomeruli, slide, mpp=self.mpp, progress=progress)
         table = calls_from_measurements(measurements, self.thresholds, self.source)
         if self.stain not in CALL_STAINS:
-            log.warning(
-                "%s: morphometry lesion calls are defined for PAS only; on %s they are left "
-                "not assessed (measurements are kept)",
-                getattr(slide, "path", "slide"),
-                self.stain,
-            )
+            warn_not_called(slide, self.stain)
             for name in LESIONS:
                 table[name] = pd.array([pd.NA] * len(table), dtype="boolean")
         return table

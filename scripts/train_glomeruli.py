@@ -99,20 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--norm", default="batch", choices=["batch", "instance"])
     parser.add_argument("--mpp", type=float, default=1.0)
     parser.add_argument("--stain-strength", type=float, default=TrainingConfig.stain_strength)
-    parser.add_argument(
-        "--saturation-range",
-        type=float,
-        nargs=2,
-        default=TrainingConfig.saturation_range,
-        metavar=("LOW", "HIGH"),
-    )
-    parser.add_argument(
-        "--density-range",
-        type=float,
-        nargs=2,
-        default=TrainingConfig.density_range,
-        metavar=("LOW", "HIGH"),
-    )
+    for option, default in (
+        ("--saturation-range", TrainingConfig.saturation_range),
+        ("--density-range", TrainingConfig.density_range),
+    ):
+        parser.add_argument(option, type=float, nargs=2, default=default, metavar=("LOW", "HIGH"))
     parser.add_argument("--hue-shift", type=float, default=TrainingConfig.hue_shift)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--val-every", type=int, default=TrainingConfig.val_every)
