@@ -281,8 +281,9 @@ class TileGrid:
 def can_start_workers(what: str) -> bool:
     """Whether this process may start worker processes for ``what`` (logged when it may not)."""
     if mp.current_process().daemon:
-        # e.g. inside a Dask or multiprocessing worker, which may not start processes
-        log.warning("%s: working in this process (a daemon cannot start workers)", what)
+        # e.g. inside a Dask or multiprocessing worker, which may not start processes; expected
+        # in batch runs (the cluster parallelises across slides), so not a warning
+        log.info("%s: working in this process (a daemon cannot start workers)", what)
         return False
     main_file = getattr(sys.modules["__main__"], "__file__", None)
     if main_file is not None and not Path(main_file).is_file():
