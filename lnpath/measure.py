@@ -359,6 +359,13 @@ def read_glomerulus(
     return rgb, mask
 
 
+# below this many glomeruli, starting two workers (about 0.3 s from the fork server that slide
+# reading has usually started already) costs more than the second core saves (0.05 s a glomerulus)
+PARALLEL_MIN_GLOMERULI = 16
+_CHUNK = 4  # glomeruli per task: small enough to balance, large enough to amortise the pickling
+_WORKER_SLIDE: Any = None
+
+
 def measure_glomeruli(
     glomeruli: Any,
     slide: Any,
@@ -415,13 +422,6 @@ def measure_glomeruli(
                 collect(*_measure_chunk(chunk, mpp, slide))
     table = pd.DataFrame(rows, columns=["glomerulus_id", *MEASUREMENTS])
     return table.astype(dict.fromkeys(MEASUREMENTS, "float64"))
-
-
-# below this many glomeruli, starting two workers (about 0.3 s from the fork server that slide
-# reading has usually started already) costs more than the second core saves (0.05 s a glomerulus)
-PARALLEL_MIN_GLOMERULI = 16
-_CHUNK = 4  # glomeruli per task: small enough to balance, large enough to amortise the pickling
-_WORKER_SLIDE: Any = None
 
 
 def _init_measure_worker(slide: Any) -> None:

@@ -37,13 +37,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from eval_sets import BUPT_MPP_200X, CMIL_MPP, bupt_mpp
-from skimage import draw, io
+from shapely.geometry import Polygon
+from skimage import io
 
 from lnpath.errors import InputError
 from lnpath.lesion_calibration import cross_validate_logistic, ellipse_mask, resample_crop
 from lnpath.lesion_training import binary_metrics
 from lnpath.lesions import MorphometryThresholds, calls_from_measurements
-from lnpath.measure import DEFAULT_MPP, MEASUREMENTS, estimate_white, measure_crop
+from lnpath.measure import DEFAULT_MPP, MEASUREMENTS, estimate_white, measure_crop, rasterize
 
 
 def _measure(
@@ -117,9 +118,7 @@ def measure_bupt(root: Path) -> pd.DataFrame:
             x0, y0 = max(x0 - 10, 0), max(y0 - 10, 0)
             x1, y1 = min(x1 + 10, image.shape[1]), min(y1 + 10, image.shape[0])
             crop = image[y0:y1, x0:x1]
-            mask = np.zeros(crop.shape[:2], bool)
-            rr, cc = draw.polygon(pts[:, 1] - y0, pts[:, 0] - x0, shape=mask.shape)
-            mask[rr, cc] = True
+            mask = rasterize(Polygon(pts), crop.shape[:2], origin=(x0, y0), scale=1.0)
             m = _measure(crop, mask, bupt_mpp(path.stem), white)
             records.append(
                 {

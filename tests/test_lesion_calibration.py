@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from skimage import draw, io
+from shapely.geometry import Polygon
+from skimage import io
 
 import lnpath
 from lnpath.cli import main
@@ -32,6 +33,7 @@ from lnpath.lesion_calibration import (
     require_counts,
 )
 from lnpath.lesions import LesionCaller
+from lnpath.measure import rasterize
 from lnpath.pipeline import lesion_caller
 from tests.conftest import LabelledDemo
 
@@ -64,9 +66,8 @@ def bupt_pas(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[
             x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - 10, 0)
             x1, y1 = np.ceil(pts.max(0)).astype(int) + 10
             crop = image[y0:y1, x0:x1]
-            mask = np.zeros(crop.shape[:2], np.uint8)
-            rr, cc = draw.polygon(pts[:, 1] - y0, pts[:, 0] - x0, shape=mask.shape)
-            mask[rr, cc] = 255
+            inside = rasterize(Polygon(pts), crop.shape[:2], origin=(x0, y0), scale=1.0)
+            mask = inside.astype(np.uint8) * 255
             name = f"{path.stem}_{k}"
             io.imsave(out / f"{name}.png", crop, check_contrast=False)
             io.imsave(out / f"{name}_mask.png", mask, check_contrast=False)
