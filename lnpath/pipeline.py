@@ -178,6 +178,10 @@ def score_slide(
         fingerprint = slide.fingerprint()
     with _stage("segment", timings, on_stage):
         tissue = detect_tissue(slide)
+        if not tissue.mask.any():
+            raise InputError(
+                f"{path}: no tissue found on the slide (blank glass or not a tissue section)"
+            )
         if glomeruli is None:
             seg_model = load_model(SEGMENTATION_MODEL)
             outlines = segment_glomeruli(
