@@ -582,6 +582,8 @@ def cohort_table(
     Writes ``cohort.csv`` and ``cohort.parquet`` (atomically) into ``out_dir``; with ``pairs``,
     also ``cohort_pairs.csv`` from :func:`cohort_pairs`. ``visit`` numbers each patient's slides
     in time order and ``previous_slide_id`` names the biopsy each one is compared against.
+    ``ai_total`` counts the assessed components only; ``ai_min``/``ai_max`` (and ``ci_*``) are
+    the range the full index can still take, which is what an incomplete index can be compared by.
 
     Raises:
         InputError: ``out_dir`` holds no ``batch_status.csv``.
@@ -599,7 +601,8 @@ def cohort_table(
             table.loc[index, "previous_slide_id"] = previous
             if table.loc[index, "status"] != "failed":
                 previous = table.loc[index, "slide_id"]
-    for column in ("revision", "n_glomeruli", "ai_total", "ci_total"):
+    integer_columns = ("revision", "n_glomeruli", "ai_total", "ai_min", "ai_max")
+    for column in (*integer_columns, "ci_total", "ci_min", "ci_max"):
         if column in table.columns:
             table[column] = table[column].astype("Int64")
     _write_table(table, Path(out_dir) / COHORT_FILE)
@@ -636,8 +639,12 @@ def _cohort_row(out: Path, status: Mapping[str, Any]) -> dict[str, Any]:
         adequacy=adequacy.get("status"),
         ai_total=ai.get("total"),
         ai_complete=ai.get("complete"),
+        ai_min=(ai.get("total_range") or [None, None])[0],
+        ai_max=(ai.get("total_range") or [None, None])[1],
         ci_total=ci.get("total"),
         ci_complete=ci.get("complete"),
+        ci_min=(ci.get("total_range") or [None, None])[0],
+        ci_max=(ci.get("total_range") or [None, None])[1],
         isn_rps_class=(scores.get("isn_rps_class") or {}).get("proposal"),
         mpp=slide.get("mpp"),
         mpp_source=slide.get("mpp_source"),

@@ -63,9 +63,11 @@ def _label(name: str) -> str:
 
 
 def index_text(index: Mapping[str, Any]) -> str:
-    """``9/24``, ``≥7/24 (incomplete: 2 of 6 components not assessed)``, or ``not computed``.
+    """``9/24``, ``≥7/24 (incomplete: 2 of 6 components not assessed; ...)``, or ``not computed``.
 
-    An unassessed component can only add to the total, so an incomplete index is a lower bound.
+    An unassessed component can only add to the total, so an incomplete index is shown by its lower
+    bound: the assessed components plus the least the others can still give (a crescent entered in
+    review makes its component at least band 1 even while the other glomeruli are unassessed).
     """
     if index.get("total") is None:  # e.g. an inadequate biopsy: counts only, by policy
         note = index.get("note")
@@ -75,10 +77,12 @@ def index_text(index: Mapping[str, Any]) -> str:
     missing = len(index.get("not_assessed", []))
     of = len(index["components"])
     span = index.get("total_range")
+    low = span[0] if span else index["total"]
+    partial = f"; assessed components give {index['total']}" if low != index["total"] else ""
     full = f"; full index {span[0]}–{span[1]}" if span else ""
     return (
-        f"≥{index['total']}/{index['max']} "
-        f"(incomplete: {missing} of {of} components not assessed{full})"
+        f"≥{low}/{index['max']} "
+        f"(incomplete: {missing} of {of} components not assessed{partial}{full})"
     )
 
 

@@ -132,6 +132,8 @@ def test_cohort_table_and_pairs(batch: dict) -> None:
         ai = result["scores"]["activity_index"]
         assert parquet.loc[slide_id, "ai_complete"] == ai["complete"]
         assert pd.isna(row["ai_total"]) if ai["total"] is None else row["ai_total"] == ai["total"]
+        if ai["total_range"] is not None:  # the range an incomplete index can still take
+            assert [row["ai_min"], row["ai_max"]] == ai["total_range"]
         assert row["mpp"] == 0.5 and row["mpp_source"] == "tiff-resolution"
         assert row["model_sha256"] == outlines_sha
         assert row["lnpath_version"] == lnpath.__version__

@@ -189,3 +189,16 @@ def test_inadequate_biopsy_says_index_not_computed(qupath_dir: Path) -> None:
         line = diagnosis_line({"scores": scores, "status": "provisional", "confirmation": None})
         assert "activity index not computed (" in line and "inadequate" in line
         assert "≥" not in line
+
+
+def test_incomplete_index_shows_its_lower_bound(qupath_dir: Path) -> None:
+    # 31 glomeruli, crescents entered for one only (a review): the crescent component is then at
+    # least band 1 (x2), so the activity index is at least 2 although the assessed parts give 0.
+    table = findings_from_geojson(qupath_dir / "TPATH012.geojson")
+    table["endocapillary_hypercellularity"] = pd.array([False] * len(table), dtype="boolean")
+    table["cellular_crescent"] = pd.array([True] + [None] * (len(table) - 1), dtype="boolean")
+    ai = lnpath.score_findings(table).to_dict()["activity_index"]
+    assert ai["total"] == 0 and ai["total_range"][0] == 2
+    text = index_text(ai)
+    assert text.startswith("≥2/24 (incomplete: 5 of 6 components not assessed")
+    assert "assessed components give 0" in text and f"full index 2–{ai['total_range'][1]}" in text
