@@ -172,6 +172,19 @@ def check_preconditions(bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any
     else:
         add("same_patient", None, "patient id not recorded on both biopsies; not checked")
 
+    if bl.slide_sha256 and fu.slide_sha256:
+        same_slide = bl.slide_sha256 == fu.slide_sha256
+        add(
+            "different_biopsies",
+            not same_slide,
+            f"both results score the same slide file (sha256 {bl.slide_sha256[:16]}…): two "
+            "readings of one biopsy, not a baseline and a follow-up"
+            if same_slide
+            else "different slide files",
+        )
+    else:
+        add("different_biopsies", None, "slide fingerprint not recorded on both; not checked")
+
     if bl.biopsy_date and fu.biopsy_date:
         d0, d1 = bl.biopsy_date, fu.biopsy_date
         if d1 > d0:

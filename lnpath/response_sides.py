@@ -115,6 +115,7 @@ class BiopsySide:
     stain: str | None = None
     models: tuple[tuple[str, str], ...] | None = None
     confirmed_by: str | None = None
+    slide_sha256: str | None = None
     seal_verified: bool | None = None
     seal_message: str | None = None
     component_uncertainty: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -131,6 +132,7 @@ class BiopsySide:
             "stain": self.stain,
             "status": self.status,
             "confirmed_by": self.confirmed_by,
+            "slide_sha256": self.slide_sha256,
             "seal_verified": self.seal_verified,
             "seal_message": self.seal_message,
             "nih_version": self.nih_version,
@@ -226,7 +228,10 @@ def _side_from_result(data: Mapping[str, Any], source: str, error: type[Exceptio
     model_ids: tuple[tuple[str, str], ...] | None = None
     if isinstance(models, list):
         model_ids = tuple(sorted(_model_id(m) for m in models if isinstance(m, Mapping)))
+    slide = data.get("slide")
+    fingerprint = slide.get("fingerprint") if isinstance(slide, Mapping) else None
     meta = {
+        "slide_sha256": fingerprint.get("sha256") if isinstance(fingerprint, Mapping) else None,
         "status": status,
         "patient_id": data.get("patient_id"),
         "biopsy_date": data.get("biopsy_date"),
@@ -289,6 +294,7 @@ def _side_from_scores(
         stain=_opt_str(meta.get("stain")),
         models=meta.get("models"),
         confirmed_by=meta.get("confirmed_by"),
+        slide_sha256=_opt_str(meta.get("slide_sha256")),
         component_uncertainty=dict(uncertainty.get("components") or {}),
     )
 

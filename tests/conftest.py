@@ -44,6 +44,22 @@ def repo_dir() -> Path:
     return REPO
 
 
+@pytest.fixture(scope="session")
+def demo_followup(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second slide *file* of the demo tissue, standing in for a follow-up biopsy.
+
+    ``compare`` refuses two results of one slide file; the repo ships one demo slide, so this is
+    its exact bytes plus one trailing byte (which TIFF readers ignore): the same pixels under a
+    different fingerprint, as a re-scan would have.
+    """
+    source = repo_dir / "examples" / "demo_biopsy.tiff"
+    if not source.is_file():
+        pytest.skip("demo biopsy not in the checkout")
+    target = tmp_path_factory.mktemp("followup") / "demo_followup.tiff"
+    target.write_bytes(source.read_bytes() + b"\0")
+    return target
+
+
 class LabelledDemo(NamedTuple):
     """The demo slide with synthetic glomerulus labels (they test label handling, not accuracy)."""
 

@@ -27,17 +27,20 @@ HEADER = "slide_id,path,patient_id,timepoint,glomeruli,biopsy_date\n"
 
 
 @pytest.fixture(scope="module")
-def batch(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def batch(
+    repo_dir: Path, demo_followup: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
     """Score the manifest once through the CLI; the missing slide must not stop the others."""
     root = tmp_path_factory.mktemp("batch")
     (root / "slides").mkdir()
     (root / "slides" / "demo.tiff").symlink_to(repo_dir / "examples" / "demo_biopsy.tiff")
+    (root / "slides" / "demo_fu.tiff").symlink_to(demo_followup)
     outlines = repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"
     manifest = root / "manifest.csv"
     manifest.write_text(
         HEADER
         + f"p1_bl,slides/demo.tiff,P1,0,{outlines},2024-01-02\n"
-        + f"p1_fu,slides/demo.tiff,P1,1,{outlines},2024-07-01\n"
+        + f"p1_fu,slides/demo_fu.tiff,P1,1,{outlines},2024-07-01\n"
         + "p2_bl,slides/missing.svs,P2,0,,\n",
         encoding="utf-8",
     )
@@ -53,10 +56,10 @@ def test_cli_scores_every_slide_and_records_the_failure(batch: dict) -> None:
     assert status["outcome"].to_dict() == {"p1_bl": "scored", "p1_fu": "scored", "p2_bl": "failed"}
     error = status.loc["p2_bl", "error"]
     assert "missing.svs" in error and "no such slide file" in error and "\n" not in error
-    for slide_id in ("p1_bl", "p1_fu"):
+    for slide_id, name in (("p1_bl", "demo.tiff"), ("p1_fu", "demo_fu.tiff")):
         result = json.loads((out / slide_id / "result.json").read_text())
         assert result["patient_id"] == "P1"
-        relative = batch["manifest"].parent / "slides" / "demo.tiff"  # resolved beside it
+        relative = batch["manifest"].parent / "slides" / name  # resolved beside it
         assert status.loc[slide_id, "path"] == str(relative)
         assert result["slide"]["path"] == str(relative.resolve())
         worker = status.loc[slide_id, "worker"]

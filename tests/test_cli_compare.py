@@ -121,8 +121,10 @@ def test_bad_inputs_one_line_error(pair, tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def real_pair(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two real result folders from score_slide on the demo biopsy (its GeoJSON outlines)."""
+def real_pair(
+    repo_dir: Path, demo_followup: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """Two real result folders from score_slide on the demo biopsy and a second file of it."""
     import lnpath
 
     slide = repo_dir / "examples" / "demo_biopsy.tiff"
@@ -131,9 +133,9 @@ def real_pair(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         pytest.skip("demo biopsy not in the checkout")
     root = tmp_path_factory.mktemp("real")
     folders = []
-    for name, day in (("bl", "2023-01-10"), ("fu", "2024-01-10")):
+    for name, path, day in (("bl", slide, "2023-01-10"), ("fu", demo_followup, "2024-01-10")):
         result = lnpath.score_slide(
-            slide,
+            path,
             out=root / name,
             glomeruli=outlines,
             device="cpu",
@@ -154,6 +156,7 @@ def test_real_folders_incomplete_indices_are_not_evaluable(real_pair, tmp_path: 
     checks = {c["name"]: c["status"] for c in data["preconditions"]}
     assert checks["same_patient"] == checks["followup_after_baseline"] == "pass"
     assert checks["same_models"] == checks["comparable_stains"] == "pass"
+    assert checks["different_biopsies"] == "pass"
     missing = data["baseline"]["activity_index"]["not_assessed"]
     assert "interstitial_inflammation" in missing
     assert data["deltas"]["activity_index"]["delta"] is None

@@ -907,3 +907,15 @@ def test_hand_built_findings_with_probabilities(tmp_path: Path):
     assert "Component bands" in r.to_html()
     lufla = compare(bl, fu, preset="lufla_AI2")
     assert lufla.uncertainty["endpoint_probability"] == pytest.approx(sum(ai_fu[:3]), abs=1e-9)
+
+
+def test_one_slide_file_is_not_a_baseline_and_a_follow_up():
+    def scanned(sha: str) -> dict[str, Any]:
+        return {"path": "x.svs", "name": "x.svs", "fingerprint": {"size": 1, "sha256": sha}}
+
+    bl = result(score(10), biopsy_date="2023-01-01", slide=scanned("ab" * 32))
+    same = compare(bl, result(score(2), biopsy_date="2024-01-01", slide=scanned("ab" * 32)))
+    assert same.status == "not_evaluable" and _failed(same) == {"different_biopsies"}
+    assert any("two readings of one biopsy" in reason for reason in same.reasons)
+    other = compare(bl, result(score(2), biopsy_date="2024-01-01", slide=scanned("cd" * 32)))
+    assert other.status == "provisional" and not _failed(other)
