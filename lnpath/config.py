@@ -42,6 +42,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "interstitial_inflammation_region": ("total_cortex", "nonscarred_cortex"),
     "tubular_atrophy_basis": ("cortical_tubules", "cortex_area"),
     "inadequate_policy": ("counts_only", "score"),
+    "class_nomenclature": ("isn_rps_2018", "legacy_2003"),
 }
 _FRACTIONS = (
     "global_threshold",
@@ -95,6 +96,9 @@ class ScoringConfig:
         inflammation_is_residual_activity: interstitial inflammation alone blocks class VI.
         inadequate_policy: ``counts_only`` (spec: no index or class below the limited count) or
             ``score`` (compute them anyway, still flagged inadequate).
+        class_nomenclature: ``isn_rps_2018`` (default: the class plus AI/CI) or ``legacy_2003``,
+            which adds the 2003 label (A, A/C, C suffixes and IV-S / IV-G) beside the 2018
+            proposal for older trial protocols (spec §2.1: only in this explicit mode).
         response_preset: histological response preset used by :mod:`lnpath.response`.
         presets: the presets applied, recorded for provenance.
     """
@@ -116,6 +120,7 @@ class ScoringConfig:
     ischemic_exclusion: bool = True
     inflammation_is_residual_activity: bool = False
     inadequate_policy: str = "counts_only"
+    class_nomenclature: str = "isn_rps_2018"
     response_preset: str = "lnhr_default"
     presets: tuple[str, ...] = ()
 
@@ -146,6 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "isnrps_10": {"adequacy": {"adequate": 10, "limited": 8}},
     "oxford_8": {"adequacy": {"adequate": 8, "limited": 8}},
     "permissive_5": {"adequacy": {"adequate": 5, "limited": 5}},
+    "legacy_2003": {"class_nomenclature": "legacy_2003"},
 }
 
 

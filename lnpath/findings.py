@@ -22,7 +22,9 @@ from .qupath import QuPathFeature, read_qupath
 
 __all__ = [
     "DEFAULT_CLASS_MAP",
+    "EXTENTS",
     "LESIONS",
+    "LESION_EXTENT",
     "OPTIONAL_FLAGS",
     "findings_from_geojson",
     "read_findings",
@@ -47,6 +49,11 @@ LESIONS: tuple[str, ...] = (
 #: (counted as sclerosis only with ``adhesion_as_sclerosis``), ``mesangial_hypercellularity``
 #: (supports class II). Missing or ``<NA>`` means not flagged.
 OPTIONAL_FLAGS: tuple[str, ...] = ("ischemic", "adhesion", "mesangial_hypercellularity")
+
+#: Optional per-glomerulus column for the legacy ISN/RPS 2003 IV-S / IV-G split: whether the
+#: glomerulus's LN lesions involve less (``segmental``) or more (``global``) than half of the tuft.
+LESION_EXTENT = "lesion_extent"
+EXTENTS: tuple[str, ...] = ("segmental", "global")
 
 #: QuPath class -> the lesion values it asserts; lesions it does not mention stay not assessed.
 DEFAULT_CLASS_MAP: dict[str, dict[str, bool]] = {
@@ -89,7 +96,7 @@ def read_findings(
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(f"{where}: missing required column(s): {', '.join(missing)}")
-    known = {*required, *OPTIONAL_FLAGS, *_PROBABILITY_COLUMNS, "source"}
+    known = {*required, *OPTIONAL_FLAGS, *_PROBABILITY_COLUMNS, LESION_EXTENT, "source"}
     unknown = [c for c in frame.columns if c not in known and not c.startswith("m_")]
     if unknown:
         logger.warning("%s: ignoring unknown column(s): %s", where, ", ".join(unknown))
@@ -103,9 +110,25 @@ def read_findings(
             frame[column] = _unit_floats(frame[column], column, frame["glomerulus_id"], where)
     for column in (c for c in frame.columns if c.startswith("m_")):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    if LESION_EXTENT in frame.columns:
+        frame[LESION_EXTENT] = _extents(frame[LESION_EXTENT], frame["glomerulus_id"], where)
     if "source" in frame.columns:
         frame["source"] = frame["source"].astype("string")
     return frame
+
+
+def _extents(column: pd.Series, ids: pd.Series, where: str) -> pd.Series:
+    """``segmental`` / ``global`` / ``<NA>`` (not recorded), case and spaces ignored."""
+    out: list[Any] = []
+    for position, value in enumerate(column):
+        text = "" if is_missing(value) else str(value).strip().lower()
+        if text and text not in EXTENTS:
+            raise InputError(
+                f"{where}: {_row(ids, position)}, column {LESION_EXTENT}: {_plain(value)!r} is "
+                "not segmental or global (leave empty when not recorded)"
+            )
+        out.append(text or pd.NA)
+    return pd.Series(out, index=column.index, dtype="string")
 
 
 def findings_from_geojson(

@@ -99,6 +99,9 @@ def diagnosis_line(result: Mapping[str, Any]) -> str:
     scores = result["scores"]
     proposal = scores["isn_rps_class"].get("proposal")
     class_text = f"ISN/RPS class proposal {proposal}" if proposal else "no ISN/RPS class proposed"
+    legacy = scores["isn_rps_class"].get("legacy_2003") or {}
+    if legacy.get("label"):
+        class_text += f" (ISN/RPS 2003: {legacy['label']})"
     return (
         f"Lupus nephritis, {class_text}. "
         f"Modified NIH activity index {index_text(scores['activity_index'])}; "
@@ -379,7 +382,7 @@ def render_report(
         "biopsy_date": result.get("biopsy_date"),
         "slide_name": result["slide"].get("name"),
         "adequacy": _pick(scores.get("adequacy") or {}, ("n_glomeruli", "status", "message")),
-        "isn": _pick(scores["isn_rps_class"], ("proposal", "rationale")),
+        "isn": _pick(scores["isn_rps_class"], ("proposal", "rationale", "legacy_2003")),
         "ai": {"text": index_text(ai), "rows": _component_rows(ai, uncertainty)},
         "ci": {"text": index_text(ci), "rows": _component_rows(ci, uncertainty)},
         "ai_interval": _index_interval(uncertainty.get("activity_index")),

@@ -149,7 +149,9 @@ class ResponseResult:
         return render_fragment(self.to_dict())
 
 
-_IGNORED_CONFIG_KEYS = frozenset({"response_preset"})
+#: Keys that change no score: labels, and ``presets`` (a record of how the values were set; the
+#: values themselves are compared). Two biopsies may differ in them and still be compared.
+_IGNORED_CONFIG_KEYS = frozenset({"response_preset", "class_nomenclature", "presets"})
 _CONNECTIVE_STAINS = frozenset({"trichrome", "masson", "silver", "jones", "pasm"})
 
 

@@ -23,7 +23,14 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from .errors import InputError
-from .findings import DEFAULT_CLASS_MAP, LESIONS, OPTIONAL_FLAGS, is_missing, read_findings
+from .findings import (
+    DEFAULT_CLASS_MAP,
+    LESION_EXTENT,
+    LESIONS,
+    OPTIONAL_FLAGS,
+    is_missing,
+    read_findings,
+)
 from .qupath import QuPathFeature, read_qupath
 from .result import (
     LESION_LABELS,
@@ -47,7 +54,7 @@ _CLASS_ASSERTS: dict[str, dict[str, Any]] = {
     **DEFAULT_CLASS_MAP,
 }
 _LABEL_TO_LESION = {label: lesion for lesion, label in LESION_LABELS.items()}
-KEEP_COLUMNS = ("glomerulus_id", *LESIONS, *OPTIONAL_FLAGS, "source")
+KEEP_COLUMNS = ("glomerulus_id", *LESIONS, *OPTIONAL_FLAGS, LESION_EXTENT, "source")
 
 
 def as_text(value: Any) -> str:
@@ -90,12 +97,17 @@ class Edit:
 
     def set(self, gid: int, column: str, value: Any, source: str) -> None:
         """Set one cell, logging it only if it changes."""
+        text = column == LESION_EXTENT  # the one string column; the others are booleans
         if column not in self.table:
-            self.table[column] = pd.array([pd.NA] * len(self.table), dtype="boolean")
+            missing = [pd.NA] * len(self.table)
+            self.table[column] = (
+                pd.array(missing, dtype="string") if text else pd.array(missing, dtype="boolean")
+            )
         index = self.table.index[self.table["glomerulus_id"] == gid][0]
+        convert = str if text else bool
         before = self.table.at[index, column]
-        before = None if is_missing(before) else bool(before)
-        after = None if is_missing(value) else bool(value)
+        before = None if is_missing(before) else convert(before)
+        after = None if is_missing(value) else convert(value)
         if same_value(before, after):
             return
         self.table.at[index, column] = pd.NA if after is None else after
@@ -298,7 +310,7 @@ def apply_findings(edit: Edit, path: Path) -> None:
         edit.log(gid, "glomerulus", "present", "deleted", source)
         edit.table = edit.table[edit.table["glomerulus_id"] != gid].reset_index(drop=True)
         del edit.polygons[gid]
-    columns = [c for c in (*LESIONS, *OPTIONAL_FLAGS) if c in edited]
+    columns = [c for c in (*LESIONS, *OPTIONAL_FLAGS, LESION_EXTENT) if c in edited]
     for row in edited.to_dict("records"):
         for column in columns:
             edit.set(int(row["glomerulus_id"]), column, row[column], source)

@@ -315,3 +315,19 @@ def test_a_tissue_annotation_in_the_export_is_not_taken_for_a_glomerulus(
     )
     with pytest.raises(InputError, match=r"too large for a glomerulus"):
         review(result_dir, geojson=_write(data, tmp_path / "with-tissue.geojson"))
+
+
+def test_review_records_lesion_extent_for_the_2003_labels(result_dir: Path, tmp_path: Path) -> None:
+    table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)
+    first = int(table.loc[0, "glomerulus_id"])
+    table["lesion_extent"] = ""
+    table.loc[0, "lesion_extent"] = "Segmental"
+    table.to_csv(tmp_path / "extent.csv", index=False)
+    after = review(result_dir, findings=tmp_path / "extent.csv")
+    assert _changes(after) == [(first, "lesion extent", "not assessed", "segmental")]
+    saved = pd.read_csv(result_dir / "findings.csv")
+    assert saved.loc[saved["glomerulus_id"] == first, "lesion_extent"].item() == "segmental"
+    table.loc[1, "lesion_extent"] = "most of it"
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError, match="'most of it' is not segmental or global"):
+        review(result_dir, findings=tmp_path / "bad.csv")

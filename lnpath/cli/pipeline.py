@@ -100,6 +100,9 @@ def _summary(result: Any, seconds: float) -> Table:
     table.add_row(
         "ISN/RPS class proposal", scores["isn_rps_class"].get("proposal") or "not proposed"
     )
+    legacy = scores["isn_rps_class"].get("legacy_2003")
+    if legacy:
+        table.add_row("ISN/RPS 2003 (legacy)", legacy.get("label") or "not proposed")
     table.add_row("Activity index", index_text(scores["activity_index"]))
     table.add_row("Chronicity index", index_text(scores["chronicity_index"]))
     table.add_row("Status", status_text(data))

@@ -139,6 +139,10 @@ def render(score: BiopsyScore, console: Console) -> None:
     console.print(table)
     console.print(f"ISN/RPS class: {score.isn_rps_class.label}")
     console.print(f"  {score.isn_rps_class.rationale}", highlight=False)
+    legacy = score.isn_rps_class.legacy_2003
+    if legacy:
+        console.print(f"ISN/RPS 2003 (legacy): {legacy['label'] or 'not proposed'}")
+        console.print(f"  {legacy['rationale']}", highlight=False)
     console.print(f"Adequacy: {score.adequacy.status} - {score.adequacy.message}")
     if score.pending_review:
         console.print("Pending review:")
