@@ -62,9 +62,9 @@ _EXPORTS: dict[str, str] = {
     # pipeline, review, comparison
     "score_slide": "pipeline",
     "SlideResult": "result",
-    "review": "review",
-    "confirm": "review",
-    "verify": "review",
+    "review": "signoff",
+    "confirm": "signoff",
+    "verify": "signoff",
     "compare": "response",
     "ResponseResult": "response",
     # cohorts

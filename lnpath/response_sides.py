@@ -189,10 +189,8 @@ def _with_seal(side: BiopsySide, folder: Path) -> BiopsySide:
     """
     if not side.confirmed:
         return side
-    try:
-        from .review import verify
-    except ImportError:  # review is optional for comparing plain scores
-        return replace(side, seal_message="lnpath.review unavailable; seal not checked")
+    from .signoff import verify  # here, not at the top: plain score comparisons do not need it
+
     try:
         verify(folder)
     except LnpathError as exc:

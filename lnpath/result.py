@@ -3,7 +3,7 @@
 A result is one folder, written atomically (an interrupted write never leaves half a result):
 
 - ``result.json``: provenance (slide fingerprint, µm/px and its source, models, config), timings and
-  the scores; status ``provisional`` until a pathologist confirms it (:mod:`lnpath.review`);
+  the scores; status ``provisional`` until a pathologist confirms it (:mod:`lnpath.signoff`);
 - ``findings.csv``: one row per glomerulus (calls, probabilities, measurements, outline centroid);
 - ``glomeruli.geojson``: the same glomeruli as QuPath annotations, classified by their main call,
   so that the pathologist can re-classify, delete or add glomeruli in QuPath and return the export;
@@ -221,7 +221,7 @@ def glomeruli_features(
     Lesion calls become ``call: <lesion>`` measurements (1 present, 0 absent, left out = not
     assessed) because QuPath measurements are numbers; missing values are left out rather than
     written as null, which not every QuPath version imports. The pathologist edits the class, and
-    :func:`lnpath.review.review` reads both back.
+    :func:`lnpath.signoff.review` reads both back.
     """
     features = []
     for row in findings.to_dict("records"):

@@ -14,6 +14,22 @@ def test_public_names_resolve() -> None:
         assert getattr(lnpath, name) is not None, name
 
 
+def test_no_public_name_is_shadowed_by_a_submodule() -> None:
+    # Importing a submodule binds it on the package: a module named like an export (once,
+    # lnpath.review) would replace the function depending on what ran first. Checked in a fresh
+    # interpreter that imports every submodule before touching the exports.
+    code = (
+        "import importlib, inspect, pkgutil, lnpath\n"
+        "for m in pkgutil.walk_packages(lnpath.__path__, 'lnpath.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "bad = [n for n in lnpath.__all__ if inspect.ismodule(getattr(lnpath, n))]\n"
+        "assert not bad, bad\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
 def test_cli_version_and_help() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "lnpath", "--version"], capture_output=True, text=True, check=True

@@ -15,7 +15,7 @@ import lnpath
 from lnpath.cli import main
 from lnpath.errors import InputError, ResultError
 from lnpath.qupath import read_qupath
-from lnpath.review import confirm, review, verify
+from lnpath.signoff import confirm, review, verify
 
 INJECTED = "<script>alert('x')</script>"
 

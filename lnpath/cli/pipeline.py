@@ -191,7 +191,7 @@ def _changes_table(changes: list[dict[str, Any]], revision: int) -> Table:
 def run_review(args: argparse.Namespace) -> int:
     """``lnpath review RESULT --geojson F | --findings F | --cortex NAME=F``."""
     from ..result import SlideResult
-    from ..review import review
+    from ..signoff import review
 
     before = SlideResult.load(args.result).revision
     result = review(
@@ -215,7 +215,7 @@ def run_review(args: argparse.Namespace) -> int:
 
 def run_confirm(args: argparse.Namespace) -> int:
     """``lnpath confirm RESULT --pathologist NAME``."""
-    from ..review import confirm
+    from ..signoff import confirm
 
     result = confirm(args.result, args.pathologist, note=args.note)
     seal = result.to_dict()["confirmation"]["sha256"]
@@ -230,7 +230,7 @@ def run_confirm(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """``lnpath verify RESULT``: exit 0 if intact, 3 (ResultError) if tampered with."""
-    from ..review import verify
+    from ..signoff import verify
 
     check = verify(args.result)
     Console().print(
