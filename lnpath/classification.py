@@ -175,21 +175,7 @@ def propose_class(
     blocked: str | None,
     inflammation_score: int | None,
 ) -> ClassProposal:
-    """The spec §2.2 proposal, with the 2003 label added in ``legacy_2003`` mode."""
-    proposal = _propose_2018(table, cfg, inputs, blocked, inflammation_score)
-    if cfg.class_nomenclature == "legacy_2003":
-        proposal.legacy_2003 = legacy_2003_label(table, proposal.proposal, cfg)
-    return proposal
-
-
-def _propose_2018(
-    table: pd.DataFrame,
-    cfg: ScoringConfig,
-    inputs: Mapping[str, Any],
-    blocked: str | None,
-    inflammation_score: int | None,
-) -> ClassProposal:
-    """Apply the spec §2.2 decision procedure.
+    """Apply the spec §2.2 decision procedure (and add the 2003 label in ``legacy_2003`` mode).
 
     Lesions not assessed (``<NA>``) cannot be counted: the proposal uses the glomeruli known to be
     involved and ``alternative`` names the class reached if every unassessed glomerulus were
@@ -205,6 +191,7 @@ def _propose_2018(
             needs,
             n_all=n_all,
             iv_threshold=cfg.class_iv_threshold,
+            legacy_2003=_legacy(table, None, cfg),
         )
     adhesion = cfg.adhesion_as_sclerosis and "adhesion" in table
     ln = _kleene_any(table, (*LN_LESIONS, "adhesion") if adhesion else LN_LESIONS)
@@ -245,6 +232,7 @@ def _propose_2018(
                 "Class VI (advanced sclerosing), proposal",
                 "; ".join(steps),
                 [],  # class VI rests on light microscopy alone (spec §2.1)
+                legacy_2003=_legacy(table, "VI", cfg),
                 **base,
             )
         steps.append("class VI excluded by residual glomerular activity")
@@ -270,7 +258,13 @@ def _propose_2018(
         else ("No LN lesion identified by light microscopy; indeterminate (IF/EM needed)")
     )
     return ClassProposal(
-        proposal, label, "; ".join([*steps, LM_LIMIT]), needs, alternative=alternative, **base
+        proposal,
+        label,
+        "; ".join([*steps, LM_LIMIT]),
+        needs,
+        alternative=alternative,
+        legacy_2003=_legacy(table, proposal, cfg),
+        **base,
     )
 
 
@@ -313,6 +307,13 @@ def _needs(inputs: Mapping[str, Any]) -> list[str]:
     if inputs.get("if_mesangial_deposits") is None:
         needs.append("mesangial immune deposits by IF (classes I/II)")
     return needs
+
+
+def _legacy(table: pd.DataFrame, proposal: str | None, cfg: ScoringConfig) -> dict[str, Any] | None:
+    """The 2003 label in ``legacy_2003`` mode; None (no label at all) otherwise."""
+    if cfg.class_nomenclature != "legacy_2003":
+        return None
+    return legacy_2003_label(table, proposal, cfg)
 
 
 def legacy_2003_label(
