@@ -27,6 +27,7 @@ from shapely.geometry.base import BaseGeometry
 
 from .findings import LESIONS
 from .indices import ACTIVITY, CHRONICITY
+from .report_charts import evidence_charts
 from .result import CLASS_COLOURS, LESION_LABELS, NO_LESION, NOT_ASSESSED, Assets
 
 COMPONENT_LABELS: dict[str, str] = {
@@ -398,6 +399,7 @@ def render_report(
         "legend": [
             {"name": name, "colour": _hex(name), "n": n} for name, n in sorted(counts.items())
         ],
+        "charts": evidence_charts(result, findings),
         "gallery": _gallery(findings, polygons, assets),
         "provenance": _provenance(result),
         "config": json.dumps(result.get("config"), indent=2, ensure_ascii=False, default=str),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import io
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from PIL import Image
 
 import lnpath
+from lnpath import report_charts
 from lnpath.findings import LESIONS, findings_from_geojson
 from lnpath.report import diagnosis_line, index_text
 
@@ -202,3 +205,55 @@ def test_incomplete_index_shows_its_lower_bound(qupath_dir: Path) -> None:
     text = index_text(ai)
     assert text.startswith("≥2/24 (incomplete: 5 of 6 components not assessed")
     assert "assessed components give 0" in text and f"full index 2–{ai['total_range'][1]}" in text
+
+
+def _charts(report: str) -> list[ET.Element]:
+    """The evidence charts of a report, parsed as XML (they must be well-formed SVG)."""
+    prefix = "data:image/svg+xml;base64,"
+    sources = [s for s in _parse(report).sources if s.startswith(prefix)]
+    return [ET.fromstring(base64.b64decode(s[len(prefix) :])) for s in sources]
+
+
+def _marks(svg: ET.Element, cls: str) -> list[ET.Element]:
+    return [e for e in svg.iter() if e.get("class") == cls]
+
+
+def test_evidence_charts_show_every_measured_glomerulus_against_the_rules(
+    result: lnpath.SlideResult, tmp_path: Path
+) -> None:
+    report = result.report_path.read_text(encoding="utf-8")
+    assert "Measurements behind the calls" in report
+    sclerosis, endocapillary = _charts(report)
+    measured = result.findings.dropna(subset=["m_sclerosed_fraction"])
+    bars = _marks(sclerosis, "bar")
+    assert len(bars) == len(measured) > 0
+    heights = [float(b.get("height", "nan")) for b in bars]
+    assert heights == sorted(heights)  # lowest fraction first
+    # the two dashed rule lines sit at the recorded thresholds (0.5 and 0.35 of the plot height)
+    ys = sorted(float(line.get("y1", "nan")) for line in _marks(sclerosis, "threshold"))
+    plot_top, plot_h = (
+        report_charts.TOP,
+        report_charts.HEIGHT - report_charts.TOP - report_charts.BOTTOM,
+    )
+    assert ys == pytest.approx([plot_top + plot_h * 0.5, plot_top + plot_h * 0.65], abs=0.1)
+    points = _marks(endocapillary, "point")
+    assert {int(p.get("data-glomerulus", "-1")) for p in points} == set(
+        measured["glomerulus_id"].astype(int)
+    )
+    assert len(_marks(endocapillary, "call-region")) == 1
+
+
+def test_a_reviewed_call_is_coloured_against_its_measurement(result: lnpath.SlideResult) -> None:
+    findings = result.findings.copy()
+    low = int(findings.sort_values("m_sclerosed_fraction")["glomerulus_id"].iloc[0])
+    findings.loc[findings["glomerulus_id"] == low, "global_sclerosis"] = True  # a reviewer's call
+    svg = report_charts.sclerosis_chart(findings, None)
+    assert svg is not None
+    bars = {
+        int(b.get("data-glomerulus", "-1")): b.get("fill")
+        for b in _marks(ET.fromstring(svg), "bar")
+    }
+    assert bars[low] == "#787878"  # global sclerosis grey, on the lowest bar
+    assert "threshold" not in svg  # no rule lines for calls that did not come from the rules
+    outlines_only = findings.drop(columns=[c for c in findings if c.startswith("m_")])
+    assert report_charts.evidence_charts(result.to_dict(), outlines_only) == []
