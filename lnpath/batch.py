@@ -653,6 +653,7 @@ def _cohort_row(out: Path, status: Mapping[str, Any]) -> dict[str, Any]:
         model_sha256=(models[0] or {}).get("sha256") if models else None,
         slide_sha256=(slide.get("fingerprint") or {}).get("sha256"),
         lnpath_version=result.get("lnpath_version"),
+        warnings="; ".join(result.get("warnings") or []) or None,
         result=str(folder),
     )
     return row

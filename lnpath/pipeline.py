@@ -166,10 +166,12 @@ def score_slide(
         raise InputError(f"{target}: output folder already exists (use --overwrite to replace it)")
     date = _parse_date(biopsy_date)
     stain = normalise_stain(stain)
+    warnings: list[str] = []
     if stain != "PAS":
-        LOG.warning(
-            "the shipped models were trained on PAS; results on %s are less reliable", stain
+        warnings.append(
+            f"the shipped models were trained on PAS; results on {stain} are less reliable"
         )
+        LOG.warning("%s", warnings[-1])
     cfg = load_config(config)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -191,6 +193,9 @@ def score_slide(
                 **_model_info(seg_model, SEGMENTATION_MODEL),
                 "run": json_safe(outlines.metadata),
             }
+            quality = outlines.metadata.get("detection_quality") or {}
+            if quality.get("warning"):
+                warnings.append(quality["warning"])
         else:
             outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
             outline_source = {
@@ -237,6 +242,7 @@ def score_slide(
             "cortex_fractions": {k: json_value(v) for k, v in fractions.items()},
             "confirmation": None,
             "changes": [],
+            "warnings": warnings,
         }
         event = {"event": "scored", "at": result["created_at"], "by": f"lnpath {__version__}"}
         content = ResultContent(findings, polygons, assets)

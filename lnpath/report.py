@@ -383,6 +383,7 @@ def render_report(
         "biopsy_date": result.get("biopsy_date"),
         "slide_name": result["slide"].get("name"),
         "adequacy": _pick(scores.get("adequacy") or {}, ("n_glomeruli", "status", "message")),
+        "warnings": list(result.get("warnings") or []),
         "isn": _pick(scores["isn_rps_class"], ("proposal", "rationale", "legacy_2003")),
         "ai": {"text": index_text(ai), "rows": _component_rows(ai, uncertainty)},
         "ci": {"text": index_text(ci), "rows": _component_rows(ci, uncertainty)},

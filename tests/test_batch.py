@@ -140,6 +140,7 @@ def test_cohort_table_and_pairs(batch: dict) -> None:
         assert row["mpp"] == 0.5 and row["mpp_source"] == "tiff-resolution"
         assert row["model_sha256"] == outlines_sha
         assert row["lnpath_version"] == lnpath.__version__
+        assert pd.isna(row["warnings"])  # outlines given: no detection warnings
     assert table.loc["p2_bl", "status"] == "failed"
     assert table.loc["p1_fu", "visit"] == 2 and table.loc["p1_fu", "previous_slide_id"] == "p1_bl"
     assert table.loc["p1_bl", "visit"] == 1 and pd.isna(table.loc["p1_bl", "previous_slide_id"])

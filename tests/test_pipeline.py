@@ -112,6 +112,8 @@ def test_result_json_schema(scored: tuple[lnpath.SlideResult, str], demo: Path) 
     for stage in ("open", "segment", "lesions", "cortex", "score", "total"):
         assert data["timings"][stage] >= 0
     assert data["scores"]["adequacy"]["n_glomeruli"] == len(result.findings)
+    quality = data["models"][0]["run"]["detection_quality"]
+    assert quality["median_probability"] > 0.9 and data["warnings"] == []
     assert lnpath.BiopsyScore.from_dict(data["scores"]).to_dict() == data["scores"]
     assert isinstance(result.score, lnpath.BiopsyScore)
     assert json.loads((result.folder / "result.json").read_text()) == data
@@ -198,3 +200,18 @@ def test_a_slide_without_tissue_fails_before_segmentation(
     assert "boxes_0.dcm: no tissue found on the slide" in err.strip().splitlines()[-1]
     assert "Traceback" not in err and "tile grid is empty" not in err  # stopped before tiling
     assert not out.exists()
+
+
+def test_weak_detections_on_a_non_kidney_section_are_flagged(
+    slides_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # CMU-1 is an H&E skin section: the model still outlines some "glomeruli", but weakly
+    out = tmp_path / "skin"
+    assert score_slide_main([str(slides_dir / "cmu-1-small-region.svs"), "--out", str(out)]) == 0
+    assert "most glomerulus detections are weak" in capsys.readouterr().out
+    result = lnpath.SlideResult.load(out).to_dict()
+    quality = result["models"][0]["run"]["detection_quality"]
+    assert quality["median_probability"] < 0.8 and quality["weak"] > quality["n"] / 2
+    (warning,) = result["warnings"]
+    assert warning.startswith("most glomerulus detections are weak (median probability 0.")
+    assert html.escape(warning, quote=False) in (out / "report.html").read_text(encoding="utf-8")

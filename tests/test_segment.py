@@ -207,3 +207,23 @@ def test_bad_requests_are_one_line_errors(
     err = capsys.readouterr().err
     assert code != 0 and err.startswith("lnpath: error:") and err.count("\n") == 1
     assert not (tmp_path / "x.geojson").exists()
+
+
+def test_detection_quality_warns_only_when_most_detections_are_weak() -> None:
+    from shapely.geometry import box
+
+    from lnpath.glomeruli import Glomerulus
+    from lnpath.segment import WEAK_DETECTION, detection_quality
+
+    def detections(*probs: float) -> list[Glomerulus]:
+        return [
+            Glomerulus.from_polygon(i + 1, box(0, 0, 10, 10), mpp=0.5, probability=p)
+            for i, p in enumerate(probs)
+        ]
+
+    strong = detection_quality(detections(0.95, 0.9, 0.6, float("nan")))
+    assert strong == {"n": 3, "median_probability": 0.9, "weak": 1, "warning": None}
+    weak = detection_quality(detections(0.65, 0.75, 0.95))
+    assert weak["weak"] == 1 and weak["median_probability"] == 0.75
+    assert f"1 of 3 below {WEAK_DETECTION}" in weak["warning"]
+    assert detection_quality([])["warning"] is None

@@ -106,6 +106,8 @@ def _summary(result: Any, seconds: float) -> Table:
     table.add_row("Activity index", index_text(scores["activity_index"]))
     table.add_row("Chronicity index", index_text(scores["chronicity_index"]))
     table.add_row("Status", status_text(data))
+    for warning in data.get("warnings") or []:
+        table.add_row("[yellow]Warning[/yellow]", escape(warning))
     table.add_row("Report", escape(str(result.report_path.resolve())))
     stages = ", ".join(
         f"{k} {v:.1f} s"
