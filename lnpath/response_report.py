@@ -11,6 +11,8 @@ import html
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .report_charts import delta_chart, svg_uri
+
 _STYLE = """
 .lnr{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#1d2330;max-width:1100px}
 .lnr h1{font-size:1.4em;margin:.2em 0}.lnr h2{font-size:1.1em;margin:1.2em 0 .4em}
@@ -23,6 +25,7 @@ _STYLE = """
 .lnr .pass{color:#17692d}.lnr .fail{color:#a4161a;font-weight:600}.lnr .not_checked{color:#6b7280}
 .lnr .warn{background:#fff7e0;border-left:4px solid #e0a800;padding:4px 8px;margin:4px 0}
 .lnr .small{color:#555;font-size:.85em}
+.lnr img.chart{max-width:100%;border:1px solid #ddd}
 """
 
 
@@ -113,7 +116,8 @@ def _panel(panel: Mapping[str, Mapping[str, Any]]) -> str:
     return _table(["output", "value", "rule", "notes"], rows)
 
 
-def _uncertainty(u: Mapping[str, Any], endpoint: str) -> str:
+def _uncertainty(u: Mapping[str, Any], endpoint: str, observed: Mapping[str, Any]) -> str:
+    """Endpoint probability, Δ distributions (``observed``: the deltas), sampling and bands."""
     if not u:
         return "<p>Not computed: the endpoint was not evaluated.</p>"
     parts = []
@@ -134,6 +138,20 @@ def _uncertainty(u: Mapping[str, Any], endpoint: str) -> str:
             + _e(", ".join(u["treated_as_exact"]))
             + ": taken as exact.</p>"
         )
+    for key, label in (("delta_ai", "ΔAI"), ("delta_ci", "ΔCI")):
+        dist = u.get(key) or {}
+        index = "activity_index" if key == "delta_ai" else "chronicity_index"
+        svg = (
+            delta_chart(label, int(dist["min"]), dist["p"], observed.get(index, {}).get("delta"))
+            if dist.get("p")
+            else None
+        )
+        if svg:
+            parts.append(
+                f'<figure><img class="chart" src="{_e(svg_uri(svg))}" alt="distribution of '
+                f'{_e(label)}"><figcaption class="small">P({_e(label)} = d) from the two '
+                "biopsies' total distributions; blue a fall, red a rise.</figcaption></figure>"
+            )
     probs = u.get("outcome_probabilities") or {}
     rows = [
         [name, ", ".join(f"{k}: {100 * v:.1f}%" for k, v in dist.items())]
@@ -290,7 +308,10 @@ def render_fragment(data: Mapping[str, Any]) -> str:
     ]
     if data.get("panel"):
         body += ["<h2>Endpoints</h2>", _panel(data["panel"])]
-    body += ["<h2>Uncertainty</h2>", _uncertainty(data.get("uncertainty") or {}, endpoint["name"])]
+    body += [
+        "<h2>Uncertainty</h2>",
+        _uncertainty(data.get("uncertainty") or {}, endpoint["name"], data.get("deltas") or {}),
+    ]
     caveats = "".join(f'<div class="warn">{_e(c)}</div>' for c in data.get("caveats") or [])
     body += ["<h2>Caveats</h2>", caveats]
     body.append(

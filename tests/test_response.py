@@ -919,3 +919,28 @@ def test_one_slide_file_is_not_a_baseline_and_a_follow_up():
     assert any("two readings of one biopsy" in reason for reason in same.reasons)
     other = compare(bl, result(score(2), biopsy_date="2024-01-01", slide=scanned("cd" * 32)))
     assert other.status == "provisional" and not _failed(other)
+
+
+def test_report_charts_the_delta_distributions():
+    import base64
+    import re
+    import xml.etree.ElementTree as ET
+
+    from lnpath.response_report import render_html
+
+    bl = _with_dists(5, 1, BL_AI, BL_CI)
+    fu = _with_dists(2, 2, FU_AI, FU_CI)
+    data = compare(bl, fu).to_dict()
+    page = render_html(data)
+    uris = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', page)
+    assert len(uris) == 2  # ΔAI and ΔCI
+    for uri, key, observed in ((uris[0], "delta_ai", -3), (uris[1], "delta_ci", 1)):
+        svg = ET.fromstring(base64.b64decode(uri))
+        bars = {int(e.get("data-delta", "0")): e for e in svg.iter() if e.get("class") == "bar"}
+        dist = data["uncertainty"][key]
+        shown = sum(dist["p"][d - dist["min"]] for d in bars)
+        assert shown == pytest.approx(1.0, abs=1e-3)  # every bar with mass is drawn
+        assert 0 in bars and bars[observed].get("stroke") == "#111"  # observed Δ outlined
+        assert sum(1 for b in bars.values() if b.get("stroke")) == 1
+    # without distributions there is nothing to chart
+    assert "image/svg+xml" not in render_html(compare(score(8), score(2)).to_dict())
