@@ -46,18 +46,79 @@ def write_json(target: str | os.PathLike[str], data: Any) -> Path:
     return write_text(target, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-@contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; move it into place only on success.
+def _writable_parent(target: Path) -> None:
+    """Refuse, before any work, an output whose parent cannot be created or written."""
+    from .errors import InputError
 
-    An existing ``target`` is refused unless ``overwrite`` is true, and then replaced only after the
-    new folder is complete, so an interrupted run never destroys an earlier result.
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{target}: {parent} is a file, not a folder")
+    try:  # try it: permission bits say nothing for root or on /proc-like file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".lnpath-probe.", dir=parent))
+    except OSError:
+        raise InputError(f"{target}: cannot write in {parent}") from None
+
+
+def check_output_file(target: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Check an output file path up front: not a folder, writable, existing only with overwrite.
+
+    Raises:
+        InputError: with one line naming the problem.
     """
     from .errors import InputError
 
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise InputError(f"{target}: output folder already exists (use --overwrite to replace it)")
+    path = Path(os.path.abspath(target))
+    if path.is_dir():
+        raise InputError(f"{target}: is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise InputError(f"{target}: file already exists (use --overwrite to replace it)")
+    _writable_parent(path)
+    return path
+
+
+def check_output_dir(
+    target: str | os.PathLike[str], overwrite: bool = False, marker: str | None = None
+) -> Path:
+    """Check an output folder up front, so a run never fails only after all its work.
+
+    An existing folder is replaced only with ``overwrite``, and, when ``marker`` names the file
+    every such output holds (``result.json``, ``tiles.csv``), only if it is one of ours or empty:
+    ``--overwrite`` pointed at the wrong folder must not delete someone's files.
+
+    Raises:
+        InputError: with one line naming the problem.
+    """
+    from .errors import InputError
+
+    path = Path(os.path.abspath(target))
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{target}: exists and is not a folder")
+    if path.is_dir():
+        if not overwrite:
+            raise InputError(
+                f"{target}: output folder already exists (use --overwrite to replace it)"
+            )
+        if marker and any(path.iterdir()) and not (path / marker).is_file():
+            raise InputError(
+                f"{target}: not an lnpath output folder (no {marker}); refusing to replace it"
+            )
+    _writable_parent(path)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(
+    target: str | os.PathLike[str], overwrite: bool = False, marker: str | None = None
+) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; move it into place only on success.
+
+    An existing ``target`` is refused unless ``overwrite`` is true (see :func:`check_output_dir`),
+    and then replaced only after the new folder is complete, so an interrupted run never destroys
+    an earlier result.
+    """
+    target = check_output_dir(target, overwrite, marker)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp folders are private; outputs are ordinary folders

@@ -566,7 +566,13 @@ def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
     target = Path(out_dir) / STATUS_FILE
     if not target.is_file():
         raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
-    table = pd.read_csv(target, dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(target, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{target}: unreadable ({type(exc).__name__})") from None
+    missing = [c for c in ("slide_id", "outcome") if c not in table.columns]
+    if missing:
+        raise InputError(f"{target}: malformed (no column {', '.join(missing)})")
     return table.replace({"": None})
 
 
@@ -586,8 +592,12 @@ def cohort_table(
     the range the full index can still take, which is what an incomplete index can be compared by.
 
     Raises:
-        InputError: ``out_dir`` holds no ``batch_status.csv``.
+        InputError: ``out_dir`` holds no readable ``batch_status.csv``, or ``preset`` is unknown.
     """
+    from .response_presets import get_preset
+
+    if pairs:
+        get_preset(preset)  # an unknown name fails here, before any table is rewritten
     status = read_status(out_dir)
     rows = [_cohort_row(Path(out_dir), r) for r in _records(status)]
     table = pd.DataFrame(rows)

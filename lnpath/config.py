@@ -195,6 +195,7 @@ def load_config(
 
 
 def _build(data: Mapping[str, Any], where: str) -> ScoringConfig:
+    _string_keys(data, where)
     values = dict(data)
     presets = values.pop("preset", None)
     listed = values.pop("presets", None)
@@ -233,6 +234,13 @@ def _build(data: Mapping[str, Any], where: str) -> ScoringConfig:
     return cfg
 
 
+def _string_keys(data: Mapping[Any, Any], where: str) -> None:
+    """YAML reads ``true:`` or ``1:`` as a bool or int key: name it instead of failing later."""
+    for key in data:
+        if not isinstance(key, str):
+            raise InputError(f"{where}: unknown configuration key {key!r} (keys are option names)")
+
+
 def _nested(value: Any, cls: type[Any], name: str, where: str) -> Any:
     if value is None:
         return cls()
@@ -240,6 +248,7 @@ def _nested(value: Any, cls: type[Any], name: str, where: str) -> Any:
         return value
     if not isinstance(value, Mapping):
         raise InputError(f"{where}: {name!r} must be a mapping")
+    _string_keys(value, f"{where}: {name}")
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - allowed)
     if unknown:

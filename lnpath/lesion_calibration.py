@@ -435,7 +435,7 @@ def calibrate_morphometry(
         "intended_use": INTENDED_USE,
         "status": "calibrated on a lab's own labels; validate locally before relying on it",
     }
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, marker="card.json") as tmp:
         write_json(tmp / CARD_FILE, card)
     log.info("wrote morphometry model %s (parameters sha256 %s)", out, card["sha256"][:12])
     return card

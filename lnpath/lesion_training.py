@@ -489,7 +489,7 @@ def write_model_folder(
         The completed card.
     """
     out = Path(out)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, marker="card.json") as tmp:
         weights = tmp / WEIGHTS_FILE
         torch.save(net.state_dict(), weights)
         digest = _sha256(weights)

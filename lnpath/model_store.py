@@ -174,7 +174,7 @@ def save_model(
     The folder appears atomically: a crash mid-write leaves any previous model untouched.
     """
     folder = Path(folder)
-    with atomic_dir(folder, overwrite=overwrite) as tmp:
+    with atomic_dir(folder, overwrite=overwrite, marker="card.json") as tmp:
         state = {
             k: (v.half() if v.is_floating_point() else v) for k, v in network.state_dict().items()
         }

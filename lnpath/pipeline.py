@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from . import __version__
+from ._io import check_output_dir
 from .config import load_config
 from .errors import InputError
 from .result import (
@@ -80,6 +81,24 @@ def _model_info(obj: Any, fallback: str) -> dict[str, Any]:
     if callable(getattr(obj, "describe", None)):
         info["settings"] = json_safe(obj.describe())
     return info
+
+
+def _check_outlines_on_slide(outlines: Any, dimensions: tuple[int, int], where: str) -> None:
+    """Refuse outlines beyond the slide: they belong to another slide and would count as glomeruli.
+
+    Raises:
+        InputError: naming the first glomerulus outside (with review's 2 px tolerance).
+    """
+    from .review_edits import SLIDE_TOLERANCE_PX as tol
+
+    width, height = dimensions
+    for g in outlines:
+        x0, y0, x1, y1 = g.polygon.bounds
+        if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+            raise InputError(
+                f"{where}: glomerulus {g.id} lies outside this slide ({width}x{height} px); "
+                "are the outlines from another slide?"
+            )
 
 
 def findings_table(glomeruli: Any, calls: pd.DataFrame, slide_sha256: str) -> pd.DataFrame:
@@ -162,8 +181,7 @@ def score_slide(
 
     path = Path(path)
     target = Path(out) if out is not None else default_output(path)
-    if target.exists() and not overwrite:
-        raise InputError(f"{target}: output folder already exists (use --overwrite to replace it)")
+    check_output_dir(target, overwrite, marker="result.json")
     date = _parse_date(biopsy_date)
     stain = normalise_stain(stain)
     warnings: list[str] = []
@@ -198,6 +216,7 @@ def score_slide(
                 warnings.append(quality["warning"])
         else:
             outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
+            _check_outlines_on_slide(outlines, slide.dimensions, Path(glomeruli).name)
             outline_source = {
                 "name": f"annotations:{Path(glomeruli).name}",
                 "sha256": file_sha256(Path(glomeruli)),

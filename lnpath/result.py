@@ -380,7 +380,7 @@ def write_result(
     from .report import render_overlay, render_report
 
     target = Path(target)
-    with atomic_dir(target, overwrite=overwrite) as tmp:
+    with atomic_dir(target, overwrite=overwrite, marker="result.json") as tmp:
         old_revisions = target / "revisions"
         if event["event"] != "scored" and old_revisions.is_dir():
             shutil.copytree(old_revisions, tmp / "revisions")

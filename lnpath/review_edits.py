@@ -288,13 +288,23 @@ def apply_findings(edit: Edit, path: Path) -> None:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read findings table ({exc})") from None
+    if "glomerulus_id" in raw:
+        raw["glomerulus_id"] = [_whole_id(v, i, where) for i, v in enumerate(raw["glomerulus_id"])]
     if "feature_id" in raw:
-        known = set(edit.table["feature_id"])
+        known = dict(zip(edit.table["feature_id"], edit.table["glomerulus_id"], strict=True))
         foreign = [f for f in raw["feature_id"] if f and f not in known]
         if foreign:
             raise InputError(
                 f"{where}: feature id {foreign[0]} is not in this result; is it from another slide?"
             )
+        if "glomerulus_id" in raw:
+            pairs = zip(raw["feature_id"], raw["glomerulus_id"], strict=True)
+            for line, (fid, gid) in enumerate(pairs, start=2):
+                if fid and str(known[fid]) != gid:
+                    raise InputError(
+                        f"{where}: line {line}: feature_id {fid} is glomerulus {known[fid]}, "
+                        f"not {gid} (rows shifted while editing?)"
+                    )
     keep = [c for c in raw.columns if c in KEEP_COLUMNS or c.startswith("p_")]
     edited = read_findings(raw[keep])
     current = set(edit.table["glomerulus_id"].astype(int))
@@ -314,6 +324,17 @@ def apply_findings(edit: Edit, path: Path) -> None:
     for row in edited.to_dict("records"):
         for column in columns:
             edit.set(int(row["glomerulus_id"]), column, row[column], source)
+
+
+def _whole_id(value: str, position: int, where: str) -> str:
+    """A glomerulus id as its integer text; ``7.0`` (a spreadsheet's way of writing 7) is 7."""
+    text = value.strip()
+    head, _, tail = text.partition(".")
+    if head.lstrip("-").isdigit() and set(tail) <= {"0"}:
+        return str(int(head))
+    if not text:
+        return text  # read_findings names the empty id
+    raise InputError(f"{where}: line {position + 2}: glomerulus_id {value!r} is not a whole number")
 
 
 def apply_cortex(edit: Edit, cortex: Mapping[str, float | None]) -> None:

@@ -230,12 +230,18 @@ def _review(
         mpp=float(result["slide"]["mpp"]),
         sha256=result["slide"]["fingerprint"]["sha256"],
     )
+    before = len(edit.table)
     if geojson is not None:
         apply_geojson(edit, Path(geojson), result)
     if findings is not None:
         apply_findings(edit, Path(findings))
     if cortex:
         apply_cortex(edit, cortex)
+    if before and edit.table.empty:
+        raise InputError(
+            f"review: the edit deletes all {before} glomeruli (an empty export or a findings "
+            "file without rows?); nothing written"
+        )
     if not edit.changes:
         LOG.warning("%s: the edits change nothing; revision %s kept", folder, result["revision"])
         return SlideResult(folder, result)
@@ -353,9 +359,21 @@ def verify(result_dir: str | os.PathLike[str]) -> Verification:
     or an edited earlier revision means the folder was edited outside lnpath.
 
     Raises:
-        ResultError: naming the first file or seal that does not match.
+        ResultError: naming the first file or seal that does not match; also when a file is
+            missing or unparseable, which only an edit outside lnpath produces.
     """
     folder = Path(result_dir)
+    try:
+        return _verify(folder)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ResultError(
+            f"{folder}: unreadable or modified outside lnpath ({type(exc).__name__}: {detail})"
+        ) from None
+
+
+def _verify(folder: Path) -> Verification:
     result = load_result_json(folder)
     revision = int(result["revision"])
     events = [e for e in read_audit(folder) if e.get("revision") == revision]

@@ -211,3 +211,25 @@ def test_slurm_without_dask_jobqueue_says_what_to_install(
     code = main(["batch", str(batch["manifest"]), "--out", str(batch["out"]), "--slurm"])
     assert code == 2
     assert "lnpath[cluster]" in capsys.readouterr().err
+
+
+def test_cohort_refuses_bad_input_without_rewriting_anything(
+    batch: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = batch["out"]
+    assert main(["cohort", str(out)]) == 0
+    pairs = (out / "cohort_pairs.csv").read_text()
+    assert main(["cohort", str(out), "--preset", "nope"]) == 2
+    assert "unknown response preset 'nope'" in capsys.readouterr().err
+    assert (out / "cohort_pairs.csv").read_text() == pairs
+    for name, content in (
+        ("empty", b""),
+        ("binary", b"\xff\xfe\x00a,b"),
+        ("columns", b"a,b\n1,2\n"),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "batch_status.csv").write_bytes(content)
+        assert main(["cohort", str(folder)]) == 2, name
+        err = capsys.readouterr().err
+        assert "batch_status.csv: unreadable" in err or "malformed (no column" in err, err

@@ -331,3 +331,58 @@ def test_review_records_lesion_extent_for_the_2003_labels(result_dir: Path, tmp_
     table.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(InputError, match="'most of it' is not segmental or global"):
         review(result_dir, findings=tmp_path / "bad.csv")
+
+
+def test_an_empty_edit_does_not_delete_every_glomerulus(result_dir: Path, tmp_path: Path) -> None:
+    header = (result_dir / "findings.csv").read_text().splitlines()[0]
+    (tmp_path / "empty.csv").write_text(header + "\n")
+    before = (result_dir / "result.json").read_text()
+    with pytest.raises(InputError, match="the edit deletes all 23 glomeruli"):
+        review(result_dir, findings=tmp_path / "empty.csv")
+    empty = _write({"type": "FeatureCollection", "features": []}, tmp_path / "empty.geojson")
+    with pytest.raises(InputError, match="deletes all"):
+        review(result_dir, geojson=empty)
+    assert (result_dir / "result.json").read_text() == before
+
+
+def test_spreadsheet_ids_and_shifted_rows(result_dir: Path, tmp_path: Path) -> None:
+    table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)
+    first = int(table.loc[0, "glomerulus_id"])
+    excel = table.copy()
+    excel["glomerulus_id"] = [f"{g}.0" for g in excel["glomerulus_id"]]  # as Excel saves them
+    excel.loc[0, "fibrinoid_necrosis"] = "yes"
+    excel.to_csv(tmp_path / "excel.csv", index=False)
+    assert (first, "Fibrinoid necrosis", "not assessed", "yes") in _changes(
+        review(result_dir, findings=tmp_path / "excel.csv")
+    )
+    shifted = table.copy()
+    shifted.loc[[0, 1], "glomerulus_id"] = shifted.loc[[1, 0], "glomerulus_id"].to_numpy()
+    shifted.to_csv(tmp_path / "shifted.csv", index=False)
+    with pytest.raises(InputError, match=r"line 2: feature_id .* is glomerulus"):
+        review(result_dir, findings=tmp_path / "shifted.csv")
+    table.loc[0, "glomerulus_id"] = "abc"
+    table.to_csv(tmp_path / "abc.csv", index=False)
+    with pytest.raises(InputError, match="line 2: glomerulus_id 'abc' is not a whole number"):
+        review(result_dir, findings=tmp_path / "abc.csv")
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda d: (d / "revisions" / "audit.jsonl").open("a").write("{garbage\n"),
+        lambda d: (d / "revisions" / "audit.jsonl").open("ab").write(b"\xff\n"),
+        lambda d: (d / "overlay.png").unlink(),
+        lambda d: _write(
+            {**json.loads((d / "result.json").read_text()), "revision": "abc"}, d / "result.json"
+        ),
+    ],
+    ids=["garbage-audit-line", "binary-audit", "missing-overlay", "revision-not-a-number"],
+)
+def test_any_tampering_is_exit_3_not_a_crash(
+    result_dir: Path, tamper: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tamper(result_dir)
+    assert main(["verify", str(result_dir)]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lnpath: error:") and "\n" not in err and "internal error" not in err
+    assert main(["confirm", str(result_dir), "--pathologist", "Dr A"]) == 3

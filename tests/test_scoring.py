@@ -369,6 +369,8 @@ def test_config_defaults_presets_and_files(tmp_path: Path) -> None:
         ("nih_version: austin1984\n", "nih_version must be one of bajema2018"),
         ("[1, 2]\n", "must be a mapping"),
         ("a: [b\n", "not valid YAML/JSON"),
+        ("true: 1\nfoo: 2\n", "unknown configuration key True"),  # YAML reads true: as a bool
+        ("adequacy: {1: 2}\n", "adequacy: unknown configuration key 1"),
     ],
 )
 def test_bad_config_files(tmp_path: Path, content: str, message: str) -> None:

@@ -34,6 +34,7 @@ def register(subparsers: Any) -> None:
         "--no-tta", action="store_true", help="skip flip averaging (about 4x faster on CPU)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run_segment)
 
     t = subparsers.add_parser(
@@ -60,9 +61,14 @@ def register(subparsers: Any) -> None:
 
 def run_segment(args: argparse.Namespace) -> int:
     """Segment one slide and write its GeoJSON."""
+    from .._io import check_output_file
+    from ..errors import InputError
     from ..segment import segment_glomeruli
     from ..slide import open_slide
 
+    check_output_file(args.out, args.overwrite)  # before the slow part, never over a QuPath edit
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     with open_slide(args.slide, mpp=args.mpp) as slide:
         glomeruli = segment_glomeruli(
             slide,

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
-from .._io import atomic_dir
+from .._io import atomic_dir, check_output_dir
 from ..errors import InputError, SlideError
 from ..slide import MissingMppError, Slide, check_mpp, open_slide
 from ..tiling import tile
@@ -161,10 +161,13 @@ _TILE_COLUMNS = ("x", "y", "width", "height", "row", "col", "tissue_fraction")
 
 
 def _output_folder(out: Path, overwrite: bool) -> bool:
-    """Whether to let ``atomic_dir`` replace ``out``: only if asked, or if it is an empty folder."""
+    """Whether to let ``atomic_dir`` replace ``out``: only if asked, or if it is an empty folder;
+    checked before any tile is read."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    return overwrite or (out.is_dir() and not any(out.iterdir()))
+    replace = overwrite or (out.is_dir() and not any(out.iterdir()))
+    check_output_dir(out, replace, marker="tiles.csv")
+    return replace
 
 
 def run_tiles(args: argparse.Namespace) -> int:
@@ -176,7 +179,7 @@ def run_tiles(args: argparse.Namespace) -> int:
     with _open(args.slide, args.slide_mpp, "--slide-mpp") as slide:
         tissue = detect_tissue(slide)
         grid = tile(slide, mpp, args.size, args.overlap, min_tissue=args.min_tissue, tissue=tissue)
-        with atomic_dir(args.out, overwrite=replace) as tmp:
+        with atomic_dir(args.out, overwrite=replace, marker="tiles.csv") as tmp:
             (tmp / "tiles").mkdir()
             with (tmp / "tiles.csv").open("w", newline="") as fh:
                 writer = csv.writer(fh)
