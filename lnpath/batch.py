@@ -93,7 +93,7 @@ def _validate(table: pd.DataFrame, where: str, base: Path) -> pd.DataFrame:
             f"(a manifest needs {', '.join(REQUIRED_COLUMNS)})"
         )
     cols = {c: _column(table, c) for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)}
-    for column in ("slide_id", "path"):
+    for column in REQUIRED_COLUMNS:  # a blank patient would pair unrelated biopsies
         empty = [str(i + 2) for i, v in enumerate(cols[column]) if v is None]
         if empty:
             raise InputError(f"{where}: empty {column} on line(s) {', '.join(empty[:5])}")
@@ -504,9 +504,10 @@ def _client(client: Any, n_workers: int) -> Iterator[Any]:
     if isinstance(client, str):
         try:
             remote = Client(client, timeout="30s")
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:  # unreachable, or not HOST:PORT
             raise InputError(
-                f"scheduler {client}: cannot connect ({_one_line(str(exc))})"
+                f"scheduler {client}: cannot connect ({_one_line(str(exc))}; expected "
+                "tcp://HOST:PORT)"
             ) from None
         with remote:
             yield remote

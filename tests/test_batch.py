@@ -188,6 +188,8 @@ def test_cli_shard_argument(batch: dict, capsys: pytest.CaptureFixture[str]) -> 
         (HEADER + "../a,x.svs,P1,0,,\n", "not a safe folder name"),
         (HEADER + "a/b,x.svs,P1,0,,\n", "not a safe folder name"),
         ("slide_id,path,patient_id,timepoint,mpp\na,x.svs,P1,0,fast\n", "mpp 'fast'"),
+        (HEADER + "a,x.svs,,0,,\nb,y.svs,P1,1,,\n", "empty patient_id on line(s) 2"),
+        (HEADER + "a,x.svs,P1\n", "empty timepoint on line(s) 2"),
     ],
 )
 def test_bad_manifest_is_one_line_error(
@@ -233,3 +235,13 @@ def test_cohort_refuses_bad_input_without_rewriting_anything(
         assert main(["cohort", str(folder)]) == 2, name
         err = capsys.readouterr().err
         assert "batch_status.csv: unreadable" in err or "malformed (no column" in err, err
+
+
+def test_malformed_scheduler_address_is_one_line(
+    batch: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["batch", str(batch["manifest"]), "--out", str(tmp_path / "b")]
+    assert main([*args, "--scheduler", "notaurl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "scheduler notaurl: cannot connect" in err and "tcp://HOST:PORT" in err
+    assert "internal error" not in err

@@ -206,6 +206,10 @@ def test_cli_bad_inputs_give_one_line(
     assert main([*base, *BUPT_MAP]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs --crop-mpp" in err and len(err.splitlines()) == 1
+    for bad in ("--crop-mpp=-1", "--crop-mpp=nan", "--threads=0"):
+        assert main([*base, *BUPT_MAP, bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "outside the plausible range" in err or "--threads must be" in err, bad
     # only 2 'gn' glomeruli: too few negatives for segmental sclerosis
     assert (
         main([*base, "--map", "gn=segmental_sclerosis", "--map", "gs=", "--crop-mpp", "0.4"]) == 2

@@ -128,6 +128,13 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Build the labelled set, cross-validate, train and write the model folder."""
+    from ..slide import check_mpp
+
+    for option in ("mpp", "crop_mpp", "slide_mpp"):  # a card with mpp -1 or NaN would load later
+        if getattr(args, option) is not None:
+            check_mpp(getattr(args, option), "--" + option.replace("_", "-"))
+    if args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
     if args.method == "morphometry":
         return run_calibrate(args)
     import torch
