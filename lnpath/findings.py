@@ -137,7 +137,9 @@ def findings_from_geojson(
 ) -> pd.DataFrame:
     """Turn QuPath glomerulus annotations into a findings table.
 
-    Each feature is one glomerulus. Its class sets the lesions ``class_map`` lists for it; every
+    Each feature is one glomerulus. lnpath's own GeoJSON carries every call as a ``call: <lesion>``
+    measurement, which is read as written (with the default map). Otherwise its class sets the
+    lesions ``class_map`` lists for it; every
     other lesion is ``<NA>`` (not assessed), because a QuPath class such as ``Sclerotic`` says
     nothing about crescents or necrosis. Features with no class, or a class not in the map, are
     **excluded, not guessed**: they are logged as a warning and listed in
@@ -167,9 +169,9 @@ def findings_from_geojson(
     rows: list[dict[str, Any]] = []
     excluded: list[dict[str, Any]] = []
     for index, feature in enumerate(features):
-        values: Mapping[str, bool] | None = (
-            mapping.get(feature.classification) if feature.classification else None
-        )
+        values: Mapping[str, Any] | None = _lnpath_calls(feature) if class_map is None else None
+        if values is None:
+            values = mapping.get(feature.classification) if feature.classification else None
         if values is None:
             excluded.append(_excluded(index, feature))
             continue
@@ -193,6 +195,20 @@ def findings_from_geojson(
     table.attrs["excluded"] = excluded
     table.attrs["source_file"] = where
     return table
+
+
+def _lnpath_calls(feature: QuPathFeature) -> dict[str, Any] | None:
+    """The ``call: <lesion>`` measurements lnpath writes into its own GeoJSON (1 / 0 / NaN for
+    not assessed), so a result's ``glomeruli.geojson`` scores exactly as written; None if absent."""
+    measurements = feature.measurements or {}
+    calls = {k[len("call: ") :]: v for k, v in measurements.items() if k.startswith("call: ")}
+    if not calls:
+        return None
+    return {
+        lesion: pd.NA if is_missing(value) else bool(value)
+        for lesion, value in calls.items()
+        if lesion in LESIONS
+    }
 
 
 def _excluded(index: int, feature: QuPathFeature) -> dict[str, Any]:

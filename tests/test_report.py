@@ -257,3 +257,12 @@ def test_a_reviewed_call_is_coloured_against_its_measurement(result: lnpath.Slid
     assert "threshold" not in svg  # no rule lines for calls that did not come from the rules
     outlines_only = findings.drop(columns=[c for c in findings if c.startswith("m_")])
     assert report_charts.evidence_charts(result.to_dict(), outlines_only) == []
+
+
+def test_a_results_own_geojson_scores_as_written(result: lnpath.SlideResult) -> None:
+    # lnpath's GeoJSON classes ("No lesion", ...) are not QuPath's Normal/Sclerotic: the calls
+    # are read from the call: measurements instead, so no glomerulus is dropped
+    table = findings_from_geojson(result.folder / "glomeruli.geojson")
+    assert table.attrs["excluded"] == [] and len(table) == len(result.findings)
+    for lesion in LESIONS:
+        assert table[lesion].tolist() == result.findings[lesion].astype("boolean").tolist()
