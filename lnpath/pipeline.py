@@ -191,6 +191,7 @@ def score_slide(
         )
         LOG.warning("%s", warnings[-1])
     cfg = load_config(config)
+    caller = lesion_caller(lesion_model, stain=stain, device=device)  # a bad name fails now
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with _stage("open", timings, on_stage):
@@ -222,7 +223,6 @@ def score_slide(
                 "sha256": file_sha256(Path(glomeruli)),
             }
     with _stage("lesions", timings, on_stage):
-        caller = lesion_caller(lesion_model, stain=stain, device=device)
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
     with _stage("cortex", timings, on_stage):

@@ -80,3 +80,14 @@ def test_outlines_from_another_slide_are_refused(
     assert score_slide_main([str(slide), "--glomeruli", str(foreign), "--out", str(out)]) == 2
     assert "lies outside this slide (13696x3584 px)" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_unknown_lesion_model_fails_before_segmentation(
+    demo: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slide, _ = demo
+    out = tmp_path / "o"
+    assert score_slide_main([str(slide), "--lesion-model", "nope", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown lesion model 'nope'" in err and "Find glomeruli" not in err
+    assert not out.exists()
