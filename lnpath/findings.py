@@ -67,6 +67,17 @@ _FALSE = {"false", "0", "no", "0.0"}
 _MISSING = {"", "na", "n/a", "nan", "null", "none", "<na>"}
 _BOOLEAN_COLUMNS = (*LESIONS, *OPTIONAL_FLAGS)
 _PROBABILITY_COLUMNS = tuple(f"p_{lesion}" for lesion in LESIONS)
+#: Columns of a result's findings.csv that scoring does not use but that are not misspellings.
+_RESULT_COLUMNS = (
+    LESION_EXTENT,
+    "source",
+    "feature_id",
+    "main_call",
+    "x",
+    "y",
+    "area_um2",
+    "probability",
+)
 
 
 def read_findings(
@@ -96,9 +107,9 @@ def read_findings(
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise InputError(f"{where}: missing required column(s): {', '.join(missing)}")
-    known = {*required, *OPTIONAL_FLAGS, *_PROBABILITY_COLUMNS, LESION_EXTENT, "source"}
+    known = {*required, *OPTIONAL_FLAGS, *_PROBABILITY_COLUMNS, *_RESULT_COLUMNS}
     unknown = [c for c in frame.columns if c not in known and not c.startswith("m_")]
-    if unknown:
+    if unknown and not frame.attrs.get("validated"):  # warned once, when first read
         logger.warning("%s: ignoring unknown column(s): %s", where, ", ".join(unknown))
     frame = frame.reset_index(drop=True)
     frame["glomerulus_id"] = _ids(frame["glomerulus_id"], where)
@@ -114,6 +125,7 @@ def read_findings(
         frame[LESION_EXTENT] = _extents(frame[LESION_EXTENT], frame["glomerulus_id"], where)
     if "source" in frame.columns:
         frame["source"] = frame["source"].astype("string")
+    frame.attrs["validated"] = True
     return frame
 
 

@@ -96,6 +96,10 @@ def test_unknown_columns_warn_but_measurements_do_not(
         table = read_findings(csv)
     assert "endocap_typo" in caplog.text and "m_x" not in caplog.text
     assert "m_x" in table
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lnpath.findings"):
+        read_findings(table)  # scoring reads the table again: warned once is enough
+    assert caplog.text == ""
 
 
 def test_missing_file_and_unsupported_format(tmp_path: Path) -> None:
