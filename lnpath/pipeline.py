@@ -87,14 +87,13 @@ def _check_outlines_on_slide(outlines: Any, dimensions: tuple[int, int], where: 
     """Refuse outlines beyond the slide: they belong to another slide and would count as glomeruli.
 
     Raises:
-        InputError: naming the first glomerulus outside (with review's 2 px tolerance).
+        InputError: naming the first glomerulus outside.
     """
-    from .review_edits import SLIDE_TOLERANCE_PX as tol
+    from .review_edits import beyond_slide
 
-    width, height = dimensions
     for g in outlines:
-        x0, y0, x1, y1 = g.polygon.bounds
-        if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+        if beyond_slide(g.polygon, dimensions):
+            width, height = dimensions
             raise InputError(
                 f"{where}: glomerulus {g.id} lies outside this slide ({width}x{height} px); "
                 "are the outlines from another slide?"

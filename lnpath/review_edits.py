@@ -119,6 +119,14 @@ class Edit:
 # Applying a QuPath GeoJSON export
 
 
+def beyond_slide(geometry: BaseGeometry, dimensions: tuple[int, int]) -> bool:
+    """Whether an outline reaches past the slide's level-0 frame (by more than 2 px)."""
+    x0, y0, x1, y1 = geometry.bounds
+    width, height = dimensions
+    tol = SLIDE_TOLERANCE_PX
+    return x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol
+
+
 def _check_slide(features: list[QuPathFeature], result: Mapping[str, Any], where: str) -> None:
     width, height = result["slide"]["dimensions"]
     sha16 = result["slide"]["fingerprint"]["sha256"][:16]
@@ -128,9 +136,7 @@ def _check_slide(features: list[QuPathFeature], result: Mapping[str, Any], where
             raise InputError(
                 f"{where}: feature {feature.id} belongs to another slide (fingerprint {tag})"
             )
-        x0, y0, x1, y1 = feature.geometry.bounds
-        tol = SLIDE_TOLERANCE_PX
-        if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+        if beyond_slide(feature.geometry, (width, height)):
             raise InputError(
                 f"{where}: feature {feature.id} lies outside this slide ({width}x{height} px); "
                 "is the export from another slide?"
