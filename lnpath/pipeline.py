@@ -49,12 +49,16 @@ def default_output(slide_path: Path) -> Path:
 
 
 def _parse_date(value: str | dt.date | None) -> str | None:
-    if value is None or isinstance(value, dt.date):
-        return value.isoformat() if value else None
+    """An ISO biopsy date, refusing one in the future (a typo that would reorder the cohort)."""
+    if value is None:
+        return None
     try:
-        return dt.date.fromisoformat(str(value)).isoformat()
+        date = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
     except ValueError:
         raise InputError(f"biopsy date {value!r}: expected an ISO date YYYY-MM-DD") from None
+    if date > dt.date.today():
+        raise InputError(f"biopsy date {date.isoformat()} is in the future")
+    return date.isoformat()
 
 
 def lesion_caller(name: str | None, stain: str = "PAS", device: str = "auto") -> Any:

@@ -296,6 +296,8 @@ def confirm(
     folder = Path(result_dir)
     if not pathologist or not pathologist.strip():
         raise InputError("confirm: the pathologist's name is required")
+    if any(ch in pathologist for ch in "\r\n"):
+        raise InputError("confirm: the pathologist's name must be one line")
     with _exclusive(folder):
         return _confirm(folder, pathologist.strip(), note)
 

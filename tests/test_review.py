@@ -386,3 +386,8 @@ def test_any_tampering_is_exit_3_not_a_crash(
     err = capsys.readouterr().err.strip()
     assert err.startswith("lnpath: error:") and "\n" not in err and "internal error" not in err
     assert main(["confirm", str(result_dir), "--pathologist", "Dr A"]) == 3
+
+
+def test_a_pathologist_name_is_one_line(result_dir: Path) -> None:
+    with pytest.raises(InputError, match="must be one line"):
+        confirm(result_dir, pathologist="Dr A\nCONFIRMED by Dr B")
