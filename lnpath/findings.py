@@ -27,6 +27,7 @@ __all__ = [
     "LESION_EXTENT",
     "OPTIONAL_FLAGS",
     "findings_from_geojson",
+    "measured_calls",
     "read_findings",
 ]
 
@@ -181,8 +182,8 @@ def findings_from_geojson(
     rows: list[dict[str, Any]] = []
     excluded: list[dict[str, Any]] = []
     for index, feature in enumerate(features):
-        values: Mapping[str, Any] | None = _lnpath_calls(feature) if class_map is None else None
-        if values is None:
+        values: Mapping[str, Any] | None = measured_calls(feature) if class_map is None else None
+        if not values:
             values = mapping.get(feature.classification) if feature.classification else None
         if values is None:
             excluded.append(_excluded(index, feature))
@@ -209,18 +210,16 @@ def findings_from_geojson(
     return table
 
 
-def _lnpath_calls(feature: QuPathFeature) -> dict[str, Any] | None:
-    """The ``call: <lesion>`` measurements lnpath writes into its own GeoJSON (1 / 0 / NaN for
-    not assessed), so a result's ``glomeruli.geojson`` scores exactly as written; None if absent."""
-    measurements = feature.measurements or {}
-    calls = {k[len("call: ") :]: v for k, v in measurements.items() if k.startswith("call: ")}
-    if not calls:
-        return None
-    return {
-        lesion: pd.NA if is_missing(value) else bool(value)
-        for lesion, value in calls.items()
-        if lesion in LESIONS
-    }
+def measured_calls(feature: QuPathFeature) -> dict[str, Any]:
+    """The ``call: <lesion>`` measurements lnpath writes into its own GeoJSON: True / False, None
+    for not assessed (NaN or null); empty when the feature has none (not lnpath's)."""
+    out = {}
+    for lesion in LESIONS:
+        key = f"call: {lesion}"
+        if key in feature.measurements:
+            value = feature.measurements[key]
+            out[lesion] = None if is_missing(value) else bool(float(value) >= 0.5)
+    return out
 
 
 def _excluded(index: int, feature: QuPathFeature) -> dict[str, Any]:

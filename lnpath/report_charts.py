@@ -19,6 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pandas as pd
 
+from .findings import is_missing
 from .result import CLASS_COLOURS, LESION_LABELS, NO_LESION, NOT_ASSESSED
 
 WIDTH, HEIGHT = 760, 260
@@ -27,12 +28,8 @@ _AXIS = "#444"
 _FONT = "font-family='sans-serif' font-size='11'"
 
 
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def _colour(lesion: str, value: Any) -> str:
-    if _missing(value):
+    if is_missing(value):
         rgb = CLASS_COLOURS[NOT_ASSESSED]
     else:
         rgb = CLASS_COLOURS[LESION_LABELS[lesion] if bool(value) else NO_LESION]
@@ -99,12 +96,12 @@ def sclerosis_chart(findings: pd.DataFrame, thresholds: Mapping[str, float] | No
         value = float(row["m_sclerosed_fraction"])
         calls = (row.get("global_sclerosis"), row.get("segmental_sclerosis"))
         call: Any
-        if not _missing(calls[0]) and bool(calls[0]):
+        if not is_missing(calls[0]) and bool(calls[0]):
             lesion, call = "global_sclerosis", True
-        elif not _missing(calls[1]) and bool(calls[1]):
+        elif not is_missing(calls[1]) and bool(calls[1]):
             lesion, call = "segmental_sclerosis", True
         else:  # neither: "no" only when both were assessed
-            lesion, call = "segmental_sclerosis", pd.NA if any(map(_missing, calls)) else False
+            lesion, call = "segmental_sclerosis", pd.NA if any(map(is_missing, calls)) else False
         x = LEFT + i * step
         gid = int(row["glomerulus_id"])
         body.append(

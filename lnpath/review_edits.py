@@ -29,6 +29,7 @@ from .findings import (
     LESIONS,
     OPTIONAL_FLAGS,
     is_missing,
+    measured_calls,
     read_findings,
 )
 from .qupath import QuPathFeature, read_qupath
@@ -190,16 +191,6 @@ def _class_values(name: str | None, where: str) -> dict[str, Any]:
     return values
 
 
-def _measured_calls(feature: QuPathFeature) -> dict[str, Any]:
-    out = {}
-    for lesion in LESIONS:
-        key = f"call: {lesion}"
-        if key in feature.measurements:
-            value = feature.measurements[key]
-            out[lesion] = None if is_missing(value) else bool(float(value) >= 0.5)
-    return out
-
-
 def apply_geojson(edit: Edit, path: Path, result: Mapping[str, Any]) -> None:
     where = str(path)
     features = read_qupath(path)
@@ -213,7 +204,7 @@ def apply_geojson(edit: Edit, path: Path, result: Mapping[str, Any]) -> None:
     for gid, feature in sorted(matched.items()):
         row = edit.table[edit.table["glomerulus_id"] == gid].iloc[0]
         _apply_outline(edit, gid, feature.geometry, source)
-        for lesion, value in _measured_calls(feature).items():
+        for lesion, value in measured_calls(feature).items():
             edit.set(gid, lesion, value, source)
         if feature.classification != row["main_call"]:
             values = _class_values(feature.classification, f"{where} feature {feature.id}")

@@ -163,10 +163,8 @@ _TILE_COLUMNS = ("x", "y", "width", "height", "row", "col", "tissue_fraction")
 def _output_folder(out: Path, overwrite: bool) -> bool:
     """Whether to let ``atomic_dir`` replace ``out``: only if asked, or if it is an empty folder;
     checked before any tile is read."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
     replace = overwrite or (out.is_dir() and not any(out.iterdir()))
-    check_output_dir(out, replace, marker="tiles.csv")
+    check_output_dir(out, replace, marker="tiles.csv")  # also refuses a file at ``out``
     return replace
 
 
