@@ -187,7 +187,7 @@ def bench_slide(path: Path, sizes: list[int], repeats: int) -> list[dict]:
                 "tiles": n,
                 "file_tile": list(probe.native_tile_size(0) or []),
                 "megapixels": round(n * size * size / 1e6, 1),
-                "lnpath_2_uses_workers": n * size * size * 3 >= _MIN_PARALLEL_BYTES,
+                "lnpath_2_uses_workers": n * size * size * 4 >= _MIN_PARALLEL_BYTES,
                 "tiles_per_s": {k: round(v, 1) for k, v in med.items()},
                 "ratio_lnpath_1_vs_raw_1": round(med["lnpath_1"] / med["raw_1"], 3),
                 "ratio_lnpath_2_vs_raw_1": round(med["lnpath_2"] / med["raw_1"], 3),

@@ -82,6 +82,21 @@ def _argb_to_rgb(argb: np.ndarray) -> np.ndarray:
     return bgra[..., _RGB_BYTES]
 
 
+def packed_pixels(rgb: np.ndarray) -> np.ndarray | None:
+    """The contiguous 4-byte pixels an RGB view from :func:`_argb_to_rgb` was cut from (for a
+    plain memcpy to another process), or None when ``rgb`` is not such a view."""
+    h, w = rgb.shape[:2]
+    if rgb.ndim != 3 or rgb.dtype != np.uint8 or rgb.strides != (4 * w, 4, -1):
+        return None
+    bgr = rgb[..., ::-1]  # bytes 0, 1, 2 of each pixel; byte 3 (alpha) follows in the buffer
+    return np.lib.stride_tricks.as_strided(bgr, (h, w, 4), (4 * w, 4, 1), writeable=False)
+
+
+def unpacked_rgb(packed: np.ndarray) -> np.ndarray:
+    """The RGB view of pixels from :func:`packed_pixels` (e.g. after copying them)."""
+    return packed[..., 2::-1]
+
+
 def _rgba_image_to_rgb(region: Image.Image) -> np.ndarray:
     """The same for a PIL image, in C: most regions are fully opaque and only drop alpha."""
     if np.asarray(region)[..., 3].min() != 255:
