@@ -128,16 +128,36 @@ def _card(folder: Path) -> dict:
     return json.loads((folder / "card.json").read_text())
 
 
-def test_morphometry_model_from_confirmed_results(
-    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    model = tmp_path / "lab-model"
+@pytest.fixture(scope="module")
+def lab_model(biopsies: Biopsies, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``train-lesions --method morphometry --from-results`` on the four biopsies + a provisional
+    one; the model folder and what the command printed."""
+    import contextlib
+    import io
+
+    model = tmp_path_factory.mktemp("models") / "lab-model"
     dirs = [str(f) for f in biopsies.folders] + [str(biopsies.provisional)]
-    code = main(
-        ["train-lesions", "--method", "morphometry", "--from-results", *dirs, "--out", str(model)]
-    )
-    printed = capsys.readouterr().out
-    assert code == 0, printed
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(
+            [
+                "train-lesions",
+                "--method",
+                "morphometry",
+                "--from-results",
+                *dirs,
+                "--out",
+                str(model),
+            ]
+        )
+    assert code == 0, printed.getvalue()
+    return model, printed.getvalue()
+
+
+def test_morphometry_model_from_confirmed_results(
+    biopsies: Biopsies, lab_model: tuple[Path, str], tmp_path: Path
+) -> None:
+    model, printed = lab_model
     assert "1 provisional" in printed and "4 confirmed biopsies" in printed
     assert "cellular_crescent: refused" in printed
     card = _card(model)
@@ -261,11 +281,13 @@ def test_a_moved_slide_is_named_with_the_way_to_find_it(
 
 
 def test_results_of_different_models_are_allowed_and_recorded(
-    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    biopsies: Biopsies,
+    lab_model: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A biopsy scored with a lab model joins biopsies scored with the default rules."""
-    first = tmp_path / "first"
-    lnpath.train_lesions_from_results(biopsies.folders, first, method="morphometry")
+    first = lab_model[0]
     rescan = tmp_path / "biopsy1-rescan.tiff"
     rescan.write_bytes(biopsies.slides[1].read_bytes() + b"\0")
     folder = _score_and_confirm(
@@ -279,5 +301,5 @@ def test_results_of_different_models_are_allowed_and_recorded(
     printed = capsys.readouterr().out
     assert code == 0
     models = _card(out)["training_results"]["lesion_models"]
-    assert models == sorted(["MorphometryCaller", "first"])
+    assert models == sorted(["MorphometryCaller", "lab-model"])
     assert "recorded in the card" in printed

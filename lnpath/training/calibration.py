@@ -306,7 +306,7 @@ def fit_logistic(z: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarr
     return result.x[:-1], float(result.x[-1])
 
 
-def _fit_all(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def fit_models(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Standardisation and one logistic model per label, each on its assessed (non-NaN) rows."""
     means, stds = standardise(x)
     z = (x - means) / stds
@@ -320,7 +320,8 @@ def _fit_all(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _predict(model: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
+def predict_models(model: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
+    """Probabilities (N, L) of the models :func:`fit_models` returned."""
     z = (x - model["means"]) / model["stds"]
     return sigmoid(z @ model["w"].T + np.asarray(model["b"]))
 
@@ -352,7 +353,7 @@ def cross_validate_logistic(
     prob = np.zeros_like(y)
     for k in range(n_folds):
         test = fold == k
-        prob[test] = _predict(_fit_all(x[~test], y[~test]), x[test])
+        prob[test] = predict_models(fit_models(x[~test], y[~test]), x[test])
     metrics = {
         name: evaluate(y[:, j], prob[:, j], groups, threshold, seed)
         for j, name in enumerate(labels)
@@ -392,7 +393,7 @@ def calibrate_morphometry(
         threshold,
         data.grouped_by,
     )
-    model = _fit_all(data.features, data.targets)
+    model = fit_models(data.features, data.targets)
     names = list(data.feature_names)
     parameters = {
         "labels": list(data.labels),

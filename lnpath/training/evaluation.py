@@ -49,7 +49,7 @@ def thin_labels(counts: Mapping[str, Mapping[str, int]]) -> dict[str, str]:
     }
 
 
-def _figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+def agreement(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """κ, AUC, sensitivity, specificity (NaN where undefined), vectorised for the bootstrap."""
     call = p >= threshold
     tp, fn = float((call & y).sum()), float((~call & y).sum())
@@ -78,7 +78,7 @@ def bootstrap_intervals(
     resamples: int = BOOTSTRAP,
     seed: int = 0,
 ) -> dict[str, list[float] | None]:
-    """95 % percentile intervals of :func:`_figures` from a cluster bootstrap over ``groups``.
+    """95 % percentile intervals of :func:`agreement` from a cluster bootstrap over ``groups``.
 
     An interval is None when fewer than half the resamples define the figure (e.g. a lesion seen
     in a single biopsy leaves most resamples without positives) or there is only one group.
@@ -91,7 +91,7 @@ def bootstrap_intervals(
     draws: dict[str, list[float]] = {name: [] for name in _FIGURES}
     for _ in range(resamples):
         idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        for name, value in _figures(y[idx], p[idx], threshold).items():
+        for name, value in agreement(y[idx], p[idx], threshold).items():
             draws[name].append(value)
     out: dict[str, list[float] | None] = {}
     for name, values in draws.items():
@@ -148,7 +148,7 @@ def evaluate(
         "n": int(known.sum()),
         "positives": int(truth.sum()),
         "groups": len(np.unique(group)),
-        **_figures(truth, prob, threshold),
+        **agreement(truth, prob, threshold),
         "brier": float(np.mean((prob - truth) ** 2)),
         "brier_prevalence": prevalence * (1.0 - prevalence),
         "reliability": reliability_table(truth.astype(float), prob),

@@ -176,9 +176,11 @@ class _Assembly:
     excluded: int
 
 
-def _assemble(results: Sequence[ConfirmedResult]) -> _Assembly:
+def _assemble(results: Sequence[ConfirmedResult], slide_root: str | Path | None) -> _Assembly:
+    """Labels of every result, after checking that every slide can be found (fail before work)."""
     tables, excluded = [], 0
     for result in results:
+        locate_slide(result, slide_root)
         table = confirmed_labels(result.findings)
         excluded += len(result.findings) - len(table)
         tables.append((result, table))
@@ -256,7 +258,7 @@ def crops_from_results(
     from lnpath.analysis.measure import read_glomerulus
     from lnpath.training.lesion_data import LabelledCrops
 
-    assembly = _assemble(results)
+    assembly = _assemble(results, slide_root)
     images, targets, groups, classes = [], [], [], []
     used: dict[str, int] = {}
     unreadable = 0
@@ -309,7 +311,7 @@ def measure_results(
     from lnpath.analysis.measure import DEFAULT_MPP, MEASUREMENTS, measure_glomeruli
     from lnpath.training.calibration import MeasuredGlomeruli
 
-    assembly = _assemble(results)
+    assembly = _assemble(results, slide_root)
     features, targets, groups, classes = [], [], [], []
     used: dict[str, int] = {}
     unreadable = 0
