@@ -91,7 +91,12 @@ def _curve(data: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     for k in steps:
         train = np.isin(groups, pool[:k])
         p = _fit_predict(data, train, test, args)
-        row: dict[str, Any] = {"biopsy_groups": k, "train_glomeruli": int(train.sum())}
+        row: dict[str, Any] = {
+            "biopsy_groups": k,
+            "train_glomeruli": int(train.sum()),
+            "held_out_groups": len(held),
+            "held_out_glomeruli": int(test.sum()),
+        }
         for j, name in enumerate(data.labels):
             y = data.targets[test, j]
             known = ~np.isnan(y)

@@ -303,3 +303,31 @@ def test_results_of_different_models_are_allowed_and_recorded(
     models = _card(out)["training_results"]["lesion_models"]
     assert models == sorted(["MorphometryCaller", "lab-model"])
     assert "recorded in the card" in printed
+
+
+def test_bench_learning_prints_cost_and_curve(biopsies: Biopsies, repo_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(repo_dir / "scripts" / "bench_learning.py"),
+            *map(str, biopsies.folders),
+            "--curve",
+            "--folds",
+            "2",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=repo_dir,
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["confirmed_results"] == 4 and out["assemble_s"] > 0 and out["train_s"] > 0
+    curve = out["learning_curve"]
+    assert [row["biopsy_groups"] for row in curve] == [1, 2]  # 3 patients, one held out
+    assert "kappa" in curve[-1]["global_sclerosis"]
