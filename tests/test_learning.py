@@ -171,7 +171,7 @@ def test_morphometry_model_from_confirmed_results(
         assert entry["content_sha256"] == lnpath.verify(folder).content_sha256
         record = json.loads((folder / "result.json").read_text())
         assert entry["slide_sha256"] == record["slide"]["fingerprint"]["sha256"]
-        assert entry["confirmed_by"] == "Dr A"
+        assert entry["confirmed_by"] == "Dr A" and entry["edits"] > 0
     assert card["lnpath_version"] == lnpath.__version__
     n = sum(len(pd.read_csv(f / "findings.csv")) for f in biopsies.folders)
     endo = card["counts"]["endocapillary_hypercellularity"]

@@ -73,6 +73,10 @@ class ConfirmedResult:
             "lnpath_version": self.record.get("lnpath_version"),
             "lesion_model": {k: models[-1].get(k) for k in ("name", "sha256")},
             "glomeruli": glomeruli,
+            # how much of it the pathologist changed rather than accepted from the machine
+            "edits": sum(
+                1 for c in self.record.get("changes") or [] if c.get("glomerulus") is not None
+            ),
         }
 
 
