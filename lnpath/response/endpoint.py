@@ -44,7 +44,7 @@ from lnpath.response.sides import (
     AI_COMPONENTS,
     CI_COMPONENTS,
     BiopsySide,
-    IndexScore,
+    SideIndex,
     load_side,
 )
 from lnpath.response.uncertainty import endpoint_uncertainty
@@ -262,7 +262,7 @@ def _deltas(bl: BiopsySide, fu: BiopsySide) -> dict[str, Any]:
     return out
 
 
-def _incomplete_reason(a: IndexScore, b: IndexScore) -> str:
+def _incomplete_reason(a: SideIndex, b: SideIndex) -> str:
     parts = []
     for label, idx in (("baseline", a), ("follow-up", b)):
         if not idx.complete:
