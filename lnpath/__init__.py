@@ -65,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "SlideResult": "results.folder",
     "review": "workflow.signoff",
     "confirm": "workflow.signoff",
-    "verify": "workflow.signoff",
+    "verify": "results.seal",
     "compare": "workflow.compare",
     "ResponseResult": "response.endpoint",
     # cohorts
