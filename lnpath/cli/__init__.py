@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import LnpathError
 
-_COMMAND_MODULES = ("slides", "scoring", "segment", "lesions", "pipeline", "compare", "batch")
+_COMMAND_MODULES = (
+    "slides",
+    "scoring",
+    "segment",
+    "lesions",
+    "pipeline",
+    "compare",
+    "batch",
+    "workstation",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
