@@ -143,7 +143,10 @@ def _measurement_rows(row: Mapping[str, Any], thresholds: Mapping[str, float] | 
         if str(column).startswith("m_") and not is_missing(value):
             out.append(
                 {
-                    "name": str(column)[2:].replace("_", " "),
+                    "name": str(column)[2:]
+                    .replace("_", " ")
+                    .replace(" um2", " µm²")
+                    .replace(" um", " µm"),
                     "value": round(float(value), 3),
                     "rules": rules.get(str(column), []),
                 }

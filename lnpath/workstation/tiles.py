@@ -42,6 +42,11 @@ class DeepZoomTiles:
         """Number of Deep Zoom levels."""
         return int(self._dz.level_count)
 
+    @property
+    def level_tiles(self) -> tuple[tuple[int, int], ...]:
+        """(columns, rows) of tiles at each level."""
+        return tuple(self._dz.level_tiles)
+
     def dzi(self) -> str:
         """The ``.dzi`` XML descriptor."""
         return str(self._dz.get_dzi("jpeg"))

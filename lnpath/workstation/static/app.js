@@ -147,7 +147,14 @@ async function changed() {
     say(err.message, true);
   }
   renderSummary();
+  renderGlomerulus();
+  renderList();
   drawOverlay();
+}
+
+// an incomplete index shows its lower bound, as the report does (the server's text says why)
+function indexShown(index) {
+  return index.total === null ? "n/c" : `${index.complete ? "" : "≥"}${index.low}/${index.max}`;
 }
 
 function indexBlock(name, index) {
@@ -156,7 +163,7 @@ function indexBlock(name, index) {
     el("td", {}, c.N === null || c.N === undefined ? "" : `${c.n}/${c.N}`),
     el("td", {}, c.assessed ? `${c.score} ×${c.weight}` :
       (c.range ? `not assessed (${c.range[0]}–${c.range[1]})` : "not assessed"))));
-  const shown = index.total === null ? "n/c" : `${index.complete ? "" : "≥"}${index.low}/${index.max}`;
+  const shown = indexShown(index);
   return el("div", { class: "index" },
     el("h3", {}, name),
     el("span", { class: "index-value", id: `${name === "Activity index" ? "ai" : "ci"}-value`,
@@ -175,6 +182,9 @@ function renderSummary() {
     el("div", { id: "class-value" }, s.class.proposal ? `Class ${s.class.proposal}` : "not proposed"),
     el("div", { class: "muted" }, s.class.label || ""),
     el("div", { class: "muted" }, s.class.rationale || ""));
+  const head = clear($("headline"));
+  head.append(`AI ${indexShown(s.ai)} · CI ${indexShown(s.ci)} · ${s.class.proposal ? `Class ${s.class.proposal}` : "class not proposed"} · N = ${s.adequacy.n_glomeruli} (${s.adequacy.status})`,
+    w.preview ? el("span", { class: "unsaved" }, " · unsaved") : "");
   node.append(el("h3", {}, "Adequacy"),
     el("div", { id: "adequacy" }, `${s.adequacy.status}: ${s.adequacy.message}`),
     el("div", { id: "n-glomeruli", "data-n": s.adequacy.n_glomeruli }, `N = ${s.adequacy.n_glomeruli} glomeruli`));
