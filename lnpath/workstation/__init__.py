@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import types
 import webbrowser
 from collections.abc import Callable, Sequence
 
@@ -57,3 +59,15 @@ def workstation(
     if open_browser:
         webbrowser.open(server.url)
     server.serve()
+
+
+class _CallablePackage(types.ModuleType):
+    """Importing any ``lnpath.workstation.*`` module binds this package as ``lnpath.workstation``,
+    in place of the exported function; calling the package runs :func:`workstation`, so
+    ``lnpath.workstation(...)`` works in either order of imports."""
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        workstation(*args, **kwargs)  # type: ignore[arg-type]
+
+
+sys.modules[__name__].__class__ = _CallablePackage

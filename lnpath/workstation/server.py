@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -28,7 +29,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import InputError, LnpathError
-from .session import PageEdits, ReadOnly, ResultSession, StaleRevision, colours, lesion_labels
+from .edits import PageEdits
+from .records import colours, lesion_labels
+from .session import ReadOnly, ResultSession, StaleRevision
 
 LOG = logging.getLogger(__name__)
 
@@ -270,8 +273,8 @@ class Workstation:
 
     def __init__(
         self,
-        results: Sequence[str | Path],
-        slides: Sequence[str | Path] = (),
+        results: Sequence[str | os.PathLike[str]],
+        slides: Sequence[str | os.PathLike[str]] = (),
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:

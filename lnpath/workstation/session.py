@@ -15,7 +15,6 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +23,14 @@ from shapely.geometry import Polygon
 
 from ..config import load_config
 from ..errors import InputError, ResultError, SlideError
-from ..findings import LESION_EXTENT, LESIONS, is_missing
 from ..qupath import QuPathFeature, read_qupath, write_qupath
-from ..report import index_text
 from ..report_charts import morphometry_thresholds
-from ..result import (
-    CLASS_COLOURS,
-    LESION_LABELS,
-    load_result_json,
-    main_call,
-    read_audit,
-    read_findings_csv,
-    read_polygons,
-)
+from ..result import load_result_json, main_call, read_audit, read_findings_csv, read_polygons
+from .edits import PageEdits, biopsy_inputs, edited_table, scoring_view
+from .records import glomerulus_record, summary
 from .tiles import DeepZoomTiles
 
 LOG = logging.getLogger(__name__)
-
-EXCLUSIONS = ("not_glomerulus", "ischemic")
-#: Digit key -> lesion, in the table order of the 2018 index (the page shows the same list).
-LESION_KEYS = {str(i + 1): lesion for i, lesion in enumerate(LESIONS)}
-COMPONENT_LABELS = {
-    "endocapillary_hypercellularity": "Endocapillary hypercellularity",
-    "neutrophils_karyorrhexis": "Neutrophils/karyorrhexis",
-    "fibrinoid_necrosis": "Fibrinoid necrosis",
-    "hyaline_deposits": "Hyaline deposits",
-    "cellular_fibrocellular_crescents": "Cellular/fibrocellular crescents",
-    "interstitial_inflammation": "Interstitial inflammation",
-    "glomerulosclerosis": "Glomerulosclerosis",
-    "fibrous_crescents": "Fibrous crescents",
-    "tubular_atrophy": "Tubular atrophy",
-    "interstitial_fibrosis": "Interstitial fibrosis",
-}
 
 
 class StaleRevision(ResultError):
@@ -102,263 +77,6 @@ def resolve_slide(folder: Path, result: Mapping[str, Any], candidates: list[Path
 def _last_event(folder: Path, revision: int) -> dict[str, Any]:
     events = [e for e in read_audit(folder) if e.get("revision") == revision]
     return events[-1] if events else {}
-
-
-def _value(value: Any) -> Any:
-    if is_missing(value):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
-def _polygon_coords(geometry: Any) -> list[list[float]]:
-    exterior = getattr(geometry, "exterior", None)
-    if exterior is None:  # a multipolygon from an edit: show its largest part
-        geometry = max(geometry.geoms, key=lambda g: g.area)
-        exterior = geometry.exterior
-    return [[round(x, 1), round(y, 1)] for x, y in exterior.coords]
-
-
-# --------------------------------------------------------------------------------------------
-# What the page shows
-
-
-def _measurement_rows(row: Mapping[str, Any], thresholds: Mapping[str, float] | None) -> list:
-    """Each morphometry measurement beside the rule threshold that used it, if any."""
-    rules: dict[str, list[str]] = {}
-    if thresholds:
-        rules = {
-            "m_sclerosed_fraction": [
-                f"global sclerosis > {thresholds['global_sclerosis']:g}",
-                f"segmental sclerosis > {thresholds['segmental_min']:g}",
-            ],
-            "m_nuclei_per_1000um2": [
-                f"endocapillary > {thresholds['endocapillary_nuclei_per_1000um2']:g}"
-            ],
-            "m_lumen_fraction": [f"endocapillary < {thresholds['endocapillary_max_lumen']:g}"],
-        }
-    out = []
-    for column, value in row.items():
-        if str(column).startswith("m_") and not is_missing(value):
-            out.append(
-                {
-                    "name": str(column)[2:]
-                    .replace("_", " ")
-                    .replace(" um2", " µm²")
-                    .replace(" um", " µm"),
-                    "value": round(float(value), 3),
-                    "rules": rules.get(str(column), []),
-                }
-            )
-    return out
-
-
-def _certainty(row: Mapping[str, Any]) -> float | None:
-    """How sure the machine was of this glomerulus (0 = a coin toss), or None if it gave no
-    probabilities: the smallest margin of its lesion probabilities and detection probability."""
-    margins = [
-        abs(float(v) - 0.5) * 2
-        for k, v in row.items()
-        if (str(k).startswith("p_") or k == "probability") and not is_missing(v)
-    ]
-    return min(margins) if margins else None
-
-
-def _exclusion(row: Mapping[str, Any]) -> str:
-    value = row.get("exclusion")
-    if not is_missing(value) and str(value) in EXCLUSIONS:
-        return str(value)
-    return "ischemic" if _value(row.get("ischemic")) is True else ""
-
-
-def glomerulus_record(
-    row: Mapping[str, Any], polygon: Any, thresholds: Mapping[str, float] | None, crop: bool
-) -> dict[str, Any]:
-    """One glomerulus as the page needs it (plain JSON)."""
-    label = str(row.get("main_call"))
-    return {
-        "id": int(row["glomerulus_id"]),
-        "x": _value(row.get("x")),
-        "y": _value(row.get("y")),
-        "area_um2": _value(row.get("area_um2")),
-        "probability": _value(row.get("probability")),
-        "calls": {lesion: _value(row.get(lesion)) for lesion in LESIONS},
-        "p": {
-            lesion: round(float(row[f"p_{lesion}"]), 3)
-            for lesion in LESIONS
-            if not is_missing(row.get(f"p_{lesion}"))
-        },
-        "extent": _value(row.get(LESION_EXTENT)),
-        "exclusion": _exclusion(row),
-        "main_call": label,
-        "source": _value(row.get("source")),
-        "measurements": _measurement_rows(row, thresholds),
-        "certainty": _certainty(row),
-        "polygon": _polygon_coords(polygon),
-        "crop": crop,
-    }
-
-
-def _component_rows(index: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for name, c in (index.get("components") or {}).items():
-        rows.append(
-            {
-                "name": name,
-                "label": COMPONENT_LABELS.get(name, name.replace("_", " ")),
-                "n": c.get("n"),
-                "N": c.get("N"),
-                "fraction": c.get("fraction"),
-                "score": c.get("score"),
-                "weight": c.get("weight"),
-                "assessed": c.get("assessed"),
-                "range": c.get("score_range"),
-                "note": c.get("note"),
-            }
-        )
-    return rows
-
-
-def summary(scores: Mapping[str, Any]) -> dict[str, Any]:
-    """The live summary: both indices with their components, the class, adequacy, uncertainty."""
-    out: dict[str, Any] = {}
-    for key, name in (("activity_index", "ai"), ("chronicity_index", "ci")):
-        index = scores[key]
-        span = index.get("total_range")
-        low = index["total"] if index.get("complete") or not span else span[0]
-        out[name] = {
-            "text": index_text(index),
-            "low": low,
-            "total": index.get("total"),
-            "max": index.get("max"),
-            "complete": bool(index.get("complete")),
-            "range": span,
-            "components": _component_rows(index),
-            "interval_95": (scores.get("uncertainty", {}).get(key) or {}).get("interval_95"),
-        }
-    klass = scores["isn_rps_class"]
-    out["class"] = {
-        "proposal": klass.get("proposal"),
-        "label": klass.get("label"),
-        "rationale": klass.get("rationale"),
-        "needs_if_em": klass.get("needs_if_em") or [],
-    }
-    out["adequacy"] = dict(scores["adequacy"])
-    out["pending_review"] = list(scores.get("pending_review") or [])
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Edits from the page
-
-
-@dataclass
-class PageEdits:
-    """What the page sends: per-glomerulus values, drawn outlines and biopsy-level fields.
-
-    Only what the pathologist touched is present; ``None`` fields were not edited.
-    """
-
-    base_revision: int
-    glomeruli: dict[int, dict[str, Any]]
-    added: list[list[tuple[float, float]]]
-    cortex: dict[str, float | None] | None
-    biopsy: dict[str, Any] | None
-    class_override: dict[str, Any] | None
-    comment: str | None
-    pathologist: str
-    note: str | None
-
-    @classmethod
-    def parse(cls, body: Any) -> PageEdits:
-        """Validate the JSON body of a preview or save."""
-        if not isinstance(body, dict):
-            raise InputError("edits: expected a JSON object")
-        try:
-            glomeruli = {
-                int(gid): dict(values) for gid, values in (body.get("glomeruli") or {}).items()
-            }
-            added = [[(float(x), float(y)) for x, y in poly] for poly in body.get("added") or []]
-            base = int(body["base_revision"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"edits: malformed ({type(exc).__name__}: {exc})") from None
-        for poly in added:
-            if len(poly) < 3:
-                raise InputError("edits: a drawn glomerulus needs at least three points")
-        for gid, values in glomeruli.items():
-            unknown = set(values) - {*LESIONS, "extent", "exclusion"}
-            if unknown:
-                raise InputError(f"edits: G{gid}: unknown field(s) {', '.join(sorted(unknown))}")
-            if values.get("exclusion", "") not in ("", *EXCLUSIONS):
-                raise InputError(f"edits: G{gid}: unknown exclusion {values['exclusion']!r}")
-        pathologist = str(body.get("pathologist") or "").strip()
-        return cls(
-            base_revision=base,
-            glomeruli=glomeruli,
-            added=added,
-            cortex=body.get("cortex"),
-            biopsy=body.get("biopsy"),
-            class_override=body.get("class_override"),
-            comment=body.get("comment"),
-            pathologist=pathologist,
-            note=body.get("note") or None,
-        )
-
-
-def _edited_table(table: pd.DataFrame, edits: PageEdits) -> pd.DataFrame:
-    """The findings table with the page's per-glomerulus values applied (ids unchanged)."""
-    table = table.copy()
-    if "exclusion" not in table:
-        table["exclusion"] = ""
-    for gid, values in edits.glomeruli.items():
-        index = table.index[table["glomerulus_id"] == gid]
-        if index.empty:
-            raise InputError(f"edits: G{gid} is not in this revision (reload the page)")
-        for lesion in LESIONS:
-            if lesion in values:
-                value = values[lesion]
-                table.loc[index, lesion] = pd.NA if value is None else bool(value)
-        if "extent" in values:
-            if LESION_EXTENT not in table:
-                table[LESION_EXTENT] = pd.array([pd.NA] * len(table), dtype="string")
-            table.loc[index, LESION_EXTENT] = values["extent"] or pd.NA
-        if "exclusion" in values:
-            table.loc[index, "exclusion"] = values["exclusion"] or ""
-    return table
-
-
-def _scoring_view(table: pd.DataFrame, edits: PageEdits) -> pd.DataFrame:
-    """What scoring sees: not-a-glomerulus rows left out, ischemic ones flagged, drawn ones added
-    (with every lesion not assessed until the save measures them)."""
-    excluded = table["exclusion"].fillna("")
-    view = table[excluded != "not_glomerulus"].copy()
-    if "ischemic" not in view:
-        view["ischemic"] = pd.array([pd.NA] * len(view), dtype="boolean")
-    view.loc[excluded[view.index] == "ischemic", "ischemic"] = True
-    start = int(table["glomerulus_id"].max() if len(table) else 0) + 1
-    rows = [{"glomerulus_id": start + i} for i in range(len(edits.added))]
-    if rows:
-        view = pd.concat([view, pd.DataFrame(rows)], ignore_index=True)
-    keep = ["glomerulus_id", *LESIONS, "ischemic", LESION_EXTENT]
-    keep += [c for c in view.columns if str(c).startswith(("p_", "m_"))]
-    return view[[c for c in keep if c in view]]
-
-
-def _biopsy_inputs(biopsy: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The sign-out ``biopsy`` fields that score_findings' class proposal reads."""
-    if not biopsy:
-        return None
-    membranous = biopsy.get("membranous") or {}
-    deposits = biopsy.get("deposits") or {}
-    inputs = {
-        "membranous": membranous.get("present"),
-        "membranous_capillary_surface": membranous.get("capillary_surface_fraction"),
-        "membranous_glomeruli": membranous.get("glomeruli_fraction"),
-        "if_mesangial_deposits": deposits.get("mesangial"),
-        "mesangial_hypercellularity": biopsy.get("mesangial_hypercellularity"),
-    }
-    return {k: v for k, v in inputs.items() if v is not None} or None
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,14 +161,14 @@ class ResultSession:
         from ..scoring import score_findings
 
         result = load_result_json(self.folder)
-        table = _edited_table(read_findings_csv(self.folder / "findings.csv"), edits)
+        table = edited_table(read_findings_csv(self.folder / "findings.csv"), edits)
         cortex = dict(result.get("cortex_fractions") or {})
         cortex.update(edits.cortex or {})
         score = score_findings(
-            _scoring_view(table, edits),
+            scoring_view(table, edits),
             cortex={k: v for k, v in cortex.items() if v is not None},
             config=load_config(result["config"]),
-            biopsy=_biopsy_inputs(
+            biopsy=biopsy_inputs(
                 edits.biopsy if edits.biopsy is not None else result.get("biopsy")
             ),
         )
@@ -493,7 +211,7 @@ class ResultSession:
         kwargs: dict[str, Any] = {}
         table = read_findings_csv(self.folder / "findings.csv")
         if edits.glomeruli or edits.added:
-            edited = _edited_table(table, edits)
+            edited = edited_table(table, edits)
             exclusions = {
                 int(g): str(e)
                 for g, e in zip(edited["glomerulus_id"], edited["exclusion"], strict=True)
@@ -601,16 +319,3 @@ def _crop_index(folder: Path) -> dict[str, Any]:
 
 def _crop_ids(folder: Path) -> list[int]:
     return [int(g) for g in _crop_index(folder)]
-
-
-def colours() -> dict[str, str]:
-    """QuPath class -> CSS colour, the report's palette."""
-    return {label: f"rgb({r},{g},{b})" for label, (r, g, b) in CLASS_COLOURS.items()}
-
-
-def lesion_labels() -> list[dict[str, str]]:
-    """The lesions in key order with their labels and digit keys."""
-    return [
-        {"key": key, "lesion": lesion, "label": LESION_LABELS[lesion]}
-        for key, lesion in LESION_KEYS.items()
-    ]
