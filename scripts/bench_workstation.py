@@ -51,7 +51,7 @@ def score(folder: Path, geojson: Path | None) -> Path:
 
 def grid_glomeruli(n: int, path: Path) -> Path:
     """``n`` round outlines (~150 µm across) on a grid over the demo slide."""
-    from lnpath.qupath import QuPathFeature, write_qupath
+    from lnpath.io.qupath import QuPathFeature, write_qupath
 
     width, height, radius = 13696, 3584, 150
     cols = max(1, round((n * width / height) ** 0.5))

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 import lnpath
-from lnpath.findings import LESIONS
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>window.__lnpath_pwned = 1</script><img src=x onerror='window.__lnpath_pwned=2'>"
@@ -221,7 +220,7 @@ def test_five_glomeruli_scored_with_the_keyboard_only(
     assert len(set(chosen)) == 5
     for i, gid in enumerate(chosen):
         row = table.loc[gid]
-        assert row[list(LESIONS)].notna().all(), gid
+        assert row[list(lnpath.LESIONS)].notna().all(), gid
         assert bool(row["endocapillary_hypercellularity"]) is (i % 2 == 0)
     assert not page.errors
 
@@ -269,7 +268,7 @@ def test_a_stale_save_is_refused(result: Path, serve: Any, context: Any) -> None
     message = save(page)
     assert "changed by Dr Elsewhere" in message and "reload" in message
     assert lnpath.SlideResult.load(result).revision == 2  # nothing merged
-    assert findings(result).loc[3, list(LESIONS)].isna().any()
+    assert findings(result).loc[3, list(lnpath.LESIONS)].isna().any()
 
 
 def test_two_tabs_saving_at_once_one_gets_409(result: Path, serve: Any, context: Any) -> None:

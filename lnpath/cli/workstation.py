@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_workstation(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C."""
-    from ..workstation import workstation
+    from lnpath.workstation import workstation
 
     workstation(
         args.results,

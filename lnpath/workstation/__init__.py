@@ -15,7 +15,7 @@ import types
 import webbrowser
 from collections.abc import Callable, Sequence
 
-from .server import LOOPBACK, Workstation
+from lnpath.workstation.server import LOOPBACK, Workstation
 
 __all__ = ["Workstation", "workstation"]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import InputError
-from ..findings import LESION_EXTENT, LESIONS
-from .records import EXCLUSIONS
+from lnpath.core.errors import InputError
+from lnpath.core.findings import LESION_EXTENT, LESIONS
+from lnpath.workstation.records import EXCLUSIONS
 
 # --------------------------------------------------------------------------------------------
 # Edits from the page

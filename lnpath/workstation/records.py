@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..findings import LESION_EXTENT, LESIONS, is_missing
-from ..report import index_text
-from ..result import CLASS_COLOURS, LESION_LABELS
+from lnpath.core.findings import LESION_EXTENT, LESIONS, is_missing
+from lnpath.core.vocabulary import CLASS_COLOURS, LESION_LABELS
+from lnpath.report.slide import index_text
 
 EXCLUSIONS = ("not_glomerulus", "ischemic")
 #: Digit key -> lesion, in the table order of the 2018 index (the page shows the same list).

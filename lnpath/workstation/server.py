@@ -28,10 +28,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import InputError, LnpathError
-from .edits import PageEdits
-from .records import colours, lesion_labels
-from .session import ReadOnly, ResultSession, StaleRevision
+from lnpath.core.errors import InputError, LnpathError
+from lnpath.workstation.edits import PageEdits
+from lnpath.workstation.records import colours, lesion_labels
+from lnpath.workstation.session import ReadOnly, ResultSession, StaleRevision
 
 LOG = logging.getLogger(__name__)
 
@@ -200,13 +200,13 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
             return _error(exc)
 
     def compare(request: Request) -> JSONResponse:
-        import lnpath
+        from lnpath.workflow.compare import compare as compare_results
 
         try:
             a = sessions[int(request.query_params.get("baseline", 0))]
             b = sessions[int(request.query_params.get("followup", 1))]
             preset = request.query_params.get("preset", "lnhr_default")
-            response = lnpath.compare(a.folder, b.folder, preset=preset)
+            response = compare_results(a.folder, b.folder, preset=preset)
         except (IndexError, ValueError):
             return _error(InputError("compare: give two of the results opened"))
         except LnpathError as exc:

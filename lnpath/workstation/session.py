@@ -21,14 +21,15 @@ from typing import Any
 import pandas as pd
 from shapely.geometry import Polygon
 
-from ..config import load_config
-from ..errors import InputError, ResultError, SlideError
-from ..qupath import QuPathFeature, read_qupath, write_qupath
-from ..report_charts import morphometry_thresholds
-from ..result import load_result_json, main_call, read_audit, read_findings_csv, read_polygons
-from .edits import PageEdits, biopsy_inputs, edited_table, scoring_view
-from .records import glomerulus_record, summary
-from .tiles import DeepZoomTiles
+from lnpath.core.errors import InputError, ResultError, SlideError
+from lnpath.core.vocabulary import main_call
+from lnpath.io.configfile import load_config
+from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
+from lnpath.report.charts import morphometry_thresholds
+from lnpath.results.folder import load_result_json, read_audit, read_findings_csv, read_polygons
+from lnpath.workstation.edits import PageEdits, biopsy_inputs, edited_table, scoring_view
+from lnpath.workstation.records import glomerulus_record, summary
+from lnpath.workstation.tiles import DeepZoomTiles
 
 LOG = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class ReadOnly(ResultError):
 
 
 def _fingerprint(path: Path, mpp: float) -> dict[str, Any]:
-    from ..slide import open_slide
+    from lnpath.wsi.slide import open_slide
 
     with open_slide(path, mpp=mpp) as slide:
         return dict(slide.fingerprint())
@@ -158,7 +159,7 @@ class ResultSession:
 
     def preview(self, edits: PageEdits) -> dict[str, Any]:
         """The summary the edits would give, scored as the save will score it; nothing written."""
-        from ..scoring import score_findings
+        from lnpath.workflow.scoring import score_findings
 
         result = load_result_json(self.folder)
         table = edited_table(read_findings_csv(self.folder / "findings.csv"), edits)
@@ -258,7 +259,7 @@ class ResultSession:
 
     def confirm(self, base_revision: int, pathologist: str, note: str | None) -> dict[str, Any]:
         """Sign out the revision the page shows, through :func:`lnpath.confirm`."""
-        from ..signoff import confirm
+        from lnpath.workflow.signoff import confirm
 
         with self.lock:
             self._check_writable(base_revision)
@@ -271,13 +272,13 @@ class ResultSession:
 
 
 def _review() -> Callable[..., Any]:
-    from ..signoff import review
+    from lnpath.workflow.signoff import review
 
     return review
 
 
 def _verify() -> Callable[..., Any]:
-    from ..signoff import verify
+    from lnpath.workflow.signoff import verify
 
     return verify
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import openslide
 from openslide.deepzoom import DeepZoomGenerator
 
-from ..errors import SlideError
+from lnpath.core.errors import SlideError
 
 TILE_SIZE = 254
 OVERLAP = 1
