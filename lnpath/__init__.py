@@ -73,6 +73,8 @@ _EXPORTS: dict[str, str] = {
     "slurm_client": "batch.cluster",
     "read_manifest": "batch.manifest",
     "cohort_table": "batch.cohort",
+    # the review workstation (a callable package: see lnpath.workstation)
+    "workstation": "workstation",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
