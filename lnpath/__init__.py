@@ -67,6 +67,8 @@ _EXPORTS: dict[str, str] = {
     "confirm": "workflow.signoff",
     "verify": "results.seal",
     "compare": "workflow.compare",
+    "train_lesions_from_results": "workflow.learning",
+    "review_order": "results.queue",
     "ResponseResult": "response.endpoint",
     # cohorts
     "score_batch": "batch.run",

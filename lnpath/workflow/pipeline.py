@@ -95,6 +95,11 @@ def _model_info(obj: Any, fallback: str) -> dict[str, Any]:
     }
     if callable(getattr(obj, "describe", None)):
         info["settings"] = json_safe(obj.describe())
+    card = getattr(obj, "card", None)
+    if isinstance(card, dict):  # a trained model: its figures travel with the calls it makes
+        from lnpath.analysis.lesion_models import validation_summary
+
+        info["validation"] = json_safe(validation_summary(card))
     return info
 
 
