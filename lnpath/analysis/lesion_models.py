@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lnpath.analysis.calibrated import KIND, CalibratedMorphometryCaller, read_card
+from lnpath.analysis.calibrated import KIND, CalibratedMorphometryCaller
 from lnpath.analysis.lesions import LesionCaller
-from lnpath.models.store import resolve_model_path
+from lnpath.models.store import read_card, resolve_model_path
 
 
 def load_lesion_model(

@@ -236,7 +236,7 @@ def run_confirm(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """``lnpath verify RESULT``: exit 0 if intact, 3 (ResultError) if tampered with."""
-    from lnpath.workflow.signoff import verify
+    from lnpath.results.seal import verify
 
     check = verify(args.result)
     Console().print(

@@ -13,8 +13,11 @@ import numpy as np
 from skimage import io
 
 from lnpath.analysis.lesions import square_crop
+from lnpath.analysis.measure import read_glomerulus
 from lnpath.core.errors import InputError
 from lnpath.core.findings import LESIONS
+from lnpath.io.qupath import read_qupath
+from lnpath.wsi.slide import open_slide
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +202,6 @@ def qupath_glomeruli(
     Yields:
         ``(rgb, mask, class name, slide file name)`` per glomerulus; ``mask`` is the polygon.
     """
-    from lnpath.analysis.measure import read_glomerulus
-    from lnpath.io.qupath import read_qupath
-    from lnpath.wsi.slide import open_slide
 
     for geojson, slide_path in pairs:
         features = read_qupath(geojson)
