@@ -67,7 +67,7 @@ _EXPORTS: dict[str, str] = {
     "confirm": "workflow.signoff",
     "verify": "results.seal",
     "compare": "workflow.compare",
-    "train_lesions_from_results": "workflow.learning",
+    "train_lesions_from_results": "training.learning",
     "review_order": "results.queue",
     "ResponseResult": "response.endpoint",
     # cohorts

@@ -30,7 +30,7 @@ import numpy as np
 import lnpath
 from lnpath.training.evaluation import agreement
 from lnpath.training.from_results import crops_from_results, measure_results
-from lnpath.workflow.learning import confirmed_results
+from lnpath.training.learning import confirmed_results
 
 
 def _assemble(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:

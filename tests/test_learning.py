@@ -220,14 +220,14 @@ def test_the_default_rules_say_their_negatives_are_unreviewed(biopsies: Biopsies
 
 def test_two_results_of_one_slide_count_once(biopsies: Biopsies, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(biopsies.folders[3], tmp_path / "copy-of-3"))
-    from lnpath.workflow.learning import confirmed_results
+    from lnpath.training.learning import confirmed_results
 
     results, ignored = confirmed_results([*biopsies.folders, copy])
     assert len(results) == 4 and len(ignored["duplicate_slide"]) == 1
 
 
 def test_tampered_results_are_ignored_and_counted(biopsies: Biopsies, tmp_path: Path) -> None:
-    from lnpath.workflow.learning import confirmed_results
+    from lnpath.training.learning import confirmed_results
 
     tampered = Path(shutil.copytree(biopsies.folders[0], tmp_path / "tampered"))
     table = pd.read_csv(tampered / "findings.csv")
@@ -270,7 +270,7 @@ def test_a_moved_slide_is_named_with_the_way_to_find_it(
         assert code == 2 and str(slide) in err and "--slide-root" in err
         assert len(err.strip().splitlines()) == 1
         from lnpath.training.from_results import locate_slide
-        from lnpath.workflow.learning import confirmed_results
+        from lnpath.training.learning import confirmed_results
 
         results, _ = confirmed_results(biopsies.folders[3:])
         assert locate_slide(results[0], moved_to) == moved_to / slide.name

@@ -135,7 +135,7 @@ def run_from_results(args: argparse.Namespace) -> int:
     """Train on the confirmed calls of confirmed result folders."""
     import torch
 
-    from lnpath.workflow.learning import train_lesions_from_results
+    from lnpath.training.learning import train_lesions_from_results
 
     if args.qupath or args.crops or args.labels or args.map or args.crop_mpp:
         raise InputError("--from-results takes no --labels, --map or --crop-mpp")

@@ -2,7 +2,7 @@
 
 A confirmed result is a pathologist's call on every glomerulus of a biopsy, so a lab that signs out
 with lnpath accumulates the labelled set no public data offers. This module turns already
-verified, confirmed results (:mod:`lnpath.workflow.learning` checks the seals) into the training
+verified, confirmed results (:mod:`lnpath.training.learning` checks the seals) into the training
 sets of :mod:`lnpath.training.lesions` (crops) and :mod:`lnpath.training.calibration`
 (measurements):
 

@@ -3,6 +3,7 @@
 ``train_lesions_from_results`` takes result folders (or folders of them, as a batch writes), keeps
 those a pathologist confirmed whose seals verify, counts each slide once, and trains the lesion CNN
 or calibrates the morphometry on their confirmed calls (:mod:`lnpath.training.from_results`).
+Seals are checked with :func:`lnpath.results.seal.verify`, the check ``lnpath verify`` runs.
 Provisional and tampered folders are ignored and counted, never used: a label nobody confirmed, or
 one changed after confirmation, is not a pathologist's call.
 """
@@ -18,8 +19,8 @@ from typing import Any
 from lnpath.core.errors import InputError, ResultError
 from lnpath.io.atomic import check_output_dir
 from lnpath.results.folder import load_result_json, read_findings_csv
-from lnpath.training.from_results import ConfirmedResult
-from lnpath.workflow.signoff import verify
+from lnpath.results.seal import verify
+from lnpath.training.from_results import ConfirmedResult, crops_from_results, measure_results
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +138,13 @@ def train_lesions_from_results(
         InputError: no usable result or no lesion with enough labels (nothing written).
         SlideError: a result's slide moved or changed.
     """
-    from lnpath.training.from_results import crops_from_results, measure_results
-
     if method not in METHODS:
         raise InputError(f"method {method!r}: use one of {', '.join(METHODS)}")
     if folds < 2:
         raise InputError("folds must be >= 2")
     check_output_dir(Path(out), overwrite, marker="card.json")
     results, ignored = confirmed_results(dirs)
-    if method == "morphometry":
+    if method == "morphometry":  # both trainers load torch: only when training
         from lnpath.training.calibration import calibrate_morphometry
 
         measured = measure_results(results, ignored, slide_root, progress=progress)
