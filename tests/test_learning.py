@@ -94,6 +94,8 @@ def _scripted_calls(result: Path, k: int, out: Path) -> Path:
             object
         )
         table.loc[: NOT_ASSESSED_ENDO - 1, "endocapillary_hypercellularity"] = None
+    if k == 2:
+        table["ischemic"] = [i == 0 for i in range(len(table))]  # excluded from the labels
     path = out / f"calls{k}.csv"
     table.to_csv(path, index=False)
     return path
@@ -173,7 +175,8 @@ def test_morphometry_model_from_confirmed_results(
         assert entry["slide_sha256"] == record["slide"]["fingerprint"]["sha256"]
         assert entry["confirmed_by"] == "Dr A" and entry["edits"] > 0
     assert card["lnpath_version"] == lnpath.__version__
-    n = sum(len(pd.read_csv(f / "findings.csv")) for f in biopsies.folders)
+    n = sum(len(pd.read_csv(f / "findings.csv")) for f in biopsies.folders) - 1
+    assert info["skipped_glomeruli"] == {"excluded": 1, "unreadable": 0}
     endo = card["counts"]["endocapillary_hypercellularity"]
     assert endo["not_assessed"] == NOT_ASSESSED_ENDO  # not assessed is missing, not negative
     assert endo["positive"] + endo["negative"] == n - NOT_ASSESSED_ENDO

@@ -94,3 +94,23 @@ def test_evaluate_leaves_not_assessed_out(missing: int) -> None:
     p = np.where(np.nan_to_num(y) > 0, 0.8, 0.2)
     m = evaluate(y, p, np.arange(20) % 4)
     assert m["n"] == 20 - missing and m["kappa"] == pytest.approx(1.0)
+
+
+def test_confirmed_labels_skip_excluded_glomeruli_and_keep_not_assessed_missing() -> None:
+    from lnpath.training.from_results import confirmed_labels
+
+    findings = pd.DataFrame(
+        {
+            "glomerulus_id": [1, 2, 3, 4],
+            "global_sclerosis": pd.array([True, False, pd.NA, True], dtype="boolean"),
+            "exclusion": ["", "not_glomerulus", np.nan, "ischemic"],
+        }
+    )
+    labels = confirmed_labels(findings)
+    assert labels["glomerulus_id"].tolist() == [1, 3]
+    assert labels["global_sclerosis"].tolist()[0] == 1.0
+    assert np.isnan(labels["global_sclerosis"].tolist()[1])  # not assessed: no label
+    assert labels["cellular_crescent"].isna().all()  # a lesion column the folder lacks
+    # an older folder: no exclusion column, only the ischemic flag
+    old = pd.DataFrame({"glomerulus_id": [1, 2], "ischemic": pd.array([pd.NA, True], "boolean")})
+    assert confirmed_labels(old)["glomerulus_id"].tolist() == [1]
