@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lnpath.analysis.calibrated import KIND, CalibratedMorphometryCaller, read_card
+from lnpath.analysis.calibrated import KIND, CalibratedMorphometryCaller
 from lnpath.analysis.lesions import LesionCaller
-from lnpath.models.store import resolve_model_path
+from lnpath.models.store import read_card, resolve_model_path
 
 
 def load_lesion_model(

@@ -38,8 +38,10 @@ from lnpath.batch.manifest import (
     shard_rows,
     validate_manifest,
 )
-from lnpath.core.errors import InputError, LnpathError, one_line
+from lnpath.core.errors import InputError, LnpathError, ResultError, one_line
 from lnpath.io.atomic import atomic_path
+from lnpath.results.folder import load_result_json
+from lnpath.workflow.options import ScoreOptions
 
 LOG = logging.getLogger(__name__)
 
@@ -117,11 +119,10 @@ def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) 
 
 
 def _segmentation_sha256() -> str:
-    from lnpath.models.store import CARD_FILE, resolve_model_path
+    from lnpath.models.store import read_card, resolve_model_path
     from lnpath.workflow.pipeline import SEGMENTATION_MODEL
 
-    card = resolve_model_path(SEGMENTATION_MODEL) / CARD_FILE
-    return str(json.loads(card.read_text(encoding="utf-8"))["sha256"])
+    return str(read_card(resolve_model_path(SEGMENTATION_MODEL))["sha256"])
 
 
 def _canonical(value: Any) -> str:
@@ -147,11 +148,11 @@ def stale(result: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
 
 
 def read_result(folder: Path) -> dict[str, Any] | None:
+    """The folder's result.json, or None where there is no readable lnpath result."""
     try:
-        data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return load_result_json(folder)
+    except ResultError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,31 +198,26 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
 def score_batch(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     out_dir: str | os.PathLike[str],
+    options: ScoreOptions | None = None,
+    *,
     client: Any = None,
     shard: tuple[int, int] | None = None,
-    overwrite: bool = False,
-    device: str = "auto",
-    config: Any = None,
-    progress: bool = False,
-    lesion_model: str | None = None,
     workers: int | None = None,
+    **option_values: Any,
 ) -> pd.DataFrame:
     """Score every slide of a manifest into ``out_dir/<slide_id>/``, resuming by default.
 
     Args:
         manifest: a manifest CSV path (see :func:`read_manifest`) or an already-read table.
         out_dir: the batch folder; holds one result folder per slide and ``batch_status.csv``.
+        options: how to score (:class:`~lnpath.workflow.options.ScoreOptions`, as for
+            :func:`lnpath.score_slide`); its fields may also be keywords (``device="cuda"``,
+            ``overwrite=True``: re-score slides that already have a result, ...). A manifest
+            ``stain`` wins over ``options.stain``; a config path travels to workers as a path.
         client: None (a local cluster of worker processes when more than one slide remains,
             in-process otherwise), a ``dask.distributed.Client`` (e.g. on a SLURMCluster), or
             a scheduler address string.
         shard: ``(i, n)`` scores rows ``i::n`` only, for ``sbatch --array``.
-        overwrite: re-score slides that already have a result.
-        device: ``auto``, ``cpu`` or ``cuda`` for the networks, in each worker.
-        config: a scoring configuration (path, mapping or
-        :class:`~lnpath.scoring.config.ScoringConfig`);
-            a path travels to the workers as a path.
-        progress: show a tqdm bar over finished slides on stderr.
-        lesion_model: a trained lesion model name or path; None uses the morphometry rules.
         workers: worker processes of the default local cluster (default: the CPU count).
 
     Returns:
@@ -231,10 +227,15 @@ def score_batch(
         ``out_dir/batch_status.csv``.
 
     Raises:
-        InputError: a malformed manifest, shard or configuration (nothing is scored then).
+        InputError: a malformed manifest, shard, option or configuration (nothing is scored
+            then).
     """
     from lnpath.io.configfile import load_config
 
+    opts = ScoreOptions.build(options, **option_values)
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise InputError(f"workers must be a whole number >= 1, got {workers!r}")
+    config, lesion_model = opts.config, opts.lesion_model
     if isinstance(manifest, pd.DataFrame):
         table = validate_manifest(manifest, "manifest", Path.cwd())
     else:
@@ -255,7 +256,7 @@ def score_batch(
         base = {k: row[k] for k in ("slide_id", "patient_id", "timepoint", "biopsy_date", "path")}
         folder = out / row["slide_id"]
         base["result"] = str(folder.resolve())
-        decision = _plan(row, folder, overwrite, config, lesion_id)
+        decision = _plan(row, folder, opts.overwrite, config, lesion_id)
         if decision is not None:
             records[row["slide_id"]] = {**base, "seconds": 0.0, "worker": None, **decision}
             continue
@@ -263,8 +264,9 @@ def score_batch(
             {
                 **row,
                 "out": str(folder),
+                "stain": row.get("stain") or opts.stain,
                 "overwrite": folder.exists(),
-                "device": device,
+                "device": opts.device,
                 "config": config,
                 "lesion_model": lesion_model,
                 "_base": base,
@@ -277,7 +279,7 @@ def score_batch(
         skipped,
         len(records) - skipped,
     )
-    for task, record in _run(tasks, client, progress, workers):
+    for task, record in _run(tasks, client, opts.progress, workers):
         records[task["slide_id"]] = {**task["_base"], **record}
     rows = [records[s] for s in table["slide_id"]]
     status = pd.DataFrame(rows, columns=list(STATUS_COLUMNS)).astype(object)

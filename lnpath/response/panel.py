@@ -19,7 +19,7 @@ from lnpath.response.presets import (
     zickert_rule,
 )
 from lnpath.response.rules import PairFields, evaluate, rule_text
-from lnpath.response.sides import BiopsySide, IndexScore, class_name
+from lnpath.response.sides import BiopsySide, SideIndex, class_name
 
 __all__ = ["index_deltas", "panel_fields", "rule_record"]
 
@@ -52,7 +52,7 @@ def index_deltas(bl: BiopsySide, fu: BiopsySide) -> dict[str, Any]:
     return out
 
 
-def _incomplete_reason(a: IndexScore, b: IndexScore) -> str:
+def _incomplete_reason(a: SideIndex, b: SideIndex) -> str:
     parts = []
     for label, idx in (("baseline", a), ("follow-up", b)):
         if not idx.complete:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lnpath.core.errors import InputError
-from lnpath.response.sides import AI_COMPONENTS, CI_COMPONENTS, BiopsySide, IndexScore, parse_class
+from lnpath.response.sides import AI_COMPONENTS, CI_COMPONENTS, BiopsySide, SideIndex, parse_class
 
 __all__ = ["FIELDS", "PairFields", "check_rule", "evaluate", "pair_fields", "rule_text"]
 
@@ -65,7 +65,7 @@ class PairFields:
         return out
 
 
-def _index_range(index: IndexScore) -> Interval:
+def _index_range(index: SideIndex) -> Interval:
     lo = hi = 0
     for c in index.components.values():
         low, high = _component_range(c)

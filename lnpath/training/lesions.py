@@ -26,6 +26,7 @@ from lnpath.analysis.lesion_cnn import calibrated, predict_logits
 from lnpath.core.errors import InputError
 from lnpath.io.atomic import atomic_dir, write_json, write_text
 from lnpath.io.hashing import file_sha256
+from lnpath.models.store import CARD_FILE
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
 from lnpath.training.lesion_data import (
     LabelledCrops,
@@ -34,7 +35,6 @@ from lnpath.training.lesion_data import (
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights.pt"
-CARD_FILE = "card.json"
 
 
 @dataclass
