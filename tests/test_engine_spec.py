@@ -140,6 +140,15 @@ def test_absent_lesion_is_not_flagged_at_a_band_edge_and_compare_agrees() -> Non
     assert not [e for e in r.uncertainty["band_edges"] if e["component"] == "fibrinoid_necrosis"]
 
 
+def test_a_stored_result_flagging_an_absent_lesion_is_not_flagged_by_compare() -> None:
+    """§8: results scored before this rule carry ``near_band_edge`` at 0/N; compare reads the
+    count, so old and new results agree."""
+    old = side(table(20)).to_dict()
+    old["uncertainty"]["components"]["fibrinoid_necrosis"]["near_band_edge"] = True
+    r = lnpath.compare(old, side(table(20)), preset="lufla_AI2")
+    assert not [e for e in r.uncertainty["band_edges"] if e["component"] == "fibrinoid_necrosis"]
+
+
 def test_present_doubled_lesion_at_a_band_edge_is_flagged_by_both() -> None:
     """§1.3/§8: 5/20 necrosis scores 2 (4*5 >= 20, 2*5 <= 20); 4/20 scores 1: one glomerulus
     fewer moves AI by 2, so score and compare both flag it."""
