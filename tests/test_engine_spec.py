@@ -7,6 +7,8 @@ Every case goes through the public facade only (``lnpath.score_findings``, ``lnp
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from typing import Any
 
 import pandas as pd
@@ -456,3 +458,19 @@ def test_presets_say_how_they_are_supported_and_which_index_their_source_used(
     assert (info["label"], info["nih_version"]) == (label, nih)
     assert info["validated"] is (label == "validated")
     assert any("predates the 2018 revision" in c for c in r.caveats) is caveat
+
+
+def test_list_presets_shows_labels_index_versions_and_component_rules() -> None:
+    """§3.3: ``lnpath compare --list-presets`` says how each preset is supported, which index
+    its source scored, and the component-level rule where a preset has one."""
+    run = subprocess.run(
+        [sys.executable, "-m", "lnpath", "compare", "--list-presets"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    out = " ".join(run.stdout.split())
+    assert "lnhr_default -> endpoint: composite_histologic_responder (proposed)" in out
+    assert "lufla_AI2 -> endpoint: histologic_remission [index: austin1984]" in out
+    assert "component rule: class_fu in {I, II} or (class_fu has {III, IV} and" in out

@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_presets(presets: list[dict[str, Any]], fmt: str) -> None:
     from lnpath.response.endpoint import DEFAULT_PARAMS, PARAM_HELP
+    from lnpath.response.rules import rule_text
 
     if fmt == "json":
         print(json.dumps(presets, indent=2, ensure_ascii=False))
@@ -132,6 +133,9 @@ def _print_presets(presets: list[dict[str, Any]], fmt: str) -> None:
                 f"source: {p['source']}", 96, initial_indent="    ", subsequent_indent="    "
             )
         )
+        if p["rule"]:
+            text = f"component rule: {rule_text(p['rule'])}"
+            print(textwrap.fill(text, 96, initial_indent="    ", subsequent_indent="    "))
         changed = {k: v for k, v in p["params"].items() if v != DEFAULT_PARAMS[k]}
         if changed:
             print("    thresholds: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
