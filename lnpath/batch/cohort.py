@@ -143,7 +143,7 @@ def cohort_pairs(
     sides: dict[str, BiopsySide | str] = {}
     rows: list[dict[str, Any]] = []
     for patient, group in scored.groupby("patient_id", sort=False):
-        slides = group.to_dict("records")
+        slides = manifest_records(group)
         for i, follow in enumerate(slides[1:], start=1):
             base = slides[i - 1] if consecutive else slides[0]
             record = _pair_record(patient, base, follow, consecutive, clinical or {})
@@ -172,8 +172,8 @@ def _pair_record(
     consecutive: bool,
     clinical: Mapping[str, str],
 ) -> dict[str, Any]:
-    d0 = pd.to_datetime(base.get("biopsy_date"), errors="coerce")
-    d1 = pd.to_datetime(follow.get("biopsy_date"), errors="coerce")
+    d0 = pd.to_datetime(str(base.get("biopsy_date") or ""), errors="coerce")
+    d1 = pd.to_datetime(str(follow.get("biopsy_date") or ""), errors="coerce")
     return {
         "patient_id": patient,
         "pairing": "consecutive" if consecutive else "baseline",

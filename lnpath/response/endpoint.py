@@ -234,7 +234,7 @@ def compare(
         validated=chosen.validated and not custom,
         preset_label="not validated" if custom else chosen.label,
         preset_nih_version=chosen.nih_version,
-        preset_rule=dict(rule) if custom else preset_rule,
+        preset_rule=dict(rule) if rule is not None else preset_rule,
         params=params,
         status=status,
         reasons=reasons,
@@ -262,7 +262,7 @@ def _configured_preset(bl: BiopsySide, fu: BiopsySide) -> str:
             f"the baseline is configured for response preset {named['baseline']!r} and the "
             f"follow-up for {named['follow-up']!r}; name the preset to apply"
         )
-    return next(iter(named.values()), "lnhr_default")
+    return str(next(iter(named.values()), "lnhr_default"))
 
 
 def _caveats(

@@ -25,6 +25,7 @@ __all__ = ["index_deltas", "panel_fields", "rule_record"]
 
 
 def index_deltas(bl: BiopsySide, fu: BiopsySide) -> dict[str, Any]:
+    """Follow-up minus baseline per index and component; None where either is unassessed."""
     out: dict[str, Any] = {}
     for key, a, b in (
         ("activity_index", bl.activity, fu.activity),

@@ -76,7 +76,8 @@ def _index_range(index: SideIndex) -> Interval:
 def _component_range(c: Any) -> Interval:
     if c.score is not None:
         return int(c.score), int(c.score)
-    return tuple(c.score_range) if c.score_range else (0, 3)  # type: ignore[return-value]
+    low, high = c.score_range or (0, 3)
+    return int(low), int(high)
 
 
 def _class_options(side: BiopsySide) -> tuple[Classes, str]:

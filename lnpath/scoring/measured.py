@@ -112,10 +112,10 @@ def apply_measurements(table: pd.DataFrame, cfg: ScoringConfig) -> tuple[pd.Data
         for name in wanted:
             if name not in out:
                 out[name] = pd.array([pd.NA] * len(out), dtype="boolean")
-        given = {name: out[name].to_numpy(dtype=object, na_value=None) for name in wanted}
+        given = {name: [None if v is pd.NA else bool(v) for v in out[name]] for name in wanted}
         kept: list[Any] = []
         moved: list[Any] = []
-        for i in np.flatnonzero(rows):
+        for i in (int(k) for k in np.flatnonzero(rows)):
             calls = {name: given[name][i] for name in wanted}
             derived = all(v is None or bool(v) == bool(usual[name][i]) for name, v in calls.items())
             if not derived:  # contradicts its own measurement: set by a person, it stands
