@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    # slide pixels may be RGB views of OpenSlide's ARGB buffer, whose strides torch refuses
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 @torch.no_grad()

@@ -23,8 +23,13 @@ from typing import Any
 
 import pandas as pd
 
-from lnpath.batch.manifest import COHORT_FILE, PAIRS_FILE, manifest_records
-from lnpath.batch.run import read_result, read_status
+from lnpath.batch.manifest import (
+    COHORT_FILE,
+    PAIRS_FILE,
+    manifest_records,
+    read_result,
+    read_status,
+)
 from lnpath.batch.summary import crosstab, summarise_pairs, unpaired
 from lnpath.core.errors import InputError, LnpathError, one_line
 from lnpath.io.atomic import atomic_path

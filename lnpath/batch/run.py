@@ -30,18 +30,24 @@ from typing import Any
 
 import pandas as pd
 
+from lnpath.analysis.cortex import normalise_stain
 from lnpath.batch.cluster import dask_client
 from lnpath.batch.manifest import (
     STATUS_FILE,
     manifest_records,
     read_manifest,
+    read_result,
     shard_rows,
     validate_manifest,
 )
-from lnpath.core.errors import InputError, LnpathError, ResultError, one_line
+from lnpath.core.errors import InputError, LnpathError, one_line
 from lnpath.io.atomic import atomic_path
-from lnpath.results.folder import load_result_json
+from lnpath.io.configfile import load_config
+from lnpath.io.hashing import file_sha256
+from lnpath.models.store import read_card, resolve_model_path
 from lnpath.workflow.options import ScoreOptions
+from lnpath.workflow.pipeline import SEGMENTATION_MODEL, lesion_caller, score_slide
+from lnpath.wsi.slide import open_slide
 
 LOG = logging.getLogger(__name__)
 
@@ -75,7 +81,6 @@ def lesion_model_id(lesion_model: str | None) -> str | None:
     Raises:
         ModelError: the model cannot be found or loaded.
     """
-    from lnpath.workflow.pipeline import lesion_caller
 
     sha256 = getattr(lesion_caller(lesion_model, device="cpu"), "sha256", None)
     return str(sha256) if sha256 else lesion_model
@@ -94,10 +99,6 @@ def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) 
             takes).
         lesion_id: the batch's lesion model as :func:`lesion_model_id` identifies it.
     """
-    from lnpath.analysis.cortex import normalise_stain
-    from lnpath.io.configfile import load_config
-    from lnpath.io.hashing import file_sha256
-    from lnpath.wsi.slide import open_slide
 
     with open_slide(row["path"], mpp=row.get("mpp")) as slide:
         fingerprint = slide.fingerprint()
@@ -119,8 +120,6 @@ def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) 
 
 
 def _segmentation_sha256() -> str:
-    from lnpath.models.store import read_card, resolve_model_path
-    from lnpath.workflow.pipeline import SEGMENTATION_MODEL
 
     return str(read_card(resolve_model_path(SEGMENTATION_MODEL))["sha256"])
 
@@ -147,14 +146,6 @@ def stale(result: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
     return [name for name, value in expected.items() if found.get(name) != value]
 
 
-def read_result(folder: Path) -> dict[str, Any] | None:
-    """The folder's result.json, or None where there is no readable lnpath result."""
-    try:
-        return load_result_json(folder)
-    except ResultError:
-        return None
-
-
 # --------------------------------------------------------------------------------------------
 # scoring
 
@@ -165,7 +156,6 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
     Takes plain data (paths and options) so that it pickles to any worker; returns the status
     record instead of raising, so one bad slide never cancels the batch.
     """
-    from lnpath.workflow.pipeline import score_slide
 
     start = time.perf_counter()
     record: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "error": None}
@@ -230,7 +220,6 @@ def score_batch(
         InputError: a malformed manifest, shard, option or configuration (nothing is scored
             then).
     """
-    from lnpath.io.configfile import load_config
 
     opts = ScoreOptions.build(options, **option_values)
     if workers is not None and (isinstance(workers, bool) or workers < 1):
@@ -409,21 +398,6 @@ def _merge_status(out: Path, status: pd.DataFrame) -> None:
             merged.to_csv(tmp, index=False)
 
 
-def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The batch folder's ``batch_status.csv``, every column as text (empty = none)."""
-    target = Path(out_dir) / STATUS_FILE
-    if not target.is_file():
-        raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
-    try:
-        table = pd.read_csv(target, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{target}: unreadable ({type(exc).__name__})") from None
-    missing = [c for c in ("slide_id", "outcome") if c not in table.columns]
-    if missing:
-        raise InputError(f"{target}: malformed (no column {', '.join(missing)})")
-    return table.replace({"": None})
-
-
 def summarise(status: pd.DataFrame) -> dict[str, int]:
     """Counts of ``scored``, ``skipped`` and ``failed`` slides in a status table."""
     counts = status["outcome"].value_counts()
@@ -431,7 +405,6 @@ def summarise(status: pd.DataFrame) -> dict[str, int]:
 
 
 __all__ = [
-    "read_status",
     "score_batch",
     "score_task",
     "shard_rows",

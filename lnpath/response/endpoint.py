@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lnpath import __version__
 from lnpath.core.errors import InputError
+from lnpath.response.html import render_fragment, render_html
 from lnpath.response.panel import index_deltas, panel_fields, rule_record
 from lnpath.response.preconditions import (
     Check,
@@ -106,7 +108,6 @@ class ResponseResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the response.json schema)."""
-        from lnpath import __version__
 
         return {
             "schema": "lnpath.response/1",
@@ -139,12 +140,10 @@ class ResponseResult:
 
     def to_html(self) -> str:
         """A self-contained HTML report."""
-        from lnpath.response.html import render_html
 
         return render_html(self.to_dict())
 
     def _repr_html_(self) -> str:
-        from lnpath.response.html import render_fragment
 
         return render_fragment(self.to_dict())
 

@@ -41,6 +41,8 @@ from lnpath.io.atomic import atomic_dir, write_json, write_text
 from lnpath.io.hashing import bytes_sha256, file_sha256
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
 from lnpath.report.assets import Assets
+from lnpath.report.slide import diagnosis_line, render_overlay, render_report, render_summary
+from lnpath.scoring.score import BiopsyScore
 
 LOG = logging.getLogger(__name__)
 
@@ -242,7 +244,6 @@ def write_result(
     carried over unless ``event`` is a fresh scoring, so the history survives every review and
     confirmation.
     """
-    from lnpath.report.slide import render_overlay, render_report
 
     target = Path(target)
     with atomic_dir(target, overwrite=overwrite, marker="result.json") as tmp:
@@ -312,7 +313,6 @@ class SlideResult:
     @property
     def score(self) -> Any:
         """The :class:`lnpath.scoring.score.BiopsyScore` of this revision."""
-        from lnpath.scoring.score import BiopsyScore
 
         return BiopsyScore.from_dict(self.data["scores"])
 
@@ -338,12 +338,10 @@ class SlideResult:
 
     def diagnosis_line(self) -> str:
         """The one-line diagnosis the report leads with."""
-        from lnpath.report.slide import diagnosis_line
 
         return diagnosis_line(self.data)
 
     def _repr_html_(self) -> str:
-        from lnpath.report.slide import render_summary
 
         return render_summary(self.data, self.report_path)
 

@@ -20,7 +20,7 @@ from lnpath.response.endpoint import compare as compare_sides
 from lnpath.response.presets import get_preset
 from lnpath.response.sides import BiopsySide, load_side, side_from_result
 from lnpath.results.folder import load_result_json
-from lnpath.workflow.signoff import verify
+from lnpath.results.seal import verify
 
 
 def load_folder_side(obj: Any, label: str = "biopsy") -> BiopsySide:

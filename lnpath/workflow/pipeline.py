@@ -20,12 +20,19 @@ from typing import Any
 import pandas as pd
 
 from lnpath import __version__
+from lnpath.analysis.cortex import measure_cortex
+from lnpath.analysis.glomeruli import Glomeruli
+from lnpath.analysis.lesion_models import load_lesion_model
+from lnpath.analysis.lesions import MorphometryCaller
+from lnpath.analysis.segment import segment_glomeruli
 from lnpath.core.errors import InputError
 from lnpath.core.vocabulary import main_call
 from lnpath.io.atomic import check_output_dir
 from lnpath.io.configfile import load_config
 from lnpath.io.hashing import file_sha256
+from lnpath.models.store import load_model
 from lnpath.report.assets import Assets
+from lnpath.results.edits import beyond_slide
 from lnpath.results.folder import (
     SCHEMA_VERSION,
     ResultContent,
@@ -35,7 +42,10 @@ from lnpath.results.folder import (
     json_value,
     write_result,
 )
+from lnpath.scoring.score import score_findings
 from lnpath.workflow.options import ScoreOptions
+from lnpath.wsi.slide import open_slide
+from lnpath.wsi.tissue import detect_tissue
 
 LOG = logging.getLogger(__name__)
 
@@ -70,8 +80,6 @@ def lesion_caller(name: str | None, stain: str = "PAS", device: str = "auto") ->
     measurements hold), so the stain of the section travels with them; a model folder's card says
     which kind of caller it needs (:func:`lnpath.analysis.lesions.load_lesion_model`).
     """
-    from lnpath.analysis.lesion_models import load_lesion_model
-    from lnpath.analysis.lesions import MorphometryCaller
 
     if name is None:
         return MorphometryCaller(stain=stain)
@@ -87,6 +95,11 @@ def _model_info(obj: Any, fallback: str) -> dict[str, Any]:
     }
     if callable(getattr(obj, "describe", None)):
         info["settings"] = json_safe(obj.describe())
+    card = getattr(obj, "card", None)
+    if isinstance(card, dict):  # a trained model: its figures travel with the calls it makes
+        from lnpath.analysis.lesion_models import validation_summary
+
+        info["validation"] = json_safe(validation_summary(card))
     return info
 
 
@@ -96,7 +109,6 @@ def _check_outlines_on_slide(outlines: Any, dimensions: tuple[int, int], where: 
     Raises:
         InputError: naming the first glomerulus outside.
     """
-    from lnpath.results.edits import beyond_slide
 
     for g in outlines:
         if beyond_slide(g.polygon, dimensions):
@@ -170,9 +182,6 @@ def score_slide(
     Raises:
         SlideError, InputError, ModelError: the slide, an option or a model is unusable.
     """
-    from lnpath.analysis.cortex import measure_cortex
-    from lnpath.scoring.score import score_findings
-    from lnpath.wsi.slide import open_slide
 
     opts = ScoreOptions.build(options, **option_values)
     path = Path(path)
@@ -242,10 +251,6 @@ def _find_glomeruli(
 ) -> tuple[Any, dict[str, Any], Any]:
     """The outlines to score (segmented, or a pathologist's GeoJSON), their source and the
     tissue mask; a slide without tissue stops here, before minutes of work."""
-    from lnpath.analysis.glomeruli import Glomeruli
-    from lnpath.analysis.segment import segment_glomeruli
-    from lnpath.models.store import load_model
-    from lnpath.wsi.tissue import detect_tissue
 
     tissue = detect_tissue(slide)
     if not tissue.mask.any():
