@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 import lnpath
-from lnpath.errors import InputError, ResultError
+from lnpath.core.errors import InputError, ResultError
 
 PATHOLOGIST = "Dr Ada Renal"
 #: The glomerular activity components the demo's morphometry leaves unassessed, plus the cortex.
@@ -324,9 +324,11 @@ def test_a_stale_qupath_export_is_refused_unless_told_how_to_merge(
     rev2 = lnpath.review(result_dir, pathologist="Dr First", findings=edited)
     assert rev2.revision == 2
 
-    # the QuPath user, working from revision 1, calls one glomerulus a crescent and clears G(ids[2])
+    # the QuPath user, working from revision 1, calls one glomerulus a cellular crescent and
+    # deletes two: ids[2] (which revision 2 has since called globally sclerosed) and ids[9]
     _classify(stale, 7, "Cellular crescent")
-    _classify(stale, 2, "No lesion")
+    gone = {2, 9}
+    stale["features"] = [f for i, f in enumerate(stale["features"]) if i not in gone]
     path = tmp_path / "stale.geojson"
     path.write_text(json.dumps(stale), encoding="utf-8")
     with pytest.raises(ResultError, match=r"revision 1.*revision 2|revision 2.*revision 1") as err:
@@ -345,6 +347,7 @@ def test_a_stale_qupath_export_is_refused_unless_told_how_to_merge(
     assert bool(table.at[ids[2], "global_sclerosis"]) is True  # revision 2's call survives
     assert bool(table.at[ids[4], "global_sclerosis"]) is True
     assert bool(table.at[ids[7], "cellular_crescent"]) is True  # the export's own edit applies
+    assert ids[9] not in table.index  # an unchanged glomerulus the export deleted is deleted
     merge = merged.to_dict()["merge"]
     assert merge["base_revision"] == 1
     assert any(r["glomerulus"] == ids[2] for r in merge["refused"])

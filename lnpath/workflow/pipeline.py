@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from lnpath import __version__
 from lnpath.core.errors import InputError
 from lnpath.core.vocabulary import main_call
 from lnpath.io.atomic import check_output_dir
-from lnpath.io.configfile import load_config
+from lnpath.io.configfile import load_biopsy, load_config
 from lnpath.io.hashing import file_sha256
 from lnpath.report.assets import Assets
 from lnpath.results.folder import (
@@ -35,6 +35,7 @@ from lnpath.results.folder import (
     json_value,
     write_result,
 )
+from lnpath.scoring.biopsy import class_inputs
 
 LOG = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def score_slide(
     progress: bool = False,
     on_stage: StageCallback | None = None,
     glomeruli: str | Path | None = None,
+    biopsy: str | Path | Mapping[str, Any] | None = None,
 ) -> SlideResult:
     """Score one biopsy slide and write its result folder.
 
@@ -170,6 +172,9 @@ def score_slide(
         on_stage: called as ``on_stage(stage, done)`` at the start and end of each stage.
         glomeruli: a QuPath GeoJSON of glomerulus outlines (level-0 px) to score instead of
             segmenting, e.g. a pathologist's own annotations.
+        biopsy: biopsy-level findings the section cannot show (IF/EM, vessels, "not evaluable"
+            marks): a YAML/JSON file or a mapping (layout in :mod:`lnpath.scoring.biopsy`); the
+            class rules read its IF/EM part.
 
     Returns:
         The :class:`SlideResult`, status ``provisional``.
@@ -197,6 +202,7 @@ def score_slide(
         )
         LOG.warning("%s", warnings[-1])
     cfg = load_config(config)
+    stated = load_biopsy(biopsy)
     caller = lesion_caller(lesion_model, stain=stain, device=device)  # a bad name fails now
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -235,7 +241,7 @@ def score_slide(
         cortex = measure_cortex(slide, outlines, stain=stain, progress=progress, tissue=tissue)
         fractions = cortex.fractions()
     with _stage("score", timings, on_stage):
-        score = score_findings(calls, cortex=fractions, config=cfg)
+        score = score_findings(calls, cortex=fractions, config=cfg, biopsy=class_inputs(stated))
     with _stage("write", timings, on_stage):
         polygons = {g.id: g.polygon for g in outlines}
         assets = Assets.from_slide(slide, polygons)
@@ -268,6 +274,7 @@ def score_slide(
             "confirmation": None,
             "changes": [],
             "warnings": warnings,
+            "biopsy": stated,
         }
         event = {"event": "scored", "at": result["created_at"], "by": f"lnpath {__version__}"}
         content = ResultContent(findings, polygons, assets)
