@@ -32,6 +32,7 @@ NOT_EVALUABLE = {
     "cellular_fibrocellular_crescents": "needs silver",
     "interstitial_inflammation": "cortex not measured on this section",
     "interstitial_fibrosis": "needs trichrome",
+    "fibrous_crescents": "needs silver",
     "tubular_atrophy": "cortex not measured on this section",
 }
 
@@ -528,3 +529,24 @@ def test_signed_report_has_no_proposal_wording(result_dir: Path) -> None:
     assert "IgG" in text and "2+" in text
     for denominator in ("of all glomeruli", "% of cortex"):
         assert denominator in text
+
+
+def test_a_section_that_may_not_be_kidney_is_not_evaluable(scored: Path) -> None:
+    from lnpath.report.slide import diagnosis_line, render_report
+    from lnpath.results.folder import ResultContent
+
+    data = _result(scored)
+    warning = (
+        "most glomerulus detections are weak (median probability 0.41; 9 of 11 below 0.5): is "
+        "this a PAS-stained kidney section at the stated µm/px? Check every outline"
+    )
+    data["models"][0]["run"] = {"detection_quality": {"warning": warning}}
+    line = diagnosis_line(data)
+    assert line.startswith("Not evaluable: most glomerulus detections are weak")
+    assert "Lupus nephritis" not in line
+    content = ResultContent.load(scored)
+    parser = _Text()
+    parser.feed(render_report(data, content.findings, content.polygons, content.assets))
+    text = " ".join(parser.parts)
+    assert "Kidney biopsy: not evaluable" in text
+    assert "Lupus nephritis" not in text and "(adequate)" not in text
