@@ -22,7 +22,7 @@ from lnpath.report import charts as report_charts
 from lnpath.report.slide import diagnosis_line, index_text
 
 INJECTED = "<script>alert('x')</script>"
-VOID = {"meta", "img", "br", "hr", "input", "link"}
+VOID = {"meta", "img", "br", "hr", "input", "link", "col"}
 
 
 class _Checker(HTMLParser):

@@ -368,6 +368,7 @@ def test_review_records_lesion_extent_for_the_2003_labels(result_dir: Path, tmp_
     assert _changes(after) == [(first, "lesion extent", "not assessed", "segmental")]
     saved = pd.read_csv(result_dir / "findings.csv")
     assert saved.loc[saved["glomerulus_id"] == first, "lesion_extent"].item() == "segmental"
+    table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)  # revision 2
     table.loc[1, "lesion_extent"] = "most of it"
     table.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(InputError, match="'most of it' is not segmental or global"):
@@ -396,6 +397,7 @@ def test_spreadsheet_ids_and_shifted_rows(result_dir: Path, tmp_path: Path) -> N
     assert (first, "Fibrinoid necrosis", "not assessed", "yes") in _changes(
         review(result_dir, pathologist=REVIEWER, findings=tmp_path / "excel.csv")
     )
+    table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)  # revision 2
     shifted = table.copy()
     shifted.loc[[0, 1], "glomerulus_id"] = shifted.loc[[1, 0], "glomerulus_id"].to_numpy()
     shifted.to_csv(tmp_path / "shifted.csv", index=False)

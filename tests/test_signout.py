@@ -550,3 +550,19 @@ def test_a_section_that_may_not_be_kidney_is_not_evaluable(scored: Path) -> None
     text = " ".join(parser.parts)
     assert "Kidney biopsy: not evaluable" in text
     assert "Lupus nephritis" not in text and "(adequate)" not in text
+
+
+def test_review_takes_a_findings_table_with_exclusion_columns(result_dir: Path) -> None:
+    """The workstation's path: a DataFrame, and the revision it was edited on."""
+    table = lnpath.SlideResult.load(result_dir).findings
+    gid = int(table.iloc[0]["glomerulus_id"])
+    table["exclusion"] = ""
+    table["exclusion_reason"] = ""
+    table.loc[0, ["exclusion", "exclusion_reason"]] = ["ischemic", "hilar, obsolescent"]
+    after = lnpath.review(result_dir, pathologist=PATHOLOGIST, findings=table, base_revision=1)
+    row = after.findings.set_index("glomerulus_id").loc[gid]
+    assert (row["exclusion"], row["exclusion_reason"]) == ("ischemic", "hilar, obsolescent")
+    isn = after.to_dict()["scores"]["isn_rps_class"]
+    assert isn["n_class"] == isn["n_all"] - 1
+    with pytest.raises(ResultError, match="revision 1"):
+        lnpath.review(result_dir, pathologist=PATHOLOGIST, findings=table, base_revision=1)

@@ -140,7 +140,7 @@ def _overview(
     }
 
 
-def _card_call(row: Mapping[str, Any]) -> str:
+def _card_call(row: Mapping[Any, Any]) -> str:
     kind = row.get("exclusion")
     if isinstance(kind, str) and kind in EXCLUSIONS:
         return f"excluded ({EXCLUSIONS[kind]})"

@@ -244,7 +244,7 @@ _FIELD_WORDS = {"ISN/RPS class proposal": "ISN/RPS class"}
 _VALUE_WORDS = {"not proposed": "none"}
 
 
-def _change_text(change: Mapping[str, Any]) -> dict[str, str]:
+def _change_text(change: Mapping[str, Any]) -> dict[str, Any]:
     field = str(change.get("field"))
     gid = change.get("glomerulus")
     return {

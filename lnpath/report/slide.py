@@ -213,7 +213,7 @@ def render_summary(result: Mapping[str, Any], report_path: Path) -> str:
             "<tr><th>Status</th><td>{status} (revision {revision})</td></tr></table>"
             "<p><a href='{href}' target='_blank'>{report}</a></p></div>"
         ).format(
-            diagnosis=diagnosis_text(result),
+            diagnosis=diagnosis_line(result),
             n=adequacy.get("n_glomeruli"),
             adequacy=adequacy.get("status"),
             ai=index_text(scores["activity_index"], gaps),

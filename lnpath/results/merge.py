@@ -81,7 +81,7 @@ def _snapshot_stamp(folder: Path, revision: int) -> dict[str, Any]:
 
 def _row(table: pd.DataFrame, gid: int) -> dict[str, Any] | None:
     rows = table[table["glomerulus_id"] == gid]
-    return None if rows.empty else rows.iloc[0].to_dict()
+    return None if rows.empty else {str(k): v for k, v in rows.iloc[0].items()}
 
 
 def _value(row: Mapping[str, Any] | None, column: str) -> Any:
@@ -89,7 +89,7 @@ def _value(row: Mapping[str, Any] | None, column: str) -> Any:
     return None if is_missing(value) else value
 
 
-def _same_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def _same_row(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
     return all(same_value(_value(a, c), _value(b, c)) for c in _COLUMNS)
 
 
