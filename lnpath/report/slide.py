@@ -32,6 +32,7 @@ from lnpath.report.images import (
     overlay_image,
     render_overlay,
 )
+from lnpath.report.lesion_note import lesion_calls_note
 from lnpath.report.sections import (
     _changes,
     _if_em,
@@ -183,6 +184,7 @@ def render_report(
         ],
         "gallery": _gallery(findings, polygons, assets),
         "never_assessed": [LESION_WORDS[k] for k in never_assessed(findings)],
+        "lesion_calls": lesion_calls_note(result),
         "changes": _changes(result, audit),
         "machine": {
             "notes": _machine_notes(result, confirmed),

@@ -16,9 +16,11 @@ from typing import Any
 
 import pandas as pd
 
+from lnpath.analysis.glomeruli import Glomerulus
 from lnpath.core.errors import InputError, LnpathError, ResultError
 from lnpath.core.findings import LESIONS
 from lnpath.report.assets import Assets
+from lnpath.report.slide import index_text
 from lnpath.results.edits import (
     KEEP_COLUMNS,
     Edit,
@@ -40,6 +42,7 @@ from lnpath.scoring.biopsy import (
 )
 from lnpath.scoring.biopsy import class_override as valid_override
 from lnpath.workflow.pipeline import lesion_caller
+from lnpath.wsi.slide import open_slide
 
 LOG = logging.getLogger(__name__)
 
@@ -60,8 +63,6 @@ def _scoring_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _summary_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
-    from lnpath.report.slide import index_text
-
     pairs = [
         ("glomeruli", old["adequacy"]["n_glomeruli"], new["adequacy"]["n_glomeruli"]),
         (
@@ -96,9 +97,6 @@ def _refresh_from_slide(edit: Edit, result: Mapping[str, Any], assets: Assets) -
     pathologist's class always wins); redrawn ones get fresh measurements. Without the slide
     (moved, or changed since scoring) their measurements stay empty and the report says so.
     """
-    from lnpath.analysis.glomeruli import Glomerulus
-    from lnpath.wsi.slide import open_slide
-
     targets = sorted({*edit.added, *edit.redrawn})
     info = result["slide"]
     path = Path(info["path"])
