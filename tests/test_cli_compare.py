@@ -14,6 +14,17 @@ from lnpath.cli import main
 from lnpath.response.endpoint import PRESETS
 from tests.test_response import result, score
 
+UNGRADED = (
+    "neutrophils_karyorrhexis",
+    "fibrinoid_necrosis",
+    "hyaline_deposits",
+    "cellular_fibrocellular_crescents",
+    "interstitial_inflammation",
+    "fibrous_crescents",
+    "tubular_atrophy",
+    "interstitial_fibrosis",
+)
+
 
 def _folder(root: Path, name: str, data: dict[str, Any]) -> Path:
     folder = root / name
@@ -141,6 +152,8 @@ def real_pair(
             device="cpu",
             patient_id="DEMO-1",
             biopsy_date=day,
+            # what the morphometry cannot grade, marked so the pathologist can sign it
+            biopsy={"not_evaluable": dict.fromkeys(UNGRADED, "PAS section only")},
         )
         folders.append(result.folder)
     return folders[0], folders[1]

@@ -214,6 +214,7 @@ def side_from_result(data: Mapping[str, Any], source: str, error: type[Exception
         "models": model_ids,
         "confirmed_by": confirmed_by,
         "lnpath_version": data.get("lnpath_version"),
+        "class_override": data.get("class_override"),
     }
     return _side_from_scores(scores, source, error, meta)
 
@@ -243,6 +244,10 @@ def _side_from_scores(
     adequacy = scores.get("adequacy") or {}
     klass = scores.get("isn_rps_class")
     klass = klass if isinstance(klass, Mapping) else {}
+    override = meta.get("class_override")
+    if isinstance(override, Mapping) and override.get("class"):
+        # the class the pathologist set (with a reason) is the biopsy's class
+        klass = {"proposal": override["class"], "label": f"{override['class']} (pathologist)"}
     status = meta.get("status") or scores.get("status") or "provisional"
     if status not in {"provisional", "confirmed"}:
         raise error(f"{source}: unknown status {status!r} (expected provisional or confirmed)")
