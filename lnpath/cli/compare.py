@@ -91,12 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.baseline or not args.followup:
         raise InputError("compare needs BASELINE_DIR and FOLLOWUP_DIR (or --list-presets)")
-    result = compare(
-        Path(args.baseline),
-        Path(args.followup),
-        preset=args.preset,
-        **_parse_overrides(args.overrides),
-    )
+    overrides: dict[str, Any] = _parse_overrides(args.overrides)
+    result = compare(Path(args.baseline), Path(args.followup), preset=args.preset, **overrides)
     data = result.to_dict()
     if args.out is not None:
         out: Path = args.out

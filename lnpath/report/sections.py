@@ -21,7 +21,8 @@ from lnpath.report.words import (
     not_kidney,
 )
 from lnpath.scoring.biopsy import EXCLUSIONS, IF_LABELS
-from lnpath.scoring.classification import ACTIVE_LESIONS, CHRONIC_LESIONS
+from lnpath.scoring.classification import ACTIVE_LESIONS
+from lnpath.scoring.legacy import CHRONIC_LESIONS
 
 # --------------------------------------------------------------------------------------------
 # Report sections
