@@ -120,6 +120,19 @@ NOT_EVALUABLE = {
 }
 
 
+def _not_evaluable(k: int) -> dict[str, dict[str, str]]:
+    """Biopsy 1 leaves endocapillary hypercellularity unassessed in some glomeruli, and says so."""
+    if k != 1:
+        return NOT_EVALUABLE
+    reason = "3 glomeruli cut tangentially"
+    return {
+        "not_evaluable": {
+            **NOT_EVALUABLE["not_evaluable"],
+            "endocapillary_hypercellularity": reason,
+        }
+    }
+
+
 def _score_and_confirm(tiff: Path, geojson: Path, out: Path, k: int, **kw: object) -> Path:
     folder = out / f"result{k}"
     lnpath.score_slide(
@@ -127,7 +140,7 @@ def _score_and_confirm(tiff: Path, geojson: Path, out: Path, k: int, **kw: objec
         out=folder,
         glomeruli=geojson,
         patient_id=PATIENTS[k % 4],
-        biopsy=NOT_EVALUABLE,
+        biopsy=_not_evaluable(k),
         **kw,
     )
     calls = _scripted_calls(folder, k, out)
