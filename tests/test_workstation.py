@@ -158,8 +158,13 @@ def ai_low(page: Any) -> int:
 
 
 def save(page: Any) -> str:
+    """Click Save and return the page's answer. Generous: the first save that measures a drawn
+    glomerulus loads the lesion caller (torch) into the server."""
     page.click("#save")
-    page.wait_for_function("document.getElementById('message').textContent.length > 0")
+    page.wait_for_function(
+        "!['', 'saving…'].includes(document.getElementById('message').textContent)",
+        timeout=180_000,
+    )
     return page.locator("#message").text_content()
 
 
