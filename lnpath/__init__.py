@@ -65,8 +65,10 @@ _EXPORTS: dict[str, str] = {
     "SlideResult": "results.folder",
     "review": "workflow.signoff",
     "confirm": "workflow.signoff",
-    "verify": "workflow.signoff",
+    "verify": "results.seal",
     "compare": "workflow.compare",
+    "train_lesions_from_results": "workflow.learning",
+    "review_order": "results.queue",
     "ResponseResult": "response.endpoint",
     # cohorts
     "score_batch": "batch.run",
