@@ -27,6 +27,7 @@ from lnpath.io.configfile import load_config
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
 from lnpath.report.charts import morphometry_thresholds
 from lnpath.results.folder import load_result_json, read_audit, read_findings_csv, read_polygons
+from lnpath.results.seal import verify
 from lnpath.workstation.edits import PageEdits, biopsy_inputs, edited_table, scoring_view
 from lnpath.workstation.records import glomerulus_record, summary
 from lnpath.workstation.tiles import DeepZoomTiles
@@ -93,7 +94,7 @@ class ResultSession:
         self.name = str(result["slide"].get("name") or self.folder.name)
         self.read_only: str | None = None
         try:
-            _verify()(self.folder)
+            verify(self.folder)
         except ResultError as exc:
             self.read_only = f"{exc} — opened read-only"
             LOG.warning("%s", self.read_only)
@@ -275,12 +276,6 @@ def _review() -> Callable[..., Any]:
     from lnpath.workflow.signoff import review
 
     return review
-
-
-def _verify() -> Callable[..., Any]:
-    from lnpath.workflow.signoff import verify
-
-    return verify
 
 
 def _review_keywords() -> set[str]:
