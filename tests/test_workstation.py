@@ -129,6 +129,7 @@ def context(browser: Any) -> Iterator[Any]:
     # the page's Content-Security-Policy is bypassed so that the waits below can evaluate
     # expressions, and so that the escaping test shows the page escapes without CSP's help
     context = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
+    context.set_default_timeout(120_000)  # two shared cores can be very busy; nothing here is timed
     yield context
     context.close()
 
@@ -139,7 +140,7 @@ def open_page(context: Any, server: Server, name: str | None = "Dr Test") -> Any
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.errors = errors
     page.goto(server.url)
-    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    page.wait_for_selector("body[data-ready=true]")
     page.wait_for_selector("#overlay polygon")
     if name is not None:
         page.fill("#pathologist", name)
@@ -242,9 +243,7 @@ def test_drawing_a_missed_glomerulus_changes_n(result: Path, serve: Any, context
     for dx, dy in ((0, 0), (14, 0), (14, 14), (0, 14)):
         page.mouse.click(x + dx, y + dy)
     page.keyboard.press("Enter")
-    page.wait_for_function(
-        f"document.getElementById('n-glomeruli').dataset.n === '{n + 1}'", timeout=10_000
-    )
+    page.wait_for_function(f"document.getElementById('n-glomeruli').dataset.n === '{n + 1}'")
     assert save(page) == "saved revision 2"
     assert len(findings(result)) == n + 1
     page.wait_for_selector(f'#overlay polygon[data-gid="{n + 1}"]')
@@ -387,7 +386,7 @@ def test_results_side_by_side_and_compare(
 # bad input: one line, non-zero exit
 
 
-def run_cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lnpath", "workstation", *map(str, args)],
         capture_output=True,
