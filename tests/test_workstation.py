@@ -47,6 +47,14 @@ def scored_demo(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     slide.parent.mkdir()
     shutil.copy(repo_dir / "examples" / "demo_biopsy.tiff", slide)
     out = root / "result"
+    # what the demo's morphometry cannot grade, marked so that the result can be signed out
+    marks = root / "not-evaluable.json"
+    ungraded = (
+        "neutrophils_karyorrhexis", "fibrinoid_necrosis", "hyaline_deposits",
+        "cellular_fibrocellular_crescents", "interstitial_inflammation", "fibrous_crescents",
+        "tubular_atrophy", "interstitial_fibrosis",
+    )  # fmt: skip
+    marks.write_text(json.dumps({"not_evaluable": dict.fromkeys(ungraded, "demo section")}))
     subprocess.run(
         [
             sys.executable,
@@ -54,6 +62,8 @@ def scored_demo(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
             "lnpath",
             "score",
             str(slide),
+            "--biopsy",
+            str(marks),
             "--glomeruli",
             str(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"),
             "--patient-id",
@@ -266,7 +276,7 @@ def test_sign_out_confirms_the_saved_revision(result: Path, serve: Any, context:
 def test_a_stale_save_is_refused(result: Path, serve: Any, context: Any) -> None:
     server = serve(result)
     page = open_page(context, server)
-    lnpath.review(result, cortex={"interstitial_fibrosis": 0.3}, reviewer="Dr Elsewhere")
+    lnpath.review(result, cortex={"interstitial_fibrosis": 0.3}, pathologist="Dr Elsewhere")
     click_glomerulus(page, 3)
     page.keyboard.press("n")
     message = save(page)

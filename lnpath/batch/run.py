@@ -89,8 +89,9 @@ def lesion_model_id(lesion_model: str | None) -> str | None:
 def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) -> dict[str, Any]:
     """What a finished result for this manifest row must record (compared by :func:`stale`).
 
-    Reading the fingerprint opens the slide (header plus first/last MiB), which is cheap next to
-    scoring and lets a re-run skip finished slides without sending them to a worker.
+    Reading the fingerprint opens the slide and hashes the whole file (streamed, a few seconds per
+    GB), which is cheap next to scoring and lets a re-run skip finished slides without sending
+    them to a worker.
 
     Args:
         row: one manifest row (see :func:`read_manifest`).

@@ -39,9 +39,10 @@ from lnpath.core.findings import LESIONS, is_missing
 from lnpath.core.vocabulary import CLASS_COLOURS
 from lnpath.io.atomic import atomic_dir, write_json, write_text
 from lnpath.io.hashing import bytes_sha256, file_sha256
-from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
+from lnpath.io.qupath import QuPathFeature, feature_collection, read_qupath
 from lnpath.report.assets import Assets
 from lnpath.report.slide import diagnosis_line, render_overlay, render_report, render_summary
+from lnpath.results.stamp import STAMP_COLUMNS, STAMP_MEASUREMENT, export_stamp, stamped
 from lnpath.scoring.score import BiopsyScore
 
 LOG = logging.getLogger(__name__)
@@ -77,14 +78,18 @@ def json_value(value: Any) -> Any:
 
 
 def glomeruli_features(
-    findings: pd.DataFrame, polygons: Mapping[int, BaseGeometry], slide_sha256: str
+    findings: pd.DataFrame,
+    polygons: Mapping[int, BaseGeometry],
+    slide_sha256: str,
+    revision: int | None = None,
 ) -> list[QuPathFeature]:
     """One QuPath annotation per glomerulus: class = main call; calls and measurements attached.
 
     Lesion calls become ``call: <lesion>`` measurements (1 present, 0 absent, left out = not
     assessed) because QuPath measurements are numbers; missing values are left out rather than
     written as null, which not every QuPath version imports. The pathologist edits the class, and
-    :func:`lnpath.workflow.signoff.review` reads both back.
+    :func:`lnpath.workflow.signoff.review` reads both back. ``revision`` becomes the ``lnpath
+    revision`` measurement, the one stamp a QuPath re-export keeps.
     """
     features = []
     for row in findings.to_dict("records"):
@@ -100,6 +105,8 @@ def glomeruli_features(
             measured = key.startswith(("p_", "m_")) or key in ("area_um2", "probability")
             if measured and not is_missing(value):
                 measurements[key] = float(value)
+        if revision is not None:
+            measurements[STAMP_MEASUREMENT] = revision
         features.append(
             QuPathFeature(
                 geometry=polygons[gid],
@@ -130,10 +137,13 @@ def read_polygons(folder: Path) -> dict[int, BaseGeometry]:
 
 def read_findings_csv(path: Path) -> pd.DataFrame:
     """Read a result's ``findings.csv`` with the lesion columns as nullable booleans."""
+    text = {"feature_id": str, "main_call": str, "source": str}
+    text.update(dict.fromkeys(("exclusion", "exclusion_reason", *STAMP_COLUMNS), str))
     try:
-        table = pd.read_csv(path, dtype={"feature_id": str, "main_call": str, "source": str})
+        table = pd.read_csv(path, dtype=text)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ResultError(f"{path}: unreadable findings table ({exc})") from None
+    table = table.drop(columns=[c for c in STAMP_COLUMNS if c in table])
     for lesion in (*LESIONS, "ischemic"):
         if lesion in table:
             table[lesion] = table[lesion].astype("boolean")
@@ -256,10 +266,14 @@ def write_result(
                 shutil.copy2(target / name, tmp / name)
             shutil.copytree(target / "assets", tmp / "assets")
         else:
-            content.findings.to_csv(tmp / "findings.csv", index=False)
+            stamp = export_stamp(content.findings, content.polygons, result["revision"])
+            result["export_stamp"] = stamp
+            stamped(content.findings, stamp).to_csv(tmp / "findings.csv", index=False)
             sha = result["slide"]["fingerprint"]["sha256"]
-            features = glomeruli_features(content.findings, content.polygons, sha)
-            write_qupath(features, tmp / "glomeruli.geojson")
+            features = glomeruli_features(
+                content.findings, content.polygons, sha, revision=stamp["revision"]
+            )
+            write_json(tmp / "glomeruli.geojson", {**feature_collection(features), "lnpath": stamp})
             content.assets.save(tmp, keep=content.polygons)
         table, polygons, assets = content.findings, content.polygons, content.assets
         write_json(tmp / "result.json", result)

@@ -9,6 +9,7 @@ whose ``seal_verified`` says whether its confirmation still holds.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from lnpath.core.errors import LnpathError, ResultError
 from lnpath.response.endpoint import ResponseResult
 from lnpath.response.endpoint import compare as compare_sides
+from lnpath.response.presets import get_preset
 from lnpath.response.sides import BiopsySide, load_side, side_from_result
 from lnpath.results.folder import load_result_json
 from lnpath.results.seal import verify
@@ -41,18 +43,26 @@ def load_folder_side(obj: Any, label: str = "biopsy") -> BiopsySide:
 
 
 def compare(
-    baseline: Any, followup: Any, preset: str = "lnhr_default", **overrides: Any
+    baseline: Any,
+    followup: Any,
+    preset: str | None = None,
+    rule: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> ResponseResult:
     """Compare a baseline and a follow-up biopsy under a named response preset.
 
     Each biopsy may be a result folder, a SlideResult, a BiopsyScore or a score dict; folders'
     confirmation seals are verified, so a result edited after sign-out never gives a ``final``
-    endpoint. See :func:`lnpath.response.endpoint.compare` for the rules.
+    endpoint. ``preset=None`` applies the ``response_preset`` the biopsies were scored with;
+    ``rule`` adds a component-level endpoint. See :func:`lnpath.response.endpoint.compare`.
     """
+    if preset is not None:
+        get_preset(preset)  # an unknown name fails before any folder is read
     return compare_sides(
         load_folder_side(baseline, "baseline"),
         load_folder_side(followup, "follow-up"),
         preset,
+        rule,
         **overrides,
     )
 

@@ -145,17 +145,20 @@ def train_lesions_from_results(
         raise InputError("folds must be >= 2")
     check_output_dir(Path(out), overwrite, marker="card.json")
     results, ignored = confirmed_results(dirs)
+    root = None if slide_root is None else Path(slide_root)
     if method == "morphometry":
         from lnpath.training.calibration import calibrate_morphometry
 
-        measured = measure_results(results, ignored, slide_root, progress=progress)
-        return calibrate_morphometry(measured, out, folds=folds, seed=seed, overwrite=overwrite)
+        measured = measure_results(results, ignored, root, progress=progress)
+        return calibrate_morphometry(
+            measured, Path(out), folds=folds, seed=seed, overwrite=overwrite
+        )
     from lnpath.training.lesions import train_lesion_model
 
-    crops = crops_from_results(results, ignored, mpp, size, slide_root, progress=progress)
+    crops = crops_from_results(results, ignored, mpp, size, root, progress=progress)
     return train_lesion_model(
         crops,
-        out,
+        Path(out),
         arch=arch,
         folds=folds,
         epochs=epochs,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from lnpath.analysis.segment import segment_glomeruli
 from lnpath.core.errors import InputError
 from lnpath.core.vocabulary import main_call
 from lnpath.io.atomic import check_output_dir
-from lnpath.io.configfile import load_config
+from lnpath.io.configfile import load_biopsy, load_config
 from lnpath.io.hashing import file_sha256
 from lnpath.models.store import load_model
 from lnpath.report.assets import Assets
@@ -42,6 +42,7 @@ from lnpath.results.folder import (
     json_value,
     write_result,
 )
+from lnpath.scoring.biopsy import class_inputs
 from lnpath.scoring.score import score_findings
 from lnpath.workflow.options import ScoreOptions
 from lnpath.wsi.slide import open_slide
@@ -159,6 +160,7 @@ def score_slide(
     patient_id: str | None = None,
     biopsy_date: str | dt.date | None = None,
     glomeruli: str | Path | None = None,
+    biopsy: str | Path | Mapping[str, Any] | None = None,
     on_stage: StageCallback | None = None,
     **option_values: Any,
 ) -> SlideResult:
@@ -174,6 +176,9 @@ def score_slide(
         biopsy_date: ISO date of the biopsy.
         glomeruli: a QuPath GeoJSON of glomerulus outlines (level-0 px) to score instead of
             segmenting, e.g. a pathologist's own annotations.
+        biopsy: biopsy-level findings the section cannot show (IF/EM, vessels, "not evaluable"
+            marks): a YAML/JSON file or a mapping (layout in :mod:`lnpath.scoring.biopsy`); the
+            class rules read its IF/EM part.
         on_stage: called as ``on_stage(stage, done)`` at the start and end of each stage.
 
     Returns:
@@ -195,6 +200,7 @@ def score_slide(
         )
         LOG.warning("%s", warnings[-1])
     cfg = load_config(opts.config)
+    stated = load_biopsy(biopsy)
     caller = lesion_caller(opts.lesion_model, stain=opts.stain, device=opts.device)  # fail now
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -212,7 +218,7 @@ def score_slide(
         )
         fractions = cortex.fractions()
     with _stage("score", timings, on_stage):
-        score = score_findings(calls, cortex=fractions, config=cfg)
+        score = score_findings(calls, cortex=fractions, config=cfg, biopsy=class_inputs(stated))
     with _stage("write", timings, on_stage):
         polygons = {g.id: g.polygon for g in outlines}
         assets = Assets.from_slide(slide, polygons)
@@ -237,6 +243,7 @@ def score_slide(
             "confirmation": None,
             "changes": [],
             "warnings": warnings,
+            "biopsy": stated,
         }
         event = {"event": "scored", "at": result["created_at"], "by": f"lnpath {__version__}"}
         content = ResultContent(findings, polygons, assets)
