@@ -456,3 +456,28 @@ def test_a_tampered_result_opens_read_only(result: Path, serve: Any, context: An
     )
     assert status == 423
     assert lnpath.SlideResult.load(result).revision == 1
+
+
+def test_sign_out_fields_are_saved_through_review(result: Path, serve: Any, context: Any) -> None:
+    server = serve(result)
+    page = open_page(context, server)
+    click_glomerulus(page, 4)
+    page.click("#exclude-ischemic")
+    page.select_option("#membranous", "yes")
+    page.select_option("#membranous-extent", "global")
+    page.fill("#class-reason", HOSTILE)
+    page.select_option("#class-override", "IV+V")
+    page.fill("#comment", HOSTILE)
+    page.locator("#comment").blur()
+    assert save(page) == "saved revision 2"
+    on_disk = lnpath.SlideResult.load(result).to_dict()
+    assert on_disk["class_override"] == {"class": "IV+V", "reason": HOSTILE}
+    assert on_disk["comment"] == HOSTILE
+    assert on_disk["biopsy"]["membranous"]["present"] is True
+    assert on_disk["biopsy"]["membranous"]["extent"] == "global"
+    assert findings(result).loc[4, "exclusion"] == "ischemic"
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.locator("#class-reason").input_value() == HOSTILE
+    assert page.locator("#comment").input_value() == HOSTILE
+    assert page.evaluate("window.__lnpath_pwned") is None
