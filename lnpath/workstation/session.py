@@ -9,6 +9,7 @@ trail and seals as the command line. Previews score the edited table with
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
@@ -24,9 +25,11 @@ from shapely.geometry import Polygon
 from lnpath.core.errors import InputError, ResultError, SlideError
 from lnpath.core.vocabulary import main_call
 from lnpath.io.configfile import load_config
+from lnpath.io.hashing import file_sha256
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
 from lnpath.report.charts import morphometry_thresholds
 from lnpath.results.folder import load_result_json, read_audit, read_findings_csv, read_polygons
+from lnpath.results.seal import verify
 from lnpath.workstation.edits import PageEdits, biopsy_inputs, edited_table, scoring_view
 from lnpath.workstation.records import glomerulus_record, summary
 from lnpath.workstation.tiles import DeepZoomTiles
@@ -46,11 +49,21 @@ class ReadOnly(ResultError):
 # Opening a result and finding its slide
 
 
-def _fingerprint(path: Path, mpp: float) -> dict[str, Any]:
-    from lnpath.wsi.slide import open_slide
+LEGACY_CHUNK = 1 << 20  # results written before whole-file hashes hashed the first and last MiB
 
-    with open_slide(path, mpp=mpp) as slide:
-        return dict(slide.fingerprint())
+
+def _sha256(path: Path, fingerprint: Mapping[str, Any]) -> str:
+    """The slide file's sha256 in the scheme its result recorded it with."""
+    if fingerprint.get("scheme") == "sha256":
+        return file_sha256(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        digest.update(handle.read(LEGACY_CHUNK))
+        if size > LEGACY_CHUNK:
+            handle.seek(max(LEGACY_CHUNK, size - LEGACY_CHUNK))
+            digest.update(handle.read(LEGACY_CHUNK))
+    return digest.hexdigest()
 
 
 def resolve_slide(folder: Path, result: Mapping[str, Any], candidates: list[Path]) -> Path:
@@ -61,9 +74,9 @@ def resolve_slide(folder: Path, result: Mapping[str, Any], candidates: list[Path
     """
     info = result["slide"]
     recorded = Path(info["path"])
-    expected = info["fingerprint"]["sha256"]
+    fingerprint = info["fingerprint"]
     for path in (*candidates, recorded):
-        if path.is_file() and _fingerprint(path, float(info["mpp"]))["sha256"] == expected:
+        if path.is_file() and _sha256(path, fingerprint) == fingerprint["sha256"]:
             return path
     if recorded.is_file():
         raise SlideError(
@@ -93,7 +106,7 @@ class ResultSession:
         self.name = str(result["slide"].get("name") or self.folder.name)
         self.read_only: str | None = None
         try:
-            _verify()(self.folder)
+            verify(self.folder)
         except ResultError as exc:
             self.read_only = f"{exc} — opened read-only"
             LOG.warning("%s", self.read_only)
@@ -275,12 +288,6 @@ def _review() -> Callable[..., Any]:
     from lnpath.workflow.signoff import review
 
     return review
-
-
-def _verify() -> Callable[..., Any]:
-    from lnpath.workflow.signoff import verify
-
-    return verify
 
 
 def _review_keywords() -> set[str]:

@@ -130,7 +130,8 @@ function reviewOrder() {
 // ------------------------------------------------------------------------------------------
 // live summary from the server
 
-let previewSeq = 0;
+let previewSeq = 0;       // a newer edit or a save makes an older preview's answer stale
+let previewFailed = false;
 async function changed() {
   renderGlomerulus();
   renderList();
@@ -142,8 +143,11 @@ async function changed() {
     const preview = await api(`/api/r/${current}/preview`, payload());
     if (seq !== previewSeq || w !== W()) return;
     w.preview = preview;
-    say("");
+    if (previewFailed) say("");
+    previewFailed = false;
   } catch (err) {
+    if (seq !== previewSeq) return;
+    previewFailed = true;
     say(err.message, true);
   }
   renderSummary();
@@ -514,8 +518,10 @@ async function save() {
   if (!dirty()) { say("nothing to save"); return; }
   if (!$("pathologist").value.trim()) { say("enter your name first (it goes into the audit trail)", true); $("pathologist").focus(); return; }
   localStorage.setItem("lnpath-pathologist", $("pathologist").value);
+  say("saving…");  // a drawn glomerulus is measured from the slide first: the first can take a while
   try {
     const state = await api(`/api/r/${current}/save`, payload());
+    previewSeq++;
     w.state = state;
     w.edits = emptyEdits();
     w.preview = null;
