@@ -246,3 +246,38 @@ def test_malformed_scheduler_address_is_one_line(
     err = capsys.readouterr().err.strip()
     assert "scheduler notaurl: cannot connect" in err and "tcp://HOST:PORT" in err
     assert "internal error" not in err
+
+
+def test_cuda_tasks_claim_one_gpu_each_and_cpu_tasks_nothing() -> None:
+    """One task per GPU through Dask worker resources; on CPU the annotation is absent, so
+    workers started without resources run every task."""
+    from lnpath.batch.cluster import dask_client, task_resources, worker_device
+
+    assert task_resources("cuda") == {"GPU": 1} == task_resources("cuda:1")
+    assert task_resources("cpu") is None and task_resources("auto") is None
+    with dask_client(None, 1, resources=task_resources("cpu")) as client:
+        (worker,) = client.scheduler_info()["workers"].values()
+        assert not worker.get("resources")
+        assert client.submit(worker_device, "cpu", resources=None).result(timeout=120) == "cpu"
+    with dask_client(None, 1, resources=task_resources("cuda")) as client:
+        ((address, worker),) = client.scheduler_info()["workers"].items()
+        assert worker["resources"] == {"GPU": 1}
+        future = client.submit(worker_device, "cuda", resources=task_resources("cuda"))
+        assert future.result(timeout=120) == "cuda"  # no second GPU here to spread over
+        assert client.who_has(future)[future.key] == (address,)
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks the refusal where no GPU exists"
+)
+def test_batch_on_cuda_without_a_gpu_is_one_line_before_any_cluster(
+    repo_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    demo = repo_dir / "examples" / "demo_biopsy.tiff"
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(HEADER + f"a,{demo},P1,0,,\nb,{demo},P1,1,,\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code = main(["batch", str(manifest), "--out", str(out), "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "CUDA requested but not available" in err and "\n" not in err
+    assert not (out / "a").exists()  # nothing scored

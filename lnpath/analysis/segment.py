@@ -30,7 +30,7 @@ from skimage.measure import find_contours
 from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
 from lnpath.analysis.measure import normalise_white, slide_white
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
-from lnpath.nn.postprocess import label_glomeruli
+from lnpath.nn.postprocess import glomerulus_masks
 from lnpath.nn.predict import predict_batch, resolve_device
 from lnpath.wsi.tiling import TileGrid, default_readers, tile
 
@@ -240,27 +240,20 @@ class _Stitcher:
         np.divide(prob, weights, out=prob, where=weights > 0)
         del weights
         post = self.net.postprocess
-        labels = label_glomeruli(
+        masks = glomerulus_masks(
             prob,
             self.net.mpp,
             threshold=post["threshold"],
             min_area_um2=post["min_area_um2"],
             split_depth_um=post.get("split_depth_um"),
         )
-        count = int(labels.max())
-        if count == 0:
-            return []
         r0, c0 = self.boxes[g][:2]
         d = self.spec.downsample
         gx = self.x0 + c0 * self.spec.stride * d
         gy = self.y0 + r0 * self.spec.stride * d
         out: list[Glomerulus] = []
-        # per object on its bounding box: ndimage.mean over the canvas would make float64 and
-        # int64 copies of it (0.8 GB on a 4-core biopsy)
-        for label, box in enumerate(ndimage.find_objects(labels), start=1):
-            if box is None:
-                continue
-            inside = labels[box] == label
+        # object by object on its bounding box: the cost follows the glomeruli, not the canvas
+        for box, inside in masks:
             polygon = _outline(inside)
             if polygon is None:
                 continue

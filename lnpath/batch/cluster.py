@@ -16,8 +16,57 @@ from lnpath.core.errors import InputError, one_line
 LOG = logging.getLogger(__name__)
 
 
+GPU = "GPU"
+"""The Dask worker resource a slide's task claims when its networks run on CUDA: a worker
+started with ``--resources GPU=1`` runs one such task at a time."""
+
+
+def task_resources(device: str) -> dict[str, float] | None:
+    """Dask resources one slide's task needs: one GPU for ``cuda``, none otherwise (CPU workers
+    are started without resources and must run every CPU task)."""
+    return {GPU: 1} if str(device).startswith("cuda") else None
+
+
+def local_gpu_workers(device: str, requested: int) -> int:
+    """Workers of a local cluster: one per visible GPU for ``cuda`` (so each task has a GPU to
+    itself), else ``requested``.
+
+    Raises:
+        ModelError: ``cuda`` on a machine where PyTorch sees no GPU (before any cluster starts).
+    """
+    if task_resources(device) is None:
+        return requested
+    import torch
+
+    from lnpath.nn.predict import resolve_device
+
+    resolve_device(device)
+    return max(1, min(requested, torch.cuda.device_count()))
+
+
+def worker_device(device: str) -> str:
+    """``cuda`` in a worker of lnpath's local cluster (named 0, 1, ...) is that worker's own GPU,
+    ``cuda:<name mod GPUs>``; elsewhere (SLURM jobs see only their GPUs) it stays as given."""
+    if device != "cuda":
+        return device
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not inside a dask worker
+        return device
+    import torch
+
+    count = torch.cuda.device_count()
+    return f"cuda:{name % count}" if isinstance(name, int) and count > 1 else device
+
+
 @contextlib.contextmanager
-def dask_client(client: Any, n_workers: int) -> Iterator[Any]:
+def dask_client(
+    client: Any, n_workers: int, resources: dict[str, float] | None = None
+) -> Iterator[Any]:
+    """A Dask client: the caller's, one connected to a scheduler address, or a local cluster of
+    ``n_workers`` single-threaded processes, each offering ``resources`` (e.g. one GPU)."""
     from dask.distributed import Client, LocalCluster
 
     if client is not None and not isinstance(client, str):
@@ -47,6 +96,7 @@ def dask_client(client: Any, n_workers: int) -> Iterator[Any]:
                 host="127.0.0.1",
                 dashboard_address=":0",
                 scheduler_kwargs={"dashboard": False},
+                resources=resources,
             ) as cluster,
             Client(cluster) as local,
         ):
@@ -65,10 +115,13 @@ def slurm_client(
     memory: str = "8GB",
     walltime: str = "02:00:00",
     interface: str | None = None,
+    gpus: int = 0,
 ) -> Iterator[Any]:
     """A Dask client whose workers are SLURM jobs (``dask_jobqueue.SLURMCluster``).
 
-    Worker logs go to ``out/slurm-logs``. Needs ``lnpath[cluster]``.
+    Worker logs go to ``out/slurm-logs``. Needs ``lnpath[cluster]``. With ``gpus`` each job
+    asks SLURM for that many GPUs (``--gres=gpu:N``) and its worker offers them as the ``GPU``
+    resource, so CUDA tasks run one per GPU.
 
     Raises:
         InputError: dask-jobqueue is not installed.
@@ -91,6 +144,9 @@ def slurm_client(
     for key, value in (("queue", queue), ("account", account), ("interface", interface)):
         if value:
             options[key] = value
+    if gpus:
+        options["job_extra_directives"] = [f"--gres=gpu:{gpus}"]
+        options["worker_extra_args"] = ["--resources", f"{GPU}={gpus}"]
     with SLURMCluster(**options) as cluster:
         cluster.scale(jobs=jobs)
         with Client(cluster) as client:

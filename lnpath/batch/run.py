@@ -31,7 +31,12 @@ from typing import Any
 import pandas as pd
 
 from lnpath.analysis.cortex import normalise_stain
-from lnpath.batch.cluster import dask_client
+from lnpath.batch.cluster import (
+    dask_client,
+    local_gpu_workers,
+    task_resources,
+    worker_device,
+)
 from lnpath.batch.manifest import (
     STATUS_FILE,
     manifest_records,
@@ -166,7 +171,7 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
             out=task["out"],
             mpp=task.get("mpp"),
             stain=task.get("stain") or "PAS",
-            device=task.get("device", "auto"),
+            device=worker_device(str(task.get("device", "auto"))),
             config=task.get("config"),
             lesion_model=task.get("lesion_model"),
             patient_id=task.get("patient_id"),
@@ -320,7 +325,11 @@ def _run(
     if client is None and len(tasks) == 1:
         yield from _sequential(tasks, progress)
         return
-    with dask_client(client, min(workers or os.cpu_count() or 1, len(tasks))) as engine:
+    device = str(tasks[0].get("device", "auto"))
+    n_workers = min(workers or os.cpu_count() or 1, len(tasks))
+    if client is None:
+        n_workers = local_gpu_workers(device, n_workers)
+    with dask_client(client, n_workers, task_resources(device)) as engine:
         yield from _distributed(tasks, engine, progress)
 
 
@@ -347,6 +356,7 @@ def _distributed(
             _payload(t),
             key=f"lnpath-score-{t['slide_id']}-{time.time_ns()}",
             pure=False,
+            resources=task_resources(str(t.get("device", "auto"))),
         ): t
         for t in tasks
     }

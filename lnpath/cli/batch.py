@@ -141,6 +141,7 @@ def run_batch(args: argparse.Namespace) -> int:
                     memory=args.slurm_memory,
                     walltime=args.slurm_walltime,
                     interface=args.slurm_interface,
+                    gpus=1 if args.device == "cuda" else 0,
                 )
             )
         status = score_batch(

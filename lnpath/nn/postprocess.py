@@ -23,6 +23,9 @@ MIN_AREA_UM2 = 1000.0
 SPLIT_DEPTH_UM = 20.0
 
 
+Box = tuple[slice, slice]
+
+
 def label_glomeruli(
     prob: np.ndarray,
     mpp: float,
@@ -40,36 +43,82 @@ def label_glomeruli(
         split_depth_um: Watershed marker depth (see :data:`SPLIT_DEPTH_UM`); ``None`` keeps
             touching glomeruli together.
     """
+    labels = np.zeros(prob.shape, np.int32)
+    for number, (box, mask) in enumerate(
+        glomerulus_masks(prob, mpp, threshold, min_area_um2, split_depth_um), start=1
+    ):
+        labels[box][mask] = number
+    return labels
+
+
+def glomerulus_masks(
+    prob: np.ndarray,
+    mpp: float,
+    threshold: float = 0.5,
+    min_area_um2: float = MIN_AREA_UM2,
+    split_depth_um: float | None = SPLIT_DEPTH_UM,
+) -> list[tuple[Box, np.ndarray]]:
+    """Each glomerulus as (its bounding box in ``prob``, its mask inside the box), numbered as
+    :func:`label_glomeruli` numbers them; arguments as there.
+
+    Holes, opening and splitting run object by object on bounding boxes, so the cost follows
+    the foreground, not the canvas (a stitched biopsy canvas is mostly glass and stroma; the
+    whole-canvas opening was most of the stitching time). This is exact: a hole is enclosed by
+    one 8-connected piece, and an opening never joins two pieces.
+    """
     cut = round(threshold * 255) if prob.dtype == np.uint8 else threshold
-    mask = fill_holes(prob >= cut)
-    mask = ndimage.binary_opening(mask, structure=_disc(max(1, round(3.0 / mpp))))
-    components, _ = ndimage.label(mask)
-    del mask
+    radius = max(1, round(3.0 / mpp))
+    disc = _disc(radius)
+    pad = radius + 1  # the opening's reach, and a border for filling holes
+    pieces, _ = ndimage.label(prob >= cut, structure=np.ones((3, 3), bool))
     min_pixels = min_area_um2 / mpp**2
-    count = 0
-    # Work object by object on its bounding box: the cost follows the glomeruli, not the canvas.
-    # Objects are relabelled in place (kept ones as -1, -2, ... until the end, so that a new number
-    # never collides with a component not yet visited): a second canvas of labels would cost as
-    # much memory as the probabilities themselves.
-    for index, box in enumerate(ndimage.find_objects(components), start=1):
+    found: list[tuple[tuple[int, int], int, Box, np.ndarray]] = []
+    for index, box in enumerate(ndimage.find_objects(pieces), start=1):
         if box is None:
             continue
-        view = components[box]
-        component = view == index
-        view[component] = 0
-        if component.sum() < min_pixels:
+        view = pieces[box]
+        piece = view == index
+        if not piece.any():  # a speck inside an earlier piece's hole: filled with that piece
             continue
-        parts = (
-            _split_touching(component, mpp, split_depth_um)
-            if split_depth_um is not None and component.sum() >= 2 * min_pixels
-            else component.astype(np.int32)
-        )
-        sizes = np.bincount(parts.ravel())
-        for part in np.flatnonzero(sizes >= min_pixels):
-            if part:
-                count += 1
-                view[parts == part] = -count
-    return np.negative(components, out=components)
+        mask = fill_holes(np.pad(piece, pad))
+        view[mask[pad:-pad, pad:-pad]] = index  # claim the holes (and any specks in them)
+        mask = ndimage.binary_opening(mask, structure=disc)
+        components, _ = ndimage.label(mask)
+        del mask
+        oy, ox = box[0].start - pad, box[1].start - pad
+        for number, sub in enumerate(ndimage.find_objects(components), start=1):
+            if sub is None:
+                continue
+            component = components[sub] == number
+            size = int(component.sum())
+            if size < min_pixels:
+                continue
+            parts = (
+                _split_touching(component, mpp, split_depth_um)
+                if split_depth_um is not None and size >= 2 * min_pixels
+                else component.astype(np.int32)
+            )
+            first_row = int(np.argmax(component.any(axis=1)))
+            first = (oy + sub[0].start + first_row, ox + sub[1].start)
+            first = (first[0], first[1] + int(np.argmax(component[first_row])))
+            sizes = np.bincount(parts.ravel())
+            for part in np.flatnonzero(sizes >= min_pixels):
+                if part:
+                    inside = parts == part
+                    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(0))
+                    tight = (
+                        slice(rows[0], rows[-1] + 1),
+                        slice(cols[0], cols[-1] + 1),
+                    )
+                    at = (
+                        slice(oy + sub[0].start + rows[0], oy + sub[0].start + rows[-1] + 1),
+                        slice(ox + sub[1].start + cols[0], ox + sub[1].start + cols[-1] + 1),
+                    )
+                    found.append((first, int(part), at, inside[tight]))
+    # the numbering of one labelling pass over the canvas: components in raster order of their
+    # first pixel, then the parts of each
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [(box, mask) for _, _, box, mask in found]
 
 
 def _disc(radius: int) -> np.ndarray:
