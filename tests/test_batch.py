@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 import lnpath
-from lnpath.batch.manifest import shard_rows
-from lnpath.batch.run import expected_inputs, read_status, stale
+from lnpath.batch.manifest import read_status, shard_rows
+from lnpath.batch.run import expected_inputs, stale
 from lnpath.cli import main
 from lnpath.core.errors import InputError
 from lnpath.io.qupath import read_qupath
@@ -146,8 +146,8 @@ def test_cohort_table_and_pairs(batch: dict) -> None:
     assert table.loc["p1_fu", "visit"] == 2 and table.loc["p1_fu", "previous_slide_id"] == "p1_bl"
     assert table.loc["p1_bl", "visit"] == 1 and pd.isna(table.loc["p1_bl", "previous_slide_id"])
     pairs = pd.read_csv(out / "cohort_pairs.csv")
-    assert len(pairs) == 1  # the failed P2 biopsy has no pair
-    pair = pairs.iloc[0]
+    assert len(pairs) == 9  # one pair under every preset; the failed P2 biopsy has no pair
+    pair = pairs.set_index("preset").loc["lnhr_default"]
     assert (pair["patient_id"], pair["baseline_slide_id"], pair["followup_slide_id"]) == (
         "P1",
         "p1_bl",

@@ -14,6 +14,17 @@ from lnpath.cli import main
 from lnpath.response.endpoint import PRESETS
 from tests.test_response import result, score
 
+UNGRADED = (
+    "neutrophils_karyorrhexis",
+    "fibrinoid_necrosis",
+    "hyaline_deposits",
+    "cellular_fibrocellular_crescents",
+    "interstitial_inflammation",
+    "fibrous_crescents",
+    "tubular_atrophy",
+    "interstitial_fibrosis",
+)
+
 
 def _folder(root: Path, name: str, data: dict[str, Any]) -> Path:
     folder = root / name
@@ -141,6 +152,8 @@ def real_pair(
             device="cpu",
             patient_id="DEMO-1",
             biopsy_date=day,
+            # what the morphometry cannot grade, marked so the pathologist can sign it
+            biopsy={"not_evaluable": dict.fromkeys(UNGRADED, "PAS section only")},
         )
         folders.append(result.folder)
     return folders[0], folders[1]
@@ -167,11 +180,23 @@ def test_real_folders_incomplete_indices_are_not_evaluable(real_pair, tmp_path: 
 
 @pytest.mark.slow
 def test_real_confirmed_folders_are_final_and_tampering_is_caught(real_pair, tmp_path: Path):
+    import inspect
     import shutil
 
+    import pandas as pd
+
     import lnpath
+    from lnpath.core.findings import LESIONS
 
     bl, fu = (Path(shutil.copytree(p, tmp_path / p.name)) for p in real_pair)
+    # the machine leaves most lesions unassessed, so the baseline class is not determinable and
+    # the class response not evaluable (issue #17); a pathologist assesses the baseline first
+    findings = pd.read_csv(bl / "findings.csv", dtype=str, keep_default_na=False)
+    findings[list(LESIONS)] = "false"
+    findings.to_csv(tmp_path / "assessed.csv", index=False)
+    params = inspect.signature(lnpath.review).parameters  # reviewer today, pathologist in #14
+    who = "pathologist" if "pathologist" in params else "reviewer"
+    lnpath.review(bl, findings=tmp_path / "assessed.csv", **{who: "Dr Test"})
     provisional = lnpath.compare(bl, fu, preset="class_transition")
     assert provisional.status == "provisional"
     for folder in (bl, fu):

@@ -126,7 +126,7 @@ def test_real_qupath_annotations_in_legacy_mode(qupath_dir: Path) -> None:
     assert isn["proposal"] == "IV" and isn["globally_sclerosed"] == 65
     assert isn["legacy_2003"]["label"] == "IV-G (A/C or C)"
     line = diagnosis_line({"scores": scores, "status": "provisional", "confirmation": None})
-    assert line.startswith("Lupus nephritis, ISN/RPS class proposal IV (ISN/RPS 2003: IV-G (A/C")
+    assert line.startswith("Lupus nephritis, ISN/RPS class IV (ISN/RPS 2003: IV-G (A/C")
     # the same biopsy scored without the legacy labels compares as the same scoring rules
     plain = lnpath.score_findings(frame).to_dict()
     checks = {c.name: c.status for c in compare(plain, scores).checks}
@@ -143,7 +143,7 @@ def test_score_slide_and_review_in_legacy_mode(repo_dir: Path, tmp_path: Path) -
     table[lesions] = table[lesions].replace("", "no")  # the pathologist completes every call
     table.loc[:1, "cellular_crescent"] = "yes"
     table.to_csv(tmp_path / "reviewed.csv", index=False)
-    reviewed = lnpath.review(folder, findings=tmp_path / "reviewed.csv")
+    reviewed = lnpath.review(folder, pathologist="Dr L", findings=tmp_path / "reviewed.csv")
     isn = reviewed.to_dict()["scores"]["isn_rps_class"]
     assert isn["proposal"] == "III" and isn["legacy_2003"]["label"].startswith("III (A")
     assert "(ISN/RPS 2003: III (A" in reviewed.diagnosis_line()

@@ -26,6 +26,7 @@ from lnpath.cli import score_slide_main
 from lnpath.core.errors import ModelError
 from lnpath.core.findings import LESIONS
 from lnpath.io.qupath import read_qupath
+from lnpath.report.words import diagnosis_text, status_text
 
 RESULT_KEYS = {
     "schema_version", "status", "revision", "slide", "stain", "patient_id", "biopsy_date",
@@ -163,8 +164,10 @@ def test_output_folder_is_complete_and_cli_printed_a_summary(
     } <= names
     assert not any(p.name.endswith(".tmp") for p in result.folder.parent.iterdir())
     report = result.report_path.read_text(encoding="utf-8")
-    assert html.escape(result.diagnosis_line(), quote=False) in report
-    assert report.count('class="glom"') == len(result.findings)
+    data = result.to_dict()
+    assert html.escape(diagnosis_text(data), quote=False) in report
+    assert html.escape(status_text(data), quote=False) in report
+    assert report.count('class="card glom"') == len(result.findings)
 
 
 def test_existing_output_is_refused_before_any_work(

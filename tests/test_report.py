@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,7 +22,7 @@ from lnpath.report import charts as report_charts
 from lnpath.report.slide import diagnosis_line, index_text
 
 INJECTED = "<script>alert('x')</script>"
-VOID = {"meta", "img", "br", "hr", "input", "link"}
+VOID = {"meta", "img", "br", "hr", "input", "link", "col"}
 
 
 class _Checker(HTMLParser):
@@ -78,25 +79,28 @@ def test_report_is_valid_self_contained_html(result: lnpath.SlideResult) -> None
     page = _parse(text)
     assert "script" not in page.tags and "link" not in page.tags
     assert page.sources and all(s.startswith("data:image/") for s in page.sources)
-    gallery = [i for i in page.ids if i.startswith("glomerulus-")]
+    gallery = [i for i in page.ids if i[:1] == "g" and i[1:].isdigit()]
     assert len(gallery) == len(result.findings) == 23
-    assert sorted(gallery) == sorted(f"glomerulus-{g}" for g in result.findings["glomerulus_id"])
+    assert sorted(gallery) == sorted(f"g{g}" for g in result.findings["glomerulus_id"])
 
 
 def test_report_leads_with_the_diagnosis_line(result: lnpath.SlideResult) -> None:
     line = result.diagnosis_line()
     proposal = result.to_dict()["scores"]["isn_rps_class"]["proposal"]
     assert line.startswith(
-        f"Lupus nephritis, ISN/RPS class proposal {proposal}. "
+        f"Lupus nephritis, ISN/RPS class {proposal.replace('+', ' + ')}; "
         if proposal
-        else "Lupus nephritis, no ISN/RPS class proposed. "
+        else "Lupus nephritis, ISN/RPS class not determined by light microscopy (IF/EM needed); "
     )
-    assert "Modified NIH activity index " in line and "; chronicity index " in line
-    assert line.endswith("PROVISIONAL — pending pathologist review")
-    # PAS cannot grade interstitial fibrosis: the totals are marked incomplete, as lower bounds
-    assert "incomplete" in line and "≥" in line
+    assert "modified NIH (2018) activity index " in line and ", chronicity index " in line
+    assert line.endswith("PROVISIONAL: computer-assisted draft pending pathologist review")
+    # PAS cannot grade interstitial fibrosis: the totals are incomplete, shown as their range
+    assert "components not assessed" in line and "≥" not in line
+    assert re.search(r"activity index \d+–\d+/24", line)
     page = _parse(result.report_path.read_text(encoding="utf-8"))
-    assert line in html.unescape("".join(page.text))
+    assert result.to_dict()["scores"] and line.split(" PROVISIONAL")[0] in html.unescape(
+        " ".join(" ".join(page.text).split())
+    )
 
 
 def test_user_text_is_escaped(result: lnpath.SlideResult) -> None:
@@ -162,9 +166,9 @@ def test_diagnosis_line_for_a_complete_score(qupath_dir: Path) -> None:
     proposal = scores["isn_rps_class"]["proposal"]
     assert proposal, "the complete QuPath-derived score has a class proposal"
     assert line == (
-        f"Lupus nephritis, ISN/RPS class proposal {proposal}. Modified NIH activity index "
-        f"{ai['total']}/24; chronicity index {ci['total']}/12. "
-        "PROVISIONAL — pending pathologist review"
+        f"Lupus nephritis, ISN/RPS class {proposal.replace('+', ' + ')}; modified NIH (2018) "
+        f"activity index {ai['total']}/24, chronicity index {ci['total']}/12. "
+        "PROVISIONAL: computer-assisted draft pending pathologist review"
     )
     assert index_text(ci) == f"{ci['total']}/12"
     confirmed = {
@@ -172,7 +176,9 @@ def test_diagnosis_line_for_a_complete_score(qupath_dir: Path) -> None:
         "status": "confirmed",
         "confirmation": {"pathologist": "Dr A", "confirmed_at": "2024-05-01T10:00:00+00:00"},
     }
-    assert diagnosis_line(confirmed).endswith("CONFIRMED by Dr A on 2024-05-01")
+    assert diagnosis_line(confirmed).endswith(
+        "Electronically signed by Dr A on 2024-05-01 10:00 UTC"
+    )
 
 
 def test_findings_csv_matches_the_geojson(result: lnpath.SlideResult) -> None:
@@ -195,7 +201,7 @@ def test_inadequate_biopsy_says_index_not_computed(qupath_dir: Path) -> None:
         assert "≥" not in line
 
 
-def test_incomplete_index_shows_its_lower_bound(qupath_dir: Path) -> None:
+def test_incomplete_index_shows_its_range(qupath_dir: Path) -> None:
     # 31 glomeruli, crescents entered for one only (a review): the crescent component is then at
     # least band 1 (x2), so the activity index is at least 2 although the assessed parts give 0.
     table = findings_from_geojson(qupath_dir / "TPATH012.geojson")
@@ -204,8 +210,9 @@ def test_incomplete_index_shows_its_lower_bound(qupath_dir: Path) -> None:
     ai = lnpath.score_findings(table).to_dict()["activity_index"]
     assert ai["total"] == 0 and ai["total_range"][0] == 2
     text = index_text(ai)
-    assert text.startswith("≥2/24 (incomplete: 5 of 6 components not assessed")
-    assert "assessed components give 0" in text and f"full index 2–{ai['total_range'][1]}" in text
+    assert text == f"2–{ai['total_range'][1]}/24 (5 of 6 components not assessed)"
+    marked = dict.fromkeys(ai["not_assessed"], "needs silver")
+    assert index_text(ai, marked).startswith(f"not evaluable (range 2–{ai['total_range'][1]}/24")
 
 
 def _charts(report: str) -> list[ET.Element]:
@@ -223,7 +230,7 @@ def test_evidence_charts_show_every_measured_glomerulus_against_the_rules(
     result: lnpath.SlideResult, tmp_path: Path
 ) -> None:
     report = result.report_path.read_text(encoding="utf-8")
-    assert "Measurements behind the calls" in report
+    assert "Measurements behind the calls" in report  # in the machine-details appendix
     sclerosis, endocapillary = _charts(report)
     measured = result.findings.dropna(subset=["m_sclerosed_fraction"])
     bars = _marks(sclerosis, "bar")

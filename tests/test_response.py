@@ -373,7 +373,15 @@ def test_every_preset_is_listed_with_description_and_source():
     }
     for p in list_presets():
         assert p["description"] and p["source"]
-    assert [p.name for p in PRESETS.values() if not p.validated] == ["relative_AI50"]
+    labels = {p["name"]: p["label"] for p in list_presets()}
+    assert labels["relative_AI50"] == "not validated"
+    assert {n for n, label in labels.items() if label == "proposed"} == {
+        "lnhr_default",
+        "strict_chronicity_CI1",
+    }
+    assert [p.name for p in PRESETS.values() if p.validated] == [
+        n for n, label in labels.items() if label == "validated"
+    ]
 
 
 # --------------------------------------------------------------------------- pre-conditions
@@ -513,8 +521,10 @@ def test_final_only_when_both_confirmed():
         "status": "confirmed",
         "confirmation": {"pathologist": "Dr A", "confirmed_at": "2024-02-01"},
     }
+    # a dict saying "confirmed" has no seal to verify: provisional, and the caveat says why
     both = compare(result(score(8), **confirmed), result(score(2), **confirmed))
-    assert both.status == "final"
+    assert both.status == "provisional"
+    assert any("seal was not verified" in c for c in both.caveats)
     one = compare(result(score(8), **confirmed), result(score(2)))
     assert one.status == "provisional"
     # "confirmed" without a confirming pathologist is not trusted
@@ -554,9 +564,17 @@ def test_missing_cortex_makes_activity_not_evaluable():
 
 
 def test_incomplete_baseline_activity_also_blocks_activity_endpoints():
-    r = compare(score({**ai_scores(8), "fibrinoid_necrosis": None}), score(0), preset="lufla_AI2")
+    # AI_bl in 1..7 (necrosis unassessed): AI_fu 2 <= 0.5 x AI_bl holds only for AI_bl >= 4
+    r = compare(
+        score({**ai_scores(1), "fibrinoid_necrosis": None}), score(2), preset="relative_AI50"
+    )
     assert r.status == "not_evaluable"
-    assert "baseline not assessed: fibrinoid_necrosis" in r.panel["histologic_remission"]["reason"]
+    assert "baseline not assessed: fibrinoid_necrosis" in r.panel["relative_response"]["reason"]
+    # remission reads AI_fu only; AI_bl in 8..14 > 2 decides "complete" from its bounds
+    r = compare(score({**ai_scores(8), "fibrinoid_necrosis": None}), score(0), preset="lufla_AI2")
+    assert r.status == "provisional" and r.endpoint["value"] is True
+    assert r.panel["histologic_response"]["value"] == "complete"
+    assert any("bounds" in f for f in r.panel["histologic_response"]["flags"])
 
 
 def test_missing_cortex_chronicity_not_evaluable_for_chronicity():

@@ -18,6 +18,21 @@ from lnpath.io.qupath import read_qupath
 from lnpath.workflow.signoff import confirm, review, verify
 
 INJECTED = "<script>alert('x')</script>"
+REVIEWER = "Dr R. Reviewer"
+#: What the demo's morphometry leaves unassessed, marked not evaluable by the pathologist.
+NOT_EVALUABLE = dict.fromkeys(
+    (
+        "neutrophils_karyorrhexis",
+        "fibrinoid_necrosis",
+        "hyaline_deposits",
+        "cellular_fibrocellular_crescents",
+        "interstitial_inflammation",
+        "fibrous_crescents",
+        "tubular_atrophy",
+        "interstitial_fibrosis",
+    ),
+    "demo section: not graded",
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +43,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory, repo_dir: Path) -> Path:
         examples / "demo_biopsy.tiff",
         out=out,
         glomeruli=examples / "demo_biopsy_glomeruli.geojson",
+        biopsy={"not_evaluable": NOT_EVALUABLE},  # so that revision 1 can be signed as it is
     )
     return out
 
@@ -103,7 +119,11 @@ def test_review_with_qupath_edited_geojson(result_dir: Path, tmp_path: Path) -> 
     del features[2]["id"]  # QuPath lost the id: matched by outline
     features[2]["properties"]["classification"] = {"name": "Segmental sclerosis"}
     features.append(_tissue_circle(result_dir))
-    after = review(result_dir, geojson=_write(data, tmp_path / "edited.geojson"), reviewer="Dr B")
+    after = review(
+        result_dir,
+        pathologist="Dr B",
+        geojson=_write(data, tmp_path / "edited.geojson"),
+    )
 
     assert after.revision == 2 and after.status == "provisional"
     table = after.findings
@@ -127,7 +147,7 @@ def test_review_with_qupath_edited_geojson(result_dir: Path, tmp_path: Path) -> 
         json.loads((result_dir / "revisions" / "r001" / "result.json").read_text())["revision"] == 1
     )
     report = (result_dir / "report.html").read_text()
-    assert "Changes made in review" in report and f"glomerulus-{new_id}" in report
+    assert "Changes in review" in report and f'id="g{new_id}"' in report
     verify(result_dir)
 
 
@@ -138,7 +158,10 @@ def test_review_with_edited_findings_and_cortex(result_dir: Path, tmp_path: Path
     last = int(table["glomerulus_id"].iloc[-1])
     table.iloc[:-1].to_csv(tmp_path / "edited.csv", index=False)  # last row left out: deleted
     after = review(
-        result_dir, findings=tmp_path / "edited.csv", cortex={"interstitial_fibrosis": 0.3}
+        result_dir,
+        pathologist=REVIEWER,
+        findings=tmp_path / "edited.csv",
+        cortex={"interstitial_fibrosis": 0.3},
     )
     changes = _changes(after)
     assert (first, "Fibrinoid necrosis", "not assessed", "yes") in changes
@@ -155,13 +178,17 @@ def test_review_with_edited_findings_and_cortex(result_dir: Path, tmp_path: Path
 
 
 def test_unchanged_export_writes_nothing(result_dir: Path, tmp_path: Path) -> None:
-    same = review(result_dir, geojson=_write(_qupath_export(result_dir), tmp_path / "same.geojson"))
+    same = review(
+        result_dir,
+        pathologist=REVIEWER,
+        geojson=_write(_qupath_export(result_dir), tmp_path / "same.geojson"),
+    )
     assert same.revision == 1
     assert not (result_dir / "revisions" / "r002").exists()
 
 
 def test_confirm_seals_and_verify_detects_tampering(result_dir: Path) -> None:
-    confirmed = confirm(result_dir, "Dr A. Pathologist", note="agree")
+    confirmed = confirm(result_dir, pathologist="Dr A. Pathologist", note="agree")
     data = confirmed.to_dict()
     assert confirmed.status == "confirmed"
     assert data["confirmation"]["pathologist"] == "Dr A. Pathologist"
@@ -172,7 +199,8 @@ def test_confirm_seals_and_verify_detects_tampering(result_dir: Path) -> None:
         "overlay.png",
         "1 revision snapshot(s)",
     ]
-    assert "CONFIRMED by Dr A. Pathologist on " in (result_dir / "report.html").read_text()
+    signed = "Electronically signed by Dr A. Pathologist on "
+    assert signed in (result_dir / "report.html").read_text()
     assert main(["verify", str(result_dir)]) == 0
 
     csv = result_dir / "findings.csv"
@@ -186,7 +214,7 @@ def test_confirm_seals_and_verify_detects_tampering(result_dir: Path) -> None:
 
     report = result_dir / "report.html"
     original = report.read_text()
-    report.write_text(original.replace("CONFIRMED", "confirmed"))
+    report.write_text(original.replace("Electronically signed", "Signed"))
     with pytest.raises(ResultError, match=r"report\.html"):
         verify(result_dir)
     report.write_text(original)
@@ -199,9 +227,9 @@ def test_confirm_seals_and_verify_detects_tampering(result_dir: Path) -> None:
 
 
 def test_confirm_twice_is_refused(result_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    confirm(result_dir, "Dr A")
+    confirm(result_dir, pathologist="Dr A")
     with pytest.raises(ResultError, match="already confirmed"):
-        confirm(result_dir, "Dr B")
+        confirm(result_dir, pathologist="Dr B")
     assert main(["confirm", str(result_dir), "--pathologist", "Dr B"]) == 3
     assert "already confirmed" in capsys.readouterr().err
 
@@ -209,8 +237,10 @@ def test_confirm_twice_is_refused(result_dir: Path, capsys: pytest.CaptureFixtur
 def test_review_after_confirm_starts_a_new_provisional_revision(
     result_dir: Path, tmp_path: Path
 ) -> None:
-    confirm(result_dir, "Dr A")
-    after = review(result_dir, cortex={"tubular_atrophy": 0.6})
+    confirm(result_dir, pathologist="Dr A")
+    after = review(
+        result_dir, pathologist=REVIEWER, cortex={"tubular_atrophy": 0.6}, supersede=True
+    )
     assert after.revision == 2 and after.status == "provisional"
     assert after.to_dict()["confirmation"] is None
     sealed = json.loads((result_dir / "revisions" / "r001" / "result.json").read_text())
@@ -225,7 +255,7 @@ def test_review_after_confirm_starts_a_new_provisional_revision(
 
 
 def test_injected_script_in_name_and_note_is_escaped(result_dir: Path) -> None:
-    confirm(result_dir, INJECTED, note=f"note {INJECTED}")
+    confirm(result_dir, pathologist=INJECTED, note=f"note {INJECTED}")
     text = (result_dir / "report.html").read_text()
     assert "<script" not in text
     assert text.count("&lt;script&gt;") >= 2
@@ -235,23 +265,27 @@ def test_geojson_from_another_slide_is_refused(
     result_dir: Path, qupath_dir: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(InputError, match=r"outside this slide|another slide"):
-        review(result_dir, geojson=qupath_dir / "TPATH081.geojson")
+        review(result_dir, pathologist=REVIEWER, geojson=qupath_dir / "TPATH081.geojson")
     foreign = json.loads((result_dir / "glomeruli.geojson").read_text())
     foreign["features"][0]["properties"]["lnpath_slide"] = "0123456789abcdef"
     with pytest.raises(InputError, match="another slide"):
-        review(result_dir, geojson=_write(foreign, tmp_path / "foreign.geojson"))
+        review(
+            result_dir, pathologist=REVIEWER, geojson=_write(foreign, tmp_path / "foreign.geojson")
+        )
     shifted = _qupath_export(result_dir)  # same shapes, none where this slide has glomeruli
     for feature in shifted["features"]:
         del feature["id"]
         ring = feature["geometry"]["coordinates"][0]
         feature["geometry"]["coordinates"] = [[[x + 1, y % 50 + 1] for x, y in ring]]
     with pytest.raises(InputError, match="another slide"):
-        review(result_dir, geojson=_write(shifted, tmp_path / "shifted.geojson"))
+        review(
+            result_dir, pathologist=REVIEWER, geojson=_write(shifted, tmp_path / "shifted.geojson")
+        )
     table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)
     table.loc[0, "feature_id"] = "5a97e5b2-0000-5971-a6af-fafc25d0b67b"
     table.to_csv(tmp_path / "foreign.csv", index=False)
     with pytest.raises(InputError, match="another slide"):
-        review(result_dir, findings=tmp_path / "foreign.csv")
+        review(result_dir, pathologist=REVIEWER, findings=tmp_path / "foreign.csv")
     assert lnpath.SlideResult.load(result_dir).revision == 1
 
 
@@ -261,17 +295,20 @@ def test_unknown_class_is_refused_with_the_known_ones(result_dir: Path, tmp_path
     with pytest.raises(
         InputError, match=r"unknown glomerulus class 'Sclerosed-ish'.*Global sclerosis"
     ):
-        review(result_dir, geojson=_write(data, tmp_path / "bad.geojson"))
+        review(result_dir, pathologist=REVIEWER, geojson=_write(data, tmp_path / "bad.geojson"))
 
 
 def test_cli_review_lists_changes(
     result_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["review", str(result_dir), "--cortex", "interstitial_fibrosis=30%", "--note", "x"])
+    code = main(
+        ["review", str(result_dir), "--cortex", "interstitial_fibrosis=30%", "--note", "x",
+         "--pathologist", REVIEWER]
+    )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
     assert "Changes in revision 2" in out and "fibrosis" in out and "0.3" in out
-    assert main(["review", str(result_dir), "--cortex", "fibrosis=0.3"]) == 2
+    assert main(["review", str(result_dir), "--cortex", "fibrosis=0.3", "--pathologist", "X"]) == 2
     assert "unknown field 'fibrosis'" in capsys.readouterr().err
 
 
@@ -283,7 +320,9 @@ def test_redrawn_outline_is_remeasured(result_dir: Path, tmp_path: Path) -> None
     stray = Point(x0 + 5, y0 + 5).buffer(3)  # QuPath brush leftovers make a MultiPolygon
     feature["geometry"] = mapping(MultiPolygon([outline.buffer(20), stray]))
     before = lnpath.SlideResult.load(result_dir).findings.iloc[0]
-    after = review(result_dir, geojson=_write(data, tmp_path / "redrawn.geojson"))
+    after = review(
+        result_dir, pathologist=REVIEWER, geojson=_write(data, tmp_path / "redrawn.geojson")
+    )
     gid = int(before["glomerulus_id"])
     assert any(c[0] == gid and c[1] == "outline area µm²" for c in _changes(after))
     row = after.findings.set_index("glomerulus_id").loc[gid]
@@ -298,8 +337,8 @@ def test_a_second_writer_is_refused_while_one_holds_the_folder(result_dir: Path)
     with open(result_dir.parent / f".{result_dir.name}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(ResultError, match="another review or confirmation"):
-            confirm(result_dir, "Dr A")
-    assert confirm(result_dir, "Dr A").status == "confirmed"
+            confirm(result_dir, pathologist="Dr A")
+    assert confirm(result_dir, pathologist="Dr A").status == "confirmed"
 
 
 def test_a_tissue_annotation_in_the_export_is_not_taken_for_a_glomerulus(
@@ -314,7 +353,9 @@ def test_a_tissue_annotation_in_the_export_is_not_taken_for_a_glomerulus(
         }
     )
     with pytest.raises(InputError, match=r"too large for a glomerulus"):
-        review(result_dir, geojson=_write(data, tmp_path / "with-tissue.geojson"))
+        review(
+            result_dir, pathologist=REVIEWER, geojson=_write(data, tmp_path / "with-tissue.geojson")
+        )
 
 
 def test_review_records_lesion_extent_for_the_2003_labels(result_dir: Path, tmp_path: Path) -> None:
@@ -323,14 +364,15 @@ def test_review_records_lesion_extent_for_the_2003_labels(result_dir: Path, tmp_
     table["lesion_extent"] = ""
     table.loc[0, "lesion_extent"] = "Segmental"
     table.to_csv(tmp_path / "extent.csv", index=False)
-    after = review(result_dir, findings=tmp_path / "extent.csv")
+    after = review(result_dir, pathologist=REVIEWER, findings=tmp_path / "extent.csv")
     assert _changes(after) == [(first, "lesion extent", "not assessed", "segmental")]
     saved = pd.read_csv(result_dir / "findings.csv")
     assert saved.loc[saved["glomerulus_id"] == first, "lesion_extent"].item() == "segmental"
+    table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)  # revision 2
     table.loc[1, "lesion_extent"] = "most of it"
     table.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(InputError, match="'most of it' is not segmental or global"):
-        review(result_dir, findings=tmp_path / "bad.csv")
+        review(result_dir, pathologist=REVIEWER, findings=tmp_path / "bad.csv")
 
 
 def test_an_empty_edit_does_not_delete_every_glomerulus(result_dir: Path, tmp_path: Path) -> None:
@@ -338,10 +380,10 @@ def test_an_empty_edit_does_not_delete_every_glomerulus(result_dir: Path, tmp_pa
     (tmp_path / "empty.csv").write_text(header + "\n")
     before = (result_dir / "result.json").read_text()
     with pytest.raises(InputError, match="the edit deletes all 23 glomeruli"):
-        review(result_dir, findings=tmp_path / "empty.csv")
+        review(result_dir, pathologist=REVIEWER, findings=tmp_path / "empty.csv")
     empty = _write({"type": "FeatureCollection", "features": []}, tmp_path / "empty.geojson")
     with pytest.raises(InputError, match="deletes all"):
-        review(result_dir, geojson=empty)
+        review(result_dir, pathologist=REVIEWER, geojson=empty)
     assert (result_dir / "result.json").read_text() == before
 
 
@@ -353,17 +395,18 @@ def test_spreadsheet_ids_and_shifted_rows(result_dir: Path, tmp_path: Path) -> N
     excel.loc[0, "fibrinoid_necrosis"] = "yes"
     excel.to_csv(tmp_path / "excel.csv", index=False)
     assert (first, "Fibrinoid necrosis", "not assessed", "yes") in _changes(
-        review(result_dir, findings=tmp_path / "excel.csv")
+        review(result_dir, pathologist=REVIEWER, findings=tmp_path / "excel.csv")
     )
+    table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)  # revision 2
     shifted = table.copy()
     shifted.loc[[0, 1], "glomerulus_id"] = shifted.loc[[1, 0], "glomerulus_id"].to_numpy()
     shifted.to_csv(tmp_path / "shifted.csv", index=False)
     with pytest.raises(InputError, match=r"line 2: feature_id .* is glomerulus"):
-        review(result_dir, findings=tmp_path / "shifted.csv")
+        review(result_dir, pathologist=REVIEWER, findings=tmp_path / "shifted.csv")
     table.loc[0, "glomerulus_id"] = "abc"
     table.to_csv(tmp_path / "abc.csv", index=False)
     with pytest.raises(InputError, match="line 2: glomerulus_id 'abc' is not a whole number"):
-        review(result_dir, findings=tmp_path / "abc.csv")
+        review(result_dir, pathologist=REVIEWER, findings=tmp_path / "abc.csv")
 
 
 @pytest.mark.parametrize(

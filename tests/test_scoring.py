@@ -189,7 +189,8 @@ def test_empty_table_is_inadequate_not_a_crash() -> None:
 @pytest.mark.parametrize(
     ("n", "preset", "status"),
     [(10, None, "adequate"), (9, None, "limited"), (8, None, "limited"), (7, None, "inadequate"),
-     (8, "oxford_8", "adequate"), (7, "oxford_8", "inadequate"), (5, "permissive_5", "adequate")],
+     (8, "oxford_8", "adequate"), (7, "oxford_8", "inadequate"), (6, "permissive_5", "adequate"),
+     (5, "permissive_5", "inadequate")],
 )  # fmt: skip
 def test_adequacy_thresholds(n: int, preset: str | None, status: str) -> None:
     config = {"preset": preset} if preset else None
@@ -241,9 +242,12 @@ def test_membranous_and_mesangial_inputs() -> None:
     prolif = table(10, endocapillary_hypercellularity=6)
     assert score_findings(prolif, biopsy={"membranous": True}).isn_rps_class.proposal == "IV+V"
     below = {"membranous": True, "membranous_capillary_surface": 0.5, "membranous_glomeruli": 0.8}
-    assert score_findings(prolif, biopsy=below).isn_rps_class.proposal == "IV"
+    # spec §9: +V is kept below the [R] extent rule unless the rule is enforced
+    assert score_findings(prolif, biopsy=below).isn_rps_class.proposal == "IV+V"
+    enforced = {"class_v_combined_rule": {"enforce": True}}
+    assert score_findings(prolif, biopsy=below, config=enforced).isn_rps_class.proposal == "IV"
     above = {**below, "membranous_capillary_surface": 0.6}
-    assert score_findings(prolif, biopsy=above).isn_rps_class.proposal == "IV+V"
+    assert score_findings(prolif, biopsy=above, config=enforced).isn_rps_class.proposal == "IV+V"
     quiet = table(10)
     assert score_findings(quiet, biopsy={"membranous": True}).isn_rps_class.proposal == "V"
     mesangial = {"mesangial_hypercellularity": True, "if_mesangial_deposits": True}

@@ -42,6 +42,8 @@ from lnpath.analysis.measure import (
     slide_white,
 )
 from lnpath.core.errors import InputError
+from lnpath.wsi.tiling import default_readers, tile
+from lnpath.wsi.tissue import detect_tissue
 
 if TYPE_CHECKING:
     from lnpath.wsi.tissue import TissueMask
@@ -206,9 +208,6 @@ def measure_cortex(
         InputError: unknown stain, or no tissue on the slide.
     """
     from tqdm import tqdm
-
-    from lnpath.wsi.tiling import default_readers, tile
-    from lnpath.wsi.tissue import detect_tissue
 
     stain = normalise_stain(stain)
     white = slide_white(slide)

@@ -47,6 +47,7 @@ from skimage import color, feature, measure, morphology
 
 from lnpath.core.errors import InputError
 from lnpath.core.morphology import fill_holes
+from lnpath.wsi.workers import available_cpus, can_start_workers, worker_context
 
 if TYPE_CHECKING:
     from shapely.geometry import Polygon
@@ -392,8 +393,6 @@ def measure_glomeruli(
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
-
-    from lnpath.wsi.workers import available_cpus, can_start_workers, worker_context
 
     items = [(g.id, g.polygon) for g in glomeruli]
     if workers is None:

@@ -1,41 +1,277 @@
-"""The cohort table: one row per scored slide of a batch folder, and baseline/follow-up pairs."""
+"""The cohort a trial statistician analyses: one row per slide, per pair and preset, and summaries.
+
+``cohort_table(DIR)`` reads a batch folder and writes, atomically:
+
+* ``cohort.csv`` / ``cohort.parquet``: one row per slide (provenance, AI/CI and their ranges);
+* ``cohort_pairs.csv``: one row per baseline/follow-up pair **and** response preset. Pairs are
+  anchored on each patient's first biopsy (``consecutive=True``: each on the one before);
+* ``cohort_summary.csv``: per preset, how many pairs meet the endpoint, with the exact
+  (Clopper-Pearson) 95 % interval of that proportion among the evaluable pairs;
+* ``cohort_unpaired.csv``: patients with no pair, and why (a trial's denominator needs them);
+* ``cohort_crosstab.csv``: with a manifest ``clinical_response`` column, its cross-tabulation
+  against each preset's histological endpoint.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from lnpath.batch.manifest import COHORT_FILE, PAIRS_FILE, manifest_records
-from lnpath.batch.run import read_result, read_status
-from lnpath.core.errors import LnpathError, one_line
+from lnpath.batch.manifest import (
+    COHORT_FILE,
+    PAIRS_FILE,
+    manifest_records,
+    read_result,
+    read_status,
+)
+from lnpath.batch.summary import crosstab, summarise_pairs, unpaired
+from lnpath.core.errors import InputError, LnpathError, one_line
 from lnpath.io.atomic import atomic_path
+from lnpath.response.endpoint import compare
+from lnpath.response.presets import PRESETS, get_preset
+from lnpath.response.sides import BiopsySide, class_name
+from lnpath.workflow.compare import load_folder_side
+
+__all__ = ["PAIR_COLUMNS", "cohort_pairs", "cohort_table"]
 
 LOG = logging.getLogger(__name__)
 
+SUMMARY_FILE = "cohort_summary.csv"
+UNPAIRED_FILE = "cohort_unpaired.csv"
+CROSSTAB_FILE = "cohort_crosstab.csv"
+
+#: Panel fields carried per pair beside the preset's own endpoint.
+PANEL_COLUMNS = (
+    "activity_status_fu",
+    "histologic_remission",
+    "persistent_activity_fu",
+    "histologic_response",
+    "chronic_progression",
+    "high_chronicity_fu",
+    "composite_histologic_responder",
+    "class_response",
+)
+_SIDE_COLUMNS = tuple(
+    f"{index}_{side}{bound}"
+    for side in ("bl", "fu")
+    for index in ("ai", "ci")
+    for bound in ("", "_min", "_max")
+)
+PAIR_COLUMNS = (
+    "patient_id",
+    "pairing",
+    "baseline_slide_id",
+    "followup_slide_id",
+    "baseline_timepoint",
+    "followup_timepoint",
+    "baseline_date",
+    "followup_date",
+    "days_between",
+    "clinical_response",
+    "preset",
+    "primary",
+    "preset_label",
+    "preset_nih_version",
+    "preset_params",
+    "status",
+    "endpoint",
+    "endpoint_value",
+    "endpoint_holds",
+    "endpoint_probability",
+    "decided_from_bounds",
+    *_SIDE_COLUMNS,
+    "delta_ai",
+    "delta_ci",
+    "n_glomeruli_bl",
+    "n_glomeruli_fu",
+    "adequacy_bl",
+    "adequacy_fu",
+    "confirmed_bl",
+    "confirmed_fu",
+    "class_bl",
+    "class_fu",
+    *PANEL_COLUMNS,
+    "reasons",
+)
+
+
+def _presets(preset: str | Sequence[str] | None) -> list[str]:
+    names = list(PRESETS) if preset is None else [preset] if isinstance(preset, str) else preset
+    for name in names:
+        get_preset(name)  # an unknown name fails before anything is rewritten
+    return list(dict.fromkeys(names))
+
+
+def _clinical(manifest: str | os.PathLike[str] | None) -> dict[str, str]:
+    """slide_id -> clinical_response from the manifest (empty cells left out)."""
+    if manifest is None:
+        return {}
+    path = Path(manifest)
+    if not path.is_file():
+        raise InputError(f"{path}: no such manifest file")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable CSV manifest ({exc})") from None
+    table = table.rename(columns=lambda c: str(c).strip())
+    if "clinical_response" not in table or "slide_id" not in table:
+        raise InputError(f"{path}: no clinical_response column to cross-tabulate")
+    return {
+        str(s).strip(): str(v).strip()
+        for s, v in zip(table["slide_id"], table["clinical_response"], strict=True)
+        if str(v).strip()
+    }
+
+
+def cohort_pairs(
+    cohort: pd.DataFrame,
+    preset: str | Sequence[str] | None = None,
+    consecutive: bool = False,
+    clinical: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """One row per baseline/follow-up pair and preset (see :data:`PAIR_COLUMNS`).
+
+    Args:
+        cohort: the per-slide table of :func:`cohort_table` (``visit`` gives the order).
+        preset: one preset, a list, or None for every preset in one run.
+        consecutive: pair each biopsy with the one before it instead of the first one.
+        clinical: slide_id -> clinical response of that (follow-up) biopsy.
+    """
+    names = _presets(preset)
+    scored = cohort[cohort["status"] != "failed"].sort_values(["patient_id", "visit"])
+    sides: dict[str, BiopsySide | str] = {}
+    rows: list[dict[str, Any]] = []
+    for patient, group in scored.groupby("patient_id", sort=False):
+        slides = manifest_records(group)
+        for i, follow in enumerate(slides[1:], start=1):
+            base = slides[i - 1] if consecutive else slides[0]
+            record = _pair_record(patient, base, follow, consecutive, clinical or {})
+            pair = [_side(sides, s) for s in (base, follow)]
+            for name in names:
+                rows.append({**record, **_response(pair, name)})
+    return pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
+
+
+def _side(cache: dict[str, BiopsySide | str], slide: Mapping[str, Any]) -> BiopsySide | str:
+    """Each result folder read (and its seal checked) once for every preset; a folder that
+    cannot be read keeps its one-line error."""
+    key = str(slide["result"])
+    if key not in cache:
+        try:
+            cache[key] = load_folder_side(key, str(slide["slide_id"]))
+        except LnpathError as exc:
+            cache[key] = one_line(str(exc))
+    return cache[key]
+
+
+def _pair_record(
+    patient: Any,
+    base: Mapping[str, Any],
+    follow: Mapping[str, Any],
+    consecutive: bool,
+    clinical: Mapping[str, str],
+) -> dict[str, Any]:
+    d0 = pd.to_datetime(str(base.get("biopsy_date") or ""), errors="coerce")
+    d1 = pd.to_datetime(str(follow.get("biopsy_date") or ""), errors="coerce")
+    return {
+        "patient_id": patient,
+        "pairing": "consecutive" if consecutive else "baseline",
+        "baseline_slide_id": base["slide_id"],
+        "followup_slide_id": follow["slide_id"],
+        "baseline_timepoint": base.get("timepoint"),
+        "followup_timepoint": follow.get("timepoint"),
+        "baseline_date": base.get("biopsy_date"),
+        "followup_date": follow.get("biopsy_date"),
+        "days_between": None if pd.isna(d0) or pd.isna(d1) else int((d1 - d0).days),
+        "clinical_response": clinical.get(str(follow["slide_id"])),
+    }
+
+
+def _response(pair: list[BiopsySide | str], name: str) -> dict[str, Any]:
+    chosen = get_preset(name)
+    out: dict[str, Any] = {
+        "preset": name,
+        "primary": False,
+        "preset_label": chosen.label,
+        "preset_nih_version": chosen.nih_version,
+        "preset_params": json.dumps(chosen.effective_params(), sort_keys=True),
+    }
+    errors = [p for p in pair if isinstance(p, str)]
+    if errors:
+        return {**out, "status": "error", "reasons": "; ".join(errors)}
+    bl, fu = pair
+    assert isinstance(bl, BiopsySide) and isinstance(fu, BiopsySide)
+    try:
+        r = compare(bl, fu, preset=name)
+    except LnpathError as exc:
+        return {**out, "status": "error", "reasons": one_line(str(exc))}
+    configured = {side.config.get("response_preset") or "lnhr_default" for side in (bl, fu)}
+    deltas = r.deltas
+    out.update(
+        primary=configured == {name},
+        status=r.status,
+        endpoint=r.endpoint["name"],
+        endpoint_value=r.endpoint["value"],
+        endpoint_holds=r.endpoint["holds"],
+        endpoint_probability=(r.uncertainty or {}).get("endpoint_probability"),
+        decided_from_bounds=any(
+            "bounds" in f for f in (r.panel.get(r.endpoint["name"]) or {}).get("flags", [])
+        ),
+        delta_ai=(deltas.get("activity_index") or {}).get("delta"),
+        delta_ci=(deltas.get("chronicity_index") or {}).get("delta"),
+        reasons="; ".join(r.reasons) or None,
+    )
+    for suffix, side in (("bl", bl), ("fu", fu)):
+        for key, index in (("ai", side.activity), ("ci", side.chronicity)):
+            low, high = r.fields[f"{key}_{suffix}"]["range"]
+            out.update({f"{key}_{suffix}": index.total, f"{key}_{suffix}_min": low})
+            out[f"{key}_{suffix}_max"] = high
+        out[f"n_glomeruli_{suffix}"] = side.n_glomeruli
+        out[f"adequacy_{suffix}"] = side.adequacy_status
+        out[f"confirmed_{suffix}"] = side.sealed
+        out[f"class_{suffix}"] = class_name(side)
+    for field in PANEL_COLUMNS:
+        rec = r.panel.get(field)
+        out[field] = None if rec is None or not rec.get("evaluable") else rec.get("value")
+    return out
+
 
 def cohort_table(
-    out_dir: str | os.PathLike[str], pairs: bool = True, preset: str = "lnhr_default"
+    out_dir: str | os.PathLike[str],
+    pairs: bool = True,
+    preset: str | Sequence[str] | None = None,
+    consecutive: bool = False,
+    manifest: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """One row per slide of a batch folder, with provenance and baseline/follow-up order.
 
-    Writes ``cohort.csv`` and ``cohort.parquet`` (atomically) into ``out_dir``; with ``pairs``,
-    also ``cohort_pairs.csv`` from :func:`cohort_pairs`. ``visit`` numbers each patient's slides
-    in time order and ``previous_slide_id`` names the biopsy each one is compared against.
-    ``ai_total`` counts the assessed components only; ``ai_min``/``ai_max`` (and ``ci_*``) are
-    the range the full index can still take, which is what an incomplete index can be compared by.
+    Writes ``cohort.csv`` and ``cohort.parquet`` into ``out_dir``; with ``pairs`` also the pair,
+    summary, unpaired and (given a manifest with ``clinical_response``) cross-tab tables of this
+    module's docstring. ``visit`` numbers each patient's slides in time order and
+    ``previous_slide_id`` names the biopsy before. ``ai_total`` counts the assessed components
+    only; ``ai_min``/``ai_max`` (and ``ci_*``) are the range the full index can still take.
+
+    Args:
+        out_dir: a batch folder written by :func:`lnpath.score_batch`.
+        pairs: also write the pair tables.
+        preset: one response preset, a list, or None for every preset in one run; the preset
+            the biopsies were configured with (``response_preset``) is marked ``primary``.
+        consecutive: pair each biopsy with the one before it, not with the patient's first.
+        manifest: the batch manifest, read for an optional ``clinical_response`` column (the
+            clinical response judged at each follow-up biopsy).
 
     Raises:
-        InputError: ``out_dir`` holds no readable ``batch_status.csv``, or ``preset`` is unknown.
+        InputError: ``out_dir`` holds no readable ``batch_status.csv``, a preset is unknown, or
+            the manifest has no ``clinical_response`` column.
     """
-    from lnpath.response.presets import get_preset
-
-    if pairs:
-        get_preset(preset)  # an unknown name fails here, before any table is rewritten
+    names = _presets(preset) if pairs else []
+    clinical = _clinical(manifest)
     status = read_status(out_dir)
     rows = [_cohort_row(Path(out_dir), r) for r in manifest_records(status)]
     table = pd.DataFrame(rows)
@@ -53,12 +289,24 @@ def cohort_table(
     for column in (*integer_columns, "ci_total", "ci_min", "ci_max"):
         if column in table.columns:
             table[column] = table[column].astype("Int64")
-    _write_table(table, Path(out_dir) / COHORT_FILE)
+    out = Path(out_dir)
+    _write_table(table, out / COHORT_FILE)
     if pairs:
-        pair_table = cohort_pairs(table, preset=preset)
-        with atomic_path(Path(out_dir) / PAIRS_FILE) as tmp:
-            pair_table.to_csv(tmp, index=False)
+        pair_table = cohort_pairs(table, names, consecutive=consecutive, clinical=clinical)
+        _write_csv(pair_table, out / PAIRS_FILE)
+        _write_csv(summarise_pairs(pair_table, names), out / SUMMARY_FILE)
+        _write_csv(unpaired(table), out / UNPAIRED_FILE)
+        if clinical:
+            _write_csv(crosstab(pair_table), out / CROSSTAB_FILE)
+        else:  # a cross-tab from an earlier run would no longer match these pairs
+            (out / CROSSTAB_FILE).unlink(missing_ok=True)
+        LOG.info("cohort %s: %d slides, %d pair rows", out, len(table), len(pair_table))
     return table
+
+
+def _write_csv(table: pd.DataFrame, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def _cohort_row(out: Path, status: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,65 +364,6 @@ def _in_time_order(group: pd.DataFrame) -> pd.DataFrame:
     if dates.notna().all():
         return group.assign(_key=dates).sort_values("_key", kind="stable")
     return group
-
-
-def cohort_pairs(cohort: pd.DataFrame, preset: str = "lnhr_default") -> pd.DataFrame:
-    """The response endpoint of each patient's consecutive biopsies (baseline → follow-up).
-
-    Each scored slide with a ``previous_slide_id`` is compared with that earlier slide through
-    :func:`lnpath.compare`; a pair that cannot be compared keeps its row with the reason.
-    """
-    from lnpath.workflow.compare import compare
-
-    by_id = cohort.set_index("slide_id")
-    rows = []
-    for follow in cohort.to_dict("records"):
-        base_id = follow.get("previous_slide_id")
-        if not base_id or follow["status"] == "failed":
-            continue
-        record: dict[str, Any] = {
-            "patient_id": follow["patient_id"],
-            "baseline_slide_id": base_id,
-            "followup_slide_id": follow["slide_id"],
-            "baseline_timepoint": by_id.loc[base_id, "timepoint"],
-            "followup_timepoint": follow["timepoint"],
-            "preset": preset,
-        }
-        try:
-            response = compare(by_id.loc[base_id, "result"], follow["result"], preset=preset)
-        except LnpathError as exc:
-            rows.append({**record, "status": "error", "reasons": one_line(str(exc))})
-            continue
-        data = response.to_dict()
-        deltas = data["deltas"]
-        rows.append(
-            {
-                **record,
-                "status": data["status"],
-                "endpoint": data["endpoint"]["name"],
-                "endpoint_value": data["endpoint"]["value"],
-                "delta_ai": (deltas.get("activity_index") or {}).get("delta"),
-                "delta_ci": (deltas.get("chronicity_index") or {}).get("delta"),
-                "reasons": "; ".join(data["reasons"]) or None,
-            }
-        )
-    return pd.DataFrame(rows, columns=_PAIR_COLUMNS)
-
-
-_PAIR_COLUMNS = (
-    "patient_id",
-    "baseline_slide_id",
-    "followup_slide_id",
-    "baseline_timepoint",
-    "followup_timepoint",
-    "preset",
-    "status",
-    "endpoint",
-    "endpoint_value",
-    "delta_ai",
-    "delta_ci",
-    "reasons",
-)
 
 
 def _write_table(table: pd.DataFrame, csv_target: Path) -> None:

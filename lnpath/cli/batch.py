@@ -60,11 +60,28 @@ def register(subparsers: Any) -> None:
     cohort = subparsers.add_parser(
         "cohort",
         help="one table of a batch folder's results, with baseline/follow-up pairs",
-        description="Write DIR/cohort.csv, DIR/cohort.parquet and DIR/cohort_pairs.csv (the "
-        "response endpoint of each patient's consecutive biopsies).",
+        description="Write DIR/cohort.csv (+ .parquet), DIR/cohort_pairs.csv (each follow-up "
+        "against the patient's baseline under every response preset), DIR/cohort_summary.csv "
+        "(responder proportion with its exact 95% interval per preset), "
+        "DIR/cohort_unpaired.csv and, with --manifest, DIR/cohort_crosstab.csv.",
     )
     cohort.add_argument("batch_dir", type=Path, metavar="DIR", help="batch folder")
-    cohort.add_argument("--preset", default="lnhr_default", help="response preset for the pairs")
+    cohort.add_argument(
+        "--preset",
+        action="append",
+        metavar="NAME",
+        help="response preset for the pairs (repeatable; default: every preset)",
+    )
+    cohort.add_argument(
+        "--consecutive",
+        action="store_true",
+        help="pair each biopsy with the one before it instead of the patient's first",
+    )
+    cohort.add_argument(
+        "--manifest",
+        type=Path,
+        help="the batch manifest; its clinical_response column is cross-tabulated",
+    )
     cohort.set_defaults(func=run_cohort)
 
 
@@ -151,17 +168,22 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 def run_cohort(args: argparse.Namespace) -> int:
-    """``lnpath cohort DIR``: write and summarise the cohort table."""
-    from lnpath.batch.cohort import cohort_table
+    """``lnpath cohort DIR``: write and summarise the cohort tables."""
+    from lnpath.batch.cohort import CROSSTAB_FILE, SUMMARY_FILE, UNPAIRED_FILE, cohort_table
     from lnpath.batch.manifest import PAIRS_FILE
 
-    table = cohort_table(args.batch_dir, preset=args.preset)
+    table = cohort_table(
+        args.batch_dir,
+        preset=args.preset,
+        consecutive=args.consecutive,
+        manifest=args.manifest,
+    )
     failed = int((table["status"] == "failed").sum())
+    written = [PAIRS_FILE, SUMMARY_FILE, UNPAIRED_FILE, *([CROSSTAB_FILE] if args.manifest else [])]
     Console().print(
         f"{len(table)} slide(s), {failed} failed, "
         f"{table['patient_id'].nunique()} patient(s): "
-        f"{escape(str(args.batch_dir / 'cohort.csv'))} (+ .parquet), "
-        f"{escape(str(args.batch_dir / PAIRS_FILE))}",
+        f"{escape(str(args.batch_dir / 'cohort.csv'))} (+ .parquet), " + escape(", ".join(written)),
         highlight=False,
     )
     return 0

@@ -41,9 +41,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--preset",
-        default="lnhr_default",
         metavar="NAME",
-        help="response preset (default lnhr_default; see --list-presets)",
+        help="response preset (default: the response_preset the biopsies were scored with, "
+        "lnhr_default unless configured; see --list-presets)",
     )
     parser.add_argument(
         "--set",
@@ -91,12 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.baseline or not args.followup:
         raise InputError("compare needs BASELINE_DIR and FOLLOWUP_DIR (or --list-presets)")
-    result = compare(
-        Path(args.baseline),
-        Path(args.followup),
-        preset=args.preset,
-        **_parse_overrides(args.overrides),
-    )
+    overrides: dict[str, Any] = _parse_overrides(args.overrides)
+    result = compare(Path(args.baseline), Path(args.followup), preset=args.preset, **overrides)
     data = result.to_dict()
     if args.out is not None:
         out: Path = args.out
@@ -116,20 +112,26 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_presets(presets: list[dict[str, Any]], fmt: str) -> None:
     from lnpath.response.endpoint import DEFAULT_PARAMS, PARAM_HELP
+    from lnpath.response.rules import rule_text
 
     if fmt == "json":
         print(json.dumps(presets, indent=2, ensure_ascii=False))
         return
     print("Response presets (clinical-scoring.md §3.3); select with --preset NAME.\n")
     for p in presets:
-        flag = "" if p["validated"] else "   ** NOT VALIDATED **"
-        print(f"{p['name']}  ->  endpoint: {p['endpoint']}{flag}")
+        flag = {"validated": "", "proposed": "   (proposed)"}.get(
+            p["label"], "   ** NOT VALIDATED **"
+        )
+        print(f"{p['name']}  ->  endpoint: {p['endpoint']}{flag}  [index: {p['nih_version']}]")
         print(textwrap.fill(p["description"], 96, initial_indent="    ", subsequent_indent="    "))
         print(
             textwrap.fill(
                 f"source: {p['source']}", 96, initial_indent="    ", subsequent_indent="    "
             )
         )
+        if p["rule"]:
+            text = f"component rule: {rule_text(p['rule'])}"
+            print(textwrap.fill(text, 96, initial_indent="    ", subsequent_indent="    "))
         changed = {k: v for k, v in p["params"].items() if v != DEFAULT_PARAMS[k]}
         if changed:
             print("    thresholds: " + ", ".join(f"{k}={v}" for k, v in changed.items()))

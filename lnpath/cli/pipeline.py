@@ -48,6 +48,12 @@ def register(subparsers: Any) -> None:
     )
     score.add_argument("--patient-id", help="printed on the report")
     score.add_argument("--date", dest="biopsy_date", help="biopsy date (YYYY-MM-DD)")
+    score.add_argument(
+        "--biopsy",
+        type=Path,
+        metavar="FILE",
+        help="biopsy-level findings (YAML/JSON): IF/EM, vessels, not-evaluable marks",
+    )
     score.add_argument("--overwrite", action="store_true", help="replace an existing result folder")
     score.set_defaults(func=run_score)
 
@@ -67,7 +73,38 @@ def register(subparsers: Any) -> None:
         metavar="NAME=FRACTION",
         help="set a cortex fraction, e.g. interstitial_fibrosis=0.3 (or =none); repeatable",
     )
-    review.add_argument("--reviewer", help="who made the edits (audit trail)")
+    review.add_argument(
+        "--biopsy",
+        type=Path,
+        metavar="FILE",
+        help="biopsy-level findings (YAML/JSON): IF/EM, vessels, "
+        "not_evaluable: {component: reason}",
+    )
+    review.add_argument("--comment", help="the report's comment (empty to clear)")
+    review.add_argument("--class", dest="klass", metavar="CLASS", help="set the ISN/RPS class")
+    review.add_argument("--class-reason", help="why the class differs from the machine's")
+    review.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="ID=KIND",
+        help="exclude a glomerulus: ischemic (out of the class fraction) or not_glomerulus "
+        "(out of every count), optionally ID=KIND:reason; ID= clears it; repeatable",
+    )
+    review.add_argument(
+        "--merge",
+        choices=("keep-current", "take-export"),
+        help="apply an export made from an older revision: keep-current keeps later changes "
+        "where both changed, take-export lets the export win there",
+    )
+    review.add_argument(
+        "--supersede",
+        action="store_true",
+        help="revise a confirmed result (recorded as superseding that confirmation)",
+    )
+    review.add_argument(
+        "--pathologist", "--reviewer", dest="pathologist", help="who makes the edits (required)"
+    )
     review.add_argument("--note", help="note for the audit trail")
     review.set_defaults(func=run_review)
 
@@ -87,6 +124,7 @@ def register(subparsers: Any) -> None:
 
 
 def _summary(result: Any, seconds: float) -> Table:
+    from lnpath.report.lesion_note import lesion_calls_note
     from lnpath.report.slide import index_text, status_text
 
     data = result.to_dict()
@@ -106,6 +144,9 @@ def _summary(result: Any, seconds: float) -> Table:
     table.add_row("Activity index", index_text(scores["activity_index"]))
     table.add_row("Chronicity index", index_text(scores["chronicity_index"]))
     table.add_row("Status", status_text(data))
+    note = lesion_calls_note(data)
+    if note:
+        table.add_row("Lesion calls", escape(note))
     for warning in data.get("warnings") or []:
         table.add_row("[yellow]Warning[/yellow]", escape(warning))
     table.add_row("Report", escape(str(result.report_path.resolve())))
@@ -151,6 +192,7 @@ def run_score(args: argparse.Namespace) -> int:
         progress=True,
         on_stage=on_stage,
         glomeruli=args.glomeruli,
+        biopsy=args.biopsy,
     )
     Console().print(_summary(result, time.perf_counter() - start))
     return 0
@@ -174,6 +216,39 @@ def _parse_cortex(items: list[str]) -> dict[str, float | None]:
     return out
 
 
+def _parse_exclusions(items: list[str]) -> dict[int, str] | None:
+    out: dict[int, str] = {}
+    for item in items:
+        gid, sep, kind = item.partition("=")
+        try:
+            out[int(gid.strip().lstrip("Gg"))] = kind.strip()
+        except ValueError:
+            raise InputError(f"--exclude {item!r}: expected ID=KIND, e.g. 4=ischemic") from None
+        if not sep:
+            raise InputError(f"--exclude {item!r}: expected ID=KIND, e.g. 4=ischemic")
+    return out or None
+
+
+def _print_merge(out: Console, merge: dict[str, Any]) -> None:
+    """What a merge of a stale export applied and what it refused."""
+    base = merge["base_revision"]
+    out.print(
+        f"Merged an export made from revision {base} ({merge['policy']}): "
+        f"{len(merge['applied'])} change(s) applied.",
+        highlight=False,
+        markup=False,
+    )
+    for entry in merge["refused"]:
+        gid = entry.get("glomerulus")
+        verb = "refused" if entry["resolution"] == "current" else "overridden"
+        out.print(
+            f"  {verb} (changed since revision {base}): G{gid} {entry['field']}: export "
+            f"{entry['export']}, current {entry['current']}",
+            highlight=False,
+            markup=False,
+        )
+
+
 def _changes_table(changes: list[dict[str, Any]], revision: int) -> Table:
     table = Table(title=f"Changes in revision {revision}")
     for column in ("Glomerulus", "Field", "Before", "After"):
@@ -192,16 +267,27 @@ def _changes_table(changes: list[dict[str, Any]], revision: int) -> Table:
 
 def run_review(args: argparse.Namespace) -> int:
     """``lnpath review RESULT --geojson F | --findings F | --cortex NAME=F``."""
+    from lnpath.io.configfile import load_biopsy
     from lnpath.results.folder import SlideResult
     from lnpath.workflow.signoff import review
 
+    if args.class_reason and not args.klass:
+        raise InputError("--class-reason: give the class with --class")
     before = SlideResult.load(args.result).revision
     result = review(
         args.result,
+        pathologist=args.pathologist,
         geojson=args.geojson,
         findings=args.findings,
         cortex=_parse_cortex(args.cortex),
-        reviewer=args.reviewer,
+        biopsy=load_biopsy(args.biopsy) if args.biopsy is not None else None,
+        class_override=(
+            {"class": args.klass, "reason": args.class_reason} if args.klass is not None else None
+        ),
+        comment=args.comment,
+        exclusions=_parse_exclusions(args.exclude),
+        supersede=args.supersede,
+        merge=args.merge,
         note=args.note,
     )
     out = Console()
@@ -209,6 +295,9 @@ def run_review(args: argparse.Namespace) -> int:
         out.print(f"No changes: {args.result} stays at revision {before}.")
         return 0
     out.print(_changes_table(result.to_dict()["changes"], result.revision), highlight=False)
+    merge = result.to_dict().get("merge")
+    if merge:
+        _print_merge(out, merge)
     out.print(
         f"{result.diagnosis_line()}\nReport: {result.report_path}", highlight=False, markup=False
     )
@@ -219,7 +308,7 @@ def run_confirm(args: argparse.Namespace) -> int:
     """``lnpath confirm RESULT --pathologist NAME``."""
     from lnpath.workflow.signoff import confirm
 
-    result = confirm(args.result, args.pathologist, note=args.note)
+    result = confirm(args.result, pathologist=args.pathologist, note=args.note)
     seal = result.to_dict()["confirmation"]["sha256"]
     Console().print(
         f"Revision {result.revision} confirmed by {args.pathologist} (sha256 {seal}).\n"
@@ -232,7 +321,7 @@ def run_confirm(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """``lnpath verify RESULT``: exit 0 if intact, 3 (ResultError) if tampered with."""
-    from lnpath.workflow.signoff import verify
+    from lnpath.results.seal import verify
 
     check = verify(args.result)
     Console().print(

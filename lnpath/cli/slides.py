@@ -100,7 +100,7 @@ def run_info(args: argparse.Namespace) -> int:
             "tissue",
             f"{info['tissue']['area_mm2']:.3f} mm² in {info['tissue']['pieces']} piece(s)",
         ),
-        ("sha256 (first+last MiB)", info["fingerprint"]["sha256"][:16] + "…"),
+        ("sha256 (whole file)", info["fingerprint"]["sha256"][:16] + "…"),
     ]
     for key, value in rows:
         meta.add_row(key, str(value))

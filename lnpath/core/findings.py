@@ -74,6 +74,10 @@ _RESULT_COLUMNS = (
     "y",
     "area_um2",
     "probability",
+    "exclusion",
+    "exclusion_reason",
+    "lnpath_revision",
+    "lnpath_content_sha256",
 )
 
 

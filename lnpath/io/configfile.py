@@ -17,6 +17,7 @@ import yaml
 
 from lnpath.core.errors import InputError
 from lnpath.response.presets import PRESETS as RESPONSE_PRESETS
+from lnpath.scoring.biopsy import normalise_biopsy
 from lnpath.scoring.config import ScoringConfig, build_config, config_from
 
 
@@ -48,9 +49,24 @@ def load_config(
     return cfg
 
 
-def _read(path: Path) -> Mapping[str, Any]:
+def load_biopsy(
+    source: str | os.PathLike[str] | Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Biopsy-level findings (IF/EM, vessels, "not evaluable" marks) from a YAML/JSON file or a
+    mapping, validated (:func:`lnpath.scoring.biopsy.normalise_biopsy`).
+
+    Raises:
+        InputError: the file is missing or malformed, or a field is unknown or out of range.
+    """
+    if source is None or isinstance(source, Mapping):
+        return normalise_biopsy(source)
+    path = Path(source)
+    return normalise_biopsy(_read(path, "biopsy findings"), str(path))
+
+
+def _read(path: Path, what: str = "configuration") -> Mapping[str, Any]:
     if not path.is_file():
-        raise InputError(f"{path}: no such configuration file")
+        raise InputError(f"{path}: no such {what} file")
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
@@ -60,5 +76,5 @@ def _read(path: Path) -> Mapping[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise InputError(f"{path}: a configuration must be a mapping of option: value")
+        raise InputError(f"{path}: {what} must be a mapping of name: value")
     return data

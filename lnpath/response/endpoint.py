@@ -21,30 +21,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lnpath import __version__
+from lnpath.core.errors import InputError
+from lnpath.response.html import render_fragment, render_html
+from lnpath.response.panel import index_deltas, panel_fields, rule_record
 from lnpath.response.preconditions import (
     Check,
     _has_stain_panel,
     check_preconditions,
 )
 from lnpath.response.presets import (
-    ACTIVITY_FIELDS,
-    CHRONICITY_FIELDS,
     DEFAULT_PARAMS,
     PARAM_HELP,
     PRESETS,
-    TOTAL_VARS,
+    SCORED_VERSION,
     Preset,
-    class_outcomes,
     get_preset,
     holds,
     list_presets,
-    panel_rules,
 )
+from lnpath.response.rules import check_rule, pair_fields
 from lnpath.response.sides import (
     AI_COMPONENTS,
     CI_COMPONENTS,
     BiopsySide,
-    IndexScore,
     load_side,
 )
 from lnpath.response.uncertainty import endpoint_uncertainty
@@ -80,7 +80,8 @@ READER_NOISE_CAVEAT = (
 class ResponseResult:
     """The response endpoint of one baseline/follow-up pair under one preset.
 
-    ``status`` is ``final`` only when both biopsies are pathologist-confirmed, ``provisional``
+    ``status`` is ``final`` only when both biopsies are pathologist-confirmed with a verified
+    seal, ``provisional``
     when the endpoint was evaluated on machine proposals, and ``not_evaluable`` (with
     ``reasons``) when a pre-condition fails or the endpoint needs an incomplete index.
     """
@@ -89,6 +90,9 @@ class ResponseResult:
     preset_description: str
     preset_source: str
     validated: bool
+    preset_label: str
+    preset_nih_version: str
+    preset_rule: dict[str, Any] | None
     params: dict[str, Any]
     status: str
     reasons: list[str]
@@ -100,10 +104,10 @@ class ResponseResult:
     deltas: dict[str, Any]
     uncertainty: dict[str, Any]
     caveats: list[str]
+    fields: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the response.json schema)."""
-        from lnpath import __version__
 
         return {
             "schema": "lnpath.response/1",
@@ -115,9 +119,13 @@ class ResponseResult:
                 "description": self.preset_description,
                 "source": self.preset_source,
                 "validated": self.validated,
+                "label": self.preset_label,
+                "nih_version": self.preset_nih_version,
+                "rule": self.preset_rule,
                 "params": dict(self.params),
             },
             "endpoint": self.endpoint,
+            "fields": self.fields,
             "preconditions": [c.to_dict() for c in self.checks],
             "panel": self.panel,
             "deltas": self.deltas,
@@ -132,12 +140,10 @@ class ResponseResult:
 
     def to_html(self) -> str:
         """A self-contained HTML report."""
-        from lnpath.response.html import render_html
 
         return render_html(self.to_dict())
 
     def _repr_html_(self) -> str:
-        from lnpath.response.html import render_fragment
 
         return render_fragment(self.to_dict())
 
@@ -146,8 +152,16 @@ class ResponseResult:
 #: values themselves are compared). Two biopsies may differ in them and still be compared.
 
 
+#: The endpoint name of a caller's own rule (``compare(..., rule=...)``).
+CUSTOM_RULE = "custom_rule"
+
+
 def compare(
-    baseline: Any, followup: Any, preset: str = "lnhr_default", **overrides: Any
+    baseline: Any,
+    followup: Any,
+    preset: str | None = None,
+    rule: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> ResponseResult:
     """Compare a baseline and a follow-up biopsy under a named response preset.
 
@@ -155,59 +169,71 @@ def compare(
         baseline: the earlier biopsy: a ``BiopsyScore``, a ``SlideResult``, a result folder
             (or its result.json), or a dict in ``BiopsyScore.to_dict()`` / result.json form.
         followup: the repeat biopsy, in any of the same forms.
-        preset: a name from :data:`PRESETS` (``lnpath compare --list-presets`` explains each).
+        preset: a name from :data:`PRESETS` (``lnpath compare --list-presets`` explains each);
+            None applies the ``response_preset`` both biopsies were scored with (spec §7).
+        rule: a component-level rule (:mod:`lnpath.response.rules`) evaluated as the endpoint
+            ``custom_rule``, labelled not validated, on top of the preset's panel.
         **overrides: thresholds replacing the preset's, by name (see :data:`DEFAULT_PARAMS`).
 
     Returns:
         The :class:`ResponseResult`; check ``status`` before reading ``endpoint``.
 
     Raises:
-        InputError: unknown preset or threshold, or malformed scores.
+        InputError: unknown preset, threshold or rule field, the two biopsies name different
+            response presets and none is given, or malformed scores.
         ResultError: a result folder is missing or malformed.
     """
-    chosen = get_preset(preset)
-    params = chosen.effective_params(overrides)
+    if preset is not None:
+        get_preset(preset)  # an unknown name fails before any folder is read
+    if rule is not None:
+        check_rule(rule)
     bl, fu = load_side(baseline, "baseline"), load_side(followup, "follow-up")
+    chosen = get_preset(preset if preset is not None else _configured_preset(bl, fu))
+    params = chosen.effective_params(overrides)
     checks = check_preconditions(bl, fu, params)
     reasons = [f"{c.name}: {c.message}" for c in checks if c.status == "fail"]
-    caveats = [READER_NOISE_CAVEAT]
-    if not chosen.validated:
-        caveats.insert(0, f"preset {chosen.name} is NOT VALIDATED: {chosen.description}")
-    for side, label in ((bl, "baseline"), (fu, "follow-up")):
-        if side.stain and not _has_stain_panel(side.stain) and not params["require_stain_panel"]:
-            caveats.append(
-                f"{label} rests on {side.stain}; §3.3 asks for at least PAS and trichrome or "
-                "silver, so fibrinoid necrosis and fibrosis calls carry more error "
-                "(require_stain_panel=true makes this a pre-condition)"
-            )
+    caveats = _caveats(chosen, bl, fu, params, rule)
+    fields = pair_fields(bl, fu)
+    preset_rule = chosen.rule_for(params)
+    endpoint_name = CUSTOM_RULE if rule is not None else chosen.endpoint
 
     panel: dict[str, dict[str, Any]] = {}
     deltas: dict[str, Any] = {}
     uncertainty: dict[str, Any] = {}
     if reasons:
-        endpoint = _endpoint_record(chosen, None, None, "not evaluable: pre-conditions failed")
+        endpoint = _endpoint_record(
+            chosen, endpoint_name, None, None, "not evaluable: pre-conditions failed", rule
+        )
         status = "not_evaluable"
     else:
-        deltas = _deltas(bl, fu)
-        panel = _panel(bl, fu, params, chosen.endpoint)
+        deltas = index_deltas(bl, fu)
+        panel = panel_fields(bl, fu, params, endpoint_name, fields)
+        if rule is not None:
+            panel[CUSTOM_RULE] = rule_record(rule, fields, ["user-defined rule, not validated"])
         if panel.get("chronic_progression", {}).get("value") in {"possible", "progression"} or (
             params["progression_min_delta_ci"] < 2
         ):
             caveats.append("a CI rise of +1 counts here but lies within human reading error")
-        rec = panel[chosen.endpoint]
-        endpoint = _endpoint_record(chosen, rec.get("value"), rec.get("rule"), rec.get("reason"))
+        rec = panel[endpoint_name]
+        endpoint = _endpoint_record(
+            chosen, endpoint_name, rec.get("value"), rec.get("rule"), rec.get("reason"), rule
+        )
         if rec["evaluable"]:
-            status = "final" if bl.confirmed and fu.confirmed else "provisional"
+            status = "final" if bl.sealed and fu.sealed else "provisional"
         else:
             status = "not_evaluable"
-            reasons.append(f"{chosen.endpoint}: {rec['reason']}")
-        uncertainty = endpoint_uncertainty(bl, fu, params, chosen.endpoint, panel)
+            reasons.append(f"{endpoint_name}: {rec['reason']}")
+        uncertainty = endpoint_uncertainty(bl, fu, params, endpoint_name, panel)
     logger.info("compare %s vs %s under %s: %s", bl.source, fu.source, chosen.name, status)
+    custom = rule is not None
     return ResponseResult(
         preset=chosen.name,
         preset_description=chosen.description,
         preset_source=chosen.source,
-        validated=chosen.validated,
+        validated=chosen.validated and not custom,
+        preset_label="not validated" if custom else chosen.label,
+        preset_nih_version=chosen.nih_version,
+        preset_rule=dict(rule) if rule is not None else preset_rule,
         params=params,
         status=status,
         reasons=reasons,
@@ -219,141 +245,79 @@ def compare(
         deltas=deltas,
         uncertainty=uncertainty,
         caveats=caveats,
+        fields=fields.to_dict(),
     )
 
 
-def _endpoint_record(preset: Preset, value: Any, rule: str | None, reason: str | None) -> dict:
+def _configured_preset(bl: BiopsySide, fu: BiopsySide) -> str:
+    """The ``response_preset`` the two biopsies were scored with (spec §7); they must agree."""
+    named = {
+        label: side.config.get("response_preset")
+        for label, side in (("baseline", bl), ("follow-up", fu))
+        if side.config.get("response_preset")
+    }
+    if len(set(named.values())) > 1:
+        raise InputError(
+            f"the baseline is configured for response preset {named['baseline']!r} and the "
+            f"follow-up for {named['follow-up']!r}; name the preset to apply"
+        )
+    return str(next(iter(named.values()), "lnhr_default"))
+
+
+def _caveats(
+    chosen: Preset,
+    bl: BiopsySide,
+    fu: BiopsySide,
+    params: Mapping[str, Any],
+    rule: Mapping[str, Any] | None,
+) -> list[str]:
+    caveats = [READER_NOISE_CAVEAT]
+    if rule is not None:
+        caveats.insert(0, f"endpoint {CUSTOM_RULE} is a user-defined rule, NOT VALIDATED")
+    if chosen.label == "not validated":
+        caveats.insert(0, f"preset {chosen.name} is NOT VALIDATED: {chosen.description}")
+    elif chosen.label == "proposed":
+        caveats.insert(0, f"preset {chosen.name} is PROPOSED, not a published definition")
+    scored = {side.nih_version for side in (bl, fu)}
+    if chosen.nih_version != SCORED_VERSION and SCORED_VERSION in scored:
+        caveats.append(
+            f"preset {chosen.name}: its source scored the original NIH index "
+            f"({chosen.nih_version}), which predates the 2018 revision; these biopsies are scored "
+            "by the 2018 modified index (fibrinoid necrosis alone x2, karyorrhexis with "
+            "neutrophils x1, fibrocellular crescents counted as active), so its thresholds may "
+            "not transfer exactly"
+        )
+    for side, label in ((bl, "baseline"), (fu, "follow-up")):
+        if side.confirmed and not side.sealed:
+            caveats.append(
+                f"{label} says it was confirmed by {side.confirmed_by or 'unknown'} but its "
+                f"confirmation seal was not verified ({side.seal_message or 'not a result folder'}"
+                "); the endpoint stays provisional"
+            )
+        if side.stain and not _has_stain_panel(side.stain) and not params["require_stain_panel"]:
+            caveats.append(
+                f"{label} rests on {side.stain}; §3.3 asks for at least PAS and trichrome or "
+                "silver, so fibrinoid necrosis and fibrosis calls carry more error "
+                "(require_stain_panel=true makes this a pre-condition)"
+            )
+    return caveats
+
+
+def _endpoint_record(
+    preset: Preset,
+    name: str,
+    value: Any,
+    text: str | None,
+    reason: str | None,
+    rule: Mapping[str, Any] | None,
+) -> dict:
+    custom = rule is not None
     return {
-        "name": preset.endpoint,
+        "name": name,
         "value": value,
-        "holds": holds(preset.endpoint, value),
-        "rule": rule,
-        "basis": preset.source,
-        "validated": preset.validated,
+        "holds": holds(name, value),
+        "rule": text,
+        "basis": "user-defined rule" if custom else preset.source,
+        "validated": preset.validated and not custom,
         "reason": reason,
     }
-
-
-def _deltas(bl: BiopsySide, fu: BiopsySide) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, a, b in (
-        ("activity_index", bl.activity, fu.activity),
-        ("chronicity_index", bl.chronicity, fu.chronicity),
-    ):
-        comps = {}
-        for name, ca in a.components.items():
-            cb = b.components[name]
-            both = ca.score is not None and cb.score is not None
-            comps[name] = {
-                "baseline": ca.score,
-                "followup": cb.score,
-                "delta_score": cb.score - ca.score if both else None,  # type: ignore[operator]
-                "delta_weighted": (cb.weighted - ca.weighted) if both else None,  # type: ignore[operator]
-            }
-        total = None if a.total is None or b.total is None else b.total - a.total
-        out[key] = {
-            "baseline": a.total,
-            "followup": b.total,
-            "delta": total,
-            "evaluable": total is not None,
-            "reason": None if total is not None else _incomplete_reason(a, b),
-            "components": comps,
-        }
-    return out
-
-
-def _incomplete_reason(a: IndexScore, b: IndexScore) -> str:
-    parts = []
-    for label, idx in (("baseline", a), ("follow-up", b)):
-        if not idx.complete:
-            parts.append(f"{label} not assessed: {', '.join(idx.not_assessed) or 'total missing'}")
-    return "incomplete index (" + "; ".join(parts) + ")"
-
-
-def _panel(
-    bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any], endpoint: str
-) -> dict[str, dict]:
-    totals = {
-        "ai_bl": bl.activity.total,
-        "ai_fu": fu.activity.total,
-        "ci_bl": bl.chronicity.total,
-        "ci_fu": fu.chronicity.total,
-    }
-    ai_reason = _incomplete_reason(bl.activity, fu.activity)
-    ci_reason = _incomplete_reason(bl.chronicity, fu.chronicity)
-    ai_ok = bl.activity.complete and fu.activity.complete
-    ci_ok = bl.chronicity.complete and fu.chronicity.complete
-    panel: dict[str, dict[str, Any]] = {}
-    for name, rule in panel_rules(params).items():
-        if name == "relative_response" and endpoint != name:
-            continue  # not validated: shown only when asked for by name
-        if name in ACTIVITY_FIELDS and not ai_ok:
-            panel[name] = _na(rule.rule, f"activity endpoints not evaluable: {ai_reason}")
-        elif name in CHRONICITY_FIELDS and not ci_ok:
-            panel[name] = _na(rule.rule, f"not evaluable for chronicity: {ci_reason}")
-        elif name == "composite_histologic_responder" and not (ai_ok and ci_ok):
-            panel[name] = _composite_partial(rule.rule, ai_ok, totals, params, ai_reason, ci_reason)
-        else:
-            t = tuple(totals[v] for v in TOTAL_VARS)
-            value = rule.fn(t, params)  # type: ignore[arg-type]
-            flags = []
-            if name == "histologic_response" and value == "partial":
-                flags.append("non-validated analogy")
-            if name == "relative_response":
-                flags.append("not validated")
-            panel[name] = {
-                "value": "not_applicable" if value is None else value,
-                "evaluable": True,
-                "rule": rule.rule,
-                "reason": None,
-                "flags": flags,
-            }
-    co = class_outcomes(bl, fu, params["class_response_includes_pure_v"])
-    panel["class_transition"] = {
-        "value": co["class_transition"],
-        "evaluable": True,
-        "rule": "baseline class → follow-up class (LM proposals)",
-        "reason": None,
-        "flags": [],
-        "proliferative_resolved": co["proliferative_resolved"],
-    }
-    cr = co["class_response"]
-    panel["class_response"] = {
-        "value": cr,
-        "evaluable": cr is not None,
-        "rule": "III/IV(±V) → I/II"
-        + (" or pure V" if params["class_response_includes_pure_v"] else ""),
-        "reason": co["reason"],
-        "flags": [],
-        "proliferative_resolved": co["proliferative_resolved"],
-    }
-    return panel
-
-
-def _na(rule: str, reason: str) -> dict[str, Any]:
-    return {"value": None, "evaluable": False, "rule": rule, "reason": reason, "flags": []}
-
-
-def _composite_partial(
-    rule: str,
-    ai_ok: bool,
-    totals: Mapping[str, int | None],
-    params: Mapping[str, Any],
-    ai_reason: str,
-    ci_reason: str,
-) -> dict:
-    # Kleene logic: a follow-up not in remission is not a responder whatever the chronicity.
-    if ai_ok and totals["ai_fu"] is not None and totals["ai_fu"] > params["remission_max_ai"]:
-        return {
-            "value": False,
-            "evaluable": True,
-            "rule": rule,
-            "flags": [],
-            "reason": f"not in remission, so not a responder whatever the chronicity ({ci_reason})",
-        }
-    reason = (
-        f"activity endpoints not evaluable: {ai_reason}"
-        if not ai_ok
-        else f"not evaluable for chronicity: {ci_reason}"
-    )
-    return _na(rule, reason)

@@ -24,6 +24,7 @@ from lnpath.core.svg import (
     svg_text,
     svg_uri,
 )
+from lnpath.response.rules import rule_text
 
 _STYLE = """
 .lnr{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#1d2330;max-width:1100px}
@@ -250,6 +251,35 @@ def _pct(p: float | None) -> str:
     return "—" if p is None else f"{100 * p:.1f}%"
 
 
+def _support(preset: Mapping[str, Any]) -> str:
+    """How a preset is supported; response.json written before labels existed says validated."""
+    return str(preset.get("label") or ("validated" if preset.get("validated") else "not validated"))
+
+
+def _named_fields(rule: Mapping[str, Any]) -> list[str]:
+    if "field" in rule:
+        return [str(rule["field"])]
+    parts = rule.get("all") or rule.get("any") or [rule.get("not") or {}]
+    return [f for part in parts for f in _named_fields(part)]
+
+
+def _rule(rule: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> str:
+    """A component-level rule and the value (or range) of every field it reads."""
+    if not rule:
+        return ""
+    rows = []
+    for name in dict.fromkeys(_named_fields(rule)):
+        f = fields.get(name) or {}
+        if "possible" in f:
+            rows.append([name, f.get("value") or "open: " + " or ".join(f["possible"])])
+        elif f:
+            low, high = f["range"]
+            rows.append([name, f["value"] if f.get("value") is not None else f"{low}–{high}"])
+    return f"<p>component-level rule: <code>{_e(rule_text(rule))}</code></p>" + _table(
+        ["field", "value (range while components are unassessed)"], rows
+    )
+
+
 def _flip(row: Mapping[str, Any], direction: str) -> str:
     k = row.get(f"flip_{direction}")
     return "—" if k is None else f"{k} → {row.get(f'flip_{direction}_value')}"
@@ -269,12 +299,14 @@ def render_fragment(data: Mapping[str, Any]) -> str:
         + (
             ""
             if preset.get("validated")
-            else ' <span class="badge not_evaluable">NOT VALIDATED</span>'
+            else f' <span class="badge not_evaluable">{_e(_support(preset).upper())}</span>'
         )
         + f"</p><p><b>{_e(endpoint['name'])}: {_e(value)}</b><br>"
         f'<span class="small">rule: {_e(endpoint.get("rule"))} · basis: {_e(endpoint.get("basis"))}'
         "</span></p>"
         f"<p>{_e(preset.get('description'))}</p>"
+        f'<p class="small">support: {_e(_support(preset))} · index its source scored: '
+        f"{_e(preset.get('nih_version'))}</p>" + _rule(preset.get("rule"), data.get("fields") or {})
     )
     if status != "final":
         head += (

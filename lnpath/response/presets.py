@@ -47,16 +47,62 @@ PARAM_HELP: dict[str, str] = {
 }
 
 
+#: How a preset is supported: ``validated`` only for a rule taken verbatim from its source;
+#: ``proposed`` for lnpath's own composites or adaptations; ``not validated`` for analogies.
+LABELS = ("validated", "proposed", "not validated")
+
+#: The index version every rule here is written for; a source scored with another gets a caveat.
+SCORED_VERSION = "bajema2018"
+
+
+def zickert_rule(include_pure_v: bool) -> dict[str, Any]:
+    """Zickert 2014 [V abstract]: "Class I, II or III/IV-C on repeat biopsies" is a response;
+    III/IV-C = every glomerular activity item absent (spec §3.3). Pure V counts on request."""
+    targets = ["I", "II", *(["V"] if include_pure_v else [])]
+    return {
+        "any": [
+            {"field": "class_fu", "op": "in", "value": targets},
+            {
+                "all": [
+                    {"field": "class_fu", "op": "has", "value": ["III", "IV"]},
+                    {"field": "glomerular_activity_fu", "op": "==", "value": 0},
+                ]
+            },
+        ]
+    }
+
+
+#: The class-based response applies to a class III/IV(+/-V) baseline only.
+PROLIFERATIVE_BASELINE: dict[str, Any] = {"field": "class_bl", "op": "has", "value": ["III", "IV"]}
+
+
 @dataclass(frozen=True)
 class Preset:
-    """A named response definition: its headline endpoint, thresholds and literature source."""
+    """A named response definition: its headline endpoint, thresholds and literature source.
+
+    ``label`` says how it is supported (:data:`LABELS`); ``nih_version`` is the index its source
+    scored (LuFla, Malvar, Parodis, Pineiro and Zickert predate the 2018 revision); ``rule``, where
+    the endpoint needs components and not only totals, builds its component-level rule
+    (:mod:`lnpath.response.rules`) from the effective thresholds.
+    """
 
     name: str
     endpoint: str
     description: str
     source: str
-    validated: bool = True
+    label: str = "validated"
+    nih_version: str = SCORED_VERSION
     params: Mapping[str, Any] = field(default_factory=dict)
+    rule: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+
+    @property
+    def validated(self) -> bool:
+        """Taken verbatim from its source."""
+        return self.label == "validated"
+
+    def rule_for(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The component-level rule under ``params``, or None for a rule over totals."""
+        return None if self.rule is None else self.rule(params)
 
     def effective_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The lnhr_default thresholds, then this preset's, then the caller's (validated)."""
@@ -124,15 +170,18 @@ PRESETS: dict[str, Preset] = {
             "lnhr_default",
             "composite_histologic_responder",
             "Composite responder: histologic remission (AI_fu <= 2) and no chronic progression "
-            "(CI_fu - CI_bl >= 2); a CI rise of +1 is 'possible' progression inside reader error.",
+            "(CI_fu - CI_bl >= 2); a CI rise of +1 is 'possible' progression inside reader error. "
+            "PROPOSED: lnpath's own composite, not a published definition.",
             "clinical-scoring.md §3.3: LuFla AI threshold (De Rosa 2018 [V]) with a noise-aware CI "
             "rule (Wernick 1993 [V])",
+            label="proposed",
         ),
         Preset(
             "lufla_AI2",
             "histologic_remission",
             "Remission if AI_fu <= 2; every LuFla patient with AI > 2 flared after withdrawal.",
             "De Rosa M et al. Kidney Int 2018;94:788-794 (LuFla, NCT02313974) [V]",
+            nih_version="austin1984",
         ),
         Preset(
             "malvar_AI0",
@@ -140,6 +189,7 @@ PRESETS: dict[str, Preset] = {
             "Quiescent (remission) only if AI_fu = 0; AI 1-5 was continued activity, so "
             "maintenance immunosuppression continued.",
             "Malvar A et al. Kidney Int 2020;97:156-162 [V]",
+            nih_version="austin1984",
             params={"remission_max_ai": 0, "active_above_ai": 0},
         ),
         Preset(
@@ -148,6 +198,7 @@ PRESETS: dict[str, Preset] = {
             "High activity if AI_fu > 3 (REBIOLUP intensifies immunosuppression); CI_fu is "
             "reported as a continuous value.",
             "Parodis I et al. Rheumatology 2020;59:3424-3434; REBIOLUP NCT04449991 [V]",
+            nih_version="austin1984",
             params={"remission_max_ai": 3, "active_above_ai": 3},
         ),
         Preset(
@@ -169,14 +220,21 @@ PRESETS: dict[str, Preset] = {
             "Active if the follow-up shows any active lesion (AI_fu >= 1); flares were 77.8% with "
             "active lesions vs 34.5% without.",
             "Pineiro GJ et al. Am J Nephrol 2016;44:439-446 [V]",
+            nih_version="austin1984",
             params={"remission_max_ai": 0, "active_above_ai": 0},
         ),
         Preset(
             "class_transition",
             "class_response",
-            "Response if a class III/IV(+/-V) baseline becomes class I/II (or pure V when "
-            "class_response_includes_pure_v=true) at follow-up.",
-            "Zickert A et al. Lupus Sci Med 2014;1:e000018 [R: definition not re-checked]",
+            "Response if a class III/IV(+/-V) baseline is class I or II at follow-up, or III/IV "
+            "with no active glomerular lesion (III/IV-C: endocapillary hypercellularity, "
+            "neutrophils/karyorrhexis, fibrinoid necrosis, hyaline deposits and cellular/"
+            "fibrocellular crescents all absent); pure V counts when "
+            "class_response_includes_pure_v=true.",
+            'Zickert A et al. Lupus Sci Med 2014;1:e000018 [V: abstract, "Class I, II or III/IV-C '
+            'on repeat biopsies"]',
+            nih_version="austin1984",
+            rule=lambda p: zickert_rule(p["class_response_includes_pure_v"]),
         ),
         Preset(
             "relative_AI50",
@@ -185,13 +243,15 @@ PRESETS: dict[str, Preset] = {
             "clinical >=50% proteinuria reduction; no source defines a histologic partial "
             "response this way.",
             "analogy to clinical partial response; not validated (clinical-scoring.md §3.1)",
-            validated=False,
+            label="not validated",
         ),
         Preset(
             "strict_chronicity_CI1",
             "chronic_progression",
-            "Progression if CI rises by >= 1; note that +1 lies within human reading error.",
+            "Progression if CI rises by >= 1; note that +1 lies within human reading error. "
+            "PROPOSED: in the style of Moroni 2022, not its definition.",
             "Moroni 2022 style [V]; reader noise caveat Wernick 1993 [V]",
+            label="proposed",
             params={"progression_min_delta_ci": 1},
         ),
     )
@@ -199,15 +259,19 @@ PRESETS: dict[str, Preset] = {
 
 
 def list_presets() -> list[dict[str, Any]]:
-    """Each preset's name, endpoint, description, source, validation flag and thresholds."""
+    """Each preset's name, endpoint, description, source, label, index version, thresholds and
+    component-level rule (None for a rule over the totals)."""
     return [
         {
             "name": p.name,
             "endpoint": p.endpoint,
             "description": p.description,
             "source": p.source,
+            "label": p.label,
             "validated": p.validated,
+            "nih_version": p.nih_version,
             "params": p.effective_params(),
+            "rule": p.rule_for(p.effective_params()),
         }
         for p in PRESETS.values()
     ]
@@ -339,39 +403,18 @@ ACTIVITY_FIELDS = (
 CHRONICITY_FIELDS = ("chronic_progression", "high_chronicity_fu")
 
 
-def class_outcomes(bl: BiopsySide, fu: BiopsySide, include_pure_v: bool) -> dict[str, Any]:
-    """class_transition label, proliferative_resolved and the class-based response (§3.3)."""
+def class_outcomes(bl: BiopsySide, fu: BiopsySide) -> dict[str, Any]:
+    """The class_transition label and whether the proliferative lesions resolved (§3.3); the
+    class-based response itself is a component-level rule (:func:`zickert_rule`)."""
     a, b = classes(bl), classes(fu)
-    out: dict[str, Any] = {"class_transition": f"{class_name(bl)} → {class_name(fu)}"}
     prolif = {"III", "IV"}
-
-    def result(resolved: Any, response: Any, reason: str | None) -> dict[str, Any]:
-        return {
-            **out,
-            "proliferative_resolved": resolved,
-            "class_response": response,
-            "reason": reason,
-        }
-
-    if a is None:
-        return result(None, None, f"baseline class proposal {bl.class_proposal!r} is unknown")
-    if not a & prolif:
-        return result("not_applicable", "not_applicable", "baseline is not class III/IV")
-    if b is None:
-        return result(None, None, f"follow-up class proposal {fu.class_proposal!r} is unknown")
-    if b & prolif:
-        return result(False, False, None)
     alternative = parse_class(fu.class_alternative) or frozenset()
-    if alternative & prolif:
-        return result(
-            None,
-            None,
-            f"follow-up would be class {fu.class_alternative} if its "
-            "unassessed glomeruli were involved",
-        )
-    targets = {"I", "II"} | ({"V"} if include_pure_v else set())
-    if not b:  # no LN lesion by LM: I, II or V is for IF/EM to say
-        if include_pure_v:
-            return result(True, True, None)
-        return result(True, None, "proliferative lesions resolved; class I/II vs V needs IF/EM")
-    return result(True, b <= targets, None)
+    resolved: Any = None
+    if a is not None and not a & prolif:
+        resolved = "not_applicable"
+    elif a is not None and b is not None:
+        resolved = False if b & prolif else None if alternative & prolif else True
+    return {
+        "class_transition": f"{class_name(bl)} → {class_name(fu)}",
+        "proliferative_resolved": resolved,
+    }

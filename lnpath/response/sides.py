@@ -18,30 +18,20 @@ from typing import Any
 import numpy as np
 
 from lnpath.core.errors import InputError
-from lnpath.scoring.indices import Component
+from lnpath.scoring.indices import ACTIVITY, CHRONICITY, Component
 
 logger = logging.getLogger(__name__)
 
-AI_COMPONENTS: tuple[str, ...] = (
-    "endocapillary_hypercellularity",
-    "neutrophils_karyorrhexis",
-    "fibrinoid_necrosis",
-    "hyaline_deposits",
-    "cellular_fibrocellular_crescents",
-    "interstitial_inflammation",
-)
+#: The components and weights come from the scoring floor, the one table of the index (spec §1.2).
+AI_COMPONENTS: tuple[str, ...] = tuple(ACTIVITY)
+CI_COMPONENTS: tuple[str, ...] = tuple(CHRONICITY)
 
-CI_COMPONENTS: tuple[str, ...] = (
-    "glomerulosclerosis",
-    "fibrous_crescents",
-    "tubular_atrophy",
-    "interstitial_fibrosis",
-)
-
-_DEFAULT_WEIGHTS = {"fibrinoid_necrosis": 2, "cellular_fibrocellular_crescents": 2}
+_DEFAULT_WEIGHTS = {name: weight for name, (_, weight) in ACTIVITY.items() if weight != 1}
 
 #: Components counted as n/N glomeruli; the band rule then maps a count change to a score change.
-GLOMERULAR_COMPONENTS = frozenset(AI_COMPONENTS[:5] + CI_COMPONENTS[:2])
+GLOMERULAR_COMPONENTS = frozenset(
+    name for name, (columns, _) in {**ACTIVITY, **CHRONICITY}.items() if columns is not None
+)
 
 AI_MAX, CI_MAX = 24, 12
 
@@ -58,22 +48,39 @@ def parse_class(proposal: str | None) -> frozenset[str] | None:
 
 
 def classes(side: BiopsySide) -> frozenset[str] | None:
-    """Classes a side's proposal names; empty when light microscopy found no LN lesion."""
+    """Classes a side's proposal names; empty when light microscopy found no LN lesion, None when
+    the class is not determinable (lesions not assessed) or unknown."""
+    if not side.class_determined:
+        return None
     found = parse_class(side.class_proposal)
     if found is None and side.class_proposal is None and side.class_label:
-        return frozenset()  # scored, and no LN lesion by light microscopy
+        return frozenset()  # every lesion assessed, and no LN lesion by light microscopy
     return found
 
 
 def class_name(side: BiopsySide) -> str:
     if side.class_proposal:
         return side.class_proposal
+    if not side.class_determined:
+        return "not determinable" if side.class_label else "unknown"
     return "no LN lesion by LM" if side.class_label else "unknown"
 
 
+def _determined(klass: Mapping[str, Any]) -> bool:
+    """Whether a stored class is decided; results written before ``determined`` existed count
+    as undetermined when no class was proposed and unassessed glomeruli could make it III/IV."""
+    if "determined" in klass:
+        return bool(klass["determined"])
+    if klass.get("proposal"):
+        return True
+    label = str(klass.get("label") or "")
+    return bool(label) and klass.get("alternative") is None and not label.startswith("Not ")
+
+
 @dataclass(frozen=True)
-class IndexScore:
-    """An activity or chronicity index of one biopsy; ``total`` is None when incomplete."""
+class SideIndex:
+    """One biopsy's activity or chronicity index as a comparison sees it (with its total's
+    distribution); ``total`` is None when incomplete."""
 
     total: int | None
     maximum: int
@@ -98,11 +105,12 @@ class BiopsySide:
     """What the comparison needs from one biopsy, whatever form it arrived in."""
 
     source: str
-    activity: IndexScore
-    chronicity: IndexScore
+    activity: SideIndex
+    chronicity: SideIndex
     class_proposal: str | None
     class_label: str | None
     class_alternative: str | None
+    class_determined: bool
     adequacy_status: str | None
     n_glomeruli: int | None
     nih_version: str | None
@@ -122,6 +130,11 @@ class BiopsySide:
     @property
     def confirmed(self) -> bool:
         return self.status == "confirmed"
+
+    @property
+    def sealed(self) -> bool:
+        """Confirmed, and the confirmation seal was checked and holds: what makes ``final``."""
+        return self.confirmed and self.seal_verified is True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -201,6 +214,7 @@ def side_from_result(data: Mapping[str, Any], source: str, error: type[Exception
         "models": model_ids,
         "confirmed_by": confirmed_by,
         "lnpath_version": data.get("lnpath_version"),
+        "class_override": data.get("class_override"),
     }
     return _side_from_scores(scores, source, error, meta)
 
@@ -230,6 +244,10 @@ def _side_from_scores(
     adequacy = scores.get("adequacy") or {}
     klass = scores.get("isn_rps_class")
     klass = klass if isinstance(klass, Mapping) else {}
+    override = meta.get("class_override")
+    if isinstance(override, Mapping) and override.get("class"):
+        # the class the pathologist set (with a reason) is the biopsy's class
+        klass = {"proposal": override["class"], "label": f"{override['class']} (pathologist)"}
     status = meta.get("status") or scores.get("status") or "provisional"
     if status not in {"provisional", "confirmed"}:
         raise error(f"{source}: unknown status {status!r} (expected provisional or confirmed)")
@@ -245,6 +263,7 @@ def _side_from_scores(
         class_proposal=_opt_str(klass.get("proposal")),
         class_label=_opt_str(klass.get("label")),
         class_alternative=_opt_str(klass.get("alternative")),
+        class_determined=_determined(klass),
         adequacy_status=adequacy.get("status"),
         n_glomeruli=adequacy.get("n_glomeruli"),
         nih_version=scores.get("nih_version"),
@@ -261,7 +280,7 @@ def _side_from_scores(
     )
 
 
-def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str) -> IndexScore:
+def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str) -> SideIndex:
     raw = d["components"]
     components: dict[str, Component] = {}
     for name in names:
@@ -269,6 +288,11 @@ def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str)
         score = c.get("score") if c.get("assessed", c.get("score") is not None) else None
         if score is not None and (int(score) != score or not 0 <= score <= 3):
             raise ValueError(f"{key}.{name}.score={score!r} is not 0..3")
+        rng = c.get("score_range") if score is None else None
+        if rng is not None and (
+            len(rng) != 2 or not all(int(v) == v and 0 <= v <= 3 for v in rng) or rng[0] > rng[1]
+        ):
+            raise ValueError(f"{key}.{name}.score_range={rng!r} is not [low, high] in 0..3")
         components[name] = Component(
             name=name,
             weight=int(c.get("weight") or _DEFAULT_WEIGHTS.get(name, 1)),
@@ -277,6 +301,7 @@ def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str)
             n=c.get("n"),
             N=c.get("N"),
             fraction=c.get("fraction"),
+            score_range=None if rng is None else (int(rng[0]), int(rng[1])),
         )
     total = d.get("total")
     complete = bool(d.get("complete", total is not None)) and total is not None
@@ -285,7 +310,7 @@ def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str)
         raise ValueError(f"{key} is marked complete but {', '.join(missing)} not assessed")
     if total is not None and (int(total) != total or not 0 <= total <= maximum):
         raise ValueError(f"{key}.total={total!r} is not 0..{maximum}")
-    return IndexScore(
+    return SideIndex(
         total=int(total) if complete and total is not None else None,
         maximum=maximum,
         complete=complete,
@@ -295,12 +320,12 @@ def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str)
 
 
 def _with_distribution(
-    index: IndexScore,
+    index: SideIndex,
     uncertainty: Mapping[str, Any],
     key: str,
     source: str,
     error: type[Exception],
-) -> IndexScore:
+) -> SideIndex:
     dist = (uncertainty.get(key) or {}).get("distribution")
     if dist is None or not index.complete:
         return index
@@ -310,7 +335,7 @@ def _with_distribution(
     if abs(p.sum() - 1.0) > 1e-6:
         raise error(f"{source}: uncertainty.{key}.distribution sums to {p.sum():.6g}, not 1")
     p = np.clip(p, 0.0, None)
-    return IndexScore(**{**index.__dict__, "distribution": tuple(float(x) for x in p / p.sum())})
+    return SideIndex(**{**index.__dict__, "distribution": tuple(float(x) for x in p / p.sum())})
 
 
 def _opt_str(value: Any) -> str | None:

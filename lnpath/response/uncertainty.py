@@ -220,8 +220,11 @@ def band_edges(bl: BiopsySide, fu: BiopsySide) -> list[dict[str, Any]]:
                 given = side.component_uncertainty.get(name) or {}
                 near = given.get("near_band_edge")
                 n, total = as_count(c.n), as_count(c.N)
-                if near is None and name in GLOMERULAR_COMPONENTS and n and total:
-                    # An absent lesion is not flagged here: the sampling view covers 0 -> 1.
+                if n == 0:
+                    # An absent lesion is not at an edge (the sampling view covers 0 -> 1), also
+                    # where a result scored before that rule still carries the flag.
+                    near = False
+                elif near is None and name in GLOMERULAR_COMPONENTS and n and total:
                     near = band(min(n + 1, total), total) != band(n, total) or band(
                         n - 1, total
                     ) != band(n, total)

@@ -35,6 +35,7 @@ from lnpath.core.vocabulary import LESION_LABELS, NO_LESION, NOT_ASSESSED
 from lnpath.io.qupath import QuPathFeature, read_qupath
 from lnpath.io.tables import measured_calls
 from lnpath.results.folder import feature_id
+from lnpath.scoring.biopsy import exclusion
 
 CORTEX_FIELDS = ("interstitial_inflammation", "interstitial_fibrosis", "tubular_atrophy")
 MATCH_MIN_IOU = 0.5  # an edited outline is the same glomerulus if it overlaps this much
@@ -52,6 +53,9 @@ _CLASS_ASSERTS: dict[str, dict[str, Any]] = {
 }
 _LABEL_TO_LESION = {label: lesion for lesion, label in LESION_LABELS.items()}
 KEEP_COLUMNS = ("glomerulus_id", *LESIONS, *OPTIONAL_FLAGS, LESION_EXTENT, "source")
+#: Per-glomerulus exclusion by the pathologist (kinds in :data:`lnpath.scoring.biopsy.EXCLUSIONS`).
+EXCLUSION_COLUMNS = ("exclusion", "exclusion_reason")
+TEXT_COLUMNS = (LESION_EXTENT, *EXCLUSION_COLUMNS)
 
 
 def as_text(value: Any) -> str:
@@ -94,7 +98,7 @@ class Edit:
 
     def set(self, gid: int, column: str, value: Any, source: str) -> None:
         """Set one cell, logging it only if it changes."""
-        text = column == LESION_EXTENT  # the one string column; the others are booleans
+        text = column in TEXT_COLUMNS  # the others are booleans
         if column not in self.table:
             missing = [pd.NA] * len(self.table)
             self.table[column] = (
@@ -103,8 +107,8 @@ class Edit:
         index = self.table.index[self.table["glomerulus_id"] == gid][0]
         convert = str if text else bool
         before = self.table.at[index, column]
-        before = None if is_missing(before) else convert(before)
-        after = None if is_missing(value) else convert(value)
+        before = None if is_missing(before) or before == "" else convert(before)
+        after = None if is_missing(value) or value == "" else convert(value)
         if same_value(before, after):
             return
         self.table.at[index, column] = pd.NA if after is None else after
@@ -275,12 +279,17 @@ def _add(
 # Applying an edited findings CSV and cortex fractions
 
 
-def apply_findings(edit: Edit, path: Path) -> None:
-    where = str(path)
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read findings table ({exc})") from None
+def apply_findings(edit: Edit, path: Path | pd.DataFrame) -> None:
+    """Apply an edited findings table (a CSV file, or a DataFrame from the workstation)."""
+    if isinstance(path, pd.DataFrame):
+        where, name = "findings table", "findings"
+        raw = path.map(lambda v: "" if is_missing(v) else str(v))
+    else:
+        where, name = str(path), path.name
+        try:
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read findings table ({exc})") from None
     if "glomerulus_id" in raw:
         raw["glomerulus_id"] = [_whole_id(v, i, where) for i, v in enumerate(raw["glomerulus_id"])]
     if "feature_id" in raw:
@@ -308,7 +317,7 @@ def apply_findings(edit: Edit, path: Path) -> None:
             f"{where}: glomerulus id(s) {unknown[:5]} not in this result "
             "(add glomeruli by drawing them in QuPath and reviewing with --geojson)"
         )
-    source = f"review:{path.name}"
+    source = f"review:{name}"
     for gid in sorted(current - ids):
         edit.log(gid, "glomerulus", "present", "deleted", source)
         edit.table = edit.table[edit.table["glomerulus_id"] != gid].reset_index(drop=True)
@@ -317,6 +326,31 @@ def apply_findings(edit: Edit, path: Path) -> None:
     for row in edited.to_dict("records"):
         for column in columns:
             edit.set(int(row["glomerulus_id"]), column, row[column], source)
+    if "exclusion" in raw and "glomerulus_id" in raw:
+        reasons = raw["exclusion_reason"] if "exclusion_reason" in raw else [""] * len(raw)
+        for gid, kind, reason in zip(raw["glomerulus_id"], raw["exclusion"], reasons, strict=True):
+            text = f"{kind}: {reason}" if kind.strip() and reason.strip() else kind
+            set_exclusion(edit, int(gid), text, source, f"{where}: glomerulus {gid}")
+
+
+def set_exclusion(edit: Edit, gid: int, value: Any, source: str, where: str) -> None:
+    """Exclude a glomerulus (``ischemic`` or ``not_glomerulus``, optionally ``kind: reason``)."""
+    kind, reason = exclusion(value, where)
+    edit.set(gid, "exclusion", kind, source)
+    edit.set(gid, "exclusion_reason", reason, source)
+
+
+def apply_exclusions(edit: Edit, exclusions: Mapping[int, Any]) -> None:
+    """Apply ``{glomerulus id: kind}`` from the API or ``lnpath review --exclude ID=KIND``."""
+    known = {int(g) for g in edit.table["glomerulus_id"]}
+    for gid, value in exclusions.items():
+        try:
+            number = int(gid)
+        except (TypeError, ValueError):
+            raise InputError(f"exclusion: glomerulus id {gid!r} is not a whole number") from None
+        if number not in known:
+            raise InputError(f"exclusion: glomerulus {number} is not in this result")
+        set_exclusion(edit, number, value, "review:exclusion", f"exclusion of glomerulus {number}")
 
 
 def _whole_id(value: str, position: int, where: str) -> str:

@@ -39,8 +39,11 @@ from lnpath.core.findings import LESIONS, is_missing
 from lnpath.core.vocabulary import CLASS_COLOURS
 from lnpath.io.atomic import atomic_dir, write_json, write_text
 from lnpath.io.hashing import bytes_sha256, file_sha256
-from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
+from lnpath.io.qupath import QuPathFeature, feature_collection, read_qupath
 from lnpath.report.assets import Assets
+from lnpath.report.slide import diagnosis_line, render_overlay, render_report, render_summary
+from lnpath.results.stamp import STAMP_COLUMNS, STAMP_MEASUREMENT, export_stamp, stamped
+from lnpath.scoring.score import BiopsyScore
 
 LOG = logging.getLogger(__name__)
 
@@ -75,14 +78,18 @@ def json_value(value: Any) -> Any:
 
 
 def glomeruli_features(
-    findings: pd.DataFrame, polygons: Mapping[int, BaseGeometry], slide_sha256: str
+    findings: pd.DataFrame,
+    polygons: Mapping[int, BaseGeometry],
+    slide_sha256: str,
+    revision: int | None = None,
 ) -> list[QuPathFeature]:
     """One QuPath annotation per glomerulus: class = main call; calls and measurements attached.
 
     Lesion calls become ``call: <lesion>`` measurements (1 present, 0 absent, left out = not
     assessed) because QuPath measurements are numbers; missing values are left out rather than
     written as null, which not every QuPath version imports. The pathologist edits the class, and
-    :func:`lnpath.workflow.signoff.review` reads both back.
+    :func:`lnpath.workflow.signoff.review` reads both back. ``revision`` becomes the ``lnpath
+    revision`` measurement, the one stamp a QuPath re-export keeps.
     """
     features = []
     for row in findings.to_dict("records"):
@@ -98,6 +105,8 @@ def glomeruli_features(
             measured = key.startswith(("p_", "m_")) or key in ("area_um2", "probability")
             if measured and not is_missing(value):
                 measurements[key] = float(value)
+        if revision is not None:
+            measurements[STAMP_MEASUREMENT] = revision
         features.append(
             QuPathFeature(
                 geometry=polygons[gid],
@@ -128,10 +137,13 @@ def read_polygons(folder: Path) -> dict[int, BaseGeometry]:
 
 def read_findings_csv(path: Path) -> pd.DataFrame:
     """Read a result's ``findings.csv`` with the lesion columns as nullable booleans."""
+    text = {"feature_id": str, "main_call": str, "source": str}
+    text.update(dict.fromkeys(("exclusion", "exclusion_reason", *STAMP_COLUMNS), str))
     try:
-        table = pd.read_csv(path, dtype={"feature_id": str, "main_call": str, "source": str})
+        table = pd.read_csv(path, dtype=text)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ResultError(f"{path}: unreadable findings table ({exc})") from None
+    table = table.drop(columns=[c for c in STAMP_COLUMNS if c in table])
     for lesion in (*LESIONS, "ischemic"):
         if lesion in table:
             table[lesion] = table[lesion].astype("boolean")
@@ -172,18 +184,31 @@ def content_sha256(folder: Path, result: Mapping[str, Any] | None = None) -> str
     return digest.hexdigest()
 
 
-def load_result_json(folder: Path) -> dict[str, Any]:
-    """Read and minimally validate ``result.json``."""
-    path = Path(folder) / "result.json"
+def load_result_json(folder: str | Path, label: str = "result") -> dict[str, Any]:
+    """Read and minimally validate ``result.json`` of a result folder (or the file itself).
+
+    The one reader of result.json: scoring, review, comparison and batch resumption all use it.
+    ``label`` names the folder in errors ("baseline", "follow-up").
+
+    Raises:
+        ResultError: no such folder, no result.json, unreadable JSON, or not an lnpath result.
+    """
+    folder = Path(folder)
+    path = folder if folder.is_file() else folder / "result.json"
+    if not folder.exists():
+        raise ResultError(f"{folder}: {label} folder not found")
     if not path.is_file():
         raise ResultError(f"{folder}: not a result folder (no result.json)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultError(f"{path}: not valid JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultError(f"{path}: unreadable result.json ({exc})") from None
+    if not isinstance(data, dict):
+        raise ResultError(f"{path}: not an lnpath result (not a JSON object)")
     missing = {"schema_version", "status", "revision", "slide", "scores"} - set(data)
-    if missing:
-        raise ResultError(f"{path}: not an lnpath result (missing {', '.join(sorted(missing))})")
+    if missing:  # the scores first: they are what every reader needs
+        names = ", ".join(repr(k) for k in sorted(missing, key=lambda k: (k != "scores", k)))
+        raise ResultError(f"{path}: not an lnpath result (no {names})")
     if data["schema_version"] != SCHEMA_VERSION:
         raise ResultError(
             f"{path}: schema version {data['schema_version']} is not {SCHEMA_VERSION}"
@@ -229,7 +254,6 @@ def write_result(
     carried over unless ``event`` is a fresh scoring, so the history survives every review and
     confirmation.
     """
-    from lnpath.report.slide import render_overlay, render_report
 
     target = Path(target)
     with atomic_dir(target, overwrite=overwrite, marker="result.json") as tmp:
@@ -242,10 +266,14 @@ def write_result(
                 shutil.copy2(target / name, tmp / name)
             shutil.copytree(target / "assets", tmp / "assets")
         else:
-            content.findings.to_csv(tmp / "findings.csv", index=False)
+            stamp = export_stamp(content.findings, content.polygons, result["revision"])
+            result["export_stamp"] = stamp
+            stamped(content.findings, stamp).to_csv(tmp / "findings.csv", index=False)
             sha = result["slide"]["fingerprint"]["sha256"]
-            features = glomeruli_features(content.findings, content.polygons, sha)
-            write_qupath(features, tmp / "glomeruli.geojson")
+            features = glomeruli_features(
+                content.findings, content.polygons, sha, revision=stamp["revision"]
+            )
+            write_json(tmp / "glomeruli.geojson", {**feature_collection(features), "lnpath": stamp})
             content.assets.save(tmp, keep=content.polygons)
         table, polygons, assets = content.findings, content.polygons, content.assets
         write_json(tmp / "result.json", result)
@@ -299,7 +327,6 @@ class SlideResult:
     @property
     def score(self) -> Any:
         """The :class:`lnpath.scoring.score.BiopsyScore` of this revision."""
-        from lnpath.scoring.score import BiopsyScore
 
         return BiopsyScore.from_dict(self.data["scores"])
 
@@ -325,12 +352,10 @@ class SlideResult:
 
     def diagnosis_line(self) -> str:
         """The one-line diagnosis the report leads with."""
-        from lnpath.report.slide import diagnosis_line
 
         return diagnosis_line(self.data)
 
     def _repr_html_(self) -> str:
-        from lnpath.report.slide import render_summary
 
         return render_summary(self.data, self.report_path)
 

@@ -19,7 +19,15 @@ from lnpath.core.errors import InputError
 from lnpath.scoring.config import ScoringConfig
 from lnpath.scoring.uncertainty import replicate_count_distribution, wilson_interval
 
-__all__ = ["BIOPSY_KEYS", "LN_LESIONS", "ClassProposal", "biopsy_inputs", "propose_class"]
+__all__ = [
+    "ACTIVE_LESIONS",
+    "BIOPSY_KEYS",
+    "LN_LESIONS",
+    "ClassProposal",
+    "biopsy_inputs",
+    "kleene_any",
+    "propose_class",
+]
 
 #: Lesions that make a glomerulus "involved by LN" for the III/IV fraction (spec §2.2).
 LN_LESIONS = (
@@ -41,9 +49,6 @@ ACTIVE_LESIONS = (
     "cellular_crescent",
     "fibrocellular_crescent",
 )
-#: ISN/RPS 2003 chronic glomerular lesions (with fibrous adhesions, an optional flag).
-CHRONIC_LESIONS = ("segmental_sclerosis", "global_sclerosis", "fibrous_crescent")
-_SUFFIX_ORDER = ("A", "A/C", "C")
 _BOOL_KEYS = ("membranous", "if_mesangial_deposits", "mesangial_hypercellularity")
 _FRACTION_KEYS = ("membranous_capillary_surface", "membranous_glomeruli")
 #: Biopsy-level inputs score_findings accepts.
@@ -66,6 +71,7 @@ class ClassProposal:
     alternative: str | None = None
     iv_threshold: float = 0.5
     legacy_2003: dict[str, Any] | None = None
+    determined: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``legacy_2003`` only in that mode)."""
@@ -82,6 +88,7 @@ class ClassProposal:
             "n_all": self.n_all,
             "alternative": self.alternative,
             "iv_threshold": self.iv_threshold,
+            "determined": self.determined,
             **legacy,
         }
 
@@ -100,6 +107,9 @@ class ClassProposal:
             alternative=d.get("alternative"),
             iv_threshold=float(d.get("iv_threshold", 0.5)),
             legacy_2003=d.get("legacy_2003"),
+            determined=bool(
+                d.get("determined", d.get("proposal") is not None or d.get("alternative") is None)
+            ),
         )
 
     def uncertainty(self) -> dict[str, Any]:
@@ -155,7 +165,8 @@ def _ratio(value: float) -> Fraction:
     return Fraction(repr(float(value)))
 
 
-def _kleene_any(table: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+def kleene_any(table: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    """Per glomerulus: True if any column is True, <NA> if unknown, False if none can be."""
     out = pd.Series(False, index=table.index, dtype="boolean")
     for column in columns:
         out = out | table[column].astype("boolean")
@@ -175,7 +186,7 @@ def propose_class(
     blocked: str | None,
     inflammation_score: int | None,
 ) -> ClassProposal:
-    """Apply the spec §2.2 decision procedure (and add the 2003 label in ``legacy_2003`` mode).
+    """Apply the spec §2.2 decision procedure (the 2003 label is :mod:`lnpath.scoring.legacy`).
 
     Lesions not assessed (``<NA>``) cannot be counted: the proposal uses the glomeruli known to be
     involved and ``alternative`` names the class reached if every unassessed glomerulus were
@@ -191,10 +202,10 @@ def propose_class(
             needs,
             n_all=n_all,
             iv_threshold=cfg.class_iv_threshold,
-            legacy_2003=_legacy(table, None, cfg),
+            determined=False,
         )
     adhesion = cfg.adhesion_as_sclerosis and "adhesion" in table
-    ln = _kleene_any(table, (*LN_LESIONS, "adhesion") if adhesion else LN_LESIONS)
+    ln = kleene_any(table, (*LN_LESIONS, "adhesion") if adhesion else LN_LESIONS)
     ischemic = pd.Series(False, index=table.index)
     if cfg.ischemic_exclusion and "ischemic" in table:
         ischemic = table["ischemic"].fillna(False).astype(bool)
@@ -217,7 +228,7 @@ def propose_class(
     ]
     vi = _ratio(cfg.class_vi_threshold)
     if global_n * vi.denominator >= vi.numerator * n_all:
-        active = _kleene_any(table, ACTIVE_LESIONS)
+        active = kleene_any(table, ACTIVE_LESIONS)
         any_active = bool(active.fillna(False).any())
         if cfg.inflammation_is_residual_activity and inflammation_score:
             any_active = True
@@ -232,7 +243,6 @@ def propose_class(
                 "Class VI (advanced sclerosing), proposal",
                 "; ".join(steps),
                 [],  # class VI rests on light microscopy alone (spec §2.1)
-                legacy_2003=_legacy(table, "VI", cfg),
                 **base,
             )
         steps.append("class VI excluded by residual glomerular activity")
@@ -252,18 +262,24 @@ def propose_class(
         steps.append(f"{'>=' if prolif == 'IV' else '<'} {cfg.class_iv_threshold:.0%} -> {prolif}")
     if alternative:
         steps.append(f"would be {alternative} if the unassessed glomeruli were involved")
-    label = (
-        f"Class {proposal}, proposal"
-        if proposal
-        else ("No LN lesion identified by light microscopy; indeterminate (IF/EM needed)")
-    )
+    determined = proposal is not None or not unknown
+    if proposal:
+        label = f"Class {proposal}, proposal"
+    elif unknown:
+        # nothing found among the assessed glomeruli, but the unassessed ones could be III/IV
+        label = (
+            f"Not determinable: lesions not assessed in {unknown} of {n_class} glomeruli "
+            f"(class {alternative} if they were involved)"
+        )
+    else:
+        label = "No LN lesion identified by light microscopy; indeterminate (IF/EM needed)"
     return ClassProposal(
         proposal,
         label,
         "; ".join([*steps, LM_LIMIT]),
         needs,
         alternative=alternative,
-        legacy_2003=_legacy(table, proposal, cfg),
+        determined=determined,
         **base,
     )
 
@@ -278,16 +294,27 @@ def _combine(
         glomeruli = inputs.get("membranous_glomeruli")
         rule = cfg.class_v_combined_rule
         if surface is None or glomeruli is None:
-            return f"{prolif}+V", [
-                "membranous component given without extent; taken as meeting "
-                "the combined-class rule"
-            ]
+            return f"{prolif}+V", ["membranous component given without its extent; +V kept"]
+        extent = (
+            f"membranous component on {surface:.0%} of the capillary surface in "
+            f"{glomeruli:.0%} of glomeruli"
+        )
         meets = Fraction(surface) > _ratio(rule.capillary_surface_gt) and Fraction(
             glomeruli
         ) > _ratio(rule.glomeruli_gt)
+        limit = (
+            f"> {rule.capillary_surface_gt:.0%} of the capillary surface in "
+            f"> {rule.glomeruli_gt:.0%} of glomeruli"
+        )
         if meets:
-            return f"{prolif}+V", ["membranous component meets the extent rule"]
-        return prolif, ["membranous component below the extent rule for +V"]
+            return f"{prolif}+V", [f"{extent} (meets the extent rule, {limit})"]
+        if rule.enforce:
+            return prolif, [f"{extent}: below the enforced extent rule for +V ({limit})"]
+        # spec §9: the verified class table diagnoses both, with no extent; the rule is [R]
+        return f"{prolif}+V", [
+            f"{extent}: below the [R] extent rule ({limit}); +V kept, as the verified class "
+            "table diagnoses both (class_v_combined_rule.enforce drops it)"
+        ]
     if prolif:
         return prolif, []
     if membranous:
@@ -307,141 +334,3 @@ def _needs(inputs: Mapping[str, Any]) -> list[str]:
     if inputs.get("if_mesangial_deposits") is None:
         needs.append("mesangial immune deposits by IF (classes I/II)")
     return needs
-
-
-def _legacy(table: pd.DataFrame, proposal: str | None, cfg: ScoringConfig) -> dict[str, Any] | None:
-    """The 2003 label in ``legacy_2003`` mode; None (no label at all) otherwise."""
-    if cfg.class_nomenclature != "legacy_2003":
-        return None
-    return legacy_2003_label(table, proposal, cfg)
-
-
-def legacy_2003_label(
-    table: pd.DataFrame, proposal: str | None, cfg: ScoringConfig
-) -> dict[str, Any]:
-    """The ISN/RPS 2003 label of a 2018 proposal (Weening 2004; spec §2.1, legacy mode only).
-
-    Classes III and IV get the activity suffix: ``A`` (active lesions only), ``A/C`` (active and
-    chronic) or ``C`` (chronic, inactive), from :data:`ACTIVE_LESIONS` and
-    :data:`CHRONIC_LESIONS` (plus the ``adhesion`` flag). Class IV is split by the extent of the
-    lesions in the involved glomeruli: IV-S when at least half have segmental lesions (< half of the
-    tuft), IV-G when at least half have global ones. Extent comes from the ``lesion_extent``
-    column; a globally sclerosed glomerulus is global, and one whose only lesion is segmental
-    sclerosis is segmental. Where unassessed lesions or unrecorded extents leave the answer open,
-    every label they allow is listed ("A or A/C") and ``determined`` is false. Other classes keep
-    their 2018 name, which 2003 shares.
-
-    Returns:
-        ``label`` (e.g. ``IV-G (A/C)``), ``suffix``, ``subclass`` (``S``, ``G`` or None),
-        ``determined`` and ``rationale``.
-    """
-    if proposal is None:
-        return {
-            "label": None,
-            "suffix": None,
-            "subclass": None,
-            "determined": False,
-            "rationale": "no class proposed",
-        }
-    prolif = next((c for c in ("IV", "III") if proposal.split("+")[0] == c), None)
-    if prolif is None:
-        return {
-            "label": proposal,
-            "suffix": None,
-            "subclass": None,
-            "determined": True,
-            "rationale": f"class {proposal} is named alike in 2003",
-        }
-    ischemic = pd.Series(False, index=table.index)
-    if cfg.ischemic_exclusion and "ischemic" in table:
-        ischemic = table["ischemic"].fillna(False).astype(bool)
-    rows = table[~ischemic]
-    active = _biopsy_any(_kleene_any(rows, ACTIVE_LESIONS))
-    chronic_rows = _kleene_any(rows, CHRONIC_LESIONS)
-    if "adhesion" in rows:
-        chronic_rows = chronic_rows | rows["adhesion"].fillna(False).astype("boolean")
-    chronic = _biopsy_any(chronic_rows)
-    suffixes = _suffixes(active, chronic)
-    steps = [
-        f"active lesions {_kleene_text(active)}, chronic lesions {_kleene_text(chronic)}"
-        + (" (some not assessed)" if None in (active, chronic) else "")
-    ]
-    subclass: str | None = None
-    head: str = prolif
-    if prolif == "IV":
-        adhesion = cfg.adhesion_as_sclerosis and "adhesion" in rows
-        subclasses, extent_step = _iv_extent(rows, adhesion)
-        steps.append(extent_step)
-        head = " or ".join(f"IV-{c}" for c in subclasses)
-        subclass = subclasses[0] if len(subclasses) == 1 else None
-    suffix = suffixes[0] if len(suffixes) == 1 else None
-    tail = " + V" if proposal.endswith("+V") else ""
-    return {
-        "label": f"{head} ({' or '.join(suffixes)}){tail}",
-        "suffix": suffix,
-        "subclass": subclass,
-        "determined": suffix is not None and (prolif == "III" or subclass is not None),
-        "rationale": "; ".join(steps),
-    }
-
-
-def _biopsy_any(per_glomerulus: pd.Series) -> bool | None:
-    """True if any glomerulus has the lesion, False if none can, None if unassessed ones decide."""
-    if bool(per_glomerulus.fillna(False).any()):
-        return True
-    return None if bool(per_glomerulus.isna().any()) else False
-
-
-def _kleene_text(value: bool | None) -> str:
-    return "present" if value else "absent" if value is False else "undetermined"
-
-
-def _suffixes(active: bool | None, chronic: bool | None) -> list[str]:
-    """Every 2003 suffix the (possibly unassessed) presence of lesions allows, in 2003 order."""
-    options = {
-        {(True, True): "A/C", (True, False): "A", (False, True): "C"}[(a, c)]
-        for a in ((True, False) if active is None else (active,))
-        for c in ((True, False) if chronic is None else (chronic,))
-        if a or c
-    }
-    return [s for s in _SUFFIX_ORDER if s in options]
-
-
-def _iv_extent(rows: pd.DataFrame, adhesion: bool) -> tuple[list[str], str]:
-    """IV-S / IV-G from the extent of the involved glomeruli's lesions (ties give both).
-
-    ``adhesion``: adhesions count as involvement (``adhesion_as_sclerosis``), as segmental lesions.
-    """
-    scars = ("segmental_sclerosis", "adhesion") if adhesion else ("segmental_sclerosis",)
-    involved = rows[_kleene_any(rows, (*LN_LESIONS, *scars[1:])).fillna(False).astype(bool)]
-    extent = (
-        involved["lesion_extent"].astype("string")
-        if "lesion_extent" in involved
-        else pd.Series(pd.NA, index=involved.index, dtype="string")
-    )
-    is_global = involved["global_sclerosis"].fillna(False).astype(bool)
-    contradicted = is_global & (extent == "segmental").fillna(False).astype(bool)
-    if contradicted.any():
-        gid = involved.loc[contradicted, "glomerulus_id"].iloc[0]
-        raise InputError(
-            f"glomerulus {gid}: lesion_extent 'segmental' contradicts global_sclerosis"
-        )
-    others = [c for c in LN_LESIONS if c not in ("segmental_sclerosis", "global_sclerosis")]
-    only_segmental_sclerosis = _kleene_any(involved, scars).fillna(False).astype(bool) & (
-        ~_kleene_any(involved, tuple(others)).fillna(True).astype(bool)
-    )
-    glob = is_global | (extent == "global").fillna(False).astype(bool)
-    seg = ~glob & ((extent == "segmental").fillna(False).astype(bool) | only_segmental_sclerosis)
-    n, n_seg, n_glob = len(involved), int(seg.sum()), int(glob.sum())
-    unknown = n - n_seg - n_glob
-    outcomes = set()
-    for k in range(unknown + 1):  # k unrecorded glomeruli segmental, the rest global
-        s, g = n_seg + k, n_glob + unknown - k
-        outcomes |= {"S"} if 2 * s >= n else set()
-        outcomes |= {"G"} if 2 * g >= n else set()
-    step = f"of {n} involved glomeruli {n_seg} segmental, {n_glob} global"
-    if unknown:
-        step += f", {unknown} without a recorded extent (lesion_extent)"
-    if 2 * n_seg == n == 2 * n_glob:
-        step += "; exactly half are segmental, so both IV-S and IV-G apply"
-    return [c for c in ("S", "G") if c in outcomes], step

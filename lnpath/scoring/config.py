@@ -23,6 +23,7 @@ from typing import Any
 from lnpath.core.errors import InputError
 
 __all__ = [
+    "MEASURED_OPTIONS",
     "PRESETS",
     "AdequacyThresholds",
     "ClassVRule",
@@ -50,6 +51,17 @@ _FRACTIONS = (
     "class_vi_threshold",
 )
 _BOOLS = ("adhesion_as_sclerosis", "ischemic_exclusion", "inflammation_is_residual_activity")
+#: Options that act on a per-glomerulus measurement, and the ``m_*`` columns they need (§1.5).
+MEASURED_OPTIONS: dict[str, tuple[str, ...]] = {
+    "global_threshold": ("m_sclerosed_fraction",),
+    "crescent_min_circumference": ("m_crescent_circumference", "m_crescent_cell_fraction"),
+    "crescent_cellular_min_cell_fraction": ("m_crescent_circumference", "m_crescent_cell_fraction"),
+    "crescent_fibrous_min_matrix_fraction": (
+        "m_crescent_circumference",
+        "m_crescent_cell_fraction",
+    ),
+    "mesangial_hypercellularity_min_cells": ("m_mesangial_cells",),
+}
 
 
 @dataclass(frozen=True)
@@ -62,10 +74,15 @@ class AdequacyThresholds:
 
 @dataclass(frozen=True)
 class ClassVRule:
-    """Extent a membranous component needs to be reported with III/IV ("IV+V"); spec §2.1 [R]."""
+    """The [R] extent rule for reporting a membranous component with III/IV ("IV+V"), spec §2.1.
+
+    The verified class table only says both are diagnosed (spec §9 item 2), so by default "+V" is
+    kept and a given extent is reported beside it; ``enforce`` drops "+V" below the extent.
+    """
 
     capillary_surface_gt: float = 0.5
     glomeruli_gt: float = 0.5
+    enforce: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,19 +93,23 @@ class ScoringConfig:
         nih_version: index definition; only the 2018 modified NIH index (Bajema 2018) is scored.
         glomerular_denominator: ``all`` glomeruli (default) or ``non_globally_sclerosed`` for the
             five glomerular activity items (preset ``viable_denominator``).
-        global_threshold: sclerosed tuft fraction above which a glomerulus is "global" (for callers
-            that measure it; ISN/RPS 2003).
+        global_threshold: sclerosed tuft fraction above which a sclerosed glomerulus is "global"
+            (ISN/RPS 2003); it splits global from segmental wherever ``m_sclerosed_fraction`` is
+            measured, and a non-default value is refused for findings without that measurement.
         adhesion_as_sclerosis: count an isolated adhesion as segmental sclerosis (Oxford).
-        crescent_min_circumference: capsule fraction a crescent must cover (2018: 0.10).
-        crescent_cellular_min_cell_fraction: cell + fibrin share of a cellular crescent.
-        crescent_fibrous_min_matrix_fraction: matrix share of a fibrous crescent.
-        mesangial_hypercellularity_min_cells: nuclei per mesangial area (2018: 4).
+        crescent_min_circumference: capsule fraction a crescent must exceed (2018: 0.10).
+        crescent_cellular_min_cell_fraction: cell + fibrin share a cellular crescent exceeds.
+        crescent_fibrous_min_matrix_fraction: matrix share a fibrous crescent exceeds.
+            The three crescent options call crescents wherever ``m_crescent_circumference`` and
+            ``m_crescent_cell_fraction`` are measured; non-default values are refused otherwise.
+        mesangial_hypercellularity_min_cells: nuclei per mesangial area (2018: 4); it sets the
+            ``mesangial_hypercellularity`` flag wherever ``m_mesangial_cells`` is measured.
         interstitial_inflammation_region: ``total_cortex`` or ``nonscarred_cortex`` (Banff "i").
         tubular_atrophy_basis: ``cortical_tubules`` or ``cortex_area``.
         adequacy: glomerulus counts for adequate / limited.
         class_iv_threshold: involved fraction at or above which III becomes IV (>=).
         class_vi_threshold: globally sclerosed fraction for class VI (>=).
-        class_v_combined_rule: extent for "+V" when given as fractions.
+        class_v_combined_rule: the [R] extent for "+V"; reported, applied only with ``enforce``.
         ischemic_exclusion: leave glomeruli flagged ``ischemic`` out of the class fraction.
         inflammation_is_residual_activity: interstitial inflammation alone blocks class VI.
         inadequate_policy: ``counts_only`` (spec: no index or class below the limited count) or
@@ -96,7 +117,8 @@ class ScoringConfig:
         class_nomenclature: ``isn_rps_2018`` (default: the class plus AI/CI) or ``legacy_2003``,
             which adds the 2003 label (A, A/C, C suffixes and IV-S / IV-G) beside the 2018
             proposal for older trial protocols (spec §2.1: only in this explicit mode).
-        response_preset: histological response preset used by :mod:`lnpath.response.endpoint`.
+        response_preset: the histological response preset ``compare`` and the cohort apply
+            when none is named.
         presets: the presets applied, recorded for provenance.
     """
 
@@ -158,7 +180,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "adhesion_as_sclerosis": {"adhesion_as_sclerosis": True},
     "isnrps_10": {"adequacy": {"adequate": 10, "limited": 8}},
     "oxford_8": {"adequacy": {"adequate": 8, "limited": 8}},
-    "permissive_5": {"adequacy": {"adequate": 5, "limited": 5}},
+    # Seema 2013 scored biopsies with *more than* five glomeruli (spec §2.3)
+    "permissive_5": {"adequacy": {"adequate": 6, "limited": 6}},
     "legacy_2003": {"class_nomenclature": "legacy_2003"},
 }
 
@@ -286,3 +309,5 @@ def _validate(cfg: ScoringConfig, where: str) -> None:
         value = getattr(rule, key)
         if not _is_number(value) or not 0.0 <= value <= 1.0:
             raise InputError(f"{where}: class_v_combined_rule.{key} must be a number in [0, 1]")
+    if not isinstance(rule.enforce, bool):
+        raise InputError(f"{where}: class_v_combined_rule.enforce must be true or false")

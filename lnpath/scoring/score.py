@@ -21,6 +21,7 @@ import pandas as pd
 from lnpath import __version__
 from lnpath.core.errors import InputError
 from lnpath.core.findings import read_findings
+from lnpath.scoring.adequacy import Adequacy, assess_adequacy, withheld
 from lnpath.scoring.classification import ClassProposal, biopsy_inputs, propose_class
 from lnpath.scoring.config import ScoringConfig, config_from
 from lnpath.scoring.indices import (
@@ -35,6 +36,8 @@ from lnpath.scoring.indices import (
     lesion_columns,
     lesion_or,
 )
+from lnpath.scoring.legacy import legacy_2003_label
+from lnpath.scoring.measured import apply_measurements
 from lnpath.scoring.uncertainty import (
     band,
     count_distributions,
@@ -70,24 +73,6 @@ ASSUMPTION = (
 
 
 @dataclass
-class Adequacy:
-    """Whether the core holds enough glomeruli for class and index (spec §2.3)."""
-
-    n_glomeruli: int
-    status: str
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"n_glomeruli": self.n_glomeruli, "status": self.status, "message": self.message}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Adequacy:
-        """Inverse of :meth:`to_dict`."""
-        return cls(int(d["n_glomeruli"]), str(d["status"]), str(d["message"]))
-
-
-@dataclass
 class BiopsyScore:
     """Everything scoring proposes for one biopsy, serialisable with :meth:`to_dict`."""
 
@@ -109,9 +94,29 @@ class BiopsyScore:
         """Index definition used (from the config)."""
         return self.config.nih_version
 
+    def diagnosis_line(self) -> str:
+        """The primary diagnosis line of spec §6, e.g. "Lupus nephritis, ISN/RPS class IV + V
+        (2018 revision). Modified NIH activity index 9/24; chronicity index 3/12."
+
+        An incomplete index gives the range it can still take; an undetermined class says so.
+        """
+        cls = self.isn_rps_class
+        if cls.proposal:
+            klass = f"ISN/RPS class {cls.proposal.replace('+', ' + ')}"
+        elif not cls.determined:
+            klass = "ISN/RPS class " + cls.label[0].lower() + cls.label[1:]
+        else:
+            klass = "ISN/RPS class: no LN lesion identified by light microscopy"
+        return (
+            f"Lupus nephritis, {klass} (2018 revision). Modified NIH activity index "
+            f"{_index_text(self.activity_index)}; chronicity index "
+            f"{_index_text(self.chronicity_index)}."
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The contract dict consumed by the pipeline, report and comparison."""
         return {
+            "diagnosis_line": self.diagnosis_line(),
             "nih_version": self.nih_version,
             "lnpath_version": self.lnpath_version,
             "config": self.config.to_dict(),
@@ -153,6 +158,16 @@ class BiopsyScore:
             raise InputError(f"biopsy score: malformed score dict ({exc!r})") from None
 
 
+def _index_text(index: IndexScore) -> str:
+    """``9/24``; ``0-21/24 (incomplete)`` while components are unassessed; or not computable."""
+    if index.total is None and index.total_range is None:
+        return "not computable"
+    if index.complete:
+        return f"{index.total}/{index.maximum}"
+    low, high = index.total_range or (index.total, index.maximum)
+    return f"{low}-{high}/{index.maximum} (incomplete)"
+
+
 def score_findings(
     glomeruli: pd.DataFrame | Sequence[Mapping[str, Any]],
     cortex: Mapping[str, Any] | Any | None = None,
@@ -183,11 +198,11 @@ def score_findings(
         InputError: malformed findings, cortex, config or biopsy inputs.
     """
     cfg = config_from(config)
-    table = read_findings(glomeruli)
+    table, measured = apply_measurements(read_findings(glomeruli), cfg)
     fractions = cortex_fractions(cortex)
     inputs = biopsy_inputs(biopsy)
-    adequacy = _adequacy(len(table), cfg)
-    blocked = _blocked(adequacy, cfg)
+    adequacy = assess_adequacy(len(table), cfg)
+    blocked = withheld(adequacy, cfg)
     components = {
         "activity": index_components(ACTIVITY, table, fractions, cfg),
         "chronicity": index_components(CHRONICITY, table, fractions, cfg),
@@ -196,6 +211,8 @@ def score_findings(
     chronicity = index_score(components["chronicity"], 12, blocked)
     inflammation = components["activity"]["interstitial_inflammation"].score
     proposal = propose_class(table, cfg, inputs, blocked, inflammation)
+    if cfg.class_nomenclature == "legacy_2003":  # the 2003 label only in that explicit mode
+        proposal.legacy_2003 = legacy_2003_label(table, proposal.proposal, cfg)
     uncertainty = _uncertainty(table, cfg, activity, chronicity, proposal)
     score = BiopsyScore(
         activity_index=activity,
@@ -204,7 +221,7 @@ def score_findings(
         adequacy=adequacy,
         uncertainty=uncertainty,
         config=cfg,
-        counts=_counts(table, cfg),
+        counts={**_counts(table, cfg), "measured_calls": measured},
         pending_review=_pending(activity, chronicity, proposal, uncertainty),
         biopsy={k: v for k, v in inputs.items() if v is not None},
         # every cortex figure given, including the basis not scored (spec §1.4: report both)
@@ -221,33 +238,6 @@ def score_findings(
 
 
 # --------------------------------------------------------------------------- inputs, adequacy
-
-
-def _adequacy(n: int, cfg: ScoringConfig) -> Adequacy:
-    thresholds = cfg.adequacy
-    if n >= thresholds.adequate:
-        return Adequacy(n, "adequate", f"{n} glomeruli (>= {thresholds.adequate} needed)")
-    if n >= thresholds.limited:
-        return Adequacy(
-            n,
-            "limited",
-            f"{n} glomeruli (< {thresholds.adequate} for adequate); interpret with caution",
-        )
-    return Adequacy(
-        n,
-        "inadequate",
-        f"{n} glomeruli (< {thresholds.limited}): too few for class and index; "
-        "counts reported only",
-    )
-
-
-def _blocked(adequacy: Adequacy, cfg: ScoringConfig) -> str | None:
-    """Why indices and class are withheld, or None."""
-    if adequacy.n_glomeruli == 0:
-        return "no glomeruli"
-    if adequacy.status == "inadequate" and cfg.inadequate_policy == "counts_only":
-        return f"inadequate biopsy ({adequacy.n_glomeruli} glomeruli < {cfg.adequacy.limited})"
-    return None
 
 
 def _counts(table: pd.DataFrame, cfg: ScoringConfig) -> dict[str, Any]:
@@ -335,7 +325,8 @@ def _sampling_entry(component: Component, notes: list[str]) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "wilson_95": list(wilson_interval(n, total)),
         "band_probabilities": replicate_band_probabilities(n, total),
-        "near_band_edge": near_band_edge(n, total),
+        # an absent lesion is not at an edge: the replicate-core view covers 0 -> 1 (compare agrees)
+        "near_band_edge": n > 0 and near_band_edge(n, total),
         "one_glomerulus_changes": _edge_moves(n, total),
     }
     entry["p_different_band"] = 1.0 - entry["band_probabilities"][band(n, total)]

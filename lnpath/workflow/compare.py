@@ -8,8 +8,8 @@ whose ``seal_verified`` says whether its confirmation still holds.
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,10 @@ from typing import Any
 from lnpath.core.errors import LnpathError, ResultError
 from lnpath.response.endpoint import ResponseResult
 from lnpath.response.endpoint import compare as compare_sides
+from lnpath.response.presets import get_preset
 from lnpath.response.sides import BiopsySide, load_side, side_from_result
-from lnpath.workflow.signoff import verify
+from lnpath.results.folder import load_result_json
+from lnpath.results.seal import verify
 
 
 def load_folder_side(obj: Any, label: str = "biopsy") -> BiopsySide:
@@ -34,44 +36,39 @@ def load_folder_side(obj: Any, label: str = "biopsy") -> BiopsySide:
     if not isinstance(folder, str | os.PathLike):
         return load_side(obj, label)
     path = Path(folder)
-    side = side_from_result(_read_result(path, label), str(_result_folder(path)), ResultError)
+    side = side_from_result(
+        load_result_json(path, f"{label} result"), str(_result_folder(path)), ResultError
+    )
     return _with_seal(side, _result_folder(path))
 
 
 def compare(
-    baseline: Any, followup: Any, preset: str = "lnhr_default", **overrides: Any
+    baseline: Any,
+    followup: Any,
+    preset: str | None = None,
+    rule: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> ResponseResult:
     """Compare a baseline and a follow-up biopsy under a named response preset.
 
     Each biopsy may be a result folder, a SlideResult, a BiopsyScore or a score dict; folders'
     confirmation seals are verified, so a result edited after sign-out never gives a ``final``
-    endpoint. See :func:`lnpath.response.endpoint.compare` for the rules.
+    endpoint. ``preset=None`` applies the ``response_preset`` the biopsies were scored with;
+    ``rule`` adds a component-level endpoint. See :func:`lnpath.response.endpoint.compare`.
     """
+    if preset is not None:
+        get_preset(preset)  # an unknown name fails before any folder is read
     return compare_sides(
         load_folder_side(baseline, "baseline"),
         load_folder_side(followup, "follow-up"),
         preset,
+        rule,
         **overrides,
     )
 
 
 def _result_folder(path: Path) -> Path:
     return path.parent if path.is_file() else path
-
-
-def _read_result(path: Path, label: str) -> dict[str, Any]:
-    file = path if path.is_file() else path / "result.json"
-    if not path.exists():
-        raise ResultError(f"{path}: {label} result folder not found")
-    if not file.is_file():
-        raise ResultError(f"{path}: no result.json in the {label} result folder")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultError(f"{file}: unreadable result.json ({exc})") from None
-    if not isinstance(data, dict) or "scores" not in data:
-        raise ResultError(f"{file}: malformed result.json (no 'scores')")
-    return data
 
 
 def _with_seal(side: BiopsySide, folder: Path) -> BiopsySide:

@@ -9,7 +9,6 @@ reported, never applied (peers.md #6).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from lnpath.core.errors import InputError, SlideError
+from lnpath.io.hashing import file_sha256
 from lnpath.wsi.backends import (
     _DEFAULT_CACHE,
     _Backend,
@@ -39,7 +39,6 @@ SNAP_TOLERANCE = 0.05
 _RESAMPLE = Image.Resampling.LANCZOS
 _LANCZOS_SUPPORT = 3.0
 _STRIP_SOURCE_PX = 16_000_000  # bound the memory of one resampled read (source pixels per strip)
-_FINGERPRINT_CHUNK = 1 << 20
 
 
 def check_mpp(mpp: float, what: str) -> float:
@@ -299,16 +298,14 @@ class Slide:
         return self.read(0, 0, width, height, mpp)
 
     def fingerprint(self) -> dict[str, Any]:
-        """Size and sha256 over the first and last MiB (plus the size) to identify the file
-        in provenance records without hashing gigabytes."""
-        size = self.path.stat().st_size
-        digest = hashlib.sha256(str(size).encode())
-        with self.path.open("rb") as fh:
-            digest.update(fh.read(_FINGERPRINT_CHUNK))
-            if size > _FINGERPRINT_CHUNK:
-                fh.seek(max(_FINGERPRINT_CHUNK, size - _FINGERPRINT_CHUNK))
-                digest.update(fh.read(_FINGERPRINT_CHUNK))
-        return {"size": size, "sha256": digest.hexdigest()}
+        """Size and the sha256 of the whole file, streamed: the value ``sha256sum`` prints, so
+        an audit can check a result against the slide archive (``scheme`` names it, since
+        results written before lnpath hashed whole files carry a first-and-last-MiB hash)."""
+        return {
+            "size": self.path.stat().st_size,
+            "sha256": file_sha256(self.path),
+            "scheme": "sha256",
+        }
 
 
 def resample_margin(scale: float) -> int:

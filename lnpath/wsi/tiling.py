@@ -37,6 +37,7 @@ from lnpath.wsi.grid import (
 )
 from lnpath.wsi.slide import Slide, resample, resample_margin
 from lnpath.wsi.tile_folder import save_tiles
+from lnpath.wsi.tissue import detect_tissue
 from lnpath.wsi.workers import (
     available_cpus,
     can_start_workers,
@@ -366,8 +367,6 @@ def tile(
     spec = make_spec(slide, mpp, size, overlap)
     table = grid_table(slide, spec)
     if tissue is None and min_tissue > 0:
-        from lnpath.wsi.tissue import detect_tissue
-
         tissue = detect_tissue(slide)
     if tissue is not None:
         if not math.isclose(tissue.slide_mpp, slide.mpp, rel_tol=1e-6):
