@@ -14,8 +14,12 @@ from lnpath.batch.manifest import COHORT_FILE, PAIRS_FILE, manifest_records
 from lnpath.batch.run import read_result, read_status
 from lnpath.core.errors import LnpathError, one_line
 from lnpath.io.atomic import atomic_path
+from lnpath.workflow.signoff import verify
 
 LOG = logging.getLogger(__name__)
+
+UNUSABLE = ("failed", "tampered")
+"""Cohort statuses that carry no scores: never a baseline, never paired."""
 
 
 def cohort_table(
@@ -47,7 +51,7 @@ def cohort_table(
         for visit, index in enumerate(ordered.index, start=1):
             table.loc[index, "visit"] = visit
             table.loc[index, "previous_slide_id"] = previous
-            if table.loc[index, "status"] != "failed":
+            if table.loc[index, "status"] not in UNUSABLE:
                 previous = table.loc[index, "slide_id"]
     integer_columns = ("revision", "n_glomeruli", "ai_total", "ai_min", "ai_max")
     for column in (*integer_columns, "ci_total", "ci_min", "ci_max"):
@@ -69,11 +73,24 @@ def _cohort_row(out: Path, status: Mapping[str, Any]) -> dict[str, Any]:
         "biopsy_date": status.get("biopsy_date"),
         "status": "failed",
         "error": status.get("error"),
+        "integrity": None,
     }
     folder = (out / str(status["slide_id"])).resolve()
     result = read_result(folder) if status.get("outcome") != "failed" else None
     if result is None:
         return row
+    try:  # nothing is published as lnpath's, least of all as confirmed, unless it verifies
+        verify(folder)
+    except LnpathError as exc:
+        LOG.warning("%s: %s", folder, one_line(str(exc)))
+        row.update(
+            status="tampered",
+            integrity=f"FAILED: {one_line(str(exc))}",
+            revision=result.get("revision"),
+            result=str(folder),
+        )
+        return row
+    row["integrity"] = "ok"
     scores = result.get("scores") or {}
     ai = scores.get("activity_index") or {}
     ci = scores.get("chronicity_index") or {}
@@ -130,7 +147,7 @@ def cohort_pairs(cohort: pd.DataFrame, preset: str = "lnhr_default") -> pd.DataF
     rows = []
     for follow in cohort.to_dict("records"):
         base_id = follow.get("previous_slide_id")
-        if not base_id or follow["status"] == "failed":
+        if not base_id or follow["status"] in UNUSABLE:
             continue
         record: dict[str, Any] = {
             "patient_id": follow["patient_id"],

@@ -67,6 +67,15 @@ def validate_manifest(table: pd.DataFrame, where: str, base: Path) -> pd.DataFra
             f"{where}: slide_id {unsafe[0]!r} is not a safe folder name "
             "(no path separators, control characters or leading dot)"
         )
+    long = [
+        s for s in cols["slide_id"] if len(str(s).encode("utf-8", "surrogatepass")) > MAX_ID_BYTES
+    ]
+    if long:
+        raise InputError(
+            f"{where}: slide_id {long[0][:40]!r}… is too long "
+            f"({len(str(long[0]).encode('utf-8', 'surrogatepass'))} bytes; a slide_id names a "
+            f"folder and may have at most {MAX_ID_BYTES} bytes)"
+        )
     counts = Counter(cols["slide_id"])
     dupes = sorted(s for s, n in counts.items() if n > 1)
     if dupes:
@@ -93,6 +102,11 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+MAX_ID_BYTES = 200
+"""Longest slide_id in bytes: file names hold 255, and ``.<id>.XXXXXXXX.tmp``, ``.<id>.lock``
+and ``<id>.superseded-<time>`` need room beside it."""
 
 
 def _unsafe_id(slide_id: str) -> bool:

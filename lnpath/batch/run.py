@@ -169,6 +169,12 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     record: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "error": None}
     try:
+        if not task.get("overwrite") and _already_done(task):
+            # a re-run (the worker died after writing, and dask ran the task again): done
+            LOG.info("slide %s: its result was already written; not scored again", task["slide_id"])
+            record["outcome"] = "scored"
+            record["seconds"] = round(time.perf_counter() - start, 1)
+            return record
         score_slide(
             task["path"],
             out=task["out"],
@@ -181,6 +187,7 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
             biopsy_date=task.get("biopsy_date"),
             overwrite=bool(task.get("overwrite")),
             glomeruli=task.get("glomeruli"),
+            supersede=bool(task.get("supersede")),
         )
         record["outcome"] = "scored"
     except LnpathError as exc:
@@ -194,6 +201,20 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _already_done(task: Mapping[str, Any]) -> bool:
+    """Whether the task's folder holds a finished result of exactly the task's inputs."""
+    result = read_result(Path(task["out"]))
+    if result is None:
+        return False
+    expected = expected_inputs(task, task.get("config"), lesion_model_id(task.get("lesion_model")))
+    return not stale(result, expected)
+
+
+def _status_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    status = pd.DataFrame(rows, columns=list(STATUS_COLUMNS)).astype(object)
+    return status.where(status.notna(), None)
+
+
 def score_batch(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     out_dir: str | os.PathLike[str],
@@ -205,6 +226,7 @@ def score_batch(
     progress: bool = False,
     lesion_model: str | None = None,
     workers: int | None = None,
+    supersede: bool = False,
 ) -> pd.DataFrame:
     """Score every slide of a manifest into ``out_dir/<slide_id>/``, resuming by default.
 
@@ -223,12 +245,15 @@ def score_batch(
         progress: show a tqdm bar over finished slides on stderr.
         lesion_model: a trained lesion model name or path; None uses the morphometry rules.
         workers: worker processes of the default local cluster (default: the CPU count).
+        supersede: with ``overwrite``, move confirmed results aside (see
+            :func:`lnpath.score_slide`) instead of failing those slides.
 
     Returns:
         One row per slide of this shard: ``slide_id, patient_id, timepoint, biopsy_date, path,
         outcome`` (``scored``/``skipped``/``failed``), ``error`` (one line), ``seconds``,
         ``worker`` and ``result`` (its folder). The same rows are merged into
-        ``out_dir/batch_status.csv``.
+        ``out_dir/batch_status.csv``, each as soon as its slide is done, so an interrupted batch
+        keeps the record of what it finished.
 
     Raises:
         InputError: a malformed manifest, shard or configuration (nothing is scored then).
@@ -241,7 +266,10 @@ def score_batch(
         table = read_manifest(manifest)
     table = shard_rows(table, shard)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the batch folder ({exc.strerror or exc})") from None
     load_config(config)  # a bad configuration fails once, here, not once per slide
     if isinstance(config, (str, os.PathLike)):
         config = os.path.abspath(config)  # workers may start in another folder
@@ -267,6 +295,7 @@ def score_batch(
                 "device": device,
                 "config": config,
                 "lesion_model": lesion_model,
+                "supersede": supersede,
                 "_base": base,
             }
         )
@@ -277,13 +306,12 @@ def score_batch(
         skipped,
         len(records) - skipped,
     )
+    if records:
+        _merge_status(out, _status_rows(list(records.values())))
     for task, record in _run(tasks, client, progress, workers):
         records[task["slide_id"]] = {**task["_base"], **record}
-    rows = [records[s] for s in table["slide_id"]]
-    status = pd.DataFrame(rows, columns=list(STATUS_COLUMNS)).astype(object)
-    status = status.where(status.notna(), None)
-    _merge_status(out, status)
-    return status
+        _merge_status(out, _status_rows([records[task["slide_id"]]]))
+    return _status_rows([records[s] for s in table["slide_id"]])
 
 
 def _plan(

@@ -20,9 +20,11 @@ reader and one writer.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -41,6 +43,8 @@ from lnpath.io.atomic import atomic_dir, write_json, write_text
 from lnpath.io.hashing import bytes_sha256, file_sha256
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
 from lnpath.report.assets import Assets
+
+from .integrity import chained, check_chain, recover, seal, sign
 
 LOG = logging.getLogger(__name__)
 
@@ -141,18 +145,18 @@ def read_findings_csv(path: Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Writing and hashing a result folder
 
-HASHED_EXCLUDED_KEYS = ("status", "confirmation")
+HASHED_EXCLUDED_KEYS = ("status", "confirmation", "seal")
 DERIVED_FILES = ("report.html", "overlay.png")
 SNAPSHOT_FILES = ("result.json", "findings.csv", "glomeruli.geojson", *DERIVED_FILES)
 
 
 def content_sha256(folder: Path, result: Mapping[str, Any] | None = None) -> str:
-    """sha256 over everything the result asserts, excluding its status and confirmation.
+    """sha256 over everything the result asserts, excluding its status, confirmation and seal.
 
-    It covers result.json (canonical JSON without ``status``/``confirmation``), findings.csv,
-    glomeruli.geojson and assets/; a confirmation stores it, and any later edit changes it. The
-    rendered report and overlay are sealed separately (their sha256 in the confirmation), since they
-    show the confirmation itself.
+    It covers result.json (canonical JSON without ``status``/``confirmation``/``seal``),
+    findings.csv, glomeruli.geojson and assets/; a confirmation stores it, and any later edit
+    changes it. The rendered report and overlay are sealed separately (their sha256 in the
+    confirmation), since they show the confirmation itself.
     """
     if result is None:
         result = load_result_json(folder)
@@ -192,11 +196,36 @@ def load_result_json(folder: Path) -> dict[str, Any]:
 
 
 def read_audit(folder: Path) -> list[dict[str, Any]]:
-    """The audit trail: one event per line in ``revisions/audit.jsonl``."""
+    """The audit trail: one event per line in ``revisions/audit.jsonl``.
+
+    Raises:
+        ResultError: a line is not a JSON object (only an edit outside lnpath does that).
+    """
     path = folder / "revisions" / "audit.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    events = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise ResultError(f"{path}: line {number} is not an audit event (edited by hand)")
+        events.append(event)
+    return events
+
+
+def snapshot_name(revisions: Path, revision: int, event: str) -> str:
+    """A new, never-used snapshot folder name: ``rNNN`` first, ``rNNN-<event>`` after it."""
+    for name in (f"r{revision:03d}", f"r{revision:03d}-{event}"):
+        if not (revisions / name).exists():
+            return name
+    raise ResultError(
+        f"{revisions}: snapshot {name} exists already; snapshots are written once, never replaced"
+    )
 
 
 @dataclass
@@ -221,17 +250,22 @@ def write_result(
     event: Mapping[str, Any],
     content: ResultContent | None = None,
     overwrite: bool = False,
+    signing_key: Any = None,
 ) -> None:
     """Write (or replace) a whole result folder atomically, snapshot it, and append ``event``.
 
     With ``content`` None (a confirmation), the existing glomerulus files are copied byte for
     byte. Otherwise they are written from ``content``. Earlier revisions and the audit trail are
     carried over unless ``event`` is a fresh scoring, so the history survives every review and
-    confirmation.
+    confirmation. Every event gets its own write-once snapshot and is hash-chained to the one
+    before it, and result.json's ``seal`` names the chain's head (:mod:`.integrity`); with
+    ``signing_key`` (an Ed25519 private key) the event is signed. The caller holds
+    :func:`.integrity.result_lock`.
     """
     from lnpath.report.slide import render_overlay, render_report
 
     target = Path(target)
+    recover(target)
     with atomic_dir(target, overwrite=overwrite, marker="result.json") as tmp:
         old_revisions = target / "revisions"
         if event["event"] != "scored" and old_revisions.is_dir():
@@ -248,28 +282,119 @@ def write_result(
             write_qupath(features, tmp / "glomeruli.geojson")
             content.assets.save(tmp, keep=content.polygons)
         table, polygons, assets = content.findings, content.polygons, content.assets
+        result["seal"] = None
         write_json(tmp / "result.json", result)
         sha = content_sha256(tmp, result)
-        audit = [*read_audit(tmp), {**event, "revision": result["revision"], "content_sha256": sha}]
+        history = read_audit(tmp)
+        check_chain(target, history)  # never extend a trail that is already broken
+        new = {**event, "revision": result["revision"], "content_sha256": sha}
         if result["confirmation"] is not None:
             result["confirmation"]["sha256"] = sha
         overlay = render_overlay(result, table, polygons, assets)
         (tmp / "overlay.png").write_bytes(overlay)
         write_text(
-            tmp / "report.html", render_report(result, table, polygons, assets, audit, target.name)
+            tmp / "report.html",
+            render_report(result, table, polygons, assets, [*history, new], target.name),
         )
         if result["confirmation"] is not None:
             result["confirmation"]["files"] = {n: file_sha256(tmp / n) for n in DERIVED_FILES}
             write_json(tmp / "result.json", result)
-        snapshot = tmp / "revisions" / f"r{result['revision']:03d}"
-        snapshot.mkdir(parents=True, exist_ok=True)
-        for name in SNAPSHOT_FILES:
-            shutil.copy2(tmp / name, snapshot / name)
-        audit[-1]["snapshot"] = {name: file_sha256(snapshot / name) for name in SNAPSHOT_FILES}
+        revisions = tmp / "revisions"
+        name = snapshot_name(revisions, int(result["revision"]), str(event["event"]))
+        snapshot = revisions / name
+        snapshot.mkdir(parents=True)
+        for file in SNAPSHOT_FILES:
+            shutil.copy2(tmp / file, snapshot / file)
+        new["snapshot_dir"] = name
+        new["snapshot"] = {file: file_sha256(snapshot / file) for file in SNAPSHOT_FILES}
+        new = chained(history, new)
+        if signing_key is not None:
+            new["signature"] = sign(signing_key, new["hash"])
+        audit = [*history, new]
         write_text(
-            tmp / "revisions" / "audit.jsonl",
+            revisions / "audit.jsonl",
             "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in audit),
         )
+        result["seal"] = seal(audit)
+        write_json(tmp / "result.json", result)
+
+
+def confirmation_in(folder: Path) -> dict[str, Any] | None:
+    """The last confirmation a result folder holds (any revision), or None if it holds none.
+
+    Read from both result.json and the audit trail, so an edited or broken folder that may hold
+    a confirmation counts as confirmed: it must never be replaced silently.
+    """
+    if not (folder / "result.json").is_file():
+        return None
+    try:
+        events = read_audit(folder)
+    except (OSError, ValueError, ResultError):
+        events = []
+    confirmed = [e for e in events if e.get("event") == "confirmed"]
+    if confirmed:
+        last = confirmed[-1]
+        return {"revision": last.get("revision"), "by": last.get("by"), "at": last.get("at")}
+    try:
+        data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"revision": None, "by": None, "at": None}  # unreadable: assume the worst
+    confirmation = data.get("confirmation") if isinstance(data, dict) else None
+    if isinstance(data, dict) and (data.get("status") == "confirmed" or confirmation):
+        info = confirmation if isinstance(confirmation, dict) else {}
+        return {
+            "revision": data.get("revision"),
+            "by": info.get("pathologist"),
+            "at": info.get("confirmed_at"),
+        }
+    return None
+
+
+def refuse_confirmed(folder: Path, supersede: bool) -> dict[str, Any] | None:
+    """Guard a re-scoring: a folder holding a confirmation is replaced only with ``supersede``.
+
+    Returns:
+        The confirmation (to pass to :func:`supersede_result`), or None if there is none.
+
+    Raises:
+        ResultError: the folder holds a confirmation and ``supersede`` is false.
+    """
+    confirmed = confirmation_in(folder)
+    if confirmed is not None and not supersede:
+        raise ResultError(
+            f"{folder}: holds revision {confirmed['revision']} confirmed by {confirmed['by']} "
+            f"({confirmed['at']}); a confirmed result is never replaced (add --supersede to "
+            "move it aside as a superseded result and score anew)"
+        )
+    return confirmed
+
+
+def supersede_result(folder: Path, confirmed: Mapping[str, Any]) -> dict[str, Any]:
+    """Move a confirmed result aside to ``<folder>.superseded-<UTC time>``, intact.
+
+    Returns:
+        The record the new result keeps of it (``supersedes`` in result.json and its first
+        audit event): where it went, its revision, who confirmed it when, its seal.
+    """
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
+    number = 1
+    while aside.exists():
+        number += 1
+        aside = folder.with_name(f"{folder.name}.superseded-{stamp}-{number}")
+    try:
+        data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    os.replace(folder, aside)
+    LOG.warning("%s: confirmed result moved aside to %s", folder, aside)
+    return {
+        "folder": str(aside),
+        "revision": confirmed.get("revision"),
+        "confirmed_by": confirmed.get("by"),
+        "confirmed_at": confirmed.get("at"),
+        "seal": data.get("seal") if isinstance(data, dict) else None,
+    }
 
 
 # --------------------------------------------------------------------------------------------

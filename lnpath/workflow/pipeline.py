@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,8 +34,11 @@ from lnpath.results.folder import (
     feature_id,
     json_safe,
     json_value,
+    refuse_confirmed,
+    supersede_result,
     write_result,
 )
+from lnpath.results.integrity import recover, result_lock
 
 LOG = logging.getLogger(__name__)
 
@@ -151,6 +155,7 @@ def score_slide(
     progress: bool = False,
     on_stage: StageCallback | None = None,
     glomeruli: str | Path | None = None,
+    supersede: bool = False,
 ) -> SlideResult:
     """Score one biopsy slide and write its result folder.
 
@@ -170,6 +175,9 @@ def score_slide(
         on_stage: called as ``on_stage(stage, done)`` at the start and end of each stage.
         glomeruli: a QuPath GeoJSON of glomerulus outlines (level-0 px) to score instead of
             segmenting, e.g. a pathologist's own annotations.
+        supersede: with ``overwrite``, move a *confirmed* result aside to
+            ``<out>.superseded-<time>`` (kept whole and verifiable; recorded in the new result)
+            instead of refusing it. A confirmed result is never replaced otherwise.
 
     Returns:
         The :class:`SlideResult`, status ``provisional``.
@@ -177,6 +185,46 @@ def score_slide(
     Raises:
         SlideError, InputError, ModelError: the slide, an option or a model is unusable.
     """
+    path = Path(path)
+    target = Path(os.path.realpath(out if out is not None else default_output(path)))
+    with result_lock(target):  # one writer per result, for the whole run
+        recover(target)
+        confirmed = refuse_confirmed(target, supersede) if overwrite else None
+        check_output_dir(target, overwrite, marker="result.json")
+        return _score_slide(
+            path,
+            target,
+            mpp,
+            stain,
+            device,
+            config,
+            lesion_model,
+            patient_id,
+            biopsy_date,
+            overwrite,
+            progress,
+            on_stage,
+            glomeruli,
+            confirmed,
+        )
+
+
+def _score_slide(
+    path: Path,
+    target: Path,
+    mpp: float | None,
+    stain: str,
+    device: str,
+    config: Any,
+    lesion_model: str | None,
+    patient_id: str | None,
+    biopsy_date: str | dt.date | None,
+    overwrite: bool,
+    progress: bool,
+    on_stage: StageCallback | None,
+    glomeruli: str | Path | None,
+    confirmed: dict[str, Any] | None,
+) -> SlideResult:
     from lnpath.analysis.cortex import measure_cortex, normalise_stain
     from lnpath.analysis.glomeruli import Glomeruli
     from lnpath.analysis.segment import segment_glomeruli
@@ -185,9 +233,6 @@ def score_slide(
     from lnpath.wsi.slide import open_slide
     from lnpath.wsi.tissue import detect_tissue
 
-    path = Path(path)
-    target = Path(out) if out is not None else default_output(path)
-    check_output_dir(target, overwrite, marker="result.json")
     date = _parse_date(biopsy_date)
     stain = normalise_stain(stain)
     warnings: list[str] = []
@@ -269,7 +314,13 @@ def score_slide(
             "changes": [],
             "warnings": warnings,
         }
-        event = {"event": "scored", "at": result["created_at"], "by": f"lnpath {__version__}"}
+        event: dict[str, Any] = {
+            "event": "scored",
+            "at": result["created_at"],
+            "by": f"lnpath {__version__}",
+        }
+        if confirmed is not None:
+            result["supersedes"] = event["supersedes"] = supersede_result(target, confirmed)
         content = ResultContent(findings, polygons, assets)
         write_result(target, result, event, content, overwrite=overwrite)
         slide.close()

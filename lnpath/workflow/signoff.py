@@ -54,36 +54,36 @@ from lnpath.results.folder import (
     read_polygons,
     write_result,
 )
+from lnpath.results.integrity import (
+    check_chain,
+    check_signature,
+    load_private_key,
+    load_public_key,
+    recover,
+    result_lock,
+    seal,
+)
 from lnpath.workflow.pipeline import lesion_caller
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
-
-
 LOG = logging.getLogger(__name__)
+
+MANY_DELETIONS = 3
+"""A review deleting more glomeruli than this (and over a quarter) needs ``allow_deletions``."""
 
 
 @contextlib.contextmanager
 def _exclusive(folder: Path) -> Iterator[None]:
-    """One writer at a time per result folder, so two reviews never both become revision N+1.
-
-    The lock file lives beside the folder because the folder itself is replaced on every write.
-    Where ``fcntl`` does not exist (Windows) there is no lock.
-    """
-    if fcntl is None or not folder.parent.is_dir():
+    """One writer at a time per result folder, so two reviews never both become revision N+1;
+    what an interrupted write left behind is restored or removed first."""
+    with result_lock(folder):
+        recover(folder)
         yield
-        return
-    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ResultError(f"{folder}: another review or confirmation is writing it") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _real(result_dir: str | os.PathLike[str]) -> Path:
+    """The folder a result path names, through symlinks: a write replaces the real folder and
+    leaves a link in place, instead of replacing the link with a copy."""
+    return Path(os.path.realpath(result_dir))
 
 
 def _now() -> str:
@@ -183,6 +183,7 @@ def review(
     cortex: Mapping[str, float | None] | None = None,
     reviewer: str | None = None,
     note: str | None = None,
+    allow_deletions: bool = False,
 ) -> SlideResult:
     """Apply a pathologist's edits, re-score, and write a new provisional revision.
 
@@ -197,6 +198,8 @@ def review(
             ``{"interstitial_fibrosis": 0.3}``.
         reviewer: who made the edits (recorded in the audit trail).
         note: free text for the audit trail.
+        allow_deletions: allow an edit that deletes more than :data:`MANY_DELETIONS` glomeruli
+            and more than a quarter of them (a table of another slide, a partial export).
 
     Returns:
         The new revision; unchanged (and nothing written) if the edits change nothing.
@@ -205,13 +208,13 @@ def review(
         ResultError: the folder is not a result or fails :func:`verify`.
         InputError: an edit file is malformed or belongs to another slide.
     """
-    folder = Path(result_dir)
+    folder = _real(result_dir)
     if geojson is None and findings is None and not cortex:
         raise InputError(
             "review: give an edited GeoJSON, an edited findings CSV or cortex fractions"
         )
     with _exclusive(folder):
-        return _review(folder, geojson, findings, cortex, reviewer, note)
+        return _review(folder, geojson, findings, cortex, reviewer, note, allow_deletions)
 
 
 def _review(
@@ -221,6 +224,7 @@ def _review(
     cortex: Mapping[str, float | None] | None,
     reviewer: str | None,
     note: str | None,
+    allow_deletions: bool,
 ) -> SlideResult:
     verify(folder)
     result = load_result_json(folder)
@@ -232,6 +236,7 @@ def _review(
         sha256=result["slide"]["fingerprint"]["sha256"],
     )
     before = len(edit.table)
+    ids = set(edit.table["glomerulus_id"])
     if geojson is not None:
         apply_geojson(edit, Path(geojson), result)
     if findings is not None:
@@ -242,6 +247,12 @@ def _review(
         raise InputError(
             f"review: the edit deletes all {before} glomeruli (an empty export or a findings "
             "file without rows?); nothing written"
+        )
+    deleted = len(ids - set(edit.table["glomerulus_id"]))
+    if deleted > MANY_DELETIONS and deleted > before / 4 and not allow_deletions:
+        raise InputError(
+            f"review: the edit would delete {deleted} of {before} glomeruli (a table or export of "
+            "another slide?); nothing written; pass --allow-deletions if that is intended"
         )
     if not edit.changes:
         LOG.warning("%s: the edits change nothing; revision %s kept", folder, result["revision"])
@@ -286,24 +297,35 @@ def _write_revision(
 
 
 def confirm(
-    result_dir: str | os.PathLike[str], pathologist: str, note: str | None = None
+    result_dir: str | os.PathLike[str],
+    pathologist: str,
+    note: str | None = None,
+    key: str | os.PathLike[str] | None = None,
 ) -> SlideResult:
     """Mark the current revision confirmed by ``pathologist``, sealed with a content sha256.
 
+    Args:
+        result_dir: the result folder (a symlink to it confirms the folder it points to).
+        pathologist: who confirms (one line).
+        note: recorded with the confirmation.
+        key: an Ed25519 private key file (``lnpath keygen``) to sign the confirmation with, so
+            that :func:`verify` with the public key detects even a deliberate rewrite.
+
     Raises:
         ResultError: already confirmed (immutable), or the folder fails :func:`verify`.
-        InputError: the pathologist's name is empty.
+        InputError: the pathologist's name is empty, or the key is unusable.
     """
-    folder = Path(result_dir)
+    folder = _real(result_dir)
     if not pathologist or not pathologist.strip():
         raise InputError("confirm: the pathologist's name is required")
     if any(ch in pathologist for ch in "\r\n"):
         raise InputError("confirm: the pathologist's name must be one line")
+    private_key = None if key is None else load_private_key(key)
     with _exclusive(folder):
-        return _confirm(folder, pathologist.strip(), note)
+        return _confirm(folder, pathologist.strip(), note, private_key)
 
 
-def _confirm(folder: Path, pathologist: str, note: str | None) -> SlideResult:
+def _confirm(folder: Path, pathologist: str, note: str | None, key: Any) -> SlideResult:
     verify(folder)
     result = load_result_json(folder)
     if result["status"] == "confirmed":
@@ -324,22 +346,24 @@ def _confirm(folder: Path, pathologist: str, note: str | None) -> SlideResult:
         },
     }
     event = {"event": "confirmed", "at": at, "by": pathologist, "note": note}
-    write_result(folder, new, event, overwrite=True)
+    write_result(folder, new, event, overwrite=True, signing_key=key)
     return SlideResult.load(folder)
 
 
-def _check_snapshots(folder: Path) -> int:
-    """Every revision's snapshot still matches the hashes its last audit event recorded."""
-    last: dict[int, dict[str, Any]] = {}
-    for event in read_audit(folder):
-        last[int(event["revision"])] = event
-    for revision, event in sorted(last.items()):
-        snapshot = folder / "revisions" / f"r{revision:03d}"
-        for name, sha in (event.get("snapshot") or {}).items():
-            path = snapshot / name
+def _check_snapshots(folder: Path, events: list[dict[str, Any]]) -> int:
+    """Every event's write-once snapshot still matches the hashes the event recorded."""
+    for event in events:
+        name = event.get("snapshot_dir")
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
+            raise ResultError(f"{folder}: audit event without a snapshot (edited outside lnpath)")
+        snapshot = folder / "revisions" / name
+        for file, sha in (event.get("snapshot") or {}).items():
+            path = snapshot / str(file)
             if not path.is_file() or file_sha256(path) != sha:
-                raise ResultError(f"{path}: revision {revision} of the audit trail was modified")
-    return len(last)
+                raise ResultError(
+                    f"{path}: snapshot of revision {event.get('revision')} was modified"
+                )
+    return len(events)
 
 
 @dataclass
@@ -353,34 +377,57 @@ class Verification:
     checked: list[str]
 
 
-def verify(result_dir: str | os.PathLike[str]) -> Verification:
+def verify(
+    result_dir: str | os.PathLike[str], public_key: str | os.PathLike[str] | None = None
+) -> Verification:
     """Check that the result folder is exactly what lnpath last wrote.
 
-    The audit trail's last event for the current revision records the content sha256 and the
-    sha256 of the report and overlay; a confirmation repeats them in ``result.json``. Any
-    difference, a status that disagrees with the audit trail (an "unconfirmed" confirmed result),
-    or an edited earlier revision means the folder was edited outside lnpath.
+    The audit trail is a hash chain whose head result.json's ``seal`` names; the last event
+    records the content sha256, the sha256 of the report and overlay and of its own snapshot;
+    a confirmation repeats who, when, the note and the hashes in ``result.json``. Any difference,
+    a broken link, a status that disagrees with the audit trail, or an edited snapshot means the
+    folder was edited outside lnpath. With ``public_key`` the confirmation must also carry a valid
+    signature by its private key.
 
     Raises:
         ResultError: naming the first file or seal that does not match; also when a file is
             missing or unparseable, which only an edit outside lnpath produces.
+        InputError: the public key file is unusable.
     """
-    folder = Path(result_dir)
+    folder = _real(result_dir)
+    key = None if public_key is None else load_public_key(public_key)
+    old = folder.with_name(f".{folder.name}.old")
+    if not folder.exists() and old.is_dir():  # a write interrupted between its two renames
+        with _exclusive(folder):
+            pass
     try:
-        return _verify(folder)
+        verification = _verify(folder)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         # JSONDecodeError and UnicodeDecodeError are ValueErrors
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ResultError(
             f"{folder}: unreadable or modified outside lnpath ({type(exc).__name__}: {detail})"
         ) from None
+    if key is not None:
+        last = read_audit(folder)[-1]
+        if last.get("event") != "confirmed":
+            raise ResultError(f"{folder}: revision {verification.revision} is not confirmed")
+        check_signature(folder, key, last, public_key)
+        verification.checked.append("signature")
+    return verification
 
 
 def _verify(folder: Path) -> Verification:
     result = load_result_json(folder)
     revision = int(result["revision"])
-    events = [e for e in read_audit(folder) if e.get("revision") == revision]
-    if not events:
+    events = read_audit(folder)
+    check_chain(folder, events)
+    if result.get("seal") != seal(events):
+        raise ResultError(
+            f"{folder}: the audit trail does not end where result.json's seal says "
+            "(an audit event was added, removed or edited)"
+        )
+    if not events or events[-1].get("revision") != revision:
         raise ResultError(
             f"{folder}: no audit record for revision {revision} (edited outside lnpath?)"
         )
@@ -391,27 +438,34 @@ def _verify(folder: Path) -> Verification:
             f"{folder}: content of revision {revision} was modified after it was written "
             "(edit a copy of a file and pass it to lnpath review instead)"
         )
-    checked = ["content"]
+    checked = ["content", "audit chain"]
     for name in DERIVED_FILES:
         if file_sha256(folder / name) != (last.get("snapshot") or {}).get(name):
             raise ResultError(f"{folder / name}: modified after lnpath wrote it")
         checked.append(name)
     confirmation = result.get("confirmation")
     if last["event"] == "confirmed":
-        if result["status"] != "confirmed" or not confirmation:
+        if result["status"] != "confirmed" or not isinstance(confirmation, dict):
             raise ResultError(
                 f"{folder}: revision {revision} was confirmed but reads {result['status']!r}"
             )
         sealed_files = confirmation.get("files") or {}
-        if (
-            confirmation.get("sha256") != sha
-            or confirmation.get("pathologist") != last.get("by")
-            or any(sealed_files.get(n) != last["snapshot"].get(n) for n in DERIVED_FILES)
-        ):
-            raise ResultError(f"{folder}: confirmation seal does not match the audit trail")
+        recorded = {
+            "pathologist": last.get("by"),
+            "confirmed_at": last.get("at"),
+            "note": last.get("note"),
+            "sha256": sha,
+        }
+        changed = [k for k, v in recorded.items() if confirmation.get(k) != v]
+        changed += [n for n in DERIVED_FILES if sealed_files.get(n) != last["snapshot"].get(n)]
+        if changed:
+            raise ResultError(
+                f"{folder}: the confirmation's {', '.join(changed)} do(es) not match the "
+                "audit trail (edited outside lnpath)"
+            )
     elif result["status"] != "provisional" or confirmation is not None:
         raise ResultError(
             f"{folder}: revision {revision} was never confirmed but reads {result['status']!r}"
         )
-    checked.append(f"{_check_snapshots(folder)} revision snapshot(s)")
+    checked.append(f"{_check_snapshots(folder, events)} snapshot(s)")
     return Verification(folder, int(result["revision"]), str(result["status"]), sha, checked)
