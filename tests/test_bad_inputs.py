@@ -79,25 +79,6 @@ def test_text_where_a_colour_belongs(tmp_path: Path) -> None:
         assert_one_line_error(proc, "colo")
 
 
-def test_text_in_a_numeric_findings_column(tmp_path: Path) -> None:
-    path = tmp_path / "findings.csv"
-    lesions = [
-        "global_sclerosis",
-        "segmental_sclerosis",
-        "endocapillary_hypercellularity",
-        "neutrophils_karyorrhexis",
-        "fibrinoid_necrosis",
-        "hyaline_deposits",
-        "cellular_crescent",
-        "fibrocellular_crescent",
-        "fibrous_crescent",
-    ]
-    header = ",".join(["glomerulus_id", *lesions, "m_area_px"])
-    row = ",".join(["false"] * len(lesions))
-    path.write_text(f"{header}\n0,{row},12.5\n1,{row},lots\n")
-    assert_one_line_error(lnpath_cli("score-findings", path), "m_area_px")
-
-
 # --------------------------------------------------------------------------------------------
 # score_slide: outlines that are not glomeruli
 

@@ -93,15 +93,27 @@ def _model_info(obj: Any, fallback: str) -> dict[str, Any]:
     return info
 
 
+MIN_OUTLINE_UM2 = 200.0
+"""Smallest outline taken as a glomerulus (a 16 µm disc): even a tangential cut of a small
+glomerulus is larger; below it is a speck, or coordinates that are not level-0 pixels."""
+
+
 def _check_outlines_on_slide(outlines: Any, dimensions: tuple[int, int], where: str) -> None:
-    """Refuse outlines beyond the slide: they belong to another slide and would count as glomeruli.
+    """Refuse outlines that cannot be glomeruli of this slide: beyond it (another slide's) or
+    smaller than any glomerulus (specks, degrees of longitude), which would count as glomeruli.
 
     Raises:
-        InputError: naming the first glomerulus outside.
+        InputError: naming the first such glomerulus.
     """
     from lnpath.results.edits import beyond_slide
 
     for g in outlines:
+        if not g.area_um2 >= MIN_OUTLINE_UM2:
+            raise InputError(
+                f"{where}: glomerulus {g.id} has an area of {g.area_um2:.3g} µm², below the "
+                f"{MIN_OUTLINE_UM2:g} µm² of the smallest glomerulus profile (a speck, or "
+                "coordinates that are not level-0 pixels of this slide?)"
+            )
         if beyond_slide(g.polygon, dimensions):
             width, height = dimensions
             raise InputError(
