@@ -19,7 +19,7 @@ def test_a_task_rerun_after_its_result_was_written_succeeds(
     repo_dir: Path, demo_result_template: Path, tmp_path: Path
 ) -> None:
     """Dask re-runs a task whose worker died right after writing: the result is valid."""
-    from lnpath.batch import score_task
+    from lnpath.batch.run import score_task
 
     out = tmp_path / "s1"
     shutil.copytree(demo_result_template, out, symlinks=True)
