@@ -426,7 +426,10 @@ def measure_glomeruli(
 
 
 def _init_measure_worker(slide: Any) -> None:
+    from lnpath.wsi.workers import quiet_worker
+
     global _WORKER_SLIDE
+    quiet_worker()
     _WORKER_SLIDE = slide
 
 
