@@ -47,6 +47,7 @@ from skimage import color, feature, measure, morphology
 
 from lnpath.core.errors import InputError
 from lnpath.core.morphology import fill_holes
+from lnpath.wsi.workers import quiet_worker
 
 if TYPE_CHECKING:
     from shapely.geometry import Polygon
@@ -426,8 +427,6 @@ def measure_glomeruli(
 
 
 def _init_measure_worker(slide: Any) -> None:
-    from lnpath.wsi.workers import quiet_worker
-
     global _WORKER_SLIDE
     quiet_worker()
     _WORKER_SLIDE = slide

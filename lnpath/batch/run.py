@@ -16,8 +16,6 @@ receive the slide *path*, never an open handle, and open their own.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import json
 import logging
@@ -32,29 +30,15 @@ import pandas as pd
 
 from lnpath.batch.cluster import dask_client
 from lnpath.batch.manifest import (
-    STATUS_FILE,
     manifest_records,
     read_manifest,
     shard_rows,
     validate_manifest,
 )
+from lnpath.batch.status import merge_status, read_status, status_rows, summarise
 from lnpath.core.errors import InputError, LnpathError, one_line
-from lnpath.io.atomic import atomic_path
 
 LOG = logging.getLogger(__name__)
-
-STATUS_COLUMNS = (
-    "slide_id",
-    "patient_id",
-    "timepoint",
-    "biopsy_date",
-    "path",
-    "outcome",
-    "error",
-    "seconds",
-    "worker",
-    "result",
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,11 +194,6 @@ def _already_done(task: Mapping[str, Any]) -> bool:
     return not stale(result, expected)
 
 
-def _status_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    status = pd.DataFrame(rows, columns=list(STATUS_COLUMNS)).astype(object)
-    return status.where(status.notna(), None)
-
-
 def score_batch(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     out_dir: str | os.PathLike[str],
@@ -307,11 +286,13 @@ def score_batch(
         len(records) - skipped,
     )
     if records:
-        _merge_status(out, _status_rows(list(records.values())))
+        merge_status(out, status_rows(list(records.values())))
     for task, record in _run(tasks, client, progress, workers):
         records[task["slide_id"]] = {**task["_base"], **record}
-        _merge_status(out, _status_rows([records[task["slide_id"]]]))
-    return _status_rows([records[s] for s in table["slide_id"]])
+        merge_status(out, status_rows([records[task["slide_id"]]]))
+    status = status_rows([records[s] for s in table["slide_id"]])
+    merge_status(out, status)  # in manifest order
+    return status
 
 
 def _plan(
@@ -404,56 +385,6 @@ def _distributed(
 
 def _payload(task: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in task.items() if k != "_base"}
-
-
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Serialise status updates from concurrent array tasks writing into one batch folder."""
-    with open(out / ".batch_status.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _merge_status(out: Path, status: pd.DataFrame) -> None:
-    target = out / STATUS_FILE
-    with _locked(out):
-        if target.is_file():
-            old = pd.read_csv(target, dtype=str, keep_default_na=False)
-            order = [
-                *old["slide_id"],
-                *(s for s in status["slide_id"] if s not in set(old["slide_id"])),
-            ]
-            old = old[~old["slide_id"].isin(set(status["slide_id"]))]
-            merged = pd.concat([old, status.astype(object)], ignore_index=True)
-            merged = merged.set_index("slide_id").loc[order].reset_index()  # rows stay in place
-        else:
-            merged = status
-        with atomic_path(target) as tmp:
-            merged.to_csv(tmp, index=False)
-
-
-def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The batch folder's ``batch_status.csv``, every column as text (empty = none)."""
-    target = Path(out_dir) / STATUS_FILE
-    if not target.is_file():
-        raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
-    try:
-        table = pd.read_csv(target, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{target}: unreadable ({type(exc).__name__})") from None
-    missing = [c for c in ("slide_id", "outcome") if c not in table.columns]
-    if missing:
-        raise InputError(f"{target}: malformed (no column {', '.join(missing)})")
-    return table.replace({"": None})
-
-
-def summarise(status: pd.DataFrame) -> dict[str, int]:
-    """Counts of ``scored``, ``skipped`` and ``failed`` slides in a status table."""
-    counts = status["outcome"].value_counts()
-    return {k: int(counts.get(k, 0)) for k in ("scored", "skipped", "failed")}
 
 
 __all__ = [

@@ -47,17 +47,39 @@ def event_hash(event: Mapping[str, Any]) -> str:
     ).hexdigest()
 
 
+def legacy_count(events: Sequence[Mapping[str, Any]]) -> int:
+    """How many leading events predate the chain (lnpath 0.1.0 wrote them without hashes)."""
+    count = 0
+    while count < len(events) and "hash" not in events[count]:
+        count += 1
+    return count
+
+
+def chain_head(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """The hash a new event links to: the last event's, or one over an unchained trail."""
+    if not events:
+        return None
+    if "hash" in events[-1]:
+        return str(events[-1]["hash"])
+    return hashlib.sha256(canonical(list(events))).hexdigest()
+
+
 def chained(previous: Sequence[Mapping[str, Any]], event: Mapping[str, Any]) -> dict[str, Any]:
-    """``event`` linked after ``previous``: ``prev`` = the last hash, ``hash`` = its own."""
-    linked = {**event, "prev": previous[-1]["hash"] if previous else None}
+    """``event`` linked after ``previous``: ``prev`` = the head of the chain, ``hash`` its own."""
+    linked = {**event, "prev": chain_head(previous)}
     linked["hash"] = event_hash(linked)
     return linked
 
 
 def check_chain(folder: Path, events: Sequence[Mapping[str, Any]]) -> str | None:
-    """The head of an intact chain; a :class:`ResultError` naming the first broken link."""
-    prev = None
-    for number, event in enumerate(events, start=1):
+    """The head of an intact chain; a :class:`ResultError` naming the first broken link.
+
+    Unchained events are accepted only before the first chained one (a 0.1.0 trail that a
+    later lnpath extended); the first chained event then covers them all.
+    """
+    legacy = legacy_count(events)
+    prev = chain_head(events[:legacy])
+    for number, event in enumerate(events[legacy:], start=legacy + 1):
         what = f"audit event {number} ({event.get('event')}, revision {event.get('revision')})"
         if event.get("prev") != prev:
             raise ResultError(
@@ -72,7 +94,7 @@ def check_chain(folder: Path, events: Sequence[Mapping[str, Any]]) -> str | None
 
 def seal(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What result.json records of its audit trail: the head hash and the number of events."""
-    return {"audit_head": events[-1]["hash"] if events else None, "events": len(events)}
+    return {"audit_head": chain_head(events), "events": len(events)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +140,21 @@ def result_lock(folder: Path) -> Iterator[None]:
     finally:
         _HELD.pop(path, None)
         lock.release()
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """One writer at a time per result folder, so two reviews never both become revision N+1;
+    what an interrupted write left behind is restored or removed first."""
+    with result_lock(folder):
+        recover(folder)
+        yield
+
+
+def real_path(result_dir: str | os.PathLike[str]) -> Path:
+    """The folder a result path names, through symlinks: a write replaces the real folder and
+    leaves a link in place, instead of replacing the link with a copy."""
+    return Path(os.path.realpath(result_dir))
 
 
 def recover(folder: Path) -> None:

@@ -34,11 +34,10 @@ from lnpath.results.folder import (
     feature_id,
     json_safe,
     json_value,
-    refuse_confirmed,
-    supersede_result,
     write_result,
 )
 from lnpath.results.integrity import recover, result_lock
+from lnpath.results.supersede import refuse_confirmed, supersede_result
 
 LOG = logging.getLogger(__name__)
 
@@ -199,6 +198,7 @@ def score_slide(
     """
     path = Path(path)
     target = Path(os.path.realpath(out if out is not None else default_output(path)))
+    check_output_dir(target, overwrite, marker="result.json")  # before taking its lock there
     with result_lock(target):  # one writer per result, for the whole run
         recover(target)
         confirmed = refuse_confirmed(target, supersede) if overwrite else None

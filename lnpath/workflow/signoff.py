@@ -16,13 +16,11 @@ whole folder consistently could forge one.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,6 @@ from lnpath.core.errors import InputError, LnpathError, ResultError
 from lnpath.core.findings import LESIONS
 from lnpath.core.vocabulary import main_call
 from lnpath.io.configfile import load_config
-from lnpath.io.hashing import file_sha256
 from lnpath.report.assets import Assets
 from lnpath.results.edits import (
     KEEP_COLUMNS,
@@ -44,46 +41,21 @@ from lnpath.results.edits import (
     same_value,
 )
 from lnpath.results.folder import (
-    DERIVED_FILES,
     ResultContent,
     SlideResult,
-    content_sha256,
     load_result_json,
-    read_audit,
     read_findings_csv,
     read_polygons,
     write_result,
 )
-from lnpath.results.integrity import (
-    check_chain,
-    check_signature,
-    load_private_key,
-    load_public_key,
-    recover,
-    result_lock,
-    seal,
-)
+from lnpath.results.integrity import exclusive, load_private_key, real_path
 from lnpath.workflow.pipeline import lesion_caller
+from lnpath.workflow.verification import verify
 
 LOG = logging.getLogger(__name__)
 
 MANY_DELETIONS = 3
 """A review deleting more glomeruli than this (and over a quarter) needs ``allow_deletions``."""
-
-
-@contextlib.contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """One writer at a time per result folder, so two reviews never both become revision N+1;
-    what an interrupted write left behind is restored or removed first."""
-    with result_lock(folder):
-        recover(folder)
-        yield
-
-
-def _real(result_dir: str | os.PathLike[str]) -> Path:
-    """The folder a result path names, through symlinks: a write replaces the real folder and
-    leaves a link in place, instead of replacing the link with a copy."""
-    return Path(os.path.realpath(result_dir))
 
 
 def _now() -> str:
@@ -208,12 +180,12 @@ def review(
         ResultError: the folder is not a result or fails :func:`verify`.
         InputError: an edit file is malformed or belongs to another slide.
     """
-    folder = _real(result_dir)
+    folder = real_path(result_dir)
     if geojson is None and findings is None and not cortex:
         raise InputError(
             "review: give an edited GeoJSON, an edited findings CSV or cortex fractions"
         )
-    with _exclusive(folder):
+    with exclusive(folder):
         return _review(folder, geojson, findings, cortex, reviewer, note, allow_deletions)
 
 
@@ -315,13 +287,13 @@ def confirm(
         ResultError: already confirmed (immutable), or the folder fails :func:`verify`.
         InputError: the pathologist's name is empty, or the key is unusable.
     """
-    folder = _real(result_dir)
+    folder = real_path(result_dir)
     if not pathologist or not pathologist.strip():
         raise InputError("confirm: the pathologist's name is required")
     if any(ch in pathologist for ch in "\r\n"):
         raise InputError("confirm: the pathologist's name must be one line")
     private_key = None if key is None else load_private_key(key)
-    with _exclusive(folder):
+    with exclusive(folder):
         return _confirm(folder, pathologist.strip(), note, private_key)
 
 
@@ -348,124 +320,3 @@ def _confirm(folder: Path, pathologist: str, note: str | None, key: Any) -> Slid
     event = {"event": "confirmed", "at": at, "by": pathologist, "note": note}
     write_result(folder, new, event, overwrite=True, signing_key=key)
     return SlideResult.load(folder)
-
-
-def _check_snapshots(folder: Path, events: list[dict[str, Any]]) -> int:
-    """Every event's write-once snapshot still matches the hashes the event recorded."""
-    for event in events:
-        name = event.get("snapshot_dir")
-        if not isinstance(name, str) or "/" in name or name.startswith("."):
-            raise ResultError(f"{folder}: audit event without a snapshot (edited outside lnpath)")
-        snapshot = folder / "revisions" / name
-        for file, sha in (event.get("snapshot") or {}).items():
-            path = snapshot / str(file)
-            if not path.is_file() or file_sha256(path) != sha:
-                raise ResultError(
-                    f"{path}: snapshot of revision {event.get('revision')} was modified"
-                )
-    return len(events)
-
-
-@dataclass
-class Verification:
-    """What :func:`verify` checked: the revision, its status and its content sha256."""
-
-    folder: Path
-    revision: int
-    status: str
-    content_sha256: str
-    checked: list[str]
-
-
-def verify(
-    result_dir: str | os.PathLike[str], public_key: str | os.PathLike[str] | None = None
-) -> Verification:
-    """Check that the result folder is exactly what lnpath last wrote.
-
-    The audit trail is a hash chain whose head result.json's ``seal`` names; the last event
-    records the content sha256, the sha256 of the report and overlay and of its own snapshot;
-    a confirmation repeats who, when, the note and the hashes in ``result.json``. Any difference,
-    a broken link, a status that disagrees with the audit trail, or an edited snapshot means the
-    folder was edited outside lnpath. With ``public_key`` the confirmation must also carry a valid
-    signature by its private key.
-
-    Raises:
-        ResultError: naming the first file or seal that does not match; also when a file is
-            missing or unparseable, which only an edit outside lnpath produces.
-        InputError: the public key file is unusable.
-    """
-    folder = _real(result_dir)
-    key = None if public_key is None else load_public_key(public_key)
-    old = folder.with_name(f".{folder.name}.old")
-    if not folder.exists() and old.is_dir():  # a write interrupted between its two renames
-        with _exclusive(folder):
-            pass
-    try:
-        verification = _verify(folder)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ResultError(
-            f"{folder}: unreadable or modified outside lnpath ({type(exc).__name__}: {detail})"
-        ) from None
-    if key is not None:
-        last = read_audit(folder)[-1]
-        if last.get("event") != "confirmed":
-            raise ResultError(f"{folder}: revision {verification.revision} is not confirmed")
-        check_signature(folder, key, last, public_key)
-        verification.checked.append("signature")
-    return verification
-
-
-def _verify(folder: Path) -> Verification:
-    result = load_result_json(folder)
-    revision = int(result["revision"])
-    events = read_audit(folder)
-    check_chain(folder, events)
-    if result.get("seal") != seal(events):
-        raise ResultError(
-            f"{folder}: the audit trail does not end where result.json's seal says "
-            "(an audit event was added, removed or edited)"
-        )
-    if not events or events[-1].get("revision") != revision:
-        raise ResultError(
-            f"{folder}: no audit record for revision {revision} (edited outside lnpath?)"
-        )
-    last = events[-1]
-    sha = content_sha256(folder, result)
-    if sha != last["content_sha256"]:
-        raise ResultError(
-            f"{folder}: content of revision {revision} was modified after it was written "
-            "(edit a copy of a file and pass it to lnpath review instead)"
-        )
-    checked = ["content", "audit chain"]
-    for name in DERIVED_FILES:
-        if file_sha256(folder / name) != (last.get("snapshot") or {}).get(name):
-            raise ResultError(f"{folder / name}: modified after lnpath wrote it")
-        checked.append(name)
-    confirmation = result.get("confirmation")
-    if last["event"] == "confirmed":
-        if result["status"] != "confirmed" or not isinstance(confirmation, dict):
-            raise ResultError(
-                f"{folder}: revision {revision} was confirmed but reads {result['status']!r}"
-            )
-        sealed_files = confirmation.get("files") or {}
-        recorded = {
-            "pathologist": last.get("by"),
-            "confirmed_at": last.get("at"),
-            "note": last.get("note"),
-            "sha256": sha,
-        }
-        changed = [k for k, v in recorded.items() if confirmation.get(k) != v]
-        changed += [n for n in DERIVED_FILES if sealed_files.get(n) != last["snapshot"].get(n)]
-        if changed:
-            raise ResultError(
-                f"{folder}: the confirmation's {', '.join(changed)} do(es) not match the "
-                "audit trail (edited outside lnpath)"
-            )
-    elif result["status"] != "provisional" or confirmation is not None:
-        raise ResultError(
-            f"{folder}: revision {revision} was never confirmed but reads {result['status']!r}"
-        )
-    checked.append(f"{_check_snapshots(folder, events)} snapshot(s)")
-    return Verification(folder, int(result["revision"]), str(result["status"]), sha, checked)
