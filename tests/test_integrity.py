@@ -191,6 +191,17 @@ def _change_score_and_rehash(folder: Path) -> None:
     _write_audit(folder, events)
 
 
+def _strip_the_chain(folder: Path) -> None:
+    """Pass a chained trail off as one from lnpath 0.1.0 (which had no hashes)."""
+    data = _read(folder)
+    del data["seal"]
+    _write(folder, data)
+    _write_audit(
+        folder,
+        [{k: v for k, v in e.items() if k not in ("hash", "prev")} for e in _audit(folder)],
+    )
+
+
 TAMPERING = {
     "renamed pathologist": _rename_pathologist,
     "back-dated confirmation": _backdate,
@@ -198,6 +209,7 @@ TAMPERING = {
     "deleted earlier revision": _delete_earlier_revision,
     "rewritten audit event": _rewrite_audit_event,
     "changed score, rehashed": _change_score_and_rehash,
+    "stripped hash chain": _strip_the_chain,
 }
 
 

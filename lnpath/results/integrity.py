@@ -78,6 +78,9 @@ def check_chain(folder: Path, events: Sequence[Mapping[str, Any]]) -> str | None
     later lnpath extended); the first chained event then covers them all.
     """
     legacy = legacy_count(events)
+    for number, event in enumerate(events[:legacy], start=1):
+        if "prev" in event or "snapshot_dir" in event:  # 0.1.0 wrote neither
+            raise ResultError(f"{folder}: audit event {number} lost its hash (edited by hand)")
     prev = chain_head(events[:legacy])
     for number, event in enumerate(events[legacy:], start=legacy + 1):
         what = f"audit event {number} ({event.get('event')}, revision {event.get('revision')})"
