@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -81,3 +85,88 @@ def labelled_demo(repo_dir: Path, tmp_path: Path) -> LabelledDemo:
     write_qupath(features, geojson)
     slide = repo_dir / "examples" / "demo_biopsy.tiff"
     return LabelledDemo(geojson, slide, len(features), len(range(0, len(features), 3)))
+
+
+# --------------------------------------------------------------------------------------------
+# Result folders for the integrity tests (issue #20): scored once per session through the CLI,
+# then copied, so each test edits its own folder.
+
+
+def lnpath_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m lnpath ARGS`` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "lnpath", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """A bad input: non-zero exit, no traceback, no "internal error", one ``error:`` line."""
+    err = proc.stderr
+    assert proc.returncode != 0, f"exited 0; stdout: {proc.stdout[-500:]}"
+    assert "Traceback" not in err, err
+    assert "internal error" not in err, err
+    lines = [line for line in err.splitlines() if ": error: " in line]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def demo_result_template(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo slide scored from its shipped outlines (patient P1): never edit it, copy it."""
+    out = tmp_path_factory.mktemp("demo-result") / "r"
+    proc = lnpath_cli(
+        "score",
+        repo_dir / "examples" / "demo_biopsy.tiff",
+        "--glomeruli",
+        repo_dir / "examples" / "demo_biopsy_glomeruli.geojson",
+        "--patient-id",
+        "P1",
+        "--out",
+        out,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def confirmed_template(
+    demo_result_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The demo result confirmed by "Dr A" with a note (revision 1)."""
+    out = tmp_path_factory.mktemp("confirmed") / "r"
+    shutil.copytree(demo_result_template, out, symlinks=True)
+    proc = lnpath_cli("confirm", out, "--pathologist", "Dr A", "--note", "agree")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def history_template(demo_result_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Scored, reviewed (interstitial fibrosis 30%) by "Dr R", then confirmed by "Dr A"."""
+    out = tmp_path_factory.mktemp("history") / "r"
+    shutil.copytree(demo_result_template, out, symlinks=True)
+    proc = lnpath_cli(
+        "review", out, "--cortex", "interstitial_fibrosis=0.3", "--reviewer", "Dr R", "--note", "IF"
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = lnpath_cli("confirm", out, "--pathologist", "Dr A", "--note", "agree")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture
+def copy_result(tmp_path: Path) -> Callable[[Path], Path]:
+    """Copy a template result folder into this test's tmp_path (as ``<tmp>/r``)."""
+
+    def copy(template: Path, name: str = "r") -> Path:
+        target = tmp_path / name
+        shutil.copytree(template, target, symlinks=True)
+        return target
+
+    return copy

@@ -15,7 +15,8 @@ import lnpath
 from lnpath.cli import main
 from lnpath.core.errors import InputError, ResultError
 from lnpath.io.qupath import read_qupath
-from lnpath.workflow.signoff import confirm, review, verify
+from lnpath.results.seal import verify
+from lnpath.workflow.signoff import confirm, review
 
 INJECTED = "<script>alert('x')</script>"
 REVIEWER = "Dr R. Reviewer"
@@ -195,9 +196,10 @@ def test_confirm_seals_and_verify_detects_tampering(result_dir: Path) -> None:
     assert len(data["confirmation"]["sha256"]) == 64
     assert verify(result_dir).checked == [
         "content",
+        "audit chain",
         "report.html",
         "overlay.png",
-        "1 revision snapshot(s)",
+        "2 snapshot(s)",
     ]
     signed = "Electronically signed by Dr A. Pathologist on "
     assert signed in (result_dir / "report.html").read_text()
@@ -243,14 +245,17 @@ def test_review_after_confirm_starts_a_new_provisional_revision(
     )
     assert after.revision == 2 and after.status == "provisional"
     assert after.to_dict()["confirmation"] is None
-    sealed = json.loads((result_dir / "revisions" / "r001" / "result.json").read_text())
+    scored = json.loads((result_dir / "revisions" / "r001" / "result.json").read_text())
+    assert scored["status"] == "provisional"  # each event's snapshot is written once
+    sealed = (result_dir / "revisions" / "r001-confirmed" / "result.json").read_text()
+    sealed = json.loads(sealed)
     assert sealed["status"] == "confirmed" and sealed["confirmation"]["pathologist"] == "Dr A"
     events = [json.loads(x)["event"] for x in (result_dir / "revisions" / "audit.jsonl").open()]
     assert events == ["scored", "confirmed", "reviewed"]
     verify(result_dir)
     sealed_csv = result_dir / "revisions" / "r001" / "findings.csv"
     sealed_csv.write_text(sealed_csv.read_text().replace("No lesion", "Global sclerosis", 1))
-    with pytest.raises(ResultError, match="revision 1 of the audit trail"):
+    with pytest.raises(ResultError, match="snapshot of revision 1 was modified"):
         verify(result_dir)
 
 
@@ -336,7 +341,7 @@ def test_a_second_writer_is_refused_while_one_holds_the_folder(result_dir: Path)
     fcntl = pytest.importorskip("fcntl")
     with open(result_dir.parent / f".{result_dir.name}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        with pytest.raises(ResultError, match="another review or confirmation"):
+        with pytest.raises(ResultError, match="another lnpath process is writing"):
             confirm(result_dir, pathologist="Dr A")
     assert confirm(result_dir, pathologist="Dr A").status == "confirmed"
 

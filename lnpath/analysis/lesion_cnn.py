@@ -17,11 +17,28 @@ from lnpath.analysis.measure import crop_tissue_fraction, read_glomerulus, requi
 from lnpath.core.errors import InputError, ModelError
 from lnpath.core.findings import LESIONS
 from lnpath.io.hashing import file_sha256
-from lnpath.models.store import CARD_FILE, read_card, resolve_model_path
+from lnpath.models.store import CARD_FILE, load_state_dict, read_card, resolve_model_path
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
 from lnpath.nn.predict import resolve_device
 
 log = logging.getLogger(__name__)
+
+
+def _card_mpp(value: Any, card_path: Path) -> float:
+    """The µm/px a lesion model reads glomeruli at; a card without one gets 1.0, with a warning.
+
+    Raises:
+        ModelError: the card's mpp is not a positive number (0 once silently became 1.0).
+    """
+    if value is None:
+        log.warning(
+            "%s: trained on crops of unknown µm/px; glomeruli are read at 1.0 µm/px", card_path
+        )
+        return 1.0
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ModelError(f"{card_path}: mpp {value!r} must be a positive number of µm/px")
+    return float(number)
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -82,15 +99,11 @@ class TrainedLesionCaller:
             raise ModelError(f"{weights}: sha256 {digest[:12]}… does not match the model card")
         self.sha256 = digest
         self.config = config
-        if self.card.get("mpp") is None:
-            log.warning(
-                "%s: trained on crops of unknown µm/px; glomeruli are read at 1.0 µm/px", card_path
-            )
-        self.mpp = float(self.card.get("mpp") or 1.0)
+        self.mpp = _card_mpp(self.card.get("mpp"), card_path)
         self.device = str(resolve_device(device))
         self.net = LesionNet(config)
+        state = load_state_dict(weights)
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
             self.net.load_state_dict(state)
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"{weights}: weights do not fit the card's network ({exc})") from exc

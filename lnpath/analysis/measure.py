@@ -47,7 +47,7 @@ from skimage import color, feature, measure, morphology
 
 from lnpath.core.errors import InputError
 from lnpath.core.morphology import fill_holes
-from lnpath.wsi.workers import available_cpus, can_start_workers, worker_context
+from lnpath.wsi.workers import available_cpus, can_start_workers, quiet_worker, worker_context
 
 if TYPE_CHECKING:
     from shapely.geometry import Polygon
@@ -426,6 +426,7 @@ def measure_glomeruli(
 
 def _init_measure_worker(slide: Any) -> None:
     global _WORKER_SLIDE
+    quiet_worker()
     _WORKER_SLIDE = slide
 
 

@@ -116,12 +116,16 @@ def slurm_client(
     walltime: str = "02:00:00",
     interface: str | None = None,
     gpus: int = 0,
+    job_name: str | None = None,
 ) -> Iterator[Any]:
     """A Dask client whose workers are SLURM jobs (``dask_jobqueue.SLURMCluster``).
 
-    Worker logs go to ``out/slurm-logs``. Needs ``lnpath[cluster]``. With ``gpus`` each job
-    asks SLURM for that many GPUs (``--gres=gpu:N``) and its worker offers them as the ``GPU``
-    resource, so CUDA tasks run one per GPU.
+    A Dask scheduler has no authentication: whoever reaches its port can run code as the user.
+    So it listens on loopback unless ``interface`` names another one (which workers on other
+    nodes need), and then a warning says it is exposed. Worker logs go to ``out/slurm-logs``.
+    Needs ``lnpath[cluster]``. With ``gpus`` each job asks SLURM for that many GPUs
+    (``--gres=gpu:N``) and its worker offers them as the ``GPU`` resource, so CUDA tasks run one
+    per GPU.
 
     Raises:
         InputError: dask-jobqueue is not installed.
@@ -141,7 +145,15 @@ def slurm_client(
         "walltime": walltime,
         "log_directory": str(Path(out) / "slurm-logs"),
     }
-    for key, value in (("queue", queue), ("account", account), ("interface", interface)):
+    loopback = loopback_interface()
+    if interface and interface != loopback:
+        LOG.warning(
+            "the dask scheduler listens on %s without authentication: anyone who can reach it "
+            "there can run code as you; use --slurm-interface only on a trusted cluster network",
+            interface,
+        )
+    options["interface"] = interface or loopback
+    for key, value in (("queue", queue), ("account", account), ("job_name", job_name)):
         if value:
             options[key] = value
     if gpus:
@@ -151,3 +163,11 @@ def slurm_client(
         cluster.scale(jobs=jobs)
         with Client(cluster) as client:
             yield client
+
+
+def loopback_interface() -> str:
+    """The name of this machine's loopback interface (``lo`` on Linux, ``lo0`` on macOS/BSD)."""
+    import socket
+
+    names = [name for _, name in socket.if_nameindex()]
+    return next((n for n in ("lo", "lo0") if n in names), "lo")

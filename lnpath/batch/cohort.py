@@ -28,14 +28,15 @@ from lnpath.batch.manifest import (
     PAIRS_FILE,
     manifest_records,
     read_result,
-    read_status,
 )
+from lnpath.batch.status import read_status
 from lnpath.batch.summary import crosstab, summarise_pairs, unpaired
 from lnpath.core.errors import InputError, LnpathError, one_line
 from lnpath.io.atomic import atomic_path
 from lnpath.response.endpoint import compare
 from lnpath.response.presets import PRESETS, get_preset
 from lnpath.response.sides import BiopsySide, class_name
+from lnpath.results.seal import verify
 from lnpath.workflow.compare import load_folder_side
 
 __all__ = ["PAIR_COLUMNS", "cohort_pairs", "cohort_table"]
@@ -45,6 +46,9 @@ LOG = logging.getLogger(__name__)
 SUMMARY_FILE = "cohort_summary.csv"
 UNPAIRED_FILE = "cohort_unpaired.csv"
 CROSSTAB_FILE = "cohort_crosstab.csv"
+
+UNUSABLE = ("failed", "tampered")
+"""Cohort statuses that carry no scores: never a baseline, never paired."""
 
 #: Panel fields carried per pair beside the preset's own endpoint.
 PANEL_COLUMNS = (
@@ -283,7 +287,7 @@ def cohort_table(
         for visit, index in enumerate(ordered.index, start=1):
             table.loc[index, "visit"] = visit
             table.loc[index, "previous_slide_id"] = previous
-            if table.loc[index, "status"] != "failed":
+            if table.loc[index, "status"] not in UNUSABLE:
                 previous = table.loc[index, "slide_id"]
     integer_columns = ("revision", "n_glomeruli", "ai_total", "ai_min", "ai_max")
     for column in (*integer_columns, "ci_total", "ci_min", "ci_max"):
@@ -317,11 +321,24 @@ def _cohort_row(out: Path, status: Mapping[str, Any]) -> dict[str, Any]:
         "biopsy_date": status.get("biopsy_date"),
         "status": "failed",
         "error": status.get("error"),
+        "integrity": None,
     }
     folder = (out / str(status["slide_id"])).resolve()
     result = read_result(folder) if status.get("outcome") != "failed" else None
     if result is None:
         return row
+    try:  # nothing is published as lnpath's, least of all as confirmed, unless it verifies
+        verify(folder)
+    except LnpathError as exc:
+        LOG.warning("%s: %s", folder, one_line(str(exc)))
+        row.update(
+            status="tampered",
+            integrity=f"FAILED: {one_line(str(exc))}",
+            revision=result.get("revision"),
+            result=str(folder),
+        )
+        return row
+    row["integrity"] = "ok"
     scores = result.get("scores") or {}
     ai = scores.get("activity_index") or {}
     ci = scores.get("chronicity_index") or {}

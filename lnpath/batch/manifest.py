@@ -68,6 +68,15 @@ def validate_manifest(table: pd.DataFrame, where: str, base: Path) -> pd.DataFra
             f"{where}: slide_id {unsafe[0]!r} is not a safe folder name "
             "(no path separators, control characters or leading dot)"
         )
+    long = [
+        s for s in cols["slide_id"] if len(str(s).encode("utf-8", "surrogatepass")) > MAX_ID_BYTES
+    ]
+    if long:
+        raise InputError(
+            f"{where}: slide_id {long[0][:40]!r}… is too long "
+            f"({len(str(long[0]).encode('utf-8', 'surrogatepass'))} bytes; a slide_id names a "
+            f"folder and may have at most {MAX_ID_BYTES} bytes)"
+        )
     counts = Counter(cols["slide_id"])
     dupes = sorted(s for s, n in counts.items() if n > 1)
     if dupes:
@@ -94,6 +103,11 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+MAX_ID_BYTES = 200
+"""Longest slide_id in bytes: file names hold 255, and ``.<id>.XXXXXXXX.tmp``, ``.<id>.lock``
+and ``<id>.superseded-<time>`` need room beside it."""
 
 
 def _unsafe_id(slide_id: str) -> bool:
@@ -143,18 +157,3 @@ def read_result(folder: Path) -> dict[str, Any] | None:
         return load_result_json(folder)
     except ResultError:
         return None
-
-
-def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The batch folder's ``batch_status.csv``, every column as text (empty = none)."""
-    target = Path(out_dir) / STATUS_FILE
-    if not target.is_file():
-        raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
-    try:
-        table = pd.read_csv(target, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{target}: unreadable ({type(exc).__name__})") from None
-    missing = [c for c in ("slide_id", "outcome") if c not in table.columns]
-    if missing:
-        raise InputError(f"{target}: malformed (no column {', '.join(missing)})")
-    return table.replace({"": None})

@@ -16,8 +16,6 @@ receive the slide *path*, never an open handle, and open their own.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import json
 import logging
@@ -38,15 +36,14 @@ from lnpath.batch.cluster import (
     worker_device,
 )
 from lnpath.batch.manifest import (
-    STATUS_FILE,
     manifest_records,
     read_manifest,
     read_result,
     shard_rows,
     validate_manifest,
 )
+from lnpath.batch.status import merge_status, status_rows, summarise
 from lnpath.core.errors import InputError, LnpathError, one_line
-from lnpath.io.atomic import atomic_path
 from lnpath.io.configfile import load_config
 from lnpath.io.hashing import file_sha256
 from lnpath.models.store import read_card, resolve_model_path
@@ -55,19 +52,6 @@ from lnpath.workflow.pipeline import SEGMENTATION_MODEL, lesion_caller, score_sl
 from lnpath.wsi.slide import open_slide
 
 LOG = logging.getLogger(__name__)
-
-STATUS_COLUMNS = (
-    "slide_id",
-    "patient_id",
-    "timepoint",
-    "biopsy_date",
-    "path",
-    "outcome",
-    "error",
-    "seconds",
-    "worker",
-    "result",
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,6 +150,12 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     record: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "error": None}
     try:
+        if not task.get("overwrite") and _already_done(task):
+            # a re-run (the worker died after writing, and dask ran the task again): done
+            LOG.info("slide %s: its result was already written; not scored again", task["slide_id"])
+            record["outcome"] = "scored"
+            record["seconds"] = round(time.perf_counter() - start, 1)
+            return record
         score_slide(
             task["path"],
             out=task["out"],
@@ -178,6 +168,7 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
             biopsy_date=task.get("biopsy_date"),
             overwrite=bool(task.get("overwrite")),
             glomeruli=task.get("glomeruli"),
+            supersede=bool(task.get("supersede")),
         )
         record["outcome"] = "scored"
     except LnpathError as exc:
@@ -191,6 +182,15 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _already_done(task: Mapping[str, Any]) -> bool:
+    """Whether the task's folder holds a finished result of exactly the task's inputs."""
+    result = read_result(Path(task["out"]))
+    if result is None:
+        return False
+    expected = expected_inputs(task, task.get("config"), lesion_model_id(task.get("lesion_model")))
+    return not stale(result, expected)
+
+
 def score_batch(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     out_dir: str | os.PathLike[str],
@@ -199,6 +199,7 @@ def score_batch(
     client: Any = None,
     shard: tuple[int, int] | None = None,
     workers: int | None = None,
+    supersede: bool = False,
     **option_values: Any,
 ) -> pd.DataFrame:
     """Score every slide of a manifest into ``out_dir/<slide_id>/``, resuming by default.
@@ -215,12 +216,15 @@ def score_batch(
             a scheduler address string.
         shard: ``(i, n)`` scores rows ``i::n`` only, for ``sbatch --array``.
         workers: worker processes of the default local cluster (default: the CPU count).
+        supersede: with ``overwrite``, move confirmed results aside (see
+            :func:`lnpath.score_slide`) instead of failing those slides.
 
     Returns:
         One row per slide of this shard: ``slide_id, patient_id, timepoint, biopsy_date, path,
         outcome`` (``scored``/``skipped``/``failed``), ``error`` (one line), ``seconds``,
         ``worker`` and ``result`` (its folder). The same rows are merged into
-        ``out_dir/batch_status.csv``.
+        ``out_dir/batch_status.csv``, each as soon as its slide is done, so an interrupted batch
+        keeps the record of what it finished.
 
     Raises:
         InputError: a malformed manifest, shard, option or configuration (nothing is scored
@@ -237,7 +241,10 @@ def score_batch(
         table = read_manifest(manifest)
     table = shard_rows(table, shard)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the batch folder ({exc.strerror or exc})") from None
     load_config(config)  # a bad configuration fails once, here, not once per slide
     if isinstance(config, (str, os.PathLike)):
         config = os.path.abspath(config)  # workers may start in another folder
@@ -264,6 +271,7 @@ def score_batch(
                 "device": opts.device,
                 "config": config,
                 "lesion_model": lesion_model,
+                "supersede": supersede,
                 "_base": base,
             }
         )
@@ -274,12 +282,13 @@ def score_batch(
         skipped,
         len(records) - skipped,
     )
+    if records:
+        merge_status(out, status_rows(list(records.values())))
     for task, record in _run(tasks, client, opts.progress, workers):
         records[task["slide_id"]] = {**task["_base"], **record}
-    rows = [records[s] for s in table["slide_id"]]
-    status = pd.DataFrame(rows, columns=list(STATUS_COLUMNS)).astype(object)
-    status = status.where(status.notna(), None)
-    _merge_status(out, status)
+        merge_status(out, status_rows([records[task["slide_id"]]]))
+    status = status_rows([records[s] for s in table["slide_id"]])
+    merge_status(out, status)  # in manifest order
     return status
 
 
@@ -378,41 +387,6 @@ def _distributed(
 
 def _payload(task: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in task.items() if k != "_base"}
-
-
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Serialise status updates from concurrent array tasks writing into one batch folder."""
-    with open(out / ".batch_status.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _merge_status(out: Path, status: pd.DataFrame) -> None:
-    target = out / STATUS_FILE
-    with _locked(out):
-        if target.is_file():
-            old = pd.read_csv(target, dtype=str, keep_default_na=False)
-            order = [
-                *old["slide_id"],
-                *(s for s in status["slide_id"] if s not in set(old["slide_id"])),
-            ]
-            old = old[~old["slide_id"].isin(set(status["slide_id"]))]
-            merged = pd.concat([old, status.astype(object)], ignore_index=True)
-            merged = merged.set_index("slide_id").loc[order].reset_index()  # rows stay in place
-        else:
-            merged = status
-        with atomic_path(target) as tmp:
-            merged.to_csv(tmp, index=False)
-
-
-def summarise(status: pd.DataFrame) -> dict[str, int]:
-    """Counts of ``scored``, ``skipped`` and ``failed`` slides in a status table."""
-    counts = status["outcome"].value_counts()
-    return {k: int(counts.get(k, 0)) for k in ("scored", "skipped", "failed")}
 
 
 __all__ = [

@@ -45,13 +45,23 @@ def register(subparsers: Any) -> None:
     batch.add_argument("--slurm-memory", default="8GB", help="memory per job (default 8GB)")
     batch.add_argument("--slurm-walltime", default="02:00:00", help="per job (default 02:00:00)")
     batch.add_argument(
-        "--slurm-interface", help="network interface the workers reach the scheduler on"
+        "--slurm-interface",
+        help="network interface the workers reach the scheduler on (default: loopback, for one "
+        "node; name the cluster network, e.g. ib0, for workers on other nodes: the scheduler has "
+        "no authentication)",
     )
+    batch.add_argument("--slurm-job-name", help="SLURM job name of the workers")
     batch.add_argument(
         "--shard", type=_shard, metavar="I/N", help="score only rows I::N (0 <= I < N)"
     )
     batch.add_argument("--workers", type=int, help="local worker processes (default: CPU count)")
     batch.add_argument("--overwrite", action="store_true", help="re-score finished slides")
+    batch.add_argument(
+        "--supersede",
+        action="store_true",
+        help="with --overwrite, move confirmed results aside (DIR/<id>.superseded-<time>) "
+        "instead of failing those slides",
+    )
     batch.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     batch.add_argument("--config", type=Path, help="scoring configuration (YAML or JSON)")
     batch.add_argument("--lesion-model", help="trained lesion model name or path")
@@ -142,6 +152,7 @@ def run_batch(args: argparse.Namespace) -> int:
                     walltime=args.slurm_walltime,
                     interface=args.slurm_interface,
                     gpus=1 if args.device == "cuda" else 0,
+                    job_name=args.slurm_job_name,
                 )
             )
         status = score_batch(
@@ -155,6 +166,7 @@ def run_batch(args: argparse.Namespace) -> int:
             progress=True,
             lesion_model=args.lesion_model,
             workers=args.workers,
+            supersede=args.supersede,
         )
     counts = summarise(status)
     console = Console()

@@ -55,6 +55,12 @@ def register(subparsers: Any) -> None:
         help="biopsy-level findings (YAML/JSON): IF/EM, vessels, not-evaluable marks",
     )
     score.add_argument("--overwrite", action="store_true", help="replace an existing result folder")
+    score.add_argument(
+        "--supersede",
+        action="store_true",
+        help="with --overwrite, move a confirmed result aside to OUT.superseded-<time> "
+        "(a confirmed result is never replaced otherwise)",
+    )
     score.set_defaults(func=run_score)
 
     review = subparsers.add_parser(
@@ -106,6 +112,11 @@ def register(subparsers: Any) -> None:
         "--pathologist", "--reviewer", dest="pathologist", help="who makes the edits (required)"
     )
     review.add_argument("--note", help="note for the audit trail")
+    review.add_argument(
+        "--allow-deletions",
+        action="store_true",
+        help="allow an edit that deletes many glomeruli (more than 3 and a quarter of them)",
+    )
     review.set_defaults(func=run_review)
 
     confirm = subparsers.add_parser(
@@ -114,12 +125,29 @@ def register(subparsers: Any) -> None:
     confirm.add_argument("result", type=Path, help="result folder")
     confirm.add_argument("--pathologist", required=True, help="name of the confirming pathologist")
     confirm.add_argument("--note", help="note recorded with the confirmation")
+    confirm.add_argument(
+        "--key", type=Path, help="sign with this Ed25519 private key (lnpath keygen)"
+    )
     confirm.set_defaults(func=run_confirm)
 
     verify = subparsers.add_parser(
         "verify", help="check a result folder for edits made outside lnpath (exit 3 if tampered)"
     )
     verify.add_argument("result", type=Path, help="result folder")
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        help="also require the confirmation to be signed by this key's private key",
+    )
+
+    keygen = subparsers.add_parser(
+        "keygen",
+        help="write an Ed25519 key pair for signing confirmations",
+        description="Write STEM.pem (private, mode 0600: keep it outside result folders) and "
+        "STEM.pub.pem (give it to whoever verifies).",
+    )
+    keygen.add_argument("--out", type=Path, required=True, metavar="STEM", help="key file stem")
+    keygen.set_defaults(func=run_keygen)
     verify.set_defaults(func=run_verify)
 
 
@@ -193,6 +221,7 @@ def run_score(args: argparse.Namespace) -> int:
         on_stage=on_stage,
         glomeruli=args.glomeruli,
         biopsy=args.biopsy,
+        supersede=args.supersede,
     )
     Console().print(_summary(result, time.perf_counter() - start))
     return 0
@@ -289,6 +318,7 @@ def run_review(args: argparse.Namespace) -> int:
         supersede=args.supersede,
         merge=args.merge,
         note=args.note,
+        allow_deletions=args.allow_deletions,
     )
     out = Console()
     if result.revision == before:
@@ -308,7 +338,7 @@ def run_confirm(args: argparse.Namespace) -> int:
     """``lnpath confirm RESULT --pathologist NAME``."""
     from lnpath.workflow.signoff import confirm
 
-    result = confirm(args.result, pathologist=args.pathologist, note=args.note)
+    result = confirm(args.result, pathologist=args.pathologist, note=args.note, key=args.key)
     seal = result.to_dict()["confirmation"]["sha256"]
     Console().print(
         f"Revision {result.revision} confirmed by {args.pathologist} (sha256 {seal}).\n"
@@ -323,10 +353,23 @@ def run_verify(args: argparse.Namespace) -> int:
     """``lnpath verify RESULT``: exit 0 if intact, 3 (ResultError) if tampered with."""
     from lnpath.results.seal import verify
 
-    check = verify(args.result)
+    check = verify(args.result, public_key=args.public_key)
     Console().print(
         f"OK: {args.result} revision {check.revision} ({check.status}) is intact; "
         f"checked {', '.join(check.checked)}; content sha256 {check.content_sha256}",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    """``lnpath keygen --out STEM``."""
+    from lnpath.results.integrity import generate_key
+
+    private, public = generate_key(args.out)
+    Console().print(
+        f"Private key {private} (keep it outside result folders), public key {public}.",
         highlight=False,
         markup=False,
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
@@ -73,6 +74,15 @@ def _unpack_color(packed: int) -> tuple[int, int, int]:
     return ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
 
 
+def _color(values: Any) -> tuple[int, int, int] | None:
+    """An RGB colour, or None for one that is not three numbers (a colour is decoration only)."""
+    try:
+        r, g, b = (int(v) for v in values)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return (r, g, b)
+
+
 def _measurements(raw: Any, where: str) -> dict[str, Any]:
     if raw is None:
         return {}
@@ -101,6 +111,8 @@ def parse_feature(raw: Any, where: str = "GeoJSON") -> QuPathFeature:
         raise InputError(f"{where}: invalid geometry ({exc})") from None
     if not isinstance(geometry, Polygon | MultiPolygon):
         raise InputError(f"{where}: geometry {geometry.geom_type} is not a (Multi)Polygon")
+    if not np.isfinite(shapely.get_coordinates(geometry)).all():
+        raise InputError(f"{where}: coordinates must be finite numbers (found NaN or Infinity)")
     if not geometry.is_valid:
         geometry = shapely.make_valid(geometry)
     cls = props.get("classification")
@@ -109,7 +121,7 @@ def parse_feature(raw: Any, where: str = "GeoJSON") -> QuPathFeature:
     if isinstance(cls, Mapping):
         name = cls.get("name")
         if isinstance(cls.get("color"), list | tuple) and len(cls["color"]) >= 3:
-            color = tuple(int(c) for c in cls["color"][:3])  # type: ignore[assignment]
+            color = _color(cls["color"][:3])
         elif isinstance(cls.get("colorRGB"), int):
             color = _unpack_color(cls["colorRGB"])
     elif isinstance(cls, str):
@@ -146,6 +158,10 @@ def read_qupath(
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise InputError(f"{path}: JSON nested too deeply to be a GeoJSON export") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     else:
         data = source
     if isinstance(data, Mapping) and data.get("type") == "FeatureCollection":

@@ -119,12 +119,21 @@ def findings_from_geojson(
 def measured_calls(feature: QuPathFeature) -> dict[str, Any]:
     """The ``call: <lesion>`` measurements lnpath writes into its own GeoJSON: True / False, None
     for not assessed (NaN or null); empty when the feature has none (not lnpath's)."""
-    out = {}
+    out: dict[str, bool | None] = {}
     for lesion in LESIONS:
         key = f"call: {lesion}"
         if key in feature.measurements:
             value = feature.measurements[key]
-            out[lesion] = None if is_missing(value) else bool(float(value) >= 0.5)
+            if is_missing(value):
+                out[lesion] = None
+                continue
+            try:
+                out[lesion] = bool(float(value) >= 0.5)
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"feature {feature.name or feature.id}: measurement {key!r} = {value!r} "
+                    "is not a number (1 present, 0 absent)"
+                ) from None
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,8 +172,8 @@ def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationMode
             f"{weights}: sha256 {actual[:12]}… does not match the card's {expected[:12]}… "
             "(tampered or foreign file; refusing to load)"
         )
+    state = load_state_dict(weights)
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
         network = UNet(config)
         network.load_state_dict(
             {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
@@ -181,6 +182,26 @@ def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationMode
         raise ModelError(f"{weights}: not valid weights for this model card ({exc})") from exc
     network.eval()
     return SegmentationModel(folder.name, folder, card, actual, network)
+
+
+def load_state_dict(weights: Path) -> Any:
+    """Unpickle a weights file as plain tensors only (``weights_only``), nothing else.
+
+    Raises:
+        ModelError: the file is not a plain state dict (e.g. a pickled object); the message never
+            suggests loading it another way, since that could run code from the file.
+    """
+    try:
+        with (
+            warnings.catch_warnings()
+        ):  # torch's warnings about foreign pickles advise unsafe loads
+            warnings.simplefilter("ignore")
+            return torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception:  # any unpickling error: torch's own message advises the unsafe way
+        raise ModelError(
+            f"{weights}: not a plain state dict of tensors; lnpath loads nothing else from a "
+            "weights file (it could run code)"
+        ) from None
 
 
 def save_model(

@@ -45,6 +45,8 @@ from lnpath.report.slide import diagnosis_line, render_overlay, render_report, r
 from lnpath.results.stamp import STAMP_COLUMNS, STAMP_MEASUREMENT, export_stamp, stamped
 from lnpath.scoring.score import BiopsyScore
 
+from .integrity import chained, check_chain, recover, seal, sign
+
 LOG = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -153,18 +155,18 @@ def read_findings_csv(path: Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Writing and hashing a result folder
 
-HASHED_EXCLUDED_KEYS = ("status", "confirmation")
+HASHED_EXCLUDED_KEYS = ("status", "confirmation", "seal")
 DERIVED_FILES = ("report.html", "overlay.png")
 SNAPSHOT_FILES = ("result.json", "findings.csv", "glomeruli.geojson", *DERIVED_FILES)
 
 
 def content_sha256(folder: Path, result: Mapping[str, Any] | None = None) -> str:
-    """sha256 over everything the result asserts, excluding its status and confirmation.
+    """sha256 over everything the result asserts, excluding its status, confirmation and seal.
 
-    It covers result.json (canonical JSON without ``status``/``confirmation``), findings.csv,
-    glomeruli.geojson and assets/; a confirmation stores it, and any later edit changes it. The
-    rendered report and overlay are sealed separately (their sha256 in the confirmation), since they
-    show the confirmation itself.
+    It covers result.json (canonical JSON without ``status``/``confirmation``/``seal``),
+    findings.csv, glomeruli.geojson and assets/; a confirmation stores it, and any later edit
+    changes it. The rendered report and overlay are sealed separately (their sha256 in the
+    confirmation), since they show the confirmation itself.
     """
     if result is None:
         result = load_result_json(folder)
@@ -217,11 +219,36 @@ def load_result_json(folder: str | Path, label: str = "result") -> dict[str, Any
 
 
 def read_audit(folder: Path) -> list[dict[str, Any]]:
-    """The audit trail: one event per line in ``revisions/audit.jsonl``."""
+    """The audit trail: one event per line in ``revisions/audit.jsonl``.
+
+    Raises:
+        ResultError: a line is not a JSON object (only an edit outside lnpath does that).
+    """
     path = folder / "revisions" / "audit.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    events = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise ResultError(f"{path}: line {number} is not an audit event (edited by hand)")
+        events.append(event)
+    return events
+
+
+def snapshot_name(revisions: Path, revision: int, event: str) -> str:
+    """A new, never-used snapshot folder name: ``rNNN`` first, ``rNNN-<event>`` after it."""
+    for name in (f"r{revision:03d}", f"r{revision:03d}-{event}"):
+        if not (revisions / name).exists():
+            return name
+    raise ResultError(
+        f"{revisions}: snapshot {name} exists already; snapshots are written once, never replaced"
+    )
 
 
 @dataclass
@@ -246,16 +273,21 @@ def write_result(
     event: Mapping[str, Any],
     content: ResultContent | None = None,
     overwrite: bool = False,
+    signing_key: Any = None,
 ) -> None:
     """Write (or replace) a whole result folder atomically, snapshot it, and append ``event``.
 
     With ``content`` None (a confirmation), the existing glomerulus files are copied byte for
     byte. Otherwise they are written from ``content``. Earlier revisions and the audit trail are
     carried over unless ``event`` is a fresh scoring, so the history survives every review and
-    confirmation.
+    confirmation. Every event gets its own write-once snapshot and is hash-chained to the one
+    before it, and result.json's ``seal`` names the chain's head (:mod:`.integrity`); with
+    ``signing_key`` (an Ed25519 private key) the event is signed. The caller holds
+    :func:`.integrity.result_lock`.
     """
 
     target = Path(target)
+    recover(target)
     with atomic_dir(target, overwrite=overwrite, marker="result.json") as tmp:
         old_revisions = target / "revisions"
         if event["event"] != "scored" and old_revisions.is_dir():
@@ -276,28 +308,41 @@ def write_result(
             write_json(tmp / "glomeruli.geojson", {**feature_collection(features), "lnpath": stamp})
             content.assets.save(tmp, keep=content.polygons)
         table, polygons, assets = content.findings, content.polygons, content.assets
+        result["seal"] = None
         write_json(tmp / "result.json", result)
         sha = content_sha256(tmp, result)
-        audit = [*read_audit(tmp), {**event, "revision": result["revision"], "content_sha256": sha}]
+        history = read_audit(tmp)
+        check_chain(target, history)  # never extend a trail that is already broken
+        new = {**event, "revision": result["revision"], "content_sha256": sha}
         if result["confirmation"] is not None:
             result["confirmation"]["sha256"] = sha
         overlay = render_overlay(result, table, polygons, assets)
         (tmp / "overlay.png").write_bytes(overlay)
         write_text(
-            tmp / "report.html", render_report(result, table, polygons, assets, audit, target.name)
+            tmp / "report.html",
+            render_report(result, table, polygons, assets, [*history, new], target.name),
         )
         if result["confirmation"] is not None:
             result["confirmation"]["files"] = {n: file_sha256(tmp / n) for n in DERIVED_FILES}
             write_json(tmp / "result.json", result)
-        snapshot = tmp / "revisions" / f"r{result['revision']:03d}"
-        snapshot.mkdir(parents=True, exist_ok=True)
-        for name in SNAPSHOT_FILES:
-            shutil.copy2(tmp / name, snapshot / name)
-        audit[-1]["snapshot"] = {name: file_sha256(snapshot / name) for name in SNAPSHOT_FILES}
+        revisions = tmp / "revisions"
+        name = snapshot_name(revisions, int(result["revision"]), str(event["event"]))
+        snapshot = revisions / name
+        snapshot.mkdir(parents=True)
+        for file in SNAPSHOT_FILES:
+            shutil.copy2(tmp / file, snapshot / file)
+        new["snapshot_dir"] = name
+        new["snapshot"] = {file: file_sha256(snapshot / file) for file in SNAPSHOT_FILES}
+        new = chained(history, new)
+        if signing_key is not None:
+            new["signature"] = sign(signing_key, new["hash"])
+        audit = [*history, new]
         write_text(
-            tmp / "revisions" / "audit.jsonl",
+            revisions / "audit.jsonl",
             "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in audit),
         )
+        result["seal"] = seal(audit)
+        write_json(tmp / "result.json", result)
 
 
 # --------------------------------------------------------------------------------------------

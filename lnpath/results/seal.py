@@ -1,8 +1,9 @@
-"""Verification of a result folder's seals: is it exactly what lnpath last wrote?
+"""``verify``: is a result folder exactly what lnpath wrote, and (with a key) signed by whom?
 
-The audit trail's last event for the current revision records the content sha256 and the sha256 of
-the derived files; a confirmation repeats them in result.json. Reading a folder's seal needs no
-slide, no model and no scoring, so comparisons and cohorts check seals without loading them.
+The audit trail is a hash chain whose head result.json's ``seal`` names (:mod:`lnpath.results.
+integrity`); every event's snapshot is write-once. Folders written before the chain existed
+(lnpath 0.1.0) verify by the checks of their time and are reported as such; their first new
+event chains their whole trail.
 """
 
 from __future__ import annotations
@@ -14,26 +15,40 @@ from typing import Any
 
 from lnpath.core.errors import ResultError
 from lnpath.io.hashing import file_sha256
-from lnpath.results.folder import (
-    DERIVED_FILES,
-    content_sha256,
-    load_result_json,
-    read_audit,
+from lnpath.results.folder import DERIVED_FILES, content_sha256, load_result_json, read_audit
+from lnpath.results.integrity import (
+    check_chain,
+    check_signature,
+    exclusive,
+    legacy_count,
+    load_public_key,
+    real_path,
+    seal,
 )
 
 
-def _check_snapshots(folder: Path) -> int:
-    """Every revision's snapshot still matches the hashes its last audit event recorded."""
-    last: dict[int, dict[str, Any]] = {}
-    for event in read_audit(folder):
-        last[int(event["revision"])] = event
-    for revision, event in sorted(last.items()):
-        snapshot = folder / "revisions" / f"r{revision:03d}"
-        for name, sha in (event.get("snapshot") or {}).items():
-            path = snapshot / name
+def _check_snapshots(folder: Path, events: list[dict[str, Any]]) -> int:
+    """Every event's write-once snapshot still matches the hashes the event recorded.
+
+    lnpath 0.1.0 kept one snapshot per revision (``rNNN``, rewritten by its confirmation), so of
+    its unchained events only each revision's last is checked.
+    """
+    legacy = legacy_count(events)
+    last_of_revision = {e.get("revision"): i for i, e in enumerate(events[:legacy])}
+    for index, event in enumerate(events):
+        if index < legacy and last_of_revision[event.get("revision")] != index:
+            continue
+        name = event.get("snapshot_dir", f"r{event['revision']:03d}" if index < legacy else None)
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
+            raise ResultError(f"{folder}: audit event without a snapshot (edited outside lnpath)")
+        snapshot = folder / "revisions" / name
+        for file, sha in (event.get("snapshot") or {}).items():
+            path = snapshot / str(file)
             if not path.is_file() or file_sha256(path) != sha:
-                raise ResultError(f"{path}: revision {revision} of the audit trail was modified")
-    return len(last)
+                raise ResultError(
+                    f"{path}: snapshot of revision {event.get('revision')} was modified"
+                )
+    return len(events)
 
 
 @dataclass
@@ -47,34 +62,58 @@ class Verification:
     checked: list[str]
 
 
-def verify(result_dir: str | os.PathLike[str]) -> Verification:
+def verify(
+    result_dir: str | os.PathLike[str], public_key: str | os.PathLike[str] | None = None
+) -> Verification:
     """Check that the result folder is exactly what lnpath last wrote.
 
-    The audit trail's last event for the current revision records the content sha256 and the
-    sha256 of the report and overlay; a confirmation repeats them in ``result.json``. Any
-    difference, a status that disagrees with the audit trail (an "unconfirmed" confirmed result),
-    or an edited earlier revision means the folder was edited outside lnpath.
+    The audit trail is a hash chain whose head result.json's ``seal`` names; the last event
+    records the content sha256, the sha256 of the report and overlay and of its own snapshot;
+    a confirmation repeats who, when, the note and the hashes in ``result.json``. Any difference,
+    a broken link, a status that disagrees with the audit trail, or an edited snapshot means the
+    folder was edited outside lnpath. With ``public_key`` the confirmation must also carry a valid
+    signature by its private key.
 
     Raises:
         ResultError: naming the first file or seal that does not match; also when a file is
             missing or unparseable, which only an edit outside lnpath produces.
+        InputError: the public key file is unusable.
     """
-    folder = Path(result_dir)
+    folder = real_path(result_dir)
+    key = None if public_key is None else load_public_key(public_key)
+    old = folder.with_name(f".{folder.name}.old")
+    if not folder.exists() and old.is_dir():  # a write interrupted between its two renames
+        with exclusive(folder):
+            pass
     try:
-        return _verify(folder)
+        verification = _verify(folder)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         # JSONDecodeError and UnicodeDecodeError are ValueErrors
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ResultError(
             f"{folder}: unreadable or modified outside lnpath ({type(exc).__name__}: {detail})"
         ) from None
+    if key is not None and public_key is not None:
+        last = read_audit(folder)[-1]
+        if last.get("event") != "confirmed":
+            raise ResultError(f"{folder}: revision {verification.revision} is not confirmed")
+        check_signature(folder, key, last, public_key)
+        verification.checked.append("signature")
+    return verification
 
 
 def _verify(folder: Path) -> Verification:
     result = load_result_json(folder)
     revision = int(result["revision"])
-    events = [e for e in read_audit(folder) if e.get("revision") == revision]
-    if not events:
+    events = read_audit(folder)
+    check_chain(folder, events)
+    unchained = legacy_count(events) == len(events)
+    if (unchained and "seal" in result) or (not unchained and result.get("seal") != seal(events)):
+        raise ResultError(
+            f"{folder}: the audit trail does not end where result.json's seal says "
+            "(an audit event was added, removed or edited)"
+        )
+    if not events or events[-1].get("revision") != revision:
         raise ResultError(
             f"{folder}: no audit record for revision {revision} (edited outside lnpath?)"
         )
@@ -85,27 +124,37 @@ def _verify(folder: Path) -> Verification:
             f"{folder}: content of revision {revision} was modified after it was written "
             "(edit a copy of a file and pass it to lnpath review instead)"
         )
-    checked = ["content"]
+    checked = [
+        "content",
+        "legacy audit trail (lnpath 0.1.0, unchained)" if unchained else "audit chain",
+    ]
     for name in DERIVED_FILES:
         if file_sha256(folder / name) != (last.get("snapshot") or {}).get(name):
             raise ResultError(f"{folder / name}: modified after lnpath wrote it")
         checked.append(name)
     confirmation = result.get("confirmation")
     if last["event"] == "confirmed":
-        if result["status"] != "confirmed" or not confirmation:
+        if result["status"] != "confirmed" or not isinstance(confirmation, dict):
             raise ResultError(
                 f"{folder}: revision {revision} was confirmed but reads {result['status']!r}"
             )
         sealed_files = confirmation.get("files") or {}
-        if (
-            confirmation.get("sha256") != sha
-            or confirmation.get("pathologist") != last.get("by")
-            or any(sealed_files.get(n) != last["snapshot"].get(n) for n in DERIVED_FILES)
-        ):
-            raise ResultError(f"{folder}: confirmation seal does not match the audit trail")
+        recorded = {
+            "pathologist": last.get("by"),
+            "confirmed_at": last.get("at"),
+            "note": last.get("note"),
+            "sha256": sha,
+        }
+        changed = [k for k, v in recorded.items() if confirmation.get(k) != v]
+        changed += [n for n in DERIVED_FILES if sealed_files.get(n) != last["snapshot"].get(n)]
+        if changed:
+            raise ResultError(
+                f"{folder}: the confirmation's {', '.join(changed)} do(es) not match the "
+                "audit trail (edited outside lnpath)"
+            )
     elif result["status"] != "provisional" or confirmation is not None:
         raise ResultError(
             f"{folder}: revision {revision} was never confirmed but reads {result['status']!r}"
         )
-    checked.append(f"{_check_snapshots(folder)} revision snapshot(s)")
+    checked.append(f"{_check_snapshots(folder, events)} snapshot(s)")
     return Verification(folder, int(result["revision"]), str(result["status"]), sha, checked)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -42,6 +43,8 @@ from lnpath.results.folder import (
     json_value,
     write_result,
 )
+from lnpath.results.integrity import recover, result_lock
+from lnpath.results.supersede import refuse_confirmed, supersede_result
 from lnpath.scoring.biopsy import class_inputs
 from lnpath.scoring.score import score_findings
 from lnpath.workflow.options import ScoreOptions
@@ -104,14 +107,26 @@ def _model_info(obj: Any, fallback: str) -> dict[str, Any]:
     return info
 
 
+MIN_OUTLINE_UM2 = 200.0
+"""Smallest outline taken as a glomerulus (a 16 µm disc): even a tangential cut of a small
+glomerulus is larger; below it is a speck, or coordinates that are not level-0 pixels."""
+
+
 def _check_outlines_on_slide(outlines: Any, dimensions: tuple[int, int], where: str) -> None:
-    """Refuse outlines beyond the slide: they belong to another slide and would count as glomeruli.
+    """Refuse outlines that cannot be glomeruli of this slide: beyond it (another slide's) or
+    smaller than any glomerulus (specks, degrees of longitude), which would count as glomeruli.
 
     Raises:
-        InputError: naming the first glomerulus outside.
+        InputError: naming the first such glomerulus.
     """
 
     for g in outlines:
+        if not g.area_um2 >= MIN_OUTLINE_UM2:
+            raise InputError(
+                f"{where}: glomerulus {g.id} has an area of {g.area_um2:.3g} µm², below the "
+                f"{MIN_OUTLINE_UM2:g} µm² of the smallest glomerulus profile (a speck, or "
+                "coordinates that are not level-0 pixels of this slide?)"
+            )
         if beyond_slide(g.polygon, dimensions):
             width, height = dimensions
             raise InputError(
@@ -161,6 +176,7 @@ def score_slide(
     biopsy_date: str | dt.date | None = None,
     glomeruli: str | Path | None = None,
     biopsy: str | Path | Mapping[str, Any] | None = None,
+    supersede: bool = False,
     on_stage: StageCallback | None = None,
     **option_values: Any,
 ) -> SlideResult:
@@ -180,6 +196,9 @@ def score_slide(
             marks): a YAML/JSON file or a mapping (layout in :mod:`lnpath.scoring.biopsy`); the
             class rules read its IF/EM part.
         on_stage: called as ``on_stage(stage, done)`` at the start and end of each stage.
+        supersede: with ``overwrite``, move a *confirmed* result aside to
+            ``<out>.superseded-<time>`` (kept whole and verifiable; recorded in the new result)
+            instead of refusing it. A confirmed result is never replaced otherwise.
 
     Returns:
         The :class:`SlideResult`, status ``provisional``.
@@ -190,8 +209,30 @@ def score_slide(
 
     opts = ScoreOptions.build(options, **option_values)
     path = Path(path)
-    target = Path(out) if out is not None else default_output(path)
-    check_output_dir(target, opts.overwrite, marker="result.json")
+    target = Path(os.path.realpath(out if out is not None else default_output(path)))
+    check_output_dir(target, opts.overwrite, marker="result.json")  # before taking its lock there
+    with result_lock(target):  # one writer per result, for the whole run
+        recover(target)
+        confirmed = refuse_confirmed(target, supersede) if opts.overwrite else None
+        check_output_dir(target, opts.overwrite, marker="result.json")
+        return _score_slide(
+            path, target, opts, mpp, patient_id, biopsy_date, glomeruli, biopsy, on_stage, confirmed
+        )
+
+
+def _score_slide(
+    path: Path,
+    target: Path,
+    opts: ScoreOptions,
+    mpp: float | None,
+    patient_id: str | None,
+    biopsy_date: str | dt.date | None,
+    glomeruli: str | Path | None,
+    biopsy: str | Path | Mapping[str, Any] | None,
+    on_stage: StageCallback | None,
+    confirmed: dict[str, Any] | None,
+) -> SlideResult:
+    """The stages of :func:`score_slide`, run while it holds the result's lock."""
     date = _parse_date(biopsy_date)
     warnings: list[str] = []
     if opts.stain != "PAS":
@@ -245,7 +286,13 @@ def score_slide(
             "warnings": warnings,
             "biopsy": stated,
         }
-        event = {"event": "scored", "at": result["created_at"], "by": f"lnpath {__version__}"}
+        event: dict[str, Any] = {
+            "event": "scored",
+            "at": result["created_at"],
+            "by": f"lnpath {__version__}",
+        }
+        if confirmed is not None:
+            result["supersedes"] = event["supersedes"] = supersede_result(target, confirmed)
         content = ResultContent(findings, polygons, assets)
         write_result(target, result, event, content, overwrite=opts.overwrite)
         slide.close()

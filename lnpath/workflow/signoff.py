@@ -19,11 +19,10 @@ whole folder consistently could forge one.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from lnpath.results.folder import (
     load_result_json,
     write_result,
 )
+from lnpath.results.integrity import exclusive, load_private_key, real_path
 from lnpath.results.seal import verify
 from lnpath.scoring.biopsy import (
     class_inputs,
@@ -64,34 +64,10 @@ from lnpath.workflow.revision import (
     _supersedes,
 )
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
-
-
 LOG = logging.getLogger(__name__)
 
-
-@contextlib.contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """One writer at a time per result folder, so two reviews never both become revision N+1.
-
-    The lock file lives beside the folder because the folder itself is replaced on every write.
-    Where ``fcntl`` does not exist (Windows) there is no lock.
-    """
-    if fcntl is None or not folder.parent.is_dir():
-        yield
-        return
-    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ResultError(f"{folder}: another review or confirmation is writing it") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+MANY_DELETIONS = 3
+"""A review deleting more glomeruli than this (and over a quarter) needs ``allow_deletions``."""
 
 
 def _now() -> str:
@@ -113,6 +89,7 @@ def review(
     supersede: bool = False,
     merge: str | None = None,
     note: str | None = None,
+    allow_deletions: bool = False,
 ) -> SlideResult:
     """Apply a pathologist's edits, re-score, and write a new provisional revision.
 
@@ -141,6 +118,8 @@ def review(
             the export changed and keeps later changes where both changed; ``take-export`` lets
             the export win there. Without it such an export is refused.
         note: free text for the audit trail.
+        allow_deletions: allow an edit that deletes more than :data:`MANY_DELETIONS` glomeruli
+            and more than a quarter of them (a table of another slide, a partial export).
 
     Returns:
         The new revision; unchanged (and nothing written) if the edits change nothing.
@@ -150,7 +129,7 @@ def review(
             ``supersede`` is not set; an edit was made on an older revision.
         InputError: no pathologist; an edit is malformed or belongs to another slide.
     """
-    folder = Path(result_dir)
+    folder = real_path(result_dir)
     who = _name(pathologist, "review")
     request = ReviewRequest(
         findings, geojson, cortex, biopsy, class_override, comment, exclusions,
@@ -161,11 +140,11 @@ def review(
             "review: give an edited GeoJSON or findings table, cortex fractions, biopsy "
             "findings, a class override, a comment or exclusions"
         )
-    with _exclusive(folder):
-        return _review(folder, who, request)
+    with exclusive(folder):
+        return _review(folder, who, request, allow_deletions)
 
 
-def _review(folder: Path, who: str, request: ReviewRequest) -> SlideResult:
+def _review(folder: Path, who: str, request: ReviewRequest, allow_deletions: bool) -> SlideResult:
     verify(folder)
     result = load_result_json(folder)
     if request.base_revision is not None and int(request.base_revision) != result["revision"]:
@@ -177,6 +156,7 @@ def _review(folder: Path, who: str, request: ReviewRequest) -> SlideResult:
     supersedes = _supersedes(folder, result, request.supersede)
     edit = _edit(result, folder)
     before = len(edit.table)
+    ids = set(edit.table["glomerulus_id"])
     merges = []
     if request.geojson is not None:
         path = Path(request.geojson)
@@ -200,6 +180,12 @@ def _review(folder: Path, who: str, request: ReviewRequest) -> SlideResult:
         raise InputError(
             f"review: the edit deletes all {before} glomeruli (an empty export or a findings "
             "file without rows?); nothing written"
+        )
+    deleted = len(ids - set(edit.table["glomerulus_id"]))
+    if deleted > MANY_DELETIONS and deleted > before / 4 and not allow_deletions:
+        raise InputError(
+            f"review: the edit would delete {deleted} of {before} glomeruli (a table or export of "
+            "another slide?); nothing written; pass --allow-deletions if that is intended"
         )
     fields = _record_fields(edit, result, request)
     if not edit.changes:
@@ -257,22 +243,34 @@ def _write_revision(
 
 
 def confirm(
-    result_dir: str | os.PathLike[str], *, pathologist: str, note: str | None = None
+    result_dir: str | os.PathLike[str],
+    *,
+    pathologist: str,
+    note: str | None = None,
+    key: str | os.PathLike[str] | None = None,
 ) -> SlideResult:
     """Sign the current revision as ``pathologist``, sealed with a content sha256.
 
     A signed index is a number or says it is not one: every component not assessed must first be
     marked "not evaluable" with a reason (``review(biopsy={"not_evaluable": {...}})``).
 
+    Args:
+        result_dir: the result folder (a symlink to it confirms the folder it points to).
+        pathologist: who confirms (one line).
+        note: recorded with the confirmation.
+        key: an Ed25519 private key file (``lnpath keygen``) to sign the confirmation with, so
+            that :func:`verify` with the public key detects even a deliberate rewrite.
+
     Raises:
         ResultError: already confirmed (immutable), an index component neither assessed nor
             marked not evaluable, or the folder fails :func:`verify`.
-        InputError: the pathologist's name is empty.
+        InputError: the pathologist's name is empty, or the key is unusable.
     """
-    folder = Path(result_dir)
+    folder = real_path(result_dir)
     who = _name(pathologist, "confirm")
-    with _exclusive(folder):
-        return _confirm(folder, who, note)
+    private_key = None if key is None else load_private_key(key)
+    with exclusive(folder):
+        return _confirm(folder, who, note, private_key)
 
 
 def _unsigned_gaps(result: Mapping[str, Any]) -> list[str]:
@@ -287,7 +285,7 @@ def _unsigned_gaps(result: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _confirm(folder: Path, pathologist: str, note: str | None) -> SlideResult:
+def _confirm(folder: Path, pathologist: str, note: str | None, key: Any) -> SlideResult:
     verify(folder)
     result = load_result_json(folder)
     if result["status"] == "confirmed":
@@ -315,5 +313,5 @@ def _confirm(folder: Path, pathologist: str, note: str | None) -> SlideResult:
         },
     }
     event = {"event": "confirmed", "at": at, "by": pathologist, "note": note}
-    write_result(folder, new, event, overwrite=True)
+    write_result(folder, new, event, overwrite=True, signing_key=key)
     return SlideResult.load(folder)

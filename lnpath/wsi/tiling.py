@@ -41,6 +41,7 @@ from lnpath.wsi.tissue import detect_tissue
 from lnpath.wsi.workers import (
     available_cpus,
     can_start_workers,
+    quiet_worker,
     worker_context,
 )
 
@@ -324,6 +325,7 @@ def _init_worker(
     slide: Slide, spec: TileSpec, cache_bytes: int, shm_name: str, slot_bytes: int
 ) -> None:
     global _WORKER
+    quiet_worker()
     slide.reserve_cache(cache_bytes)
     _WORKER = _WorkerState(slide, spec, shared_memory.SharedMemory(name=shm_name), slot_bytes)
 

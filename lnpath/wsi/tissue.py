@@ -207,7 +207,8 @@ def detect_tissue(
     Args:
         slide: an open slide.
         mpp: resolution of the detection (coarser is faster; finer keeps smaller pieces).
-        min_area_mm2: pieces smaller than this are dust or debris and are dropped.
+        min_area_mm2: pieces smaller than this are dust or debris and are dropped (in an image
+            smaller than four times this, pieces smaller than a quarter of the image).
 
     Returns:
         The mask; a slide without tissue gives an empty mask and a logged warning.
@@ -215,6 +216,9 @@ def detect_tissue(
     mpp = max(mpp, slide.mpp)  # never finer than the scan itself
     rgb = slide.thumbnail(mpp)
     min_area_px = max(1, math.ceil(min_area_mm2 / (mpp / 1000.0) ** 2))
+    # A snapshot or a single-glomerulus crop can be smaller than the dust limit itself and show
+    # no glass at all: a stained piece covering a quarter of the image is tissue, not dust.
+    min_area_px = min(min_area_px, max(1, rgb.shape[0] * rgb.shape[1] // 4))
     mask = TissueMask(tissue_mask(rgb, min_area_px), mpp=mpp, slide_mpp=slide.mpp)
     if not mask.mask.any():
         log.warning("%s: no tissue found", slide.path)

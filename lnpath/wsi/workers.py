@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -34,7 +35,10 @@ def worker_context(method: str | None = None) -> mp.context.BaseContext:
     if method == "forkserver":
         # workers fork from a server that has already imported what they run: readers (this
         # module) and glomerulus measurement (SciPy, scikit-image: 0.6 s per worker otherwise)
-        ctx.set_forkserver_preload([__name__, "lnpath.analysis.measure"])
+        # first, lnpath.wsi.forkserver_guard: the server itself dies with the main process
+        ctx.set_forkserver_preload(
+            ["lnpath.wsi.forkserver_guard", __name__, "lnpath.analysis.measure"]
+        )
     return ctx
 
 
@@ -43,3 +47,27 @@ def available_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def die_with_parent() -> None:
+    """Have the kernel end this process when its parent dies, even by ``kill -9`` (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the pool's own shutdown still applies
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
+def quiet_worker() -> None:
+    """Call first in every worker process: it dies with its parent and ignores Ctrl-C.
+
+    Ctrl-C reaches the whole process group; the parent stops the pool and says "interrupted",
+    so a worker must not print its own traceback. A forkserver worker's parent is the
+    forkserver, which dies with the main process (:mod:`lnpath.wsi.forkserver_guard`).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()

@@ -1,0 +1,89 @@
+"""``batch_status.csv``: one row per slide of a batch folder, merged in as each slide finishes."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lnpath.batch.manifest import STATUS_FILE
+from lnpath.core.errors import InputError
+from lnpath.io.atomic import atomic_path
+
+STATUS_COLUMNS = (
+    "slide_id",
+    "patient_id",
+    "timepoint",
+    "biopsy_date",
+    "path",
+    "outcome",
+    "error",
+    "seconds",
+    "worker",
+    "result",
+)
+
+
+def status_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A status table of record dicts, missing values as None."""
+    status = pd.DataFrame(rows, columns=list(STATUS_COLUMNS)).astype(object)
+    return status.where(status.notna(), None)
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Serialise status updates from concurrent array tasks writing into one batch folder."""
+    with open(out / ".batch_status.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def merge_status(out: Path, status: pd.DataFrame) -> None:
+    """Merge ``status`` rows into ``out/batch_status.csv`` (rows stay in place), atomically."""
+    target = out / STATUS_FILE
+    with _locked(out):
+        if target.is_file():
+            old = pd.read_csv(target, dtype=str, keep_default_na=False)
+            order = [
+                *old["slide_id"],
+                *(s for s in status["slide_id"] if s not in set(old["slide_id"])),
+            ]
+            ours = set(status["slide_id"])
+            in_turn = iter(status["slide_id"])  # this batch's rows in its order, in their slots
+            order = [next(in_turn) if s in ours else s for s in order]
+            old = old[~old["slide_id"].isin(set(status["slide_id"]))]
+            merged = pd.concat([old, status.astype(object)], ignore_index=True)
+            merged = merged.set_index("slide_id").loc[order].reset_index()  # rows stay in place
+        else:
+            merged = status
+        with atomic_path(target) as tmp:
+            merged.to_csv(tmp, index=False)
+
+
+def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The batch folder's ``batch_status.csv``, every column as text (empty = none)."""
+    target = Path(out_dir) / STATUS_FILE
+    if not target.is_file():
+        raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
+    try:
+        table = pd.read_csv(target, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{target}: unreadable ({type(exc).__name__})") from None
+    missing = [c for c in ("slide_id", "outcome") if c not in table.columns]
+    if missing:
+        raise InputError(f"{target}: malformed (no column {', '.join(missing)})")
+    return table.replace({"": None})
+
+
+def summarise(status: pd.DataFrame) -> dict[str, int]:
+    """Counts of ``scored``, ``skipped`` and ``failed`` slides in a status table."""
+    counts = status["outcome"].value_counts()
+    return {k: int(counts.get(k, 0)) for k in ("scored", "skipped", "failed")}

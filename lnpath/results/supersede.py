@@ -1,0 +1,94 @@
+"""Re-scoring over a confirmed result: refused, or the confirmed folder moved aside intact."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lnpath.core.errors import ResultError
+from lnpath.results.folder import read_audit
+
+LOG = logging.getLogger(__name__)
+
+
+def confirmation_in(folder: Path) -> dict[str, Any] | None:
+    """The last confirmation a result folder holds (any revision), or None if it holds none.
+
+    Read from both result.json and the audit trail, so an edited or broken folder that may hold
+    a confirmation counts as confirmed: it must never be replaced silently.
+    """
+    if not (folder / "result.json").is_file():
+        return None
+    try:
+        events = read_audit(folder)
+    except (OSError, ValueError, ResultError):
+        events = []
+    confirmed = [e for e in events if e.get("event") == "confirmed"]
+    if confirmed:
+        last = confirmed[-1]
+        return {"revision": last.get("revision"), "by": last.get("by"), "at": last.get("at")}
+    try:
+        data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"revision": None, "by": None, "at": None}  # unreadable: assume the worst
+    confirmation = data.get("confirmation") if isinstance(data, dict) else None
+    if isinstance(data, dict) and (data.get("status") == "confirmed" or confirmation):
+        info = confirmation if isinstance(confirmation, dict) else {}
+        return {
+            "revision": data.get("revision"),
+            "by": info.get("pathologist"),
+            "at": info.get("confirmed_at"),
+        }
+    return None
+
+
+def refuse_confirmed(folder: Path, supersede: bool) -> dict[str, Any] | None:
+    """Guard a re-scoring: a folder holding a confirmation is replaced only with ``supersede``.
+
+    Returns:
+        The confirmation (to pass to :func:`supersede_result`), or None if there is none.
+
+    Raises:
+        ResultError: the folder holds a confirmation and ``supersede`` is false.
+    """
+    confirmed = confirmation_in(folder)
+    if confirmed is not None and not supersede:
+        raise ResultError(
+            f"{folder}: holds revision {confirmed['revision']} confirmed by {confirmed['by']} "
+            f"({confirmed['at']}); a confirmed result is never replaced (add --supersede to "
+            "move it aside as a superseded result and score anew)"
+        )
+    return confirmed
+
+
+def supersede_result(folder: Path, confirmed: Mapping[str, Any]) -> dict[str, Any]:
+    """Move a confirmed result aside to ``<folder>.superseded-<UTC time>``, intact.
+
+    Returns:
+        The record the new result keeps of it (``supersedes`` in result.json and its first
+        audit event): where it went, its revision, who confirmed it when, its seal.
+    """
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
+    number = 1
+    while aside.exists():
+        number += 1
+        aside = folder.with_name(f"{folder.name}.superseded-{stamp}-{number}")
+    try:
+        data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    os.replace(folder, aside)
+    LOG.warning("%s: confirmed result moved aside to %s", folder, aside)
+    return {
+        "folder": str(aside),
+        "revision": confirmed.get("revision"),
+        "confirmed_by": confirmed.get("by"),
+        "confirmed_at": confirmed.get("at"),
+        "seal": data.get("seal") if isinstance(data, dict) else None,
+    }
