@@ -4,7 +4,7 @@
 * ``cnn_end_to_end``: crop reading at the model's µm/px + the lesion CNN (untrained weights of the
   default architecture: speed does not depend on the weight values).
 * ``cnn_forward``: the network alone on batches of 64 crops already in memory.
-* ``cortex_mm2_per_s``: :func:`lnpath.cortex.measure_cortex` (PAS) over the slide's tissue.
+* ``cortex_mm2_per_s``: :func:`lnpath.analysis.cortex.measure_cortex` (PAS) over the slide's tissue.
 * ``side_by_side``: the same work in one process and with 2 worker processes, alternately in one
   run, as a speed-up ratio: morphometry of every glomerulus and the cortex, on the demo and on
   the 4-core stress slide of ``bench_score_slide.py`` (the demo tiled 2x2, its outlines too).
@@ -31,10 +31,11 @@ import numpy as np
 from shapely import affinity
 
 import lnpath
-from lnpath.cortex import measure_cortex
-from lnpath.glomeruli import Glomeruli, Glomerulus
-from lnpath.lesions import MorphometryCaller, TrainedLesionCaller
-from lnpath.measure import measure_glomeruli
+from lnpath.analysis.cortex import measure_cortex
+from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
+from lnpath.analysis.lesion_cnn import TrainedLesionCaller
+from lnpath.analysis.lesions import MorphometryCaller
+from lnpath.analysis.measure import measure_glomeruli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,8 +113,9 @@ def main() -> int:
     # __main__, and a top-level torch import would add a second to every worker pool's start
     import torch
 
-    from lnpath.lesion_training import predict_logits, write_model_folder
+    from lnpath.analysis.lesion_cnn import predict_logits
     from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
+    from lnpath.training.lesions import write_model_folder
 
     torch.set_num_threads(args.threads)
     slide = lnpath.open_slide(REPO / "examples" / "demo_biopsy.tiff")

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 import lnpath
-from lnpath.findings import LESIONS
-from lnpath.uncertainty import count_distributions
+from lnpath.core.findings import LESIONS
+from lnpath.scoring.uncertainty import count_distributions
 
 MONTE_CARLO_DRAWS = 10_000
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from lnpath.model_store import load_model
-from lnpath.segment import segment_glomeruli
-from lnpath.slide import open_slide
-from lnpath.tissue import detect_tissue
+from lnpath.analysis.segment import segment_glomeruli
+from lnpath.models.store import load_model
+from lnpath.wsi.slide import open_slide
+from lnpath.wsi.tissue import detect_tissue
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -37,7 +37,7 @@ import tifffile
 from PIL import Image
 
 import lnpath
-from lnpath.tiling import TileGrid
+from lnpath.wsi.tiling import TileGrid
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LNPATH_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -194,7 +194,7 @@ def bench_slide(path: Path, sizes: list[int], workers: int, repeats: int) -> lis
                 "file_tile": list(probe.native_tile_size(0) or []),
                 "megapixels": round(n * size * size / 1e6, 1),
                 "workers_used_by_lnpath": (
-                    workers if n * size * size * 3 >= lnpath.tiling._MIN_PARALLEL_BYTES else 1
+                    workers if n * size * size * 3 >= lnpath.wsi.tiling._MIN_PARALLEL_BYTES else 1
                 ),
                 "tiles_per_s": {k: round(v, 1) for k, v in med.items()},
                 "ratio_lnpath_vs_plain_1": round(med["lnpath_1"] / med["plain_1"], 3),
@@ -230,9 +230,9 @@ def main() -> None:
     slides = [DATA / "slides" / "cmu-1-small-region.svs", build_pyramid(CACHE / "bueno-8192.tif")]
     if "forkserver" in mp.get_all_start_methods():
         # One fork server serves both contenders; whichever starts it first decides what it
-        # preloads. Preload what both need (numpy, OpenSlide, PIL via lnpath.tiling) so that
+        # preloads. Preload what both need (numpy, OpenSlide, PIL via lnpath.wsi.tiling) so that
         # neither pays the imports in every worker.
-        mp.get_context("forkserver").set_forkserver_preload(["lnpath.tiling"])
+        mp.get_context("forkserver").set_forkserver_preload(["lnpath.wsi.tiling"])
     load_before = os.getloadavg()
     results = []
     for path in slides:

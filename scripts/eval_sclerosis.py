@@ -1,7 +1,7 @@
 """Evaluate the morphometry global-sclerosis call on the eval-only sets; print JSON.
 
 Evaluation only: the eval-only images are read in place, nothing is copied, trained or tuned on them
-(the thresholds are fixed in ``lnpath.lesions.MorphometryThresholds``).
+(the thresholds are fixed in ``lnpath.analysis.lesions.MorphometryThresholds``).
 
 * ``cmil-pas-sclerosis-crops``: 72 PAS bounding-box crops, no masks. The glomerulus mask is the
   ellipse inscribed in the crop, shrunk to 90 % (the crops are a glomerulus bounding box plus a
@@ -14,7 +14,7 @@ Evaluation only: the eval-only images are read in place, nothing is copied, trai
   crop is measured against the white point (``estimate_white``) of its whole snapshot.
 
 Section ``lab_calibration_cv``: what a lab's own-label calibration (``lnpath train-lesions
---method morphometry``, :func:`lnpath.lesion_calibration.cross_validate_logistic`) reaches,
+--method morphometry``, :func:`lnpath.training.calibration.cross_validate_logistic`) reaches,
 cross-validated (5 folds) on these eval-only sets -- nothing fitted here is kept or shipped.
 Grouped by patient (the file-name prefix; the honest split) and by crop/snapshot (what the CLI
 does without a ``group`` column; optimistic, because one patient's glomeruli share staining and
@@ -40,11 +40,17 @@ from eval_sets import BUPT_MPP_200X, CMIL_MPP, bupt_mpp
 from shapely.geometry import Polygon
 from skimage import io
 
-from lnpath.errors import InputError
-from lnpath.lesion_calibration import cross_validate_logistic, ellipse_mask, resample_crop
-from lnpath.lesion_training import binary_metrics
-from lnpath.lesions import MorphometryThresholds, calls_from_measurements
-from lnpath.measure import DEFAULT_MPP, MEASUREMENTS, estimate_white, measure_crop, rasterize
+from lnpath.analysis.lesions import MorphometryThresholds, calls_from_measurements
+from lnpath.analysis.measure import (
+    DEFAULT_MPP,
+    MEASUREMENTS,
+    estimate_white,
+    measure_crop,
+    rasterize,
+)
+from lnpath.core.errors import InputError
+from lnpath.training.calibration import cross_validate_logistic, ellipse_mask, resample_crop
+from lnpath.training.lesions import binary_metrics
 
 
 def _measure(

@@ -24,7 +24,7 @@ from shapely.geometry import Polygon
 from shapely.ops import unary_union
 from skimage.measure import find_contours, label, regionprops
 
-from lnpath.qupath import QuPathFeature, write_qupath
+from lnpath.io.qupath import QuPathFeature, write_qupath
 
 LOG = logging.getLogger("make_demo_slide")
 REPO = Path(__file__).resolve().parents[1]

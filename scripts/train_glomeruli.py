@@ -25,19 +25,12 @@ import torch
 from eval_sets import BUPT_MPP_200X, bupt_mpp
 from PIL import Image
 
-from lnpath.measure import normalise_white
-from lnpath.model_store import load_model, save_model
+from lnpath.analysis.measure import normalise_white
+from lnpath.models.store import load_model, save_model
 from lnpath.nn.postprocess import MIN_AREA_UM2, SPLIT_DEPTH_UM, label_glomeruli
 from lnpath.nn.predict import MEAN, STD, predict_batch, resolve_device
-from lnpath.training import (
-    LabelledImage,
-    TrainingConfig,
-    evaluate,
-    load_tile_folder,
-    resample,
-    select_threshold,
-    train,
-)
+from lnpath.training.glomeruli import TrainingConfig, evaluate, select_threshold, train
+from lnpath.training.glomeruli_data import LabelledImage, load_tile_folder, resample
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -74,7 +67,8 @@ NOTES = [
     "stain matrix (validation Dice 0.753 vs 0.845; estimates on mostly-glass tiles are unstable).",
 ]
 NORMALISATION = {
-    "white_balance": "per-channel gain so that the glass reads 255 (lnpath.measure.estimate_white: "
+    "white_balance": "per-channel gain so that the glass reads 255 "
+    "(lnpath.analysis.measure.estimate_white: "
     "per slide from a 16 µm/px thumbnail; per image for tiles and snapshots)",
     "input": "white-balanced RGB uint8 / 255",
     "mean": list(MEAN),

@@ -72,7 +72,7 @@ class LabelledDemo(NamedTuple):
 @pytest.fixture
 def labelled_demo(repo_dir: Path, tmp_path: Path) -> LabelledDemo:
     """Every third demo glomerulus relabelled ``Sclerotic``, the others ``Normal``."""
-    from lnpath.qupath import read_qupath, write_qupath
+    from lnpath.io.qupath import read_qupath, write_qupath
 
     features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
     for i, feature in enumerate(features):

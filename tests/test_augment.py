@@ -8,7 +8,8 @@ import numpy as np
 from skimage.color import rgb2hsv
 
 from lnpath.nn.augment import colour_jitter, stain_jitter
-from lnpath.training import TrainingConfig, load_tile_folder
+from lnpath.training.glomeruli import TrainingConfig
+from lnpath.training.glomeruli_data import load_tile_folder
 
 
 def _tile(bueno_dir: Path) -> np.ndarray:

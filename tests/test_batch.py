@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 
 import lnpath
-from lnpath.batch import expected_inputs, read_status, shard_rows, stale
+from lnpath.batch.manifest import shard_rows
+from lnpath.batch.run import expected_inputs, read_status, stale
 from lnpath.cli import main
-from lnpath.errors import InputError
-from lnpath.qupath import read_qupath
+from lnpath.core.errors import InputError
+from lnpath.io.qupath import read_qupath
 
 HEADER = "slide_id,path,patient_id,timepoint,glomeruli,biopsy_date\n"
 

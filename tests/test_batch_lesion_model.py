@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import lnpath
-from lnpath.lesion_training import write_model_folder
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
+from lnpath.training.lesions import write_model_folder
 
 
 def _lesion_model(models: Path, seed: int) -> str:

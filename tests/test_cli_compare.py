@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lnpath.cli import main
-from lnpath.response import PRESETS
+from lnpath.response.endpoint import PRESETS
 from tests.test_response import result, score
 
 

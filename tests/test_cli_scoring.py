@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lnpath.cli import main
-from lnpath.findings import LESIONS
+from lnpath.core.findings import LESIONS
 
 HEADER = "glomerulus_id," + ",".join(LESIONS)
 

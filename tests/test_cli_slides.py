@@ -78,7 +78,7 @@ def test_tiles_writes_pngs_index_and_provenance(
 def test_tiles_in_worker_processes(
     slides_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lnpath.tiling, "_MIN_PARALLEL_BYTES", 0)  # a small test grid
+    monkeypatch.setattr(lnpath.wsi.tiling, "_MIN_PARALLEL_BYTES", 0)  # a small test grid
     path = str(slides_dir / "tcga-cr-7395-01a-01-ts1.svs")
     common = ["tiles", path, "--slide-mpp", "0.25", "--mpp", "2.0", "--size", "96"]
     assert main([*common, "--out", str(tmp_path / "a")]) == 0

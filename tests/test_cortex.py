@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import lnpath
-from lnpath.cortex import STAINS, CortexMeasurement, measure_cortex, normalise_stain
-from lnpath.errors import InputError
-from lnpath.glomeruli import Glomeruli
+from lnpath.analysis.cortex import STAINS, CortexMeasurement, measure_cortex, normalise_stain
+from lnpath.analysis.glomeruli import Glomeruli
+from lnpath.core.errors import InputError
 
 TILE_MPP = 0.5  # scale not stored for these tiles; ~20x-equivalent
 
@@ -94,8 +94,8 @@ def test_only_tiles_with_tissue_are_read(slides_dir: Path, monkeypatch: pytest.M
     skipping it changes nothing measured."""
     import numpy as np
 
-    import lnpath.cortex as cortex
-    from lnpath.tissue import TissueMask, detect_tissue
+    import lnpath.analysis.cortex as cortex
+    from lnpath.wsi.tissue import TissueMask, detect_tissue
 
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
     detected = detect_tissue(slide)

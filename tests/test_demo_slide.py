@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 import lnpath
-from lnpath.qupath import read_qupath
+from lnpath.io.qupath import read_qupath
 
 N_GLOMERULI = 23  # 27 mask polygons, 4 glomeruli reassembled across tile seams
 

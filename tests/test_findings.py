@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 import lnpath
-from lnpath.errors import InputError
-from lnpath.findings import LESIONS, findings_from_geojson, read_findings
+from lnpath.core.errors import InputError
+from lnpath.core.findings import LESIONS
+from lnpath.io.tables import findings_from_geojson, read_findings
 
 HEADER = "glomerulus_id," + ",".join(LESIONS)
 
@@ -92,12 +93,12 @@ def test_unknown_columns_warn_but_measurements_do_not(
     csv = write_csv(
         tmp_path / "g.csv", "1,0,0,0,0,0,0,0,0,0,1,3.0", header=HEADER + ",endocap_typo,m_x"
     )
-    with caplog.at_level(logging.WARNING, logger="lnpath.findings"):
+    with caplog.at_level(logging.WARNING, logger="lnpath.core.findings"):
         table = read_findings(csv)
     assert "endocap_typo" in caplog.text and "m_x" not in caplog.text
     assert "m_x" in table
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="lnpath.findings"):
+    with caplog.at_level(logging.WARNING, logger="lnpath.core.findings"):
         read_findings(table)  # scoring reads the table again: warned once is enough
     assert caplog.text == ""
 
@@ -159,7 +160,7 @@ def test_qupath_classes_map_to_global_and_segmental(qupath_dir: Path) -> None:
 def test_unclassified_features_are_reported_not_guessed(
     qupath_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="lnpath.findings"):
+    with caplog.at_level(logging.WARNING, logger="lnpath.core.findings"):
         table = findings_from_geojson(qupath_dir / "TPATH081.geojson")
     assert "10 of 20 feature(s) excluded" in caplog.text and "unclassified" in caplog.text
     kept = set(table["glomerulus_id"])

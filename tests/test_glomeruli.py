@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from lnpath.glomeruli import Glomeruli, Glomerulus
-from lnpath.qupath import QuPathFeature
+from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
+from lnpath.io.qupath import QuPathFeature
 
 
 def _exports(qupath_dir: Path) -> list[Path]:

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 import lnpath
-from lnpath.errors import InputError
-from lnpath.findings import LESIONS, findings_from_geojson, read_findings
-from lnpath.report import diagnosis_line
-from lnpath.response import compare
+from lnpath.core.errors import InputError
+from lnpath.core.findings import LESIONS
+from lnpath.io.tables import findings_from_geojson, read_findings
+from lnpath.report.slide import diagnosis_line
+from lnpath.workflow.compare import compare
 
 LEGACY = {"preset": "legacy_2003"}
 

@@ -18,13 +18,14 @@ from shapely.geometry import Polygon
 from skimage import io
 
 import lnpath
+from lnpath.analysis.calibrated import KIND, CalibratedMorphometryCaller
+from lnpath.analysis.glomeruli import Glomeruli
+from lnpath.analysis.lesions import LesionCaller
+from lnpath.analysis.measure import rasterize
 from lnpath.cli import main
-from lnpath.errors import InputError, ModelError
-from lnpath.findings import LESIONS
-from lnpath.glomeruli import Glomeruli
-from lnpath.lesion_calibration import (
-    KIND,
-    CalibratedMorphometryCaller,
+from lnpath.core.errors import InputError, ModelError
+from lnpath.core.findings import LESIONS
+from lnpath.training.calibration import (
     MeasuredGlomeruli,
     calibrate_morphometry,
     ellipse_mask,
@@ -32,9 +33,7 @@ from lnpath.lesion_calibration import (
     measure_folder,
     require_counts,
 )
-from lnpath.lesions import LesionCaller
-from lnpath.measure import rasterize
-from lnpath.pipeline import lesion_caller
+from lnpath.workflow.pipeline import lesion_caller
 from tests.conftest import LabelledDemo
 
 torch.set_num_threads(1)
@@ -250,9 +249,9 @@ def test_qupath_route_measures_polygons_on_the_slide(
 
 
 def test_a_cnn_folder_still_loads_the_cnn_caller(tmp_path: Path) -> None:
-    from lnpath.lesion_training import write_model_folder
-    from lnpath.lesions import TrainedLesionCaller
+    from lnpath.analysis.lesion_cnn import TrainedLesionCaller
     from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
+    from lnpath.training.lesions import write_model_folder
 
     net = LesionNet(LesionNetConfig(labels=("global_sclerosis",), input_size=32)).eval()
     write_model_folder(net, {"mpp": 2.0, "threshold": 0.5}, tmp_path / "cnn")

@@ -17,21 +17,18 @@ import pytest
 import torch
 from skimage import io
 
+from lnpath.analysis.lesion_cnn import TrainedLesionCaller, calibrated
+from lnpath.analysis.lesions import square_crop
 from lnpath.cli import main
-from lnpath.errors import InputError
-from lnpath.lesion_training import (
+from lnpath.core.errors import InputError
+from lnpath.training.lesion_data import (
     LabelledCrops,
-    binary_metrics,
-    calibrated,
     crops_from_folder,
     crops_from_qupath,
-    fit_platt,
-    group_folds,
     parse_mapping,
     resolve_targets,
-    square_crop,
 )
-from lnpath.lesions import TrainedLesionCaller
+from lnpath.training.lesions import binary_metrics, fit_platt, group_folds
 from tests.conftest import LabelledDemo
 
 torch.set_num_threads(1)

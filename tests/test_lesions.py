@@ -15,19 +15,19 @@ import torch
 from shapely.geometry import box
 
 import lnpath
-from lnpath.errors import InputError, ModelError
-from lnpath.findings import LESIONS
-from lnpath.glomeruli import Glomeruli, Glomerulus
-from lnpath.lesion_training import write_model_folder
-from lnpath.lesions import (
+from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
+from lnpath.analysis.lesion_cnn import TrainedLesionCaller
+from lnpath.analysis.lesions import (
     LesionCaller,
     MorphometryCaller,
     MorphometryThresholds,
-    TrainedLesionCaller,
     calls_from_measurements,
 )
-from lnpath.measure import MEASUREMENTS
+from lnpath.analysis.measure import MEASUREMENTS
+from lnpath.core.errors import InputError, ModelError
+from lnpath.core.findings import LESIONS
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
+from lnpath.training.lesions import write_model_folder
 
 torch.set_num_threads(1)
 

@@ -14,10 +14,10 @@ from skimage import io
 from skimage.measure import label, regionprops
 
 import lnpath
-from lnpath.errors import InputError
-from lnpath.glomeruli import Glomeruli, Glomerulus
-from lnpath.measure import MEASUREMENTS, measure_crop, measure_glomeruli, rasterize
-from lnpath.qupath import read_qupath
+from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
+from lnpath.analysis.measure import MEASUREMENTS, measure_crop, measure_glomeruli, rasterize
+from lnpath.core.errors import InputError
+from lnpath.io.qupath import read_qupath
 
 MPP = 0.5  # Bueno tiles, Aperio 20x
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lnpath.errors import ModelError
-from lnpath.model_store import (
+from lnpath.core.errors import ModelError
+from lnpath.io.hashing import file_sha256
+from lnpath.models.store import (
     CARD_FILE,
     DEFAULT_MODEL,
     WEIGHTS_FILE,
     load_model,
     resolve_model_path,
     save_model,
-    sha256_file,
 )
 from lnpath.nn import UNet, UNetConfig
 
@@ -35,7 +35,7 @@ def test_shipped_model_loads_and_matches_its_card() -> None:
     folder = resolve_model_path(DEFAULT_MODEL)  # ships in the repository: absent is a failure
     model = load_model()
     assert model.name == DEFAULT_MODEL
-    assert model.sha256 == model.card["sha256"] == sha256_file(folder / WEIGHTS_FILE)
+    assert model.sha256 == model.card["sha256"] == file_sha256(folder / WEIGHTS_FILE)
     assert (folder / WEIGHTS_FILE).stat().st_size < 10 * 2**20  # ships in the repository
     assert model.mpp == model.card["mpp"] and 0 <= model.overlap < model.patch
     for key in ("test", "iou_threshold"):
@@ -68,7 +68,7 @@ def test_foreign_pickle_is_refused_even_with_a_matching_hash(small_model: Path) 
     weights = small_model / WEIGHTS_FILE
     weights.write_bytes(pickle.dumps(shutil.rmtree))  # would be callable on unpickling
     card = json.loads((small_model / CARD_FILE).read_text())
-    card["sha256"] = sha256_file(weights)
+    card["sha256"] = file_sha256(weights)
     (small_model / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(ModelError, match="not valid weights"):
         load_model(small_model)
@@ -84,7 +84,7 @@ def test_unknown_model_and_broken_card(tmp_path: Path) -> None:
 
 
 def test_existing_folder_is_not_overwritten_silently(small_model: Path) -> None:
-    from lnpath.errors import InputError
+    from lnpath.core.errors import InputError
 
     with pytest.raises(InputError, match="already exists"):
         save_model(small_model, UNet(UNetConfig(width=4, depth=2)), CARD)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 
-from lnpath._morphology import fill_holes
-from lnpath.measure import WHITE_OD, channel_max, optical_density
+from lnpath.analysis.measure import WHITE_OD, channel_max, optical_density
+from lnpath.core.morphology import fill_holes
 
 
 def _masks(bueno_dir: Path) -> list[np.ndarray]:

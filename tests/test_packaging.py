@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from lnpath import model_store
-from lnpath.errors import ModelError
-from lnpath.model_store import CARD_FILE, DEFAULT_MODEL, ENV_VAR, resolve_model_path
+from lnpath.core.errors import ModelError
+from lnpath.models import store as model_store
+from lnpath.models.store import CARD_FILE, DEFAULT_MODEL, ENV_VAR, resolve_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("pyproject.toml", "setup.cfg", "README.md", "lnpath", "models")
@@ -82,7 +82,7 @@ def test_wheel_from_the_sdist_carries_every_model_and_module(dist: dict[str, Pat
         if "__pycache__" not in path.parts
     }
     assert modules <= in_wheel, sorted(modules - in_wheel)  # the explicit package list is complete
-    assert "lnpath/templates/report.html" in in_wheel and "lnpath/py.typed" in in_wheel
+    assert "lnpath/report/templates/report.html" in in_wheel and "lnpath/py.typed" in in_wheel
 
 
 @pytest.mark.slow
@@ -91,7 +91,7 @@ def test_installed_wheel_finds_its_models_away_from_the_checkout(dist: dict[str,
     pip = (sys.executable, "-m", "pip", "install", *OFFLINE, "--target", str(target))
     _run(*pip, str(dist["wheel"]), cwd=dist["root"])
     probe = (
-        "import lnpath.model_store as m; "
+        "import lnpath.models.store as m; "
         f"print(m.__file__); print(m.load_model({DEFAULT_MODEL!r}).path)"
     )
     env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
@@ -105,7 +105,7 @@ def test_installed_wheel_finds_its_models_away_from_the_checkout(dist: dict[str,
         text=True,
     ).stdout.split()
     assert out == [
-        str(target / "lnpath" / "model_store.py"),
+        str(target / "lnpath" / "models" / "store.py"),
         str(target / "lnpath" / "_models" / DEFAULT_MODEL),
     ]
 

@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 
 import lnpath
+from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.cli import score_slide_main
-from lnpath.errors import ModelError
-from lnpath.findings import LESIONS
-from lnpath.glomeruli import Glomeruli
-from lnpath.qupath import read_qupath
+from lnpath.core.errors import ModelError
+from lnpath.core.findings import LESIONS
+from lnpath.io.qupath import read_qupath
 
 RESULT_KEYS = {
     "schema_version", "status", "revision", "slide", "stain", "patient_id", "biopsy_date",

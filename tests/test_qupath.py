@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import lnpath
-from lnpath.qupath import QuPathFeature, feature_collection, read_qupath, write_qupath
+from lnpath.io.qupath import QuPathFeature, feature_collection, read_qupath, write_qupath
 
 EXPECTED = {  # file -> (features, unclassified, multipolygons)
     "TPATH012": (32, 0, 0),

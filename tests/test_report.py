@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 import lnpath
-from lnpath import report_charts
-from lnpath.findings import LESIONS, findings_from_geojson
-from lnpath.report import diagnosis_line, index_text
+from lnpath.core.findings import LESIONS
+from lnpath.io.tables import findings_from_geojson
+from lnpath.report import charts as report_charts
+from lnpath.report.slide import diagnosis_line, index_text
 
 INJECTED = "<script>alert('x')</script>"
 VOID = {"meta", "img", "br", "hr", "input", "link"}

@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 
 import lnpath
-from lnpath.errors import InputError, ResultError
-from lnpath.response import (
+from lnpath.core.errors import InputError, ResultError
+from lnpath.response.endpoint import (
     AI_COMPONENTS,
     CI_COMPONENTS,
     PRESETS,
-    compare,
     list_presets,
 )
-from lnpath.uncertainty import band
+from lnpath.scoring.uncertainty import band
+from lnpath.workflow.compare import compare
 
 WEIGHTS = {"fibrinoid_necrosis": 2, "cellular_fibrocellular_crescents": 2}
 N = 20
@@ -808,14 +808,14 @@ def test_json_and_html_are_self_contained_and_escaped():
 
 
 def _scoring() -> Any:
-    return pytest.importorskip("lnpath.scoring")
+    return pytest.importorskip("lnpath.scoring.score")
 
 
 CORTEX = {"interstitial_inflammation": 0.1, "interstitial_fibrosis": 0.2, "tubular_atrophy": 0.2}
 
 
 def _class_map() -> dict[str, dict[str, bool]]:
-    from lnpath.findings import LESIONS
+    from lnpath.core.findings import LESIONS
 
     none = dict.fromkeys(LESIONS, False)
     return {
@@ -865,7 +865,7 @@ def test_hand_built_findings_with_probabilities(tmp_path: Path):
     """Real score_findings distributions feed the endpoint probability; it matches enumeration."""
     _scoring()
     rng = np.random.default_rng(7)
-    from lnpath.findings import LESIONS
+    from lnpath.core.findings import LESIONS
 
     def table(n: int, p_necrosis: float, p_endo: float) -> pd.DataFrame:
         rows = []
@@ -926,7 +926,7 @@ def test_report_charts_the_delta_distributions():
     import re
     import xml.etree.ElementTree as ET
 
-    from lnpath.response_report import render_html
+    from lnpath.response.html import render_html
 
     bl = _with_dists(5, 1, BL_AI, BL_CI)
     fu = _with_dists(2, 2, FU_AI, FU_CI)

@@ -13,9 +13,9 @@ from shapely.geometry import MultiPolygon, Point, mapping, shape
 
 import lnpath
 from lnpath.cli import main
-from lnpath.errors import InputError, ResultError
-from lnpath.qupath import read_qupath
-from lnpath.signoff import confirm, review, verify
+from lnpath.core.errors import InputError, ResultError
+from lnpath.io.qupath import read_qupath
+from lnpath.workflow.signoff import confirm, review, verify
 
 INJECTED = "<script>alert('x')</script>"
 

@@ -15,11 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lnpath
-from lnpath.config import ScoringConfig, load_config
-from lnpath.errors import InputError
-from lnpath.findings import LESIONS, findings_from_geojson
-from lnpath.scoring import BiopsyScore, score_findings
-from lnpath.uncertainty import band
+from lnpath.core.errors import InputError
+from lnpath.core.findings import LESIONS
+from lnpath.io.configfile import load_config
+from lnpath.io.tables import findings_from_geojson
+from lnpath.scoring.config import ScoringConfig
+from lnpath.scoring.score import BiopsyScore, score_findings
+from lnpath.scoring.uncertainty import band
 
 FULL_CORTEX = {
     "interstitial_inflammation": 0.0,

@@ -14,15 +14,16 @@ from PIL import Image
 from scipy import ndimage
 from shapely.geometry import Polygon
 
+from lnpath.analysis.glomeruli import Glomeruli
+from lnpath.analysis.measure import normalise_white, slide_white
+from lnpath.analysis.segment import _outline
 from lnpath.cli import main
-from lnpath.errors import ModelError, SlideError
-from lnpath.glomeruli import Glomeruli
-from lnpath.measure import normalise_white, slide_white
-from lnpath.model_store import DEFAULT_MODEL, SegmentationModel, load_model
+from lnpath.core.errors import ModelError, SlideError
+from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.postprocess import label_glomeruli
 from lnpath.nn.predict import predict_batch
-from lnpath.segment import _outline
-from lnpath.training import evaluate, load_tile_folder
+from lnpath.training.glomeruli import evaluate
+from lnpath.training.glomeruli_data import load_tile_folder
 
 BUENO_MPP = 0.5
 TOLERANCE = 0.02
@@ -106,8 +107,8 @@ def test_glomeruli_across_tile_seams_are_one_object_each(
     model: SegmentationModel, seam_slide: tuple[Path, list[Polygon], list[float]]
 ) -> None:
     """Tiled inference must give the objects that one pass over the whole image gives."""
-    from lnpath.segment import segment_glomeruli
-    from lnpath.slide import open_slide
+    from lnpath.analysis.segment import segment_glomeruli
+    from lnpath.wsi.slide import open_slide
 
     path, truths, seams = seam_slide
     with open_slide(path) as slide:
@@ -143,8 +144,8 @@ def test_under_exposed_snapshot_is_white_balanced_to_the_scanner_result(
     model: SegmentationModel, bueno_dir: Path, tmp_path: Path
 ) -> None:
     """A camera snapshot with grey glass (60 % exposure) gives the glomeruli of the scanned tile."""
-    from lnpath.segment import segment_glomeruli
-    from lnpath.slide import open_slide
+    from lnpath.analysis.segment import segment_glomeruli
+    from lnpath.wsi.slide import open_slide
 
     tile = np.asarray(Image.open(bueno_dir / "images" / "10177.png").convert("RGB"))
     dark = (tile.astype(np.float32) * 0.6).astype(np.uint8)
@@ -174,8 +175,8 @@ def test_cli_segment_writes_qupath_geojson(
 def test_slide_without_tissue_gives_zero_glomeruli_and_a_warning(
     model: SegmentationModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from lnpath.segment import segment_glomeruli
-    from lnpath.slide import open_slide
+    from lnpath.analysis.segment import segment_glomeruli
+    from lnpath.wsi.slide import open_slide
 
     path = _write_tiff(tmp_path / "glass.tiff", np.full((768, 1024, 3), 250, np.uint8), 0.5)
     with caplog.at_level(logging.WARNING), open_slide(path) as slide:
@@ -190,8 +191,8 @@ def test_bad_requests_are_one_line_errors(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from lnpath.segment import segment_glomeruli
-    from lnpath.slide import open_slide
+    from lnpath.analysis.segment import segment_glomeruli
+    from lnpath.wsi.slide import open_slide
 
     path, _, _ = seam_slide
     with open_slide(path) as slide:
@@ -212,8 +213,8 @@ def test_bad_requests_are_one_line_errors(
 def test_detection_quality_warns_only_when_most_detections_are_weak() -> None:
     from shapely.geometry import box
 
-    from lnpath.glomeruli import Glomerulus
-    from lnpath.segment import WEAK_DETECTION, detection_quality
+    from lnpath.analysis.glomeruli import Glomerulus
+    from lnpath.analysis.segment import WEAK_DETECTION, detection_quality
 
     def detections(*probs: float) -> list[Glomerulus]:
         return [

@@ -12,8 +12,8 @@ import tifffile
 from PIL import Image
 
 import lnpath
-from lnpath.errors import InputError, SlideError
-from lnpath.slide import MissingMppError, Slide
+from lnpath.core.errors import InputError, SlideError
+from lnpath.wsi.slide import MissingMppError, Slide
 
 
 def _read_corner(slide: Slide) -> np.ndarray:
@@ -137,7 +137,7 @@ def test_public_read_region_fallback_gives_the_same_pixels(
     back to the public read_region, with identical pixels (inside and outside the slide)."""
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
     fast = slide.read(2000, 2800, 400, 300)
-    monkeypatch.setattr(lnpath.slide, "_RAW_READ", None)
+    monkeypatch.setattr(lnpath.wsi.backends, "_RAW_READ", None)
     assert np.array_equal(slide.read(2000, 2800, 400, 300), fast)
 
 

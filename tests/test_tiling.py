@@ -13,9 +13,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import lnpath
-from lnpath.errors import InputError
-from lnpath.slide import Slide
-from lnpath.tiling import TileGrid, grid_shape, grid_table, make_spec
+from lnpath.core.errors import InputError
+from lnpath.wsi.grid import grid_shape, grid_table, make_spec
+from lnpath.wsi.slide import Slide
+from lnpath.wsi.tiling import TileGrid
 from tests.conftest import DATA
 
 SLIDES = DATA / "slides"
@@ -180,7 +181,7 @@ def test_overlapping_tiles_match_the_direct_read(slides_dir: Path) -> None:
 def test_workers_give_the_same_tiles_in_order(
     slides_dir: Path, start_method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lnpath.tiling, "_MIN_PARALLEL_BYTES", 0)  # these test grids are small
+    monkeypatch.setattr(lnpath.wsi.tiling, "_MIN_PARALLEL_BYTES", 0)  # these test grids are small
     slide = lnpath.open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25)
     grid = lnpath.tile(slide, 1.0, 256, overlap=16)
     serial = list(grid)
@@ -198,7 +199,7 @@ def test_small_grids_are_read_in_process(
     slides_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     grid = lnpath.tile(lnpath.open_slide(slides_dir / "small.svs"), 0.499, 8)
-    with caplog.at_level(logging.INFO, logger="lnpath.tiling"):
+    with caplog.at_level(logging.INFO, logger="lnpath.wsi.tiling"):
         assert len(list(grid.iter(workers=2))) == 4
     assert "small grid, reading in this process" in caplog.text
 
@@ -220,7 +221,7 @@ def test_workers_inside_a_daemon_process_read_in_process(slides_dir: Path) -> No
 def test_workers_leave_no_shared_memory_behind(
     slides_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lnpath.tiling, "_MIN_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(lnpath.wsi.tiling, "_MIN_PARALLEL_BYTES", 0)
     before = set(Path("/dev/shm").iterdir())
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
     tiles = lnpath.tile(slide, slide.mpp, 128).iter(workers=2)

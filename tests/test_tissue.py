@@ -11,7 +11,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 import lnpath
-from lnpath.tissue import pen_mask, tissue_mask
+from lnpath.wsi.tissue import pen_mask, tissue_mask
 
 TISSUE = [
     "tissue-level0-4302-10273-4814-10785.png",

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import lnpath.training as training
-from lnpath.training import PatchSampler, TrainingConfig, load_tile_folder
+import lnpath.training.glomeruli as training
+import lnpath.training.sampler as sampler_module
+from lnpath.training.glomeruli import PatchSampler, TrainingConfig
+from lnpath.training.glomeruli_data import LabelledImage, load_tile_folder
 
 # Train-split tile with a small (≈11,000 µm²) and a large (≈28,000 µm²) glomerulus.
 TWO_GLOMERULI = "10177"
-ORIGINAL_CROP = training._crop
+ORIGINAL_CROP = sampler_module._crop
 
 
 def _centre_shares(tile, balance: bool, monkeypatch: pytest.MonkeyPatch) -> float:
@@ -31,7 +33,7 @@ def _centre_shares(tile, balance: bool, monkeypatch: pytest.MonkeyPatch) -> floa
             centres.append((y0 + side // 2, x0 + side // 2))
         return ORIGINAL_CROP(array, y0, x0, side, fill)
 
-    monkeypatch.setattr(training, "_crop", spy)
+    monkeypatch.setattr(sampler_module, "_crop", spy)
     config = TrainingConfig(
         patch=64, foreground_crops=1.0, scale_range=(1.0, 1.0), balance_glomeruli=balance
     )
@@ -60,7 +62,7 @@ def test_foreground_crops_visit_small_glomeruli_as_often_as_large(
 
 def test_tiles_without_glomeruli_give_background_crops(bueno_dir: Path) -> None:
     tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
-    empty = training.LabelledImage("empty", tile.image, np.zeros_like(tile.mask), tile.mpp)
+    empty = LabelledImage("empty", tile.image, np.zeros_like(tile.mask), tile.mpp)
     sampler = PatchSampler([empty], TrainingConfig(patch=64, foreground_crops=1.0))
     image, mask = sampler.sample(np.random.default_rng(0))
     assert image.shape == (64, 64, 3) and not mask.any()
@@ -68,7 +70,7 @@ def test_tiles_without_glomeruli_give_background_crops(bueno_dir: Path) -> None:
 
 def test_fine_tuning_keeps_the_shipped_augmentation() -> None:
     """A lab fine-tuning on its own slides trains with the stain ranges the shipped model had."""
-    from lnpath.model_store import load_model
+    from lnpath.models.store import load_model
 
     base = load_model("glomeruli-unet-pas")
     recipe = base.card["training"]["config"]

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from lnpath.uncertainty import (
+from lnpath.scoring.uncertainty import (
     band,
     band_distribution,
     bands,

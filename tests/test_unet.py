@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lnpath.errors import ModelError
+from lnpath.core.errors import ModelError
 from lnpath.nn import UNet, UNetConfig
 from lnpath.nn.metrics import SegmentationScore, matched_objects
 from lnpath.nn.postprocess import label_glomeruli

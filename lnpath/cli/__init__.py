@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module exposing ``register(subparsers)``; the parser it adds sets
 ``func`` to a callable ``(argparse.Namespace) -> int``. Errors a user can cause are
-:class:`~lnpath.errors.LnpathError` and print as one line with a non-zero exit; anything else is an
+:class:`~lnpath.core.errors.LnpathError` and print as one line with a non-zero exit; anything else
+is an
 internal error, also one line unless ``LNPATH_DEBUG=1`` asks for the traceback.
 """
 
@@ -15,8 +16,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
-from ..errors import LnpathError
+from lnpath import __version__
+from lnpath.core.errors import LnpathError
 
 _COMMAND_MODULES = ("slides", "scoring", "segment", "lesions", "pipeline", "compare", "batch")
 

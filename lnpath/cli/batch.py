@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import InputError
+from lnpath.core.errors import InputError
 
 
 def register(subparsers: Any) -> None:
@@ -82,33 +81,6 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
-@contextlib.contextmanager
-def _slurm_client(args: argparse.Namespace) -> Iterator[Any]:
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError:
-        raise InputError(
-            "--slurm needs dask-jobqueue: install lnpath[cluster] (pip install 'lnpath[cluster]')"
-        ) from None
-    from dask.distributed import Client
-
-    options: dict[str, Any] = {
-        "cores": args.slurm_cores,
-        "processes": 1,
-        "memory": args.slurm_memory,
-        "walltime": args.slurm_walltime,
-        "log_directory": str(args.out / "slurm-logs"),
-    }
-    for key in ("queue", "account", "interface"):
-        value = getattr(args, f"slurm_{key}")
-        if value:
-            options[key] = value
-    with SLURMCluster(**options) as cluster:
-        cluster.scale(jobs=args.slurm_jobs)
-        with Client(cluster) as client:
-            yield client
-
-
 def _summary(status: Any) -> Table:
     table = Table(title="lnpath batch")
     for column in ("Slide", "Patient", "Timepoint", "Outcome", "Seconds", "Error"):
@@ -129,7 +101,8 @@ def _summary(status: Any) -> Table:
 
 def run_batch(args: argparse.Namespace) -> int:
     """``lnpath batch MANIFEST --out DIR``: exit 1 if any slide failed."""
-    from ..batch import read_manifest, score_batch, summarise
+    from lnpath.batch.manifest import read_manifest
+    from lnpath.batch.run import score_batch, summarise
 
     manifest = read_manifest(args.manifest)  # a malformed manifest fails before any cluster
     if not args.verbose:  # dask's scheduler logs every connection at INFO; the table says enough
@@ -139,7 +112,20 @@ def run_batch(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         client: Any = args.scheduler
         if args.slurm:
-            client = stack.enter_context(_slurm_client(args))
+            from lnpath.batch.cluster import slurm_client
+
+            client = stack.enter_context(
+                slurm_client(
+                    args.out,
+                    jobs=args.slurm_jobs,
+                    queue=args.slurm_queue,
+                    account=args.slurm_account,
+                    cores=args.slurm_cores,
+                    memory=args.slurm_memory,
+                    walltime=args.slurm_walltime,
+                    interface=args.slurm_interface,
+                )
+            )
         status = score_batch(
             manifest,
             args.out,
@@ -165,7 +151,8 @@ def run_batch(args: argparse.Namespace) -> int:
 
 def run_cohort(args: argparse.Namespace) -> int:
     """``lnpath cohort DIR``: write and summarise the cohort table."""
-    from ..batch import PAIRS_FILE, cohort_table
+    from lnpath.batch.cohort import cohort_table
+    from lnpath.batch.manifest import PAIRS_FILE
 
     table = cohort_table(args.batch_dir, preset=args.preset)
     failed = int((table["status"] == "failed").sum())

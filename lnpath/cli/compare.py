@@ -17,8 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .._io import write_json, write_text
-from ..errors import InputError
+from lnpath.core.errors import InputError
+from lnpath.io.atomic import write_json, write_text
 
 
 def register(subparsers: Any) -> None:
@@ -83,7 +83,8 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison (or list presets); returns the exit status."""
-    from ..response import compare, list_presets
+    from lnpath.response.endpoint import list_presets
+    from lnpath.workflow.compare import compare
 
     if args.list_presets:
         _print_presets(list_presets(), args.format)
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_presets(presets: list[dict[str, Any]], fmt: str) -> None:
-    from ..response import DEFAULT_PARAMS, PARAM_HELP
+    from lnpath.response.endpoint import DEFAULT_PARAMS, PARAM_HELP
 
     if fmt == "json":
         print(json.dumps(presets, indent=2, ensure_ascii=False))

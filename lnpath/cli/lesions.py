@@ -7,7 +7,7 @@ import argparse
 import logging
 from typing import Any
 
-from ..errors import InputError
+from lnpath.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ def _format_metrics(card: dict[str, Any]) -> str:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Measure the labelled glomeruli, cross-validate and write a morphometry-logistic model."""
-    from ..lesion_calibration import calibrate_morphometry, measure_folder, measure_qupath
-    from ..lesion_training import QUPATH_MAPPING, parse_mapping
+    from lnpath.training.calibration import calibrate_morphometry, measure_folder, measure_qupath
+    from lnpath.training.lesion_data import QUPATH_MAPPING, parse_mapping
 
     if args.folds < 2:
         raise InputError("--folds must be >= 2")
@@ -128,7 +128,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Build the labelled set, cross-validate, train and write the model folder."""
-    from ..slide import check_mpp
+    from lnpath.wsi.slide import check_mpp
 
     for option in ("mpp", "crop_mpp", "slide_mpp"):  # a card with mpp -1 or NaN would load later
         if getattr(args, option) is not None:
@@ -139,13 +139,13 @@ def run_train(args: argparse.Namespace) -> int:
         return run_calibrate(args)
     import torch
 
-    from ..lesion_training import (
+    from lnpath.training.lesion_data import (
         QUPATH_MAPPING,
         crops_from_folder,
         crops_from_qupath,
         parse_mapping,
-        train_lesion_model,
     )
+    from lnpath.training.lesions import train_lesion_model
 
     if args.folds < 2 or args.epochs < 1 or args.size < 16:
         raise InputError("--folds must be >= 2, --epochs >= 1 and --size >= 16")

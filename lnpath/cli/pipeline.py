@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import InputError
+from lnpath.core.errors import InputError
 
 STAGE_LABELS = {
     "open": "Open slide",
@@ -87,7 +87,7 @@ def register(subparsers: Any) -> None:
 
 
 def _summary(result: Any, seconds: float) -> Table:
-    from ..report import index_text, status_text
+    from lnpath.report.slide import index_text, status_text
 
     data = result.to_dict()
     scores = data["scores"]
@@ -120,7 +120,7 @@ def _summary(result: Any, seconds: float) -> Table:
 
 def run_score(args: argparse.Namespace) -> int:
     """``score_slide SLIDE ...``."""
-    from ..pipeline import score_slide
+    from lnpath.workflow.pipeline import score_slide
 
     err = Console(stderr=True)
     started: dict[str, float] = {}
@@ -192,8 +192,8 @@ def _changes_table(changes: list[dict[str, Any]], revision: int) -> Table:
 
 def run_review(args: argparse.Namespace) -> int:
     """``lnpath review RESULT --geojson F | --findings F | --cortex NAME=F``."""
-    from ..result import SlideResult
-    from ..signoff import review
+    from lnpath.results.folder import SlideResult
+    from lnpath.workflow.signoff import review
 
     before = SlideResult.load(args.result).revision
     result = review(
@@ -217,7 +217,7 @@ def run_review(args: argparse.Namespace) -> int:
 
 def run_confirm(args: argparse.Namespace) -> int:
     """``lnpath confirm RESULT --pathologist NAME``."""
-    from ..signoff import confirm
+    from lnpath.workflow.signoff import confirm
 
     result = confirm(args.result, args.pathologist, note=args.note)
     seal = result.to_dict()["confirmation"]["sha256"]
@@ -232,7 +232,7 @@ def run_confirm(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """``lnpath verify RESULT``: exit 0 if intact, 3 (ResultError) if tampered with."""
-    from ..signoff import verify
+    from lnpath.workflow.signoff import verify
 
     check = verify(args.result)
     Console().print(

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from ..config import PRESETS, load_config
-from ..errors import InputError
-from ..findings import findings_from_geojson, read_findings
-from ..indices import Component, IndexScore
-from ..scoring import BiopsyScore, score_findings
+from lnpath.core.errors import InputError
+from lnpath.scoring.config import PRESETS
+
+if TYPE_CHECKING:
+    from lnpath.scoring.indices import Component, IndexScore
+    from lnpath.scoring.score import BiopsyScore
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,40 +57,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise InputError(f"{path}: no such {what} file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-
-
-def _cortex(path: Path | None) -> Any:
-    if path is None:
-        return None
-    data = _read_json(path, "cortex")
-    if isinstance(data, dict) and isinstance(data.get("fractions"), dict):
-        data = data["fractions"]  # a CortexMeasurement.to_dict() export
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: cortex JSON must be an object of component: fraction")
-    return data
-
-
 def run(args: argparse.Namespace) -> int:
     """Score and print; an empty table is reported (inadequate), not an error."""
-    config = load_config(args.config)
-    for name in args.preset:  # command-line presets win over the config file
-        config = config.replace(presets=[*config.presets, name], **PRESETS[name])
-    suffix = args.findings.suffix.lower()
-    table = (
-        findings_from_geojson(args.findings)
-        if suffix in (".geojson", ".json")
-        else read_findings(args.findings)
-    )
-    biopsy = _read_json(args.biopsy, "biopsy") if args.biopsy is not None else None
+    from lnpath.io.configfile import load_config
+    from lnpath.io.jsonfile import read_cortex, read_json
+    from lnpath.workflow.scoring import score_findings
+
+    config = load_config(args.config).with_presets(*args.preset)  # the command line wins
+    biopsy = read_json(args.biopsy, "biopsy") if args.biopsy is not None else None
+    cortex = read_cortex(args.cortex) if args.cortex is not None else None
     try:
-        score = score_findings(table, cortex=_cortex(args.cortex), config=config, biopsy=biopsy)
+        score = score_findings(args.findings, cortex=cortex, config=config, biopsy=biopsy)
     except InputError as exc:
         origin = {"cortex": args.cortex, "biopsy": args.biopsy}.get(str(exc).split(":")[0])
         raise InputError(f"{origin or args.findings}: {exc}") from None

@@ -61,10 +61,10 @@ def register(subparsers: Any) -> None:
 
 def run_segment(args: argparse.Namespace) -> int:
     """Segment one slide and write its GeoJSON."""
-    from .._io import check_output_file
-    from ..errors import InputError
-    from ..segment import segment_glomeruli
-    from ..slide import open_slide
+    from lnpath.analysis.segment import segment_glomeruli
+    from lnpath.core.errors import InputError
+    from lnpath.io.atomic import check_output_file
+    from lnpath.wsi.slide import open_slide
 
     check_output_file(args.out, args.overwrite)  # before the slow part, never over a QuPath edit
     if args.batch_size is not None and args.batch_size < 1:
@@ -89,10 +89,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..errors import InputError
-    from ..model_store import load_model
-    from ..slide import open_slide
-    from ..training import TrainingConfig, fine_tune
+    from lnpath.core.errors import InputError
+    from lnpath.models.store import load_model
+    from lnpath.training.glomeruli import fine_tune, fine_tune_config
+    from lnpath.wsi.slide import open_slide
 
     if len(args.slides) != len(args.annotations):
         raise InputError(
@@ -101,16 +101,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = load_model(args.base)
-    recipe = base.card.get("training", {}).get("config", {})
-    config = TrainingConfig(
-        mpp=base.mpp,
-        patch=int(recipe.get("patch", TrainingConfig.patch)),
-        iterations=args.iterations,
-        lr=args.lr,
-        seed=args.seed,
-        val_every=max(10, args.iterations // 10),
-        unet=base.network.config,
-    )
+    config = fine_tune_config(base, iterations=args.iterations, lr=args.lr, seed=args.seed)
     slides = [open_slide(path, mpp=args.mpp) for path in args.slides]
     out = fine_tune(
         slides,

@@ -8,22 +8,14 @@ CSV index and a ``tiles.json`` provenance record into a new folder, atomically.
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from .. import __version__
-from .._io import atomic_dir, check_output_dir
-from ..errors import InputError, SlideError
-from ..slide import MissingMppError, Slide, check_mpp, open_slide
-from ..tiling import tile
-from ..tissue import detect_tissue
+from lnpath.core.errors import InputError, SlideError
 
 
 def register(subparsers: Any) -> None:
@@ -64,7 +56,9 @@ def register(subparsers: Any) -> None:
     tiles.set_defaults(func=run_tiles)
 
 
-def _open(path: Path, mpp: float | None, option: str) -> Slide:
+def _open(path: Path, mpp: float | None, option: str) -> Any:
+    from lnpath.wsi.slide import MissingMppError, check_mpp, open_slide
+
     if mpp is not None:
         check_mpp(mpp, option)
     try:
@@ -75,42 +69,12 @@ def _open(path: Path, mpp: float | None, option: str) -> Slide:
         ) from None
 
 
-def describe(slide: Slide) -> dict[str, Any]:
-    """Everything ``info`` shows, as plain data (also the ``--json`` output)."""
-    tissue = detect_tissue(slide)
-    props = slide.properties
-    return {
-        "path": str(slide.path),
-        "vendor": slide.vendor,
-        "dimensions": list(slide.dimensions),
-        "mpp": slide.mpp,
-        "mpp_source": slide.mpp_source,
-        "objective_power": props.get("openslide.objective-power"),
-        "bounds": list(slide.bounds) if slide.bounds else None,
-        "associated_images": slide.associated_images,
-        "levels": [
-            {
-                "level": i,
-                "dimensions": list(slide.level_dimensions[i]),
-                "downsample": slide.level_downsamples[i],
-                "mpp": slide.level_mpp(i),
-                "tile_size": list(t) if (t := slide.native_tile_size(i)) else None,
-            }
-            for i in range(slide.level_count)
-        ],
-        "tissue": {
-            "area_mm2": round(tissue.area_mm2, 4),
-            "pieces": tissue.n_components,
-            "detection_mpp": tissue.mpp,
-        },
-        "fingerprint": slide.fingerprint(),
-    }
-
-
 def run_info(args: argparse.Namespace) -> int:
     """Print the slide description as a rich table (or JSON)."""
+    from lnpath.wsi.describe import describe_slide
+
     with _open(args.slide, args.mpp, "--mpp") as slide:
-        info = describe(slide)
+        info = describe_slide(slide)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -157,50 +121,16 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-_TILE_COLUMNS = ("x", "y", "width", "height", "row", "col", "tissue_fraction")
-
-
-def _output_folder(out: Path, overwrite: bool) -> bool:
-    """Whether to let ``atomic_dir`` replace ``out``: only if asked, or if it is an empty folder;
-    checked before any tile is read."""
-    replace = overwrite or (out.is_dir() and not any(out.iterdir()))
-    check_output_dir(out, replace, marker="tiles.csv")  # also refuses a file at ``out``
-    return replace
-
-
 def run_tiles(args: argparse.Namespace) -> int:
     """Write PNG tiles, ``tiles.csv`` and ``tiles.json`` into a new folder."""
+    from lnpath.wsi.slide import check_mpp
+    from lnpath.wsi.tiling import tile
+
     mpp = check_mpp(args.mpp, "--mpp")
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
-    replace = _output_folder(args.out, args.overwrite)
     with _open(args.slide, args.slide_mpp, "--slide-mpp") as slide:
-        tissue = detect_tissue(slide)
-        grid = tile(slide, mpp, args.size, args.overlap, min_tissue=args.min_tissue, tissue=tissue)
-        with atomic_dir(args.out, overwrite=replace, marker="tiles.csv") as tmp:
-            (tmp / "tiles").mkdir()
-            with (tmp / "tiles.csv").open("w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["file", *_TILE_COLUMNS])
-                for info, arr in grid.iter(workers=args.workers, progress=True):
-                    name = f"tiles/r{info.row:05d}_c{info.col:05d}.png"
-                    Image.fromarray(arr).save(tmp / name, compress_level=1)
-                    rect = [info.x, info.y, info.width, info.height, info.row, info.col]
-                    writer.writerow([name, *rect, f"{info.tissue_fraction:.4f}"])
-            record = {
-                "lnpath_version": __version__,
-                "slide": {
-                    "path": str(slide.path),
-                    "fingerprint": slide.fingerprint(),
-                    "mpp": slide.mpp,
-                    "mpp_source": slide.mpp_source,
-                    "dimensions": list(slide.dimensions),
-                },
-                "spec": dataclasses.asdict(grid.spec),
-                "min_tissue": args.min_tissue,
-                "tissue_area_mm2": tissue.area_mm2,
-                "n_tiles": len(grid),
-            }
-            (tmp / "tiles.json").write_text(json.dumps(record, indent=2) + "\n")
+        grid = tile(slide, mpp, args.size, args.overlap, min_tissue=args.min_tissue)
+        grid.save(args.out, workers=args.workers, overwrite=args.overwrite)
     print(f"{len(grid)} tiles of {args.size} px at {mpp:g} µm/px -> {args.out}")
     return 0

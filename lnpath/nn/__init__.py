@@ -1,5 +1,5 @@
 """Neural-network building blocks (PyTorch); imported only when a network is needed."""
 
-from .unet import UNet, UNetConfig
+from lnpath.nn.unet import UNet, UNetConfig
 
 __all__ = ["UNet", "UNetConfig"]

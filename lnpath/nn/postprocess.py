@@ -12,7 +12,7 @@ from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from .._morphology import fill_holes
+from lnpath.core.morphology import fill_holes
 
 # A glomerular tuft is 100-250 µm across (area ≈ 8,000-50,000 µm²); sections cut near the pole
 # or at a tissue edge are smaller. 1,000 µm² (a disc ≈ 36 µm across, a few cells) keeps those

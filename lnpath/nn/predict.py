@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from lnpath.core.errors import ModelError
 
 # Input normalisation stored in every model card: (rgb / 255 - MEAN) / STD.
 MEAN = (0.5, 0.5, 0.5)

@@ -1,0 +1,151 @@
+"""Lesion calls from a CNN trained on a lab's own labels (``lnpath train-lesions``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lnpath.analysis.lesions import empty_findings, require_label_set, square_crop
+from lnpath.analysis.measure import crop_tissue_fraction, read_glomerulus, require_tissue
+from lnpath.core.errors import InputError, ModelError
+from lnpath.core.findings import LESIONS
+from lnpath.io.hashing import file_sha256
+from lnpath.models.store import resolve_model_path
+from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
+from lnpath.nn.predict import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@torch.no_grad()
+def predict_logits(net: LesionNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits (N, L) for uint8 crops (N, S, S, 3)."""
+    net.eval()
+    device = next(net.parameters()).device
+    out = [
+        net(_to_tensor(images[i : i + batch_size]).to(device)).float().cpu().numpy()
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, len(net.config.labels)), np.float32)
+
+
+def calibrated(logits: np.ndarray, a: float, b: float) -> np.ndarray:
+    """``sigmoid(a * logits + b)`` without overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * (a * np.asarray(logits, dtype=float) + b)))
+
+
+class TrainedLesionCaller:
+    """Calls from a lesion CNN trained with ``lnpath train-lesions``.
+
+    Args:
+        folder: model folder with ``card.json`` and the weights it names.
+        expected_labels: lesions the caller is configured to provide; a model whose label set
+            differs raises :class:`~lnpath.core.errors.ModelError` rather than silently leaving
+            some out.
+        device: ``auto``, ``cpu`` or ``cuda`` (``auto`` takes a GPU when there is one).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        expected_labels: Sequence[str] | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.folder = Path(folder)
+        card_path = self.folder / "card.json"
+        try:
+            self.card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
+            weights = self.folder / self.card["weights"]
+            config = LesionNetConfig.from_dict(self.card["network"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{card_path}: missing or malformed model card ({exc})") from exc
+        unknown = [name for name in config.labels if name not in LESIONS]
+        if unknown:
+            raise ModelError(f"{card_path}: labels {unknown} are not lesion columns {LESIONS}")
+        require_label_set(card_path, config.labels, expected_labels)
+        if not weights.is_file():
+            raise ModelError(f"{weights}: weights file missing")
+        digest = file_sha256(weights)
+        if digest != self.card.get("sha256"):
+            raise ModelError(f"{weights}: sha256 {digest[:12]}… does not match the model card")
+        self.sha256 = digest
+        self.config = config
+        if self.card.get("mpp") is None:
+            log.warning(
+                "%s: trained on crops of unknown µm/px; glomeruli are read at 1.0 µm/px", card_path
+            )
+        self.mpp = float(self.card.get("mpp") or 1.0)
+        self.device = str(resolve_device(device))
+        self.net = LesionNet(config)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            self.net.load_state_dict(state)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(f"{weights}: weights do not fit the card's network ({exc})") from exc
+        self.net.to(self.device).eval()
+        self.name = str(self.card.get("name") or self.folder.name)
+        self.source = f"lesion-model:{self.name}"
+
+    @classmethod
+    def from_name(
+        cls,
+        name_or_path: str | Path,
+        expected_labels: Sequence[str] | None = None,
+        device: str = "cpu",
+    ) -> TrainedLesionCaller:
+        """Load a model folder by path, or by name from the repository's ``models/``."""
+        return cls(
+            resolve_model_path(name_or_path, kind="lesion model"),
+            expected_labels=expected_labels,
+            device=device,
+        )
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, L) for uint8 crops (N, S, S, 3) at the input size."""
+        logits = predict_logits(self.net, crops)
+        calib = self.card.get("calibration", {}).get("labels", {})
+        probs = np.empty_like(logits, dtype=float)
+        for j, name in enumerate(self.config.labels):
+            a = calib.get(name, {}).get("a", 1.0)
+            b = calib.get(name, {}).get("b", 0.0)
+            probs[:, j] = calibrated(logits[:, j], a, b)
+        return probs
+
+    def call(self, glomeruli: Any, slide: Any) -> pd.DataFrame:
+        """Findings with ``p_<label>`` and calls ``p >= card threshold`` for the card's labels."""
+        ids = [g.id for g in glomeruli]
+        table = empty_findings(ids, self.source)
+        size = self.config.input_size
+        crops = np.zeros((len(ids), size, size, 3), np.uint8)
+        ok = np.zeros(len(ids), bool)
+        for i, g in enumerate(glomeruli):
+            try:
+                rgb, mask = read_glomerulus(slide, g.polygon, self.mpp)
+                require_tissue(crop_tissue_fraction(rgb, mask))
+            except InputError as exc:
+                log.warning("%s: glomerulus %s not assessed: %s", slide.path, g.id, exc)
+                continue
+            crops[i], ok[i] = square_crop(rgb, size), True
+        probs = np.full((len(ids), len(self.config.labels)), math.nan)
+        if ok.any():
+            probs[ok] = self.probabilities(crops[ok])
+        threshold = float(self.card.get("threshold", 0.5))
+        for j, name in enumerate(self.config.labels):
+            table[f"p_{name}"] = probs[:, j]
+            table[name] = pd.array(
+                [bool(p >= threshold) if not math.isnan(p) else pd.NA for p in probs[:, j]],
+                dtype="boolean",
+            )
+        return table

@@ -1,0 +1,136 @@
+"""The batch manifest (one line per slide) and the names of the files in a batch folder.
+
+A manifest CSV names each slide's ``slide_id``, ``path``, ``patient_id`` and ``timepoint`` (and
+optionally ``mpp``, ``stain``, ``biopsy_date``, ``glomeruli``); paths resolve against the
+manifest's folder. Every problem is one line naming the manifest line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lnpath.core.errors import InputError
+
+REQUIRED_COLUMNS = ("slide_id", "path", "patient_id", "timepoint")
+OPTIONAL_COLUMNS = ("mpp", "stain", "biopsy_date", "glomeruli")
+STATUS_FILE = "batch_status.csv"
+COHORT_FILE = "cohort.csv"
+PAIRS_FILE = "cohort_pairs.csv"
+_UNSAFE_ID_CHARS = frozenset("/\\\0")
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate a manifest CSV.
+
+    Columns ``slide_id, path, patient_id, timepoint`` are required; ``mpp, stain, biopsy_date,
+    glomeruli`` (a QuPath GeoJSON of outlines to score instead of segmenting) are optional.
+    Relative ``path`` and ``glomeruli`` entries resolve against the manifest's folder, so a
+    manifest can travel with its slides. Missing slide files are not an error here: they become
+    per-slide failures so that one absent file does not block a cohort.
+
+    Raises:
+        InputError: unreadable file, missing column, empty or duplicate ``slide_id``, a
+            ``slide_id`` that is not a safe folder name, or a non-numeric ``mpp``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such manifest file")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable CSV manifest ({detail})") from None
+    return validate_manifest(table, str(path), path.absolute().parent)
+
+
+def validate_manifest(table: pd.DataFrame, where: str, base: Path) -> pd.DataFrame:
+    table = table.rename(columns=lambda c: str(c).strip())
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"{where}: missing column(s) {', '.join(missing)} "
+            f"(a manifest needs {', '.join(REQUIRED_COLUMNS)})"
+        )
+    cols = {c: _column(table, c) for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)}
+    for column in REQUIRED_COLUMNS:  # a blank patient would pair unrelated biopsies
+        empty = [str(i + 2) for i, v in enumerate(cols[column]) if v is None]
+        if empty:
+            raise InputError(f"{where}: empty {column} on line(s) {', '.join(empty[:5])}")
+    unsafe = [s for s in cols["slide_id"] if _unsafe_id(str(s))]
+    if unsafe:
+        raise InputError(
+            f"{where}: slide_id {unsafe[0]!r} is not a safe folder name "
+            "(no path separators, control characters or leading dot)"
+        )
+    counts = Counter(cols["slide_id"])
+    dupes = sorted(s for s, n in counts.items() if n > 1)
+    if dupes:
+        raise InputError(f"{where}: duplicate slide_id {', '.join(map(repr, dupes[:5]))}")
+    cols["path"] = [str(_resolve(p, base)) for p in cols["path"]]
+    cols["mpp"] = [_float(v, where, i + 2) for i, v in enumerate(cols["mpp"])]
+    cols["stain"] = [v or "PAS" for v in cols["stain"]]
+    cols["glomeruli"] = [None if g is None else str(_resolve(g, base)) for g in cols["glomeruli"]]
+    return pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in cols.items()})
+
+
+def _column(table: pd.DataFrame, column: str) -> list[Any]:
+    if column not in table.columns:
+        return [None] * len(table)
+    return [_text(v) for v in table[column]]
+
+
+def manifest_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): v for k, v in row.items()} for row in table.to_dict("records")]
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _unsafe_id(slide_id: str) -> bool:
+    return (
+        slide_id.startswith(".")
+        or any(c in _UNSAFE_ID_CHARS or ord(c) < 32 for c in slide_id)
+        or slide_id in {STATUS_FILE, COHORT_FILE, PAIRS_FILE, "cohort.parquet"}
+    )
+
+
+def _resolve(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return Path(os.path.abspath(path if path.is_absolute() else base / path))
+
+
+def _float(value: str | None, where: str, line: int) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(f"{where}: line {line}: mpp {value!r} is not a number") from None
+    if not number > 0:
+        raise InputError(f"{where}: line {line}: mpp {value!r} must be positive")
+    return number
+
+
+def shard_rows(table: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFrame:
+    """Rows ``i::n`` of the manifest, so array task ``i`` of ``n`` takes every n-th slide.
+
+    Striding (not blocks) keeps shards balanced when a manifest is sorted by size or site.
+
+    Raises:
+        InputError: ``n < 1`` or ``i`` outside ``0..n-1``.
+    """
+    if shard is None:
+        return table
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"shard {index}/{count}: expected I/N with 0 <= I < N")
+    return table.iloc[index::count]

@@ -1,0 +1,438 @@
+"""Score a cohort: manifest ──▶ one result folder per slide (resumable) ──▶ a cohort table.
+
+Batches get interrupted (wall-time limits, pre-empted nodes, one corrupt slide), so every slide is
+its own unit of work: :func:`score_slide` writes ``out_dir/<slide_id>/`` atomically, and its
+result.json doubles as the completion marker. A re-run skips a slide whose result.json records the
+same slide fingerprint, configuration, outline model/annotation sha256, lesion model sha256 (a model
+retrained under the same name is a different model), stain, µm/px and patient fields, and
+re-scores nothing else unless asked. A failing slide is recorded (one line) in
+``batch_status.csv`` and never stops the others.
+
+Work runs where the user's cluster is: a dask ``LocalCluster`` of single-threaded worker processes
+by default, any scheduler address, or a ``dask_jobqueue.SLURMCluster`` client (see the CLI); or a
+plain ``sbatch --array`` where each array task takes its shard ``i::n`` of the manifest. Workers
+receive the slide *path*, never an open handle, and open their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lnpath.batch.cluster import dask_client
+from lnpath.batch.manifest import (
+    STATUS_FILE,
+    manifest_records,
+    read_manifest,
+    shard_rows,
+    validate_manifest,
+)
+from lnpath.core.errors import InputError, LnpathError, one_line
+from lnpath.io.atomic import atomic_path
+
+LOG = logging.getLogger(__name__)
+
+STATUS_COLUMNS = (
+    "slide_id",
+    "patient_id",
+    "timepoint",
+    "biopsy_date",
+    "path",
+    "outcome",
+    "error",
+    "seconds",
+    "worker",
+    "result",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# completion marker
+
+
+def lesion_model_id(lesion_model: str | None) -> str | None:
+    """What identifies the lesion caller a result was scored with: its sha256, else its name.
+
+    The caller comes from :func:`lnpath.workflow.pipeline.lesion_caller`, the factory scoring uses,
+    so the
+    hash is the one result.json records (``models[1].sha256``) whatever kind of model the name
+    resolves to, and weights retrained under the same name no longer pass for the old ones. Only a
+    caller without a hash (the built-in rules: None) falls back to the name.
+
+    Raises:
+        ModelError: the model cannot be found or loaded.
+    """
+    from lnpath.workflow.pipeline import lesion_caller
+
+    sha256 = getattr(lesion_caller(lesion_model, device="cpu"), "sha256", None)
+    return str(sha256) if sha256 else lesion_model
+
+
+def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) -> dict[str, Any]:
+    """What a finished result for this manifest row must record (compared by :func:`stale`).
+
+    Reading the fingerprint opens the slide (header plus first/last MiB), which is cheap next to
+    scoring and lets a re-run skip finished slides without sending them to a worker.
+
+    Args:
+        row: one manifest row (see :func:`read_manifest`).
+        config: the batch's scoring configuration (anything
+        :func:`~lnpath.io.configfile.load_config`
+            takes).
+        lesion_id: the batch's lesion model as :func:`lesion_model_id` identifies it.
+    """
+    from lnpath.analysis.cortex import normalise_stain
+    from lnpath.io.configfile import load_config
+    from lnpath.io.hashing import file_sha256
+    from lnpath.wsi.slide import open_slide
+
+    with open_slide(row["path"], mpp=row.get("mpp")) as slide:
+        fingerprint = slide.fingerprint()
+        mpp = slide.mpp
+    if row.get("glomeruli"):
+        outline_sha = file_sha256(Path(row["glomeruli"]))
+    else:
+        outline_sha = _segmentation_sha256()
+    return {
+        "fingerprint": fingerprint["sha256"],
+        "config": _canonical(load_config(config).to_dict()),
+        "outline_sha256": outline_sha,
+        "lesion_model": lesion_id,
+        "stain": normalise_stain(row.get("stain") or "PAS"),
+        "mpp": mpp,
+        "patient_id": row.get("patient_id"),
+        "biopsy_date": row.get("biopsy_date"),
+    }
+
+
+def _segmentation_sha256() -> str:
+    from lnpath.models.store import CARD_FILE, resolve_model_path
+    from lnpath.workflow.pipeline import SEGMENTATION_MODEL
+
+    card = resolve_model_path(SEGMENTATION_MODEL) / CARD_FILE
+    return str(json.loads(card.read_text(encoding="utf-8"))["sha256"])
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def stale(result: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """Names of the inputs in which a result.json differs from ``expected`` (empty: complete)."""
+    slide = result.get("slide") or {}
+    models = result.get("models") or [{}]
+    lesion = (models[1] if len(models) > 1 else None) or {}
+    found = {
+        "fingerprint": (slide.get("fingerprint") or {}).get("sha256"),
+        "config": _canonical(result.get("config")),
+        "outline_sha256": (models[0] or {}).get("sha256"),
+        "lesion_model": lesion.get("sha256") or result.get("lesion_model"),
+        "stain": result.get("stain"),
+        "mpp": slide.get("mpp"),
+        "patient_id": result.get("patient_id"),
+        "biopsy_date": result.get("biopsy_date"),
+    }
+    return [name for name, value in expected.items() if found.get(name) != value]
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+
+
+def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Score one manifest row in the current process (a dask worker or the caller).
+
+    Takes plain data (paths and options) so that it pickles to any worker; returns the status
+    record instead of raising, so one bad slide never cancels the batch.
+    """
+    from lnpath.workflow.pipeline import score_slide
+
+    start = time.perf_counter()
+    record: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "error": None}
+    try:
+        score_slide(
+            task["path"],
+            out=task["out"],
+            mpp=task.get("mpp"),
+            stain=task.get("stain") or "PAS",
+            device=task.get("device", "auto"),
+            config=task.get("config"),
+            lesion_model=task.get("lesion_model"),
+            patient_id=task.get("patient_id"),
+            biopsy_date=task.get("biopsy_date"),
+            overwrite=bool(task.get("overwrite")),
+            glomeruli=task.get("glomeruli"),
+        )
+        record["outcome"] = "scored"
+    except LnpathError as exc:
+        record.update(outcome="failed", error=one_line(str(exc)))
+    except Exception as exc:  # a bug or a broken file: record it, keep the cohort going
+        LOG.debug("slide %s failed", task["slide_id"], exc_info=True)
+        record.update(outcome="failed", error=one_line(f"{type(exc).__name__}: {exc}"))
+    if record["error"]:
+        LOG.warning("slide %s failed: %s", task["slide_id"], record["error"])
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    return record
+
+
+def score_batch(
+    manifest: str | os.PathLike[str] | pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    client: Any = None,
+    shard: tuple[int, int] | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    config: Any = None,
+    progress: bool = False,
+    lesion_model: str | None = None,
+    workers: int | None = None,
+) -> pd.DataFrame:
+    """Score every slide of a manifest into ``out_dir/<slide_id>/``, resuming by default.
+
+    Args:
+        manifest: a manifest CSV path (see :func:`read_manifest`) or an already-read table.
+        out_dir: the batch folder; holds one result folder per slide and ``batch_status.csv``.
+        client: None (a local cluster of worker processes when more than one slide remains,
+            in-process otherwise), a ``dask.distributed.Client`` (e.g. on a SLURMCluster), or
+            a scheduler address string.
+        shard: ``(i, n)`` scores rows ``i::n`` only, for ``sbatch --array``.
+        overwrite: re-score slides that already have a result.
+        device: ``auto``, ``cpu`` or ``cuda`` for the networks, in each worker.
+        config: a scoring configuration (path, mapping or
+        :class:`~lnpath.scoring.config.ScoringConfig`);
+            a path travels to the workers as a path.
+        progress: show a tqdm bar over finished slides on stderr.
+        lesion_model: a trained lesion model name or path; None uses the morphometry rules.
+        workers: worker processes of the default local cluster (default: the CPU count).
+
+    Returns:
+        One row per slide of this shard: ``slide_id, patient_id, timepoint, biopsy_date, path,
+        outcome`` (``scored``/``skipped``/``failed``), ``error`` (one line), ``seconds``,
+        ``worker`` and ``result`` (its folder). The same rows are merged into
+        ``out_dir/batch_status.csv``.
+
+    Raises:
+        InputError: a malformed manifest, shard or configuration (nothing is scored then).
+    """
+    from lnpath.io.configfile import load_config
+
+    if isinstance(manifest, pd.DataFrame):
+        table = validate_manifest(manifest, "manifest", Path.cwd())
+    else:
+        table = read_manifest(manifest)
+    table = shard_rows(table, shard)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    load_config(config)  # a bad configuration fails once, here, not once per slide
+    if isinstance(config, (str, os.PathLike)):
+        config = os.path.abspath(config)  # workers may start in another folder
+    elif config is not None and not isinstance(config, Mapping):
+        config = load_config(config).to_dict()  # plain data pickles to any worker
+    records: dict[str, dict[str, Any]] = {}
+    tasks: list[dict[str, Any]] = []
+    # resolved once per batch, and only if some slide already has a result to compare with
+    lesion_id = functools.cache(functools.partial(lesion_model_id, lesion_model))
+    for row in manifest_records(table):
+        base = {k: row[k] for k in ("slide_id", "patient_id", "timepoint", "biopsy_date", "path")}
+        folder = out / row["slide_id"]
+        base["result"] = str(folder.resolve())
+        decision = _plan(row, folder, overwrite, config, lesion_id)
+        if decision is not None:
+            records[row["slide_id"]] = {**base, "seconds": 0.0, "worker": None, **decision}
+            continue
+        tasks.append(
+            {
+                **row,
+                "out": str(folder),
+                "overwrite": folder.exists(),
+                "device": device,
+                "config": config,
+                "lesion_model": lesion_model,
+                "_base": base,
+            }
+        )
+    skipped = sum(r["outcome"] == "skipped" for r in records.values())
+    LOG.info(
+        "%d slide(s) to score, %d already done, %d failed to start",
+        len(tasks),
+        skipped,
+        len(records) - skipped,
+    )
+    for task, record in _run(tasks, client, progress, workers):
+        records[task["slide_id"]] = {**task["_base"], **record}
+    rows = [records[s] for s in table["slide_id"]]
+    status = pd.DataFrame(rows, columns=list(STATUS_COLUMNS)).astype(object)
+    status = status.where(status.notna(), None)
+    _merge_status(out, status)
+    return status
+
+
+def _plan(
+    row: Mapping[str, Any],
+    folder: Path,
+    overwrite: bool,
+    config: Any,
+    lesion_id: Callable[[], str | None],
+) -> dict[str, Any] | None:
+    """``None`` to score this row, else its final record (skipped, or failed before starting)."""
+    if not Path(row["path"]).is_file():
+        return {"outcome": "failed", "error": f"{row['path']}: no such slide file"}
+    if row.get("glomeruli") and not Path(row["glomeruli"]).is_file():
+        return {"outcome": "failed", "error": f"{row['glomeruli']}: no such glomeruli file"}
+    if overwrite or not folder.exists():
+        return None
+    result = read_result(folder)
+    if result is None:
+        return {
+            "outcome": "failed",
+            "error": f"{folder}: exists without a readable result.json (use --overwrite)",
+        }
+    try:
+        changed = stale(result, expected_inputs(row, config, lesion_id()))
+    except LnpathError as exc:
+        return {"outcome": "failed", "error": one_line(str(exc))}
+    if not changed:
+        return {"outcome": "skipped", "error": None}
+    return {
+        "outcome": "failed",
+        "error": f"{folder}: holds a result for other inputs ({', '.join(changed)} changed); "
+        "use --overwrite to re-score",
+    }
+
+
+def _run(
+    tasks: list[dict[str, Any]], client: Any, progress: bool, workers: int | None
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Yield ``(task, record)`` as slides finish, on the engine the caller asked for."""
+    if not tasks:
+        return
+    if client is None and len(tasks) == 1:
+        yield from _sequential(tasks, progress)
+        return
+    with dask_client(client, min(workers or os.cpu_count() or 1, len(tasks))) as engine:
+        yield from _distributed(tasks, engine, progress)
+
+
+def _sequential(
+    tasks: list[dict[str, Any]], progress: bool
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    from tqdm import tqdm
+
+    with tqdm(total=len(tasks), desc="slides", unit="slide", disable=not progress) as bar:
+        for task in tasks:
+            yield task, score_task(_payload(task))
+            bar.update()
+
+
+def _distributed(
+    tasks: list[dict[str, Any]], client: Any, progress: bool
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
+    futures = {
+        client.submit(
+            score_task,
+            _payload(t),
+            key=f"lnpath-score-{t['slide_id']}-{time.time_ns()}",
+            pure=False,
+        ): t
+        for t in tasks
+    }
+    with tqdm(total=len(tasks), desc="slides", unit="slide", disable=not progress) as bar:
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                record = future.result()
+            except Exception as exc:  # the worker died (memory, node loss): record, go on
+                record = {
+                    "outcome": "failed",
+                    "error": one_line(f"worker lost: {type(exc).__name__}: {exc}"),
+                    "seconds": None,
+                    "worker": None,
+                }
+            bar.update()
+            yield task, record
+
+
+def _payload(task: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in task.items() if k != "_base"}
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Serialise status updates from concurrent array tasks writing into one batch folder."""
+    with open(out / ".batch_status.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _merge_status(out: Path, status: pd.DataFrame) -> None:
+    target = out / STATUS_FILE
+    with _locked(out):
+        if target.is_file():
+            old = pd.read_csv(target, dtype=str, keep_default_na=False)
+            order = [
+                *old["slide_id"],
+                *(s for s in status["slide_id"] if s not in set(old["slide_id"])),
+            ]
+            old = old[~old["slide_id"].isin(set(status["slide_id"]))]
+            merged = pd.concat([old, status.astype(object)], ignore_index=True)
+            merged = merged.set_index("slide_id").loc[order].reset_index()  # rows stay in place
+        else:
+            merged = status
+        with atomic_path(target) as tmp:
+            merged.to_csv(tmp, index=False)
+
+
+def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The batch folder's ``batch_status.csv``, every column as text (empty = none)."""
+    target = Path(out_dir) / STATUS_FILE
+    if not target.is_file():
+        raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
+    try:
+        table = pd.read_csv(target, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{target}: unreadable ({type(exc).__name__})") from None
+    missing = [c for c in ("slide_id", "outcome") if c not in table.columns]
+    if missing:
+        raise InputError(f"{target}: malformed (no column {', '.join(missing)})")
+    return table.replace({"": None})
+
+
+def summarise(status: pd.DataFrame) -> dict[str, int]:
+    """Counts of ``scored``, ``skipped`` and ``failed`` slides in a status table."""
+    counts = status["outcome"].value_counts()
+    return {k: int(counts.get(k, 0)) for k in ("scored", "skipped", "failed")}
+
+
+__all__ = [
+    "read_status",
+    "score_batch",
+    "score_task",
+    "shard_rows",
+    "stale",
+    "summarise",
+]

@@ -1,0 +1,37 @@
+"""Exceptions whose message is shown to the user as one line.
+
+Every error a user can cause (bad path, corrupt slide, malformed table) is raised as a subclass of
+:class:`LnpathError` with a message that names the file and the problem; the CLI prints it and exits
+non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class LnpathError(Exception):
+    """Base class for errors caused by input, shown as a one-line message."""
+
+    exit_code = 2
+
+
+class SlideError(LnpathError):
+    """A slide cannot be opened or read, or lacks what the operation needs (e.g. µm/px)."""
+
+
+class InputError(LnpathError):
+    """A table, GeoJSON, configuration or option value is malformed or out of range."""
+
+
+class ModelError(LnpathError):
+    """A model is unknown, tampered with, or incompatible with the request."""
+
+
+class ResultError(LnpathError):
+    """A result folder is missing, malformed, confirmed (immutable) or tampered with."""
+
+    exit_code = 3
+
+
+def one_line(text: str) -> str:
+    """Collapse a message to one line (errors from libraries can span several)."""
+    return " ".join(text.split()) or "unknown error"

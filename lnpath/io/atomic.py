@@ -1,0 +1,136 @@
+"""Atomic file and folder writes: a reader never sees a half-written output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp files are private; outputs are ordinary files
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(target: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``target`` atomically (UTF-8)."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+def write_json(target: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as indented JSON atomically."""
+    return write_text(target, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _writable_parent(target: Path) -> None:
+    """Refuse, before any work, an output whose parent cannot be created or written."""
+    from lnpath.core.errors import InputError
+
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{target}: {parent} is a file, not a folder")
+    try:  # try it: permission bits say nothing for root or on /proc-like file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".lnpath-probe.", dir=parent))
+    except OSError:
+        raise InputError(f"{target}: cannot write in {parent}") from None
+
+
+def check_output_file(target: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Check an output file path up front: not a folder, writable, existing only with overwrite.
+
+    Raises:
+        InputError: with one line naming the problem.
+    """
+    from lnpath.core.errors import InputError
+
+    path = Path(os.path.abspath(target))
+    if path.is_dir():
+        raise InputError(f"{target}: is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise InputError(f"{target}: file already exists (use --overwrite to replace it)")
+    _writable_parent(path)
+    return path
+
+
+def check_output_dir(
+    target: str | os.PathLike[str], overwrite: bool = False, marker: str | None = None
+) -> Path:
+    """Check an output folder up front, so a run never fails only after all its work.
+
+    An existing folder is replaced only with ``overwrite``, and, when ``marker`` names the file
+    every such output holds (``result.json``, ``tiles.csv``), only if it is one of ours or empty:
+    ``--overwrite`` pointed at the wrong folder must not delete someone's files.
+
+    Raises:
+        InputError: with one line naming the problem.
+    """
+    from lnpath.core.errors import InputError
+
+    path = Path(os.path.abspath(target))
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{target}: exists and is not a folder")
+    if path.is_dir():
+        if not overwrite:
+            raise InputError(
+                f"{target}: output folder already exists (use --overwrite to replace it)"
+            )
+        if marker and any(path.iterdir()) and not (path / marker).is_file():
+            raise InputError(
+                f"{target}: not an lnpath output folder (no {marker}); refusing to replace it"
+            )
+    _writable_parent(path)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(
+    target: str | os.PathLike[str], overwrite: bool = False, marker: str | None = None
+) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; move it into place only on success.
+
+    An existing ``target`` is refused unless ``overwrite`` is true (see :func:`check_output_dir`),
+    and then replaced only after the new folder is complete, so an interrupted run never destroys
+    an earlier result.
+    """
+    target = check_output_dir(target, overwrite, marker)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp folders are private; outputs are ordinary folders
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,43 @@
+"""Small JSON inputs a user hands lnpath: cortex fractions, biopsy-level IF/EM inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from lnpath.core.errors import InputError
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file; NaN and Infinity are refused, since no lnpath input may hold them.
+
+    Raises:
+        InputError: the file is missing, not UTF-8, not JSON, or holds NaN/Infinity.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file")
+
+    def no_constants(token: str) -> float:
+        raise InputError(f"{path}: {token} is not a number lnpath accepts")
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constants)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: not valid JSON ({detail})") from None
+
+
+def read_cortex(path: str | Path) -> dict[str, Any]:
+    """Cortex fractions from JSON: ``{component: fraction}`` or a CortexMeasurement export."""
+    data = read_json(path, "cortex")
+    if isinstance(data, dict) and isinstance(data.get("fractions"), dict):
+        data = data["fractions"]  # a CortexMeasurement.to_dict() export
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: cortex JSON must be an object of component: fraction")
+    for key, value in data.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{path}: {key} is not a finite number")
+    return data

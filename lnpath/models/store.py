@@ -1,0 +1,180 @@
+"""Shipped and lab-trained models: a folder with weights + ``card.json``, verified by sha256.
+
+A model folder holds ``weights.pt`` (a ``torch.save``'d fp16 state_dict) and ``card.json``
+(architecture, spatial contract, preprocessing, training data, metrics, sha256). Loading checks the
+hash before unpickling anything and unpickles with ``weights_only=True``, so a tampered or foreign
+file is refused instead of executed. Nothing is ever downloaded.
+
+Named models are looked up along :func:`model_search_path`: ``$LNPATH_MODELS`` (a lab's own
+models), the ``models/`` folder of a source checkout (editable installs and development), then the
+copy of that folder a wheel carries as ``lnpath/_models`` (non-editable installs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lnpath.core.errors import ModelError
+from lnpath.io.atomic import atomic_dir, write_json
+from lnpath.io.hashing import file_sha256
+from lnpath.nn.unet import UNet, UNetConfig
+
+DEFAULT_MODEL = "glomeruli-unet-pas"
+WEIGHTS_FILE = "weights.pt"
+CARD_FILE = "card.json"
+ENV_VAR = "LNPATH_MODELS"
+_CHECKOUT = Path(__file__).resolve().parents[2]
+_BUNDLED = Path(__file__).resolve().parents[1] / "_models"
+
+
+def model_search_path() -> list[Path]:
+    """The folders a model *name* is looked up in, first match first.
+
+    1. ``$LNPATH_MODELS``, when set: a lab's own models shadow the shipped ones.
+    2. ``models/`` of the source checkout this package runs from (editable installs, tests); only
+       when ``pyproject.toml`` sits beside it, so an installed package never reads a stray
+       ``site-packages/models``.
+    3. ``lnpath/_models`` of an installed wheel: the build maps the checkout's ``models/`` there
+       (see ``pyproject.toml``), so the shipped models sit beside the code in every install scheme.
+    """
+    path: list[Path] = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path.append(Path(env))
+    if (_CHECKOUT / "pyproject.toml").is_file():
+        path.append(_CHECKOUT / "models")
+    path.append(_BUNDLED)
+    return path
+
+
+@dataclass
+class SegmentationModel:
+    """A loaded network with its card.
+
+    Attributes:
+        name: Folder name (e.g. ``glomeruli-unet-pas``).
+        path: Model folder.
+        card: The parsed ``card.json``.
+        sha256: Verified hash of the weights file.
+        network: The U-Net in eval mode on CPU.
+    """
+
+    name: str
+    path: Path
+    card: dict[str, Any]
+    sha256: str
+    network: UNet
+
+    @property
+    def mpp(self) -> float:
+        """Working resolution (µm/px) the network was trained at."""
+        return float(self.card["mpp"])
+
+    @property
+    def patch(self) -> int:
+        """Inference tile size in px at :attr:`mpp`."""
+        return int(self.card["inference"]["patch"])
+
+    @property
+    def overlap(self) -> int:
+        """Overlap between neighbouring inference tiles in px at :attr:`mpp`."""
+        return int(self.card["inference"]["overlap"])
+
+    @property
+    def postprocess(self) -> dict[str, float]:
+        """Post-processing parameters (threshold, min_area_um2, split_depth_um)."""
+        return dict(self.card["postprocess"])
+
+
+def resolve_model_path(name: str | os.PathLike[str], kind: str = "model") -> Path:
+    """A model folder from a path to one, or a name looked up along :func:`model_search_path`.
+
+    Args:
+        name: a folder holding ``card.json``, or the name of one in the search path.
+        kind: what the caller calls the model (``"lesion model"``), for the error message.
+
+    Raises:
+        ModelError: No folder with a ``card.json`` at that path or under that name anywhere in the
+            search path; the message lists the folders searched and the models they hold.
+    """
+    candidate = Path(name)
+    if (candidate / CARD_FILE).is_file():
+        return candidate
+    searched = model_search_path()
+    for folder in searched:
+        if (folder / candidate / CARD_FILE).is_file():
+            return folder / candidate
+    known = sorted(
+        {card.parent.name for folder in searched for card in folder.glob(f"*/{CARD_FILE}")}
+    )
+    raise ModelError(
+        f"unknown {kind} {str(name)!r}: no {kind} folder with a {CARD_FILE} at that path or in "
+        f"{', '.join(map(str, searched))} (known: {', '.join(known) or 'none'})"
+    )
+
+
+def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationModel:
+    """Load a model by name (see :func:`model_search_path`) or folder path, verifying its sha256.
+
+    Raises:
+        ModelError: Unknown name, unreadable card, a weights file whose sha256 differs from the
+            card's, or weights that do not fit the card's architecture.
+    """
+    folder = resolve_model_path(name)
+    try:
+        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        weights = folder / card.get("weights", WEIGHTS_FILE)
+        expected = str(card["sha256"])
+        config = UNetConfig.from_dict(card["architecture"]["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{folder / CARD_FILE}: unreadable model card ({exc})") from exc
+    if not weights.is_file():
+        raise ModelError(f"{weights}: weights file missing")
+    actual = file_sha256(weights)
+    if actual != expected:
+        raise ModelError(
+            f"{weights}: sha256 {actual[:12]}… does not match the card's {expected[:12]}… "
+            "(tampered or foreign file; refusing to load)"
+        )
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        network = UNet(config)
+        network.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        )
+    except Exception as exc:  # any unpickling / shape error means the file is not this model
+        raise ModelError(f"{weights}: not valid weights for this model card ({exc})") from exc
+    network.eval()
+    return SegmentationModel(folder.name, folder, card, actual, network)
+
+
+def save_model(
+    folder: str | os.PathLike[str],
+    network: UNet,
+    card: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write ``weights.pt`` (fp16 state_dict) and ``card.json`` (with architecture and sha256).
+
+    The folder appears atomically: a crash mid-write leaves any previous model untouched.
+    """
+    folder = Path(folder)
+    with atomic_dir(folder, overwrite=overwrite, marker="card.json") as tmp:
+        state = {
+            k: (v.half() if v.is_floating_point() else v) for k, v in network.state_dict().items()
+        }
+        torch.save(state, tmp / WEIGHTS_FILE)
+        full = dict(card)
+        full["name"] = folder.name
+        full["architecture"] = {"type": "UNet", "config": network.config.to_dict()}
+        full["weights"] = WEIGHTS_FILE
+        full["weights_dtype"] = "float16"
+        full["sha256"] = file_sha256(tmp / WEIGHTS_FILE)
+        write_json(tmp / CARD_FILE, full)
+    return folder

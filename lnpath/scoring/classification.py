@@ -1,0 +1,447 @@
+"""ISN/RPS class proposal from light-microscopy findings plus optional IF/EM inputs (spec §2.2).
+
+A section can support III vs IV vs VI; it cannot confirm classes I, II or V, which need
+immunofluorescence / electron microscopy. Those are inputs here, never inferred. Thresholds are
+compared as exact rationals, so exactly 50 % involved is class IV and exactly 90 % globally
+sclerosed is class VI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import pandas as pd
+
+from lnpath.core.errors import InputError
+from lnpath.scoring.config import ScoringConfig
+from lnpath.scoring.uncertainty import replicate_count_distribution, wilson_interval
+
+__all__ = ["BIOPSY_KEYS", "LN_LESIONS", "ClassProposal", "biopsy_inputs", "propose_class"]
+
+#: Lesions that make a glomerulus "involved by LN" for the III/IV fraction (spec §2.2).
+LN_LESIONS = (
+    "endocapillary_hypercellularity",
+    "fibrinoid_necrosis",
+    "hyaline_deposits",
+    "cellular_crescent",
+    "fibrocellular_crescent",
+    "fibrous_crescent",
+    "segmental_sclerosis",
+    "global_sclerosis",
+)
+#: Glomerular activity lesions: any of them is "residual activity" that rules out class VI.
+ACTIVE_LESIONS = (
+    "endocapillary_hypercellularity",
+    "neutrophils_karyorrhexis",
+    "fibrinoid_necrosis",
+    "hyaline_deposits",
+    "cellular_crescent",
+    "fibrocellular_crescent",
+)
+#: ISN/RPS 2003 chronic glomerular lesions (with fibrous adhesions, an optional flag).
+CHRONIC_LESIONS = ("segmental_sclerosis", "global_sclerosis", "fibrous_crescent")
+_SUFFIX_ORDER = ("A", "A/C", "C")
+_BOOL_KEYS = ("membranous", "if_mesangial_deposits", "mesangial_hypercellularity")
+_FRACTION_KEYS = ("membranous_capillary_surface", "membranous_glomeruli")
+#: Biopsy-level inputs score_findings accepts.
+BIOPSY_KEYS = (*_BOOL_KEYS, *_FRACTION_KEYS)
+LM_LIMIT = "Light microscopy cannot confirm classes I, II or V; they need IF/EM."
+
+
+@dataclass
+class ClassProposal:
+    """An ISN/RPS class proposal with the reasoning a pathologist can check."""
+
+    proposal: str | None
+    label: str
+    rationale: str
+    needs_if_em: list[str] = field(default_factory=list)
+    involved: int = 0
+    n_class: int = 0
+    globally_sclerosed: int = 0
+    n_all: int = 0
+    alternative: str | None = None
+    iv_threshold: float = 0.5
+    legacy_2003: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``legacy_2003`` only in that mode)."""
+        legacy = {"legacy_2003": dict(self.legacy_2003)} if self.legacy_2003 else {}
+        return {
+            "proposal": self.proposal,
+            "label": self.label,
+            "rationale": self.rationale,
+            "needs_if_em": list(self.needs_if_em),
+            "involved": self.involved,
+            "n_class": self.n_class,
+            "fraction_involved": self.involved / self.n_class if self.n_class else None,
+            "globally_sclerosed": self.globally_sclerosed,
+            "n_all": self.n_all,
+            "alternative": self.alternative,
+            "iv_threshold": self.iv_threshold,
+            **legacy,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ClassProposal:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            proposal=d.get("proposal"),
+            label=str(d.get("label", "")),
+            rationale=str(d.get("rationale", "")),
+            needs_if_em=list(d.get("needs_if_em") or []),
+            involved=int(d.get("involved", 0)),
+            n_class=int(d.get("n_class", 0)),
+            globally_sclerosed=int(d.get("globally_sclerosed", 0)),
+            n_all=int(d.get("n_all", 0)),
+            alternative=d.get("alternative"),
+            iv_threshold=float(d.get("iv_threshold", 0.5)),
+            legacy_2003=d.get("legacy_2003"),
+        )
+
+    def uncertainty(self) -> dict[str, Any]:
+        """The III/IV fraction's sampling doubt (spec §2.3).
+
+        Returns:
+            ``wilson_95`` of the involved fraction, ``near_threshold`` (one glomerulus would
+            cross the III/IV line) and ``p_replicate_other_side``: the chance that a second core
+            of the same size would fall on the other side of the IV threshold.
+        """
+        if not self.n_class:
+            return {"wilson_95": None, "near_threshold": False, "p_replicate_other_side": None}
+        n, total = self.involved, self.n_class
+        threshold = _ratio(self.iv_threshold)
+
+        def is_iv(k: int) -> bool:
+            return _prolif(k, total, threshold) == "IV"
+
+        flips = (n > 0 and is_iv(n - 1) != is_iv(n)) or (n < total and is_iv(n + 1) != is_iv(n))
+        replicate = replicate_count_distribution(n, total)
+        other = sum(float(p) for k, p in enumerate(replicate) if is_iv(k) != is_iv(n))
+        return {
+            "wilson_95": list(wilson_interval(n, total)),
+            "near_threshold": flips,
+            "p_replicate_other_side": other,
+        }
+
+
+def biopsy_inputs(biopsy: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate biopsy-level IF/EM inputs; unknown keys and wrong types are errors."""
+    values: dict[str, Any] = dict.fromkeys(BIOPSY_KEYS)
+    if biopsy is None:
+        return values
+    if not isinstance(biopsy, Mapping):
+        raise InputError("biopsy: expected a mapping of IF/EM findings")
+    for key, value in biopsy.items():
+        if key not in BIOPSY_KEYS:
+            raise InputError(f"biopsy: unknown input {key!r} (known: {', '.join(BIOPSY_KEYS)})")
+        if value is None:
+            continue
+        if key in _BOOL_KEYS and not isinstance(value, bool):
+            raise InputError(f"biopsy: {key} must be true, false or null (got {value!r})")
+        if key in _FRACTION_KEYS and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
+        ):
+            raise InputError(f"biopsy: {key} must be a fraction in [0, 1] (got {value!r})")
+        values[key] = value
+    return values
+
+
+def _ratio(value: float) -> Fraction:
+    """A configured decimal threshold as the rational it was written as (0.9 -> 9/10)."""
+    return Fraction(repr(float(value)))
+
+
+def _kleene_any(table: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    out = pd.Series(False, index=table.index, dtype="boolean")
+    for column in columns:
+        out = out | table[column].astype("boolean")
+    return out
+
+
+def _prolif(n: int, total: int, threshold: Fraction) -> str | None:
+    if n == 0 or total == 0:
+        return None
+    return "IV" if n * threshold.denominator >= threshold.numerator * total else "III"
+
+
+def propose_class(
+    table: pd.DataFrame,
+    cfg: ScoringConfig,
+    inputs: Mapping[str, Any],
+    blocked: str | None,
+    inflammation_score: int | None,
+) -> ClassProposal:
+    """Apply the spec §2.2 decision procedure (and add the 2003 label in ``legacy_2003`` mode).
+
+    Lesions not assessed (``<NA>``) cannot be counted: the proposal uses the glomeruli known to be
+    involved and ``alternative`` names the class reached if every unassessed glomerulus were
+    involved, so "III" with alternative "IV" tells the pathologist the call hinges on them.
+    """
+    n_all = len(table)
+    needs = _needs(inputs)
+    if blocked:
+        return ClassProposal(
+            None,
+            f"not proposed: {blocked}",
+            f"Not proposed: {blocked}.",
+            needs,
+            n_all=n_all,
+            iv_threshold=cfg.class_iv_threshold,
+            legacy_2003=_legacy(table, None, cfg),
+        )
+    adhesion = cfg.adhesion_as_sclerosis and "adhesion" in table
+    ln = _kleene_any(table, (*LN_LESIONS, "adhesion") if adhesion else LN_LESIONS)
+    ischemic = pd.Series(False, index=table.index)
+    if cfg.ischemic_exclusion and "ischemic" in table:
+        ischemic = table["ischemic"].fillna(False).astype(bool)
+    n_class = n_all - int(ischemic.sum())
+    involved = int((ln.fillna(False).astype(bool) & ~ischemic).sum())
+    unknown = int((ln.isna() & ~ischemic).sum())
+    global_n = int(table["global_sclerosis"].fillna(False).sum())
+    base: dict[str, Any] = {
+        "iv_threshold": cfg.class_iv_threshold,
+        "involved": involved,
+        "n_class": n_class,
+        "globally_sclerosed": global_n,
+        "n_all": n_all,
+    }
+    steps = [
+        f"{involved}/{n_class} glomeruli involved by LN lesions"
+        + (f" ({n_all - n_class} ischemic excluded)" if n_class != n_all else "")
+        + (f"; {unknown} with lesions not assessed" if unknown else ""),
+        f"{global_n}/{n_all} globally sclerosed",
+    ]
+    vi = _ratio(cfg.class_vi_threshold)
+    if global_n * vi.denominator >= vi.numerator * n_all:
+        active = _kleene_any(table, ACTIVE_LESIONS)
+        any_active = bool(active.fillna(False).any())
+        if cfg.inflammation_is_residual_activity and inflammation_score:
+            any_active = True
+        if not any_active:
+            steps.append(
+                f">= {cfg.class_vi_threshold:.0%} globally sclerosed, no residual activity"
+            )
+            if bool(active.isna().any()):
+                steps.append("absence of activity must be confirmed for unassessed lesions")
+            return ClassProposal(
+                "VI",
+                "Class VI (advanced sclerosing), proposal",
+                "; ".join(steps),
+                [],  # class VI rests on light microscopy alone (spec §2.1)
+                legacy_2003=_legacy(table, "VI", cfg),
+                **base,
+            )
+        steps.append("class VI excluded by residual glomerular activity")
+    threshold = _ratio(cfg.class_iv_threshold)
+    prolif = _prolif(involved, n_class, threshold)
+    upper = _prolif(involved + unknown, n_class, threshold)
+    alternative = upper if upper != prolif else None
+    merged = dict(inputs)
+    if merged.get("mesangial_hypercellularity") is None and "mesangial_hypercellularity" in table:
+        # per-glomerulus flags stand in for the biopsy-level statement when it is not given
+        merged["mesangial_hypercellularity"] = bool(
+            table["mesangial_hypercellularity"].fillna(False).any()
+        )
+    proposal, extra = _combine(prolif, merged, cfg)
+    steps.extend(extra)
+    if prolif:
+        steps.append(f"{'>=' if prolif == 'IV' else '<'} {cfg.class_iv_threshold:.0%} -> {prolif}")
+    if alternative:
+        steps.append(f"would be {alternative} if the unassessed glomeruli were involved")
+    label = (
+        f"Class {proposal}, proposal"
+        if proposal
+        else ("No LN lesion identified by light microscopy; indeterminate (IF/EM needed)")
+    )
+    return ClassProposal(
+        proposal,
+        label,
+        "; ".join([*steps, LM_LIMIT]),
+        needs,
+        alternative=alternative,
+        legacy_2003=_legacy(table, proposal, cfg),
+        **base,
+    )
+
+
+def _combine(
+    prolif: str | None, inputs: Mapping[str, Any], cfg: ScoringConfig
+) -> tuple[str | None, list[str]]:
+    """Add the membranous component or fall back to II / I (spec §2.2)."""
+    membranous = inputs.get("membranous") is True
+    if prolif and membranous:
+        surface = inputs.get("membranous_capillary_surface")
+        glomeruli = inputs.get("membranous_glomeruli")
+        rule = cfg.class_v_combined_rule
+        if surface is None or glomeruli is None:
+            return f"{prolif}+V", [
+                "membranous component given without extent; taken as meeting "
+                "the combined-class rule"
+            ]
+        meets = Fraction(surface) > _ratio(rule.capillary_surface_gt) and Fraction(
+            glomeruli
+        ) > _ratio(rule.glomeruli_gt)
+        if meets:
+            return f"{prolif}+V", ["membranous component meets the extent rule"]
+        return prolif, ["membranous component below the extent rule for +V"]
+    if prolif:
+        return prolif, []
+    if membranous:
+        return "V", ["no proliferative lesion; subepithelial deposits given (IF/EM)"]
+    mesangial = inputs.get("mesangial_hypercellularity") is True
+    if mesangial and inputs.get("if_mesangial_deposits") is True:
+        return "II", ["mesangial hypercellularity with mesangial deposits"]
+    if inputs.get("if_mesangial_deposits") is True:
+        return "I", ["mesangial deposits by IF, normal glomeruli by LM"]
+    return None, ["no proliferative or sclerosing LN lesion identified"]
+
+
+def _needs(inputs: Mapping[str, Any]) -> list[str]:
+    needs = []
+    if inputs.get("membranous") is None:
+        needs.append("membranous component (class V): subepithelial deposits by IF/EM")
+    if inputs.get("if_mesangial_deposits") is None:
+        needs.append("mesangial immune deposits by IF (classes I/II)")
+    return needs
+
+
+def _legacy(table: pd.DataFrame, proposal: str | None, cfg: ScoringConfig) -> dict[str, Any] | None:
+    """The 2003 label in ``legacy_2003`` mode; None (no label at all) otherwise."""
+    if cfg.class_nomenclature != "legacy_2003":
+        return None
+    return legacy_2003_label(table, proposal, cfg)
+
+
+def legacy_2003_label(
+    table: pd.DataFrame, proposal: str | None, cfg: ScoringConfig
+) -> dict[str, Any]:
+    """The ISN/RPS 2003 label of a 2018 proposal (Weening 2004; spec §2.1, legacy mode only).
+
+    Classes III and IV get the activity suffix: ``A`` (active lesions only), ``A/C`` (active and
+    chronic) or ``C`` (chronic, inactive), from :data:`ACTIVE_LESIONS` and
+    :data:`CHRONIC_LESIONS` (plus the ``adhesion`` flag). Class IV is split by the extent of the
+    lesions in the involved glomeruli: IV-S when at least half have segmental lesions (< half of the
+    tuft), IV-G when at least half have global ones. Extent comes from the ``lesion_extent``
+    column; a globally sclerosed glomerulus is global, and one whose only lesion is segmental
+    sclerosis is segmental. Where unassessed lesions or unrecorded extents leave the answer open,
+    every label they allow is listed ("A or A/C") and ``determined`` is false. Other classes keep
+    their 2018 name, which 2003 shares.
+
+    Returns:
+        ``label`` (e.g. ``IV-G (A/C)``), ``suffix``, ``subclass`` (``S``, ``G`` or None),
+        ``determined`` and ``rationale``.
+    """
+    if proposal is None:
+        return {
+            "label": None,
+            "suffix": None,
+            "subclass": None,
+            "determined": False,
+            "rationale": "no class proposed",
+        }
+    prolif = next((c for c in ("IV", "III") if proposal.split("+")[0] == c), None)
+    if prolif is None:
+        return {
+            "label": proposal,
+            "suffix": None,
+            "subclass": None,
+            "determined": True,
+            "rationale": f"class {proposal} is named alike in 2003",
+        }
+    ischemic = pd.Series(False, index=table.index)
+    if cfg.ischemic_exclusion and "ischemic" in table:
+        ischemic = table["ischemic"].fillna(False).astype(bool)
+    rows = table[~ischemic]
+    active = _biopsy_any(_kleene_any(rows, ACTIVE_LESIONS))
+    chronic_rows = _kleene_any(rows, CHRONIC_LESIONS)
+    if "adhesion" in rows:
+        chronic_rows = chronic_rows | rows["adhesion"].fillna(False).astype("boolean")
+    chronic = _biopsy_any(chronic_rows)
+    suffixes = _suffixes(active, chronic)
+    steps = [
+        f"active lesions {_kleene_text(active)}, chronic lesions {_kleene_text(chronic)}"
+        + (" (some not assessed)" if None in (active, chronic) else "")
+    ]
+    subclass: str | None = None
+    head: str = prolif
+    if prolif == "IV":
+        adhesion = cfg.adhesion_as_sclerosis and "adhesion" in rows
+        subclasses, extent_step = _iv_extent(rows, adhesion)
+        steps.append(extent_step)
+        head = " or ".join(f"IV-{c}" for c in subclasses)
+        subclass = subclasses[0] if len(subclasses) == 1 else None
+    suffix = suffixes[0] if len(suffixes) == 1 else None
+    tail = " + V" if proposal.endswith("+V") else ""
+    return {
+        "label": f"{head} ({' or '.join(suffixes)}){tail}",
+        "suffix": suffix,
+        "subclass": subclass,
+        "determined": suffix is not None and (prolif == "III" or subclass is not None),
+        "rationale": "; ".join(steps),
+    }
+
+
+def _biopsy_any(per_glomerulus: pd.Series) -> bool | None:
+    """True if any glomerulus has the lesion, False if none can, None if unassessed ones decide."""
+    if bool(per_glomerulus.fillna(False).any()):
+        return True
+    return None if bool(per_glomerulus.isna().any()) else False
+
+
+def _kleene_text(value: bool | None) -> str:
+    return "present" if value else "absent" if value is False else "undetermined"
+
+
+def _suffixes(active: bool | None, chronic: bool | None) -> list[str]:
+    """Every 2003 suffix the (possibly unassessed) presence of lesions allows, in 2003 order."""
+    options = {
+        {(True, True): "A/C", (True, False): "A", (False, True): "C"}[(a, c)]
+        for a in ((True, False) if active is None else (active,))
+        for c in ((True, False) if chronic is None else (chronic,))
+        if a or c
+    }
+    return [s for s in _SUFFIX_ORDER if s in options]
+
+
+def _iv_extent(rows: pd.DataFrame, adhesion: bool) -> tuple[list[str], str]:
+    """IV-S / IV-G from the extent of the involved glomeruli's lesions (ties give both).
+
+    ``adhesion``: adhesions count as involvement (``adhesion_as_sclerosis``), as segmental lesions.
+    """
+    scars = ("segmental_sclerosis", "adhesion") if adhesion else ("segmental_sclerosis",)
+    involved = rows[_kleene_any(rows, (*LN_LESIONS, *scars[1:])).fillna(False).astype(bool)]
+    extent = (
+        involved["lesion_extent"].astype("string")
+        if "lesion_extent" in involved
+        else pd.Series(pd.NA, index=involved.index, dtype="string")
+    )
+    is_global = involved["global_sclerosis"].fillna(False).astype(bool)
+    contradicted = is_global & (extent == "segmental").fillna(False).astype(bool)
+    if contradicted.any():
+        gid = involved.loc[contradicted, "glomerulus_id"].iloc[0]
+        raise InputError(
+            f"glomerulus {gid}: lesion_extent 'segmental' contradicts global_sclerosis"
+        )
+    others = [c for c in LN_LESIONS if c not in ("segmental_sclerosis", "global_sclerosis")]
+    only_segmental_sclerosis = _kleene_any(involved, scars).fillna(False).astype(bool) & (
+        ~_kleene_any(involved, tuple(others)).fillna(True).astype(bool)
+    )
+    glob = is_global | (extent == "global").fillna(False).astype(bool)
+    seg = ~glob & ((extent == "segmental").fillna(False).astype(bool) | only_segmental_sclerosis)
+    n, n_seg, n_glob = len(involved), int(seg.sum()), int(glob.sum())
+    unknown = n - n_seg - n_glob
+    outcomes = set()
+    for k in range(unknown + 1):  # k unrecorded glomeruli segmental, the rest global
+        s, g = n_seg + k, n_glob + unknown - k
+        outcomes |= {"S"} if 2 * s >= n else set()
+        outcomes |= {"G"} if 2 * g >= n else set()
+    step = f"of {n} involved glomeruli {n_seg} segmental, {n_glob} global"
+    if unknown:
+        step += f", {unknown} without a recorded extent (lesion_extent)"
+    if 2 * n_seg == n == 2 * n_glob:
+        step += "; exactly half are segmental, so both IV-S and IV-G apply"
+    return [c for c in ("S", "G") if c in outcomes], step

@@ -1,0 +1,88 @@
+"""Compare two biopsies held as result folders (or SlideResults): read, verify, then compare.
+
+The endpoint rules are pure (:mod:`lnpath.response`); what they cannot do is read a folder or check
+its confirmation seal, so this is where a folder becomes a
+:class:`~lnpath.response.sides.BiopsySide`
+whose ``seal_verified`` says whether its confirmation still holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lnpath.core.errors import LnpathError, ResultError
+from lnpath.response.endpoint import ResponseResult
+from lnpath.response.endpoint import compare as compare_sides
+from lnpath.response.sides import BiopsySide, load_side, side_from_result
+from lnpath.workflow.signoff import verify
+
+
+def load_folder_side(obj: Any, label: str = "biopsy") -> BiopsySide:
+    """A BiopsySide from a result folder, its result.json, a SlideResult, or anything pure.
+
+    Raises:
+        ResultError: a result folder is missing or its result.json is unreadable or malformed.
+        InputError: the object is of an unknown kind or its scores are malformed.
+    """
+    folder = getattr(obj, "folder", None)
+    if isinstance(obj, str | os.PathLike):
+        folder = Path(obj)
+    if not isinstance(folder, str | os.PathLike):
+        return load_side(obj, label)
+    path = Path(folder)
+    side = side_from_result(_read_result(path, label), str(_result_folder(path)), ResultError)
+    return _with_seal(side, _result_folder(path))
+
+
+def compare(
+    baseline: Any, followup: Any, preset: str = "lnhr_default", **overrides: Any
+) -> ResponseResult:
+    """Compare a baseline and a follow-up biopsy under a named response preset.
+
+    Each biopsy may be a result folder, a SlideResult, a BiopsyScore or a score dict; folders'
+    confirmation seals are verified, so a result edited after sign-out never gives a ``final``
+    endpoint. See :func:`lnpath.response.endpoint.compare` for the rules.
+    """
+    return compare_sides(
+        load_folder_side(baseline, "baseline"),
+        load_folder_side(followup, "follow-up"),
+        preset,
+        **overrides,
+    )
+
+
+def _result_folder(path: Path) -> Path:
+    return path.parent if path.is_file() else path
+
+
+def _read_result(path: Path, label: str) -> dict[str, Any]:
+    file = path if path.is_file() else path / "result.json"
+    if not path.exists():
+        raise ResultError(f"{path}: {label} result folder not found")
+    if not file.is_file():
+        raise ResultError(f"{path}: no result.json in the {label} result folder")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultError(f"{file}: unreadable result.json ({exc})") from None
+    if not isinstance(data, dict) or "scores" not in data:
+        raise ResultError(f"{file}: malformed result.json (no 'scores')")
+    return data
+
+
+def _with_seal(side: BiopsySide, folder: Path) -> BiopsySide:
+    """Check a confirmed result folder's seal, so a result edited after confirmation is caught.
+
+    Only confirmed results are checked: they are what makes an endpoint ``final``.
+    """
+    if not side.confirmed:
+        return side
+    try:
+        verify(folder)
+    except LnpathError as exc:
+        return replace(side, seal_verified=False, seal_message=str(exc))
+    return replace(side, seal_verified=True, seal_message="confirmation seal verified")

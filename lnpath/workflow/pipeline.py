@@ -1,0 +1,277 @@
+"""Score a whole slide end to end and keep the result as a reviewable folder.
+
+``score_slide`` chains the library's steps (open → segment glomeruli → call lesions → measure cortex
+→ score) and writes everything a pathologist needs to check the machine's proposal into one result
+folder (its format: :mod:`lnpath.results.folder`), atomically, so that an interrupted run never
+leaves a
+half-written result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lnpath import __version__
+from lnpath.core.errors import InputError
+from lnpath.core.vocabulary import main_call
+from lnpath.io.atomic import check_output_dir
+from lnpath.io.configfile import load_config
+from lnpath.io.hashing import file_sha256
+from lnpath.report.assets import Assets
+from lnpath.results.folder import (
+    SCHEMA_VERSION,
+    ResultContent,
+    SlideResult,
+    feature_id,
+    json_safe,
+    json_value,
+    write_result,
+)
+
+LOG = logging.getLogger(__name__)
+
+SEGMENTATION_MODEL = "glomeruli-unet-pas"
+STAGES = ("open", "segment", "lesions", "cortex", "score", "write")
+
+StageCallback = Callable[[str, bool], None]
+
+
+def default_output(slide_path: Path) -> Path:
+    """``./lnpath-result-<slide stem>`` in the working directory."""
+    return Path.cwd() / f"lnpath-result-{slide_path.stem}"
+
+
+def _parse_date(value: str | dt.date | None) -> str | None:
+    """An ISO biopsy date, refusing one in the future (a typo that would reorder the cohort)."""
+    if value is None:
+        return None
+    try:
+        date = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise InputError(f"biopsy date {value!r}: expected an ISO date YYYY-MM-DD") from None
+    if date > dt.date.today():
+        raise InputError(f"biopsy date {date.isoformat()} is in the future")
+    return date.isoformat()
+
+
+def lesion_caller(name: str | None, stain: str = "PAS", device: str = "auto") -> Any:
+    """The lesion caller a result was (or will be) scored with: rules, or a model folder.
+
+    The rules (default or lab-calibrated) are stain-specific (they call only where their
+    measurements hold), so the stain of the section travels with them; a model folder's card says
+    which kind of caller it needs (:func:`lnpath.analysis.lesions.load_lesion_model`).
+    """
+    from lnpath.analysis.lesion_models import load_lesion_model
+    from lnpath.analysis.lesions import MorphometryCaller
+
+    if name is None:
+        return MorphometryCaller(stain=stain)
+    return load_lesion_model(name, stain=stain, device=device)
+
+
+def _model_info(obj: Any, fallback: str) -> dict[str, Any]:
+    """Name and sha256 of a model (or caller), plus its settings when it can describe them."""
+    model = getattr(obj, "model", obj)
+    info: dict[str, Any] = {
+        "name": str(getattr(model, "name", None) or fallback),
+        "sha256": getattr(model, "sha256", None),
+    }
+    if callable(getattr(obj, "describe", None)):
+        info["settings"] = json_safe(obj.describe())
+    return info
+
+
+def _check_outlines_on_slide(outlines: Any, dimensions: tuple[int, int], where: str) -> None:
+    """Refuse outlines beyond the slide: they belong to another slide and would count as glomeruli.
+
+    Raises:
+        InputError: naming the first glomerulus outside.
+    """
+    from lnpath.results.edits import beyond_slide
+
+    for g in outlines:
+        if beyond_slide(g.polygon, dimensions):
+            width, height = dimensions
+            raise InputError(
+                f"{where}: glomerulus {g.id} lies outside this slide ({width}x{height} px); "
+                "are the outlines from another slide?"
+            )
+
+
+def findings_table(glomeruli: Any, calls: pd.DataFrame, slide_sha256: str) -> pd.DataFrame:
+    """Join the caller's findings with the outlines' geometry, one row per glomerulus."""
+    geometry = pd.DataFrame(
+        {
+            "glomerulus_id": [g.id for g in glomeruli],
+            "x": [round(g.centroid[0], 1) for g in glomeruli],
+            "y": [round(g.centroid[1], 1) for g in glomeruli],
+            "area_um2": [round(g.area_um2, 1) for g in glomeruli],
+            "probability": [round(g.probability, 4) for g in glomeruli],
+        }
+    )
+    table = geometry.merge(calls, on="glomerulus_id", how="left", validate="one_to_one")
+    table.insert(
+        1, "feature_id", [feature_id(slide_sha256, int(g)) for g in table["glomerulus_id"]]
+    )
+    table.insert(2, "main_call", [main_call(r) for r in table.to_dict("records")])
+    return table
+
+
+@contextmanager
+def _stage(name: str, timings: dict[str, float], on_stage: StageCallback | None) -> Iterator[None]:
+    if on_stage:
+        on_stage(name, False)
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 3)
+    LOG.info("%s: %.1f s", name, timings[name])
+    if on_stage:
+        on_stage(name, True)
+
+
+def score_slide(
+    path: str | Path,
+    out: str | Path | None = None,
+    mpp: float | None = None,
+    stain: str = "PAS",
+    device: str = "auto",
+    config: Any = None,
+    lesion_model: str | None = None,
+    patient_id: str | None = None,
+    biopsy_date: str | dt.date | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    on_stage: StageCallback | None = None,
+    glomeruli: str | Path | None = None,
+) -> SlideResult:
+    """Score one biopsy slide and write its result folder.
+
+    Args:
+        path: the slide (any format :func:`lnpath.open_slide` reads).
+        out: result folder; default ``./lnpath-result-<slide stem>``.
+        mpp: level-0 µm/px, required only when the file does not carry it.
+        stain: the stain of the section; the shipped models are trained on PAS.
+        device: ``auto``, ``cpu`` or ``cuda`` for the networks.
+        config: a :class:`~lnpath.scoring.config.ScoringConfig`, a path to a YAML/JSON config, or
+        None.
+        lesion_model: a trained lesion model name or path; None uses the morphometry rules.
+        patient_id: printed on the report (escaped); never used for anything else.
+        biopsy_date: ISO date of the biopsy.
+        overwrite: replace an existing result folder (only once the new one is complete).
+        progress: show per-stage progress bars on stderr.
+        on_stage: called as ``on_stage(stage, done)`` at the start and end of each stage.
+        glomeruli: a QuPath GeoJSON of glomerulus outlines (level-0 px) to score instead of
+            segmenting, e.g. a pathologist's own annotations.
+
+    Returns:
+        The :class:`SlideResult`, status ``provisional``.
+
+    Raises:
+        SlideError, InputError, ModelError: the slide, an option or a model is unusable.
+    """
+    from lnpath.analysis.cortex import measure_cortex, normalise_stain
+    from lnpath.analysis.glomeruli import Glomeruli
+    from lnpath.analysis.segment import segment_glomeruli
+    from lnpath.models.store import load_model
+    from lnpath.scoring.score import score_findings
+    from lnpath.wsi.slide import open_slide
+    from lnpath.wsi.tissue import detect_tissue
+
+    path = Path(path)
+    target = Path(out) if out is not None else default_output(path)
+    check_output_dir(target, overwrite, marker="result.json")
+    date = _parse_date(biopsy_date)
+    stain = normalise_stain(stain)
+    warnings: list[str] = []
+    if stain != "PAS":
+        warnings.append(
+            f"the shipped models were trained on PAS; results on {stain} are less reliable"
+        )
+        LOG.warning("%s", warnings[-1])
+    cfg = load_config(config)
+    caller = lesion_caller(lesion_model, stain=stain, device=device)  # a bad name fails now
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with _stage("open", timings, on_stage):
+        slide = open_slide(path, mpp=mpp)
+        fingerprint = slide.fingerprint()
+    with _stage("segment", timings, on_stage):
+        tissue = detect_tissue(slide)
+        if not tissue.mask.any():
+            raise InputError(
+                f"{path}: no tissue found on the slide (blank glass or not a tissue section)"
+            )
+        if glomeruli is None:
+            seg_model = load_model(SEGMENTATION_MODEL)
+            outlines = segment_glomeruli(
+                slide, model=seg_model, device=device, progress=progress, tissue=tissue
+            )
+            outline_source = {
+                **_model_info(seg_model, SEGMENTATION_MODEL),
+                "run": json_safe(outlines.metadata),
+            }
+            quality = outlines.metadata.get("detection_quality") or {}
+            if quality.get("warning"):
+                warnings.append(quality["warning"])
+        else:
+            outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
+            _check_outlines_on_slide(outlines, slide.dimensions, Path(glomeruli).name)
+            outline_source = {
+                "name": f"annotations:{Path(glomeruli).name}",
+                "sha256": file_sha256(Path(glomeruli)),
+            }
+    with _stage("lesions", timings, on_stage):
+        calls = caller.call(outlines, slide)
+        findings = findings_table(outlines, calls, fingerprint["sha256"])
+    with _stage("cortex", timings, on_stage):
+        cortex = measure_cortex(slide, outlines, stain=stain, progress=progress, tissue=tissue)
+        fractions = cortex.fractions()
+    with _stage("score", timings, on_stage):
+        score = score_findings(calls, cortex=fractions, config=cfg)
+    with _stage("write", timings, on_stage):
+        polygons = {g.id: g.polygon for g in outlines}
+        assets = Assets.from_slide(slide, polygons)
+        timings["total"] = round(time.perf_counter() - started, 3)
+        result: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "status": "provisional",
+            "revision": 1,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "slide": {
+                "path": str(path.resolve()),
+                "name": path.name,
+                "fingerprint": fingerprint,
+                "mpp": slide.mpp,
+                "mpp_source": slide.mpp_source,
+                "vendor": slide.vendor,
+                "dimensions": list(slide.dimensions),
+            },
+            "stain": stain,
+            "patient_id": patient_id,
+            "biopsy_date": date,
+            "lnpath_version": __version__,
+            "models": [outline_source, _model_info(caller, type(caller).__name__)],
+            "lesion_model": lesion_model,
+            "config": score.to_dict()["config"],
+            "timings": timings,
+            "scores": score.to_dict(),
+            "cortex": cortex.to_dict(),
+            "cortex_fractions": {k: json_value(v) for k, v in fractions.items()},
+            "confirmation": None,
+            "changes": [],
+            "warnings": warnings,
+        }
+        event = {"event": "scored", "at": result["created_at"], "by": f"lnpath {__version__}"}
+        content = ResultContent(findings, polygons, assets)
+        write_result(target, result, event, content, overwrite=overwrite)
+        slide.close()
+    LOG.info("result written to %s", target)
+    return SlideResult.load(target)

@@ -1,0 +1,1 @@
+"""Whole-slide images: open a slide (OpenSlide), find its tissue, tile it at a µm/px."""
