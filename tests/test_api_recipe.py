@@ -9,13 +9,16 @@ terminal unless silenced; scores are read through attributes; tiles default as o
 from __future__ import annotations
 
 import base64
+import fcntl
 import io
 import json
 import os
 import pty
 import re
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,8 @@ def _run(script: Path, **env: str) -> subprocess.CompletedProcess[str]:
 def _run_on_terminal(script: Path, **env: str) -> tuple[int, str]:
     """Run with stderr on a pseudo-terminal, as in an interactive shell; (exit code, stderr)."""
     leader, follower = pty.openpty()
+    # a real terminal has a size; tqdm draws nothing in a 0-column one
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         cwd=script.parent,

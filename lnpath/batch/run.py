@@ -39,7 +39,9 @@ from lnpath.batch.manifest import (
     validate_manifest,
 )
 from lnpath.core.errors import InputError, LnpathError, one_line
+from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import atomic_path
+from lnpath.wsi.workers import can_start_workers
 
 LOG = logging.getLogger(__name__)
 
@@ -181,6 +183,7 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
             biopsy_date=task.get("biopsy_date"),
             overwrite=bool(task.get("overwrite")),
             glomeruli=task.get("glomeruli"),
+            progress=False,  # one bar for the batch; a worker's own bars would interleave
         )
         record["outcome"] = "scored"
     except LnpathError as exc:
@@ -202,7 +205,7 @@ def score_batch(
     overwrite: bool = False,
     device: str = "auto",
     config: Any = None,
-    progress: bool = False,
+    progress: bool | None = None,
     lesion_model: str | None = None,
     workers: int | None = None,
 ) -> pd.DataFrame:
@@ -220,7 +223,8 @@ def score_batch(
         config: a scoring configuration (path, mapping or
         :class:`~lnpath.scoring.config.ScoringConfig`);
             a path travels to the workers as a path.
-        progress: show a tqdm bar over finished slides on stderr.
+        progress: a bar over finished slides; default on in Jupyter and on a terminal (see
+            :func:`lnpath.core.progress.progress_enabled`).
         lesion_model: a trained lesion model name or path; None uses the morphometry rules.
         workers: worker processes of the default local cluster (default: the CPU count).
 
@@ -320,12 +324,12 @@ def _plan(
 
 
 def _run(
-    tasks: list[dict[str, Any]], client: Any, progress: bool, workers: int | None
+    tasks: list[dict[str, Any]], client: Any, progress: bool | None, workers: int | None
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Yield ``(task, record)`` as slides finish, on the engine the caller asked for."""
     if not tasks:
         return
-    if client is None and len(tasks) == 1:
+    if client is None and (len(tasks) == 1 or not can_start_workers("batch")):
         yield from _sequential(tasks, progress)
         return
     with dask_client(client, min(workers or os.cpu_count() or 1, len(tasks))) as engine:
@@ -333,21 +337,18 @@ def _run(
 
 
 def _sequential(
-    tasks: list[dict[str, Any]], progress: bool
+    tasks: list[dict[str, Any]], progress: bool | None
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    from tqdm import tqdm
-
-    with tqdm(total=len(tasks), desc="slides", unit="slide", disable=not progress) as bar:
+    with progress_bar(len(tasks), "slides", "slide", progress) as bar:
         for task in tasks:
             yield task, score_task(_payload(task))
             bar.update()
 
 
 def _distributed(
-    tasks: list[dict[str, Any]], client: Any, progress: bool
+    tasks: list[dict[str, Any]], client: Any, progress: bool | None
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     from dask.distributed import as_completed
-    from tqdm import tqdm
 
     futures = {
         client.submit(
@@ -358,7 +359,7 @@ def _distributed(
         ): t
         for t in tasks
     }
-    with tqdm(total=len(tasks), desc="slides", unit="slide", disable=not progress) as bar:
+    with progress_bar(len(tasks), "slides", "slide", progress) as bar:
         for future in as_completed(futures):
             task = futures[future]
             try:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from lnpath import __version__
 from lnpath.core.errors import InputError
+from lnpath.core.progress import progress_scope
 from lnpath.core.vocabulary import main_call
 from lnpath.io.atomic import check_output_dir
 from lnpath.io.configfile import load_config
@@ -148,7 +149,7 @@ def score_slide(
     patient_id: str | None = None,
     biopsy_date: str | dt.date | None = None,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
     on_stage: StageCallback | None = None,
     glomeruli: str | Path | None = None,
 ) -> SlideResult:
@@ -166,7 +167,8 @@ def score_slide(
         patient_id: printed on the report (escaped); never used for anything else.
         biopsy_date: ISO date of the biopsy.
         overwrite: replace an existing result folder (only once the new one is complete).
-        progress: show per-stage progress bars on stderr.
+        progress: progress bars of the long stages (segmentation, measurement, cortex); default
+            on in Jupyter and on a terminal, off in pipes (``LNPATH_PROGRESS``).
         on_stage: called as ``on_stage(stage, done)`` at the start and end of each stage.
         glomeruli: a QuPath GeoJSON of glomerulus outlines (level-0 px) to score instead of
             segmenting, e.g. a pathologist's own annotations.
@@ -228,7 +230,7 @@ def score_slide(
                 "name": f"annotations:{Path(glomeruli).name}",
                 "sha256": file_sha256(Path(glomeruli)),
             }
-    with _stage("lesions", timings, on_stage):
+    with _stage("lesions", timings, on_stage), progress_scope(progress):
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
     with _stage("cortex", timings, on_stage):

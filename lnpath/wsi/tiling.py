@@ -13,7 +13,6 @@ import collections
 import itertools
 import logging
 import math
-import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from lnpath.core.errors import InputError
+from lnpath.core.progress import progress_bar
 from lnpath.wsi.grid import (
     _COLUMNS,
     TileInfo,
@@ -167,19 +167,21 @@ class TileGrid:
         return int(min(_MAX_CACHE_BYTES, level_w * band * 4 * 1.25))
 
     def iter(
-        self, workers: int = 1, progress: bool = False, start_method: str | None = None
+        self, workers: int = 1, progress: bool | None = None, start_method: str | None = None
     ) -> Iterator[tuple[TileInfo, np.ndarray]]:
         """Yield ``(TileInfo, (size, size, 3) uint8 array)`` in table order.
 
         Args:
             workers: processes reading blocks; each opens its own slide handle. 1 reads here.
-            progress: show a tqdm bar on stderr.
+            progress: a bar over the tiles;
+            on in Jupyter and on a terminal, off in pipes (``LNPATH_PROGRESS``).
             start_method: multiprocessing start method for workers; default ``forkserver``
                 on Linux (cheap to start, no inherited slide handles), else ``spawn``. The
                 fork server preloads this module when lnpath starts it; one started earlier
-                by other code makes every worker import numpy/OpenSlide itself (~0.5 s). As
-                with any multiprocessing, a script using workers needs the
-                ``if __name__ == "__main__":`` guard.
+                by other code makes every worker import numpy/OpenSlide itself (~0.5 s). A
+                script that calls this outside ``if __name__ == "__main__":`` reads in this
+                process instead (workers would run the script again; see
+                :func:`lnpath.wsi.workers.unguarded_script`).
 
         Tiles are read-only views into the block they were cut from when no resampling is
         needed (copy one before changing it); resampled tiles are new arrays.
@@ -187,11 +189,7 @@ class TileGrid:
         if workers < 1:
             raise InputError(f"workers must be >= 1, got {workers}")
         infos = (TileInfo(*row) for row in self.table[_COLUMNS].itertuples(index=False))
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(self), unit="tile", file=sys.stderr, desc=self.slide.path.name)
+        bar = progress_bar(len(self), self.slide.path.name, "tile", progress)
         blocks = self._blocks()
         if workers > 1 and not can_start_workers(str(self)):
             workers = 1
@@ -208,11 +206,9 @@ class TileGrid:
                 tiles = _split(self.spec, block, pixels)
                 for arr in tiles:
                     yield next(infos), arr
-                if bar is not None:
-                    bar.update(len(tiles))
+                bar.update(len(tiles))
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def _parallel(
         self, blocks: list[_Block], workers: int, start_method: str | None
