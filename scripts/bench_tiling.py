@@ -118,7 +118,7 @@ def plain_tiles(path: Path, grid: TileGrid, workers: int) -> Iterator[np.ndarray
 
 def lnpath_tiles(path: Path, size: int, workers: int) -> Callable[[], Iterator[np.ndarray]]:
     slide = lnpath.open_slide(path)
-    grid = lnpath.tile(slide, slide.mpp, size)
+    grid = lnpath.tile(slide, slide.mpp, size, min_tissue=0)
     return lambda: (arr for _, arr in grid.iter(workers=workers))
 
 
@@ -171,7 +171,7 @@ def bench_slide(path: Path, sizes: list[int], workers: int, repeats: int) -> lis
     results = []
     for size in sizes:
         probe = lnpath.open_slide(path)
-        grid = lnpath.tile(probe, probe.mpp, size)
+        grid = lnpath.tile(probe, probe.mpp, size, min_tissue=0)
         n = len(grid)
         runs: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}

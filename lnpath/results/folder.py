@@ -330,9 +330,15 @@ class SlideResult:
         return diagnosis_line(self.data)
 
     def _repr_html_(self) -> str:
-        from lnpath.report.slide import render_summary
+        from lnpath.results.views import result_html
 
-        return render_summary(self.data, self.report_path)
+        return result_html(self)
+
+    def plot(self) -> Any:
+        """The overlay and the points of every index component; returns the matplotlib Figure."""
+        from lnpath.results.views import plot_result
+
+        return plot_result(self)
 
     def __repr__(self) -> str:
         return (

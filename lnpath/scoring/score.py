@@ -109,6 +109,33 @@ class BiopsyScore:
         """Index definition used (from the config)."""
         return self.config.nih_version
 
+    @property
+    def activity(self) -> IndexScore:
+        """The activity index (``score.activity.total``, ``.components[name].score``)."""
+        return self.activity_index
+
+    @property
+    def chronicity(self) -> IndexScore:
+        """The chronicity index (``score.chronicity.components["interstitial_fibrosis"]``)."""
+        return self.chronicity_index
+
+    def __repr__(self) -> str:
+        from lnpath.scoring.views import score_repr
+
+        return score_repr(self)
+
+    def _repr_html_(self) -> str:
+        from lnpath.scoring.views import score_html
+
+        return score_html(self)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Points per component against their maximum (a not-assessed one as the range it could
+        take); returns the matplotlib Axes."""
+        from lnpath.scoring.views import plot_score
+
+        return plot_score(self, ax)
+
     def to_dict(self) -> dict[str, Any]:
         """The contract dict consumed by the pipeline, report and comparison."""
         return {

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -76,6 +76,17 @@ class TileGrid:
         self.spec = spec
         self.table = table
         self.min_tissue = min_tissue
+
+    def _repr_html_(self) -> str:
+        from lnpath.wsi.pictures import grid_html
+
+        return grid_html(self)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Every tile over the slide, coloured by tissue fraction; returns the matplotlib Axes."""
+        from lnpath.wsi.pictures import plot_grid
+
+        return plot_grid(self, ax)
 
     def save(
         self, out: str | Path, workers: int = 1, overwrite: bool = False, progress: bool = True
@@ -326,12 +337,16 @@ def _worker_load(block: _Block, slot: int) -> tuple[int, ...]:
     return pixels.shape
 
 
+DEFAULT_MIN_TISSUE = 0.1
+"""Tiles with less tissue than this are glass or a torn edge (the API and ``lnpath tiles``)."""
+
+
 def tile(
     slide: Slide,
     mpp: float,
     size: int = 512,
     overlap: int = 0,
-    min_tissue: float = 0.0,
+    min_tissue: float = DEFAULT_MIN_TISSUE,
     tissue: TissueMask | None = None,
 ) -> TileGrid:
     """Lay a grid of ``size``-px tiles at ``mpp`` µm/px over the slide.
@@ -341,7 +356,8 @@ def tile(
         mpp: µm/px of the tile pixels (snapped to a pyramid level within 5 %).
         size: tile width and height in pixels.
         overlap: pixels shared by neighbouring tiles (stride = size - overlap).
-        min_tissue: keep tiles whose tissue fraction is at least this (0 keeps all tiles).
+        min_tissue: keep tiles whose tissue fraction is at least this (default 0.1, as
+            ``lnpath tiles``; 0 keeps every tile of the slide).
         tissue: a tissue mask to use; detected with :func:`lnpath.detect_tissue` when
             ``min_tissue > 0`` and none is given. Without either, ``tissue_fraction`` is NaN.
 
