@@ -21,6 +21,7 @@ import pandas as pd
 from lnpath import __version__
 from lnpath.core.errors import InputError
 from lnpath.core.findings import read_findings
+from lnpath.scoring import views
 from lnpath.scoring.classification import ClassProposal, biopsy_inputs, propose_class
 from lnpath.scoring.config import ScoringConfig, config_from
 from lnpath.scoring.indices import (
@@ -120,21 +121,14 @@ class BiopsyScore:
         return self.chronicity_index
 
     def __repr__(self) -> str:
-        from lnpath.scoring.views import score_repr
-
-        return score_repr(self)
+        return views.score_repr(self)
 
     def _repr_html_(self) -> str:
-        from lnpath.scoring.views import score_html
-
-        return score_html(self)
+        return views.score_html(self)
 
     def plot(self, ax: Any = None) -> Any:
-        """Points per component against their maximum (a not-assessed one as the range it could
-        take); returns the matplotlib Axes."""
-        from lnpath.scoring.views import plot_score
-
-        return plot_score(self, ax)
+        """Points per component (a not-assessed one as its possible range); matplotlib Axes."""
+        return views.plot_score(self, ax)
 
     def to_dict(self) -> dict[str, Any]:
         """The contract dict consumed by the pipeline, report and comparison."""
