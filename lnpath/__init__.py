@@ -65,14 +65,18 @@ _EXPORTS: dict[str, str] = {
     "SlideResult": "results.folder",
     "review": "workflow.signoff",
     "confirm": "workflow.signoff",
-    "verify": "workflow.signoff",
+    "verify": "results.seal",
     "compare": "workflow.compare",
+    "train_lesions_from_results": "workflow.learning",
+    "review_order": "results.queue",
     "ResponseResult": "response.endpoint",
     # cohorts
     "score_batch": "batch.run",
     "slurm_client": "batch.cluster",
     "read_manifest": "batch.manifest",
     "cohort_table": "batch.cohort",
+    # the review workstation (a callable package: see lnpath.workstation)
+    "workstation": "workstation",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

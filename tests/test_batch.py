@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 import lnpath
-from lnpath.batch.manifest import shard_rows
-from lnpath.batch.run import expected_inputs, read_status, stale
+from lnpath.batch.manifest import read_status, shard_rows
+from lnpath.batch.run import expected_inputs, stale
 from lnpath.cli import main
 from lnpath.core.errors import InputError
 from lnpath.io.qupath import read_qupath

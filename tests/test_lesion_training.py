@@ -75,7 +75,11 @@ def test_train_lesions_cli_end_to_end(
     assert "global_sclerosis" in printed
     card = json.loads((out / "card.json").read_text())
     assert card["labels"] == ["global_sclerosis"]
-    assert card["counts"]["global_sclerosis"] == {"positive": 21, "negative": 146}
+    assert card["counts"]["global_sclerosis"] == {
+        "positive": 21,
+        "negative": 146,
+        "not_assessed": 0,
+    }
     metrics = card["cross_validation"]["metrics"]["global_sclerosis"]
     assert metrics["n"] == 167 and 0.0 <= metrics["auc"] <= 1.0
     assert (out / "weights.pt.sha256").read_text().split()[0] == card["sha256"]

@@ -141,6 +141,31 @@ def test_public_read_region_fallback_gives_the_same_pixels(
     assert np.array_equal(slide.read(2000, 2800, 400, 300), fast)
 
 
+def test_pixels_are_a_view_of_the_decoded_buffer_and_composite_onto_white(
+    slides_dir: Path,
+) -> None:
+    """Regions come back as RGB views into OpenSlide's ARGB buffer (no channel copy), equal to
+    the public read_region's RGB; partly transparent premultiplied pixels land on white."""
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    region = slide.read(100, 200, 64, 48)
+    assert region.shape == (48, 64, 3) and region.base is not None  # a view, not a copy
+    public = slide._b._osr.read_region((100, 200), 0, (64, 48))
+    assert np.array_equal(region, np.asarray(public.convert("RGB")))
+    rgb = np.array([[10, 200, 30], [90, 40, 250], [0, 0, 0]], dtype=np.uint32)
+    alpha = np.array([255, 128, 0], dtype=np.uint32)
+    premultiplied = rgb * alpha[:, None] // 255
+    argb = alpha << 24 | premultiplied[:, 0] << 16 | premultiplied[:, 1] << 8 | premultiplied[:, 2]
+    out = lnpath.wsi.backends._argb_to_rgb(argb.reshape(1, 3))[0]
+    on_white = np.asarray(
+        Image.alpha_composite(
+            Image.new("RGBA", (3, 1), "white"),
+            Image.fromarray(np.column_stack([rgb, alpha]).astype(np.uint8)[None], "RGBA"),
+        ).convert("RGB")
+    )[0]
+    assert np.abs(out.astype(int) - on_white.astype(int)).max() <= 1  # premultiply rounding
+    assert out[0].tolist() == [10, 200, 30] and out[2].tolist() == [255, 255, 255]
+
+
 def test_plain_image_pads_and_resamples(slides_dir: Path) -> None:
     slide = lnpath.open_slide(slides_dir / "boxes.png", mpp=0.5)
     region = slide.read(-10, -10, 20, 20)

@@ -190,6 +190,22 @@ def test_workers_give_the_same_tiles_in_order(
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(serial, parallel, strict=True))
 
 
+def test_workers_ship_openslide_pixels_as_decoded_and_give_the_same_tiles(
+    slides_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a level's own resolution workers send OpenSlide's 4-byte pixels; the parent's tiles
+    are RGB (views) equal to the in-process ones, edge padding included."""
+    monkeypatch.setattr(lnpath.wsi.tiling, "_MIN_PARALLEL_BYTES", 0)
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    grid = lnpath.tile(slide, slide.mpp, 512, overlap=32, min_tissue=0)
+    assert grid.spec.scale == 1.0
+    serial = list(grid)
+    parallel = list(grid.iter(workers=2))
+    assert [i[:6] for i, _ in parallel] == [i[:6] for i, _ in serial]
+    assert all(a.shape == (512, 512, 3) for _, a in parallel)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(serial, parallel, strict=True))
+
+
 def _count_tiles_with_workers(path: str, queue: mp.Queue) -> None:
     grid = lnpath.tile(lnpath.open_slide(path), 1.0, 256, min_tissue=0)
     queue.put(sum(1 for _ in grid.iter(workers=2)))

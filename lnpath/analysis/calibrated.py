@@ -21,9 +21,9 @@ from lnpath.analysis.lesions import CALL_STAINS, empty_findings, require_label_s
 from lnpath.analysis.measure import MEASUREMENTS, measure_glomeruli
 from lnpath.core.errors import ModelError
 from lnpath.core.findings import LESIONS
+from lnpath.models.store import CARD_FILE, read_card
 
 KIND = "morphometry-logistic"
-CARD_FILE = "card.json"
 INTENDED_USE = "proposal until a pathologist confirms"
 
 
@@ -36,22 +36,6 @@ def parameters_sha256(parameters: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON (sorted keys, no spaces, no NaN) of the model parameters."""
     text = json.dumps(parameters, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def read_card(folder: str | Path) -> dict[str, Any]:
-    """The ``card.json`` of a model folder.
-
-    Raises:
-        ModelError: the card is missing or not a JSON object.
-    """
-    path = Path(folder) / CARD_FILE
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: missing or malformed model card ({exc})") from exc
-    if not isinstance(card, dict):
-        raise ModelError(f"{path}: model card is not a JSON object")
-    return card
 
 
 class CalibratedMorphometryCaller:

@@ -42,6 +42,9 @@ from lnpath.analysis.measure import (
     slide_white,
 )
 from lnpath.core.errors import InputError
+from lnpath.core.progress import progress_bar
+from lnpath.wsi.tiling import default_readers, tile
+from lnpath.wsi.tissue import detect_tissue
 
 if TYPE_CHECKING:
     from lnpath.wsi.tissue import TissueMask
@@ -206,10 +209,6 @@ def measure_cortex(
     Raises:
         InputError: unknown stain, or no tissue on the slide.
     """
-    from lnpath.core.progress import progress_bar
-    from lnpath.wsi.tiling import default_readers, tile
-    from lnpath.wsi.tissue import detect_tissue
-
     stain = normalise_stain(stain)
     white = slide_white(slide)
     polygons = [g.polygon for g in glomeruli]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from lnpath.analysis.measure import crop_tissue_fraction, read_glomerulus, requi
 from lnpath.core.errors import InputError, ModelError
 from lnpath.core.findings import LESIONS
 from lnpath.io.hashing import file_sha256
-from lnpath.models.store import resolve_model_path
+from lnpath.models.store import CARD_FILE, read_card, resolve_model_path
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
 from lnpath.nn.predict import resolve_device
 
@@ -26,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    # slide pixels may be RGB views of OpenSlide's ARGB buffer, whose strides torch refuses
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 @torch.no_grad()
@@ -64,9 +64,9 @@ class TrainedLesionCaller:
         device: str = "cpu",
     ) -> None:
         self.folder = Path(folder)
-        card_path = self.folder / "card.json"
+        card_path = self.folder / CARD_FILE
+        self.card: dict[str, Any] = read_card(self.folder)
         try:
-            self.card: dict[str, Any] = json.loads(card_path.read_text(encoding="utf-8"))
             weights = self.folder / self.card["weights"]
             config = LesionNetConfig.from_dict(self.card["network"])
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 from skimage import transform
 
+from lnpath.analysis.cortex import normalise_stain
 from lnpath.analysis.measure import (
     DEFAULT_MPP,
     MEASUREMENTS,
@@ -185,7 +186,6 @@ class MorphometryCaller:
         mpp: float = DEFAULT_MPP,
         stain: str = "PAS",
     ) -> None:
-        from lnpath.analysis.cortex import normalise_stain
 
         self.thresholds = thresholds or MorphometryThresholds()
         self.mpp = mpp

@@ -48,6 +48,7 @@ from skimage import color, feature, measure, morphology
 from lnpath.core.errors import InputError
 from lnpath.core.morphology import fill_holes
 from lnpath.core.progress import progress_bar
+from lnpath.wsi.workers import available_cpus, can_start_workers, worker_context
 
 if TYPE_CHECKING:
     from shapely.geometry import Polygon
@@ -392,8 +393,6 @@ def measure_glomeruli(
             (the measurements are single-threaded NumPy/SciPy, so a second core halves the time).
     """
     from concurrent.futures import ProcessPoolExecutor
-
-    from lnpath.wsi.workers import available_cpus, can_start_workers, worker_context
 
     items = [(g.id, g.polygon) for g in glomeruli]
     if workers is None:

@@ -10,10 +10,17 @@ from typing import Any
 
 import pandas as pd
 
-from lnpath.batch.manifest import COHORT_FILE, PAIRS_FILE, manifest_records
-from lnpath.batch.run import read_result, read_status
+from lnpath.batch.manifest import (
+    COHORT_FILE,
+    PAIRS_FILE,
+    manifest_records,
+    read_result,
+    read_status,
+)
 from lnpath.core.errors import LnpathError, one_line
 from lnpath.io.atomic import atomic_path
+from lnpath.response.presets import get_preset
+from lnpath.workflow.compare import compare
 
 LOG = logging.getLogger(__name__)
 
@@ -32,7 +39,6 @@ def cohort_table(
     Raises:
         InputError: ``out_dir`` holds no readable ``batch_status.csv``, or ``preset`` is unknown.
     """
-    from lnpath.response.presets import get_preset
 
     if pairs:
         get_preset(preset)  # an unknown name fails here, before any table is rewritten
@@ -124,7 +130,6 @@ def cohort_pairs(cohort: pd.DataFrame, preset: str = "lnhr_default") -> pd.DataF
     Each scored slide with a ``previous_slide_id`` is compared with that earlier slide through
     :func:`lnpath.compare`; a pair that cannot be compared keeps its row with the reason.
     """
-    from lnpath.workflow.compare import compare
 
     by_id = cohort.set_index("slide_id")
     rows = []

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from lnpath.core.errors import InputError
+from lnpath.core.errors import InputError, ResultError
+from lnpath.results.folder import load_result_json
 
 REQUIRED_COLUMNS = ("slide_id", "path", "patient_id", "timepoint")
 OPTIONAL_COLUMNS = ("mpp", "stain", "biopsy_date", "glomeruli")
@@ -134,3 +135,26 @@ def shard_rows(table: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFra
     if count < 1 or not 0 <= index < count:
         raise InputError(f"shard {index}/{count}: expected I/N with 0 <= I < N")
     return table.iloc[index::count]
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    """The folder's result.json, or None where there is no readable lnpath result."""
+    try:
+        return load_result_json(folder)
+    except ResultError:
+        return None
+
+
+def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The batch folder's ``batch_status.csv``, every column as text (empty = none)."""
+    target = Path(out_dir) / STATUS_FILE
+    if not target.is_file():
+        raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
+    try:
+        table = pd.read_csv(target, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{target}: unreadable ({type(exc).__name__})") from None
+    missing = [c for c in ("slide_id", "outcome") if c not in table.columns]
+    if missing:
+        raise InputError(f"{target}: malformed (no column {', '.join(missing)})")
+    return table.replace({"": None})

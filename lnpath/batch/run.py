@@ -30,17 +30,25 @@ from typing import Any
 
 import pandas as pd
 
+from lnpath.analysis.cortex import normalise_stain
 from lnpath.batch.cluster import dask_client
 from lnpath.batch.manifest import (
     STATUS_FILE,
     manifest_records,
     read_manifest,
+    read_result,
     shard_rows,
     validate_manifest,
 )
 from lnpath.core.errors import InputError, LnpathError, one_line
 from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import atomic_path
+from lnpath.io.configfile import load_config
+from lnpath.io.hashing import file_sha256
+from lnpath.models.store import read_card, resolve_model_path
+from lnpath.workflow.options import ScoreOptions
+from lnpath.workflow.pipeline import SEGMENTATION_MODEL, lesion_caller, score_slide
+from lnpath.wsi.slide import open_slide
 from lnpath.wsi.workers import can_start_workers
 
 LOG = logging.getLogger(__name__)
@@ -75,7 +83,6 @@ def lesion_model_id(lesion_model: str | None) -> str | None:
     Raises:
         ModelError: the model cannot be found or loaded.
     """
-    from lnpath.workflow.pipeline import lesion_caller
 
     sha256 = getattr(lesion_caller(lesion_model, device="cpu"), "sha256", None)
     return str(sha256) if sha256 else lesion_model
@@ -94,10 +101,6 @@ def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) 
             takes).
         lesion_id: the batch's lesion model as :func:`lesion_model_id` identifies it.
     """
-    from lnpath.analysis.cortex import normalise_stain
-    from lnpath.io.configfile import load_config
-    from lnpath.io.hashing import file_sha256
-    from lnpath.wsi.slide import open_slide
 
     with open_slide(row["path"], mpp=row.get("mpp")) as slide:
         fingerprint = slide.fingerprint()
@@ -119,11 +122,8 @@ def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) 
 
 
 def _segmentation_sha256() -> str:
-    from lnpath.models.store import CARD_FILE, resolve_model_path
-    from lnpath.workflow.pipeline import SEGMENTATION_MODEL
 
-    card = resolve_model_path(SEGMENTATION_MODEL) / CARD_FILE
-    return str(json.loads(card.read_text(encoding="utf-8"))["sha256"])
+    return str(read_card(resolve_model_path(SEGMENTATION_MODEL))["sha256"])
 
 
 def _canonical(value: Any) -> str:
@@ -148,14 +148,6 @@ def stale(result: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
     return [name for name, value in expected.items() if found.get(name) != value]
 
 
-def read_result(folder: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 # --------------------------------------------------------------------------------------------
 # scoring
 
@@ -166,7 +158,6 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
     Takes plain data (paths and options) so that it pickles to any worker; returns the status
     record instead of raising, so one bad slide never cancels the batch.
     """
-    from lnpath.workflow.pipeline import score_slide
 
     start = time.perf_counter()
     record: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "error": None}
@@ -200,32 +191,26 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
 def score_batch(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     out_dir: str | os.PathLike[str],
+    options: ScoreOptions | None = None,
+    *,
     client: Any = None,
     shard: tuple[int, int] | None = None,
-    overwrite: bool = False,
-    device: str = "auto",
-    config: Any = None,
-    progress: bool | None = None,
-    lesion_model: str | None = None,
     workers: int | None = None,
+    **option_values: Any,
 ) -> pd.DataFrame:
     """Score every slide of a manifest into ``out_dir/<slide_id>/``, resuming by default.
 
     Args:
         manifest: a manifest CSV path (see :func:`read_manifest`) or an already-read table.
         out_dir: the batch folder; holds one result folder per slide and ``batch_status.csv``.
+        options: how to score (:class:`~lnpath.workflow.options.ScoreOptions`, as for
+            :func:`lnpath.score_slide`); its fields may also be keywords (``device="cuda"``,
+            ``overwrite=True``: re-score slides that already have a result, ...). A manifest
+            ``stain`` wins over ``options.stain``; a config path travels to workers as a path.
         client: None (a local cluster of worker processes when more than one slide remains,
             in-process otherwise), a ``dask.distributed.Client`` (e.g. on a SLURMCluster), or
             a scheduler address string.
         shard: ``(i, n)`` scores rows ``i::n`` only, for ``sbatch --array``.
-        overwrite: re-score slides that already have a result.
-        device: ``auto``, ``cpu`` or ``cuda`` for the networks, in each worker.
-        config: a scoring configuration (path, mapping or
-        :class:`~lnpath.scoring.config.ScoringConfig`);
-            a path travels to the workers as a path.
-        progress: a bar over finished slides; default on in Jupyter and on a terminal (see
-            :func:`lnpath.core.progress.progress_enabled`).
-        lesion_model: a trained lesion model name or path; None uses the morphometry rules.
         workers: worker processes of the default local cluster (default: the CPU count).
 
     Returns:
@@ -235,10 +220,14 @@ def score_batch(
         ``out_dir/batch_status.csv``.
 
     Raises:
-        InputError: a malformed manifest, shard or configuration (nothing is scored then).
+        InputError: a malformed manifest, shard, option or configuration (nothing is scored
+            then).
     """
-    from lnpath.io.configfile import load_config
 
+    opts = ScoreOptions.build(options, **option_values)
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise InputError(f"workers must be a whole number >= 1, got {workers!r}")
+    config, lesion_model = opts.config, opts.lesion_model
     if isinstance(manifest, pd.DataFrame):
         table = validate_manifest(manifest, "manifest", Path.cwd())
     else:
@@ -259,7 +248,7 @@ def score_batch(
         base = {k: row[k] for k in ("slide_id", "patient_id", "timepoint", "biopsy_date", "path")}
         folder = out / row["slide_id"]
         base["result"] = str(folder.resolve())
-        decision = _plan(row, folder, overwrite, config, lesion_id)
+        decision = _plan(row, folder, opts.overwrite, config, lesion_id)
         if decision is not None:
             records[row["slide_id"]] = {**base, "seconds": 0.0, "worker": None, **decision}
             continue
@@ -267,8 +256,9 @@ def score_batch(
             {
                 **row,
                 "out": str(folder),
+                "stain": row.get("stain") or opts.stain,
                 "overwrite": folder.exists(),
-                "device": device,
+                "device": opts.device,
                 "config": config,
                 "lesion_model": lesion_model,
                 "_base": base,
@@ -281,7 +271,7 @@ def score_batch(
         skipped,
         len(records) - skipped,
     )
-    for task, record in _run(tasks, client, progress, workers):
+    for task, record in _run(tasks, client, opts.progress, workers):
         records[task["slide_id"]] = {**task["_base"], **record}
     rows = [records[s] for s in table["slide_id"]]
     status = pd.DataFrame(rows, columns=list(STATUS_COLUMNS)).astype(object)
@@ -408,21 +398,6 @@ def _merge_status(out: Path, status: pd.DataFrame) -> None:
             merged.to_csv(tmp, index=False)
 
 
-def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The batch folder's ``batch_status.csv``, every column as text (empty = none)."""
-    target = Path(out_dir) / STATUS_FILE
-    if not target.is_file():
-        raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
-    try:
-        table = pd.read_csv(target, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{target}: unreadable ({type(exc).__name__})") from None
-    missing = [c for c in ("slide_id", "outcome") if c not in table.columns]
-    if missing:
-        raise InputError(f"{target}: malformed (no column {', '.join(missing)})")
-    return table.replace({"": None})
-
-
 def summarise(status: pd.DataFrame) -> dict[str, int]:
     """Counts of ``scored``, ``skipped`` and ``failed`` slides in a status table."""
     counts = status["outcome"].value_counts()
@@ -430,7 +405,6 @@ def summarise(status: pd.DataFrame) -> dict[str, int]:
 
 
 __all__ = [
-    "read_status",
     "score_batch",
     "score_task",
     "shard_rows",

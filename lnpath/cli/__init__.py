@@ -19,7 +19,16 @@ from collections.abc import Sequence
 from lnpath import __version__
 from lnpath.core.errors import LnpathError
 
-_COMMAND_MODULES = ("slides", "scoring", "segment", "lesions", "pipeline", "compare", "batch")
+_COMMAND_MODULES = (
+    "slides",
+    "scoring",
+    "segment",
+    "lesions",
+    "pipeline",
+    "compare",
+    "batch",
+    "workstation",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,9 @@ def register(subparsers: Any) -> None:
         help="train a lesion classifier on your own labelled glomeruli",
         description="Train a multi-label lesion CNN (--method cnn) or calibrate the morphometry "
         "caller (--method morphometry: a logistic regression per lesion on the m_* measurements) "
-        "from QuPath annotations + slides or from a folder of crops + CSV (columns image, "
-        "class[, group, mask]); print grouped cross-validated metrics and write a model folder.",
+        "from QuPath annotations + slides, a folder of crops + CSV (columns image, "
+        "class[, group, mask]) or confirmed lnpath results (--from-results); print grouped "
+        "cross-validated metrics and write a model folder.",
     )
     p.add_argument(
         "--method",
@@ -38,6 +39,19 @@ def register(subparsers: Any) -> None:
         help="a QuPath GeoJSON export and the slide it annotates (repeat for more slides)",
     )
     src.add_argument("--crops", metavar="DIR", help="folder of glomerulus crop images")
+    src.add_argument(
+        "--from-results",
+        nargs="+",
+        metavar="DIR",
+        help="learn from your own sign-outs: result folders (or folders of them) that a "
+        "pathologist confirmed; their confirmed calls are the labels, provisional or tampered "
+        "folders are ignored and counted, a slide is counted once",
+    )
+    p.add_argument(
+        "--slide-root",
+        metavar="DIR",
+        help="with --from-results: folder holding slides that moved since they were scored",
+    )
     p.add_argument("--labels", metavar="CSV", help="label table for --crops")
     p.add_argument(
         "--map",
@@ -71,22 +85,83 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_train)
 
 
+def _interval(m: dict[str, Any], name: str) -> str:
+    ci = m.get(f"{name}_ci")
+    return f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "-"
+
+
 def _format_metrics(card: dict[str, Any]) -> str:
     cv = card["cross_validation"]
-    brier = all("brier" in m for m in cv["metrics"].values())
     lines = [
         f"cross-validated metrics ({cv['folds']} folds grouped by {cv['grouped_by']}, "
-        f"calibrated p >= {card.get('threshold', 0.5)}):",
+        f"calibrated p >= {card.get('threshold', 0.5)}; 95 % cluster-bootstrap intervals):",
         f"{'lesion':32} {'n':>5} {'pos':>5} {'AUC':>6} {'sens':>6} {'spec':>6} {'kappa':>6}"
-        + (f" {'Brier':>6} {'(prev)':>6}" if brier else ""),
+        f" {'kappa 95 %':>11} {'Brier':>6} {'(prev)':>6}",
     ]
     for name, m in cv["metrics"].items():
         lines.append(
             f"{name:32} {m['n']:>5} {m['positives']:>5} {m['auc']:>6.3f} "
             f"{m['sensitivity']:>6.3f} {m['specificity']:>6.3f} {m['kappa']:>6.3f}"
-            + (f" {m['brier']:>6.3f} {m['brier_prevalence']:>6.3f}" if brier else "")
+            f" {_interval(m, 'kappa'):>11} {m['brier']:>6.3f} {m['brier_prevalence']:>6.3f}"
+        )
+    for name, why in (card.get("refused_labels") or {}).items():
+        lines.append(f"{name}: refused, not in the model ({why})")
+    return "\n".join(lines)
+
+
+def _format_sources(card: dict[str, Any]) -> str:
+    info = card["training_results"]
+    ignored = info["ignored"]
+    lines = [
+        f"labels from {info['biopsies']} confirmed biopsies ({info['groups']} patients/slides); "
+        f"ignored: {len(ignored['provisional'])} provisional, {len(ignored['unverified'])} "
+        f"failing their seal, {len(ignored['duplicate_slide'])} second results of one slide"
+    ]
+    skipped = info["skipped_glomeruli"]
+    if skipped["excluded"] or skipped["unreadable"]:
+        lines.append(
+            f"glomeruli skipped: {skipped['excluded']} excluded by the pathologist, "
+            f"{skipped['unreadable']} unreadable on their slide"
+        )
+    if len(info["lnpath_versions"]) > 1 or len(info["lesion_models"]) > 1:
+        lines.append(
+            f"confirmed under lnpath {', '.join(info['lnpath_versions'])} with lesion callers "
+            f"{', '.join(info['lesion_models'])} (recorded in the card)"
         )
     return "\n".join(lines)
+
+
+def run_from_results(args: argparse.Namespace) -> int:
+    """Train on the confirmed calls of confirmed result folders."""
+    import torch
+
+    from lnpath.workflow.learning import train_lesions_from_results
+
+    if args.qupath or args.crops or args.labels or args.map or args.crop_mpp:
+        raise InputError("--from-results takes no --labels, --map or --crop-mpp")
+    if args.method == "morphometry" and args.mpp is not None:
+        raise InputError("--mpp is for --method cnn; --method morphometry measures at 0.5 µm/px")
+    if args.epochs < 1 or args.size < 16:
+        raise InputError("--epochs must be >= 1 and --size >= 16")
+    torch.set_num_threads(args.threads)
+    card = train_lesions_from_results(
+        args.from_results,
+        args.out,
+        method=args.method,
+        slide_root=args.slide_root,
+        mpp=args.mpp or 1.0,
+        size=args.size,
+        arch=args.arch,
+        folds=args.folds,
+        epochs=args.epochs,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=True,
+    )
+    print(_format_sources(card))
+    print(_format_metrics(card))
+    print(f"model written to {args.out} (sha256 {card['sha256']})")
+    return 0
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -135,6 +210,10 @@ def run_train(args: argparse.Namespace) -> int:
             check_mpp(getattr(args, option), "--" + option.replace("_", "-"))
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
+    if args.slide_root and not args.from_results:
+        raise InputError("--slide-root is for --from-results")
+    if args.from_results:
+        return run_from_results(args)
     if args.method == "morphometry":
         return run_calibrate(args)
     import torch

@@ -87,6 +87,7 @@ def register(subparsers: Any) -> None:
 
 
 def _summary(result: Any, seconds: float) -> Table:
+    from lnpath.report.lesion_note import lesion_calls_note
     from lnpath.report.slide import index_text, status_text
 
     data = result.to_dict()
@@ -106,6 +107,9 @@ def _summary(result: Any, seconds: float) -> Table:
     table.add_row("Activity index", index_text(scores["activity_index"]))
     table.add_row("Chronicity index", index_text(scores["chronicity_index"]))
     table.add_row("Status", status_text(data))
+    note = lesion_calls_note(data)
+    if note:
+        table.add_row("Lesion calls", escape(note))
     for warning in data.get("warnings") or []:
         table.add_row("[yellow]Warning[/yellow]", escape(warning))
     table.add_row("Report", escape(str(result.report_path.resolve())))
@@ -232,7 +236,7 @@ def run_confirm(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     """``lnpath verify RESULT``: exit 0 if intact, 3 (ResultError) if tampered with."""
-    from lnpath.workflow.signoff import verify
+    from lnpath.results.seal import verify
 
     check = verify(args.result)
     Console().print(

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lnpath.core.errors import InputError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -48,7 +50,6 @@ def write_json(target: str | os.PathLike[str], data: Any) -> Path:
 
 def _writable_parent(target: Path) -> None:
     """Refuse, before any work, an output whose parent cannot be created or written."""
-    from lnpath.core.errors import InputError
 
     parent = target.parent
     while not parent.exists():
@@ -67,7 +68,6 @@ def check_output_file(target: str | os.PathLike[str], overwrite: bool = False) -
     Raises:
         InputError: with one line naming the problem.
     """
-    from lnpath.core.errors import InputError
 
     path = Path(os.path.abspath(target))
     if path.is_dir():
@@ -90,7 +90,6 @@ def check_output_dir(
     Raises:
         InputError: with one line naming the problem.
     """
-    from lnpath.core.errors import InputError
 
     path = Path(os.path.abspath(target))
     if path.exists() and not path.is_dir():

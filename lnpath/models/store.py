@@ -13,6 +13,7 @@ copy of that folder a wheel carries as ``lnpath/_models`` (non-editable installs
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from lnpath.core.errors import ModelError
 from lnpath.io.atomic import atomic_dir, write_json
 from lnpath.io.hashing import file_sha256
 from lnpath.nn.unet import UNet, UNetConfig
+from lnpath.wsi.slide import MPP_RANGE
 
 DEFAULT_MODEL = "glomeruli-unet-pas"
 WEIGHTS_FILE = "weights.pt"
@@ -119,6 +121,33 @@ def resolve_model_path(name: str | os.PathLike[str], kind: str = "model") -> Pat
     )
 
 
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """The ``card.json`` of a model folder: the one reader of model cards.
+
+    A card's ``mpp`` (the µm/px the model reads at), when given, must be a plausible number:
+    0 or a negative value is refused instead of silently becoming a default.
+
+    Raises:
+        ModelError: the card is missing, not a JSON object, or its ``mpp`` is not plausible.
+    """
+    path = Path(folder) / CARD_FILE
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable model card ({exc})") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"{path}: model card is not a JSON object")
+    mpp = card.get("mpp")
+    if mpp is not None:
+        if not isinstance(mpp, int | float) or isinstance(mpp, bool) or not math.isfinite(mpp):
+            raise ModelError(f"{path}: mpp must be a number of µm/px (got {mpp!r})")
+        if not MPP_RANGE[0] <= mpp <= MPP_RANGE[1]:
+            raise ModelError(
+                f"{path}: mpp {mpp:g} µm/px is outside {MPP_RANGE[0]:g}-{MPP_RANGE[1]:g}"
+            )
+    return card
+
+
 def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationModel:
     """Load a model by name (see :func:`model_search_path`) or folder path, verifying its sha256.
 
@@ -127,8 +156,8 @@ def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationMode
             card's, or weights that do not fit the card's architecture.
     """
     folder = resolve_model_path(name)
+    card = read_card(folder)
     try:
-        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
         weights = folder / card.get("weights", WEIGHTS_FILE)
         expected = str(card["sha256"])
         config = UNetConfig.from_dict(card["architecture"]["config"])

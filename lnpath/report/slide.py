@@ -27,6 +27,7 @@ from lnpath.core.findings import LESIONS
 from lnpath.core.vocabulary import CLASS_COLOURS, LESION_LABELS, NO_LESION, NOT_ASSESSED
 from lnpath.report.assets import Assets
 from lnpath.report.charts import evidence_charts
+from lnpath.report.lesion_note import lesion_calls_note
 from lnpath.scoring.indices import ACTIVITY, CHRONICITY
 
 COMPONENT_LABELS: dict[str, str] = {
@@ -395,6 +396,7 @@ def render_report(
             if u.get("near_band_edge")
         ],
         "not_assessed": _not_assessed(result, findings),
+        "lesion_calls": lesion_calls_note(result),
         "overview": _data_uri(overlay_image(findings, polygons, assets)),
         "legend": [
             {"name": name, "colour": _hex(name), "n": n} for name, n in sorted(counts.items())

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lnpath import __version__
+from lnpath.response.html import render_fragment, render_html
 from lnpath.response.preconditions import (
     Check,
     _has_stain_panel,
@@ -44,7 +46,7 @@ from lnpath.response.sides import (
     AI_COMPONENTS,
     CI_COMPONENTS,
     BiopsySide,
-    IndexScore,
+    SideIndex,
     load_side,
 )
 from lnpath.response.uncertainty import endpoint_uncertainty
@@ -103,7 +105,6 @@ class ResponseResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the response.json schema)."""
-        from lnpath import __version__
 
         return {
             "schema": "lnpath.response/1",
@@ -132,12 +133,10 @@ class ResponseResult:
 
     def to_html(self) -> str:
         """A self-contained HTML report."""
-        from lnpath.response.html import render_html
 
         return render_html(self.to_dict())
 
     def _repr_html_(self) -> str:
-        from lnpath.response.html import render_fragment
 
         return render_fragment(self.to_dict())
 
@@ -274,7 +273,7 @@ def _deltas(bl: BiopsySide, fu: BiopsySide) -> dict[str, Any]:
     return out
 
 
-def _incomplete_reason(a: IndexScore, b: IndexScore) -> str:
+def _incomplete_reason(a: SideIndex, b: SideIndex) -> str:
     parts = []
     for label, idx in (("baseline", a), ("follow-up", b)):
         if not idx.complete:

@@ -18,30 +18,20 @@ from typing import Any
 import numpy as np
 
 from lnpath.core.errors import InputError
-from lnpath.scoring.indices import Component
+from lnpath.scoring.indices import ACTIVITY, CHRONICITY, Component
 
 logger = logging.getLogger(__name__)
 
-AI_COMPONENTS: tuple[str, ...] = (
-    "endocapillary_hypercellularity",
-    "neutrophils_karyorrhexis",
-    "fibrinoid_necrosis",
-    "hyaline_deposits",
-    "cellular_fibrocellular_crescents",
-    "interstitial_inflammation",
-)
+#: The components and weights come from the scoring floor, the one table of the index (spec §1.2).
+AI_COMPONENTS: tuple[str, ...] = tuple(ACTIVITY)
+CI_COMPONENTS: tuple[str, ...] = tuple(CHRONICITY)
 
-CI_COMPONENTS: tuple[str, ...] = (
-    "glomerulosclerosis",
-    "fibrous_crescents",
-    "tubular_atrophy",
-    "interstitial_fibrosis",
-)
-
-_DEFAULT_WEIGHTS = {"fibrinoid_necrosis": 2, "cellular_fibrocellular_crescents": 2}
+_DEFAULT_WEIGHTS = {name: weight for name, (_, weight) in ACTIVITY.items() if weight != 1}
 
 #: Components counted as n/N glomeruli; the band rule then maps a count change to a score change.
-GLOMERULAR_COMPONENTS = frozenset(AI_COMPONENTS[:5] + CI_COMPONENTS[:2])
+GLOMERULAR_COMPONENTS = frozenset(
+    name for name, (columns, _) in {**ACTIVITY, **CHRONICITY}.items() if columns is not None
+)
 
 AI_MAX, CI_MAX = 24, 12
 
@@ -72,8 +62,9 @@ def class_name(side: BiopsySide) -> str:
 
 
 @dataclass(frozen=True)
-class IndexScore:
-    """An activity or chronicity index of one biopsy; ``total`` is None when incomplete."""
+class SideIndex:
+    """One biopsy's activity or chronicity index as a comparison sees it (with its total's
+    distribution); ``total`` is None when incomplete."""
 
     total: int | None
     maximum: int
@@ -98,8 +89,8 @@ class BiopsySide:
     """What the comparison needs from one biopsy, whatever form it arrived in."""
 
     source: str
-    activity: IndexScore
-    chronicity: IndexScore
+    activity: SideIndex
+    chronicity: SideIndex
     class_proposal: str | None
     class_label: str | None
     class_alternative: str | None
@@ -261,7 +252,7 @@ def _side_from_scores(
     )
 
 
-def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str) -> IndexScore:
+def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str) -> SideIndex:
     raw = d["components"]
     components: dict[str, Component] = {}
     for name in names:
@@ -285,7 +276,7 @@ def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str)
         raise ValueError(f"{key} is marked complete but {', '.join(missing)} not assessed")
     if total is not None and (int(total) != total or not 0 <= total <= maximum):
         raise ValueError(f"{key}.total={total!r} is not 0..{maximum}")
-    return IndexScore(
+    return SideIndex(
         total=int(total) if complete and total is not None else None,
         maximum=maximum,
         complete=complete,
@@ -295,12 +286,12 @@ def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str)
 
 
 def _with_distribution(
-    index: IndexScore,
+    index: SideIndex,
     uncertainty: Mapping[str, Any],
     key: str,
     source: str,
     error: type[Exception],
-) -> IndexScore:
+) -> SideIndex:
     dist = (uncertainty.get(key) or {}).get("distribution")
     if dist is None or not index.complete:
         return index
@@ -310,7 +301,7 @@ def _with_distribution(
     if abs(p.sum() - 1.0) > 1e-6:
         raise error(f"{source}: uncertainty.{key}.distribution sums to {p.sum():.6g}, not 1")
     p = np.clip(p, 0.0, None)
-    return IndexScore(**{**index.__dict__, "distribution": tuple(float(x) for x in p / p.sum())})
+    return SideIndex(**{**index.__dict__, "distribution": tuple(float(x) for x in p / p.sum())})
 
 
 def _opt_str(value: Any) -> str | None:

@@ -41,6 +41,9 @@ from lnpath.io.atomic import atomic_dir, write_json, write_text
 from lnpath.io.hashing import bytes_sha256, file_sha256
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
 from lnpath.report.assets import Assets
+from lnpath.report.slide import diagnosis_line, render_overlay, render_report
+from lnpath.results.views import plot_result, result_html
+from lnpath.scoring.score import BiopsyScore
 
 LOG = logging.getLogger(__name__)
 
@@ -172,18 +175,31 @@ def content_sha256(folder: Path, result: Mapping[str, Any] | None = None) -> str
     return digest.hexdigest()
 
 
-def load_result_json(folder: Path) -> dict[str, Any]:
-    """Read and minimally validate ``result.json``."""
-    path = Path(folder) / "result.json"
+def load_result_json(folder: str | Path, label: str = "result") -> dict[str, Any]:
+    """Read and minimally validate ``result.json`` of a result folder (or the file itself).
+
+    The one reader of result.json: scoring, review, comparison and batch resumption all use it.
+    ``label`` names the folder in errors ("baseline", "follow-up").
+
+    Raises:
+        ResultError: no such folder, no result.json, unreadable JSON, or not an lnpath result.
+    """
+    folder = Path(folder)
+    path = folder if folder.is_file() else folder / "result.json"
+    if not folder.exists():
+        raise ResultError(f"{folder}: {label} folder not found")
     if not path.is_file():
         raise ResultError(f"{folder}: not a result folder (no result.json)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultError(f"{path}: not valid JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultError(f"{path}: unreadable result.json ({exc})") from None
+    if not isinstance(data, dict):
+        raise ResultError(f"{path}: not an lnpath result (not a JSON object)")
     missing = {"schema_version", "status", "revision", "slide", "scores"} - set(data)
-    if missing:
-        raise ResultError(f"{path}: not an lnpath result (missing {', '.join(sorted(missing))})")
+    if missing:  # the scores first: they are what every reader needs
+        names = ", ".join(repr(k) for k in sorted(missing, key=lambda k: (k != "scores", k)))
+        raise ResultError(f"{path}: not an lnpath result (no {names})")
     if data["schema_version"] != SCHEMA_VERSION:
         raise ResultError(
             f"{path}: schema version {data['schema_version']} is not {SCHEMA_VERSION}"
@@ -229,7 +245,6 @@ def write_result(
     carried over unless ``event`` is a fresh scoring, so the history survives every review and
     confirmation.
     """
-    from lnpath.report.slide import render_overlay, render_report
 
     target = Path(target)
     with atomic_dir(target, overwrite=overwrite, marker="result.json") as tmp:
@@ -299,7 +314,6 @@ class SlideResult:
     @property
     def score(self) -> Any:
         """The :class:`lnpath.scoring.score.BiopsyScore` of this revision."""
-        from lnpath.scoring.score import BiopsyScore
 
         return BiopsyScore.from_dict(self.data["scores"])
 
@@ -325,19 +339,14 @@ class SlideResult:
 
     def diagnosis_line(self) -> str:
         """The one-line diagnosis the report leads with."""
-        from lnpath.report.slide import diagnosis_line
 
         return diagnosis_line(self.data)
 
     def _repr_html_(self) -> str:
-        from lnpath.results.views import result_html
-
         return result_html(self)
 
     def plot(self) -> Any:
         """The overlay and the points of every index component; returns the matplotlib Figure."""
-        from lnpath.results.views import plot_result
-
         return plot_result(self)
 
     def __repr__(self) -> str:

@@ -37,7 +37,7 @@ import datetime as _dt
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +57,18 @@ from lnpath.analysis.lesions import CALL_STAINS
 from lnpath.analysis.measure import DEFAULT_MPP, MEASUREMENTS, measure_crop
 from lnpath.core.errors import InputError
 from lnpath.io.atomic import atomic_dir, write_json
+from lnpath.training.evaluation import MIN_PER_CLASS, evaluate, label_counts
 from lnpath.training.lesion_data import (
     qupath_glomeruli,
     read_crop_image,
     read_label_table,
     resolve_targets,
 )
-from lnpath.training.lesions import binary_metrics, cv_folds
+from lnpath.training.lesions import cv_folds
 
 log = logging.getLogger(__name__)
 
 L2 = 1.0
-MIN_PER_CLASS = 5
 ELLIPSE_SHRINK = 0.9
 
 
@@ -79,7 +79,7 @@ class MeasuredGlomeruli:
     Attributes:
         features: (N, F) measurements, columns named by ``feature_names``.
         feature_names: the ``m_*`` measurements used.
-        targets: (N, L) 0/1, one column per entry of ``labels``.
+        targets: (N, L) 0/1 (NaN: not assessed), one column per entry of ``labels``.
         labels: lesion names (columns of the findings table).
         groups: (N,) slide or image of each glomerulus; cross-validation keeps a group in one fold.
         classes: the original class name of each glomerulus.
@@ -87,6 +87,8 @@ class MeasuredGlomeruli:
         source: what the glomeruli came from (for the model card).
         mask: how the glomerulus outline was obtained.
         skipped: labelled glomeruli that could not be measured.
+        grouped_by: what ``groups`` are, for the card.
+        provenance: extra card entries (e.g. the confirmed results the labels came from).
     """
 
     features: np.ndarray
@@ -99,14 +101,12 @@ class MeasuredGlomeruli:
     source: str
     mask: str
     skipped: int = 0
+    grouped_by: str = "slide/image"
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Positive and negative examples per label."""
-        pos = self.targets.sum(axis=0)
-        return {
-            name: {"positive": int(p), "negative": int(len(self.targets) - p)}
-            for name, p in zip(self.labels, pos, strict=True)
-        }
+        """Positive, negative and not-assessed (NaN) examples per label."""
+        return label_counts(self.targets, self.labels)
 
 
 def ellipse_mask(shape: tuple[int, int], shrink: float = ELLIPSE_SHRINK) -> np.ndarray:
@@ -306,10 +306,12 @@ def fit_logistic(z: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarr
     return result.x[:-1], float(result.x[-1])
 
 
-def _fit_all(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def fit_models(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Standardisation and one logistic model per label, each on its assessed (non-NaN) rows."""
     means, stds = standardise(x)
     z = (x - means) / stds
-    fits = [fit_logistic(z, y[:, j]) for j in range(y.shape[1])]
+    known = ~np.isnan(y)
+    fits = [fit_logistic(z[known[:, j]], y[known[:, j], j]) for j in range(y.shape[1])]
     return {
         "means": means,
         "stds": stds,
@@ -318,7 +320,8 @@ def _fit_all(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _predict(model: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
+def predict_models(model: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
+    """Probabilities (N, L) of the models :func:`fit_models` returned."""
     z = (x - model["means"]) / model["stds"]
     return sigmoid(z @ model["w"].T + np.asarray(model["b"]))
 
@@ -331,30 +334,30 @@ def cross_validate_logistic(
     folds: int = 5,
     seed: int = 0,
     threshold: float = 0.5,
+    grouped_by: str = "slide/image",
 ) -> dict[str, Any]:
     """Grouped k-fold cross-validation of the per-label logistic models.
 
     Each fold refits the standardisation and the models on the other folds. Metrics per label are
-    those of :func:`~lnpath.training.lesions.binary_metrics` on the out-of-fold probabilities, plus
-    the Brier score and, for reference, the Brier score of always predicting the prevalence.
+    those of :func:`~lnpath.training.evaluation.evaluate` on the out-of-fold probabilities (κ,
+    AUC, sensitivity, specificity with cluster-bootstrap intervals; Brier score beside that of
+    always predicting the prevalence; reliability table).
 
     Returns:
         ``{"folds", "grouped_by", "metrics": {label: {...}}}``.
     """
     x = np.asarray(features, dtype=float)
     y = np.asarray(targets, dtype=float)
-    fold, grouped_by = cv_folds(np.asarray(groups, dtype=object), folds, seed)
+    fold, grouped_by = cv_folds(np.asarray(groups, dtype=object), folds, seed, grouped_by)
     n_folds = int(fold.max()) + 1
     prob = np.zeros_like(y)
     for k in range(n_folds):
         test = fold == k
-        prob[test] = _predict(_fit_all(x[~test], y[~test]), x[test])
-    metrics: dict[str, dict[str, float]] = {}
-    for j, name in enumerate(labels):
-        m: dict[str, float] = dict(binary_metrics(y[:, j], prob[:, j], threshold))
-        m["brier"] = float(np.mean((prob[:, j] - y[:, j]) ** 2))
-        m["brier_prevalence"] = float(y[:, j].mean() * (1.0 - y[:, j].mean()))
-        metrics[name] = m
+        prob[test] = predict_models(fit_models(x[~test], y[~test]), x[test])
+    metrics = {
+        name: evaluate(y[:, j], prob[:, j], groups, threshold, seed)
+        for j, name in enumerate(labels)
+    }
     return {"folds": n_folds, "grouped_by": grouped_by, "metrics": metrics}
 
 
@@ -381,9 +384,16 @@ def calibrate_morphometry(
     counts = data.counts()
     require_counts(counts, data.source)
     cv = cross_validate_logistic(
-        data.features, data.targets, data.groups, data.labels, folds, seed, threshold
+        data.features,
+        data.targets,
+        data.groups,
+        data.labels,
+        folds,
+        seed,
+        threshold,
+        data.grouped_by,
     )
-    model = _fit_all(data.features, data.targets)
+    model = fit_models(data.features, data.targets)
     names = list(data.feature_names)
     parameters = {
         "labels": list(data.labels),
@@ -425,6 +435,7 @@ def calibrate_morphometry(
         "threshold": float(threshold),
         "intended_use": INTENDED_USE,
         "status": "calibrated on a lab's own labels; validate locally before relying on it",
+        **data.provenance,
     }
     with atomic_dir(out, overwrite=overwrite, marker="card.json") as tmp:
         write_json(tmp / CARD_FILE, card)

@@ -24,9 +24,10 @@ from scipy import ndimage
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
+from lnpath.models.store import load_model, save_model
 from lnpath.nn.metrics import SegmentationScore
 from lnpath.nn.postprocess import MIN_AREA_UM2, label_glomeruli
-from lnpath.nn.predict import predict_batch, to_tensor
+from lnpath.nn.predict import predict_batch, resolve_device, to_tensor
 from lnpath.nn.unet import UNet, UNetConfig
 from lnpath.training.glomeruli_data import (
     LabelledImage,
@@ -373,8 +374,6 @@ def fine_tune(
         InputError: Slides and annotation files do not pair up, or no glomerulus is annotated.
         ModelError: Unknown base model or CUDA missing.
     """
-    from lnpath.models.store import load_model, save_model
-    from lnpath.nn.predict import resolve_device
 
     if len(slides) != len(annotations):
         raise InputError(f"{len(slides)} slides but {len(annotations)} annotation files; pair them")

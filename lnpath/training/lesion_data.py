@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,11 @@ import numpy as np
 from skimage import io
 
 from lnpath.analysis.lesions import square_crop
+from lnpath.analysis.measure import read_glomerulus
 from lnpath.core.errors import InputError
 from lnpath.core.findings import LESIONS
+from lnpath.io.qupath import read_qupath
+from lnpath.wsi.slide import open_slide
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +35,15 @@ class LabelledCrops:
 
     Attributes:
         images: (N, S, S, 3) uint8 crops, already resized to the network input size.
-        targets: (N, L) float32 0/1, one column per entry of ``labels``.
+        targets: (N, L) float32 0/1 (NaN: not assessed), one column per entry of ``labels``.
         labels: lesion names (columns of the findings table).
         groups: (N,) slide or image of each crop; cross-validation keeps a group in one fold.
         classes: the original class name of each crop.
         mapping: class name -> lesions it asserts.
         source: what the crops came from (for the model card).
         mpp: µm/px the crops were read at (None when they came as image files of unknown scale).
+        grouped_by: what ``groups`` are, for the card.
+        provenance: extra card entries (e.g. the confirmed results the labels came from).
     """
 
     images: np.ndarray
@@ -49,13 +54,16 @@ class LabelledCrops:
     mapping: dict[str, tuple[str, ...]]
     source: str
     mpp: float | None = None
+    grouped_by: str = "slide/image"
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Positive and negative examples per label."""
-        pos = self.targets.sum(axis=0)
+        """Positive and negative examples per label (not-assessed labels, NaN, left out)."""
+        known = ~np.isnan(self.targets)
+        pos = np.nansum(self.targets, axis=0)
         return {
-            name: {"positive": int(p), "negative": int(len(self.targets) - p)}
-            for name, p in zip(self.labels, pos, strict=True)
+            name: {"positive": int(p), "negative": int(n - p)}
+            for name, p, n in zip(self.labels, pos, known.sum(axis=0), strict=True)
         }
 
 
@@ -194,9 +202,6 @@ def qupath_glomeruli(
     Yields:
         ``(rgb, mask, class name, slide file name)`` per glomerulus; ``mask`` is the polygon.
     """
-    from lnpath.analysis.measure import read_glomerulus
-    from lnpath.io.qupath import read_qupath
-    from lnpath.wsi.slide import open_slide
 
     for geojson, slide_path in pairs:
         features = read_qupath(geojson)

@@ -26,15 +26,14 @@ from lnpath.analysis.lesion_cnn import calibrated, predict_logits
 from lnpath.core.errors import InputError
 from lnpath.io.atomic import atomic_dir, write_json, write_text
 from lnpath.io.hashing import file_sha256
+from lnpath.models.store import CARD_FILE
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
-from lnpath.training.lesion_data import (
-    LabelledCrops,
-)
+from lnpath.training.evaluation import evaluate, label_counts
+from lnpath.training.lesion_data import LabelledCrops
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights.pt"
-CARD_FILE = "card.json"
 
 
 @dataclass
@@ -59,12 +58,14 @@ def group_folds(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return np.array([fold_of[g] for g in groups.astype(str)])
 
 
-def cv_folds(groups: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, str]:
+def cv_folds(
+    groups: np.ndarray, folds: int, seed: int, grouped_by: str = "slide/image"
+) -> tuple[np.ndarray, str]:
     """Fold index per sample and what the folds are grouped by.
 
-    Samples from one slide/image stay in one fold. When they all come from a single slide, folds
-    are made per glomerulus instead, with a warning: the estimate is then optimistic, because
-    train and test glomeruli share the slide's staining and patient.
+    Samples of one group (slide/image, or patient) stay in one fold. When they all come from a
+    single group, folds are made per glomerulus instead, with a warning: the estimate is then
+    optimistic, because train and test glomeruli share the slide's staining and patient.
     """
     if len(np.unique(groups.astype(str))) < 2:
         log.warning(
@@ -72,7 +73,7 @@ def cv_folds(groups: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, str
         )
         single = np.arange(len(groups)).astype(object)
         return group_folds(single, folds, seed), "glomerulus (single slide)"
-    return group_folds(groups, folds, seed), "slide/image"
+    return group_folds(groups, folds, seed), grouped_by
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -96,13 +97,19 @@ def fit(
     lr: float = 3e-3,
     seed: int = 0,
 ) -> LesionNet:
-    """Train a :class:`LesionNet` (AdamW, class-balanced BCE, flips/rotations)."""
+    """Train a :class:`LesionNet` (AdamW, class-balanced BCE, flips/rotations).
+
+    ``targets`` may hold NaN where a lesion was not assessed: those entries are left out of the
+    loss, so "not assessed" is never learned as "absent".
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = LesionNet(config)
-    x_all, y_all = _to_tensor(images), torch.from_numpy(targets)
-    pos = y_all.sum(0).clamp(min=1.0)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=(len(y_all) - pos).clamp(min=1.0) / pos)
+    x_all = _to_tensor(images)
+    known = torch.from_numpy(~np.isnan(targets)).float()  # a not-assessed label teaches nothing
+    y_all = torch.from_numpy(np.nan_to_num(targets, nan=0.0)).float()
+    pos = (y_all * known).sum(0).clamp(min=1.0)
+    weight = ((known.sum(0) - pos).clamp(min=1.0) / pos).expand_as(y_all)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = max(1, epochs * math.ceil(len(x_all) / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -114,7 +121,14 @@ def fit(
             if len(idx) < 2:  # batch norm needs two samples
                 continue
             opt.zero_grad()
-            loss = loss_fn(net(_augment(x_all[idx], gen)), y_all[idx])
+            seen = known[idx]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                net(_augment(x_all[idx], gen)),
+                y_all[idx],
+                weight=seen,
+                pos_weight=weight[0],
+                reduction="sum",
+            ) / seen.sum().clamp(min=1.0)
             loss.backward()
             opt.step()
             sched.step()
@@ -199,7 +213,7 @@ def cross_validate(
     """Grouped k-fold cross-validation (:func:`cv_folds`), Platt-calibrated out-of-fold metrics."""
     from tqdm import tqdm
 
-    fold, grouped_by = cv_folds(data.groups, folds, seed)
+    fold, grouped_by = cv_folds(data.groups, folds, seed, data.grouped_by)
     n_folds = int(fold.max()) + 1
     logits = np.zeros_like(data.targets)
     for k in tqdm(range(n_folds), desc="cross-validation", disable=not progress, unit="fold"):
@@ -208,10 +222,11 @@ def cross_validate(
         logits[test] = predict_logits(net, data.images[test])
     result = CrossValidation(logits=logits, folds=n_folds, grouped_by=grouped_by)
     for j, name in enumerate(data.labels):
-        a, b = fit_platt(logits[:, j], data.targets[:, j])
+        known = ~np.isnan(data.targets[:, j])
+        a, b = fit_platt(logits[known, j], data.targets[known, j])
         prob = calibrated(logits[:, j], a, b)
         result.calibration[name] = {"a": a, "b": b}
-        result.metrics[name] = binary_metrics(data.targets[:, j], prob)
+        result.metrics[name] = evaluate(data.targets[:, j], prob, data.groups, seed=seed)
     return result
 
 
@@ -275,7 +290,7 @@ def train_lesion_model(
     card = {
         "mpp": data.mpp,
         "class_mapping": {k: list(v) for k, v in data.mapping.items()},
-        "counts": data.counts(),
+        "counts": label_counts(data.targets, data.labels),
         "training": {
             "source": data.source,
             "epochs": epochs,
@@ -286,5 +301,6 @@ def train_lesion_model(
         "calibration": {"method": "platt on out-of-fold logits", "labels": cv.calibration},
         "threshold": 0.5,
         "status": "trained on a lab's own labels; validate locally before relying on it",
+        **data.provenance,
     }
     return write_model_folder(net, card, out, overwrite=overwrite)

@@ -8,7 +8,6 @@ whose ``seal_verified`` says whether its confirmation still holds.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,8 @@ from lnpath.core.errors import LnpathError, ResultError
 from lnpath.response.endpoint import ResponseResult
 from lnpath.response.endpoint import compare as compare_sides
 from lnpath.response.sides import BiopsySide, load_side, side_from_result
-from lnpath.workflow.signoff import verify
+from lnpath.results.folder import load_result_json
+from lnpath.results.seal import verify
 
 
 def load_folder_side(obj: Any, label: str = "biopsy") -> BiopsySide:
@@ -34,7 +34,9 @@ def load_folder_side(obj: Any, label: str = "biopsy") -> BiopsySide:
     if not isinstance(folder, str | os.PathLike):
         return load_side(obj, label)
     path = Path(folder)
-    side = side_from_result(_read_result(path, label), str(_result_folder(path)), ResultError)
+    side = side_from_result(
+        load_result_json(path, f"{label} result"), str(_result_folder(path)), ResultError
+    )
     return _with_seal(side, _result_folder(path))
 
 
@@ -57,21 +59,6 @@ def compare(
 
 def _result_folder(path: Path) -> Path:
     return path.parent if path.is_file() else path
-
-
-def _read_result(path: Path, label: str) -> dict[str, Any]:
-    file = path if path.is_file() else path / "result.json"
-    if not path.exists():
-        raise ResultError(f"{path}: {label} result folder not found")
-    if not file.is_file():
-        raise ResultError(f"{path}: no result.json in the {label} result folder")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultError(f"{file}: unreadable result.json ({exc})") from None
-    if not isinstance(data, dict) or "scores" not in data:
-        raise ResultError(f"{file}: malformed result.json (no 'scores')")
-    return data
 
 
 def _with_seal(side: BiopsySide, folder: Path) -> BiopsySide:

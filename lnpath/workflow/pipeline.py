@@ -20,13 +20,20 @@ from typing import Any
 import pandas as pd
 
 from lnpath import __version__
+from lnpath.analysis.cortex import measure_cortex
+from lnpath.analysis.glomeruli import Glomeruli
+from lnpath.analysis.lesion_models import load_lesion_model
+from lnpath.analysis.lesions import MorphometryCaller
+from lnpath.analysis.segment import segment_glomeruli
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_scope
 from lnpath.core.vocabulary import main_call
 from lnpath.io.atomic import check_output_dir
 from lnpath.io.configfile import load_config
 from lnpath.io.hashing import file_sha256
+from lnpath.models.store import load_model
 from lnpath.report.assets import Assets
+from lnpath.results.edits import beyond_slide
 from lnpath.results.folder import (
     SCHEMA_VERSION,
     ResultContent,
@@ -36,6 +43,10 @@ from lnpath.results.folder import (
     json_value,
     write_result,
 )
+from lnpath.scoring.score import score_findings
+from lnpath.workflow.options import ScoreOptions
+from lnpath.wsi.slide import open_slide
+from lnpath.wsi.tissue import detect_tissue
 
 LOG = logging.getLogger(__name__)
 
@@ -70,8 +81,6 @@ def lesion_caller(name: str | None, stain: str = "PAS", device: str = "auto") ->
     measurements hold), so the stain of the section travels with them; a model folder's card says
     which kind of caller it needs (:func:`lnpath.analysis.lesions.load_lesion_model`).
     """
-    from lnpath.analysis.lesion_models import load_lesion_model
-    from lnpath.analysis.lesions import MorphometryCaller
 
     if name is None:
         return MorphometryCaller(stain=stain)
@@ -87,6 +96,11 @@ def _model_info(obj: Any, fallback: str) -> dict[str, Any]:
     }
     if callable(getattr(obj, "describe", None)):
         info["settings"] = json_safe(obj.describe())
+    card = getattr(obj, "card", None)
+    if isinstance(card, dict):  # a trained model: its figures travel with the calls it makes
+        from lnpath.analysis.lesion_models import validation_summary
+
+        info["validation"] = json_safe(validation_summary(card))
     return info
 
 
@@ -96,7 +110,6 @@ def _check_outlines_on_slide(outlines: Any, dimensions: tuple[int, int], where: 
     Raises:
         InputError: naming the first glomerulus outside.
     """
-    from lnpath.results.edits import beyond_slide
 
     for g in outlines:
         if beyond_slide(g.polygon, dimensions):
@@ -141,37 +154,28 @@ def _stage(name: str, timings: dict[str, float], on_stage: StageCallback | None)
 def score_slide(
     path: str | Path,
     out: str | Path | None = None,
+    options: ScoreOptions | None = None,
+    *,
     mpp: float | None = None,
-    stain: str = "PAS",
-    device: str = "auto",
-    config: Any = None,
-    lesion_model: str | None = None,
     patient_id: str | None = None,
     biopsy_date: str | dt.date | None = None,
-    overwrite: bool = False,
-    progress: bool | None = None,
-    on_stage: StageCallback | None = None,
     glomeruli: str | Path | None = None,
+    on_stage: StageCallback | None = None,
+    **option_values: Any,
 ) -> SlideResult:
     """Score one biopsy slide and write its result folder.
 
     Args:
         path: the slide (any format :func:`lnpath.open_slide` reads).
         out: result folder; default ``./lnpath-result-<slide stem>``.
+        options: how to score (:class:`ScoreOptions`, shared with :func:`lnpath.score_batch`);
+            its fields may also be given as keywords (``stain="PAS"``, ``device="cuda"``, ...).
         mpp: level-0 µm/px, required only when the file does not carry it.
-        stain: the stain of the section; the shipped models are trained on PAS.
-        device: ``auto``, ``cpu`` or ``cuda`` for the networks.
-        config: a :class:`~lnpath.scoring.config.ScoringConfig`, a path to a YAML/JSON config, or
-        None.
-        lesion_model: a trained lesion model name or path; None uses the morphometry rules.
         patient_id: printed on the report (escaped); never used for anything else.
         biopsy_date: ISO date of the biopsy.
-        overwrite: replace an existing result folder (only once the new one is complete).
-        progress: progress bars of the long stages (segmentation, measurement, cortex); default
-            on in Jupyter and on a terminal, off in pipes (``LNPATH_PROGRESS``).
-        on_stage: called as ``on_stage(stage, done)`` at the start and end of each stage.
         glomeruli: a QuPath GeoJSON of glomerulus outlines (level-0 px) to score instead of
             segmenting, e.g. a pathologist's own annotations.
+        on_stage: called as ``on_stage(stage, done)`` at the start and end of each stage.
 
     Returns:
         The :class:`SlideResult`, status ``provisional``.
@@ -179,62 +183,34 @@ def score_slide(
     Raises:
         SlideError, InputError, ModelError: the slide, an option or a model is unusable.
     """
-    from lnpath.analysis.cortex import measure_cortex, normalise_stain
-    from lnpath.analysis.glomeruli import Glomeruli
-    from lnpath.analysis.segment import segment_glomeruli
-    from lnpath.models.store import load_model
-    from lnpath.scoring.score import score_findings
-    from lnpath.wsi.slide import open_slide
-    from lnpath.wsi.tissue import detect_tissue
 
+    opts = ScoreOptions.build(options, **option_values)
     path = Path(path)
     target = Path(out) if out is not None else default_output(path)
-    check_output_dir(target, overwrite, marker="result.json")
+    check_output_dir(target, opts.overwrite, marker="result.json")
     date = _parse_date(biopsy_date)
-    stain = normalise_stain(stain)
     warnings: list[str] = []
-    if stain != "PAS":
+    if opts.stain != "PAS":
         warnings.append(
-            f"the shipped models were trained on PAS; results on {stain} are less reliable"
+            f"the shipped models were trained on PAS; results on {opts.stain} are less reliable"
         )
         LOG.warning("%s", warnings[-1])
-    cfg = load_config(config)
-    caller = lesion_caller(lesion_model, stain=stain, device=device)  # a bad name fails now
+    cfg = load_config(opts.config)
+    caller = lesion_caller(opts.lesion_model, stain=opts.stain, device=opts.device)  # fail now
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with _stage("open", timings, on_stage):
         slide = open_slide(path, mpp=mpp)
         fingerprint = slide.fingerprint()
     with _stage("segment", timings, on_stage):
-        tissue = detect_tissue(slide)
-        if not tissue.mask.any():
-            raise InputError(
-                f"{path}: no tissue found on the slide (blank glass or not a tissue section)"
-            )
-        if glomeruli is None:
-            seg_model = load_model(SEGMENTATION_MODEL)
-            outlines = segment_glomeruli(
-                slide, model=seg_model, device=device, progress=progress, tissue=tissue
-            )
-            outline_source = {
-                **_model_info(seg_model, SEGMENTATION_MODEL),
-                "run": json_safe(outlines.metadata),
-            }
-            quality = outlines.metadata.get("detection_quality") or {}
-            if quality.get("warning"):
-                warnings.append(quality["warning"])
-        else:
-            outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
-            _check_outlines_on_slide(outlines, slide.dimensions, Path(glomeruli).name)
-            outline_source = {
-                "name": f"annotations:{Path(glomeruli).name}",
-                "sha256": file_sha256(Path(glomeruli)),
-            }
-    with _stage("lesions", timings, on_stage), progress_scope(progress):
+        outlines, outline_source, tissue = _find_glomeruli(slide, glomeruli, opts, warnings)
+    with _stage("lesions", timings, on_stage), progress_scope(opts.progress):
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
     with _stage("cortex", timings, on_stage):
-        cortex = measure_cortex(slide, outlines, stain=stain, progress=progress, tissue=tissue)
+        cortex = measure_cortex(
+            slide, outlines, stain=opts.stain, progress=opts.progress, tissue=tissue
+        )
         fractions = cortex.fractions()
     with _stage("score", timings, on_stage):
         score = score_findings(calls, cortex=fractions, config=cfg)
@@ -247,21 +223,13 @@ def score_slide(
             "status": "provisional",
             "revision": 1,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "slide": {
-                "path": str(path.resolve()),
-                "name": path.name,
-                "fingerprint": fingerprint,
-                "mpp": slide.mpp,
-                "mpp_source": slide.mpp_source,
-                "vendor": slide.vendor,
-                "dimensions": list(slide.dimensions),
-            },
-            "stain": stain,
+            "slide": _slide_record(slide, path, fingerprint),
+            "stain": opts.stain,
             "patient_id": patient_id,
             "biopsy_date": date,
             "lnpath_version": __version__,
             "models": [outline_source, _model_info(caller, type(caller).__name__)],
-            "lesion_model": lesion_model,
+            "lesion_model": opts.lesion_model,
             "config": score.to_dict()["config"],
             "timings": timings,
             "scores": score.to_dict(),
@@ -273,7 +241,49 @@ def score_slide(
         }
         event = {"event": "scored", "at": result["created_at"], "by": f"lnpath {__version__}"}
         content = ResultContent(findings, polygons, assets)
-        write_result(target, result, event, content, overwrite=overwrite)
+        write_result(target, result, event, content, overwrite=opts.overwrite)
         slide.close()
     LOG.info("result written to %s", target)
     return SlideResult.load(target)
+
+
+def _find_glomeruli(
+    slide: Any, glomeruli: str | Path | None, opts: ScoreOptions, warnings: list[str]
+) -> tuple[Any, dict[str, Any], Any]:
+    """The outlines to score (segmented, or a pathologist's GeoJSON), their source and the
+    tissue mask; a slide without tissue stops here, before minutes of work."""
+
+    tissue = detect_tissue(slide)
+    if not tissue.mask.any():
+        raise InputError(
+            f"{slide.path}: no tissue found on the slide (blank glass or not a tissue section)"
+        )
+    if glomeruli is not None:
+        outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
+        _check_outlines_on_slide(outlines, slide.dimensions, Path(glomeruli).name)
+        source = {
+            "name": f"annotations:{Path(glomeruli).name}",
+            "sha256": file_sha256(Path(glomeruli)),
+        }
+        return outlines, source, tissue
+    seg_model = load_model(SEGMENTATION_MODEL)
+    outlines = segment_glomeruli(
+        slide, model=seg_model, device=opts.device, progress=opts.progress, tissue=tissue
+    )
+    source = {**_model_info(seg_model, SEGMENTATION_MODEL), "run": json_safe(outlines.metadata)}
+    quality = outlines.metadata.get("detection_quality") or {}
+    if quality.get("warning"):
+        warnings.append(quality["warning"])
+    return outlines, source, tissue
+
+
+def _slide_record(slide: Any, path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "path": str(path.resolve()),
+        "name": path.name,
+        "fingerprint": fingerprint,
+        "mpp": slide.mpp,
+        "mpp_source": slide.mpp_source,
+        "vendor": slide.vendor,
+        "dimensions": list(slide.dimensions),
+    }

@@ -22,18 +22,18 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from lnpath.analysis.glomeruli import Glomerulus
 from lnpath.core.errors import InputError, LnpathError, ResultError
 from lnpath.core.findings import LESIONS
 from lnpath.core.vocabulary import main_call
 from lnpath.io.configfile import load_config
-from lnpath.io.hashing import file_sha256
 from lnpath.report.assets import Assets
+from lnpath.report.slide import index_text
 from lnpath.results.edits import (
     KEEP_COLUMNS,
     Edit,
@@ -44,17 +44,19 @@ from lnpath.results.edits import (
     same_value,
 )
 from lnpath.results.folder import (
-    DERIVED_FILES,
     ResultContent,
     SlideResult,
-    content_sha256,
     load_result_json,
-    read_audit,
     read_findings_csv,
     read_polygons,
     write_result,
 )
+from lnpath.results.seal import (
+    verify,
+)
+from lnpath.scoring.score import score_findings
 from lnpath.workflow.pipeline import lesion_caller
+from lnpath.wsi.slide import open_slide
 
 try:
     import fcntl
@@ -100,7 +102,6 @@ def _scoring_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _summary_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
-    from lnpath.report.slide import index_text
 
     pairs = [
         ("glomeruli", old["adequacy"]["n_glomeruli"], new["adequacy"]["n_glomeruli"]),
@@ -136,8 +137,6 @@ def _refresh_from_slide(edit: Edit, result: Mapping[str, Any], assets: Assets) -
     pathologist's class always wins); redrawn ones get fresh measurements. Without the slide
     (moved, or changed since scoring) their measurements stay empty and the report says so.
     """
-    from lnpath.analysis.glomeruli import Glomerulus
-    from lnpath.wsi.slide import open_slide
 
     targets = sorted({*edit.added, *edit.redrawn})
     info = result["slide"]
@@ -252,7 +251,6 @@ def _review(
 def _write_revision(
     folder: Path, result: dict[str, Any], edit: Edit, reviewer: str | None, note: str | None
 ) -> SlideResult:
-    from lnpath.scoring.score import score_findings
 
     assets = Assets.load(folder)
     _refresh_from_slide(edit, result, assets)
@@ -326,92 +324,3 @@ def _confirm(folder: Path, pathologist: str, note: str | None) -> SlideResult:
     event = {"event": "confirmed", "at": at, "by": pathologist, "note": note}
     write_result(folder, new, event, overwrite=True)
     return SlideResult.load(folder)
-
-
-def _check_snapshots(folder: Path) -> int:
-    """Every revision's snapshot still matches the hashes its last audit event recorded."""
-    last: dict[int, dict[str, Any]] = {}
-    for event in read_audit(folder):
-        last[int(event["revision"])] = event
-    for revision, event in sorted(last.items()):
-        snapshot = folder / "revisions" / f"r{revision:03d}"
-        for name, sha in (event.get("snapshot") or {}).items():
-            path = snapshot / name
-            if not path.is_file() or file_sha256(path) != sha:
-                raise ResultError(f"{path}: revision {revision} of the audit trail was modified")
-    return len(last)
-
-
-@dataclass
-class Verification:
-    """What :func:`verify` checked: the revision, its status and its content sha256."""
-
-    folder: Path
-    revision: int
-    status: str
-    content_sha256: str
-    checked: list[str]
-
-
-def verify(result_dir: str | os.PathLike[str]) -> Verification:
-    """Check that the result folder is exactly what lnpath last wrote.
-
-    The audit trail's last event for the current revision records the content sha256 and the
-    sha256 of the report and overlay; a confirmation repeats them in ``result.json``. Any
-    difference, a status that disagrees with the audit trail (an "unconfirmed" confirmed result),
-    or an edited earlier revision means the folder was edited outside lnpath.
-
-    Raises:
-        ResultError: naming the first file or seal that does not match; also when a file is
-            missing or unparseable, which only an edit outside lnpath produces.
-    """
-    folder = Path(result_dir)
-    try:
-        return _verify(folder)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ResultError(
-            f"{folder}: unreadable or modified outside lnpath ({type(exc).__name__}: {detail})"
-        ) from None
-
-
-def _verify(folder: Path) -> Verification:
-    result = load_result_json(folder)
-    revision = int(result["revision"])
-    events = [e for e in read_audit(folder) if e.get("revision") == revision]
-    if not events:
-        raise ResultError(
-            f"{folder}: no audit record for revision {revision} (edited outside lnpath?)"
-        )
-    last = events[-1]
-    sha = content_sha256(folder, result)
-    if sha != last["content_sha256"]:
-        raise ResultError(
-            f"{folder}: content of revision {revision} was modified after it was written "
-            "(edit a copy of a file and pass it to lnpath review instead)"
-        )
-    checked = ["content"]
-    for name in DERIVED_FILES:
-        if file_sha256(folder / name) != (last.get("snapshot") or {}).get(name):
-            raise ResultError(f"{folder / name}: modified after lnpath wrote it")
-        checked.append(name)
-    confirmation = result.get("confirmation")
-    if last["event"] == "confirmed":
-        if result["status"] != "confirmed" or not confirmation:
-            raise ResultError(
-                f"{folder}: revision {revision} was confirmed but reads {result['status']!r}"
-            )
-        sealed_files = confirmation.get("files") or {}
-        if (
-            confirmation.get("sha256") != sha
-            or confirmation.get("pathologist") != last.get("by")
-            or any(sealed_files.get(n) != last["snapshot"].get(n) for n in DERIVED_FILES)
-        ):
-            raise ResultError(f"{folder}: confirmation seal does not match the audit trail")
-    elif result["status"] != "provisional" or confirmation is not None:
-        raise ResultError(
-            f"{folder}: revision {revision} was never confirmed but reads {result['status']!r}"
-        )
-    checked.append(f"{_check_snapshots(folder)} revision snapshot(s)")
-    return Verification(folder, int(result["revision"]), str(result["status"]), sha, checked)

@@ -26,6 +26,7 @@ from PIL import Image
 
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
+from lnpath.wsi.backends import packed_pixels, unpacked_rgb
 from lnpath.wsi.grid import (
     _COLUMNS,
     TileInfo,
@@ -36,6 +37,7 @@ from lnpath.wsi.grid import (
 )
 from lnpath.wsi.slide import Slide, resample, resample_margin
 from lnpath.wsi.tile_folder import save_tiles
+from lnpath.wsi.tissue import detect_tissue
 from lnpath.wsi.workers import (
     available_cpus,
     can_start_workers,
@@ -50,8 +52,9 @@ log = logging.getLogger(__name__)
 _BLOCK_WIDTH = 4096
 """Widest block (level px) read at once: wide enough to amortise calls, small enough for RAM."""
 _MAX_CACHE_BYTES = 256 << 20
-_MIN_PARALLEL_BYTES = 24 << 20
-"""Below ~8 Mpx (~0.3 s of decoding) starting worker processes costs more than it saves."""
+_MIN_PARALLEL_BYTES = 32 << 20
+"""Below ~8 Mpx (4 bytes each as decoded; ~0.3 s of decoding) starting worker processes costs
+more than it saves."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,8 @@ class TileGrid:
         slot_bytes = max(_block_bytes(self.spec, b) for b in blocks)
         # Workers write blocks into shared slots instead of pickling them through a pipe, which
         # cost as much CPU as a fifth of the decoding; the parent copies each block out once.
+        # OpenSlide's pixels travel as their 4 decoded bytes (two memcpys): cutting RGB out
+        # of them in the worker is a strided gather that costs ~10 % of the decoding.
         shm = shared_memory.SharedMemory(create=True, size=slot_bytes * window)
         try:
             with ProcessPoolExecutor(
@@ -238,7 +243,7 @@ class TileGrid:
                 initargs=(self.slide, self.spec, self._band_cache_bytes(), shm.name, slot_bytes),
             ) as pool:
                 free = list(range(window))
-                pending: collections.deque[tuple[int, Future[tuple[int, ...]]]] = (
+                pending: collections.deque[tuple[int, Future[tuple[tuple[int, ...], bool]]]] = (
                     collections.deque()
                 )
                 todo = iter(blocks)
@@ -251,9 +256,11 @@ class TileGrid:
                     submit(block)
                 while pending:
                     slot, future = pending.popleft()
-                    shape = future.result()
+                    shape, packed = future.result()
                     offset = slot * slot_bytes
                     pixels = np.ndarray(shape, np.uint8, buffer=shm.buf, offset=offset).copy()
+                    if packed:
+                        pixels = unpacked_rgb(pixels)
                     free.append(slot)
                     nxt = next(todo, None)
                     if nxt is not None:
@@ -271,9 +278,9 @@ def default_readers(grid: TileGrid) -> int:
 
 
 def _block_bytes(spec: TileSpec, block: _Block) -> int:
-    """Bytes of what :func:`_load` returns for ``block``."""
+    """Bytes of what :func:`_load` returns for ``block`` (4 per pixel as decoded by OpenSlide)."""
     if spec.scale == 1.0:
-        return block.width * block.height * 3
+        return block.width * block.height * 4
     return len(block.origins) * spec.size * spec.size * 3
 
 
@@ -328,13 +335,16 @@ def _init_worker(
     _WORKER = _WorkerState(slide, spec, shared_memory.SharedMemory(name=shm_name), slot_bytes)
 
 
-def _worker_load(block: _Block, slot: int) -> tuple[int, ...]:
-    """Load ``block`` in a worker into shared ``slot``; return the array's shape."""
+def _worker_load(block: _Block, slot: int) -> tuple[tuple[int, ...], bool]:
+    """Load ``block`` in a worker into shared ``slot``; return the array's shape and whether it
+    holds OpenSlide's packed 4-byte pixels (see :func:`lnpath.wsi.backends.packed_pixels`)."""
     assert _WORKER is not None, "worker not initialised"
     pixels = _load(_WORKER.slide, _WORKER.spec, block)
+    packed = packed_pixels(pixels)
+    src = pixels if packed is None else packed
     offset = slot * _WORKER.slot_bytes
-    np.ndarray(pixels.shape, np.uint8, buffer=_WORKER.shm.buf, offset=offset)[...] = pixels
-    return pixels.shape
+    np.ndarray(src.shape, np.uint8, buffer=_WORKER.shm.buf, offset=offset)[...] = src
+    return src.shape, packed is not None
 
 
 DEFAULT_MIN_TISSUE = 0.1
@@ -369,8 +379,6 @@ def tile(
     spec = make_spec(slide, mpp, size, overlap)
     table = grid_table(slide, spec)
     if tissue is None and min_tissue > 0:
-        from lnpath.wsi.tissue import detect_tissue
-
         tissue = detect_tissue(slide)
     if tissue is not None:
         if not math.isclose(tissue.slide_mpp, slide.mpp, rel_tol=1e-6):

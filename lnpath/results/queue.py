@@ -1,0 +1,55 @@
+"""The review queue: which glomerulus a pathologist should look at next.
+
+With a trained model's ``p_<lesion>`` columns the most informative glomerulus is the one the model
+is least sure of: the smallest ``|p - 0.5|`` over its lesions. Reviewing those first corrects the
+calls most likely to be wrong, and, once confirmed, teaches the next model the most (uncertainty
+sampling). Glomeruli without probabilities (rules, or a model that could not read them) follow:
+first those with a lesion the machine left undecided (not assessed), which only the pathologist
+can call, then the rest in table order. Excluded glomeruli are not in the queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+
+from lnpath.core.findings import LESIONS, is_missing
+
+EXCLUSION_COLUMN = "exclusion"
+
+
+def _uncertainty(row: pd.Series, p_columns: list[str]) -> float:
+    """Smallest distance from 0.5 over the row's probabilities (NaN when it has none)."""
+    values = [float(row[c]) for c in p_columns if not is_missing(row[c])]
+    return min((abs(v - 0.5) for v in values), default=math.nan)
+
+
+def review_order(findings: pd.DataFrame, reviewed: Iterable[int] = ()) -> list[int]:
+    """Glomerulus ids still to look at, most uncertain first.
+
+    ``len(review_order(findings, reviewed))`` is how many glomeruli the pathologist must still
+    look at.
+
+    Args:
+        findings: a result's findings table (``glomerulus_id``, lesion columns, ``p_<lesion>``,
+            optionally ``exclusion``).
+        reviewed: glomeruli the pathologist has already looked at (left out).
+    """
+    done = {int(g) for g in reviewed}
+    p_columns = [f"p_{lesion}" for lesion in LESIONS if f"p_{lesion}" in findings]
+    lesions = [lesion for lesion in LESIONS if lesion in findings]
+    keyed: list[tuple[int, float, int, int]] = []
+    for position, (_, row) in enumerate(findings.iterrows()):
+        gid = int(row["glomerulus_id"])
+        exclusion = row.get(EXCLUSION_COLUMN)
+        if gid in done or not (is_missing(exclusion) or str(exclusion).strip() == ""):
+            continue
+        distance = _uncertainty(row, p_columns)
+        if not math.isnan(distance):
+            keyed.append((0, distance, position, gid))
+            continue
+        undecided = any(is_missing(row[lesion]) for lesion in lesions) or not lesions
+        keyed.append((1 if undecided else 2, 0.0, position, gid))
+    return [gid for *_, gid in sorted(keyed)]

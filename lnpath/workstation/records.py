@@ -1,0 +1,188 @@
+"""What the page shows, as plain JSON: glomeruli with their calls, measurements and thresholds,
+and the summary (indices, components, class, adequacy) from a scores dict.
+
+The summary is read from what :func:`lnpath.score_findings` returned; nothing here scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lnpath.core.findings import LESION_EXTENT, LESIONS, is_missing
+from lnpath.core.vocabulary import CLASS_COLOURS, LESION_LABELS
+from lnpath.report.slide import index_text
+
+EXCLUSIONS = ("not_glomerulus", "ischemic")
+#: Digit key -> lesion, in the table order of the 2018 index (the page shows the same list).
+LESION_KEYS = {str(i + 1): lesion for i, lesion in enumerate(LESIONS)}
+COMPONENT_LABELS = {
+    "endocapillary_hypercellularity": "Endocapillary hypercellularity",
+    "neutrophils_karyorrhexis": "Neutrophils/karyorrhexis",
+    "fibrinoid_necrosis": "Fibrinoid necrosis",
+    "hyaline_deposits": "Hyaline deposits",
+    "cellular_fibrocellular_crescents": "Cellular/fibrocellular crescents",
+    "interstitial_inflammation": "Interstitial inflammation",
+    "glomerulosclerosis": "Glomerulosclerosis",
+    "fibrous_crescents": "Fibrous crescents",
+    "tubular_atrophy": "Tubular atrophy",
+    "interstitial_fibrosis": "Interstitial fibrosis",
+}
+
+
+def _value(value: Any) -> Any:
+    if is_missing(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _polygon_coords(geometry: Any) -> list[list[float]]:
+    exterior = getattr(geometry, "exterior", None)
+    if exterior is None:  # a multipolygon from an edit: show its largest part
+        geometry = max(geometry.geoms, key=lambda g: g.area)
+        exterior = geometry.exterior
+    return [[round(x, 1), round(y, 1)] for x, y in exterior.coords]
+
+
+# --------------------------------------------------------------------------------------------
+# What the page shows
+
+
+def _measurement_rows(row: Mapping[Any, Any], thresholds: Mapping[str, float] | None) -> list:
+    """Each morphometry measurement beside the rule threshold that used it, if any."""
+    rules: dict[str, list[str]] = {}
+    if thresholds:
+        rules = {
+            "m_sclerosed_fraction": [
+                f"global sclerosis > {thresholds['global_sclerosis']:g}",
+                f"segmental sclerosis > {thresholds['segmental_min']:g}",
+            ],
+            "m_nuclei_per_1000um2": [
+                f"endocapillary > {thresholds['endocapillary_nuclei_per_1000um2']:g}"
+            ],
+            "m_lumen_fraction": [f"endocapillary < {thresholds['endocapillary_max_lumen']:g}"],
+        }
+    out = []
+    for column, value in row.items():
+        if str(column).startswith("m_") and not is_missing(value):
+            out.append(
+                {
+                    "name": str(column)[2:]
+                    .replace("_", " ")
+                    .replace(" um2", " µm²")
+                    .replace(" um", " µm"),
+                    "value": round(float(value), 3),
+                    "rules": rules.get(str(column), []),
+                }
+            )
+    return out
+
+
+def _certainty(row: Mapping[Any, Any]) -> float | None:
+    """How sure the machine was of this glomerulus (0 = a coin toss), or None if it gave no
+    probabilities: the smallest margin of its lesion probabilities and detection probability."""
+    margins = [
+        abs(float(v) - 0.5) * 2
+        for k, v in row.items()
+        if (str(k).startswith("p_") or k == "probability") and not is_missing(v)
+    ]
+    return min(margins) if margins else None
+
+
+def _exclusion(row: Mapping[Any, Any]) -> str:
+    value = row.get("exclusion")
+    if not is_missing(value) and str(value) in EXCLUSIONS:
+        return str(value)
+    return "ischemic" if _value(row.get("ischemic")) is True else ""
+
+
+def glomerulus_record(
+    row: Mapping[Any, Any], polygon: Any, thresholds: Mapping[str, float] | None, crop: bool
+) -> dict[str, Any]:
+    """One glomerulus as the page needs it (plain JSON)."""
+    label = str(row.get("main_call"))
+    return {
+        "id": int(row["glomerulus_id"]),
+        "x": _value(row.get("x")),
+        "y": _value(row.get("y")),
+        "area_um2": _value(row.get("area_um2")),
+        "probability": _value(row.get("probability")),
+        "calls": {lesion: _value(row.get(lesion)) for lesion in LESIONS},
+        "p": {
+            lesion: round(float(row[f"p_{lesion}"]), 3)
+            for lesion in LESIONS
+            if not is_missing(row.get(f"p_{lesion}"))
+        },
+        "extent": _value(row.get(LESION_EXTENT)),
+        "exclusion": _exclusion(row),
+        "main_call": label,
+        "source": _value(row.get("source")),
+        "measurements": _measurement_rows(row, thresholds),
+        "certainty": _certainty(row),
+        "polygon": _polygon_coords(polygon),
+        "crop": crop,
+    }
+
+
+def _component_rows(index: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, c in (index.get("components") or {}).items():
+        rows.append(
+            {
+                "name": name,
+                "label": COMPONENT_LABELS.get(name, name.replace("_", " ")),
+                "n": c.get("n"),
+                "N": c.get("N"),
+                "fraction": c.get("fraction"),
+                "score": c.get("score"),
+                "weight": c.get("weight"),
+                "assessed": c.get("assessed"),
+                "range": c.get("score_range"),
+                "note": c.get("note"),
+            }
+        )
+    return rows
+
+
+def summary(scores: Mapping[str, Any]) -> dict[str, Any]:
+    """The live summary: both indices with their components, the class, adequacy, uncertainty."""
+    out: dict[str, Any] = {}
+    for key, name in (("activity_index", "ai"), ("chronicity_index", "ci")):
+        index = scores[key]
+        span = index.get("total_range")
+        low = index["total"] if index.get("complete") or not span else span[0]
+        out[name] = {
+            "text": index_text(index),
+            "low": low,
+            "total": index.get("total"),
+            "max": index.get("max"),
+            "complete": bool(index.get("complete")),
+            "range": span,
+            "components": _component_rows(index),
+            "interval_95": (scores.get("uncertainty", {}).get(key) or {}).get("interval_95"),
+        }
+    klass = scores["isn_rps_class"]
+    out["class"] = {
+        "proposal": klass.get("proposal"),
+        "label": klass.get("label"),
+        "rationale": klass.get("rationale"),
+        "needs_if_em": klass.get("needs_if_em") or [],
+    }
+    out["adequacy"] = dict(scores["adequacy"])
+    out["pending_review"] = list(scores.get("pending_review") or [])
+    return out
+
+
+def colours() -> dict[str, str]:
+    """QuPath class -> CSS colour, the report's palette."""
+    return {label: f"rgb({r},{g},{b})" for label, (r, g, b) in CLASS_COLOURS.items()}
+
+
+def lesion_labels() -> list[dict[str, str]]:
+    """The lesions in key order with their labels and digit keys."""
+    return [
+        {"key": key, "lesion": lesion, "label": LESION_LABELS[lesion]}
+        for key, lesion in LESION_KEYS.items()
+    ]

@@ -1,0 +1,322 @@
+"""One result folder opened in the workstation: what the page shows, previews and saves.
+
+The page never writes a result itself: a save becomes one :func:`lnpath.review` call (an edited
+findings table, a GeoJSON with the glomeruli drawn on the page, cortex and biopsy fields) and a
+sign-out one :func:`lnpath.confirm` call, so the browser goes through the same checks, audit
+trail and seals as the command line. Previews score the edited table with
+:func:`lnpath.score_findings` without writing anything; the page does no scoring of its own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from shapely.geometry import Polygon
+
+from lnpath.core.errors import InputError, ResultError, SlideError
+from lnpath.core.vocabulary import main_call
+from lnpath.io.configfile import load_config
+from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
+from lnpath.report.charts import morphometry_thresholds
+from lnpath.results.folder import load_result_json, read_audit, read_findings_csv, read_polygons
+from lnpath.workstation.edits import PageEdits, biopsy_inputs, edited_table, scoring_view
+from lnpath.workstation.records import glomerulus_record, summary
+from lnpath.workstation.tiles import DeepZoomTiles
+
+LOG = logging.getLogger(__name__)
+
+
+class StaleRevision(ResultError):
+    """The page's revision is no longer the folder's: someone saved in between."""
+
+
+class ReadOnly(ResultError):
+    """The result failed verification and is open for reading only."""
+
+
+# --------------------------------------------------------------------------------------------
+# Opening a result and finding its slide
+
+
+def _fingerprint(path: Path, mpp: float) -> dict[str, Any]:
+    from lnpath.wsi.slide import open_slide
+
+    with open_slide(path, mpp=mpp) as slide:
+        return dict(slide.fingerprint())
+
+
+def resolve_slide(folder: Path, result: Mapping[str, Any], candidates: list[Path]) -> Path:
+    """The slide file of a result: a ``--slide`` candidate with its fingerprint, else its own path.
+
+    Raises:
+        SlideError: the recorded file is missing or changed, naming the path and ``--slide``.
+    """
+    info = result["slide"]
+    recorded = Path(info["path"])
+    expected = info["fingerprint"]["sha256"]
+    for path in (*candidates, recorded):
+        if path.is_file() and _fingerprint(path, float(info["mpp"]))["sha256"] == expected:
+            return path
+    if recorded.is_file():
+        raise SlideError(
+            f"{folder}: its slide {recorded} changed since it was scored (fingerprint differs); "
+            "point at the original file with --slide PATH"
+        )
+    raise SlideError(
+        f"{folder}: its slide {recorded} is missing (moved?); point at it with --slide PATH"
+    )
+
+
+def _last_event(folder: Path, revision: int) -> dict[str, Any]:
+    events = [e for e in read_audit(folder) if e.get("revision") == revision]
+    return events[-1] if events else {}
+
+
+# --------------------------------------------------------------------------------------------
+# The session
+
+
+class ResultSession:
+    """One opened result: its slide tiles, its current state, and the single path to write it."""
+
+    def __init__(self, folder: Path, slides: list[Path]) -> None:
+        self.folder = Path(folder)
+        result = load_result_json(self.folder)
+        self.name = str(result["slide"].get("name") or self.folder.name)
+        self.read_only: str | None = None
+        try:
+            _verify()(self.folder)
+        except ResultError as exc:
+            self.read_only = f"{exc} — opened read-only"
+            LOG.warning("%s", self.read_only)
+        self.slide_path = resolve_slide(self.folder, result, slides)
+        self.tiles = DeepZoomTiles(self.slide_path)
+        self.lock = threading.Lock()  # one save or sign-out at a time from this server
+
+    def close(self) -> None:
+        """Close the slide."""
+        self.tiles.close()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything the page shows for the current revision."""
+        result = load_result_json(self.folder)
+        table = read_findings_csv(self.folder / "findings.csv")
+        polygons = read_polygons(self.folder)
+        crops = set(_crop_ids(self.folder))
+        thresholds = morphometry_thresholds(result)
+        glomeruli = [
+            glomerulus_record(row, polygons[int(row["glomerulus_id"])], thresholds, gid in crops)
+            for row in table.to_dict("records")
+            if (gid := int(row["glomerulus_id"])) in polygons
+        ]
+        revision = int(result["revision"])
+        last = _last_event(self.folder, revision)
+        return {
+            "name": self.name,
+            "folder": str(self.folder),
+            "slide": {
+                "path": str(self.slide_path),
+                "mpp": float(result["slide"]["mpp"]),
+                "dimensions": result["slide"]["dimensions"],
+            },
+            "patient_id": result.get("patient_id"),
+            "biopsy_date": result.get("biopsy_date"),
+            "stain": result.get("stain"),
+            "revision": revision,
+            "status": result["status"],
+            "confirmation": result.get("confirmation"),
+            "last_event": {k: last.get(k) for k in ("event", "by", "at", "note")},
+            "read_only": self.read_only,
+            "warnings": [str(w) for w in result.get("warnings") or []],
+            "glomeruli": glomeruli,
+            "cortex": dict(result.get("cortex_fractions") or {}),
+            "biopsy": result.get("biopsy") or {},
+            "class_override": result.get("class_override"),
+            "comment": result.get("comment"),
+            "summary": summary(result["scores"]),
+            "supports": sorted(_review_keywords()),
+        }
+
+    def crop(self, gid: int) -> bytes:
+        """The stored JPEG crop of a glomerulus; ``KeyError`` if it has none."""
+        index = _crop_index(self.folder)
+        entry = index.get(str(gid))
+        if entry is None:
+            raise KeyError(gid)
+        return (self.folder / "assets" / entry["file"]).read_bytes()
+
+    # -- previewing ---------------------------------------------------------------------------
+
+    def preview(self, edits: PageEdits) -> dict[str, Any]:
+        """The summary the edits would give, scored as the save will score it; nothing written."""
+        from lnpath.workflow.scoring import score_findings
+
+        result = load_result_json(self.folder)
+        table = edited_table(read_findings_csv(self.folder / "findings.csv"), edits)
+        cortex = dict(result.get("cortex_fractions") or {})
+        cortex.update(edits.cortex or {})
+        score = score_findings(
+            scoring_view(table, edits),
+            cortex={k: v for k, v in cortex.items() if v is not None},
+            config=load_config(result["config"]),
+            biopsy=biopsy_inputs(
+                edits.biopsy if edits.biopsy is not None else result.get("biopsy")
+            ),
+        )
+        out = summary(score.to_dict())
+        out["main_calls"] = {
+            str(int(row["glomerulus_id"])): main_call(row) for row in table.to_dict("records")
+        }
+        return out
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _check_writable(self, base_revision: int) -> None:
+        if self.read_only:
+            raise ReadOnly(f"{self.folder}: {self.read_only}")
+        result = load_result_json(self.folder)
+        current = int(result["revision"])
+        if base_revision != current:
+            last = _last_event(self.folder, current)
+            raise StaleRevision(
+                f"revision {current} was saved since you opened revision {base_revision}: "
+                f"changed by {last.get('by') or 'unknown'} at {last.get('at') or '?'} — reload"
+            )
+
+    def save(self, edits: PageEdits) -> dict[str, Any]:
+        """Write the page's edits as one new revision through :func:`lnpath.review`."""
+        if not edits.pathologist:
+            raise InputError("save: enter your name first (it goes into the audit trail)")
+        with self.lock:
+            self._check_writable(edits.base_revision)
+            with tempfile.TemporaryDirectory(prefix="lnpath-ws-") as tmp:
+                kwargs = self._review_arguments(edits, Path(tmp))
+                if not kwargs:
+                    raise InputError("save: nothing to save")
+                _call_review(self.folder, edits, kwargs)
+        return self.state()
+
+    def _review_arguments(self, edits: PageEdits, tmp: Path) -> dict[str, Any]:
+        """The :func:`lnpath.review` keywords for the edits (files written under ``tmp``)."""
+        supported = _review_keywords()
+        kwargs: dict[str, Any] = {}
+        table = read_findings_csv(self.folder / "findings.csv")
+        if edits.glomeruli or edits.added:
+            edited = edited_table(table, edits)
+            exclusions = {
+                int(g): str(e)
+                for g, e in zip(edited["glomerulus_id"], edited["exclusion"], strict=True)
+                if e
+            }
+            if "exclusions" in supported:
+                kwargs["exclusions"] = exclusions or None
+            else:  # this lnpath's review knows only deletion and the ischemic flag
+                edited = edited[edited["exclusion"] != "not_glomerulus"].copy()
+                if "ischemic" not in edited:
+                    edited["ischemic"] = pd.array([pd.NA] * len(edited), dtype="boolean")
+                edited.loc[edited["exclusion"] == "ischemic", "ischemic"] = True
+            edited = edited.drop(columns=["exclusion"])
+            if edits.added:
+                kwargs["geojson"] = self._geojson_with(edits.added, tmp / "glomeruli.geojson")
+                start = int(table["glomerulus_id"].max()) + 1
+                new = pd.DataFrame({"glomerulus_id": range(start, start + len(edits.added))})
+                edited = pd.concat([edited, new], ignore_index=True)
+            path = tmp / "findings.csv"
+            edited.to_csv(path, index=False)
+            kwargs["findings"] = path
+        if edits.cortex:
+            kwargs["cortex"] = dict(edits.cortex)
+        for name in ("biopsy", "class_override", "comment"):
+            value = getattr(edits, name)
+            if value is not None:
+                kwargs[name] = value
+        return kwargs
+
+    def _geojson_with(self, added: list[list[tuple[float, float]]], path: Path) -> Path:
+        """The result's own GeoJSON plus the drawn outlines, for review to add them."""
+        features = read_qupath(self.folder / "glomeruli.geojson")
+        for points in added:
+            polygon = Polygon(points)
+            if not polygon.is_valid or polygon.area <= 0:
+                raise InputError("save: a drawn glomerulus outline crosses itself; redraw it")
+            features.append(
+                QuPathFeature(
+                    geometry=polygon, classification="Glomerulus", object_type="annotation"
+                )
+            )
+        write_qupath(features, path)
+        return path
+
+    def confirm(self, base_revision: int, pathologist: str, note: str | None) -> dict[str, Any]:
+        """Sign out the revision the page shows, through :func:`lnpath.confirm`."""
+        from lnpath.workflow.signoff import confirm
+
+        with self.lock:
+            self._check_writable(base_revision)
+            confirm(self.folder, pathologist=pathologist, note=note or None)
+        return self.state()
+
+
+# --------------------------------------------------------------------------------------------
+# The one writer, whatever its signature today
+
+
+def _review() -> Callable[..., Any]:
+    from lnpath.workflow.signoff import review
+
+    return review
+
+
+def _verify() -> Callable[..., Any]:
+    from lnpath.workflow.signoff import verify
+
+    return verify
+
+
+def _review_keywords() -> set[str]:
+    return set(inspect.signature(_review()).parameters)
+
+
+def _call_review(folder: Path, edits: PageEdits, kwargs: dict[str, Any]) -> None:
+    """Call :func:`lnpath.review` with the sign-out keywords (``pathologist``, ``base_revision``,
+    ``biopsy`` ...); a field this lnpath's review does not take yet is refused, never dropped."""
+    supported = _review_keywords()
+    missing = sorted(k for k in kwargs if k not in supported)
+    if missing:
+        raise InputError(
+            f"save: this lnpath cannot record {', '.join(missing)} yet (its review has no "
+            "such field); leave those fields unchanged"
+        )
+    who = "pathologist" if "pathologist" in supported else "reviewer"
+    kwargs[who] = edits.pathologist
+    kwargs["note"] = edits.note
+    if "base_revision" in supported:
+        kwargs["base_revision"] = edits.base_revision
+    try:
+        _review()(folder, **kwargs)
+    except ResultError as exc:
+        if "changed by" in str(exc):
+            raise StaleRevision(str(exc)) from None
+        raise
+
+
+def _crop_index(folder: Path) -> dict[str, Any]:
+    try:
+        index = json.loads((folder / "assets" / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return dict(index.get("crops") or {})
+
+
+def _crop_ids(folder: Path) -> list[int]:
+    return [int(g) for g in _crop_index(folder)]

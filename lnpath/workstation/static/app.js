@@ -1,0 +1,687 @@
+// lnpath workstation. The page shows, collects edits and asks the server; it never scores.
+// Every element is built with textContent / setAttribute: no data ever goes through innerHTML.
+"use strict";
+
+const TOKEN = document.querySelector('meta[name="lnpath-token"]').content;
+const EXTENTS = ["", "segmental", "global"];
+const CLASSES = ["", "I", "II", "III", "IV", "V", "VI", "III+V", "IV+V"];
+const SEVERITY = ["", "none", "mild", "moderate", "severe"];
+
+let META = null;          // {results, lesions, colours}
+let viewer = null;        // the one OpenSeadragon viewer
+let overlay = null;       // its SVG overlay
+let drawing = null;       // points of the outline being drawn, or null
+const work = {};          // result index -> {state, edits, selected, preview}
+let current = null;       // index of the result shown
+
+// ------------------------------------------------------------------------------------------
+// small helpers
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "onclick" || k === "onchange" || k === "oninput") node[k] = v;
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  return node;
+}
+
+function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+
+function $(id) { return document.getElementById(id); }
+
+async function api(path, body) {
+  const options = { headers: { "X-Lnpath-Token": TOKEN }, credentials: "same-origin" };
+  if (body !== undefined) {
+    options.method = "POST";
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = { error: response.statusText }; }
+  if (!response.ok) {
+    const error = new Error(data.error || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+function say(text, isError) {
+  const node = $("message");
+  node.textContent = text || "";
+  node.className = isError ? "error" : "";
+}
+
+function pct(v) { return v === null || v === undefined ? "" : String(Math.round(v * 1000) / 10); }
+
+// ------------------------------------------------------------------------------------------
+// the working copy: saved state + what the pathologist changed
+
+function W() { return work[current]; }
+
+function emptyEdits() {
+  return { glomeruli: {}, added: [], cortex: null, biopsy: null, class_override: null, comment: null };
+}
+
+function glom(gid) { return W().state.glomeruli.find((g) => g.id === gid); }
+
+function value(g, field) {
+  const e = W().edits.glomeruli[g.id];
+  if (e && field in e) return e[field];
+  if (field === "extent") return g.extent || "";
+  if (field === "exclusion") return g.exclusion || "";
+  return g.calls[field];
+}
+
+function setValue(gid, field, v) {
+  const g = glom(gid);
+  const edits = W().edits.glomeruli;
+  edits[gid] = edits[gid] || {};
+  edits[gid][field] = v;
+  const saved = field === "extent" ? (g.extent || "") : field === "exclusion" ? (g.exclusion || "") : g.calls[field];
+  if (saved === v) delete edits[gid][field];
+  if (Object.keys(edits[gid]).length === 0) delete edits[gid];
+  changed();
+}
+
+function dirty() {
+  const e = W().edits;
+  return Object.keys(e.glomeruli).length > 0 || e.added.length > 0 || e.cortex !== null ||
+    e.biopsy !== null || e.class_override !== null || e.comment !== null;
+}
+
+function payload() {
+  const w = W();
+  return {
+    base_revision: w.state.revision,
+    pathologist: $("pathologist").value,
+    note: $("note").value || null,
+    ...w.edits,
+  };
+}
+
+function undecided(g) {
+  if (value(g, "exclusion")) return false;
+  return META.lesions.some((l) => value(g, l.lesion) === null);
+}
+
+function reviewOrder() {
+  // the machine's least certain glomeruli first (certainty from the server), then by id
+  return [...W().state.glomeruli].sort((a, b) => {
+    const ca = a.certainty === null ? Infinity : a.certainty;
+    const cb = b.certainty === null ? Infinity : b.certainty;
+    return ca - cb || a.id - b.id;
+  });
+}
+
+// ------------------------------------------------------------------------------------------
+// live summary from the server
+
+let previewSeq = 0;
+async function changed() {
+  renderGlomerulus();
+  renderList();
+  drawOverlay();
+  const seq = ++previewSeq;
+  const w = W();
+  if (!dirty()) { w.preview = null; renderSummary(); return; }
+  try {
+    const preview = await api(`/api/r/${current}/preview`, payload());
+    if (seq !== previewSeq || w !== W()) return;
+    w.preview = preview;
+    say("");
+  } catch (err) {
+    say(err.message, true);
+  }
+  renderSummary();
+  renderGlomerulus();
+  renderList();
+  drawOverlay();
+}
+
+// an incomplete index shows its lower bound, as the report does (the server's text says why)
+function indexShown(index) {
+  return index.total === null ? "n/c" : `${index.complete ? "" : "≥"}${index.low}/${index.max}`;
+}
+
+function indexBlock(name, index) {
+  const rows = index.components.map((c) => el("tr", {},
+    el("td", {}, c.label),
+    el("td", {}, c.N === null || c.N === undefined ? "" : `${c.n}/${c.N}`),
+    el("td", {}, c.assessed ? `${c.score} ×${c.weight}` :
+      (c.range ? `not assessed (${c.range[0]}–${c.range[1]})` : "not assessed"))));
+  const shown = indexShown(index);
+  return el("div", { class: "index" },
+    el("h3", {}, name),
+    el("span", { class: "index-value", id: `${name === "Activity index" ? "ai" : "ci"}-value`,
+      "data-low": index.low, "data-complete": index.complete }, shown),
+    el("div", { class: "index-text" }, index.text),
+    el("table", {}, el("tbody", {}, rows)));
+}
+
+function renderSummary() {
+  const w = W();
+  const s = w.preview || w.state.summary;
+  const node = clear($("summary"));
+  node.append(el("h2", {}, "Summary ", w.preview ? el("span", { class: "unsaved", id: "unsaved" }, "(unsaved changes)") : null));
+  node.append(indexBlock("Activity index", s.ai), indexBlock("Chronicity index", s.ci));
+  node.append(el("h3", {}, "ISN/RPS class"),
+    el("div", { id: "class-value" }, s.class.proposal ? `Class ${s.class.proposal}` : "not proposed"),
+    el("div", { class: "muted" }, s.class.label || ""),
+    el("div", { class: "muted" }, s.class.rationale || ""));
+  const head = clear($("headline"));
+  head.append(`AI ${indexShown(s.ai)} · CI ${indexShown(s.ci)} · ${s.class.proposal ? `Class ${s.class.proposal}` : "class not proposed"} · N = ${s.adequacy.n_glomeruli} (${s.adequacy.status})`,
+    w.preview ? el("span", { class: "unsaved" }, " · unsaved") : "");
+  node.append(el("h3", {}, "Adequacy"),
+    el("div", { id: "adequacy" }, `${s.adequacy.status}: ${s.adequacy.message}`),
+    el("div", { id: "n-glomeruli", "data-n": s.adequacy.n_glomeruli }, `N = ${s.adequacy.n_glomeruli} glomeruli`));
+}
+
+// ------------------------------------------------------------------------------------------
+// viewer and overlay
+
+function colourOf(g) {
+  const w = W();
+  const label = (w.preview && w.preview.main_calls[g.id]) || g.main_call;
+  return META.colours[label] || "#ffeb3b";
+}
+
+function drawOverlay() {
+  if (!overlay) return;
+  clear(overlay);
+  const w = W();
+  for (const g of w.state.glomeruli) {
+    const excl = value(g, "exclusion");
+    const classes = [g.id === w.selected ? "selected" : "", excl ? "excluded" : ""].join(" ").trim();
+    overlay.append(svg("polygon", {
+      points: g.polygon.map((p) => p.join(",")).join(" "),
+      stroke: colourOf(g), fill: colourOf(g), class: classes, "data-gid": g.id,
+    }));
+  }
+  w.edits.added.forEach((poly, i) => overlay.append(svg("polygon", {
+    points: poly.map((p) => p.join(",")).join(" "), class: "added", fill: "#00e5ff", "data-added": i,
+  })));
+  if (drawing && drawing.length) {
+    overlay.append(svg("polyline", { points: drawing.map((p) => p.join(",")).join(" ") }));
+  }
+}
+
+function inside(point, polygon) {
+  let hit = false;
+  for (let i = 0, j = polygon.length - 1; i < polygon.length; j = i++) {
+    const [xi, yi] = polygon[i], [xj, yj] = polygon[j];
+    if ((yi > point[1]) !== (yj > point[1]) &&
+        point[0] < ((xj - xi) * (point[1] - yi)) / (yj - yi) + xi) hit = !hit;
+  }
+  return hit;
+}
+
+function onCanvasClick(event) {
+  if (!event.quick) return;
+  const p = viewer.viewport.viewportToImageCoordinates(viewer.viewport.pointFromPixel(event.position));
+  const point = [Math.round(p.x * 10) / 10, Math.round(p.y * 10) / 10];
+  if (drawing) {
+    drawing.push(point);
+    event.preventDefaultAction = true;
+    $("draw-hint").textContent = `${drawing.length} point(s); Enter or Finish to close`;
+    drawOverlay();
+    return;
+  }
+  const hits = W().state.glomeruli.filter((g) => inside(point, g.polygon));
+  if (hits.length) {
+    hits.sort((a, b) => a.area_um2 - b.area_um2);
+    event.preventDefaultAction = true;
+    select(hits[0].id, false);
+  }
+}
+
+function updateScaleBar() {
+  const w = W();
+  if (!viewer || !viewer.world.getItemAt(0)) return;
+  const zoom = viewer.world.getItemAt(0).viewportToImageZoom(viewer.viewport.getZoom(true));
+  const umPerPx = w.state.slide.mpp / zoom;
+  const target = 120 * umPerPx;
+  const power = Math.pow(10, Math.floor(Math.log10(target)));
+  const nice = [1, 2, 5, 10].map((m) => m * power).filter((v) => v <= target).pop() || power;
+  $("scalebar-bar").style.width = `${nice / umPerPx}px`;
+  $("scalebar-label").textContent = nice >= 1000 ? `${nice / 1000} mm` : `${nice} µm`;
+}
+
+function openViewer() {
+  if (!viewer) {
+    viewer = OpenSeadragon({
+      element: $("viewer"),
+      prefixUrl: "/static/openseadragon/images/",
+      showNavigator: true,
+      gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
+      loadTilesWithAjax: true,
+      ajaxHeaders: { "X-Lnpath-Token": TOKEN },
+      maxZoomPixelRatio: 2,
+    });
+    viewer.addHandler("canvas-click", onCanvasClick);
+    viewer.addHandler("animation", updateScaleBar);
+    viewer.addHandler("open", () => {
+      overlay = svg("svg", { class: "lnpath-overlay", id: "overlay", preserveAspectRatio: "none" });
+      const [wd, ht] = W().state.slide.dimensions;
+      overlay.setAttribute("viewBox", `0 0 ${wd} ${ht}`);
+      viewer.addOverlay({ element: overlay, location: viewer.world.getItemAt(0).imageToViewportRectangle(0, 0, wd, ht) });
+      drawOverlay();
+      updateScaleBar();
+      document.body.dataset.ready = "true";
+    });
+  }
+  document.body.dataset.ready = "false";
+  viewer.open(`/api/r/${current}/slide.dzi`);
+}
+
+function panTo(g) {
+  if (!viewer || !viewer.world.getItemAt(0)) return;
+  const item = viewer.world.getItemAt(0);
+  const xs = g.polygon.map((p) => p[0]), ys = g.polygon.map((p) => p[1]);
+  const x0 = Math.min(...xs), y0 = Math.min(...ys), x1 = Math.max(...xs), y1 = Math.max(...ys);
+  const pad = Math.max(x1 - x0, y1 - y0);
+  viewer.viewport.fitBounds(item.imageToViewportRectangle(x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad));
+}
+
+// ------------------------------------------------------------------------------------------
+// glomerulus panel and list
+
+function select(gid, pan) {
+  W().selected = gid;
+  const g = glom(gid);
+  if (pan && g) panTo(g);
+  renderGlomerulus();
+  renderList();
+  drawOverlay();
+}
+
+function step(delta) {
+  const gl = W().state.glomeruli;
+  if (!gl.length) return;
+  const i = gl.findIndex((g) => g.id === W().selected);
+  const next = gl[(i + delta + gl.length) % gl.length] || gl[0];
+  select(next.id, true);
+}
+
+function nextUndecided() {
+  const order = reviewOrder();
+  const start = order.findIndex((g) => g.id === W().selected);
+  for (let k = 1; k <= order.length; k++) {
+    const g = order[(start + k + order.length) % order.length];
+    if (undecided(g)) { select(g.id, true); return; }
+  }
+  say("every glomerulus has a call for each lesion (or is excluded)");
+}
+
+function callButtons(g, lesion) {
+  const v = value(g, lesion);
+  const options = [[true, "present", "present"], [false, "absent", "absent"], [null, "n/a", "na"]];
+  return el("span", { class: "calls", "data-lesion": lesion },
+    options.map(([val, text, cls]) => el("button", {
+      type: "button", class: `${cls}${v === val ? " on" : ""}`, "data-value": cls,
+      onclick: () => setValue(g.id, lesion, val), title: text === "n/a" ? "not assessed" : text,
+    }, text)));
+}
+
+function renderGlomerulus() {
+  const w = W();
+  const node = clear($("glomerulus"));
+  const g = w.selected !== null ? glom(w.selected) : null;
+  if (!g) {
+    node.append(el("h2", {}, "Glomerulus"), el("p", { class: "muted" },
+      "Click a glomerulus on the slide, or press u for the next undecided one (least certain first)."));
+    return;
+  }
+  const label = (w.preview && w.preview.main_calls[g.id]) || g.main_call;
+  const excl = value(g, "exclusion");
+  node.append(el("h2", { id: "glomerulus-title" }, `G${g.id}: `, label,
+    excl ? ` — excluded (${excl === "ischemic" ? "ischemic/obsolescent" : "not a glomerulus"})` : ""));
+  if (g.crop) node.append(el("img", { class: "crop", alt: `G${g.id}`, src: `/api/r/${current}/crop/${g.id}.jpg` }));
+  const machine = [];
+  if (g.probability !== null) machine.push(`detection p = ${g.probability.toFixed(2)}`);
+  for (const [lesion, p] of Object.entries(g.p)) machine.push(`${lesion.replace(/_/g, " ")} p = ${p.toFixed(2)}`);
+  node.append(el("div", { class: "muted" },
+    `Machine: ${g.main_call} (${g.source || "?"})`, machine.length ? `; ${machine.join("; ")}` : "",
+    `; area ${Math.round(g.area_um2 || 0)} µm²`));
+  const rows = META.lesions.map((l) => el("tr", {},
+    el("td", {}, el("span", { class: "key" }, l.key), " ", l.label), el("td", {}, callButtons(g, l.lesion))));
+  node.append(el("table", {}, el("tbody", {}, rows)));
+  const extent = value(g, "extent");
+  node.append(el("label", { class: "row" }, "Extent of LN lesions (e)",
+    el("select", { id: "extent", onchange: (e) => setValue(g.id, "extent", e.target.value || null) },
+      EXTENTS.map((x) => el("option", { value: x, selected: (extent || "") === x }, x || "not recorded")))));
+  node.append(el("div", {},
+    el("button", { type: "button", id: "exclude-not", onclick: () => setValue(g.id, "exclusion", excl === "not_glomerulus" ? "" : "not_glomerulus") },
+      excl === "not_glomerulus" ? "Include again" : "Exclude: not a glomerulus (x)"), " ",
+    el("button", { type: "button", id: "exclude-ischemic", onclick: () => setValue(g.id, "exclusion", excl === "ischemic" ? "" : "ischemic") },
+      excl === "ischemic" ? "Include again" : "Exclude: ischemic/obsolescent (i)")));
+  if (g.measurements.length) {
+    node.append(el("h3", {}, "Measurements"), el("table", {}, el("tbody", {}, g.measurements.map((m) =>
+      el("tr", {}, el("td", {}, m.name), el("td", {}, String(m.value)), el("td", { class: "muted" }, m.rules.join("; ")))))));
+  }
+}
+
+function renderList() {
+  const w = W();
+  const node = clear($("glomeruli-list"));
+  node.append(el("h2", {}, `Glomeruli (${w.state.glomeruli.length}${w.edits.added.length ? ` + ${w.edits.added.length} drawn` : ""})`));
+  const rows = w.state.glomeruli.map((g) => el("tr", {
+    class: g.id === w.selected ? "selected" : "", "data-gid": g.id, onclick: () => select(g.id, true),
+  },
+    el("td", { class: value(g, "exclusion") ? "excluded" : "" }, `G${g.id}`),
+    el("td", {}, (w.preview && w.preview.main_calls[g.id]) || g.main_call),
+    el("td", { class: "muted" }, undecided(g) ? "undecided" : "decided")));
+  node.append(el("table", {}, el("tbody", {}, rows)));
+}
+
+// ------------------------------------------------------------------------------------------
+// biopsy panel
+
+function biopsyValue(path) {
+  const w = W();
+  let obj = w.edits.biopsy || w.state.biopsy || {};
+  for (const k of path) obj = obj && typeof obj === "object" ? obj[k] : undefined;
+  return obj === undefined ? null : obj;
+}
+
+function setBiopsy(path, v) {
+  const w = W();
+  const b = structuredClone(w.edits.biopsy || w.state.biopsy || {});
+  let obj = b;
+  for (const k of path.slice(0, -1)) { obj[k] = obj[k] || {}; obj = obj[k]; }
+  obj[path[path.length - 1]] = v;
+  w.edits.biopsy = b;
+  changed();
+}
+
+function triSelect(id, v, onchange) {
+  const current = v === true ? "yes" : v === false ? "no" : "";
+  return el("select", { id, onchange: (e) => onchange(e.target.value === "" ? null : e.target.value === "yes") },
+    [["", "not assessed"], ["yes", "yes"], ["no", "no"]].map(([val, text]) => el("option", { value: val, selected: current === val }, text)));
+}
+
+function choice(id, options, v, onchange) {
+  return el("select", { id, onchange: (e) => onchange(e.target.value || null) },
+    options.map((o) => el("option", { value: o, selected: (v || "") === o }, o || "not recorded")));
+}
+
+function numberInput(id, v, onchange, attrs) {
+  return el("input", { id, type: "number", value: v === null || v === undefined ? "" : v, ...attrs,
+    onchange: (e) => onchange(e.target.value === "" ? null : Number(e.target.value)) });
+}
+
+function renderBiopsy() {
+  const w = W();
+  const node = clear($("biopsy"));
+  const supports = new Set(w.state.supports);
+  node.append(el("h2", {}, "Biopsy"));
+  const cortex = { ...w.state.cortex, ...(w.edits.cortex || {}) };
+  const fields = [["interstitial_inflammation", "Interstitial inflammation %"],
+    ["interstitial_fibrosis", "Interstitial fibrosis %"], ["tubular_atrophy", "Tubular atrophy %"]];
+  node.append(el("fieldset", { disabled: !supports.has("cortex") }, el("legend", {}, "Cortex (% of cortex)"),
+    fields.map(([name, text]) => el("label", { class: "row" }, text, numberInput(`cortex-${name}`, pct(cortex[name]), (v) => {
+      w.edits.cortex = { ...(w.edits.cortex || {}), [name]: v === null ? null : v / 100 };
+      changed();
+    }, { min: 0, max: 100, step: 1 })))));
+  const later = supports.has("biopsy") ? null : el("p", { class: "muted" },
+    "This lnpath's review cannot record IF/EM, vessels, class override or comment yet.");
+  node.append(later || "");
+  node.append(el("fieldset", { disabled: !supports.has("biopsy") }, el("legend", {}, "IF/EM"),
+    el("label", { class: "row" }, "Membranous component", triSelect("membranous", biopsyValue(["membranous", "present"]), (v) => setBiopsy(["membranous", "present"], v))),
+    el("label", { class: "row" }, "Membranous extent", choice("membranous-extent", EXTENTS, biopsyValue(["membranous", "extent"]), (v) => setBiopsy(["membranous", "extent"], v))),
+    el("label", { class: "row" }, "Mesangial deposits", triSelect("deposits-mesangial", biopsyValue(["deposits", "mesangial"]), (v) => setBiopsy(["deposits", "mesangial"], v))),
+    el("label", { class: "row" }, "Subendothelial deposits", triSelect("deposits-subendothelial", biopsyValue(["deposits", "subendothelial"]), (v) => setBiopsy(["deposits", "subendothelial"], v)))));
+  node.append(el("fieldset", { disabled: !supports.has("biopsy") }, el("legend", {}, "Vessels"),
+    el("label", { class: "row" }, "Arteries sampled", numberInput("arteries", biopsyValue(["vessels", "arteries_sampled"]), (v) => setBiopsy(["vessels", "arteries_sampled"], v), { min: 0, step: 1 })),
+    el("label", { class: "row" }, "Intimal fibrosis", choice("intimal-fibrosis", SEVERITY, biopsyValue(["vessels", "intimal_fibrosis"]), (v) => setBiopsy(["vessels", "intimal_fibrosis"], v))),
+    ["arteriolar_hyalinosis", "lupus_vasculopathy", "tma", "vasculitis"].map((k) =>
+      el("label", { class: "row" }, k.replace(/_/g, " "), triSelect(`vessels-${k}`, biopsyValue(["vessels", k]), (v) => setBiopsy(["vessels", k], v))))));
+  const override = w.edits.class_override !== null ? w.edits.class_override : (w.state.class_override || {});
+  node.append(el("fieldset", { disabled: !supports.has("class_override") }, el("legend", {}, "Class override"),
+    el("label", { class: "row" }, "Class", choice("class-override", CLASSES, override.class, (v) => {
+      w.edits.class_override = v ? { class: v, reason: $("class-reason").value } : {};
+      changed();
+    })),
+    el("label", { class: "row" }, "Reason", el("input", { id: "class-reason", value: override.reason || "", onchange: (e) => {
+      w.edits.class_override = { class: $("class-override").value, reason: e.target.value };
+      changed();
+    } }))));
+  const comment = w.edits.comment !== null ? w.edits.comment : (w.state.comment || "");
+  node.append(el("fieldset", { disabled: !supports.has("comment") }, el("legend", {}, "Comment"),
+    el("textarea", { id: "comment", rows: 3, cols: 40, onchange: (e) => { w.edits.comment = e.target.value; changed(); } }, comment)));
+}
+
+// ------------------------------------------------------------------------------------------
+// results, saving, signing out
+
+function renderBanner() {
+  const s = W().state;
+  const node = $("banner");
+  const last = s.last_event;
+  const who = last && last.by ? ` — last ${last.event} by ${last.by} at ${last.at}${last.note ? ` (note: ${last.note})` : ""}` : "";
+  const patient = s.patient_id ? ` [patient ${s.patient_id}${s.biopsy_date ? `, ${s.biopsy_date}` : ""}]` : "";
+  if (s.read_only) {
+    node.className = "readonly";
+    node.textContent = `READ-ONLY: ${s.read_only}`;
+  } else if (s.status === "confirmed") {
+    node.className = "confirmed";
+    node.textContent = `${s.name}${patient}: revision ${s.revision} CONFIRMED by ${s.confirmation.pathologist} at ${s.confirmation.confirmed_at}`;
+  } else {
+    node.className = "";
+    node.textContent = `${s.name}${patient}: revision ${s.revision}, PROVISIONAL — pending pathologist review${who}`;
+  }
+  $("save").disabled = Boolean(s.read_only);
+  $("signout").disabled = Boolean(s.read_only) || s.status === "confirmed";
+}
+
+function renderAll() {
+  renderBanner();
+  renderSummary();
+  renderGlomerulus();
+  renderBiopsy();
+  renderList();
+  drawOverlay();
+}
+
+async function openResult(index) {
+  $("compare").hidden = true;
+  $("review").hidden = false;
+  current = index;
+  if (!work[index]) {
+    const state = await api(`/api/r/${index}/state`);
+    work[index] = { state, edits: emptyEdits(), selected: null, preview: null };
+  }
+  for (const b of $("tabs").children) b.classList.toggle("active", b.dataset.index === String(index));
+  renderAll();
+  openViewer();
+}
+
+async function save() {
+  const w = W();
+  if (!dirty()) { say("nothing to save"); return; }
+  if (!$("pathologist").value.trim()) { say("enter your name first (it goes into the audit trail)", true); $("pathologist").focus(); return; }
+  localStorage.setItem("lnpath-pathologist", $("pathologist").value);
+  try {
+    const state = await api(`/api/r/${current}/save`, payload());
+    w.state = state;
+    w.edits = emptyEdits();
+    w.preview = null;
+    $("note").value = "";
+    say(`saved revision ${state.revision}`);
+    renderAll();
+  } catch (err) {
+    say(err.status === 409 ? `Not saved: ${err.message}` : err.message, true);
+  }
+}
+
+function askSignOut() {
+  const w = W();
+  if (dirty()) { say("save your changes before signing out", true); return; }
+  if (!$("pathologist").value.trim()) { say("enter your name first", true); return; }
+  $("signout-text").textContent = `Confirm revision ${w.state.revision} of ${w.state.name} as ${$("pathologist").value.trim()}? A confirmed revision is sealed and immutable.`;
+  $("signout-panel").hidden = false;
+}
+
+async function signOut() {
+  const w = W();
+  $("signout-panel").hidden = true;
+  try {
+    w.state = await api(`/api/r/${current}/confirm`, {
+      base_revision: w.state.revision, pathologist: $("pathologist").value, note: $("note").value || null,
+    });
+    say(`revision ${w.state.revision} confirmed`);
+    renderAll();
+  } catch (err) {
+    say(err.message, true);
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// drawing a missed glomerulus
+
+function startDrawing() {
+  drawing = [];
+  $("draw-finish").hidden = false;
+  $("draw-hint").textContent = "click the outline's points";
+}
+
+function stopDrawing(keep) {
+  if (keep && drawing && drawing.length >= 3) W().edits.added.push(drawing);
+  else if (keep) say("an outline needs at least three points", true);
+  drawing = null;
+  $("draw-finish").hidden = true;
+  $("draw-hint").textContent = "";
+  changed();
+}
+
+// ------------------------------------------------------------------------------------------
+// compare view
+
+async function openCompare() {
+  $("review").hidden = true;
+  const node = clear($("compare"));
+  node.hidden = false;
+  for (const b of $("tabs").children) b.classList.toggle("active", b.dataset.index === "compare");
+  const pick = (id, selected) => el("select", { id }, META.results.map((r) => el("option", { value: r.index, selected: r.index === selected }, r.name)));
+  node.append(el("h2", {}, "Compare"), el("label", {}, "Baseline ", pick("baseline", 0)), " ",
+    el("label", {}, "Follow-up ", pick("followup", 1)), " ",
+    el("button", { type: "button", id: "compare-run", onclick: runCompare }, "Compare"));
+  const columns = el("div", { class: "columns" });
+  for (const r of META.results) {
+    const state = work[r.index] ? work[r.index].state : await api(`/api/r/${r.index}/state`);
+    const s = state.summary;
+    columns.append(el("div", { class: "card" }, el("h3", {}, state.name),
+      el("div", {}, `revision ${state.revision}, ${state.status}`),
+      el("div", {}, `AI ${s.ai.text}`), el("div", {}, `CI ${s.ci.text}`),
+      el("div", {}, `Class: ${s.class.proposal || "not proposed"}`),
+      el("div", {}, `Adequacy: ${s.adequacy.message}`)));
+  }
+  node.append(columns, el("div", { id: "compare-result" }));
+  await runCompare();
+}
+
+async function runCompare() {
+  const out = clear($("compare-result"));
+  try {
+    const r = await api(`/api/compare?baseline=${$("baseline").value}&followup=${$("followup").value}`);
+    const e = r.endpoint || {};
+    out.append(el("h3", {}, `Endpoint: ${e.name || ""} — ${r.status}`),
+      el("div", { id: "endpoint-value" }, e.value === null || e.value === undefined ? (e.reason || "not evaluable") : `${e.value}${e.holds === true ? " (holds)" : e.holds === false ? " (does not hold)" : ""}`),
+      el("div", { class: "muted" }, e.rule || ""),
+      el("ul", {}, (r.reasons || []).map((x) => el("li", {}, x))),
+      el("ul", { class: "muted" }, (r.caveats || []).map((x) => el("li", {}, x))));
+  } catch (err) {
+    out.append(el("div", { class: "error" }, err.message));
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// keyboard
+
+const HELP = [
+  ["1–9", "lesion present (again: absent)"], ["Shift+1–9", "lesion not assessed"],
+  ["n", "no (other) lesion: every not-assessed lesion absent"], ["e", "cycle extent"],
+  ["x", "exclude: not a glomerulus"], ["i", "exclude: ischemic/obsolescent"],
+  ["j / →", "next glomerulus"], ["k / ←", "previous glomerulus"],
+  ["u", "next undecided (least certain first)"], ["d", "draw a missed glomerulus"],
+  ["Enter / Esc", "finish / cancel the outline"], ["Ctrl+S", "save"], ["?", "this help"],
+];
+
+function onKey(event) {
+  const target = event.target;
+  if (target && ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName)) {
+    if (event.key === "s" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); save(); }
+    return;
+  }
+  if (current === null || !W()) return;
+  const w = W();
+  const g = w.selected !== null ? glom(w.selected) : null;
+  const digit = /^Digit([1-9])$/.exec(event.code);
+  let handled = true;
+  if (event.key === "s" && (event.ctrlKey || event.metaKey)) save();
+  else if (drawing && event.key === "Enter") stopDrawing(true);
+  else if (drawing && event.key === "Escape") stopDrawing(false);
+  else if (event.ctrlKey || event.metaKey || event.altKey) handled = false;
+  else if (digit && g) {
+    const lesion = META.lesions[Number(digit[1]) - 1].lesion;
+    if (event.shiftKey) setValue(g.id, lesion, null);
+    else setValue(g.id, lesion, value(g, lesion) === true ? false : true);
+  } else if (event.key === "n" && g) {
+    const edits = w.edits.glomeruli;
+    for (const l of META.lesions) {
+      if (value(g, l.lesion) === null) { edits[g.id] = edits[g.id] || {}; edits[g.id][l.lesion] = false; }
+    }
+    changed();
+  } else if (event.key === "e" && g) {
+    const i = EXTENTS.indexOf(value(g, "extent") || "");
+    setValue(g.id, "extent", EXTENTS[(i + 1) % EXTENTS.length] || null);
+  } else if (event.key === "x" && g) setValue(g.id, "exclusion", value(g, "exclusion") === "not_glomerulus" ? "" : "not_glomerulus");
+  else if (event.key === "i" && g) setValue(g.id, "exclusion", value(g, "exclusion") === "ischemic" ? "" : "ischemic");
+  else if (event.key === "j" || event.key === "ArrowRight") step(1);
+  else if (event.key === "k" || event.key === "ArrowLeft") step(-1);
+  else if (event.key === "u") nextUndecided();
+  else if (event.key === "d") startDrawing();
+  else if (event.key === "?") $("help").showModal();
+  else handled = false;
+  if (handled) event.preventDefault();
+}
+
+// ------------------------------------------------------------------------------------------
+
+async function main() {
+  META = await api("/api/results");
+  const tabs = $("tabs");
+  META.results.forEach((r) => tabs.append(el("button", { type: "button", "data-index": r.index,
+    title: r.read_only || r.folder, onclick: () => openResult(r.index) }, r.name, r.read_only ? " (read-only)" : "")));
+  if (META.results.length > 1) tabs.append(el("button", { type: "button", "data-index": "compare", onclick: openCompare }, "Compare"));
+  $("help-keys").append(...HELP.map(([k, t]) => el("tr", {}, el("td", { class: "key" }, k), el("td", {}, t))));
+  $("pathologist").value = localStorage.getItem("lnpath-pathologist") || "";
+  $("save").onclick = save;
+  $("signout").onclick = askSignOut;
+  $("signout-confirm").onclick = signOut;
+  $("signout-cancel").onclick = () => { $("signout-panel").hidden = true; };
+  $("draw").onclick = startDrawing;
+  $("draw-finish").onclick = () => stopDrawing(true);
+  $("help-button").onclick = () => $("help").showModal();
+  $("help-close").onclick = () => $("help").close();
+  document.addEventListener("keydown", onKey);
+  window.addEventListener("beforeunload", (e) => {
+    if (Object.values(work).some((w) => w && (Object.keys(w.edits.glomeruli).length || w.edits.added.length))) e.preventDefault();
+  });
+  await openResult(0);
+}
+
+window.addEventListener("DOMContentLoaded", () => main().catch((err) => say(err.message, true)));

@@ -1,0 +1,333 @@
+"""Learning from a lab's own sign-outs: confirmed result folders -> a lesion model.
+
+No open data labels the lupus lesions, so these tests exercise the mechanics only: four "biopsies"
+are strips of the demo slide (each its own slide file), scored on their annotated glomeruli, given
+scripted calls with ``lnpath review --findings`` and confirmed with ``lnpath confirm``. The calls
+are arbitrary (every third glomerulus "globally sclerosed"), so nothing here says anything about
+accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+from shapely import affinity
+from shapely.geometry import box
+
+import lnpath
+from lnpath.cli import main
+from lnpath.core.errors import InputError, SlideError
+from lnpath.io.qupath import read_qupath, write_qupath
+
+torch.set_num_threads(1)
+
+STRIPS = 4
+PATIENTS = ("P1", "P1", "P2", "P3")  # strips 0 and 1: two biopsies of one patient
+NOT_ASSESSED_ENDO = 3  # glomeruli whose endocapillary call is set to not assessed
+
+
+class Biopsies(NamedTuple):
+    folders: list[Path]
+    slides: list[Path]
+    provisional: Path
+    root: Path
+
+
+def _write_slide(pixels: np.ndarray, path: Path, mpp: float) -> None:
+    """A two-level tiled JPEG TIFF with its µm/px in the resolution tags (as the demo slide)."""
+    with tifffile.TiffWriter(path) as tif:
+        for level, arr in enumerate((pixels, pixels[::4, ::4])):
+            px_per_cm = 1e4 / (mpp * 4**level)
+            tif.write(
+                np.ascontiguousarray(arr),
+                photometric="rgb",
+                tile=(256, 256),
+                compression="jpeg",
+                resolution=(px_per_cm, px_per_cm),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if level == 0 else 1,
+                metadata=None,
+            )
+
+
+def _strip(repo: Path, k: int, out: Path) -> tuple[Path, Path]:
+    """Strip ``k`` of the demo slide and the demo glomeruli wholly inside it."""
+    with lnpath.open_slide(repo / "examples" / "demo_biopsy.tiff") as slide:
+        width, height = slide.dimensions
+        step = width // STRIPS
+        x0 = k * step
+        pixels = slide.read(x0, 0, step, height)
+        mpp = slide.mpp
+    tiff = out / f"biopsy{k}.tiff"
+    _write_slide(pixels, tiff, mpp)
+    inside = box(x0, 0, x0 + step, height)
+    features = []
+    for feature in read_qupath(repo / "examples" / "demo_biopsy_glomeruli.geojson"):
+        if inside.contains(feature.geometry):
+            feature.geometry = affinity.translate(feature.geometry, xoff=-x0)
+            feature.id = None
+            features.append(feature)
+    geojson = out / f"biopsy{k}.geojson"
+    write_qupath(features, geojson)
+    return tiff, geojson
+
+
+def _scripted_calls(result: Path, k: int, out: Path) -> Path:
+    """Arbitrary calls standing in for a pathologist's: they test label handling, not accuracy."""
+    table = pd.read_csv(result / "findings.csv")
+    table["global_sclerosis"] = [(i + k) % 3 == 0 for i in range(len(table))]
+    table["segmental_sclerosis"] = False
+    table["cellular_crescent"] = False
+    table["endocapillary_hypercellularity"] = [(i + k) % 2 == 0 for i in range(len(table))]
+    if k == 0:
+        table.loc[0, "cellular_crescent"] = True  # one crescent in all: too few to learn
+    if k == 1:
+        table["endocapillary_hypercellularity"] = table["endocapillary_hypercellularity"].astype(
+            object
+        )
+        table.loc[: NOT_ASSESSED_ENDO - 1, "endocapillary_hypercellularity"] = None
+    path = out / f"calls{k}.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def _score_and_confirm(tiff: Path, geojson: Path, out: Path, k: int, **kw: object) -> Path:
+    folder = out / f"result{k}"
+    lnpath.score_slide(tiff, out=folder, glomeruli=geojson, patient_id=PATIENTS[k % 4], **kw)
+    calls = _scripted_calls(folder, k, out)
+    assert main(["review", str(folder), "--findings", str(calls), "--reviewer", "Dr A"]) == 0
+    assert main(["confirm", str(folder), "--pathologist", "Dr A"]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def biopsies(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Biopsies:
+    root = tmp_path_factory.mktemp("signouts")
+    folders, slides = [], []
+    for k in range(STRIPS):
+        tiff, geojson = _strip(repo_dir, k, root)
+        folders.append(_score_and_confirm(tiff, geojson, root, k))
+        slides.append(tiff)
+    # a fifth biopsy scored but never confirmed: the same strip under another fingerprint
+    other = root / "biopsy0-rescan.tiff"
+    other.write_bytes(slides[0].read_bytes() + b"\0")
+    provisional = root / "provisional"
+    lnpath.score_slide(other, out=provisional, glomeruli=root / "biopsy0.geojson")
+    return Biopsies(folders, slides, provisional, root)
+
+
+def _card(folder: Path) -> dict:
+    return json.loads((folder / "card.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lab_model(biopsies: Biopsies, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``train-lesions --method morphometry --from-results`` on the four biopsies + a provisional
+    one; the model folder and what the command printed."""
+    import contextlib
+    import io
+
+    model = tmp_path_factory.mktemp("models") / "lab-model"
+    dirs = [str(f) for f in biopsies.folders] + [str(biopsies.provisional)]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(
+            [
+                "train-lesions",
+                "--method",
+                "morphometry",
+                "--from-results",
+                *dirs,
+                "--out",
+                str(model),
+            ]
+        )
+    assert code == 0, printed.getvalue()
+    return model, printed.getvalue()
+
+
+def test_morphometry_model_from_confirmed_results(
+    biopsies: Biopsies, lab_model: tuple[Path, str], tmp_path: Path
+) -> None:
+    model, printed = lab_model
+    assert "1 provisional" in printed and "4 confirmed biopsies" in printed
+    assert "cellular_crescent: refused" in printed
+    card = _card(model)
+    assert set(card["labels"]) == {"endocapillary_hypercellularity", "global_sclerosis"}
+    assert "cellular_crescent" in card["refused_labels"]
+    assert "segmental_sclerosis" in card["refused_labels"]  # no positives at all
+    info = card["training_results"]
+    assert info["biopsies"] == 4 and info["groups"] == 3
+    assert info["ignored"]["provisional"] == [str(biopsies.provisional)]
+    for entry, folder in zip(info["results"], biopsies.folders, strict=True):
+        assert entry["content_sha256"] == lnpath.verify(folder).content_sha256
+        record = json.loads((folder / "result.json").read_text())
+        assert entry["slide_sha256"] == record["slide"]["fingerprint"]["sha256"]
+        assert entry["confirmed_by"] == "Dr A"
+    assert card["lnpath_version"] == lnpath.__version__
+    n = sum(len(pd.read_csv(f / "findings.csv")) for f in biopsies.folders)
+    endo = card["counts"]["endocapillary_hypercellularity"]
+    assert endo["not_assessed"] == NOT_ASSESSED_ENDO  # not assessed is missing, not negative
+    assert endo["positive"] + endo["negative"] == n - NOT_ASSESSED_ENDO
+    metrics = card["cross_validation"]["metrics"]["global_sclerosis"]
+    assert card["cross_validation"]["grouped_by"].startswith("patient")
+    assert metrics["n"] == n and metrics["groups"] == 3
+    for key in ("kappa_ci", "auc_ci", "sensitivity_ci", "specificity_ci"):
+        assert key in metrics
+    assert metrics["reliability"] and sum(r["n"] for r in metrics["reliability"]) == n
+
+    # the model calls a new biopsy, and its report names it with its validation figures
+    again = tmp_path / "rescored"
+    result = lnpath.score_slide(
+        biopsies.slides[2],
+        out=again,
+        glomeruli=biopsies.root / "biopsy2.geojson",
+        lesion_model=str(model),
+    )
+    entry = result.to_dict()["models"][-1]
+    assert entry["validation"]["lesions"]["global_sclerosis"]["n"] == n
+    assert "cellular_crescent" in entry["validation"]["refused"]
+    report = result.report_path.read_text()
+    assert "Lesion calls by model lab-model" in report and "κ" in report
+    assert "Not called (too few labels to learn): Cellular crescent" in report
+    order = lnpath.review_order(result.findings)
+    assert sorted(order) == sorted(result.findings["glomerulus_id"])
+
+
+def test_cnn_from_confirmed_results_python_api(biopsies: Biopsies, tmp_path: Path) -> None:
+    card = lnpath.train_lesions_from_results(
+        biopsies.folders, tmp_path / "cnn", size=32, epochs=1, folds=2, mpp=2.0
+    )
+    assert card["kind"] == "lesion-classifier" and card["mpp"] == 2.0
+    assert "global_sclerosis" in card["labels"]
+    assert card["training_results"]["biopsies"] == 4
+    caller = lnpath.load_lesion_model(tmp_path / "cnn")
+    assert caller.mpp == 2.0
+
+
+def test_the_default_rules_say_their_negatives_are_unreviewed(biopsies: Biopsies) -> None:
+    report = (biopsies.provisional / "report.html").read_text()
+    assert "negative calls are unreviewed" in report
+
+
+def test_two_results_of_one_slide_count_once(biopsies: Biopsies, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(biopsies.folders[3], tmp_path / "copy-of-3"))
+    from lnpath.workflow.learning import confirmed_results
+
+    results, ignored = confirmed_results([*biopsies.folders, copy])
+    assert len(results) == 4 and len(ignored["duplicate_slide"]) == 1
+
+
+def test_tampered_results_are_ignored_and_counted(biopsies: Biopsies, tmp_path: Path) -> None:
+    from lnpath.workflow.learning import confirmed_results
+
+    tampered = Path(shutil.copytree(biopsies.folders[0], tmp_path / "tampered"))
+    table = pd.read_csv(tampered / "findings.csv")
+    table["global_sclerosis"] = True
+    table.to_csv(tampered / "findings.csv", index=False)
+    results, ignored = confirmed_results([tampered, *biopsies.folders[1:]])
+    assert ignored["unverified"] == [str(tampered)] and len(results) == 3
+
+
+def test_a_folder_confirmed_by_nobody_is_refused(biopsies: Biopsies, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="none of the 1 result folders is confirmed"):
+        lnpath.train_lesions_from_results([biopsies.provisional], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_too_few_labels_write_nothing(
+    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m"
+    # one biopsy: 1-2 positives per lesion, nothing can be estimated
+    args = ["train-lesions", "--method", "morphometry", "--out", str(out)]
+    code = main([*args, "--from-results", str(biopsies.folders[0])])
+    err = capsys.readouterr().err
+    assert code == 2 and "no lesion has enough confirmed labels" in err
+    assert "nothing written" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_moved_slide_is_named_with_the_way_to_find_it(
+    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    moved_to = tmp_path / "archive"
+    moved_to.mkdir()
+    slide = biopsies.slides[3]
+    shutil.move(slide, moved_to / slide.name)
+    try:
+        args = ["train-lesions", "--method", "morphometry", "--out", str(tmp_path / "m")]
+        code = main([*args, "--from-results", *map(str, biopsies.folders)])
+        err = capsys.readouterr().err
+        assert code == 2 and str(slide) in err and "--slide-root" in err
+        assert len(err.strip().splitlines()) == 1
+        from lnpath.training.from_results import locate_slide
+        from lnpath.workflow.learning import confirmed_results
+
+        results, _ = confirmed_results(biopsies.folders[3:])
+        assert locate_slide(results[0], moved_to) == moved_to / slide.name
+        with pytest.raises(SlideError, match="not there"):
+            locate_slide(results[0], tmp_path)
+    finally:
+        shutil.move(moved_to / slide.name, slide)
+
+
+def test_results_of_different_models_are_allowed_and_recorded(
+    biopsies: Biopsies,
+    lab_model: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A biopsy scored with a lab model joins biopsies scored with the default rules."""
+    first = lab_model[0]
+    rescan = tmp_path / "biopsy1-rescan.tiff"
+    rescan.write_bytes(biopsies.slides[1].read_bytes() + b"\0")
+    folder = _score_and_confirm(
+        rescan, biopsies.root / "biopsy1.geojson", tmp_path, 5, lesion_model=str(first)
+    )
+    out = tmp_path / "second"
+    dirs = [*map(str, biopsies.folders), str(folder)]
+    code = main(
+        ["train-lesions", "--method", "morphometry", "--from-results", *dirs, "--out", str(out)]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    models = _card(out)["training_results"]["lesion_models"]
+    assert models == sorted(["MorphometryCaller", "lab-model"])
+    assert "recorded in the card" in printed
+
+
+def test_bench_learning_prints_cost_and_curve(biopsies: Biopsies, repo_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(repo_dir / "scripts" / "bench_learning.py"),
+            *map(str, biopsies.folders),
+            "--curve",
+            "--folds",
+            "2",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=repo_dir,
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["confirmed_results"] == 4 and out["assemble_s"] > 0 and out["train_s"] > 0
+    curve = out["learning_curve"]
+    assert [row["biopsy_groups"] for row in curve] == [1, 2]  # 3 patients, one held out
+    assert "kappa" in curve[-1]["global_sclerosis"]

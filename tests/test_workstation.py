@@ -1,0 +1,444 @@
+"""The review workstation in a real browser: Debian's Chromium driven by Playwright.
+
+The server is the real ``lnpath workstation`` command in a subprocess on 127.0.0.1; every write
+the page makes must show up in the result folder as an lnpath revision. Install what it needs with
+``apt-get install -y chromium`` and ``pip install playwright`` (never ``playwright install``: the
+tests drive the system Chromium).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lnpath
+
+CHROMIUM = Path("/usr/bin/chromium")
+HOSTILE = "<script>window.__lnpath_pwned = 1</script><img src=x onerror='window.__lnpath_pwned=2'>"
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+if not CHROMIUM.is_file():
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install -y chromium)", allow_module_level=True
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def scored_demo(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo biopsy scored once (outlines given: no segmentation), from a copy of the slide so
+    that a test may move it; its patient id is hostile HTML."""
+    root = tmp_path_factory.mktemp("ws-demo")
+    slide = root / "slide" / "demo_biopsy.tiff"
+    slide.parent.mkdir()
+    shutil.copy(repo_dir / "examples" / "demo_biopsy.tiff", slide)
+    out = root / "result"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lnpath",
+            "score",
+            str(slide),
+            "--glomeruli",
+            str(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"),
+            "--patient-id",
+            HOSTILE,
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture
+def result(scored_demo: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the scored demo for one test."""
+    target = tmp_path / "demo-result"
+    shutil.copytree(scored_demo, target)
+    return target
+
+
+class Server:
+    """``lnpath workstation`` in a subprocess; ``url`` carries the token."""
+
+    def __init__(self, *args: str | Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lnpath", "workstation", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            found = re.search(r"(http://\S+)", line)
+            if found:
+                self.url = found.group(1)
+                break
+        else:
+            raise AssertionError(f"the workstation did not start: {self.lines}")
+        self.base = self.url.split("?")[0]
+        self.token = self.url.split("token=")[1]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    servers: list[Server] = []
+
+    def start(*args: str | Path) -> Server:
+        servers.append(Server(*args))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    # the page's Content-Security-Policy is bypassed so that the waits below can evaluate
+    # expressions, and so that the escaping test shows the page escapes without CSP's help
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
+    yield context
+    context.close()
+
+
+def open_page(context: Any, server: Server, name: str | None = "Dr Test") -> Any:
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    page.wait_for_selector("#overlay polygon")
+    if name is not None:
+        page.fill("#pathologist", name)
+    return page
+
+
+def click_glomerulus(page: Any, gid: int) -> None:
+    """Click the middle of the glomerulus's outline on the slide (as a pathologist would)."""
+    box = page.locator(f'#overlay polygon[data-gid="{gid}"]').bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector(f"#glomerulus-title:text-matches('^G{gid}:')")
+
+
+def ai_low(page: Any) -> int:
+    return int(page.locator("#ai-value").get_attribute("data-low"))
+
+
+def save(page: Any) -> str:
+    page.click("#save")
+    page.wait_for_function("document.getElementById('message').textContent.length > 0")
+    return page.locator("#message").text_content()
+
+
+def findings(folder: Path) -> Any:
+    return lnpath.SlideResult.load(folder).findings.set_index("glomerulus_id")
+
+
+# --------------------------------------------------------------------------------------------
+# review flows
+
+
+def test_crescent_on_glomerulus_3_saves_a_revision_and_raises_the_ai(
+    result: Path, serve: Any, context: Any
+) -> None:
+    server = serve(result)
+    page = open_page(context, server)
+    before = ai_low(page)
+    click_glomerulus(page, 3)
+    page.click('[data-lesion="cellular_crescent"] button[data-value="present"]')
+    page.wait_for_selector("#unsaved")
+    # the server's own scoring of the same table gives the rise: 1 of 23 glomeruli with a
+    # cellular crescent is band 1, weight 2 in the 2018 activity index
+    table = findings(result).reset_index()
+    table.loc[table["glomerulus_id"] == 3, "cellular_crescent"] = True
+    expected = lnpath.score_findings(table).activity_index.to_dict()["total_range"][0]
+    assert expected == before + 2
+    page.wait_for_function(f"document.getElementById('ai-value').dataset.low === '{expected}'")
+    assert save(page) == "saved revision 2"
+    on_disk = lnpath.SlideResult.load(result)
+    assert on_disk.revision == 2 and on_disk.status == "provisional"
+    assert bool(on_disk.findings.set_index("glomerulus_id").loc[3, "cellular_crescent"]) is True
+    audit = [json.loads(line) for line in (result / "revisions" / "audit.jsonl").open()]
+    assert audit[-1]["event"] == "reviewed" and audit[-1]["by"] == "Dr Test"
+    lnpath.verify(result)
+    assert ai_low(page) == expected and page.locator("#unsaved").count() == 0
+    assert "revision 2" in page.locator("#banner").text_content()
+    assert not page.errors
+
+
+def test_five_glomeruli_scored_with_the_keyboard_only(
+    result: Path, serve: Any, context: Any
+) -> None:
+    server = serve(result)
+    page = open_page(context, server)
+    page.locator("#pathologist").blur()
+    chosen = []
+    for i in range(5):
+        page.keyboard.press("u")  # next undecided
+        title = page.locator("#glomerulus-title").text_content()
+        gid = int(re.match(r"G(\d+):", title).group(1))
+        chosen.append(gid)
+        if i % 2 == 0:
+            page.keyboard.press("Digit1")  # endocapillary hypercellularity present
+        page.keyboard.press("n")  # every other lesion absent
+    page.keyboard.press("Control+s")
+    page.wait_for_function("document.getElementById('message').textContent === 'saved revision 2'")
+    table = findings(result)
+    assert len(set(chosen)) == 5
+    for i, gid in enumerate(chosen):
+        row = table.loc[gid]
+        assert row[list(lnpath.LESIONS)].notna().all(), gid
+        assert bool(row["endocapillary_hypercellularity"]) is (i % 2 == 0)
+    assert not page.errors
+
+
+def test_drawing_a_missed_glomerulus_changes_n(result: Path, serve: Any, context: Any) -> None:
+    server = serve(result)
+    page = open_page(context, server)
+    n = int(page.locator("#n-glomeruli").get_attribute("data-n"))
+    page.locator("#pathologist").blur()
+    # a small square in the middle of the first tissue piece, away from every outline
+    box = page.locator("#viewer").bounding_box()
+    page.keyboard.press("d")
+    x, y = box["x"] + 130, box["y"] + box["height"] / 2 + 20
+    for dx, dy in ((0, 0), (14, 0), (14, 14), (0, 14)):
+        page.mouse.click(x + dx, y + dy)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        f"document.getElementById('n-glomeruli').dataset.n === '{n + 1}'", timeout=10_000
+    )
+    assert save(page) == "saved revision 2"
+    assert len(findings(result)) == n + 1
+    page.wait_for_selector(f'#overlay polygon[data-gid="{n + 1}"]')
+
+
+def test_sign_out_confirms_the_saved_revision(result: Path, serve: Any, context: Any) -> None:
+    server = serve(result)
+    page = open_page(context, server, name="Dr Sign")
+    page.click("#signout")
+    page.click("#signout-confirm")
+    page.wait_for_function("document.getElementById('message').textContent.includes('confirmed')")
+    on_disk = lnpath.SlideResult.load(result)
+    assert on_disk.status == "confirmed"
+    assert on_disk.to_dict()["confirmation"]["pathologist"] == "Dr Sign"
+    lnpath.verify(result)
+    assert page.locator("#signout").is_disabled()
+    assert "CONFIRMED by Dr Sign" in page.locator("#banner").text_content()
+
+
+def test_a_stale_save_is_refused(result: Path, serve: Any, context: Any) -> None:
+    server = serve(result)
+    page = open_page(context, server)
+    lnpath.review(result, cortex={"interstitial_fibrosis": 0.3}, reviewer="Dr Elsewhere")
+    click_glomerulus(page, 3)
+    page.keyboard.press("n")
+    message = save(page)
+    assert "changed by Dr Elsewhere" in message and "reload" in message
+    assert lnpath.SlideResult.load(result).revision == 2  # nothing merged
+    assert findings(result).loc[3, list(lnpath.LESIONS)].isna().any()
+
+
+def test_two_tabs_saving_at_once_one_gets_409(result: Path, serve: Any, context: Any) -> None:
+    server = serve(result)
+    first, second = open_page(context, server), open_page(context, server, name="Dr Two")
+    for page, gid in ((first, 3), (second, 4)):
+        click_glomerulus(page, gid)
+        page.keyboard.press("n")
+        page.wait_for_selector("#unsaved")
+    # both requests leave before either answers
+    statuses = first.evaluate(
+        """async ([token, body1, body2]) => {
+            const post = (b) => fetch('/api/r/0/save', {method: 'POST', body: JSON.stringify(b),
+                headers: {'X-Lnpath-Token': token, 'Content-Type': 'application/json'}});
+            const answers = await Promise.all([post(body1), post(body2)]);
+            return answers.map((r) => r.status);
+        }""",
+        [
+            server.token,
+            first.evaluate("payload()"),
+            second.evaluate("payload()"),
+        ],
+    )
+    assert sorted(statuses) == [200, 409]
+    assert lnpath.SlideResult.load(result).revision == 2
+    # and through the page: the tab that lost is told to reload
+    assert "changed by" in save(second)
+
+
+# --------------------------------------------------------------------------------------------
+# security
+
+
+def test_requests_without_the_token_get_403(result: Path, serve: Any) -> None:
+    server = serve(result)
+    for path in ("/", "/api/results", "/api/r/0/state", "/api/r/0/slide_files/12/0_0.jpeg"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(server.base.rstrip("/") + path)
+        assert info.value.code == 403, path
+    wrong = urllib.request.Request(
+        server.base + "api/r/0/state", headers={"X-Lnpath-Token": "guess"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(wrong)
+    assert info.value.code == 403
+    # a write with only the cookie (what a foreign page could make the browser send) is refused
+    cookie = f"lnpath_token_{server.base.rsplit(':', 1)[1].strip('/')}={server.token}"
+    post = urllib.request.Request(
+        server.base + "api/r/0/save", data=b"{}", headers={"Cookie": cookie}, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(post)
+    assert info.value.code == 403
+    ok = urllib.request.Request(
+        server.base + "api/r/0/state", headers={"X-Lnpath-Token": server.token}
+    )
+    assert json.load(urllib.request.urlopen(ok))["revision"] == 1
+
+
+def test_the_server_listens_on_loopback_only(result: Path, serve: Any) -> None:
+    psutil = pytest.importorskip("psutil")
+    server = serve(result)
+    assert server.base.startswith("http://127.0.0.1:")
+    listening = [
+        c for c in psutil.Process(server.proc.pid).net_connections("inet") if c.status == "LISTEN"
+    ]
+    assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening)
+
+
+def test_hostile_names_and_notes_are_shown_as_text(result: Path, serve: Any, context: Any) -> None:
+    server = serve(result)
+    page = open_page(context, server, name=HOSTILE)
+    page.fill("#note", HOSTILE)
+    click_glomerulus(page, 3)
+    page.keyboard.press("n")
+    assert save(page) == "saved revision 2"
+    banner = page.locator("#banner").text_content()
+    assert banner.count(HOSTILE) == 3  # patient id, reviewer and note, verbatim
+    assert page.evaluate("window.__lnpath_pwned") is None
+    assert page.locator("body script").count() == 0 and page.locator("body img[src=x]").count() == 0
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.evaluate("window.__lnpath_pwned") is None
+
+
+# --------------------------------------------------------------------------------------------
+# several results
+
+
+def test_results_side_by_side_and_compare(
+    result: Path, tmp_path: Path, serve: Any, context: Any
+) -> None:
+    second = tmp_path / "second"
+    shutil.copytree(result, second)
+    server = serve(result, second)
+    page = open_page(context, server)
+    assert page.locator("#tabs button").count() == 3
+    page.click('#tabs button[data-index="compare"]')
+    page.wait_for_selector("#endpoint-value")
+    assert page.locator("#compare .card").count() == 2
+    # two results of one slide file are two readings, not a response: compare says so
+    expected = lnpath.compare(result, second).to_dict()
+    assert expected["status"] == "not_evaluable"
+    assert "different_biopsies" in page.locator("#compare-result").text_content()
+    page.click('#tabs button[data-index="1"]')
+    page.wait_for_selector("body[data-ready=true]")
+    assert str(second) in page.locator("#tabs button.active").get_attribute("title")
+
+
+# --------------------------------------------------------------------------------------------
+# bad input: one line, non-zero exit
+
+
+def run_cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lnpath", "workstation", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_a_folder_that_is_not_a_result(tmp_path: Path) -> None:
+    line = one_line_error(run_cli(tmp_path))
+    assert "not a result folder" in line and str(tmp_path) in line
+
+
+def test_a_result_whose_slide_moved(result: Path, serve: Any) -> None:
+    slide = Path(lnpath.SlideResult.load(result).to_dict()["slide"]["path"])
+    moved = slide.with_name("moved.tiff")
+    slide.rename(moved)
+    try:
+        line = one_line_error(run_cli(result))
+        assert str(slide) in line and "missing" in line and "--slide PATH" in line
+        server = serve(result, "--slide", moved)  # pointed at, it opens
+        assert server.url.startswith("http://127.0.0.1:")
+    finally:
+        moved.rename(slide)
+
+
+def test_a_port_in_use(result: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = one_line_error(run_cli(result, "--port", port))
+    assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+def test_a_tampered_result_opens_read_only(result: Path, serve: Any, context: Any) -> None:
+    path = result / "findings.csv"
+    path.write_text(path.read_text().replace("No lesion", "Global sclerosis", 1))
+    server = serve(result)
+    assert any("read-only" in line for line in server.lines)
+    page = open_page(context, server)
+    assert "READ-ONLY" in page.locator("#banner").text_content()
+    assert "modified" in page.locator("#banner").text_content()
+    assert page.locator("#save").is_disabled()
+    body = {"base_revision": 1, "pathologist": "X", "glomeruli": {"3": {"cellular_crescent": True}}}
+    status = page.evaluate(
+        """async ([token, body]) => (await fetch('/api/r/0/save', {method: 'POST',
+            body: JSON.stringify(body), headers: {'X-Lnpath-Token': token}})).status""",
+        [server.token, body],
+    )
+    assert status == 423
+    assert lnpath.SlideResult.load(result).revision == 1
