@@ -8,7 +8,7 @@ from lnpath.core import views
 
 if TYPE_CHECKING:
     from lnpath.response.endpoint import ResponseResult
-    from lnpath.response.sides import IndexScore
+    from lnpath.response.sides import SideIndex
 
 
 def endpoint_text(result: ResponseResult) -> str:
@@ -23,7 +23,7 @@ def response_repr(result: ResponseResult) -> str:
     return f"ResponseResult({result.preset}: {endpoint_text(result)}, status={result.status!r})"
 
 
-def _range(index: IndexScore) -> tuple[float | None, float, float]:
+def _range(index: SideIndex) -> tuple[float | None, float, float]:
     """(total or None when incomplete, least and most the full index can be)."""
     low = high = 0
     for c in index.components.values():
