@@ -109,7 +109,7 @@ def raw_loop(path: str, rects: list[Rect]) -> int:
 def grid_rects(path: Path, size: int) -> list[list[Rect]]:
     """lnpath's level-0 grid at the slide's own resolution, as rows of (x, y, size)."""
     slide = lnpath.open_slide(path)
-    table = lnpath.tile(slide, slide.mpp, size).table
+    table = lnpath.tile(slide, slide.mpp, size, min_tissue=0).table
     slide.close()
     return [
         [(int(x), int(y), size) for x, y in zip(g["x"], g["y"], strict=True)]
@@ -133,7 +133,7 @@ def contenders(path: Path, size: int, rows: list[list[Rect]]) -> dict[str, Calla
         def run() -> int:
             slide = lnpath.open_slide(path)
             n = 0
-            for _, arr in lnpath.tile(slide, slide.mpp, size).iter(workers=workers):
+            for _, arr in lnpath.tile(slide, slide.mpp, size, min_tissue=0).iter(workers=workers):
                 n += 1
                 _ = arr[0, 0, 0]  # touch the pixels
             slide.close()

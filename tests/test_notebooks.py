@@ -1,8 +1,9 @@
-"""Every notebook in notebooks/ executes top to bottom without an error."""
+"""Every notebook in notebooks/ executes top to bottom, shows figures, and is stored clean."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -10,14 +11,62 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
+#: What each notebook must show (text or HTML of its outputs), beyond running without an error.
+EXPECTED = {
+    "01_score_a_biopsy": ["SlideResult(", "BiopsyScore(", "Glomeruli(", "data:image/png;base64,"],
+    "02_review_and_compare": ["ResponseResult(", "status='final'", "confirmed"],
+    "03_cohort_on_dask": ["ai_total", "skipped"],
+    "04_train_a_glomerulus_model": ["glomeruli-unet-mylab", "fine-tuned"],
+}
+#: Training in seconds, not minutes, under test (notebook 04 reads these).
+QUICK = {"LNPATH_NOTEBOOK_TRAIN_SECONDS": "5", "LNPATH_NOTEBOOK_TRAIN_STEPS": "4"}
+WIDGET = "application/vnd.jupyter.widget-view+json"
 
-def test_there_are_notebooks() -> None:
-    assert NOTEBOOKS, "notebooks/ holds no notebook"
+
+def _outputs(notebook: Any) -> list[Any]:
+    return [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    ]
+
+
+def _text(output: Any) -> str:
+    data = output.get("data", {})
+    return (
+        str(output.get("text", ""))
+        + str(data.get("text/plain", ""))
+        + str(data.get("text/html", ""))
+    )
+
+
+def test_there_are_the_four_notebooks() -> None:
+    assert [p.stem for p in NOTEBOOKS] == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_stored_without_outputs(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    dirty = [
+        i
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count"))
+    ]
+    assert not dirty, f"cells {dirty} keep outputs; strip them before committing"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes(path: Path, data_dir: Path) -> None:
+def test_notebook_executes_with_figures(
+    path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws PNGs
+    monkeypatch.delenv("LNPATH_PROGRESS", raising=False)
+    monkeypatch.setenv("LNPATH_SHARED_DATA", str(data_dir))
+    for name, value in QUICK.items():
+        monkeypatch.setenv(name, value)
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook,
@@ -26,17 +75,39 @@ def test_notebook_executes(path: Path, data_dir: Path) -> None:
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
-    errors = [
-        output
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-        if output.output_type == "error"
+    outputs = _outputs(notebook)
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, "\n".join("\n".join(o.get("traceback", [])) for o in errors)[-3000:]
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(figures) >= 2, f"{path.name}: {len(figures)} figure(s)"
+    text = "".join(_text(o) for o in outputs)
+    for expected in EXPECTED[path.stem]:
+        assert expected in text, f"{path.name}: no {expected!r} in the outputs"
+    assert "file://" not in text
+
+
+@pytest.mark.slow
+def test_segmentation_shows_progress_in_jupyter(data_dir: Path) -> None:
+    """Progress is on by default in a kernel: a widget bar (or, without ipywidgets, text)."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "import lnpath\n"
+            "slide = lnpath.open_slide('../examples/demo_biopsy.tiff')\n"
+            "gloms = lnpath.Glomeruli.from_geojson("
+            "'../examples/demo_biopsy_glomeruli.geojson', slide.mpp)\n"
+            "table = lnpath.measure_glomeruli(gloms[:4], slide, workers=1)\n"
+        ),
+        nbformat.v4.new_code_cell(
+            "table = lnpath.measure_glomeruli(gloms[:4], slide, workers=1, progress=False)"
+        ),
     ]
-    assert not errors
-    text = "".join(
-        str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
-        for cell in notebook.cells
-        for output in cell.get("outputs", [])
-    )
-    assert "SlideResult(" in text and "ResponseResult(" in text
+    folder = NOTEBOOKS[0].parent
+    NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(folder)}}).execute()
+    shown, silenced = (cell.get("outputs", []) for cell in notebook.cells)
+
+    def bars(outputs: list[Any]) -> list[Any]:
+        return [o for o in outputs if WIDGET in o.get("data", {}) or "glom" in o.get("text", "")]
+
+    assert bars(shown), shown
+    assert not bars(silenced), silenced

@@ -140,11 +140,14 @@ def test_overlay_outlines_glomeruli_in_their_call_colour(result: lnpath.SlideRes
     assert (0, 170, 0) in colours or (230, 200, 0) in colours  # "No lesion" or "Not assessed"
 
 
-def test_repr_html_links_the_report(result: lnpath.SlideResult) -> None:
+def test_repr_html_is_self_contained(result: lnpath.SlideResult) -> None:
+    """The Jupyter view names the report but links no file: file:// is dead in a served
+    JupyterLab (issue #16); its overlay is inline."""
     block = result._repr_html_()
     _parse(block)
-    assert html.escape(result.diagnosis_line(), quote=False) in block
-    assert result.report_path.as_uri() in block
+    assert html.escape(result.diagnosis_line()) in block
+    assert "file://" not in block and "data:image/png;base64," in block
+    assert result.report_path.name in block
 
 
 def _complete_score(qupath_dir: Path) -> dict[str, object]:

@@ -116,7 +116,7 @@ def test_grid_arithmetic(name_mpp, zoom: float, size: int, overlap_fraction: flo
 )
 def test_round_trip_exact_when_snapped(name: str, mpp, tile_mpp: float, size: int) -> None:
     slide = _slide(name, mpp)
-    grid = lnpath.tile(slide, tile_mpp, size)
+    grid = lnpath.tile(slide, tile_mpp, size, min_tissue=0)
     assert grid.spec.scale == 1.0
     canvas = _assemble(grid)
     ds = slide.level_downsamples[grid.spec.level]
@@ -134,7 +134,7 @@ def test_round_trip_on_a_non_integer_level(slides_dir: Path) -> None:
     """Level 1 of the TCGA slide is 2.0005x: OpenSlide interpolates sub-pixel level origins, so
     tiles match a direct read closely but not bit for bit (same for any read_region user)."""
     slide = lnpath.open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25)
-    grid = lnpath.tile(slide, 0.5, 256)
+    grid = lnpath.tile(slide, 0.5, 256, min_tissue=0)
     assert grid.spec.level == 1 and grid.spec.scale == 1.0
     canvas = _assemble(grid)
     direct = slide.read_level(1, 0, 0, canvas.shape[1], canvas.shape[0])
@@ -146,7 +146,7 @@ def test_round_trip_on_a_non_integer_level(slides_dir: Path) -> None:
 
 def test_resampled_tiles_equal_reads_of_their_table_rows(slides_dir: Path) -> None:
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
-    grid = lnpath.tile(slide, 2.0, 200, overlap=10)
+    grid = lnpath.tile(slide, 2.0, 200, overlap=10, min_tissue=0)
     assert grid.spec.scale > 1
     for info, arr in grid:
         direct = slide.read(info.x, info.y, info.width, info.height, mpp=2.0)
@@ -158,7 +158,7 @@ def test_round_trip_when_resampled(slides_dir: Path) -> None:
     """Tile corners sit on whole level-0 pixels, so re-assembled tiles match a direct read up to
     that rounding (<= half a level-0 pixel): no misplaced row or column, only resampling noise."""
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
-    grid = lnpath.tile(slide, 2.0, 200)
+    grid = lnpath.tile(slide, 2.0, 200, min_tissue=0)
     canvas = _assemble(grid)
     d = grid.spec.downsample
     direct = slide.read(0, 0, canvas.shape[1] * d, canvas.shape[0] * d, mpp=2.0)
@@ -170,7 +170,7 @@ def test_round_trip_when_resampled(slides_dir: Path) -> None:
 
 def test_overlapping_tiles_match_the_direct_read(slides_dir: Path) -> None:
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
-    grid = lnpath.tile(slide, slide.mpp, 300, overlap=45)
+    grid = lnpath.tile(slide, slide.mpp, 300, overlap=45, min_tissue=0)
     whole = slide.read_level(0, 0, 0, 2220 + 300, 2967 + 300)
     for info, arr in grid:
         assert np.array_equal(arr, whole[info.y : info.y + 300, info.x : info.x + 300])
@@ -183,7 +183,7 @@ def test_workers_give_the_same_tiles_in_order(
 ) -> None:
     monkeypatch.setattr(lnpath.wsi.tiling, "_MIN_PARALLEL_BYTES", 0)  # these test grids are small
     slide = lnpath.open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", mpp=0.25)
-    grid = lnpath.tile(slide, 1.0, 256, overlap=16)
+    grid = lnpath.tile(slide, 1.0, 256, overlap=16, min_tissue=0)
     serial = list(grid)
     parallel = list(grid.iter(workers=2, start_method=start_method))
     assert [i[:6] for i, _ in parallel] == [i[:6] for i, _ in serial]
@@ -197,7 +197,7 @@ def test_workers_ship_openslide_pixels_as_decoded_and_give_the_same_tiles(
     are RGB (views) equal to the in-process ones, edge padding included."""
     monkeypatch.setattr(lnpath.wsi.tiling, "_MIN_PARALLEL_BYTES", 0)
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
-    grid = lnpath.tile(slide, slide.mpp, 512, overlap=32)
+    grid = lnpath.tile(slide, slide.mpp, 512, overlap=32, min_tissue=0)
     assert grid.spec.scale == 1.0
     serial = list(grid)
     parallel = list(grid.iter(workers=2))
@@ -207,14 +207,14 @@ def test_workers_ship_openslide_pixels_as_decoded_and_give_the_same_tiles(
 
 
 def _count_tiles_with_workers(path: str, queue: mp.Queue) -> None:
-    grid = lnpath.tile(lnpath.open_slide(path), 1.0, 256)
+    grid = lnpath.tile(lnpath.open_slide(path), 1.0, 256, min_tissue=0)
     queue.put(sum(1 for _ in grid.iter(workers=2)))
 
 
 def test_small_grids_are_read_in_process(
     slides_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    grid = lnpath.tile(lnpath.open_slide(slides_dir / "small.svs"), 0.499, 8)
+    grid = lnpath.tile(lnpath.open_slide(slides_dir / "small.svs"), 0.499, 8, min_tissue=0)
     with caplog.at_level(logging.INFO, logger="lnpath.wsi.tiling"):
         assert len(list(grid.iter(workers=2))) == 4
     assert "small grid, reading in this process" in caplog.text
@@ -230,7 +230,7 @@ def test_workers_inside_a_daemon_process_read_in_process(slides_dir: Path) -> No
     count = queue.get(timeout=60)
     proc.join(timeout=10)
     assert proc.exitcode == 0
-    assert count == len(lnpath.tile(lnpath.open_slide(path), 1.0, 256))
+    assert count == len(lnpath.tile(lnpath.open_slide(path), 1.0, 256, min_tissue=0))
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="POSIX shared memory listing")
@@ -240,7 +240,7 @@ def test_workers_leave_no_shared_memory_behind(
     monkeypatch.setattr(lnpath.wsi.tiling, "_MIN_PARALLEL_BYTES", 0)
     before = set(Path("/dev/shm").iterdir())
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
-    tiles = lnpath.tile(slide, slide.mpp, 128).iter(workers=2)
+    tiles = lnpath.tile(slide, slide.mpp, 128, min_tissue=0).iter(workers=2)
     info, first = next(tiles)  # stop early: the consumer walks away mid-grid
     tiles.close()
     assert first.shape == (128, 128, 3) and (info.row, info.col) == (0, 0)
@@ -254,7 +254,7 @@ def test_grid_covers_the_bounds_in_uncropped_coordinates(
     that region, in level-0 pixels of the uncropped image (peers.md #6)."""
     monkeypatch.setattr(Slide, "bounds", property(lambda self: (101, 50, 1000, 700)))
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
-    grid = lnpath.tile(slide, slide.mpp, 256)
+    grid = lnpath.tile(slide, slide.mpp, 256, min_tissue=0)
     assert (grid.table["x"].min(), grid.table["y"].min()) == (101, 50)
     assert grid.table["col"].max() == 3 and grid.table["row"].max() == 2  # 4 x 3 tiles
     info, arr = next(iter(grid))
@@ -264,7 +264,7 @@ def test_grid_covers_the_bounds_in_uncropped_coordinates(
 
 def test_min_tissue_keeps_tissue_tiles(slides_dir: Path) -> None:
     slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
-    everything = lnpath.tile(slide, 1.0, 256)
+    everything = lnpath.tile(slide, 1.0, 256, min_tissue=0)
     assert everything.table["tissue_fraction"].isna().all()
     mask = lnpath.detect_tissue(slide)
     kept = lnpath.tile(slide, 1.0, 256, min_tissue=0.5, tissue=mask)

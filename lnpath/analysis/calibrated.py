@@ -127,7 +127,9 @@ class CalibratedMorphometryCaller:
         prob[~np.isfinite(x).all(axis=1)] = math.nan
         return prob
 
-    def call(self, glomeruli: Iterable[Any], slide: Any, progress: bool = False) -> pd.DataFrame:
+    def call(
+        self, glomeruli: Iterable[Any], slide: Any, progress: bool | None = None
+    ) -> pd.DataFrame:
         """Measure every glomerulus and emit ``p_<label>`` and calls for the model's labels."""
         measurements = measure_glomeruli(glomeruli, slide, mpp=self.mpp, progress=progress)
         table = empty_findings(measurements["glomerulus_id"].tolist(), self.source)

@@ -42,6 +42,7 @@ from lnpath.analysis.measure import (
     slide_white,
 )
 from lnpath.core.errors import InputError
+from lnpath.core.progress import progress_bar
 from lnpath.wsi.tiling import default_readers, tile
 from lnpath.wsi.tissue import detect_tissue
 
@@ -187,7 +188,7 @@ def measure_cortex(
     glomeruli: Any,
     stain: str = "PAS",
     mpp: float = DEFAULT_CORTEX_MPP,
-    progress: bool = False,
+    progress: bool | None = None,
     tissue: TissueMask | None = None,
     workers: int | None = None,
 ) -> CortexMeasurement:
@@ -198,7 +199,8 @@ def measure_cortex(
         glomeruli: glomeruli whose outlines (level-0 polygons) are excluded from the interstitium.
         stain: ``PAS|HE|trichrome|sirius_red|silver`` (Masson, Jones, PASM accepted as aliases).
         mpp: working resolution in µm/px.
-        progress: show a progress bar on stderr.
+        progress: a bar over the tiles;
+            on in Jupyter and on a terminal, off in pipes (``LNPATH_PROGRESS``).
         tissue: the slide's tissue mask (detected here if None); only tiles that touch tissue are
             read, so a needle biopsy on a large slide costs what the biopsy costs, not the glass.
         workers: reader processes (see :meth:`lnpath.wsi.tiling.TileGrid.iter`); default 2 on a
@@ -207,8 +209,6 @@ def measure_cortex(
     Raises:
         InputError: unknown stain, or no tissue on the slide.
     """
-    from tqdm import tqdm
-
     stain = normalise_stain(stain)
     white = slide_white(slide)
     polygons = [g.polygon for g in glomeruli]
@@ -217,8 +217,8 @@ def measure_cortex(
         tissue = detect_tissue(slide)
     grid = tile(slide, mpp=mpp, size=TILE_PX, min_tissue=ANY_TISSUE, tissue=tissue)
     work_mpp = grid.spec.mpp
-    tiles = grid.iter(workers=default_readers(grid) if workers is None else workers)
-    for info, arr in tqdm(tiles, total=len(grid), desc="cortex", disable=not progress, unit="tile"):
+    tiles = grid.iter(workers=default_readers(grid) if workers is None else workers, progress=False)
+    for info, arr in progress_bar(len(grid), "cortex", "tile", progress, iterable=tiles):
         rgb = normalise_white(arr, white)
         od = optical_density(rgb)
         tissue_px = tissue_mask(od, work_mpp)

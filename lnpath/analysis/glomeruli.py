@@ -12,14 +12,18 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
+import numpy as np
 import pandas as pd
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from lnpath.core.errors import InputError
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
+
+if TYPE_CHECKING:
+    from lnpath.wsi.slide import Slide
 
 DEFAULT_CLASS = "Glomerulus"
 GLOMERULUS_COLOR = (0, 160, 80)
@@ -112,6 +116,47 @@ class Glomeruli(Sequence[Glomerulus]):
 
     def __repr__(self) -> str:
         return f"Glomeruli({len(self)} from {self.source!r}, mpp={self.mpp:g})"
+
+    def _rings(self) -> list[np.ndarray]:
+        """Every outline's exterior ring (level-0 px), the largest part of a multipolygon."""
+        rings = []
+        for g in self._items:
+            shape = g.polygon
+            if isinstance(shape, MultiPolygon):
+                shape = max(shape.geoms, key=lambda p: p.area)
+            rings.append(np.asarray(shape.exterior.coords))
+        return rings
+
+    def _repr_html_(self) -> str:
+        """The outlines as they lie on the slide (no slide needed) and a summary."""
+        from lnpath.core import views
+        from lnpath.wsi.pictures import THUMBNAIL_PX, draw_outlines, img
+
+        parts = [views.para(repr(self))]
+        if self._items:
+            rings = self._rings()
+            x0, y0 = (min(float(r[:, i].min()) for r in rings) for i in (0, 1))
+            x1, y1 = (max(float(r[:, i].max()) for r in rings) for i in (0, 1))
+            scale = THUMBNAIL_PX / max(x1 - x0, y1 - y0, 1.0)
+            canvas = np.full((int((y1 - y0) * scale) + 5, int((x1 - x0) * scale) + 5, 3), 255)
+            shifted = [r[:, :2] - (x0 - 2 / scale, y0 - 2 / scale) for r in rings]
+            parts.insert(0, img(draw_outlines(canvas, shifted, scale), "glomerulus outlines"))
+            table = self.to_dataframe()
+            parts.append(
+                views.para(
+                    f"median area {table['area_um2'].median():,.0f} µm²; median probability "
+                    f"{table['probability'].median():.2f}"
+                )
+            )
+        return views.block(*parts)
+
+    def plot(self, slide: Slide, ax: Any = None) -> Any:
+        """Every outline over ``slide``, numbered by id; returns the matplotlib Axes."""
+        from lnpath.wsi.pictures import plot_outlines
+
+        ax = plot_outlines(slide, self._rings(), [str(g.id) for g in self._items], ax)
+        ax.set_title(repr(self), fontsize=9)
+        return ax
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per glomerulus: ``glomerulus_id``, geometry and measurements.

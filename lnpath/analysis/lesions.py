@@ -201,7 +201,7 @@ class MorphometryCaller:
             "thresholds": asdict(self.thresholds),
         }
 
-    def call(self, glomeruli: Any, slide: Any, progress: bool = False) -> pd.DataFrame:
+    def call(self, glomeruli: Any, slide: Any, progress: bool | None = None) -> pd.DataFrame:
         """Measure every glomerulus and apply the rules (see :func:`calls_from_measurements`)."""
         measurements = measure_glomeruli(glomeruli, slide, mpp=self.mpp, progress=progress)
         table = calls_from_measurements(measurements, self.thresholds, self.source)

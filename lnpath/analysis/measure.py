@@ -47,6 +47,7 @@ from skimage import color, feature, measure, morphology
 
 from lnpath.core.errors import InputError
 from lnpath.core.morphology import fill_holes
+from lnpath.core.progress import progress_bar
 from lnpath.wsi.workers import available_cpus, can_start_workers, quiet_worker, worker_context
 
 if TYPE_CHECKING:
@@ -371,7 +372,7 @@ def measure_glomeruli(
     glomeruli: Any,
     slide: Any,
     mpp: float = DEFAULT_MPP,
-    progress: bool = False,
+    progress: bool | None = None,
     workers: int | None = None,
 ) -> pd.DataFrame:
     """Measure every glomerulus of a slide (one row each, ``glomerulus_id`` + ``m_*`` columns).
@@ -385,20 +386,19 @@ def measure_glomeruli(
             ``polygon`` in level-0 pixels).
         slide: a :class:`lnpath.wsi.slide.Slide`.
         mpp: working resolution in µm/px (the measurements are defined at about 0.5).
-        progress: show a progress bar on stderr.
+        progress: a bar over the glomeruli;
+            on in Jupyter and on a terminal, off in pipes (``LNPATH_PROGRESS``).
         workers: processes measuring in parallel, each with its own slide handle; default 2 on a
             multi-core machine when there are more than ``PARALLEL_MIN_GLOMERULI`` glomeruli
             (the measurements are single-threaded NumPy/SciPy, so a second core halves the time).
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
-
     items = [(g.id, g.polygon) for g in glomeruli]
     if workers is None:
         workers = 2 if available_cpus() > 1 and len(items) > PARALLEL_MIN_GLOMERULI else 1
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-    bar = tqdm(total=len(items), desc="measuring glomeruli", disable=not progress, unit="glom")
+    bar = progress_bar(len(items), "measuring glomeruli", "glom", progress)
     rows: list[dict[str, float]] = []
 
     def collect(chunk_rows: list[dict[str, float]], problems: list[str]) -> None:

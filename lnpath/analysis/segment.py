@@ -60,7 +60,7 @@ def segment_glomeruli(
     model: SegmentationModel | str | os.PathLike[str] | None = None,
     device: str = "auto",
     batch_size: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     tissue: TissueMask | None = None,
     workers: int | None = None,
     tta: bool | None = None,
@@ -72,7 +72,8 @@ def segment_glomeruli(
         model: A loaded model, a model name or folder; default ``glomeruli-unet-pas``.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         batch_size: Tiles per forward pass (default 4 on CPU, 16 on CUDA).
-        progress: Show a tqdm bar on stderr.
+        progress: A bar over the tiles; default on in Jupyter and on a terminal, off in pipes
+            (``LNPATH_PROGRESS``).
         tissue: A tissue mask already computed for this slide (detected here otherwise).
         workers: Reader processes, each opening its own slide handle (1 = read here); default
             2 when the machine has more than one CPU and the grid more than 8 tiles, so pixels
@@ -176,7 +177,7 @@ class _Stats:
 
 
 def _batches(
-    grid: TileGrid, size: int, workers: int, progress: bool, stats: _Stats
+    grid: TileGrid, size: int, workers: int, progress: bool | None, stats: _Stats
 ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
     """Tiles in table order, grouped in batches; time spent waiting for pixels is ``read_s``."""
     indices: list[int] = []

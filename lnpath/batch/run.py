@@ -44,12 +44,14 @@ from lnpath.batch.manifest import (
 )
 from lnpath.batch.status import merge_status, status_rows, summarise
 from lnpath.core.errors import InputError, LnpathError, one_line
+from lnpath.core.progress import progress_bar
 from lnpath.io.configfile import load_config
 from lnpath.io.hashing import file_sha256
 from lnpath.models.store import read_card, resolve_model_path
 from lnpath.workflow.options import ScoreOptions
 from lnpath.workflow.pipeline import SEGMENTATION_MODEL, lesion_caller, score_slide
 from lnpath.wsi.slide import open_slide
+from lnpath.wsi.workers import can_start_workers
 
 LOG = logging.getLogger(__name__)
 
@@ -169,6 +171,7 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
             overwrite=bool(task.get("overwrite")),
             glomeruli=task.get("glomeruli"),
             supersede=bool(task.get("supersede")),
+            progress=False,  # one bar for the batch; a worker's own bars would interleave
         )
         record["outcome"] = "scored"
     except LnpathError as exc:
@@ -326,12 +329,12 @@ def _plan(
 
 
 def _run(
-    tasks: list[dict[str, Any]], client: Any, progress: bool, workers: int | None
+    tasks: list[dict[str, Any]], client: Any, progress: bool | None, workers: int | None
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Yield ``(task, record)`` as slides finish, on the engine the caller asked for."""
     if not tasks:
         return
-    if client is None and len(tasks) == 1:
+    if client is None and (len(tasks) == 1 or not can_start_workers("batch")):
         yield from _sequential(tasks, progress)
         return
     device = str(tasks[0].get("device", "auto"))
@@ -343,21 +346,18 @@ def _run(
 
 
 def _sequential(
-    tasks: list[dict[str, Any]], progress: bool
+    tasks: list[dict[str, Any]], progress: bool | None
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    from tqdm import tqdm
-
-    with tqdm(total=len(tasks), desc="slides", unit="slide", disable=not progress) as bar:
+    with progress_bar(len(tasks), "slides", "slide", progress) as bar:
         for task in tasks:
             yield task, score_task(_payload(task))
             bar.update()
 
 
 def _distributed(
-    tasks: list[dict[str, Any]], client: Any, progress: bool
+    tasks: list[dict[str, Any]], client: Any, progress: bool | None
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     from dask.distributed import as_completed
-    from tqdm import tqdm
 
     futures = {
         client.submit(
@@ -369,7 +369,7 @@ def _distributed(
         ): t
         for t in tasks
     }
-    with tqdm(total=len(tasks), desc="slides", unit="slide", disable=not progress) as bar:
+    with progress_bar(len(tasks), "slides", "slide", progress) as bar:
         for future in as_completed(futures):
             task = futures[future]
             try:

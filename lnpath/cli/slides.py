@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
     tiles.add_argument(
         "--min-tissue",
         type=float,
-        default=0.1,
+        default=0.1,  # lnpath.wsi.tiling.DEFAULT_MIN_TISSUE, not imported: the CLI loads light
         help="keep tiles with at least this tissue fraction (default 0.1; 0 keeps all)",
     )
     tiles.add_argument(

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
-from markupsafe import Markup, escape
 from shapely.geometry.base import BaseGeometry
 
 from lnpath.report.appendix import _legacy, _machine_notes, _measure_table, _provenance
@@ -62,7 +60,6 @@ __all__ = [
     "overlay_image",
     "render_overlay",
     "render_report",
-    "render_summary",
     "status_text",
 ]
 
@@ -199,30 +196,3 @@ def render_report(
         "folder_name": folder_name,
     }
     return _ENV.get_template("report.html").render(**context)
-
-
-def render_summary(result: Mapping[str, Any], report_path: Path) -> str:
-    """A short HTML block for notebooks: diagnosis, the two indices and a link to the report."""
-    scores = result["scores"]
-    adequacy = scores.get("adequacy") or {}
-    gaps = _not_evaluable(result)
-    return str(
-        Markup(
-            "<div class='lnpath-result'><p><b>{diagnosis}</b></p>"
-            "<table><tr><th>Glomeruli</th><td>{n} ({adequacy})</td></tr>"
-            "<tr><th>Activity index</th><td>{ai}</td></tr>"
-            "<tr><th>Chronicity index</th><td>{ci}</td></tr>"
-            "<tr><th>Status</th><td>{status} (revision {revision})</td></tr></table>"
-            "<p><a href='{href}' target='_blank'>{report}</a></p></div>"
-        ).format(
-            diagnosis=diagnosis_line(result),
-            n=adequacy.get("n_glomeruli"),
-            adequacy=adequacy.get("status"),
-            ai=index_text(scores["activity_index"], gaps),
-            ci=index_text(scores["chronicity_index"], gaps),
-            status=status_text(result),
-            revision=result.get("revision"),
-            href=report_path.as_uri() if report_path.is_absolute() else str(report_path),
-            report=escape(str(report_path)),
-        )
-    )

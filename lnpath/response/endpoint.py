@@ -147,6 +147,18 @@ class ResponseResult:
 
         return render_fragment(self.to_dict())
 
+    def __repr__(self) -> str:
+        from lnpath.response.views import response_repr
+
+        return response_repr(self)
+
+    def plot(self) -> Any:
+        """Baseline and follow-up AI and CI with their ranges and the preset's threshold;
+        returns the matplotlib Figure."""
+        from lnpath.response.views import plot_response
+
+        return plot_response(self)
+
 
 #: Keys that change no score: labels, and ``presets`` (a record of how the values were set; the
 #: values themselves are compared). Two biopsies may differ in them and still be compared.

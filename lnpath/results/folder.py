@@ -41,8 +41,9 @@ from lnpath.io.atomic import atomic_dir, write_json, write_text
 from lnpath.io.hashing import bytes_sha256, file_sha256
 from lnpath.io.qupath import QuPathFeature, feature_collection, read_qupath
 from lnpath.report.assets import Assets
-from lnpath.report.slide import diagnosis_line, render_overlay, render_report, render_summary
+from lnpath.report.slide import diagnosis_line, render_overlay, render_report
 from lnpath.results.stamp import STAMP_COLUMNS, STAMP_MEASUREMENT, export_stamp, stamped
+from lnpath.results.views import plot_result, result_html
 from lnpath.scoring.score import BiopsyScore
 
 from .integrity import chained, check_chain, recover, seal, sign
@@ -401,8 +402,11 @@ class SlideResult:
         return diagnosis_line(self.data)
 
     def _repr_html_(self) -> str:
+        return result_html(self)
 
-        return render_summary(self.data, self.report_path)
+    def plot(self) -> Any:
+        """The overlay and the points of every index component; returns the matplotlib Figure."""
+        return plot_result(self)
 
     def __repr__(self) -> str:
         return (

@@ -21,6 +21,7 @@ import pandas as pd
 from lnpath import __version__
 from lnpath.core.errors import InputError
 from lnpath.core.findings import read_findings
+from lnpath.scoring import views
 from lnpath.scoring.adequacy import Adequacy, assess_adequacy, withheld
 from lnpath.scoring.classification import ClassProposal, biopsy_inputs, propose_class
 from lnpath.scoring.config import ScoringConfig, config_from
@@ -112,6 +113,26 @@ class BiopsyScore:
             f"{_index_text(self.activity_index)}; chronicity index "
             f"{_index_text(self.chronicity_index)}."
         )
+
+    @property
+    def activity(self) -> IndexScore:
+        """The activity index (``score.activity.total``, ``.components[name].score``)."""
+        return self.activity_index
+
+    @property
+    def chronicity(self) -> IndexScore:
+        """The chronicity index (``score.chronicity.components["interstitial_fibrosis"]``)."""
+        return self.chronicity_index
+
+    def __repr__(self) -> str:
+        return views.score_repr(self)
+
+    def _repr_html_(self) -> str:
+        return views.score_html(self)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Points per component (a not-assessed one as its possible range); matplotlib Axes."""
+        return views.plot_score(self, ax)
 
     def to_dict(self) -> dict[str, Any]:
         """The contract dict consumed by the pipeline, report and comparison."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from scipy import ndimage
 
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.core.errors import InputError
+from lnpath.core.progress import progress_bar
 from lnpath.models.store import load_model, save_model
 from lnpath.nn.metrics import SegmentationScore
 from lnpath.nn.postprocess import MIN_AREA_UM2, label_glomeruli
@@ -214,6 +214,7 @@ def train(
     init_state: dict[str, torch.Tensor] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     checkpoint: Path | None = None,
+    progress: bool | None = None,
 ) -> TrainResult:
     """Train a U-Net; with validation images, return the weights that validated best.
 
@@ -227,6 +228,8 @@ def train(
         on_step: Called as ``on_step(step, loss)`` after every step (progress bars, logs).
         checkpoint: Save the best weights here whenever they improve, so an interrupted run
             still leaves a usable model.
+        progress: A bar over the steps (with the smoothed loss); default on in Jupyter and on
+            a terminal, off in pipes (``LNPATH_PROGRESS``).
     """
     seed_everything(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -242,13 +245,14 @@ def train(
     history: list[dict[str, float]] = []
     clock = _budget_clock(device)
     start, wall_start, running, step = clock(), time.monotonic(), 0.0, 0
+    bar = progress_bar(config.iterations, "training", "step", progress)
     for step in range(1, config.iterations + 1):
         model.train()
-        progress = (step - 1) / config.iterations
+        done = (step - 1) / config.iterations
         if config.time_limit_s:
-            progress = max(progress, (clock() - start) / config.time_limit_s)
+            done = max(done, (clock() - start) / config.time_limit_s)
         for group in opt.param_groups:
-            group["lr"] = config.lr * _lr_factor(progress, 1 / config.iterations)
+            group["lr"] = config.lr * _lr_factor(done, 1 / config.iterations)
         images, masks = sampler.batch(rng, config.batch_size)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
             logits = model(to_tensor(images, device))
@@ -260,6 +264,8 @@ def train(
         running = 0.9 * running + 0.1 * value if step > 1 else value
         if on_step is not None:
             on_step(step, running)
+        bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+        bar.update()
         out_of_time = config.time_limit_s is not None and clock() - start > config.time_limit_s
         if val_items and (step % config.val_every == 0 or step == config.iterations or out_of_time):
             score = evaluate(model, val_items, config.mpp, device, tta=False)
@@ -274,6 +280,7 @@ def train(
         if out_of_time:
             log.warning("time limit of %.0f s reached at step %d", config.time_limit_s, step)
             break
+    bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
@@ -346,7 +353,7 @@ def fine_tune(
     device: str = "auto",
     val_fraction: float = 0.2,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Path:
     """Fine-tune a model on a lab's slides + QuPath GeoJSON and write a new model folder.
 
@@ -360,7 +367,8 @@ def fine_tune(
         device: ``auto``, ``cpu`` or ``cuda``.
         val_fraction: Share of windows held out to select the weights and report metrics.
         overwrite: Replace an existing ``out`` folder.
-        progress: Show a tqdm bar on stderr.
+        progress: A bar over the steps; default on in Jupyter and on a terminal, off in pipes
+            (``LNPATH_PROGRESS``).
 
     Raises:
         InputError: Slides and annotation files do not pair up, or no glomerulus is annotated.
@@ -382,21 +390,9 @@ def fine_tune(
     n_val = round(val_fraction * len(items)) if len(items) > 2 else 0
     val = [items[i] for i in order[:n_val]]
     fit = [items[i] for i in order[n_val:]]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.iterations, unit="step", file=sys.stderr, desc="fine-tune")
     result = train(
-        fit,
-        val,
-        config,
-        dev,
-        init_state=base_model.network.state_dict(),
-        on_step=(lambda step, loss: bar.update(1)) if bar is not None else None,
+        fit, val, config, dev, init_state=base_model.network.state_dict(), progress=progress
     )
-    if bar is not None:
-        bar.close()
     card = {k: v for k, v in base_model.card.items() if k not in ("metrics", "training")}
     card["base_model"] = {"name": base_model.name, "sha256": base_model.sha256}
     card["training"] = {

@@ -21,7 +21,9 @@ class ScoreOptions:
             None for the defaults.
         lesion_model: a trained lesion model name or folder; None uses the morphometry rules.
         overwrite: replace an existing result folder (only once the new one is complete).
-        progress: show per-stage progress bars.
+        progress: progress bars of the long stages; None (the default): on in Jupyter and on a
+            terminal, off in pipes and logs (``LNPATH_PROGRESS``); a batch shows one bar over
+            its slides.
     """
 
     stain: str = "PAS"
@@ -29,7 +31,7 @@ class ScoreOptions:
     config: Any = None
     lesion_model: str | None = None
     overwrite: bool = False
-    progress: bool = False
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stain", normalise_stain(self.stain))

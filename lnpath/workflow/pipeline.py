@@ -27,6 +27,7 @@ from lnpath.analysis.lesion_models import load_lesion_model
 from lnpath.analysis.lesions import MorphometryCaller
 from lnpath.analysis.segment import segment_glomeruli
 from lnpath.core.errors import InputError
+from lnpath.core.progress import progress_scope
 from lnpath.core.vocabulary import main_call
 from lnpath.io.atomic import check_output_dir
 from lnpath.io.configfile import load_biopsy, load_config
@@ -250,7 +251,7 @@ def _score_slide(
         fingerprint = slide.fingerprint()
     with _stage("segment", timings, on_stage):
         outlines, outline_source, tissue = _find_glomeruli(slide, glomeruli, opts, warnings)
-    with _stage("lesions", timings, on_stage):
+    with _stage("lesions", timings, on_stage), progress_scope(opts.progress):
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
     with _stage("cortex", timings, on_stage):

@@ -145,6 +145,11 @@ class Slide:
     def __repr__(self) -> str:
         return f"Slide({str(self.path)!r}, mpp={self.mpp:.4g} [{self.mpp_source}])"
 
+    def _repr_html_(self) -> str:
+        from lnpath.wsi.pictures import slide_html
+
+        return slide_html(self)
+
     # --- context manager -----------------------------------------------------------------
     def __enter__(self) -> Slide:
         return self

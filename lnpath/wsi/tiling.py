@@ -13,19 +13,19 @@ import collections
 import itertools
 import logging
 import math
-import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from lnpath.core.errors import InputError
+from lnpath.core.progress import progress_bar
 from lnpath.wsi.backends import packed_pixels, unpacked_rgb
 from lnpath.wsi.grid import (
     _COLUMNS,
@@ -80,6 +80,17 @@ class TileGrid:
         self.spec = spec
         self.table = table
         self.min_tissue = min_tissue
+
+    def _repr_html_(self) -> str:
+        from lnpath.wsi.pictures import grid_html
+
+        return grid_html(self)
+
+    def plot(self, ax: Any = None) -> Any:
+        """Every tile over the slide, coloured by tissue fraction; returns the matplotlib Axes."""
+        from lnpath.wsi.pictures import plot_grid
+
+        return plot_grid(self, ax)
 
     def save(
         self, out: str | Path, workers: int = 1, overwrite: bool = False, progress: bool = True
@@ -171,19 +182,21 @@ class TileGrid:
         return int(min(_MAX_CACHE_BYTES, level_w * band * 4 * 1.25))
 
     def iter(
-        self, workers: int = 1, progress: bool = False, start_method: str | None = None
+        self, workers: int = 1, progress: bool | None = None, start_method: str | None = None
     ) -> Iterator[tuple[TileInfo, np.ndarray]]:
         """Yield ``(TileInfo, (size, size, 3) uint8 array)`` in table order.
 
         Args:
             workers: processes reading blocks; each opens its own slide handle. 1 reads here.
-            progress: show a tqdm bar on stderr.
+            progress: a bar over the tiles;
+            on in Jupyter and on a terminal, off in pipes (``LNPATH_PROGRESS``).
             start_method: multiprocessing start method for workers; default ``forkserver``
                 on Linux (cheap to start, no inherited slide handles), else ``spawn``. The
                 fork server preloads this module when lnpath starts it; one started earlier
-                by other code makes every worker import numpy/OpenSlide itself (~0.5 s). As
-                with any multiprocessing, a script using workers needs the
-                ``if __name__ == "__main__":`` guard.
+                by other code makes every worker import numpy/OpenSlide itself (~0.5 s). A
+                script that calls this outside ``if __name__ == "__main__":`` reads in this
+                process instead (workers would run the script again; see
+                :func:`lnpath.wsi.workers.unguarded_script`).
 
         Tiles are read-only views into the block they were cut from when no resampling is
         needed (copy one before changing it); resampled tiles are new arrays.
@@ -191,11 +204,7 @@ class TileGrid:
         if workers < 1:
             raise InputError(f"workers must be >= 1, got {workers}")
         infos = (TileInfo(*row) for row in self.table[_COLUMNS].itertuples(index=False))
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(self), unit="tile", file=sys.stderr, desc=self.slide.path.name)
+        bar = progress_bar(len(self), self.slide.path.name, "tile", progress)
         blocks = self._blocks()
         if workers > 1 and not can_start_workers(str(self)):
             workers = 1
@@ -212,11 +221,9 @@ class TileGrid:
                 tiles = _split(self.spec, block, pixels)
                 for arr in tiles:
                     yield next(infos), arr
-                if bar is not None:
-                    bar.update(len(tiles))
+                bar.update(len(tiles))
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def _parallel(
         self, blocks: list[_Block], workers: int, start_method: str | None
@@ -342,12 +349,16 @@ def _worker_load(block: _Block, slot: int) -> tuple[tuple[int, ...], bool]:
     return src.shape, packed is not None
 
 
+DEFAULT_MIN_TISSUE = 0.1
+"""Tiles with less tissue than this are glass or a torn edge (the API and ``lnpath tiles``)."""
+
+
 def tile(
     slide: Slide,
     mpp: float,
     size: int = 512,
     overlap: int = 0,
-    min_tissue: float = 0.0,
+    min_tissue: float = DEFAULT_MIN_TISSUE,
     tissue: TissueMask | None = None,
 ) -> TileGrid:
     """Lay a grid of ``size``-px tiles at ``mpp`` µm/px over the slide.
@@ -357,7 +368,8 @@ def tile(
         mpp: µm/px of the tile pixels (snapped to a pyramid level within 5 %).
         size: tile width and height in pixels.
         overlap: pixels shared by neighbouring tiles (stride = size - overlap).
-        min_tissue: keep tiles whose tissue fraction is at least this (0 keeps all tiles).
+        min_tissue: keep tiles whose tissue fraction is at least this (default 0.1, as
+            ``lnpath tiles``; 0 keeps every tile of the slide).
         tissue: a tissue mask to use; detected with :func:`lnpath.detect_tissue` when
             ``min_tissue > 0`` and none is given. Without either, ``tissue_fraction`` is NaN.
 

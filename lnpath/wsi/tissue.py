@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -138,6 +139,24 @@ class TissueMask:
         padded = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), dtype=np.int64)
         padded[1:, 1:] = np.cumsum(np.cumsum(self.mask, axis=0), axis=1)
         self._integral = padded
+
+    def __repr__(self) -> str:
+        h, w = self.mask.shape
+        return (
+            f"TissueMask({self.n_components} piece(s), {self.area_mm2:.2f} mm², "
+            f"{w}×{h} px at {self.mpp:g} µm/px)"
+        )
+
+    def _repr_html_(self) -> str:
+        from lnpath.wsi.pictures import tissue_html
+
+        return tissue_html(self)
+
+    def plot(self, slide: Slide | None = None, ax: Any = None) -> Any:
+        """The mask's outline over ``slide`` (or the mask alone); returns the matplotlib Axes."""
+        from lnpath.wsi.pictures import plot_tissue
+
+        return plot_tissue(self, slide, ax)
 
     @property
     def factor(self) -> float:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import logging
 import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+GUARD = 'if __name__ == "__main__":'
 
 
 def can_start_workers(what: str) -> bool:
@@ -23,6 +29,10 @@ def can_start_workers(what: str) -> bool:
     if main_file is not None and not Path(main_file).is_file():
         # e.g. `python - < script`: spawned workers re-import __main__ from its path and die
         log.info("%s: working in this process (__main__ is not an importable file)", what)
+        return False
+    script = unguarded_script()
+    if script is not None:
+        _say_unguarded(script)
         return False
     return True
 
@@ -71,3 +81,75 @@ def quiet_worker() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+
+
+def unguarded_script() -> str | None:
+    """The script that worker processes would run again on start-up, or None.
+
+    Spawned and fork-server workers import ``__main__`` again from its file (as ``__mp_main__``),
+    so code at a script's top level outside ``if __name__ == "__main__":`` runs once more in
+    every worker and dies there trying to start workers of its own (``BrokenProcessPool``). This
+    finds the statement the main thread is running at the script's top level and checks whether
+    it sits inside that guard. Jupyter, ``python -c`` and a package's ``__main__`` are never
+    re-imported.
+    """
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None and (name == "__main__" or name.endswith(".__main__")):
+        return None
+    path = getattr(main, "__file__", None)
+    if main is None or path is None:
+        return None
+    line = _top_level_line(vars(main))
+    if line is None:
+        return None
+    try:
+        guards = _guard_spans(str(Path(path).resolve()))
+    except (OSError, SyntaxError, ValueError):
+        return str(path)  # unreadable source: assume the worst, work in this process
+    if any(start <= line <= end for start, end in guards):
+        return None
+    return str(path)
+
+
+def _top_level_line(main_globals: dict[str, Any]) -> int | None:
+    """The line of ``__main__``'s module code that the main thread is executing."""
+    frame = sys._current_frames().get(threading.main_thread().ident or -1)
+    line = None
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals is main_globals:
+            line = frame.f_lineno
+        frame = frame.f_back
+    return line
+
+
+@functools.cache
+def _guard_spans(path: str) -> list[tuple[int, int]]:
+    """Line spans of the top-level ``if __name__ == "__main__":`` blocks of a script."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=path)
+    return [
+        (node.lineno, node.end_lineno or node.lineno)
+        for node in tree.body
+        if isinstance(node, ast.If) and _is_main_test(node.test)
+    ]
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return False
+    if not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = {s.id for s in sides if isinstance(s, ast.Name)}
+    values = {s.value for s in sides if isinstance(s, ast.Constant)}
+    return names == {"__name__"} and values == {"__main__"}
+
+
+@functools.cache
+def _say_unguarded(path: str) -> None:
+    log.warning(
+        "%s calls lnpath outside `%s`, so lnpath works in one process (slower): worker "
+        "processes would run the script again; put its calls under that guard to use them",
+        Path(path).name,
+        GUARD,
+    )
