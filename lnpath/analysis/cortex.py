@@ -194,6 +194,9 @@ def measure_cortex(
 ) -> CortexMeasurement:
     """Measure tissue area, fibrosis (collagen stains) and inflammation outside glomeruli.
 
+    Long because it is one pass over the tissue tiles whose per-tile bookkeeping (areas by pixel
+    class, the worker hand-off) reads best in one place.
+
     Args:
         slide: a :class:`lnpath.wsi.slide.Slide`.
         glomeruli: glomeruli whose outlines (level-0 polygons) are excluded from the interstitium.

@@ -207,6 +207,9 @@ def score_batch(
 ) -> pd.DataFrame:
     """Score every slide of a manifest into ``out_dir/<slide_id>/``, resuming by default.
 
+    Long because it is the batch's plan in order (read, shard, check the configuration once,
+    decide each slide, run, record), each step a few lines.
+
     Args:
         manifest: a manifest CSV path (see :func:`read_manifest`) or an already-read table.
         out_dir: the batch folder; holds one result folder per slide and ``batch_status.csv``.

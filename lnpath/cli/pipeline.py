@@ -28,7 +28,11 @@ STAGE_LABELS = {
 
 
 def register(subparsers: Any) -> None:
-    """Add ``score``, ``review``, ``confirm`` and ``verify``."""
+    """Add ``score``, ``review``, ``confirm`` and ``verify``.
+
+    Long because it declares the options of the score, review, confirm and verify commands, one
+    statement each.
+    """
     score = subparsers.add_parser(
         "score",
         help="score a whole biopsy slide: report, findings, QuPath GeoJSON",

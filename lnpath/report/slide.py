@@ -80,7 +80,10 @@ def render_report(
     audit: Sequence[Mapping[str, Any]] = (),
     folder_name: str = "RESULT_DIR",
 ) -> str:
-    """The complete ``report.html`` as a string (all images inline)."""
+    """The complete ``report.html`` as a string (all images inline).
+
+    Long because it assembles the template's context field by field, one line per field.
+    """
     scores = result["scores"]
     confirmed = _confirmed(result)
     biopsy = result.get("biopsy") or {}

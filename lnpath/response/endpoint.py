@@ -177,6 +177,9 @@ def compare(
 ) -> ResponseResult:
     """Compare a baseline and a follow-up biopsy under a named response preset.
 
+    Long because the endpoint's steps (pre-conditions, panel, preset rule, uncertainty, record)
+    read as one sequence.
+
     Args:
         baseline: the earlier biopsy: a ``BiopsyScore``, a ``SlideResult``, a result folder
             (or its result.json), or a dict in ``BiopsyScore.to_dict()`` / result.json form.

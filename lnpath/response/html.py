@@ -130,7 +130,10 @@ def _panel(panel: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def _uncertainty(u: Mapping[str, Any], endpoint: str, observed: Mapping[str, Any]) -> str:
-    """Endpoint probability, Δ distributions (``observed``: the deltas), sampling and bands."""
+    """Endpoint probability, Δ distributions (``observed``: the deltas), sampling and bands.
+
+    Long because it lays out the uncertainty section's tables row by row.
+    """
     if not u:
         return "<p>Not computed: the endpoint was not evaluated.</p>"
     parts = []

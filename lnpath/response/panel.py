@@ -69,7 +69,10 @@ def panel_fields(
     fields: PairFields,
 ) -> dict[str, dict]:
     """Every panel field; one whose totals are incomplete is decided from their bounds when
-    every value the missing components allow gives the same answer (spec §3.3)."""
+    every value the missing components allow gives the same answer (spec §3.3).
+
+    Long because it computes one panel field of spec §3.3 after the other.
+    """
     totals = {
         "ai_bl": bl.activity.total,
         "ai_fu": fu.activity.total,

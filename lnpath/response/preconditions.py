@@ -34,7 +34,10 @@ def _stains(stain: str) -> frozenset[str]:
 
 
 def check_preconditions(bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any]) -> list[Check]:
-    """The §3.3 pre-conditions, each as a :class:`Check`."""
+    """The §3.3 pre-conditions, each as a :class:`Check`.
+
+    Long because it holds one check per pre-condition of spec §3.3, in the spec's order.
+    """
     checks: list[Check] = []
 
     def add(name: str, ok: bool | None, message: str) -> None:

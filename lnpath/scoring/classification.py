@@ -188,6 +188,9 @@ def propose_class(
 ) -> ClassProposal:
     """Apply the spec §2.2 decision procedure (the 2003 label is :mod:`lnpath.scoring.legacy`).
 
+    Long because it follows the decision procedure of spec §2.2 step by step, so that it can be
+    read against the spec.
+
     Lesions not assessed (``<NA>``) cannot be counted: the proposal uses the glomeruli known to be
     involved and ``alternative`` names the class reached if every unassessed glomerulus were
     involved, so "III" with alternative "IV" tells the pathologist the call hinges on them.

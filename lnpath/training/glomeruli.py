@@ -218,6 +218,9 @@ def train(
 ) -> TrainResult:
     """Train a U-Net; with validation images, return the weights that validated best.
 
+    Long because sampling, the step, the schedule, validation and keeping the best weights form
+    one loop.
+
     Args:
         train_items: Images to sample crops from.
         val_items: Held-out images (from the training split) scored every ``config.val_every``

@@ -106,7 +106,10 @@ def _page(token: str) -> str:
 
 
 def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any:
-    """The ASGI app serving ``sessions`` (the results opened, in the order given)."""
+    """The ASGI app serving ``sessions`` (the results opened, in the order given).
+
+    Long because it declares the app's routes, each a few lines, beside the token check they share.
+    """
 
     def session(request: Request) -> ResultSession:
         index = int(request.path_params["index"])
