@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -116,10 +117,26 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     return lines[0]
 
 
+#: Index components the demo's PAS section and the default rules leave ungraded.
+DEMO_UNGRADED = (
+    "neutrophils_karyorrhexis",
+    "fibrinoid_necrosis",
+    "hyaline_deposits",
+    "cellular_fibrocellular_crescents",
+    "interstitial_inflammation",
+    "fibrous_crescents",
+    "tubular_atrophy",
+    "interstitial_fibrosis",
+)
+
+
 @pytest.fixture(scope="session")
 def demo_result_template(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo slide scored from its shipped outlines (patient P1): never edit it, copy it."""
     out = tmp_path_factory.mktemp("demo-result") / "r"
+    # what a PAS section cannot grade is marked not evaluable, so that the result can be signed
+    marks = out.parent / "not-evaluable.json"
+    marks.write_text(json.dumps({"not_evaluable": dict.fromkeys(DEMO_UNGRADED, "PAS demo")}))
     proc = lnpath_cli(
         "score",
         repo_dir / "examples" / "demo_biopsy.tiff",
@@ -127,6 +144,8 @@ def demo_result_template(repo_dir: Path, tmp_path_factory: pytest.TempPathFactor
         repo_dir / "examples" / "demo_biopsy_glomeruli.geojson",
         "--patient-id",
         "P1",
+        "--biopsy",
+        marks,
         "--out",
         out,
     )

@@ -279,10 +279,12 @@ def test_review_with_another_table_does_not_delete_glomeruli_silently(
     edited = tmp_path / "other_findings.csv"
     other.to_csv(edited, index=False)
     before = (folder / "result.json").read_bytes()
-    proc = lnpath_cli("review", folder, "--findings", edited)
+    proc = lnpath_cli("review", folder, "--findings", edited, "--pathologist", "Dr A")
     assert_one_line_error(proc, "delete")
     assert (folder / "result.json").read_bytes() == before
-    proc = lnpath_cli("review", folder, "--findings", edited, "--allow-deletions")
+    proc = lnpath_cli(
+        "review", folder, "--findings", edited, "--allow-deletions", "--pathologist", "Dr A"
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((folder / "result.json").read_text())["scores"]["adequacy"][
         "n_glomeruli"
