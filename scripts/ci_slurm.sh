@@ -10,7 +10,8 @@ if ! command -v sbatch >/dev/null 2>&1; then
     echo "ci_slurm: sbatch absent and cannot install (needs root and apt-get); SLURM test skips" >&2
     exit 0
   fi
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge \
+  { [ -n "${LNPATH_APT_UPDATED:-}" ] || apt-get update -qq; } \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge \
     || { echo "ci_slurm: installing slurm-wlm/munge failed" >&2; exit 1; }
 fi
 [ "$(id -u)" -eq 0 ] || { echo "ci_slurm: not root; using the running SLURM as is" >&2; exit 0; }
