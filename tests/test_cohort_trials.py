@@ -20,17 +20,7 @@ from scipy.stats import beta
 import lnpath
 from lnpath.cli import main
 
-LESIONS = (
-    "endocapillary_hypercellularity",
-    "neutrophils_karyorrhexis",
-    "fibrinoid_necrosis",
-    "hyaline_deposits",
-    "cellular_crescent",
-    "fibrocellular_crescent",
-    "fibrous_crescent",
-    "global_sclerosis",
-    "segmental_sclerosis",
-)
+LESIONS = lnpath.LESIONS  # the package's one lesion list
 PRESETS = {
     "lnhr_default",
     "lufla_AI2",

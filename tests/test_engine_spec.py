@@ -16,17 +16,7 @@ import pytest
 
 import lnpath
 
-LESIONS = (
-    "endocapillary_hypercellularity",
-    "neutrophils_karyorrhexis",
-    "fibrinoid_necrosis",
-    "hyaline_deposits",
-    "cellular_crescent",
-    "fibrocellular_crescent",
-    "fibrous_crescent",
-    "global_sclerosis",
-    "segmental_sclerosis",
-)
+LESIONS = lnpath.LESIONS  # the package's one lesion list
 CORTEX = {"interstitial_inflammation": 0.0, "interstitial_fibrosis": 0.0, "tubular_atrophy": 0.0}
 
 
