@@ -65,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "SlideResult": "results.folder",
     "review": "workflow.signoff",
     "confirm": "workflow.signoff",
+    "add_addendum": "workflow.signoff",
     "verify": "results.seal",
     "compare": "workflow.compare",
     "train_lesions_from_results": "training.learning",

@@ -41,7 +41,7 @@ import torch
 from lnpath.analysis.measure import normalise_white, slide_white
 from lnpath.analysis.segment import MIN_TISSUE, segment_glomeruli
 from lnpath.models.store import SegmentationModel, load_model
-from lnpath.nn.predict import _fast_autocast, to_tensor
+from lnpath.nn.predict import fast_autocast, to_tensor
 from lnpath.wsi.slide import Slide, open_slide
 from lnpath.wsi.tiling import tile
 from lnpath.wsi.tissue import TissueMask, detect_tissue
@@ -67,7 +67,7 @@ def forward_pass(slide: Slide, model: SegmentationModel, tissue: TissueMask) -> 
     def run() -> int:
         with (
             torch.no_grad(),
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=_fast_autocast(device)),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_autocast(device)),
         ):
             for x in batches:
                 net(x)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "tile_px": model.patch,
         "model_mpp": model.mpp,
         "threads": args.threads,
-        "bf16_autocast": _fast_autocast(torch.device("cpu")),
+        "bf16_autocast": fast_autocast(torch.device("cpu")),
         "repeats": args.repeats,
         "statistic": "median of interleaved rounds",
         "seconds": {k: round(v, 2) for k, v in med.items()},

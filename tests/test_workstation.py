@@ -221,6 +221,7 @@ def test_five_glomeruli_scored_with_the_keyboard_only(
     server = serve(result)
     page = open_page(context, server)
     page.locator("#pathologist").blur()
+    queue = lnpath.review_order(lnpath.SlideResult.load(result).findings)
     chosen = []
     for i in range(5):
         page.keyboard.press("u")  # next undecided
@@ -234,6 +235,7 @@ def test_five_glomeruli_scored_with_the_keyboard_only(
     page.wait_for_function("document.getElementById('message').textContent === 'saved revision 2'")
     table = findings(result)
     assert len(set(chosen)) == 5
+    assert chosen[0] == queue[0]  # the page follows the library's review queue
     for i, gid in enumerate(chosen):
         row = table.loc[gid]
         assert row[list(lnpath.LESIONS)].notna().all(), gid

@@ -32,6 +32,7 @@ from lnpath.analysis.measure import normalise_white, slide_white
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.postprocess import glomerulus_masks
 from lnpath.nn.predict import predict_batch, resolve_device
+from lnpath.nn.unet import fold_batch_norm
 from lnpath.wsi.tiling import TileGrid, default_readers, tile
 
 if TYPE_CHECKING:
@@ -112,11 +113,12 @@ def segment_glomeruli(
     white = slide_white(slide)
     meta["white_point"] = [round(float(v), 1) for v in white]
     stitcher = _Stitcher(grid, net)
+    network = fold_batch_norm(net.network)
     glomeruli: list[Glomerulus] = []
     for indices, arrays in _batches(grid, batch, n_workers, progress, stats):
         start = time.perf_counter()
         images = normalise_white(np.stack(arrays), white)
-        probs = predict_batch(net.network, images, dev, tta=use_tta)
+        probs = predict_batch(network, images, dev, tta=use_tta)
         stats.add("compute_s", start)
         start = time.perf_counter()
         for index, prob in zip(indices, probs, strict=True):

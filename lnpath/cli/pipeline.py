@@ -134,6 +134,15 @@ def register(subparsers: Any) -> None:
     )
     confirm.set_defaults(func=run_confirm)
 
+    addendum = subparsers.add_parser(
+        "addendum",
+        help="add an addendum to a confirmed result (the signed revision stays as it is)",
+    )
+    addendum.add_argument("result", type=Path, help="result folder")
+    addendum.add_argument("--pathologist", required=True, help="who writes the addendum")
+    addendum.add_argument("--text", required=True, help="the addendum, as the report shows it")
+    addendum.set_defaults(func=run_addendum)
+
     verify = subparsers.add_parser(
         "verify", help="check a result folder for edits made outside lnpath (exit 3 if tampered)"
     )
@@ -347,6 +356,21 @@ def run_confirm(args: argparse.Namespace) -> int:
     Console().print(
         f"Revision {result.revision} confirmed by {args.pathologist} (sha256 {seal}).\n"
         f"{result.diagnosis_line()}",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
+def run_addendum(args: argparse.Namespace) -> int:
+    """``lnpath addendum RESULT --pathologist NAME --text TEXT``."""
+    from lnpath.workflow.signoff import add_addendum
+
+    result = add_addendum(args.result, args.text, pathologist=args.pathologist)
+    count = len(result.to_dict().get("addenda") or [])
+    Console().print(
+        f"Addendum {count} to revision {result.revision} added by {args.pathologist}; "
+        f"the confirmation stands. Report: {result.report_path}",
         highlight=False,
         markup=False,
     )

@@ -67,7 +67,7 @@ def predict_batch(
     flips: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
     total = torch.zeros(x.shape[0], 1, *x.shape[-2:], device=device)
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    with torch.autocast(device_type=device.type, dtype=dtype, enabled=_fast_autocast(device)):
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=fast_autocast(device)):
         for dims in flips:
             inp = torch.flip(x, dims) if dims else x
             prob = torch.sigmoid(model(inp).float())
@@ -75,7 +75,9 @@ def predict_batch(
     return (total / len(flips))[:, 0].cpu().numpy().astype(np.float32)
 
 
-def _fast_autocast(device: torch.device) -> bool:
+def fast_autocast(device: torch.device) -> bool:
+    """Whether reduced precision pays on ``device``: CUDA, or a CPU with AVX-512 BF16 (elsewhere
+    bfloat16 is emulated and several times slower than float32)."""
     if device.type == "cuda":
         return True
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)

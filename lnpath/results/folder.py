@@ -156,7 +156,9 @@ def read_findings_csv(path: Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Writing and hashing a result folder
 
-HASHED_EXCLUDED_KEYS = ("status", "confirmation", "seal")
+HASHED_EXCLUDED_KEYS = ("status", "confirmation", "seal", "addenda")
+"""Not part of the content a confirmation seals: addenda follow a signed report and are
+covered, field by field, by their own events in the hash-chained audit trail."""
 DERIVED_FILES = ("report.html", "overlay.png")
 SNAPSHOT_FILES = ("result.json", "findings.csv", "glomeruli.geojson", *DERIVED_FILES)
 
@@ -164,7 +166,7 @@ SNAPSHOT_FILES = ("result.json", "findings.csv", "glomeruli.geojson", *DERIVED_F
 def content_sha256(folder: Path, result: Mapping[str, Any] | None = None) -> str:
     """sha256 over everything the result asserts, excluding its status, confirmation and seal.
 
-    It covers result.json (canonical JSON without ``status``/``confirmation``/``seal``),
+    It covers result.json (canonical JSON without ``status``/``confirmation``/``seal``/``addenda``),
     findings.csv, glomeruli.geojson and assets/; a confirmation stores it, and any later edit
     changes it. The rendered report and overlay are sealed separately (their sha256 in the
     confirmation), since they show the confirmation itself.
@@ -243,8 +245,11 @@ def read_audit(folder: Path) -> list[dict[str, Any]]:
 
 
 def snapshot_name(revisions: Path, revision: int, event: str) -> str:
-    """A new, never-used snapshot folder name: ``rNNN`` first, ``rNNN-<event>`` after it."""
-    for name in (f"r{revision:03d}", f"r{revision:03d}-{event}"):
+    """A new, never-used snapshot folder name: ``rNNN`` first, then ``rNNN-<event>``,
+    ``rNNN-<event>-2``, ... (several addenda to one revision)."""
+    names = [f"r{revision:03d}", f"r{revision:03d}-{event}"]
+    names += [f"r{revision:03d}-{event}-{k}" for k in range(2, 1000)]
+    for name in names:
         if not (revisions / name).exists():
             return name
     raise ResultError(
@@ -323,7 +328,7 @@ def write_result(
             tmp / "report.html",
             render_report(result, table, polygons, assets, [*history, new], target.name),
         )
-        if result["confirmation"] is not None:
+        if event["event"] == "confirmed":  # an addendum later re-renders, never re-seals
             result["confirmation"]["files"] = {n: file_sha256(tmp / n) for n in DERIVED_FILES}
             write_json(tmp / "result.json", result)
         revisions = tmp / "revisions"

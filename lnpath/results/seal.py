@@ -94,12 +94,39 @@ def verify(
             f"{folder}: unreadable or modified outside lnpath ({type(exc).__name__}: {detail})"
         ) from None
     if key is not None and public_key is not None:
-        last = read_audit(folder)[-1]
+        last = confirmation_event(read_audit(folder))
         if last.get("event") != "confirmed":
             raise ResultError(f"{folder}: revision {verification.revision} is not confirmed")
         check_signature(folder, key, last, public_key)
         verification.checked.append("signature")
     return verification
+
+
+def confirmation_event(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The event that set the result's status: the last one that is not an addendum."""
+    return next((e for e in reversed(events) if e.get("event") != "addendum"), events[-1])
+
+
+def _check_addenda(folder: Path, result: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """result.json's addenda are exactly the addendum events of the audit trail, in order."""
+    recorded = [
+        {"text": e.get("text"), "by": e.get("by"), "at": e.get("at")}
+        for e in events
+        if e.get("event") == "addendum"
+    ]
+    stated = result.get("addenda") or []
+    if (
+        not isinstance(stated, list)
+        or [
+            {k: a.get(k) for k in ("text", "by", "at")} if isinstance(a, dict) else a
+            for a in stated
+        ]
+        != recorded
+    ):
+        raise ResultError(
+            f"{folder}: the addenda in result.json do not match the audit trail "
+            "(an addendum was added, removed or edited outside lnpath)"
+        )
 
 
 def _verify(folder: Path) -> Verification:
@@ -132,21 +159,23 @@ def _verify(folder: Path) -> Verification:
         if file_sha256(folder / name) != (last.get("snapshot") or {}).get(name):
             raise ResultError(f"{folder / name}: modified after lnpath wrote it")
         checked.append(name)
+    _check_addenda(folder, result, events)
     confirmation = result.get("confirmation")
-    if last["event"] == "confirmed":
+    sealed = confirmation_event(events)
+    if sealed["event"] == "confirmed":
         if result["status"] != "confirmed" or not isinstance(confirmation, dict):
             raise ResultError(
                 f"{folder}: revision {revision} was confirmed but reads {result['status']!r}"
             )
         sealed_files = confirmation.get("files") or {}
         recorded = {
-            "pathologist": last.get("by"),
-            "confirmed_at": last.get("at"),
-            "note": last.get("note"),
+            "pathologist": sealed.get("by"),
+            "confirmed_at": sealed.get("at"),
+            "note": sealed.get("note"),
             "sha256": sha,
         }
         changed = [k for k, v in recorded.items() if confirmation.get(k) != v]
-        changed += [n for n in DERIVED_FILES if sealed_files.get(n) != last["snapshot"].get(n)]
+        changed += [n for n in DERIVED_FILES if sealed_files.get(n) != sealed["snapshot"].get(n)]
         if changed:
             raise ResultError(
                 f"{folder}: the confirmation's {', '.join(changed)} do(es) not match the "

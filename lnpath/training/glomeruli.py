@@ -27,7 +27,7 @@ from lnpath.core.progress import progress_bar
 from lnpath.models.store import load_model, save_model
 from lnpath.nn.metrics import SegmentationScore
 from lnpath.nn.postprocess import MIN_AREA_UM2, label_glomeruli
-from lnpath.nn.predict import predict_batch, resolve_device, to_tensor
+from lnpath.nn.predict import fast_autocast, predict_batch, resolve_device, to_tensor
 from lnpath.nn.unet import UNet, UNetConfig
 from lnpath.training.glomeruli_data import (
     LabelledImage,
@@ -64,6 +64,8 @@ class TrainingConfig:
         density_range: Optical-density factor range (see :func:`lnpath.nn.augment.stain_jitter`).
         saturation_range: Saturation factor range (see :func:`lnpath.nn.augment.colour_jitter`).
         hue_shift: Hue rotation half-width in turns (see :func:`lnpath.nn.augment.colour_jitter`).
+        distill: Weight of a teacher's probability in each crop's target (images carrying
+            ``teacher`` maps, see :mod:`lnpath.training.distill`); 0 trains on the masks alone.
         foreground_crops: Share of crops placed over a glomerulus (they cover ~8 % of the tiles).
         balance_glomeruli: Centre foreground crops on a glomerulus drawn uniformly among those of
             the tile, not on a random foreground pixel: pixel sampling shows a large glomerulus
@@ -74,7 +76,7 @@ class TrainingConfig:
             dedicated compute: on CPU, process CPU time divided by torch's thread count, so a run
             on a shared machine stops where it would on idle cores; on GPU, wall time.
         bf16: Mixed precision (bfloat16 autocast; about twice as fast on CPUs with AVX-512 BF16
-            and on GPUs, and needs no loss scaling).
+            and on GPUs, and needs no loss scaling); ignored where it would be emulated.
         unet: Architecture.
     """
 
@@ -90,6 +92,7 @@ class TrainingConfig:
     density_range: tuple[float, float] = (1.0, 1.0)
     saturation_range: tuple[float, float] = (0.7, 1.3)
     hue_shift: float = 0.0
+    distill: float = 0.0
     foreground_crops: float = 0.6
     balance_glomeruli: bool = True
     val_every: int = 150
@@ -192,13 +195,15 @@ def select_threshold(
     mpp: float,
     device: torch.device,
     candidates: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7),
+    tta: bool = True,
 ) -> tuple[float, dict[str, dict[str, float | int]]]:
     """The probability cut with the best ``dice + recall`` on validation images (ties: 0.5-ward).
 
     Crops centred on glomeruli over-represent the foreground during training, so the calibrated
-    cut for whole tissue is not necessarily 0.5; it is chosen here on validation data only.
+    cut for whole tissue is not necessarily 0.5; it is chosen here on validation data only, with
+    flip averaging (``tta``) as the model will be run.
     """
-    predictions = predict_items(model, items, mpp, device)
+    predictions = predict_items(model, items, mpp, device, tta)
     table = {f"{t:g}": score_predictions(predictions, mpp, t) for t in candidates}
     best = max(
         candidates, key=lambda t: (table[f"{t:g}"].dice + table[f"{t:g}"].recall, -abs(t - 0.5))
@@ -243,6 +248,7 @@ def train(
         )
     model = model.to(device).to(memory_format=torch.channels_last)
     sampler = PatchSampler(train_items, config)
+    mixed = config.bf16 and fast_autocast(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_key, best_state, best_it, best_val = -1.0, None, 0, None
     history: list[dict[str, float]] = []
@@ -257,7 +263,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = config.lr * _lr_factor(done, 1 / config.iterations)
         images, masks = sampler.batch(rng, config.batch_size)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
             logits = model(to_tensor(images, device))
         loss = dice_bce_loss(logits.float(), masks.to(device))
         opt.zero_grad(set_to_none=True)

@@ -29,12 +29,15 @@ class LabelledImage:
         image: uint8 RGB (H, W, 3).
         mask: bool (H, W), True inside glomeruli.
         mpp: µm/px of ``image`` and ``mask``.
+        teacher: uint8 (H, W) foreground probability × 255 from a teacher model, or ``None``; a
+            distilled student learns this map beside the mask (see ``TrainingConfig.distill``).
     """
 
     name: str
     image: np.ndarray
     mask: np.ndarray
     mpp: float
+    teacher: np.ndarray | None = None
 
 
 def load_tile_folder(folder: str | Path, names: Sequence[str], mpp: float) -> list[LabelledImage]:

@@ -35,7 +35,8 @@ class PatchSampler:
         ]
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One crop: float32 RGB in [0, 1] (patch, patch, 3) and float32 mask (patch, patch)."""
+        """One crop: float32 RGB in [0, 1] (patch, patch, 3) and its float32 target (patch, patch):
+        the mask, blended with the teacher's probability when distilling."""
         cfg = self.config
         index = int(rng.integers(len(self.items)))
         item, objects = self.items[index], self.foreground[index]
@@ -49,19 +50,25 @@ class PatchSampler:
         else:
             y0 = int(rng.integers(min(0, height - side), max(0, height - side) + 1))
             x0 = int(rng.integers(min(0, width - side), max(0, width - side) + 1))
-        image = _crop(item.image, y0, x0, side, fill=255)
-        mask = _crop(item.mask.astype(np.uint8) * 255, y0, x0, side, fill=0)
         size = (cfg.patch, cfg.patch)
-        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
-        mask = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.BILINEAR)) > 127
-        image, mask = flip_rotate(image, mask, rng)
+
+        def cut(array: np.ndarray, fill: int) -> np.ndarray:
+            crop = Image.fromarray(_crop(array, y0, x0, side, fill))
+            return np.asarray(crop.resize(size, Image.Resampling.BILINEAR))
+
+        image = cut(item.image, 255)
+        target = (cut(item.mask.astype(np.uint8) * 255, 0) > 127).astype(np.float32)
+        if item.teacher is not None and cfg.distill > 0:
+            soft = cut(item.teacher, 0).astype(np.float32) / 255.0
+            target = (1.0 - cfg.distill) * target + cfg.distill * soft
+        image, target = flip_rotate(image, target, rng)
         rgb = colour_jitter(
             stain_jitter(image, rng, cfg.stain_strength, cfg.density_range),
             rng,
             cfg.saturation_range,
             cfg.hue_shift,
         )
-        return rgb, mask.astype(np.float32)
+        return rgb, target
 
     def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch as tensors: images (N, H, W, 3) float in [0, 1] and masks (N, 1, H, W)."""

@@ -23,16 +23,13 @@ import pandas as pd
 from lnpath import __version__
 from lnpath.analysis.cortex import measure_cortex
 from lnpath.analysis.glomeruli import Glomeruli
-from lnpath.analysis.lesion_models import load_lesion_model
 from lnpath.analysis.lesions import MorphometryCaller
-from lnpath.analysis.segment import segment_glomeruli
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_scope
 from lnpath.core.vocabulary import main_call
 from lnpath.io.atomic import check_output_dir
 from lnpath.io.configfile import load_biopsy, load_config
 from lnpath.io.hashing import file_sha256
-from lnpath.models.store import load_model
 from lnpath.report.assets import Assets
 from lnpath.results.edits import beyond_slide
 from lnpath.results.folder import (
@@ -88,6 +85,8 @@ def lesion_caller(name: str | None, stain: str = "PAS", device: str = "auto") ->
 
     if name is None:
         return MorphometryCaller(stain=stain)
+    from lnpath.analysis.lesion_models import load_lesion_model  # torch, for a model folder only
+
     return load_lesion_model(name, stain=stain, device=device)
 
 
@@ -320,6 +319,11 @@ def _find_glomeruli(
             "sha256": file_sha256(Path(glomeruli)),
         }
         return outlines, source, tissue
+    # torch only when there is something to segment: review, confirm and scoring given outlines
+    # start in a fraction of the time
+    from lnpath.analysis.segment import segment_glomeruli
+    from lnpath.models.store import load_model
+
     seg_model = load_model(SEGMENTATION_MODEL)
     outlines = segment_glomeruli(
         slide, model=seg_model, device=opts.device, progress=opts.progress, tissue=tissue

@@ -41,7 +41,6 @@ from lnpath.scoring.biopsy import (
     normalise_biopsy,
 )
 from lnpath.scoring.biopsy import class_override as valid_override
-from lnpath.workflow.pipeline import lesion_caller
 from lnpath.wsi.slide import open_slide
 
 LOG = logging.getLogger(__name__)
@@ -117,6 +116,8 @@ def _refresh_from_slide(edit: Edit, result: Mapping[str, Any], assets: Assets) -
                 )
                 for g in targets
             ]
+            from lnpath.workflow.pipeline import lesion_caller  # torch: only to re-call lesions
+
             caller = lesion_caller(result.get("lesion_model"), stain=result.get("stain", "PAS"))
             calls = caller.call(glomeruli, slide)
             assets.add_crops(slide, {g: edit.polygons[g] for g in targets})

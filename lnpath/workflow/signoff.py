@@ -9,6 +9,8 @@
   ``supersede=True`` and records whose confirmation it supersedes.
 - A pathologist's name is required for both; an edit file exported from an older revision is
   refused unless told how to merge it (:mod:`lnpath.results.merge`).
+- :func:`add_addendum` appends a signed-out result's addendum (who, when, text) without
+  reopening it: the diagnosis and its seal stay; the addendum is its own audit event.
 - :func:`verify` recomputes the seals and raises :class:`~lnpath.core.errors.ResultError` on any
   edit.
 
@@ -68,6 +70,9 @@ LOG = logging.getLogger(__name__)
 
 MANY_DELETIONS = 3
 """A review deleting more glomeruli than this (and over a quarter) needs ``allow_deletions``."""
+
+
+MAX_ADDENDUM_CHARS = 20_000
 
 
 def _now() -> str:
@@ -314,4 +319,42 @@ def _confirm(folder: Path, pathologist: str, note: str | None, key: Any) -> Slid
     }
     event = {"event": "confirmed", "at": at, "by": pathologist, "note": note}
     write_result(folder, new, event, overwrite=True, signing_key=key)
+    return SlideResult.load(folder)
+
+
+def add_addendum(result_dir: str | os.PathLike[str], text: str, *, pathologist: str) -> SlideResult:
+    """Add an addendum to a confirmed result, as a signed report takes one.
+
+    The confirmed revision, its scores and its seal do not change; the addendum (text, who,
+    when) is appended to ``result.json``'s ``addenda``, shown under the report's comment, and
+    recorded as its own event in the hash-chained audit trail, which :func:`verify` holds the
+    addenda to. A draft takes a comment instead (``review(comment=...)``).
+
+    Raises:
+        ResultError: the result is not confirmed, or the folder fails :func:`verify`.
+        InputError: the text is empty or the pathologist's name is missing.
+    """
+    folder = real_path(result_dir)
+    who = _name(pathologist, "add an addendum")
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("an addendum needs its text (--text)")
+    if len(text) > MAX_ADDENDUM_CHARS:
+        raise InputError(
+            f"an addendum is at most {MAX_ADDENDUM_CHARS} characters, not {len(text)} "
+            "(attach longer documents outside the result)"
+        )
+    with exclusive(folder):
+        verify(folder)
+        result = load_result_json(folder)
+        if result["status"] != "confirmed":
+            raise ResultError(
+                f"{folder}: revision {result['revision']} is not signed out; addenda follow a "
+                "confirmed report (put a draft's remarks in its comment: lnpath review --comment)"
+            )
+        at = _now()
+        entry = {"text": text.strip(), "by": who, "at": at}
+        new = {**result, "addenda": [*(result.get("addenda") or []), entry]}
+        event = {"event": "addendum", "at": at, "by": who, "note": None, "text": entry["text"]}
+        write_result(folder, new, event, overwrite=True)
+    LOG.info("%s: addendum by %s", folder, who)
     return SlideResult.load(folder)

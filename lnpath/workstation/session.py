@@ -29,6 +29,7 @@ from lnpath.io.hashing import file_sha256
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
 from lnpath.report.charts import morphometry_thresholds
 from lnpath.results.folder import load_result_json, read_audit, read_findings_csv, read_polygons
+from lnpath.results.queue import review_order
 from lnpath.results.seal import verify
 from lnpath.workstation.edits import PageEdits, biopsy_inputs, edited_table, scoring_view
 from lnpath.workstation.records import glomerulus_record, summary
@@ -152,6 +153,8 @@ class ResultSession:
             "read_only": self.read_only,
             "warnings": [str(w) for w in result.get("warnings") or []],
             "glomeruli": glomeruli,
+            "review_order": review_order(table),
+            "addenda": list(result.get("addenda") or []),
             "cortex": dict(result.get("cortex_fractions") or {}),
             "biopsy": result.get("biopsy") or {},
             "class_override": result.get("class_override"),

@@ -119,12 +119,11 @@ function undecided(g) {
 }
 
 function reviewOrder() {
-  // the machine's least certain glomeruli first (certainty from the server), then by id
-  return [...W().state.glomeruli].sort((a, b) => {
-    const ca = a.certainty === null ? Infinity : a.certainty;
-    const cb = b.certainty === null ? Infinity : b.certainty;
-    return ca - cb || a.id - b.id;
-  });
+  // the server's queue (lnpath.review_order: least certain first, then what the machine left
+  // undecided), then the glomeruli it leaves out (excluded ones), by id
+  const rank = new Map(W().state.review_order.map((id, i) => [id, i]));
+  const at = (g) => (rank.has(g.id) ? rank.get(g.id) : Infinity);
+  return [...W().state.glomeruli].sort((a, b) => at(a) - at(b) || a.id - b.id);
 }
 
 // ------------------------------------------------------------------------------------------
