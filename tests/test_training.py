@@ -80,3 +80,27 @@ def test_fine_tuning_keeps_the_shipped_augmentation() -> None:
     assert config.hue_shift == recipe["hue_shift"] > 0
     assert config.stain_strength == recipe["stain_strength"]
     assert (config.iterations, config.mpp) == (300, base.mpp)
+
+
+def test_distillation_targets_blend_the_teachers_four_flip_map(bueno_dir: Path) -> None:
+    """A student's crops carry the teacher's map beside the mask: soft targets, same geometry."""
+    import torch
+
+    from lnpath.models.store import load_model
+    from lnpath.training.distill import with_teacher
+
+    teacher = load_model("glomeruli-unet-pas")
+    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    (taught,) = with_teacher([tile], teacher.network, teacher.mpp, torch.device("cpu"))
+    assert taught.teacher is not None and taught.teacher.shape == tile.mask.shape
+    inside = taught.teacher[tile.mask].mean() / 255
+    outside = taught.teacher[~tile.mask].mean() / 255
+    assert inside > 0.7 and outside < 0.1  # the teacher sees this tile's glomeruli
+    config = TrainingConfig(patch=128, foreground_crops=1.0, distill=0.5)
+    rng = np.random.default_rng(0)
+    soft = [PatchSampler([taught], config).sample(rng)[1] for _ in range(4)]
+    hard = PatchSampler([taught], TrainingConfig(patch=128, foreground_crops=1.0)).sample(rng)[1]
+    assert set(np.unique(hard)) <= {0.0, 1.0}
+    values = np.concatenate([s.ravel() for s in soft])
+    assert values.min() >= 0.0 and values.max() <= 1.0
+    assert np.mean((values > 0.05) & (values < 0.45)) > 0.001  # teacher share off the mask
