@@ -109,7 +109,23 @@ def test_readme_snippet_runs_unchanged_as_a_script(tmp_path: Path) -> None:
     run = _run(script)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
-    assert (tmp_path / "demo-result" / "result.json").is_file()
+    result = json.loads((tmp_path / "demo-result" / "result.json").read_text())
+    segmentation = result["models"][0]  # the snippet's own outlines, recorded as segmented
+    assert segmentation["name"] == "glomeruli-unet-pas" and segmentation["sha256"]
+    assert segmentation["run"]["timings"]["tiles"] > 0
+
+
+def test_outlines_given_in_python_must_be_this_slides(tmp_path: Path) -> None:
+    slide = lnpath.open_slide(REPO / "examples" / "demo_biopsy.tiff")
+    outlines = REPO / "examples" / "demo_biopsy_glomeruli.geojson"
+    gloms = lnpath.Glomeruli.from_geojson(outlines, slide.mpp)
+    result = lnpath.score_slide(slide.path, out=tmp_path / "r", glomeruli=gloms, progress=False)
+    assert result.to_dict()["models"][0]["name"].startswith("given in Python")
+    assert result.to_dict()["scores"]["adequacy"]["n_glomeruli"] == len(gloms)
+    other_scale = lnpath.Glomeruli.from_geojson(outlines, slide.mpp * 2)
+    with pytest.raises(lnpath.InputError, match="µm/px"):
+        lnpath.score_slide(slide.path, out=tmp_path / "s", glomeruli=other_scale)
+    assert not (tmp_path / "s").exists()
 
 
 UNGUARDED = """\

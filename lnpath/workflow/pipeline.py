@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -174,7 +175,7 @@ def score_slide(
     mpp: float | None = None,
     patient_id: str | None = None,
     biopsy_date: str | dt.date | None = None,
-    glomeruli: str | Path | None = None,
+    glomeruli: str | Path | Glomeruli | None = None,
     biopsy: str | Path | Mapping[str, Any] | None = None,
     supersede: bool = False,
     on_stage: StageCallback | None = None,
@@ -190,8 +191,10 @@ def score_slide(
         mpp: level-0 µm/px, required only when the file does not carry it.
         patient_id: printed on the report (escaped); never used for anything else.
         biopsy_date: ISO date of the biopsy.
-        glomeruli: a QuPath GeoJSON of glomerulus outlines (level-0 px) to score instead of
-            segmenting, e.g. a pathologist's own annotations.
+        glomeruli: outlines to score instead of segmenting: a QuPath GeoJSON (level-0 px), e.g.
+            a pathologist's own annotations, or the :class:`~lnpath.Glomeruli` that
+            :func:`lnpath.segment_glomeruli` returned for this slide (not segmented twice; its
+            model and run are recorded as if score_slide had segmented).
         biopsy: biopsy-level findings the section cannot show (IF/EM, vessels, "not evaluable"
             marks): a YAML/JSON file or a mapping (layout in :mod:`lnpath.scoring.biopsy`); the
             class rules read its IF/EM part.
@@ -227,7 +230,7 @@ def _score_slide(
     mpp: float | None,
     patient_id: str | None,
     biopsy_date: str | dt.date | None,
-    glomeruli: str | Path | None,
+    glomeruli: str | Path | Glomeruli | None,
     biopsy: str | Path | Mapping[str, Any] | None,
     on_stage: StageCallback | None,
     confirmed: dict[str, Any] | None,
@@ -301,7 +304,7 @@ def _score_slide(
 
 
 def _find_glomeruli(
-    slide: Any, glomeruli: str | Path | None, opts: ScoreOptions, warnings: list[str]
+    slide: Any, glomeruli: str | Path | Glomeruli | None, opts: ScoreOptions, warnings: list[str]
 ) -> tuple[Any, dict[str, Any], Any]:
     """The outlines to score (segmented, or a pathologist's GeoJSON), their source and the
     tissue mask; a slide without tissue stops here, before minutes of work."""
@@ -311,6 +314,8 @@ def _find_glomeruli(
         raise InputError(
             f"{slide.path}: no tissue found on the slide (blank glass or not a tissue section)"
         )
+    if isinstance(glomeruli, Glomeruli):
+        return _given_outlines(slide, glomeruli, warnings), _outline_source(glomeruli), tissue
     if glomeruli is not None:
         outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
         _check_outlines_on_slide(outlines, slide.dimensions, Path(glomeruli).name)
@@ -329,10 +334,38 @@ def _find_glomeruli(
         slide, model=seg_model, device=opts.device, progress=opts.progress, tissue=tissue
     )
     source = {**_model_info(seg_model, SEGMENTATION_MODEL), "run": json_safe(outlines.metadata)}
+    _quality_warning(outlines, warnings)
+    return outlines, source, tissue
+
+
+def _quality_warning(outlines: Glomeruli, warnings: list[str]) -> None:
     quality = outlines.metadata.get("detection_quality") or {}
     if quality.get("warning"):
         warnings.append(quality["warning"])
-    return outlines, source, tissue
+
+
+def _given_outlines(slide: Any, outlines: Glomeruli, warnings: list[str]) -> Glomeruli:
+    """Outlines handed over in Python: they must be this slide's (its µm/px, inside it)."""
+    if not math.isclose(outlines.mpp, slide.mpp, rel_tol=1e-6):
+        raise InputError(
+            f"glomeruli: outlines at {outlines.mpp:g} µm/px, but {slide.path.name} is at "
+            f"{slide.mpp:g} µm/px at level 0 (outlines of another slide?)"
+        )
+    _check_outlines_on_slide(outlines, slide.dimensions, "the given glomeruli")
+    _quality_warning(outlines, warnings)
+    return outlines
+
+
+def _outline_source(outlines: Glomeruli) -> dict[str, Any]:
+    """Provenance of outlines given in Python: the segmentation run that made them, if any."""
+    meta = outlines.metadata
+    if meta.get("sha256"):
+        return {
+            "name": str(meta.get("model") or outlines.source),
+            "sha256": meta["sha256"],
+            "run": json_safe(meta),
+        }
+    return {"name": f"given in Python: {outlines.source}", "sha256": None}
 
 
 def _slide_record(slide: Any, path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
