@@ -220,3 +220,17 @@ def test_weak_detections_on_a_non_kidney_section_are_flagged(
     (warning,) = result["warnings"]
     assert warning.startswith("most glomerulus detections are weak (median probability 0.")
     assert html.escape(warning, quote=False) in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_no_tta_segments_in_one_pass_and_says_so(
+    demo: Path, repo_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "fast"
+    assert score_slide_main([str(demo), "--out", str(out), "--device", "cpu", "--no-tta"]) == 0
+    result = lnpath.SlideResult.load(out)
+    run = result.to_dict()["models"][0]["run"]
+    assert run["tta"] is False
+    truth = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
+    found = [f.geometry for f in read_qupath(out / "glomeruli.geojson")]
+    pairs = _matches(found, [t.geometry for t in truth])
+    assert len({i for i, _ in pairs}) / len(truth) >= 0.8  # still finds the glomeruli

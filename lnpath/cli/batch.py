@@ -65,6 +65,9 @@ def register(subparsers: Any) -> None:
     batch.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     batch.add_argument("--config", type=Path, help="scoring configuration (YAML or JSON)")
     batch.add_argument("--lesion-model", help="trained lesion model name or path")
+    batch.add_argument(
+        "--no-tta", action="store_true", help="segment with one forward pass (about 4x faster)"
+    )
     batch.set_defaults(func=run_batch)
 
     cohort = subparsers.add_parser(
@@ -167,6 +170,7 @@ def run_batch(args: argparse.Namespace) -> int:
             lesion_model=args.lesion_model,
             workers=args.workers,
             supersede=args.supersede,
+            tta=False if args.no_tta else None,
         )
     counts = summarise(status)
     console = Console()

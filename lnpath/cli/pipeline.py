@@ -48,6 +48,12 @@ def register(subparsers: Any) -> None:
     score.add_argument("--config", type=Path, help="scoring configuration (YAML or JSON)")
     score.add_argument("--lesion-model", help="trained lesion model name or path")
     score.add_argument(
+        "--no-tta",
+        action="store_true",
+        help="segment with one forward pass instead of four flips (about 4x faster on a CPU, "
+        "slightly rougher outlines)",
+    )
+    score.add_argument(
         "--glomeruli", type=Path, help="QuPath GeoJSON outlines to use instead of segmenting"
     )
     score.add_argument("--patient-id", help="printed on the report")
@@ -235,6 +241,7 @@ def run_score(args: argparse.Namespace) -> int:
         glomeruli=args.glomeruli,
         biopsy=args.biopsy,
         supersede=args.supersede,
+        tta=False if args.no_tta else None,
     )
     Console().print(_summary(result, time.perf_counter() - start))
     return 0

@@ -331,7 +331,12 @@ def _find_glomeruli(
 
     seg_model = load_model(SEGMENTATION_MODEL)
     outlines = segment_glomeruli(
-        slide, model=seg_model, device=opts.device, progress=opts.progress, tissue=tissue
+        slide,
+        model=seg_model,
+        device=opts.device,
+        progress=opts.progress,
+        tissue=tissue,
+        tta=opts.tta,
     )
     source = {**_model_info(seg_model, SEGMENTATION_MODEL), "run": json_safe(outlines.metadata)}
     _quality_warning(outlines, warnings)
