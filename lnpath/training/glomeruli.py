@@ -24,7 +24,8 @@ from scipy import ndimage
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
-from lnpath.models.store import load_model, save_model
+from lnpath.io.atomic import atomic_path
+from lnpath.models.store import load_model, save_model, write_weights
 from lnpath.nn.metrics import SegmentationScore
 from lnpath.nn.postprocess import MIN_AREA_UM2, label_glomeruli
 from lnpath.nn.predict import predict_batch, resolve_device, to_tensor
@@ -278,8 +279,9 @@ def train(
             if key > best_key:
                 best_key, best_it, best_val = key, step, score.to_dict()
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if checkpoint is not None:
-                    torch.save(best_state, checkpoint)
+                if checkpoint is not None:  # whole or not at all, a full disk as one line
+                    with atomic_path(checkpoint) as tmp:
+                        write_weights(best_state, tmp)
         if out_of_time:
             log.warning("time limit of %.0f s reached at step %d", config.time_limit_s, step)
             break
