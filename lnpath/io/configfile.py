@@ -41,7 +41,8 @@ def load_config(
     else:
         path = Path(source)
         cfg, where = build_config(_read(path), str(path)), str(path)
-    if cfg.response_preset not in RESPONSE_PRESETS:
+    preset = cfg.response_preset
+    if not isinstance(preset, str) or preset not in RESPONSE_PRESETS:  # a YAML list is no name
         raise InputError(
             f"{where}: response_preset must be one of {', '.join(RESPONSE_PRESETS)} "
             f"(got {cfg.response_preset!r})"

@@ -126,6 +126,8 @@ def parse_feature(raw: Any, where: str = "GeoJSON") -> QuPathFeature:
             color = _unpack_color(cls["colorRGB"])
     elif isinstance(cls, str):
         name = cls
+    if name is not None and not isinstance(name, str):
+        raise InputError(f"{where}: classification name must be text (got {type(name).__name__})")
     known = {"objectType", "classification", "measurements", "name", "isLocked"}
     return QuPathFeature(
         geometry=geometry,

@@ -98,6 +98,20 @@ class TrainingConfig:
     bf16: bool = True
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(width=8, depth=4, norm="batch"))
 
+    def __post_init__(self) -> None:
+        """Refuse a recipe that cannot train: ``iterations -1`` once wrote the base model back as
+        a "fine-tuned" one, ``lr nan`` failed deep in torch."""
+        for name in ("patch", "batch_size", "iterations", "val_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"training: {name} must be a whole number >= 1 (got {value!r})")
+        for name, least in (("lr", 0.0), ("weight_decay", None)):  # lr > 0, weight_decay >= 0
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value < 0 or value == least:
+                bound = "> 0" if least is not None else ">= 0"
+                raise InputError(f"training: {name} must be a number {bound} (got {value!r})")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the model card."""
         out = asdict(self)
@@ -382,6 +396,8 @@ def fine_tune(
 
     if len(slides) != len(annotations):
         raise InputError(f"{len(slides)} slides but {len(annotations)} annotation files; pair them")
+    if not 0 <= val_fraction < 1:  # also refuses NaN
+        raise InputError(f"val_fraction must be in [0, 1) (got {val_fraction!r})")
     base_model = load_model(base)
     dev = resolve_device(device)
     config = config or fine_tune_config(base_model)
