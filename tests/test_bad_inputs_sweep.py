@@ -8,6 +8,7 @@ names the file or the field.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,117 @@ def test_train_glomeruli_with_a_recipe_that_cannot_train(
     )
     assert_one_line_error(proc, field)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# The public API: the wrong kind of value is an lnpath error naming the argument
+
+
+@pytest.mark.parametrize(
+    ("arguments", "needle"),
+    [
+        ({"cortex": {"interstitial_fibrosis": "abc"}}, "interstitial_fibrosis"),
+        ({"cortex": [0.3]}, "cortex"),
+        ({"exclusions": [1]}, "exclusions"),
+        ({"comment": 5}, "comment"),
+        ({"comment": "c", "note": 5}, "note"),
+        ({"comment": "c", "base_revision": "x"}, "base_revision"),
+        ({"comment": "c", "merge": "banana"}, "merge"),
+        ({"findings": 5}, "findings"),
+        ({"geojson": 5}, "geojson"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
+)
+def test_review_arguments_of_the_wrong_kind(
+    arguments: dict[str, object],
+    needle: str,
+    demo_result_template: Path,
+    copy_result: Callable[..., Path],
+) -> None:
+    import lnpath
+
+    folder = copy_result(demo_result_template)
+    before = (folder / "result.json").read_bytes()
+    with pytest.raises(lnpath.InputError, match=needle):
+        lnpath.review(folder, pathologist="Dr R", **arguments)
+    assert (folder / "result.json").read_bytes() == before
+
+
+def test_confirm_note_that_is_not_text(
+    demo_result_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    import lnpath
+
+    folder = copy_result(demo_result_template)
+    with pytest.raises(lnpath.InputError, match="note"):
+        lnpath.confirm(folder, pathologist="Dr A", note=5)  # type: ignore[arg-type]
+    assert lnpath.SlideResult.load(folder).status != "confirmed"
+
+
+@pytest.mark.parametrize(
+    ("findings", "reviewed"), [(None, ["a"]), (None, 5), (5, ())], ids=["text", "int", "table"]
+)
+def test_review_order_with_the_wrong_kind(findings: object, reviewed: object) -> None:
+    import pandas as pd
+
+    import lnpath
+
+    table = pd.DataFrame({"glomerulus_id": [1, 2]}) if findings is None else findings
+    with pytest.raises(lnpath.InputError, match="review_order"):
+        lnpath.review_order(table, reviewed)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shard", ["1/2", (1,), (0.5, 2)])
+def test_score_batch_shard_that_is_not_a_pair(shard: object, tmp_path: Path) -> None:
+    import lnpath
+
+    manifest = tmp_path / "m.csv"
+    slide = DEMO / "demo_biopsy.tiff"
+    manifest.write_text(f"slide_id,path,patient_id,timepoint\ns1,{slide},P1,0\n")
+    with pytest.raises(lnpath.InputError, match="shard"):
+        lnpath.score_batch(manifest, tmp_path / "out", shard=shard)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("source", [[1], 5])
+def test_a_configuration_that_is_neither_a_file_nor_a_mapping(source: object) -> None:
+    import lnpath
+
+    with pytest.raises(lnpath.InputError, match="configuration"):
+        lnpath.load_config(source)  # type: ignore[arg-type]
+
+
+def test_a_class_map_that_is_not_a_mapping() -> None:
+    import lnpath
+
+    geojson = DEMO / "demo_biopsy_glomeruli.geojson"
+    with pytest.raises(lnpath.InputError, match="class_map"):
+        lnpath.findings_from_geojson(geojson, class_map=[1])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda lnpath, path: lnpath.detect_tissue(path),
+        lambda lnpath, path: lnpath.tile(path, mpp=8),
+        lambda lnpath, path: lnpath.measure_cortex(path, []),
+        lambda lnpath, path: lnpath.measure_glomeruli([], path),
+        lambda lnpath, path: lnpath.segment_glomeruli(path),
+    ],
+    ids=["detect_tissue", "tile", "measure_cortex", "measure_glomeruli", "segment_glomeruli"],
+)
+def test_a_path_where_an_open_slide_belongs(call: Callable[..., object]) -> None:
+    """``AttributeError: 'str' object has no attribute 'mpp'`` told nobody to open the slide."""
+    import lnpath
+
+    with pytest.raises(lnpath.InputError, match="open_slide"):
+        call(lnpath, str(DEMO / "demo_biopsy.tiff"))
+
+
+def test_slide_arguments_of_the_wrong_kind() -> None:
+    import lnpath
+
+    with pytest.raises(lnpath.SlideError, match="file path"):
+        lnpath.open_slide(5)  # type: ignore[arg-type]
+    slide = lnpath.open_slide(DEMO / "demo_biopsy.tiff")
+    with pytest.raises(lnpath.InputError, match="mpp"):
+        lnpath.detect_tissue(slide, mpp="abc")  # type: ignore[arg-type]

@@ -38,6 +38,11 @@ def load_config(
     """
     if source is None or isinstance(source, ScoringConfig | Mapping):
         cfg, where = config_from(source), "configuration"
+    elif not isinstance(source, str | os.PathLike):
+        raise InputError(
+            f"configuration: expected a file path, a mapping or a ScoringConfig "
+            f"(got {type(source).__name__})"
+        )
     else:
         path = Path(source)
         cfg, where = build_config(_read(path), str(path)), str(path)
@@ -61,6 +66,8 @@ def load_biopsy(
     """
     if source is None or isinstance(source, Mapping):
         return normalise_biopsy(source)
+    if not isinstance(source, str | os.PathLike):
+        raise InputError(f"biopsy: expected a file path or a mapping (got {type(source).__name__})")
     path = Path(source)
     return normalise_biopsy(_read(path, "biopsy findings"), str(path))
 

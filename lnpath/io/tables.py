@@ -78,6 +78,9 @@ def findings_from_geojson(
         InputError: the GeoJSON is malformed or the class map names an unknown lesion.
     """
     mapping = DEFAULT_CLASS_MAP if class_map is None else class_map
+    nested = isinstance(mapping, Mapping) and all(isinstance(v, Mapping) for v in mapping.values())
+    if not nested:
+        raise InputError("class_map: expected {QuPath class name: {lesion: true/false}}")
     for cls, asserted in mapping.items():
         bad = [k for k in asserted if k not in _BOOLEAN_COLUMNS]
         if bad:

@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 from shapely.geometry import Polygon
 
 from lnpath.core.errors import InputError
-from lnpath.wsi.slide import Slide
+from lnpath.wsi.slide import Slide, require_open
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,14 @@ def detect_tissue(
     Returns:
         The mask; a slide without tissue gives an empty mask and a logged warning.
     """
+    require_open(slide, "detect_tissue")
+    given = mpp
+    try:
+        mpp = float(mpp)
+    except (TypeError, ValueError):
+        mpp = math.nan
+    if not 0 < mpp < math.inf:
+        raise InputError(f"detect_tissue: mpp must be a positive number of µm/px ({given!r})")
     mpp = max(mpp, slide.mpp)  # never finer than the scan itself
     rgb = slide.thumbnail(mpp)
     min_area_px = max(1, math.ceil(min_area_mm2 / (mpp / 1000.0) ** 2))
