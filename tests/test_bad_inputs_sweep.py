@@ -8,6 +8,10 @@ names the file or the field.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -195,3 +199,46 @@ def test_slide_arguments_of_the_wrong_kind() -> None:
     slide = lnpath.open_slide(DEMO / "demo_biopsy.tiff")
     with pytest.raises(lnpath.InputError, match="mpp"):
         lnpath.detect_tissue(slide, mpp="abc")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs into a folder the user cannot write
+
+
+def _as_user(*args: object) -> subprocess.CompletedProcess[str]:
+    """``python -m lnpath ARGS`` with permission bits honoured even for root."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root without setpriv (util-linux): permission bits are not honoured")
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "lnpath", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", ["cohort", "compare"])
+def test_outputs_into_a_read_only_folder(
+    command: str, demo_result_template: Path, tmp_path: Path
+) -> None:
+    """cohort.csv and response.html were written without a check: "internal error"."""
+    batch = tmp_path / "batch"
+    shutil.copytree(demo_result_template, batch / "s1")
+    status = "slide_id,outcome,patient_id,timepoint\ns1,scored,P1,0\n"
+    (batch / "batch_status.csv").write_text(status)
+    args = ["cohort", batch] if command == "cohort" else ["compare", batch / "s1", batch / "s1"]
+    if command == "compare":
+        args += ["--out", batch / "response"]
+    paths = [batch, *batch.rglob("*")]
+    try:
+        for path in paths:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        assert_one_line_error(_as_user(*args), "permission denied")
+    finally:
+        for path in paths:
+            path.chmod(0o755)
+    assert sorted(p.name for p in batch.iterdir()) == ["batch_status.csv", "s1"]
