@@ -191,14 +191,31 @@ def test_a_path_where_an_open_slide_belongs(call: Callable[..., object]) -> None
         call(lnpath, str(DEMO / "demo_biopsy.tiff"))
 
 
-def test_slide_arguments_of_the_wrong_kind() -> None:
+def test_open_slide_of_a_number() -> None:
     import lnpath
 
     with pytest.raises(lnpath.SlideError, match="file path"):
         lnpath.open_slide(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("mpp", "abc"),
+        ("mpp", 0),
+        ("mpp", float("inf")),
+        ("min_area_mm2", -1),
+        ("min_area_mm2", float("nan")),
+        ("min_area_mm2", "x"),
+    ],
+)
+def test_detect_tissue_with_a_value_that_means_nothing(name: str, value: object) -> None:
+    """A negative or NaN dust limit once kept every speck; text failed as a TypeError."""
+    import lnpath
+
     slide = lnpath.open_slide(DEMO / "demo_biopsy.tiff")
-    with pytest.raises(lnpath.InputError, match="mpp"):
-        lnpath.detect_tissue(slide, mpp="abc")  # type: ignore[arg-type]
+    with pytest.raises(lnpath.InputError, match=name):
+        lnpath.detect_tissue(slide, **{name: value})  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
