@@ -259,3 +259,24 @@ def test_outputs_into_a_read_only_folder(
         for path in paths:
             path.chmod(0o755)
     assert sorted(p.name for p in batch.iterdir()) == ["batch_status.csv", "s1"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("score-findings", "{dir}"),
+        ("score-findings", DEMO / "demo_biopsy_glomeruli.geojson", "--config", "{dir}"),
+        ("score-findings", DEMO / "demo_biopsy_glomeruli.geojson", "--biopsy", "{dir}"),
+        ("review", "{result}", "--geojson", "{dir}", "--pathologist", "Dr R"),
+    ],
+    ids=["findings", "config", "biopsy", "geojson"],
+)
+def test_a_folder_where_a_file_belongs(
+    args: tuple[object, ...], demo_result_template: Path, tmp_path: Path
+) -> None:
+    """A folder was reported as "no such file", which sends the user looking for a typo."""
+    folder = tmp_path / "a-folder.csv"
+    folder.mkdir()
+    values = {"{dir}": folder, "{result}": demo_result_template}
+    proc = lnpath_cli(*(values.get(str(a), a) for a in args))
+    assert_one_line_error(proc, str(folder), "is a folder")

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from lnpath.core.errors import InputError
+from lnpath.io.jsonfile import not_a_file
 from lnpath.response.presets import PRESETS as RESPONSE_PRESETS
 from lnpath.scoring.biopsy import normalise_biopsy
 from lnpath.scoring.config import ScoringConfig, build_config, config_from
@@ -74,7 +75,7 @@ def load_biopsy(
 
 def _read(path: Path, what: str = "configuration") -> Mapping[str, Any]:
     if not path.is_file():
-        raise InputError(f"{path}: no such {what} file")
+        raise not_a_file(path, f"{what} file")
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)

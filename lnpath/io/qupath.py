@@ -22,6 +22,7 @@ from shapely.geometry.base import BaseGeometry
 
 from lnpath.core.errors import InputError
 from lnpath.io.atomic import write_json
+from lnpath.io.jsonfile import not_a_file
 
 OBJECT_TYPES = ("annotation", "detection")
 
@@ -155,7 +156,7 @@ def read_qupath(
         path = Path(source)
         where = str(path)
         if not path.is_file():
-            raise InputError(f"{path}: no such file")
+            raise not_a_file(path, "file")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

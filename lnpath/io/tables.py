@@ -22,6 +22,7 @@ from lnpath.core.findings import (
     is_missing,
 )
 from lnpath.core.findings import read_findings as validate_findings
+from lnpath.io.jsonfile import not_a_file
 from lnpath.io.qupath import QuPathFeature, read_qupath
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _excluded(index: int, feature: QuPathFeature) -> dict[str, Any]:
 
 def _load(path: Path) -> tuple[str, pd.DataFrame]:
     if not path.is_file():
-        raise InputError(f"{path}: no such findings file")
+        raise not_a_file(path, "findings file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
