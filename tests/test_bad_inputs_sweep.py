@@ -280,3 +280,10 @@ def test_a_folder_where_a_file_belongs(
     values = {"{dir}": folder, "{result}": demo_result_template}
     proc = lnpath_cli(*(values.get(str(a), a) for a in args))
     assert_one_line_error(proc, str(folder), "is a folder")
+
+
+def test_keygen_under_a_file(tmp_path: Path) -> None:
+    """It said "cannot write the key pair (File exists)" of a path that exists as no key."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert_one_line_error(lnpath_cli("keygen", "--out", blocker / "lab"), "is a file, not a folder")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lnpath.core.errors import InputError, OutputError, ResultError
+from lnpath.io.atomic import check_output_file
 
 LOG = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def generate_key(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write a new Ed25519 key pair: ``STEM.pem`` (private, mode 0600) and ``STEM.pub.pem``.
 
     Raises:
-        InputError: either file exists already.
+        InputError: either file exists already, or a parent is a file or not writable.
         OutputError: the folder cannot be written (nothing is left half-written).
     """
     from cryptography.hazmat.primitives import serialization
@@ -198,6 +199,7 @@ def generate_key(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     for path in (private, public):
         if path.exists():
             raise InputError(f"{path}: already exists; refusing to replace a key")
+        check_output_file(path)  # a parent that is a file, or not writable: say so up front
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
