@@ -73,3 +73,43 @@ def test_batch_status_is_written_as_each_slide_finishes(
     assert set(rows["outcome"]) <= {"scored", "skipped"}
     proc = lnpath_cli("cohort", out)
     assert proc.returncode == 0, proc.stderr
+
+
+_MERGE = """
+import sys
+from pathlib import Path
+from lnpath.batch.status import merge_status, status_rows
+out, worker = Path(sys.argv[1]), sys.argv[2]
+for i in range(int(sys.argv[3])):
+    merge_status(out, status_rows([{{"slide_id": f"{{worker}}-{{i}}", "outcome": "scored"}}]))
+"""
+
+
+def test_status_merges_without_fcntl(tmp_path: Path) -> None:
+    """Where ``fcntl`` does not exist (Windows), the status lock is still a lock (filelock)."""
+    script = "import sys, warnings\nsys.modules['fcntl'] = None\nwarnings.simplefilter('ignore')\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", script + _MERGE.format(), tmp_path, "w", "2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(tmp_path / "batch_status.csv", dtype=str)
+    assert list(rows["slide_id"]) == ["w-0", "w-1"]
+
+
+def test_concurrent_status_merges_keep_every_row(tmp_path: Path) -> None:
+    """Array tasks merging into one batch_status.csv at once: no row is lost to a race."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _MERGE.format(), tmp_path, f"w{n}", "10"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    errors = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    rows = pd.read_csv(tmp_path / "batch_status.csv", dtype=str)
+    assert sorted(rows["slide_id"]) == sorted(f"w{n}-{i}" for n in range(4) for i in range(10))

@@ -43,6 +43,7 @@ from lnpath.analysis.measure import (
 )
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
+from lnpath.wsi.slide import require_open
 from lnpath.wsi.tiling import default_readers, tile
 from lnpath.wsi.tissue import detect_tissue
 
@@ -212,6 +213,7 @@ def measure_cortex(
     Raises:
         InputError: unknown stain, or no tissue on the slide.
     """
+    require_open(slide, "measure_cortex")
     stain = normalise_stain(stain)
     white = slide_white(slide)
     polygons = [g.polygon for g in glomeruli]

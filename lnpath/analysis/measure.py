@@ -48,6 +48,7 @@ from skimage import color, feature, measure, morphology
 from lnpath.core.errors import InputError
 from lnpath.core.morphology import fill_holes
 from lnpath.core.progress import progress_bar
+from lnpath.wsi.slide import require_open
 from lnpath.wsi.workers import available_cpus, can_start_workers, quiet_worker, worker_context
 
 if TYPE_CHECKING:
@@ -394,6 +395,7 @@ def measure_glomeruli(
     """
     from concurrent.futures import ProcessPoolExecutor
 
+    require_open(slide, "measure_glomeruli")
     items = [(g.id, g.polygon) for g in glomeruli]
     if workers is None:
         workers = 2 if available_cpus() > 1 and len(items) > PARALLEL_MIN_GLOMERULI else 1

@@ -33,6 +33,7 @@ from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.postprocess import glomerulus_masks
 from lnpath.nn.predict import predict_batch, resolve_device
 from lnpath.nn.unet import fold_batch_norm
+from lnpath.wsi.slide import require_open
 from lnpath.wsi.tiling import TileGrid, default_readers, tile
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def segment_glomeruli(
     Raises:
         ModelError: Unknown or tampered model, or CUDA requested where none exists.
     """
+    require_open(slide, "segment_glomeruli")
     dev = resolve_device(device)
     net = model if isinstance(model, SegmentationModel) else load_model(model or DEFAULT_MODEL)
     net.network.to(dev)

@@ -145,6 +145,9 @@ def shard_rows(table: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFra
     """
     if shard is None:
         return table
+    pair = isinstance(shard, tuple | list) and len(shard) == 2
+    if not pair or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard):
+        raise InputError(f"shard {shard!r}: expected a pair (I, N) of whole numbers")
     index, count = shard
     if count < 1 or not 0 <= index < count:
         raise InputError(f"shard {index}/{count}: expected I/N with 0 <= I < N")

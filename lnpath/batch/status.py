@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from lnpath.batch.manifest import STATUS_FILE
-from lnpath.core.errors import InputError
+from lnpath.core.errors import InputError, OutputError
 from lnpath.io.atomic import atomic_path
 
 STATUS_COLUMNS = (
@@ -37,13 +36,27 @@ def status_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 @contextlib.contextmanager
 def _locked(out: Path) -> Iterator[None]:
-    """Serialise status updates from concurrent array tasks writing into one batch folder."""
-    with open(out / ".batch_status.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Serialise status updates from concurrent array tasks writing into one batch folder.
+
+    The same ``filelock`` mechanism as the result-folder lock (:mod:`lnpath.results.integrity`),
+    so it also works where ``fcntl`` does not (Windows). A merge takes milliseconds: wait for it.
+
+    Raises:
+        OutputError: the lock file cannot be created in ``out``.
+    """
+    from filelock import FileLock
+
+    lock = FileLock(str(out / ".batch_status.lock"))
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise OutputError(
+            f"{out / STATUS_FILE}: cannot write ({exc.strerror or exc})", exc.strerror or ""
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def merge_status(out: Path, status: pd.DataFrame) -> None:

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         score = score_findings(args.findings, cortex=cortex, config=config, biopsy=biopsy)
     except InputError as exc:
+        if str(exc).startswith(str(args.findings)):  # the reader named the file already
+            raise
         origin = {"cortex": args.cortex, "biopsy": args.biopsy}.get(str(exc).split(":")[0])
         raise InputError(f"{origin or args.findings}: {exc}") from None
     if args.format == "json":

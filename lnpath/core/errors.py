@@ -26,6 +26,18 @@ class ModelError(LnpathError):
     """A model is unknown, tampered with, or incompatible with the request."""
 
 
+class OutputError(LnpathError):
+    """An output cannot be written: the disk is full, the folder read-only, a file too large.
+
+    lnpath's writers raise it only after undoing the write, so what was there before is intact.
+    ``reason`` is the system's words for the failure ("No space left on device").
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
 class ResultError(LnpathError):
     """A result folder is missing, malformed, confirmed (immutable) or tampered with."""
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lnpath.core.errors import InputError
+from lnpath.core.errors import InputError, OutputError, one_line
 
 
 def _umask() -> int:
@@ -20,18 +21,61 @@ def _umask() -> int:
     return mask
 
 
+def _write_failure(exc: BaseException) -> bool:
+    """A failed system call while writing (disk full, quota, file too large, read-only, ...).
+
+    An OSError without an errno (PIL's "image file is truncated") is about an input, not the
+    write, and is left to its own handler.
+    """
+    if isinstance(exc, OutputError | shutil.Error):
+        return True
+    return isinstance(exc, OSError) and exc.errno is not None
+
+
+def _reason(exc: BaseException) -> str:
+    """The system's words for a failed write, without file names (shutil.Error lists each)."""
+    if isinstance(exc, OutputError):
+        return exc.reason
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        why = str(exc.args[0][0][-1]) if exc.args[0] else str(exc)
+        match = re.match(r"\[Errno \d+\] ([^:]+)", why)
+        return match.group(1) if match else one_line(why)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return one_line(str(exc))
+
+
+def _failed(target: Path, exc: BaseException, existed: bool) -> OutputError:
+    """One line for a write that was undone: what failed, and that nothing was lost."""
+    reason = _reason(exc)
+    kept = f"the existing {target.name} is unchanged" if existed else "nothing was written"
+    return OutputError(f"{target}: cannot write ({reason}); {kept}", reason)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
+
+    Raises:
+        OutputError: the write failed (disk full, ...); ``target`` is as it was, no temp left.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp files are private; outputs are ordinary files
+    existed = target.exists()
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _failed(target, exc, existed) from None
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        tmp.chmod(0o666 & ~_umask())  # mkstemp files are private; outputs are ordinary files
         yield tmp
         os.replace(tmp, target)
+    except (OSError, OutputError) as exc:
+        if not _write_failure(exc):
+            raise
+        raise _failed(target, exc, existed) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -116,20 +160,41 @@ def atomic_dir(
     An existing ``target`` is refused unless ``overwrite`` is true (see :func:`check_output_dir`),
     and then replaced only after the new folder is complete, so an interrupted run never destroys
     an earlier result.
+
+    Raises:
+        InputError: see :func:`check_output_dir`.
+        OutputError: the write failed (disk full, ...); ``target`` is as it was, no temp left.
     """
     target = check_output_dir(target, overwrite, marker)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp folders are private; outputs are ordinary folders
+    existed = target.exists()
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise _failed(target, exc, existed) from None
+    try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp folders are private; outputs are ordinary folders
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _swap(tmp, target)
+    except (OSError, OutputError) as exc:
+        if not _write_failure(exc):
+            raise
+        raise _failed(target, exc, existed) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap(tmp: Path, target: Path) -> None:
+    """Move the finished ``tmp`` onto ``target``; if the second rename fails, put the old back."""
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

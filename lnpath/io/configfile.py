@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from lnpath.core.errors import InputError
+from lnpath.io.jsonfile import not_a_file
 from lnpath.response.presets import PRESETS as RESPONSE_PRESETS
 from lnpath.scoring.biopsy import normalise_biopsy
 from lnpath.scoring.config import ScoringConfig, build_config, config_from
@@ -38,10 +39,16 @@ def load_config(
     """
     if source is None or isinstance(source, ScoringConfig | Mapping):
         cfg, where = config_from(source), "configuration"
+    elif not isinstance(source, str | os.PathLike):
+        raise InputError(
+            f"configuration: expected a file path, a mapping or a ScoringConfig "
+            f"(got {type(source).__name__})"
+        )
     else:
         path = Path(source)
         cfg, where = build_config(_read(path), str(path)), str(path)
-    if cfg.response_preset not in RESPONSE_PRESETS:
+    preset = cfg.response_preset
+    if not isinstance(preset, str) or preset not in RESPONSE_PRESETS:  # a YAML list is no name
         raise InputError(
             f"{where}: response_preset must be one of {', '.join(RESPONSE_PRESETS)} "
             f"(got {cfg.response_preset!r})"
@@ -60,13 +67,15 @@ def load_biopsy(
     """
     if source is None or isinstance(source, Mapping):
         return normalise_biopsy(source)
+    if not isinstance(source, str | os.PathLike):
+        raise InputError(f"biopsy: expected a file path or a mapping (got {type(source).__name__})")
     path = Path(source)
     return normalise_biopsy(_read(path, "biopsy findings"), str(path))
 
 
 def _read(path: Path, what: str = "configuration") -> Mapping[str, Any]:
     if not path.is_file():
-        raise InputError(f"{path}: no such {what} file")
+        raise not_a_file(path, f"{what} file")
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)

@@ -10,6 +10,14 @@ from typing import Any
 from lnpath.core.errors import InputError
 
 
+def not_a_file(path: Path, what: str) -> InputError:
+    """The one line for an input path that is not a file: a folder is called a folder, so the
+    user does not go looking for a typo ("no such biopsy file")."""
+    if path.is_dir():
+        return InputError(f"{path}: is a folder, not a {what}")
+    return InputError(f"{path}: no such {what}")
+
+
 def read_json(path: str | Path, what: str) -> Any:
     """Parse a JSON file; NaN and Infinity are refused, since no lnpath input may hold them.
 
@@ -18,7 +26,7 @@ def read_json(path: str | Path, what: str) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such {what} file")
+        raise not_a_file(path, f"{what} file")
 
     def no_constants(token: str) -> float:
         raise InputError(f"{path}: {token} is not a number lnpath accepts")

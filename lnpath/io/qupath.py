@@ -22,6 +22,7 @@ from shapely.geometry.base import BaseGeometry
 
 from lnpath.core.errors import InputError
 from lnpath.io.atomic import write_json
+from lnpath.io.jsonfile import not_a_file
 
 OBJECT_TYPES = ("annotation", "detection")
 
@@ -126,6 +127,8 @@ def parse_feature(raw: Any, where: str = "GeoJSON") -> QuPathFeature:
             color = _unpack_color(cls["colorRGB"])
     elif isinstance(cls, str):
         name = cls
+    if name is not None and not isinstance(name, str):
+        raise InputError(f"{where}: classification name must be text (got {type(name).__name__})")
     known = {"objectType", "classification", "measurements", "name", "isLocked"}
     return QuPathFeature(
         geometry=geometry,
@@ -153,7 +156,7 @@ def read_qupath(
         path = Path(source)
         where = str(path)
         if not path.is_file():
-            raise InputError(f"{path}: no such file")
+            raise not_a_file(path, "file")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

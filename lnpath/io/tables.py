@@ -22,6 +22,7 @@ from lnpath.core.findings import (
     is_missing,
 )
 from lnpath.core.findings import read_findings as validate_findings
+from lnpath.io.jsonfile import not_a_file
 from lnpath.io.qupath import QuPathFeature, read_qupath
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ def findings_from_geojson(
         InputError: the GeoJSON is malformed or the class map names an unknown lesion.
     """
     mapping = DEFAULT_CLASS_MAP if class_map is None else class_map
+    nested = isinstance(mapping, Mapping) and all(isinstance(v, Mapping) for v in mapping.values())
+    if not nested:
+        raise InputError("class_map: expected {QuPath class name: {lesion: true/false}}")
     for cls, asserted in mapping.items():
         bad = [k for k in asserted if k not in _BOOLEAN_COLUMNS]
         if bad:
@@ -143,7 +147,7 @@ def _excluded(index: int, feature: QuPathFeature) -> dict[str, Any]:
 
 def _load(path: Path) -> tuple[str, pd.DataFrame]:
     if not path.is_file():
-        raise InputError(f"{path}: no such findings file")
+        raise not_a_file(path, "findings file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":

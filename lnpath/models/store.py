@@ -12,6 +12,7 @@ copy of that folder a wheel carries as ``lnpath/_models`` (non-editable installs
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -204,6 +205,18 @@ def load_state_dict(weights: Path) -> Any:
         ) from None
 
 
+def write_weights(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` ``state`` to ``path`` through memory, so a disk-full write is an OSError.
+
+    Saving straight to a path fails in torch's zip writer as a RuntimeError that names no file;
+    a plain write of the bytes fails as the system says (ENOSPC, EFBIG), which the atomic writer
+    turns into one line. Weights are a few MB.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path.write_bytes(buffer.getvalue())
+
+
 def save_model(
     folder: str | os.PathLike[str],
     network: UNet,
@@ -219,7 +232,7 @@ def save_model(
         state = {
             k: (v.half() if v.is_floating_point() else v) for k, v in network.state_dict().items()
         }
-        torch.save(state, tmp / WEIGHTS_FILE)
+        write_weights(state, tmp / WEIGHTS_FILE)
         full = dict(card)
         full["name"] = folder.name
         full["architecture"] = {"type": "UNet", "config": network.config.to_dict()}

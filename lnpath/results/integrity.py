@@ -24,7 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lnpath.core.errors import InputError, ResultError
+from lnpath.core.errors import InputError, OutputError, ResultError
+from lnpath.io.atomic import check_output_file
 
 LOG = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ def generate_key(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write a new Ed25519 key pair: ``STEM.pem`` (private, mode 0600) and ``STEM.pub.pem``.
 
     Raises:
-        InputError: either file exists already, or the folder cannot be written.
+        InputError: either file exists already, or a parent is a file or not writable.
+        OutputError: the folder cannot be written (nothing is left half-written).
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -197,6 +199,7 @@ def generate_key(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     for path in (private, public):
         if path.exists():
             raise InputError(f"{path}: already exists; refusing to replace a key")
+        check_output_file(path)  # a parent that is a file, or not writable: say so up front
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -206,14 +209,19 @@ def generate_key(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    created: list[Path] = []
     try:
         private.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        created.append(private)
         with os.fdopen(fd, "wb") as handle:
             handle.write(private_pem)
+        created.append(public)
         public.write_bytes(public_pem)
     except OSError as exc:
-        raise InputError(f"{stem}: cannot write the key pair ({exc.strerror or exc})") from None
+        for path in created:  # half a key pair (a disk full) would block the next keygen
+            path.unlink(missing_ok=True)
+        raise OutputError(f"{stem}: cannot write the key pair ({exc.strerror or exc})") from None
     return private, public
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from lnpath.core.errors import InputError
 from lnpath.core.findings import LESIONS, is_missing
 
 EXCLUSION_COLUMN = "exclusion"
@@ -37,7 +38,15 @@ def review_order(findings: pd.DataFrame, reviewed: Iterable[int] = ()) -> list[i
             optionally ``exclusion``).
         reviewed: glomeruli the pathologist has already looked at (left out).
     """
-    done = {int(g) for g in reviewed}
+    table = isinstance(findings, pd.DataFrame)
+    if not table or (len(findings) and "glomerulus_id" not in findings):
+        raise InputError("review_order: findings must be a findings table (with glomerulus_id)")
+    try:
+        done = {int(g) for g in reviewed}
+    except (TypeError, ValueError):
+        raise InputError(
+            f"review_order: reviewed must be glomerulus ids (whole numbers), got {reviewed!r}"
+        ) from None
     p_columns = [f"p_{lesion}" for lesion in LESIONS if f"p_{lesion}" in findings]
     lesions = [lesion for lesion in LESIONS if lesion in findings]
     keyed: list[tuple[int, float, int, int]] = []

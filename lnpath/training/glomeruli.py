@@ -24,7 +24,8 @@ from scipy import ndimage
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
-from lnpath.models.store import load_model, save_model
+from lnpath.io.atomic import atomic_path
+from lnpath.models.store import load_model, save_model, write_weights
 from lnpath.nn.metrics import SegmentationScore
 from lnpath.nn.postprocess import MIN_AREA_UM2, label_glomeruli
 from lnpath.nn.predict import fast_autocast, predict_batch, resolve_device, to_tensor
@@ -99,6 +100,20 @@ class TrainingConfig:
     time_limit_s: float | None = None
     bf16: bool = True
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(width=8, depth=4, norm="batch"))
+
+    def __post_init__(self) -> None:
+        """Refuse a recipe that cannot train: ``iterations -1`` once wrote the base model back as
+        a "fine-tuned" one, ``lr nan`` failed deep in torch."""
+        for name in ("patch", "batch_size", "iterations", "val_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"training: {name} must be a whole number >= 1 (got {value!r})")
+        for name, least in (("lr", 0.0), ("weight_decay", None)):  # lr > 0, weight_decay >= 0
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value < 0 or value == least:
+                bound = "> 0" if least is not None else ">= 0"
+                raise InputError(f"training: {name} must be a number {bound} (got {value!r})")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the model card."""
@@ -284,8 +299,9 @@ def train(
             if key > best_key:
                 best_key, best_it, best_val = key, step, score.to_dict()
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if checkpoint is not None:
-                    torch.save(best_state, checkpoint)
+                if checkpoint is not None:  # whole or not at all, a full disk as one line
+                    with atomic_path(checkpoint) as tmp:
+                        write_weights(best_state, tmp)
         if out_of_time:
             log.warning("time limit of %.0f s reached at step %d", config.time_limit_s, step)
             break
@@ -386,6 +402,8 @@ def fine_tune(
 
     if len(slides) != len(annotations):
         raise InputError(f"{len(slides)} slides but {len(annotations)} annotation files; pair them")
+    if not 0 <= val_fraction < 1:  # also refuses NaN
+        raise InputError(f"val_fraction must be in [0, 1) (got {val_fraction!r})")
     base_model = load_model(base)
     dev = resolve_device(device)
     config = config or fine_tune_config(base_model)

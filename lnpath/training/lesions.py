@@ -26,7 +26,7 @@ from lnpath.analysis.lesion_cnn import calibrated, predict_logits
 from lnpath.core.errors import InputError
 from lnpath.io.atomic import atomic_dir, write_json, write_text
 from lnpath.io.hashing import file_sha256
-from lnpath.models.store import CARD_FILE
+from lnpath.models.store import CARD_FILE, write_weights
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
 from lnpath.training.evaluation import evaluate, label_counts
 from lnpath.training.lesion_data import LabelledCrops
@@ -244,7 +244,7 @@ def write_model_folder(
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite, marker="card.json") as tmp:
         weights = tmp / WEIGHTS_FILE
-        torch.save(net.state_dict(), weights)
+        write_weights(net.state_dict(), weights)
         digest = file_sha256(weights)
         write_text(tmp / f"{WEIGHTS_FILE}.sha256", f"{digest}  {WEIGHTS_FILE}\n")
         card = {

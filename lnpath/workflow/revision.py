@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -172,6 +173,40 @@ class ReviewRequest:
     def empty(self) -> bool:
         given = (self.findings, self.geojson, self.biopsy, self.class_override, self.comment)
         return all(v is None for v in given) and not self.cortex and not self.exclusions
+
+    def check(self) -> None:
+        """Refuse values of the wrong kind up front, naming the argument: from Python they
+        once failed deep inside as TypeError, AttributeError or ValueError.
+
+        Raises:
+            InputError: an argument is not what :func:`review` documents.
+        """
+        paths = (str, os.PathLike)
+        kinds: tuple[tuple[str, Any, tuple[type, ...], str], ...] = (
+            ("findings", self.findings, (*paths, pd.DataFrame), "a path or a DataFrame"),
+            ("geojson", self.geojson, paths, "a path"),
+            ("cortex", self.cortex, (Mapping,), "a mapping of name to fraction"),
+            ("biopsy", self.biopsy, (Mapping,), "a mapping"),
+            ("class_override", self.class_override, (Mapping,), "a mapping"),
+            ("comment", self.comment, (str,), "text"),
+            ("exclusions", self.exclusions, (Mapping,), "a mapping of glomerulus id to kind"),
+            ("note", self.note, (str,), "text"),
+        )
+        for name, value, types, words in kinds:
+            if value is not None and not isinstance(value, types):
+                raise InputError(f"review: {name} must be {words} (got {type(value).__name__})")
+        for name, fraction in (self.cortex or {}).items():
+            number = isinstance(fraction, numbers.Real) and not isinstance(fraction, bool)
+            if fraction is not None and not number:
+                raise InputError(f"cortex: {name} = {fraction!r} is not a number")
+        revision = self.base_revision
+        whole = isinstance(revision, numbers.Integral) and not isinstance(revision, bool)
+        if revision is not None and not whole:
+            raise InputError(f"review: base_revision must be a whole number (got {revision!r})")
+        if self.merge not in (None, "keep-current", "take-export"):
+            raise InputError(
+                f"review: merge must be keep-current or take-export (got {self.merge!r})"
+            )
 
 
 def _edit(result: Mapping[str, Any], where: Path) -> Edit:

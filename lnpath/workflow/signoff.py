@@ -140,6 +140,7 @@ def review(
         findings, geojson, cortex, biopsy, class_override, comment, exclusions,
         base_revision, supersede, merge, note,
     )  # fmt: skip
+    request.check()
     if request.empty():
         raise InputError(
             "review: give an edited GeoJSON or findings table, cortex fractions, biopsy "
@@ -273,6 +274,8 @@ def confirm(
     """
     folder = real_path(result_dir)
     who = _name(pathologist, "confirm")
+    if note is not None and not isinstance(note, str):
+        raise InputError(f"confirm: note must be text (got {type(note).__name__})")
     private_key = None if key is None else load_private_key(key)
     with exclusive(folder):
         return _confirm(folder, who, note, private_key)

@@ -242,6 +242,10 @@ CSP = (
 
 def _free_port(host: str, port: int) -> socket.socket:
     """Bind the listening socket now, so a port in use is a one-line error before anything else."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise InputError(f"workstation: port {port!r} must be a whole number from 0 to 65535")
+    if not isinstance(host, str) or not host:
+        raise InputError(f"workstation: host {host!r} must be an interface name or address")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
     # and without it every keep-alive response waits ~40 ms for the client's delayed ACK

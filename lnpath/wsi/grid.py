@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lnpath.core.errors import InputError
-from lnpath.wsi.slide import LevelChoice, Slide, check_mpp
+from lnpath.wsi.slide import LevelChoice, Slide, check_mpp, require_open
 
 _COLUMNS = ["x", "y", "width", "height", "row", "col", "tissue_fraction"]
 
@@ -71,6 +71,7 @@ def _grid_origin(slide: Slide, spec: TileSpec) -> tuple[float, float]:
 
 def make_spec(slide: Slide, mpp: float, size: int, overlap: int = 0) -> TileSpec:
     """Validate tiling parameters and decide the level and scale for ``mpp``."""
+    require_open(slide, "tile")
     mpp = check_mpp(mpp, "mpp")
     if not isinstance(size, (int, np.integer)) or size < 1:
         raise InputError(f"tile size must be a positive integer, got {size!r}")

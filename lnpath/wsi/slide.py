@@ -41,6 +41,15 @@ _LANCZOS_SUPPORT = 3.0
 _STRIP_SOURCE_PX = 16_000_000  # bound the memory of one resampled read (source pixels per strip)
 
 
+def require_open(slide: object, who: str) -> None:
+    """A file path given where an open slide belongs gets the fix, not ``AttributeError: 'str'
+    object has no attribute 'mpp'``."""
+    if isinstance(slide, str | os.PathLike):
+        raise InputError(
+            f"{who}: {os.fspath(slide)!s} is a path; open the slide first: lnpath.open_slide(path)"
+        )
+
+
 def check_mpp(mpp: float, what: str) -> float:
     """Return ``mpp`` as a float, or raise :class:`InputError` if it is implausible.
 
@@ -100,6 +109,8 @@ class Slide:
     """
 
     def __init__(self, path: str | os.PathLike[str], mpp: float | None = None) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise SlideError(f"open_slide: expected a file path (got {type(path).__name__})")
         self.path = Path(path)
         self._mpp_override = None if mpp is None else check_mpp(mpp, "mpp")
         self._backend: _Backend | None = None

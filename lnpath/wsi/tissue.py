@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 from shapely.geometry import Polygon
 
 from lnpath.core.errors import InputError
-from lnpath.wsi.slide import Slide
+from lnpath.wsi.slide import Slide, require_open
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,18 @@ class TissueMask:
         return result
 
 
+def _number(value: object, name: str, zero: bool) -> float:
+    """``value`` as a finite float > 0 (>= 0 with ``zero``), else one line naming it."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (number >= 0 if zero else number > 0) or not math.isfinite(number):
+        bound = ">= 0" if zero else "> 0"
+        raise InputError(f"detect_tissue: {name} must be a number {bound} (got {value!r})")
+    return number
+
+
 def detect_tissue(
     slide: Slide, mpp: float = DEFAULT_MPP, min_area_mm2: float = MIN_AREA_MM2
 ) -> TissueMask:
@@ -232,7 +244,9 @@ def detect_tissue(
     Returns:
         The mask; a slide without tissue gives an empty mask and a logged warning.
     """
-    mpp = max(mpp, slide.mpp)  # never finer than the scan itself
+    require_open(slide, "detect_tissue")
+    mpp = max(_number(mpp, "mpp", zero=False), slide.mpp)  # never finer than the scan itself
+    min_area_mm2 = _number(min_area_mm2, "min_area_mm2", zero=True)
     rgb = slide.thumbnail(mpp)
     min_area_px = max(1, math.ceil(min_area_mm2 / (mpp / 1000.0) ** 2))
     # A snapshot or a single-glomerulus crop can be smaller than the dust limit itself and show
