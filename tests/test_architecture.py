@@ -84,6 +84,29 @@ def test_help_imports_nothing_heavy() -> None:
     assert run.stdout.strip().splitlines()[-1] == "HEAVY:"
 
 
+def test_sign_out_and_scoring_from_outlines_do_not_import_torch(
+    tmp_path: Path, confirmed_template: Path
+) -> None:
+    """review/confirm/verify/addendum and score_slide --glomeruli start without torch's seconds."""
+    folder = tmp_path / "r"
+    shutil.copytree(confirmed_template, folder, symlinks=True)
+    demo = ROOT / "examples" / "demo_biopsy.tiff"
+    outlines = ROOT / "examples" / "demo_biopsy_glomeruli.geojson"
+    probe = (
+        "import sys, lnpath\n"
+        f"lnpath.verify({str(folder)!r})\n"
+        f"lnpath.add_addendum({str(folder)!r}, 'EM received', pathologist='Dr B')\n"
+        f"lnpath.score_slide({str(demo)!r}, out={str(tmp_path / 's')!r}, "
+        f"glomeruli={str(outlines)!r}, progress=False)\n"
+        "print('TORCH:' + str('torch' in sys.modules))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "TORCH:False"
+
+
 def test_no_module_is_too_long() -> None:
     long = {
         str(path.relative_to(ROOT)): n
