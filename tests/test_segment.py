@@ -228,3 +228,25 @@ def test_detection_quality_warns_only_when_most_detections_are_weak() -> None:
     assert weak["weak"] == 1 and weak["median_probability"] == 0.75
     assert f"1 of 3 below {WEAK_DETECTION}" in weak["warning"]
     assert detection_quality([])["warning"] is None
+
+
+def test_reader_processes_only_where_the_network_leaves_a_core(repo_dir: Path) -> None:
+    """On 2 cores with 2 torch threads, readers slowed the demo 1.17x (bench_segment.py)."""
+    from lnpath.analysis.segment import _readers
+    from lnpath.wsi.slide import open_slide
+    from lnpath.wsi.tiling import tile
+    from lnpath.wsi.workers import available_cpus
+
+    slide = open_slide(repo_dir / "examples" / "demo_biopsy.tiff")
+    grid = tile(slide, 1.0, size=512, overlap=64)
+    assert len(grid) > 8
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(available_cpus())
+        assert _readers(grid, torch.device("cpu")) == 1
+        assert _readers(grid, torch.device("cuda")) == (2 if available_cpus() > 1 else 1)
+        if available_cpus() > 1:
+            torch.set_num_threads(available_cpus() - 1)
+            assert _readers(grid, torch.device("cpu")) == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import ndimage
 from shapely import affinity
 from shapely.geometry import Polygon
@@ -35,6 +36,7 @@ from lnpath.nn.predict import predict_batch, resolve_device
 from lnpath.nn.unet import fold_batch_norm
 from lnpath.wsi.slide import require_open
 from lnpath.wsi.tiling import TileGrid, default_readers, tile
+from lnpath.wsi.workers import available_cpus
 
 if TYPE_CHECKING:
     from lnpath.wsi.slide import Slide
@@ -78,8 +80,9 @@ def segment_glomeruli(
             (``LNPATH_PROGRESS``).
         tissue: A tissue mask already computed for this slide (detected here otherwise).
         workers: Reader processes, each opening its own slide handle (1 = read here); default
-            2 when the machine has more than one CPU and the grid more than 8 tiles, so pixels
-            are decoded while the network runs.
+            2 (for grids over 8 tiles) when the network leaves a core free: on CUDA, or when
+            torch's CPU threads are fewer than the CPUs. Else 1: on 2 cores running 2 torch
+            threads, 2 readers made the demo 1.17x slower (``scripts/bench_segment.py``).
         tta: Average over four flips (default: the model card's setting); ``False`` is about
             four times faster at a small cost in outline quality.
 
@@ -109,7 +112,7 @@ def segment_glomeruli(
     if len(grid) == 0:
         log.warning("%s: no tissue found; returning zero glomeruli", slide.path)
         return Glomeruli([], slide.mpp, net.name, metadata=meta)
-    n_workers = workers if workers is not None else default_readers(grid)
+    n_workers = workers if workers is not None else _readers(grid, dev)
     use_tta = bool(net.card.get("tta", True)) if tta is None else tta
     meta["tta"] = use_tta
     white = slide_white(slide)
@@ -178,6 +181,12 @@ class _Stats:
 
     def add(self, key: str, start: float) -> None:
         self.timings[key] = round(self.timings[key] + time.perf_counter() - start, 3)
+
+
+def _readers(grid: TileGrid, device: torch.device) -> int:
+    """Reader processes by default: only where they do not take the network's cores."""
+    spare = device.type == "cuda" or torch.get_num_threads() < available_cpus()
+    return default_readers(grid) if spare else 1
 
 
 def _batches(
