@@ -12,18 +12,10 @@ import pytest
 
 from lnpath.cli import main
 from lnpath.response.endpoint import PRESETS
+from tests.conftest import DEMO_UNGRADED
 from tests.test_response import result, score
 
-UNGRADED = (
-    "neutrophils_karyorrhexis",
-    "fibrinoid_necrosis",
-    "hyaline_deposits",
-    "cellular_fibrocellular_crescents",
-    "interstitial_inflammation",
-    "fibrous_crescents",
-    "tubular_atrophy",
-    "interstitial_fibrosis",
-)
+UNGRADED = DEMO_UNGRADED
 
 
 def _folder(root: Path, name: str, data: dict[str, Any]) -> Path:

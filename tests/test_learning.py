@@ -26,6 +26,7 @@ import lnpath
 from lnpath.cli import main
 from lnpath.core.errors import InputError, SlideError
 from lnpath.io.qupath import read_qupath, write_qupath
+from tests.conftest import DEMO_UNGRADED
 
 torch.set_num_threads(1)
 
@@ -105,17 +106,7 @@ def _scripted_calls(result: Path, k: int, out: Path) -> Path:
 #: for biopsy 1), marked so that the results can be signed (confirm refuses an unexplained gap).
 NOT_EVALUABLE = {
     "not_evaluable": dict.fromkeys(
-        (
-            "endocapillary_hypercellularity",
-            "neutrophils_karyorrhexis",
-            "fibrinoid_necrosis",
-            "hyaline_deposits",
-            "cellular_fibrocellular_crescents",
-            "interstitial_inflammation",
-            "fibrous_crescents",
-            "tubular_atrophy",
-            "interstitial_fibrosis",
-        ),
+        ("endocapillary_hypercellularity", *DEMO_UNGRADED),
         "not graded on this section",
     )
 }

@@ -17,21 +17,13 @@ from lnpath.core.errors import InputError, ResultError
 from lnpath.io.qupath import read_qupath
 from lnpath.results.seal import verify
 from lnpath.workflow.signoff import confirm, review
+from tests.conftest import DEMO_UNGRADED
 
 INJECTED = "<script>alert('x')</script>"
 REVIEWER = "Dr R. Reviewer"
 #: What the demo's morphometry leaves unassessed, marked not evaluable by the pathologist.
 NOT_EVALUABLE = dict.fromkeys(
-    (
-        "neutrophils_karyorrhexis",
-        "fibrinoid_necrosis",
-        "hyaline_deposits",
-        "cellular_fibrocellular_crescents",
-        "interstitial_inflammation",
-        "fibrous_crescents",
-        "tubular_atrophy",
-        "interstitial_fibrosis",
-    ),
+    DEMO_UNGRADED,
     "demo section: not graded",
 )
 
