@@ -75,7 +75,7 @@ def test_help_imports_nothing_heavy() -> None:
         "import sys\n"
         "from lnpath.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = ('numpy', 'pandas', 'openslide', 'torch', 'scipy', 'dask', 'shapely')\n"
+        "heavy = ('numpy', 'pandas', 'openslide', 'torch', 'scipy', 'dask', 'shapely', 'rich')\n"
         "print('HEAVY:' + ','.join(m for m in heavy if m in sys.modules))\n"
     )
     run = subprocess.run(

@@ -12,13 +12,13 @@ import argparse
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
+from lnpath.cli._rich import escape, new_console, new_table
 from lnpath.core.errors import InputError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def register(subparsers: Any) -> None:
@@ -112,7 +112,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _summary(status: Any) -> Table:
-    table = Table(title="lnpath batch")
+    table = new_table(title="lnpath batch")
     for column in ("Slide", "Patient", "Timepoint", "Outcome", "Seconds", "Error"):
         table.add_column(column)
     colours = {"scored": "green", "skipped": "cyan", "failed": "red"}
@@ -173,7 +173,7 @@ def run_batch(args: argparse.Namespace) -> int:
             tta=False if args.no_tta else None,
         )
     counts = summarise(status)
-    console = Console()
+    console = new_console()
     console.print(_summary(status))
     console.print(
         f"{counts['scored']} scored, {counts['skipped']} already done, {counts['failed']} failed; "
@@ -196,7 +196,7 @@ def run_cohort(args: argparse.Namespace) -> int:
     )
     failed = int((table["status"] == "failed").sum())
     written = [PAIRS_FILE, SUMMARY_FILE, UNPAIRED_FILE, *([CROSSTAB_FILE] if args.manifest else [])]
-    Console().print(
+    new_console().print(
         f"{len(table)} slide(s), {failed} failed, "
         f"{table['patient_id'].nunique()} patient(s): "
         f"{escape(str(args.batch_dir / 'cohort.csv'))} (+ .parquet), " + escape(", ".join(written)),

@@ -12,13 +12,14 @@ import json
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
+from lnpath.cli._rich import new_console, new_table
 from lnpath.core.errors import InputError
 from lnpath.io.atomic import write_json, write_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(subparsers: Any) -> None:
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        _print_summary(Console(file=sys.stdout, width=max(100, Console().width)), data, args.out)
+        console = new_console(file=sys.stdout, width=max(100, new_console().width))
+        _print_summary(console, data, args.out)
     return 0
 
 
@@ -150,7 +152,7 @@ def _print_summary(console: Console, data: dict[str, Any], out: Path | None) -> 
         markup=False,
         highlight=False,
     )
-    table = Table()
+    table = new_table()
     for col in ("", "baseline", "follow-up", "Δ"):
         table.add_column(col)
     for key, label in (("activity_index", "AI"), ("chronicity_index", "CI")):

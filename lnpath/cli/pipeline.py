@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
+from lnpath.cli._rich import escape, new_console, new_table
 from lnpath.core.errors import InputError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 STAGE_LABELS = {
     "open": "Open slide",
@@ -177,7 +178,7 @@ def _summary(result: Any, seconds: float) -> Table:
     data = result.to_dict()
     scores = data["scores"]
     adequacy = scores.get("adequacy") or {}
-    table = Table(title=f"lnpath: {data['slide']['name']}", show_header=False)
+    table = new_table(title=f"lnpath: {data['slide']['name']}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("Slide", escape(str(data["slide"]["path"])))
@@ -210,7 +211,7 @@ def run_score(args: argparse.Namespace) -> int:
     """``score_slide SLIDE ...``."""
     from lnpath.workflow.pipeline import score_slide
 
-    err = Console(stderr=True)
+    err = new_console(stderr=True)
     started: dict[str, float] = {}
 
     def on_stage(stage: str, done: bool) -> None:
@@ -243,7 +244,7 @@ def run_score(args: argparse.Namespace) -> int:
         supersede=args.supersede,
         tta=False if args.no_tta else None,
     )
-    Console().print(_summary(result, time.perf_counter() - start))
+    new_console().print(_summary(result, time.perf_counter() - start))
     return 0
 
 
@@ -299,7 +300,7 @@ def _print_merge(out: Console, merge: dict[str, Any]) -> None:
 
 
 def _changes_table(changes: list[dict[str, Any]], revision: int) -> Table:
-    table = Table(title=f"Changes in revision {revision}")
+    table = new_table(title=f"Changes in revision {revision}")
     for column in ("Glomerulus", "Field", "Before", "After"):
         table.add_column(column)
     for change in changes:
@@ -340,7 +341,7 @@ def run_review(args: argparse.Namespace) -> int:
         note=args.note,
         allow_deletions=args.allow_deletions,
     )
-    out = Console()
+    out = new_console()
     if result.revision == before:
         out.print(f"No changes: {args.result} stays at revision {before}.")
         return 0
@@ -360,7 +361,7 @@ def run_confirm(args: argparse.Namespace) -> int:
 
     result = confirm(args.result, pathologist=args.pathologist, note=args.note, key=args.key)
     seal = result.to_dict()["confirmation"]["sha256"]
-    Console().print(
+    new_console().print(
         f"Revision {result.revision} confirmed by {args.pathologist} (sha256 {seal}).\n"
         f"{result.diagnosis_line()}",
         highlight=False,
@@ -375,7 +376,7 @@ def run_addendum(args: argparse.Namespace) -> int:
 
     result = add_addendum(args.result, args.text, pathologist=args.pathologist)
     count = len(result.to_dict().get("addenda") or [])
-    Console().print(
+    new_console().print(
         f"Addendum {count} to revision {result.revision} added by {args.pathologist}; "
         f"the confirmation stands. Report: {result.report_path}",
         highlight=False,
@@ -389,7 +390,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from lnpath.results.seal import verify
 
     check = verify(args.result, public_key=args.public_key)
-    Console().print(
+    new_console().print(
         f"OK: {args.result} revision {check.revision} ({check.status}) is intact; "
         f"checked {', '.join(check.checked)}; content sha256 {check.content_sha256}",
         highlight=False,
@@ -403,7 +404,7 @@ def run_keygen(args: argparse.Namespace) -> int:
     from lnpath.results.integrity import generate_key
 
     private, public = generate_key(args.out)
-    Console().print(
+    new_console().print(
         f"Private key {private} (keep it outside result folders), public key {public}.",
         highlight=False,
         markup=False,

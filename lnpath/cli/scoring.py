@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
-
+from lnpath.cli._rich import new_console, new_table
 from lnpath.core.errors import InputError
 from lnpath.scoring.config import PRESETS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 if TYPE_CHECKING:
     from lnpath.scoring.indices import Component, IndexScore
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write(score.to_json() + "\n")
     else:
-        render(score, Console(width=max(Console().width, 120)))
+        render(score, new_console(width=max(new_console().width, 120)))
     return 0
 
 
@@ -110,7 +112,7 @@ def _index_rows(table: Table, label: str, index: IndexScore) -> None:
 
 def render(score: BiopsyScore, console: Console) -> None:
     """A readable component table, then class, adequacy and what awaits the pathologist."""
-    table = Table(title=f"Modified NIH indices ({score.nih_version}) - provisional")
+    table = new_table(title=f"Modified NIH indices ({score.nih_version}) - provisional")
     for column in ("Index", "Component", "n/N", "%", "Score", "Weight", "Weighted", "Note"):
         table.add_column(column, no_wrap=column in ("Component", "Note"))
     _index_rows(table, "AI", score.activity_index)

@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
+from lnpath.cli._rich import new_console, new_table
 from lnpath.core.errors import InputError, SlideError
 
 
@@ -78,8 +76,8 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    console = Console()
-    meta = Table(title=f"{args.slide.name}", show_header=False)
+    console = new_console()
+    meta = new_table(title=f"{args.slide.name}", show_header=False)
     meta.add_column("field", style="bold")
     meta.add_column("value")
     w, h = info["dimensions"]
@@ -104,7 +102,7 @@ def run_info(args: argparse.Namespace) -> int:
     ]
     for key, value in rows:
         meta.add_row(key, str(value))
-    levels = Table(title="pyramid levels")
+    levels = new_table(title="pyramid levels")
     for column in ("level", "width x height", "downsample", "µm/px", "file tile"):
         levels.add_column(column, justify="right")
     for lv in info["levels"]:
