@@ -138,6 +138,11 @@ def test_no_tissue_gives_an_empty_index_and_a_warning(
             ["tiles", "{slides}/small.svs", "--mpp", "1", "--size", "-4", "--out", "{tmp}/o"],
             "tile size must be a positive integer",
         ),
+        (  # one tile bigger than the slide was 0 tiles and exit 0 (or, with no tissue
+            # filter, a 300 TB allocation)
+            ["tiles", "{slides}/small.svs", "--mpp", "1", "--size", "10000000", "--out", "{tmp}/o"],
+            "tile size must be at most 16384 px",
+        ),
     ],
 )
 def test_bad_input_is_one_line(

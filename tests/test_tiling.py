@@ -296,6 +296,7 @@ def test_no_tissue_gives_an_empty_grid_and_a_warning(
     ("kwargs", "message"),
     [
         ({"size": 0}, "tile size"),
+        ({"size": 10_000_000, "min_tissue": 0.0}, "at most 16384 px"),
         ({"size": 64, "overlap": 64}, "overlap"),
         ({"size": 64, "overlap": -1}, "overlap"),
         ({"size": 64, "min_tissue": 1.5}, "min_tissue"),

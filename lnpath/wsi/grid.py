@@ -52,6 +52,10 @@ class TileInfo(NamedTuple):
     tissue_fraction: float
 
 
+MAX_TILE_PX = 16384
+"""Largest tile side: a 16384² RGB tile is 0.8 GB in memory, and no network or export needs more."""
+
+
 def grid_shape(extent: float, size: int, stride: int) -> int:
     """Number of tiles along an axis: the fewest whose union covers ``extent`` tile pixels."""
     if extent <= size:
@@ -75,6 +79,11 @@ def make_spec(slide: Slide, mpp: float, size: int, overlap: int = 0) -> TileSpec
     mpp = check_mpp(mpp, "mpp")
     if not isinstance(size, (int, np.integer)) or size < 1:
         raise InputError(f"tile size must be a positive integer, got {size!r}")
+    if size > MAX_TILE_PX:
+        raise InputError(
+            f"tile size must be at most {MAX_TILE_PX} px (one tile is read into memory whole), "
+            f"got {size}"
+        )
     if not isinstance(overlap, (int, np.integer)) or not 0 <= overlap < size:
         raise InputError(f"overlap must be an integer in [0, size), got {overlap!r}")
     choice: LevelChoice = slide.best_level(mpp)
