@@ -104,3 +104,33 @@ def test_distillation_targets_blend_the_teachers_four_flip_map(bueno_dir: Path) 
     values = np.concatenate([s.ravel() for s in soft])
     assert values.min() >= 0.0 and values.max() <= 1.0
     assert np.mean((values > 0.05) & (values < 0.45)) > 0.001  # teacher share off the mask
+
+
+def test_single_pass_dice_by_orientation_flips_back_what_it_flipped(bueno_dir: Path) -> None:
+    """Each orientation scores the flipped image's map flipped back against the original mask,
+    i.e. exactly what an evaluation of the flipped tile would give."""
+    from dataclasses import replace
+
+    import torch
+
+    from lnpath.models.store import load_model
+    from lnpath.training.distill import single_pass_by_orientation
+
+    model = load_model("glomeruli-unet-pas")
+    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    cpu = torch.device("cpu")
+    dice = single_pass_by_orientation(model.network, [tile], model.mpp, cpu, 0.4)
+    assert set(dice) == {"as_scanned", "mirrored", "upside_down", "rotated_180", "mean"}
+    plain = training.evaluate(model.network, [tile], model.mpp, cpu, tta=False, threshold=0.4)
+    assert dice["as_scanned"] == round(plain.dice, 4)
+    mirrored_tile = replace(
+        tile,
+        image=np.ascontiguousarray(tile.image[:, ::-1]),
+        mask=np.ascontiguousarray(tile.mask[:, ::-1]),
+    )
+    mirrored = training.evaluate(
+        model.network, [mirrored_tile], model.mpp, cpu, tta=False, threshold=0.4
+    )
+    assert dice["mirrored"] == pytest.approx(mirrored.dice, abs=1e-4)
+    assert dice["mean"] == pytest.approx(np.mean([dice[k] for k in dice if k != "mean"]), abs=1e-4)
+    assert dice["as_scanned"] > 0.7  # the shipped model finds this tile's glomeruli
