@@ -74,9 +74,13 @@ def render_overlay(
     polygons: Mapping[int, BaseGeometry],
     assets: Assets,
 ) -> bytes:
-    """``overlay.png``: the outlined, numbered thumbnail as PNG bytes."""
+    """``overlay.png``: the outlined, numbered thumbnail as PNG bytes.
+
+    zlib level 3, not ``optimize``: the file is 0.5 % larger and written in a sixth of the time
+    (0.05 s against 0.27 s on the demo), which every workstation save pays.
+    """
     buffer = io.BytesIO()
-    overlay_image(findings, polygons, assets).save(buffer, format="PNG", optimize=True)
+    overlay_image(findings, polygons, assets).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 
