@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-if TYPE_CHECKING:
     from lnpath.scoring.indices import Component, IndexScore
     from lnpath.scoring.score import BiopsyScore
 
