@@ -273,6 +273,9 @@ function openViewer() {
       loadTilesWithAjax: true,
       ajaxHeaders: { "X-Lnpath-Token": TOKEN },
       maxZoomPixelRatio: 2,
+      // the 2D canvas: OpenSeadragon 5's default WebGL drawer runs in software where the browser
+      // has no GPU (headless, many hospital virtual desktops) and delayed the first view by ~1.4 s
+      drawer: "canvas",
     });
     viewer.addHandler("canvas-click", onCanvasClick);
     viewer.addHandler("animation", updateScaleBar);
