@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from lnpath.cli._rich import new_console, new_table
 from lnpath.core.errors import InputError
-from lnpath.scoring.config import PRESETS
+from lnpath.scoring.presets import PRESETS
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lnpath.core.errors import InputError
+from lnpath.scoring.presets import PRESETS
 
 __all__ = [
     "MEASURED_OPTIONS",
@@ -171,19 +172,6 @@ class ScoringConfig:
     def from_presets(cls, *names: str) -> ScoringConfig:
         """Defaults with the named presets applied in order."""
         return build_config({"presets": list(names)}, "configuration")
-
-
-#: Named alternatives from the specification (§1.4, §1.5, §2.3).
-PRESETS: dict[str, dict[str, Any]] = {
-    "viable_denominator": {"glomerular_denominator": "non_globally_sclerosed"},
-    "nonscarred_inflammation": {"interstitial_inflammation_region": "nonscarred_cortex"},
-    "adhesion_as_sclerosis": {"adhesion_as_sclerosis": True},
-    "isnrps_10": {"adequacy": {"adequate": 10, "limited": 8}},
-    "oxford_8": {"adequacy": {"adequate": 8, "limited": 8}},
-    # Seema 2013 scored biopsies with *more than* five glomeruli (spec §2.3)
-    "permissive_5": {"adequacy": {"adequate": 6, "limited": 6}},
-    "legacy_2003": {"class_nomenclature": "legacy_2003"},
-}
 
 
 def config_from(source: Mapping[str, Any] | ScoringConfig | None = None) -> ScoringConfig:
