@@ -9,7 +9,6 @@ must be byte for byte what it was, ``lnpath verify`` must pass, and no temporary
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import shutil
@@ -21,15 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import assert_one_line_error, lnpath_cli
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+from .conftest import assert_one_line_error, file_hashes, lnpath_cli
 
 
 def _du(folder: Path) -> int:
@@ -94,10 +85,10 @@ def test_review_on_a_full_disk(
     demo_result_template: Path, small_disk: Callable[[int], Path]
 ) -> None:
     folder = _full_copy(demo_result_template, small_disk)
-    before = _hashes(folder)
+    before = file_hashes(folder)
     proc = lnpath_cli("review", folder, "--cortex", "interstitial_fibrosis=0.3", "--reviewer", "R")
     assert_one_line_error(proc, str(folder), "no space left", "unchanged")
-    assert _hashes(folder) == before
+    assert file_hashes(folder) == before
     assert _leftovers(folder.parent) == []
     assert lnpath_cli("verify", folder).returncode == 0
 
@@ -106,7 +97,7 @@ def test_score_overwrite_on_a_full_disk(
     repo_dir: Path, demo_result_template: Path, small_disk: Callable[[int], Path]
 ) -> None:
     folder = _full_copy(demo_result_template, small_disk)
-    before = _hashes(folder)
+    before = file_hashes(folder)
     proc = lnpath_cli(
         "score",
         repo_dir / "examples" / "demo_biopsy.tiff",
@@ -117,7 +108,7 @@ def test_score_overwrite_on_a_full_disk(
         "--overwrite",
     )
     assert_one_line_error(proc, str(folder), "no space left")
-    assert _hashes(folder) == before
+    assert file_hashes(folder) == before
     assert _leftovers(folder.parent) == []
 
 
@@ -133,10 +124,10 @@ def test_a_file_too_large_keeps_the_result(
     command: tuple[str, ...], demo_result_template: Path, copy_result: Callable[..., Path]
 ) -> None:
     folder = copy_result(demo_result_template)
-    before = _hashes(folder)
+    before = file_hashes(folder)
     proc = _under_file_size_limit(100_000, "-m", "lnpath", command[0], folder, *command[1:])
     assert_one_line_error(proc, str(folder), "file too large", "unchanged")
-    assert _hashes(folder) == before
+    assert file_hashes(folder) == before
     assert _leftovers(folder.parent) == []
     assert lnpath_cli("verify", folder).returncode == 0
 

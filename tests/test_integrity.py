@@ -7,7 +7,6 @@ CLI that the confirmed result survives, or that ``lnpath verify`` notices.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from .conftest import assert_one_line_error, lnpath_cli
+from .conftest import assert_one_line_error, file_hashes, lnpath_cli
 
 
 def _read(folder: Path) -> dict[str, Any]:
@@ -38,14 +37,6 @@ def _audit(folder: Path) -> list[dict[str, Any]]:
 def _write_audit(folder: Path, events: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(e) + "\n" for e in events)
     (folder / "revisions" / "audit.jsonl").write_text(text, encoding="utf-8")
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _verified(folder: Path) -> bool:
@@ -74,10 +65,10 @@ def test_overwrite_refuses_a_confirmed_result(
     repo_dir: Path, confirmed_template: Path, copy_result: Callable[..., Path]
 ) -> None:
     folder = copy_result(confirmed_template)
-    before = _hashes(folder)
+    before = file_hashes(folder)
     proc = _score_again(repo_dir, folder, "--overwrite")
     assert_one_line_error(proc, "confirmed")
-    assert _hashes(folder) == before
+    assert file_hashes(folder) == before
     assert _verified(folder)
 
 
@@ -112,13 +103,13 @@ def test_batch_overwrite_refuses_a_confirmed_result(
         f"s1,{repo_dir / 'examples' / 'demo_biopsy.tiff'},P1,0,"
         f"{repo_dir / 'examples' / 'demo_biopsy_glomeruli.geojson'}\n"
     )
-    before = _hashes(out / "s1")
+    before = file_hashes(out / "s1")
     proc = lnpath_cli("batch", manifest, "--out", out, "--overwrite")
     assert proc.returncode == 1, proc.stderr
     status = pd.read_csv(out / "batch_status.csv", dtype=str, keep_default_na=False)
     assert status["outcome"].tolist() == ["failed"]
     assert "confirmed" in status["error"][0]
-    assert _hashes(out / "s1") == before
+    assert file_hashes(out / "s1") == before
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +156,7 @@ def _rewrite_audit_event(folder: Path) -> None:
     _write_audit(folder, events)
 
 
-def _folder_hashes() -> tuple[Callable[..., str], Callable[[Path], str]]:
+def _folderfile_hashes() -> tuple[Callable[..., str], Callable[[Path], str]]:
     """lnpath's own public hash functions, wherever the package keeps them."""
     try:
         from lnpath.results.folder import content_sha256, file_sha256
@@ -175,7 +166,7 @@ def _folder_hashes() -> tuple[Callable[..., str], Callable[[Path], str]]:
 
 
 def _change_score_and_rehash(folder: Path) -> None:
-    content_sha256, file_sha256 = _folder_hashes()
+    content_sha256, file_sha256 = _folderfile_hashes()
     data = _read(folder)
     data["scores"]["activity_index"]["total"] = 12
     data["scores"]["isn_rps_class"]["proposal"] = "IV"
@@ -229,10 +220,10 @@ def test_revision_snapshots_are_never_rewritten(
     demo_result_template: Path, copy_result: Callable[..., Path]
 ) -> None:
     folder = copy_result(demo_result_template)
-    first = {k: v for k, v in _hashes(folder).items() if k.startswith("revisions/r")}
+    first = {k: v for k, v in file_hashes(folder).items() if k.startswith("revisions/r")}
     assert first
     assert lnpath_cli("confirm", folder, "--pathologist", "Dr A").returncode == 0
-    after = _hashes(folder)
+    after = file_hashes(folder)
     assert {k: after.get(k) for k in first} == first
     assert _verified(folder)
 
