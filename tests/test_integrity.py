@@ -228,6 +228,52 @@ def test_revision_snapshots_are_never_rewritten(
     assert _verified(folder)
 
 
+def _snapshot_inodes(folder: Path) -> dict[str, int]:
+    return {
+        path.relative_to(folder).as_posix(): path.stat().st_ino
+        for path in (folder / "revisions").glob("r*/*")
+    }
+
+
+def test_earlier_snapshots_are_carried_as_links_not_copies(
+    demo_result_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    """A new revision links the write-once snapshots: its cost and disk use do not grow with the
+    history, and tampering with a carried snapshot is still detected."""
+    folder = copy_result(demo_result_template)
+    before = _snapshot_inodes(folder)
+    assert lnpath_cli("confirm", folder, "--pathologist", "Dr A").returncode == 0
+    after = _snapshot_inodes(folder)
+    assert {k: after[k] for k in before} == before  # the same files, not copies
+    assert len(after) > len(before)
+    assert _verified(folder)
+    carried = folder / next(iter(before))
+    carried.write_bytes(carried.read_bytes() + b" ")
+    assert lnpath_cli("verify", folder).returncode == 3
+
+
+def test_snapshots_are_copied_where_links_are_refused(
+    demo_result_template: Path, copy_result: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from lnpath.workflow.signoff import confirm
+
+    def refuse(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    folder = copy_result(demo_result_template)
+    first = {k: v for k, v in file_hashes(folder).items() if k.startswith("revisions/r")}
+    inodes = _snapshot_inodes(folder)
+    monkeypatch.setattr(os, "link", refuse)
+    confirm(folder, pathologist="Dr A")
+    after = _snapshot_inodes(folder)
+    assert all(after[k] != inodes[k] for k in inodes)  # copies
+    assert {k: file_hashes(folder)[k] for k in first} == first
+    assert _verified(folder)
+
+
 # --------------------------------------------------------------------------------------------
 # Ed25519 signatures: forgery needs a key kept outside the folder
 

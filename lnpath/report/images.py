@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -91,16 +93,40 @@ def _data_uri(image: Image.Image, fmt: str = "JPEG") -> str:
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def _crop(gid: int, call: Any, geometry: BaseGeometry, assets: Assets) -> Image.Image | None:
+@dataclass(frozen=True)
+class CardImage:
+    """A gallery card's picture as a JPEG data URI, with its size in pixels."""
+
+    uri: str
+    width: int
+    height: int
+
+
+def _card_image(gid: int, call: Any, geometry: BaseGeometry, assets: Assets) -> CardImage | None:
+    """The gallery picture of one glomerulus: its crop with the outline in its call's colour."""
     crop = assets.crops.get(gid)
     if crop is None:
         return None
-    image = Image.fromarray(crop.image).convert("RGB")
+    origin = (crop.x, crop.y, crop.scale)
+    rings = tuple(tuple(ring) for ring in _rings(geometry))
+    return _outlined_crop(crop.jpeg, origin, rings, _colour(call))
+
+
+@functools.lru_cache(maxsize=512)
+def _outlined_crop(
+    jpeg: bytes,
+    origin: tuple[float, float, float],
+    rings: tuple[tuple[tuple[float, float], ...], ...],
+    colour: tuple[int, int, int],
+) -> CardImage:
+    """Decode, outline and re-encode one crop; cached, because a workstation save re-renders the
+    report with all but the edited glomeruli unchanged (60 of 100 ms for 100 cards)."""
+    x0, y0, scale = origin
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
     draw = ImageDraw.Draw(image)
-    for ring in _rings(geometry):
-        pts = [((x - crop.x) / crop.scale, (y - crop.y) / crop.scale) for x, y in ring]
-        draw.line(pts, fill=_colour(call), width=2)
-    return image
+    for ring in rings:
+        draw.line([((x - x0) / scale, (y - y0) / scale) for x, y in ring], fill=colour, width=2)
+    return CardImage(_data_uri(image), image.width, image.height)
 
 
 def _scale_bar(width_um: float) -> dict[str, Any] | None:
@@ -174,7 +200,7 @@ def _gallery(
         unassessed = [
             LESION_SHORT[k] for k in LESION_ORDER if k not in everywhere and is_missing(row.get(k))
         ]
-        image = _crop(gid, row["main_call"], polygons[gid], assets)
+        image = _card_image(gid, row["main_call"], polygons[gid], assets)
         kind = row.get("exclusion")
         excluded = None
         if isinstance(kind, str) and kind in EXCLUSIONS:
@@ -186,7 +212,7 @@ def _gallery(
                 "id": gid,
                 "call": str(row["main_call"]),
                 "colour": _hex(row["main_call"]),
-                "image": _data_uri(image) if image is not None else None,
+                "image": image.uri if image is not None else None,
                 "image_width": image.width if image is not None else 0,
                 "image_height": image.height if image is not None else 0,
                 "excluded": excluded,

@@ -37,9 +37,9 @@ from shapely.geometry.base import BaseGeometry
 from lnpath.core.errors import ResultError
 from lnpath.core.findings import LESIONS, is_missing
 from lnpath.core.vocabulary import CLASS_COLOURS
-from lnpath.io.atomic import atomic_dir, write_json, write_text
+from lnpath.io.atomic import atomic_dir, link_tree, write_json, write_text
 from lnpath.io.hashing import bytes_sha256, file_sha256
-from lnpath.io.qupath import QuPathFeature, feature_collection, read_qupath
+from lnpath.io.qupath import QuPathFeature, feature_collection, geojson_text, read_qupath
 from lnpath.report.assets import Assets
 from lnpath.report.slide import diagnosis_line, render_overlay, render_report
 from lnpath.results.stamp import STAMP_COLUMNS, STAMP_MEASUREMENT, export_stamp, stamped
@@ -297,12 +297,12 @@ def write_result(
     with atomic_dir(target, overwrite=overwrite, marker="result.json") as tmp:
         old_revisions = target / "revisions"
         if event["event"] != "scored" and old_revisions.is_dir():
-            shutil.copytree(old_revisions, tmp / "revisions")
+            link_tree(old_revisions, tmp / "revisions")
         if content is None:
             content = ResultContent.load(target)
             for name in ("findings.csv", "glomeruli.geojson"):
                 shutil.copy2(target / name, tmp / name)
-            shutil.copytree(target / "assets", tmp / "assets")
+            link_tree(target / "assets", tmp / "assets")
         else:
             stamp = export_stamp(content.findings, content.polygons, result["revision"])
             result["export_stamp"] = stamp
@@ -311,7 +311,8 @@ def write_result(
             features = glomeruli_features(
                 content.findings, content.polygons, sha, revision=stamp["revision"]
             )
-            write_json(tmp / "glomeruli.geojson", {**feature_collection(features), "lnpath": stamp})
+            collection = {**feature_collection(features), "lnpath": stamp}
+            write_text(tmp / "glomeruli.geojson", geojson_text(collection))
             content.assets.save(tmp, keep=content.polygons)
         table, polygons, assets = content.findings, content.polygons, content.assets
         result["seal"] = None
