@@ -134,3 +134,25 @@ def test_single_pass_dice_by_orientation_flips_back_what_it_flipped(bueno_dir: P
     assert dice["mirrored"] == pytest.approx(mirrored.dice, abs=1e-4)
     assert dice["mean"] == pytest.approx(np.mean([dice[k] for k in dice if k != "mean"]), abs=1e-4)
     assert dice["as_scanned"] > 0.7  # the shipped model finds this tile's glomeruli
+
+
+def test_flip_ensembles_four_flips_is_the_default_tta(bueno_dir: Path) -> None:
+    """The four-flip entry reproduces an evaluation with TTA; each two-flip kind is the mean of
+    its two ensembles (how the slide lies on the scanner), each scored like the four."""
+    import torch
+
+    from lnpath.models.store import load_model
+    from lnpath.training.distill import TWO_FLIPS, flip_ensembles
+
+    model = load_model("glomeruli-unet-pas")
+    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    cpu = torch.device("cpu")
+    scores = flip_ensembles(model.network, [tile], model.mpp, cpu, 0.4)
+    tta = training.evaluate(model.network, [tile], model.mpp, cpu, tta=True, threshold=0.4)
+    assert scores["four_flips"]["dice"] == pytest.approx(tta.dice, abs=1e-3)
+    assert set(scores) == {"four_flips", *(f"two_flips_{kind}" for kind in TWO_FLIPS)}
+    for kind in TWO_FLIPS:
+        entry = scores[f"two_flips_{kind}"]
+        first, second = entry["ensembles"]
+        assert entry["dice"] == pytest.approx((first["dice"] + second["dice"]) / 2, abs=1e-4)
+        assert 0.0 < entry["dice"] <= 1.0
