@@ -166,6 +166,23 @@ def test_pixels_are_a_view_of_the_decoded_buffer_and_composite_onto_white(
     assert out[0].tolist() == [10, 200, 30] and out[2].tolist() == [255, 255, 255]
 
 
+def test_resampling_reads_openslide_pixels_without_a_copy_and_sees_the_same_image(
+    slides_dir: Path,
+) -> None:
+    """The image handed to the resampler comes straight from OpenSlide's 4-byte pixels, with the
+    RGB of the view (inside the slide and where it is padded with white)."""
+    from lnpath.wsi.backends import packed_pixels, rgb_image
+
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    for x, y in ((100, 200), (-40, 2967 - 50)):  # inside; over the bottom-left corner
+        region = slide.read(x, y, 96, 80)
+        assert packed_pixels(region) is not None
+        assert np.array_equal(np.asarray(rgb_image(region)), region)
+    plain = np.ascontiguousarray(region)
+    assert packed_pixels(plain) is None
+    assert np.array_equal(np.asarray(rgb_image(plain)), plain)
+
+
 def test_plain_image_pads_and_resamples(slides_dir: Path) -> None:
     slide = lnpath.open_slide(slides_dir / "boxes.png", mpp=0.5)
     region = slide.read(-10, -10, 20, 20)

@@ -28,6 +28,7 @@ from lnpath.wsi.backends import (
     _file_mpp,
     _open_backend,
     _OpenSlideBackend,
+    rgb_image,
 )
 
 log = logging.getLogger(__name__)
@@ -341,7 +342,7 @@ def resample(
     the same pixels whether they resample a whole region or a tile of it. Pass a PIL image when
     cutting many boxes from one source (converting it costs as much as a small resize).
     """
-    img = src if isinstance(src, Image.Image) else Image.fromarray(np.ascontiguousarray(src))
+    img = src if isinstance(src, Image.Image) else rgb_image(src)
     return np.asarray(img.resize(size, _RESAMPLE, box=box))
 
 

@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
-from lnpath.wsi.backends import packed_pixels, unpacked_rgb
+from lnpath.wsi.backends import packed_pixels, rgb_image, unpacked_rgb
 from lnpath.wsi.grid import (
     _COLUMNS,
     TileInfo,
@@ -295,7 +294,7 @@ def _load(slide: Slide, spec: TileSpec, block: _Block) -> np.ndarray:
     if spec.scale == 1.0:
         return src
     size, scale = spec.size, spec.scale
-    image = Image.fromarray(src)
+    image = rgb_image(src)
     out = np.empty((len(block.origins), size, size, 3), dtype=np.uint8)
     for i, (fx, fy) in enumerate(block.origins):
         bx, by = fx - block.x, fy - block.y
