@@ -6,8 +6,8 @@ Contenders on the same slide and the same tissue tiles, in one run, interleaved 
   settings: bfloat16 autocast where the CPU has it, channels_last, batch 4; no flips);
 * ``forward_folded``: the same with BatchNorm folded into the convolutions, as segmentation runs
   it: the compute floor;
-* ``segment_1``: ``segment_glomeruli(tta=False, workers=1)``: reading, white balance, network,
-  stitching and outlines in this process;
+* ``segment_1``: ``segment_glomeruli(tta=False, workers=1)``: reading (in a thread, a few
+  batches ahead), white balance, network, stitching and outlines in this process;
 * ``segment_2``: the same with two reader processes decoding while the network runs;
 * ``segment_tta``: the default (four flips, default readers), with ``--tta``.
 

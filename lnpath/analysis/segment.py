@@ -12,10 +12,11 @@ freed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.postprocess import glomerulus_masks
 from lnpath.nn.predict import predict_batch, resolve_device
 from lnpath.nn.unet import fold_batch_norm
+from lnpath.wsi.prefetch import prefetched
 from lnpath.wsi.slide import require_open
 from lnpath.wsi.tiling import TileGrid, default_readers, tile
 from lnpath.wsi.workers import available_cpus
@@ -79,10 +81,11 @@ def segment_glomeruli(
         progress: A bar over the tiles; default on in Jupyter and on a terminal, off in pipes
             (``LNPATH_PROGRESS``).
         tissue: A tissue mask already computed for this slide (detected here otherwise).
-        workers: Reader processes, each opening its own slide handle (1 = read here); default
-            2 (for grids over 8 tiles) when the network leaves a core free: on CUDA, or when
-            torch's CPU threads are fewer than the CPUs. Else 1: on 2 cores running 2 torch
-            threads, 2 readers made the demo 1.17x slower (``scripts/bench_segment.py``).
+        workers: Reader processes, each opening its own slide handle (1 = a reader thread in
+            this process, a few batches ahead of the network); default 2 (for grids over 8
+            tiles) when the network leaves a core free: on CUDA, or when torch's CPU threads are
+            fewer than the CPUs. Else 1: on 2 cores running 2 torch threads, 2 reader processes
+            made the demo 1.37x slower than one (``scripts/bench_segment.py``).
         tta: Average over four flips (default: the model card's setting); ``False`` is about
             four times faster at a small cost in outline quality.
 
@@ -120,16 +123,19 @@ def segment_glomeruli(
     stitcher = _Stitcher(grid, net)
     network = fold_batch_norm(net.network)
     glomeruli: list[Glomerulus] = []
-    for indices, arrays in _batches(grid, batch, n_workers, progress, stats):
-        start = time.perf_counter()
-        images = normalise_white(np.stack(arrays), white)
-        probs = predict_batch(network, images, dev, tta=use_tta)
-        stats.add("compute_s", start)
-        start = time.perf_counter()
-        for index, prob in zip(indices, probs, strict=True):
-            for group in stitcher.add(index, prob):
-                glomeruli.extend(stitcher.objects(group, slide.mpp, first_id=len(glomeruli) + 1))
-        stats.add("stitch_s", start)
+    # closed on any error, so that the reader thread stops and the slide is free at once
+    with contextlib.closing(_batches(grid, batch, n_workers, progress, stats)) as batches:
+        for indices, arrays in batches:
+            start = time.perf_counter()
+            images = normalise_white(np.stack(arrays), white)
+            probs = predict_batch(network, images, dev, tta=use_tta)
+            stats.add("compute_s", start)
+            start = time.perf_counter()
+            for index, prob in zip(indices, probs, strict=True):
+                for group in stitcher.add(index, prob):
+                    first = len(glomeruli) + 1
+                    glomeruli.extend(stitcher.objects(group, slide.mpp, first_id=first))
+            stats.add("stitch_s", start)
     log.info(
         "%s: %d glomeruli from %d tiles (%s)",
         slide.path.name,
@@ -191,11 +197,14 @@ def _readers(grid: TileGrid, device: torch.device) -> int:
 
 def _batches(
     grid: TileGrid, size: int, workers: int, progress: bool | None, stats: _Stats
-) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+) -> Generator[tuple[list[int], list[np.ndarray]], None, None]:
     """Tiles in table order, grouped in batches; time spent waiting for pixels is ``read_s``."""
     indices: list[int] = []
     arrays: list[np.ndarray] = []
-    tiles = iter(enumerate(grid.iter(workers=workers, progress=progress)))
+    read = grid.iter(workers=workers, progress=progress)
+    if workers == 1:  # reader processes already read ahead
+        read = prefetched(read, depth=2 * size)
+    tiles = iter(enumerate(read))
     while True:
         start = time.perf_counter()
         item = next(tiles, None)
