@@ -42,6 +42,7 @@ import torch
 
 from lnpath.analysis.measure import normalise_white, slide_white
 from lnpath.analysis.segment import MIN_TISSUE, segment_glomeruli
+from lnpath.io.atomic import write_json
 from lnpath.models.store import SegmentationModel, load_model
 from lnpath.nn.predict import fast_autocast, to_tensor
 from lnpath.nn.unet import fold_batch_norm
@@ -119,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tta", action="store_true", help="also time four-flip averaging")
     parser.add_argument("--model", help="model name or folder (default: the shipped default)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="write the medians into the model card's `speed` (with the machine and the date)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model) if args.model else load_model()
@@ -192,7 +198,32 @@ def main(argv: list[str] | None = None) -> int:
         )
     json.dump(report, sys.stdout, indent=2)
     print()
+    if args.record:
+        record_speed(model, report)
     return 0
+
+
+def record_speed(model: SegmentationModel, report: dict[str, Any]) -> None:
+    """The model card's ``speed``: what this run measured, where and when (the card records the
+    speed beside the Dice, and only a benchmark run writes it)."""
+    card_path = model.path / "card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["speed"] = {
+        "measured_by": "scripts/bench_segment.py"
+        + (" --tta" if "segment_tta" in report["seconds"] else ""),
+        "date": time.strftime("%Y-%m-%d"),
+        "slide": report["slide"],
+        "tiles": report["tiles"],
+        "threads": report["threads"],
+        "bf16_autocast": report["bf16_autocast"],
+        "median_seconds": report["seconds"],
+        "machine": {k: report["machine"][k] for k in ("cpus_usable", "cpu", "torch")},
+        "load_average": [
+            report["machine"]["load_average_before"][0],
+            report["machine"]["load_average_after"][0],
+        ],
+    }
+    write_json(card_path, card)
 
 
 if __name__ == "__main__":
