@@ -66,14 +66,10 @@ def test_depth_must_be_positive() -> None:
         next(prefetched(iter([1]), depth=0))
 
 
-def test_a_slide_damaged_halfway_fails_segmentation_in_one_error_and_frees_the_reader(
-    repo_dir: Path, tmp_path: Path
-) -> None:
-    """The reader thread meets the bad tiles; segmentation raises the slide's error, not a
-    thread's traceback, and leaves no reader running."""
+@pytest.fixture
+def damaged_slide(repo_dir: Path, tmp_path: Path) -> Path:
+    """The demo biopsy with the JPEG tiles of its lower half zeroed: it opens, then fails."""
     import tifffile
-
-    from lnpath.analysis.segment import segment_glomeruli
 
     source = repo_dir / "examples" / "demo_biopsy.tiff"
     with tifffile.TiffFile(source) as tif:
@@ -82,9 +78,29 @@ def test_a_slide_damaged_halfway_fails_segmentation_in_one_error_and_frees_the_r
     data = bytearray(source.read_bytes())
     half = len(offsets) // 2
     for offset, count in zip(offsets[half:], counts[half:], strict=True):
-        data[offset : offset + count] = bytes(count)  # the lower half's JPEG tiles zeroed
+        data[offset : offset + count] = bytes(count)
     damaged = tmp_path / "damaged.tiff"
     damaged.write_bytes(bytes(data))
-    with lnpath.open_slide(damaged) as slide, pytest.raises(SlideError, match="cannot read region"):
+    return damaged
+
+
+def test_a_slide_damaged_halfway_fails_segmentation_in_one_error_and_frees_the_reader(
+    damaged_slide: Path,
+) -> None:
+    """The reader thread meets the bad tiles; segmentation raises the slide's error, not a
+    thread's traceback, and leaves no reader running."""
+    from lnpath.analysis.segment import segment_glomeruli
+
+    with lnpath.open_slide(damaged_slide) as slide, pytest.raises(SlideError, match="cannot read"):
         segment_glomeruli(slide, device="cpu", tta=False, workers=1, progress=False)
+    assert not _readers()
+
+
+def test_a_slide_damaged_halfway_fails_the_cortex_in_one_error_and_frees_the_reader(
+    damaged_slide: Path,
+) -> None:
+    from lnpath.analysis.cortex import measure_cortex
+
+    with lnpath.open_slide(damaged_slide) as slide, pytest.raises(SlideError, match="cannot read"):
+        measure_cortex(slide, [], progress=False)
     assert not _readers()

@@ -24,7 +24,9 @@ What is measured, and what is handed to scoring:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +45,9 @@ from lnpath.analysis.measure import (
 )
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
+from lnpath.wsi.prefetch import prefetched
 from lnpath.wsi.slide import require_open
-from lnpath.wsi.tiling import default_readers, tile
+from lnpath.wsi.tiling import TileGrid, TileInfo, tile
 from lnpath.wsi.tissue import detect_tissue
 
 if TYPE_CHECKING:
@@ -195,9 +198,6 @@ def measure_cortex(
 ) -> CortexMeasurement:
     """Measure tissue area, fibrosis (collagen stains) and inflammation outside glomeruli.
 
-    Long because it is one pass over the tissue tiles whose per-tile bookkeeping (areas by pixel
-    class, the worker hand-off) reads best in one place.
-
     Args:
         slide: a :class:`lnpath.wsi.slide.Slide`.
         glomeruli: glomeruli whose outlines (level-0 polygons) are excluded from the interstitium.
@@ -207,8 +207,10 @@ def measure_cortex(
             on in Jupyter and on a terminal, off in pipes (``LNPATH_PROGRESS``).
         tissue: the slide's tissue mask (detected here if None); only tiles that touch tissue are
             read, so a needle biopsy on a large slide costs what the biopsy costs, not the glass.
-        workers: reader processes (see :meth:`lnpath.wsi.tiling.TileGrid.iter`); default 2 on a
-            multi-core machine, so tiles are decoded and resampled while this process measures.
+        workers: reader processes (see :meth:`lnpath.wsi.tiling.TileGrid.iter`); default none:
+            a thread reads the next tiles while this process measures: on two cores as fast as
+            two reader processes or faster (the demo: 2.0-2.1 s against 2.1-2.6 s), without
+            their memory.
 
     Raises:
         InputError: unknown stain, or no tissue on the slide.
@@ -217,32 +219,14 @@ def measure_cortex(
     stain = normalise_stain(stain)
     white = slide_white(slide)
     polygons = [g.polygon for g in glomeruli]
-    counts = {"tissue": 0, "glom": 0, "infiltrate": 0, "collagen": 0}
     if tissue is None:
         tissue = detect_tissue(slide)
     grid = tile(slide, mpp=mpp, size=TILE_PX, min_tissue=ANY_TISSUE, tissue=tissue)
     work_mpp = grid.spec.mpp
-    tiles = grid.iter(workers=default_readers(grid) if workers is None else workers, progress=False)
-    for info, arr in progress_bar(len(grid), "cortex", "tile", progress, iterable=tiles):
-        rgb = normalise_white(arr, white)
-        od = optical_density(rgb)
-        tissue_px = tissue_mask(od, work_mpp)
-        if not tissue_px.any():
-            continue
-        scale = arr.shape[1] / info.width
-        glom = np.zeros(tissue_px.shape, bool)
-        tile_box = box(info.x, info.y, info.x + info.width, info.y + info.height)
-        for poly in polygons:
-            if poly.intersects(tile_box):
-                glom |= rasterize(poly, tissue_px.shape, (info.x, info.y), scale)
-        interstitium = tissue_px & ~glom
-        nuclear = pixel_classes(rgb, work_mpp, od=od, nucleus_map=False)["nuclear"]
-        counts["tissue"] += int(tissue_px.sum())
-        counts["glom"] += int((tissue_px & glom).sum())
-        counts["infiltrate"] += int((infiltrate_mask(nuclear, work_mpp) & interstitium).sum())
-        collagen = collagen_mask(od, stain)
-        if collagen is not None:
-            counts["collagen"] += int((collagen & interstitium).sum())
+    reads = grid.iter(workers=1 if workers is None else workers, progress=False)
+    # closed on any error, so that the reader thread stops and the slide is free at once
+    with contextlib.closing(prefetched(reads, depth=2)) as tiles:
+        counts = _count_pixels(grid, tiles, polygons, white, stain, progress)
     px_mm2 = (work_mpp / 1000.0) ** 2
     inter = counts["tissue"] - counts["glom"]
     if inter <= 0:
@@ -273,3 +257,37 @@ def measure_cortex(
         fibrosis_fraction=fibrosis,
         not_assessed=not_assessed,
     )
+
+
+def _count_pixels(
+    grid: TileGrid,
+    tiles: Iterator[tuple[TileInfo, np.ndarray]],
+    polygons: list[Any],
+    white: np.ndarray,
+    stain: str,
+    progress: bool | None,
+) -> dict[str, int]:
+    """Tissue, glomerular, infiltrate and collagen pixels over the tiles, at the grid's µm/px."""
+    work_mpp = grid.spec.mpp
+    counts = {"tissue": 0, "glom": 0, "infiltrate": 0, "collagen": 0}
+    for info, arr in progress_bar(len(grid), "cortex", "tile", progress, iterable=tiles):
+        rgb = normalise_white(arr, white)
+        od = optical_density(rgb)
+        tissue_px = tissue_mask(od, work_mpp)
+        if not tissue_px.any():
+            continue
+        scale = arr.shape[1] / info.width
+        glom = np.zeros(tissue_px.shape, bool)
+        tile_box = box(info.x, info.y, info.x + info.width, info.y + info.height)
+        for poly in polygons:
+            if poly.intersects(tile_box):
+                glom |= rasterize(poly, tissue_px.shape, (info.x, info.y), scale)
+        interstitium = tissue_px & ~glom
+        nuclear = pixel_classes(rgb, work_mpp, od=od, nucleus_map=False)["nuclear"]
+        counts["tissue"] += int(tissue_px.sum())
+        counts["glom"] += int((tissue_px & glom).sum())
+        counts["infiltrate"] += int((infiltrate_mask(nuclear, work_mpp) & interstitium).sum())
+        collagen = collagen_mask(od, stain)
+        if collagen is not None:
+            counts["collagen"] += int((collagen & interstitium).sum())
+    return counts

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TypeVar, cast
 
 T = TypeVar("T")
@@ -18,7 +18,7 @@ T = TypeVar("T")
 _POLL_S = 0.1  # how often a blocked reader checks whether the caller has stopped
 
 
-def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+def prefetched(items: Iterator[T], depth: int) -> Generator[T, None, None]:
     """Yield ``items`` in order, produced by a background thread up to ``depth`` ahead.
 
     An exception raised while producing is raised here, in the caller's thread, where its item
