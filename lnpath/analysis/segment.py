@@ -31,6 +31,7 @@ from skimage.measure import find_contours
 
 from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
 from lnpath.analysis.measure import normalise_white, slide_white
+from lnpath.core.progress import progress_bar
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.postprocess import glomerulus_masks
 from lnpath.nn.predict import predict_batch, resolve_device
@@ -201,23 +202,31 @@ def _batches(
     """Tiles in table order, grouped in batches; time spent waiting for pixels is ``read_s``."""
     indices: list[int] = []
     arrays: list[np.ndarray] = []
-    read = grid.iter(workers=workers, progress=progress)
-    if workers == 1:  # reader processes already read ahead
-        read = prefetched(read, depth=2 * size)
+    ahead = None
+    if workers == 1:  # reader processes already read ahead; a thread does here
+        # the bar lives in this thread: widgets and progress_scope's context stay on this side
+        ahead = prefetched(grid.iter(workers=1, progress=False), depth=2 * size)
+        read = progress_bar(len(grid), grid.slide.path.name, "tile", progress, iterable=ahead)
+    else:
+        read = grid.iter(workers=workers, progress=progress)
     tiles = iter(enumerate(read))
-    while True:
-        start = time.perf_counter()
-        item = next(tiles, None)
-        stats.add("read_s", start)
-        if item is not None:
-            index, (_, array) = item
-            indices.append(index)
-            arrays.append(array)
-        if arrays and (item is None or len(arrays) == size):
-            yield indices, arrays
-            indices, arrays = [], []
-        if item is None:
-            return
+    try:
+        while True:
+            start = time.perf_counter()
+            item = next(tiles, None)
+            stats.add("read_s", start)
+            if item is not None:
+                index, (_, array) = item
+                indices.append(index)
+                arrays.append(array)
+            if arrays and (item is None or len(arrays) == size):
+                yield indices, arrays
+                indices, arrays = [], []
+            if item is None:
+                return
+    finally:
+        if ahead is not None:
+            ahead.close()  # stops the reader thread now, not when garbage is collected
 
 
 class _Stitcher:
