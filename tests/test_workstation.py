@@ -390,8 +390,10 @@ def test_results_side_by_side_and_compare(
     assert expected["status"] == "not_evaluable"
     assert "different_biopsies" in page.locator("#compare-result").text_content()
     page.click('#tabs button[data-index="1"]')
+    # the page was already ready on the compare tab: wait for the second result's tab itself
+    page.wait_for_selector('#tabs button.active[data-index="1"]')
     page.wait_for_selector("body[data-ready=true]")
-    assert str(second) in page.locator("#tabs button.active").get_attribute("title")
+    assert str(second) in (page.locator("#tabs button.active").get_attribute("title") or "")
 
 
 # --------------------------------------------------------------------------------------------
