@@ -9,10 +9,16 @@ Contenders on the same slide and the same tissue tiles, in one run, interleaved 
 * ``segment_1``: ``segment_glomeruli(tta=False, workers=1)``: reading (in a thread, a few
   batches ahead), white balance, network, stitching and outlines in this process;
 * ``segment_2``: the same with two reader processes decoding while the network runs;
-* ``segment_tta``: the default (four flips, default readers), with ``--tta``.
+* ``segment_tta``: the default (four flips, default readers), with ``--tta``;
+* ``forward_folded_returned``: ``forward_folded`` in a child process with
+  ``LNPATH_KEEP_FREED_MEMORY=0``, so glibc hands each large activation back to the kernel and
+  faults it in again (the allocator before :mod:`lnpath.core.memory`); timed inside the child
+  after its warm-up, one child per round. Every other contender runs with freed memory kept, as
+  segmentation does.
 
 Printed as JSON: median seconds per contender, the ratios ``segment_1 / forward_folded``,
-``segment_2 / forward`` and ``segment_2 / segment_1`` (below 1: the readers help), the medians of
+``segment_2 / forward``, ``segment_2 / segment_1`` (below 1: the readers help) and
+``forward_folded / forward_folded_returned`` (below 1: keeping freed memory helps), the medians of
 lnpath's own timings (``read_s``: waiting for pixels, ``compute_s``, ``stitch_s``), and the load
 average before and after (``os.getloadavg``).
 
@@ -31,6 +37,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +49,7 @@ import torch
 
 from lnpath.analysis.measure import normalise_white, slide_white
 from lnpath.analysis.segment import MIN_TISSUE, segment_glomeruli
+from lnpath.core.memory import ENV_VAR, keep_freed_memory
 from lnpath.io.atomic import write_json
 from lnpath.models.store import SegmentationModel, load_model
 from lnpath.nn.predict import fast_autocast, to_tensor
@@ -78,6 +86,20 @@ def forward_pass(
             for x in batches:
                 net(x)
         return len(arrays)
+
+    return run
+
+
+def forward_returned(args: argparse.Namespace, seconds: list[float]) -> Callable[[], int]:
+    """``forward_folded`` in a child process whose freed memory goes back to the kernel."""
+    command = [sys.executable, __file__, str(args.slide), "--threads", str(args.threads)]
+    command += ["--child-forward"] + (["--model", args.model] if args.model else [])
+
+    def run() -> int:
+        env = {**os.environ, ENV_VAR: "0"}
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        seconds.append(float(out.stdout.split()[-1]))
+        return 0
 
     return run
 
@@ -120,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tta", action="store_true", help="also time four-flip averaging")
     parser.add_argument("--model", help="model name or folder (default: the shipped default)")
+    parser.add_argument("--child-forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--record",
         action="store_true",
@@ -127,9 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()
     model = load_model(args.model) if args.model else load_model()
     slide = open_slide(args.slide)
     tissue = detect_tissue(slide)
+    if args.child_forward:  # one warm folded forward pass, its seconds on stdout
+        run = forward_pass(slide, model, tissue, folded=True)
+        run()
+        start = time.perf_counter()
+        run()
+        print(time.perf_counter() - start)
+        return 0
     timings: dict[str, list[dict[str, float]]] = {"segment_1": [], "segment_2": []}
     race: dict[str, Callable[[], int]] = {
         "forward": forward_pass(slide, model, tissue, folded=False),
@@ -140,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.tta:
         timings["segment_tta"] = []
         race["segment_tta"] = segmenter(slide, model, tissue, True, None, timings["segment_tta"])
+    child_seconds: list[float] = []
+    if kept:  # else there is nothing to compare with
+        race["forward_folded_returned"] = forward_returned(args, child_seconds)
     for run in race.values():
         run()  # warm-up: lazy imports, the fork server, oneDNN kernels
     for t in timings.values():
@@ -151,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         names = list(race)
         for name in names[i % len(names) :] + names[: i % len(names)]:
             start = time.perf_counter()
-            tiles = race[name]()
+            tiles = race[name]() or tiles
             seconds[name].append(time.perf_counter() - start)
+    if kept:  # the child's own timing, not its start-up
+        seconds["forward_folded_returned"] = child_seconds[-args.repeats :]
     med = {k: statistics.median(v) for k, v in seconds.items()}
     report: dict[str, Any] = {
         "benchmark": "segment_glomeruli vs the model's bare forward pass on the same tiles",
@@ -162,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_mpp": model.mpp,
         "threads": args.threads,
         "bf16_autocast": fast_autocast(torch.device("cpu")),
+        "freed_memory_kept": kept,
         "repeats": args.repeats,
         "statistic": "median of interleaved rounds",
         "seconds": {k: round(v, 2) for k, v in med.items()},
@@ -192,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             "note": "shared machine: other processes compete for the CPUs; compare within a run",
         },
     }
+    if kept:
+        report["ratio_forward_folded_vs_returned"] = round(
+            med["forward_folded"] / med["forward_folded_returned"], 3
+        )
     if args.tta:
         report["ratio_segment_tta_vs_forward_folded"] = round(
             med["segment_tta"] / med["forward_folded"], 3

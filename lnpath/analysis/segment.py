@@ -31,6 +31,7 @@ from skimage.measure import find_contours
 
 from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
 from lnpath.analysis.measure import normalise_white, slide_white
+from lnpath.core.memory import keep_freed_memory
 from lnpath.core.progress import progress_bar
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.postprocess import glomerulus_masks
@@ -99,6 +100,8 @@ def segment_glomeruli(
     """
     require_open(slide, "segment_glomeruli")
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # no page faults on every layer's output (lnpath.core.memory)
     net = model if isinstance(model, SegmentationModel) else load_model(model or DEFAULT_MODEL)
     net.network.to(dev)
     batch = batch_size or (16 if dev.type == "cuda" else 4)

@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.core.errors import InputError
+from lnpath.core.memory import keep_freed_memory
 from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import atomic_path
 from lnpath.models.store import load_model, save_model, write_weights
@@ -255,6 +256,8 @@ def train(
             a terminal, off in pipes (``LNPATH_PROGRESS``).
     """
     seed_everything(config.seed)
+    if device.type == "cpu":
+        keep_freed_memory()  # 1.3-1.4x faster steps: no page faults on every activation
     rng = np.random.default_rng(config.seed)
     model = UNet(config.unet)
     if init_state is not None:
