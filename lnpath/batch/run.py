@@ -31,6 +31,7 @@ import pandas as pd
 from lnpath.analysis.cortex import normalise_stain
 from lnpath.batch.cluster import (
     dask_client,
+    keep_freed_memory_in_worker,
     local_gpu_workers,
     task_resources,
     worker_device,
@@ -158,6 +159,7 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
             record["outcome"] = "scored"
             record["seconds"] = round(time.perf_counter() - start, 1)
             return record
+        keep_freed_memory_in_worker()
         score_slide(
             task["path"],
             out=task["out"],

@@ -12,17 +12,19 @@ slower than with the memory kept (``score_slide`` 41.0 -> 32.7 s; U-Net training
 :func:`keep_freed_memory` raises the mmap threshold to 256 MB and lets up to 512 MB of freed heap
 stay mapped. The cost is a higher resting footprint: memory freed after segmentation is reused by
 the process rather than given back (peak RSS of ``score_slide`` on the demo 1.17 -> 1.32 GB,
-``scripts/bench_score_slide.py``). It applies to the whole process, once, and only where the C library is glibc; a user's own
-``GLIBC_TUNABLES`` or ``MALLOC_*_`` settings are left alone, and ``LNPATH_KEEP_FREED_MEMORY=0``
-turns it off (for a notebook that should give memory back after segmenting).
+``scripts/bench_score_slide.py``). It applies to the whole process, once, and only where the C
+library is glibc; a user's own ``GLIBC_TUNABLES`` or ``MALLOC_*_`` settings are left alone (Dask's
+own default in its workers is not the user's:
+:func:`lnpath.batch.cluster.keep_freed_memory_in_worker`), and ``LNPATH_KEEP_FREED_MEMORY=0`` turns
+it off (for a notebook that should give memory back after segmenting).
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 import os
+from collections.abc import Collection
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +33,27 @@ MMAP_THRESHOLD = 256 << 20
 TRIM_THRESHOLD = 512 << 20
 _M_TRIM_THRESHOLD = -1  # glibc's <malloc.h> parameter numbers
 _M_MMAP_THRESHOLD = -3
+_state = {"kept": False}  # once set, it holds for the rest of the process
 
 
-@functools.cache
-def keep_freed_memory() -> bool:
+def keep_freed_memory(disregard: Collection[str] = ()) -> bool:
     """Ask glibc's malloc to keep freed blocks up to 256 MB for reuse; whether it now does.
 
-    Idempotent and cheap after the first call. False where the C library is not glibc (macOS,
-    Windows, musl), where the user tuned malloc through the environment or set
+    Args:
+        disregard: ``MALLOC_*_`` variables set by a framework rather than by the user (Dask's
+            nanny sets ``MALLOC_TRIM_THRESHOLD_`` in every worker), which may be overridden.
+
+    Cheap after the first success. False where the C library is not glibc (macOS, Windows,
+    musl), where the user tuned malloc through the environment or set
     ``LNPATH_KEEP_FREED_MEMORY=0``, or where glibc refused.
     """
+    if _state["kept"]:
+        return True
     if os.environ.get(ENV_VAR, "").strip().lower() in {"0", "false", "no", "off"}:
         return False
-    if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ):
-        log.debug("malloc left as configured in the environment")
+    tuned = [k for k in os.environ if k == "GLIBC_TUNABLES" or k.startswith("MALLOC_")]
+    if set(tuned) - set(disregard):
+        log.debug("malloc left as configured in the environment (%s)", ", ".join(tuned))
         return False
     try:
         libc = ctypes.CDLL(None)
@@ -55,4 +64,5 @@ def keep_freed_memory() -> bool:
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
     log.debug("glibc malloc keeps freed blocks up to %d MB: %s", MMAP_THRESHOLD >> 20, kept)
+    _state["kept"] = kept
     return kept
