@@ -56,6 +56,10 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
 def test_a_users_own_malloc_settings_are_left_alone() -> None:
     kept, _ = _probe("keep", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=131072")
     assert kept == "False"
+    kept, _ = _probe("keep", MALLOC_ARENA_MAX="2")
+    assert kept == "False"
+    kept, _ = _probe("keep", GLIBC_TUNABLES="glibc.cpu.x86_shstk=off")  # not about malloc
+    assert kept == "True"
 
 
 @glibc

@@ -51,7 +51,9 @@ def keep_freed_memory(disregard: Collection[str] = ()) -> bool:
         return True
     if os.environ.get(ENV_VAR, "").strip().lower() in {"0", "false", "no", "off"}:
         return False
-    tuned = [k for k in os.environ if k == "GLIBC_TUNABLES" or k.startswith("MALLOC_")]
+    tuned = [k for k in os.environ if k.startswith("MALLOC_")]
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        tuned.append("GLIBC_TUNABLES")
     if set(tuned) - set(disregard):
         log.debug("malloc left as configured in the environment (%s)", ", ".join(tuned))
         return False
