@@ -98,8 +98,9 @@ def forward_returned(args: argparse.Namespace, seconds: list[float]) -> Callable
     def run() -> int:
         env = {**os.environ, ENV_VAR: "0"}
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-        seconds.append(float(out.stdout.split()[-1]))
-        return 0
+        tiles, elapsed = out.stdout.split()[-2:]
+        seconds.append(float(elapsed))
+        return int(tiles)
 
     return run
 
@@ -154,12 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model) if args.model else load_model()
     slide = open_slide(args.slide)
     tissue = detect_tissue(slide)
-    if args.child_forward:  # one warm folded forward pass, its seconds on stdout
+    if args.child_forward:  # one warm folded forward pass: its tiles and seconds on stdout
         run = forward_pass(slide, model, tissue, folded=True)
         run()
         start = time.perf_counter()
-        run()
-        print(time.perf_counter() - start)
+        tiles = run()
+        print(tiles, time.perf_counter() - start)
         return 0
     timings: dict[str, list[dict[str, float]]] = {"segment_1": [], "segment_2": []}
     race: dict[str, Callable[[], int]] = {
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         names = list(race)
         for name in names[i % len(names) :] + names[: i % len(names)]:
             start = time.perf_counter()
-            tiles = race[name]() or tiles
+            tiles = race[name]()
             seconds[name].append(time.perf_counter() - start)
     if kept:  # the child's own timing, not its start-up
         seconds["forward_folded_returned"] = child_seconds[-args.repeats :]

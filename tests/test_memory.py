@@ -6,22 +6,18 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-# Allocate, touch and free a 64 MB block five times; print the page faults of rounds 2-5.
+REPO = Path(__file__).resolve().parents[1]
+# In a fresh process: keep freed memory (or not), then count the faults of reallocating 64 MB.
 PROBE = """
-import resource, sys
-import numpy as np
+import sys
 from lnpath.core.memory import keep_freed_memory
+from tests.test_memory import faults_of_reallocating
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
-faults = []
-for _ in range(5):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = np.ones(64 << 17)  # 64 MB of float64, every page written
-    del block
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(kept, sum(faults[1:]))
+print(kept, faults_of_reallocating(blocks=1, block_mb=64))
 """
 
 glibc = pytest.mark.skipif(
@@ -35,7 +31,7 @@ def _probe(mode: str, **env: str) -> tuple[str, int]:
     }
     out = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
-        env={**clean, **env},
+        env={**clean, "PYTHONPATH": str(REPO), **env},
         capture_output=True,
         text=True,
         check=True,
@@ -70,9 +66,11 @@ def test_it_can_be_turned_off() -> None:
     assert faults == pytest.approx(default_faults, rel=0.5)
 
 
-def _faults_of_reallocating(rounds: int = 4) -> int:
-    """Page faults of allocating, touching and freeing 64 blocks of 1 MB ``rounds`` times, after
-    one warm-up round (blocks below 2 MB: no huge pages hide the faults)."""
+def faults_of_reallocating(blocks: int = 64, block_mb: int = 1, rounds: int = 4) -> int:
+    """Page faults of allocating, touching and freeing ``blocks`` blocks of ``block_mb`` MB,
+    ``rounds`` times after one warm-up round. One 64 MB block: above glibc's dynamic mmap ceiling
+    (a fresh mapping each round by default). 1 MB blocks: below the 2 MB of a huge page, so none
+    hides the faults of a fixed 128 KB threshold."""
     import resource
 
     import numpy as np
@@ -80,8 +78,8 @@ def _faults_of_reallocating(rounds: int = 4) -> int:
     total = 0
     for i in range(rounds + 1):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        blocks = [np.ones(1 << 17) for _ in range(64)]
-        del blocks
+        arrays = [np.ones(block_mb << 17) for _ in range(blocks)]  # float64: every page written
+        del arrays
         total += (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) if i else 0
     return total
 
@@ -89,9 +87,9 @@ def _faults_of_reallocating(rounds: int = 4) -> int:
 def _in_worker() -> tuple[str | None, int, bool, int]:
     from lnpath.batch.cluster import keep_freed_memory_in_worker
 
-    before = _faults_of_reallocating()
+    before = faults_of_reallocating()
     kept = keep_freed_memory_in_worker()
-    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), before, kept, _faults_of_reallocating()
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), before, kept, faults_of_reallocating()
 
 
 @glibc
