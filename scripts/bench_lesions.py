@@ -5,9 +5,10 @@
   default architecture: speed does not depend on the weight values).
 * ``cnn_forward``: the network alone on batches of 64 crops already in memory.
 * ``cortex_mm2_per_s``: :func:`lnpath.analysis.cortex.measure_cortex` (PAS) over the slide's tissue.
-* ``side_by_side``: the same work in one process and with 2 worker processes, alternately in one
-  run, as a speed-up ratio: morphometry of every glomerulus and the cortex, on the demo and on
-  the 4-core stress slide of ``bench_score_slide.py`` (the demo tiled 2x2, its outlines too).
+* ``side_by_side``: the same work with 1 and with 2 workers, alternately in one run, as a speed-up
+  ratio: morphometry of every glomerulus (threads) and the cortex (reader processes), on the demo
+  and on the 4-core stress slide of ``bench_score_slide.py`` (the demo tiled 2x2, its outlines
+  too).
 
 Times are medians over ``--repeat`` runs.
 
@@ -63,16 +64,21 @@ def _paired(
 
 
 def _side_by_side(slide: lnpath.Slide, gloms: Glomeruli, repeat: int) -> dict[str, Any]:
-    """Morphometry and cortex in one process vs with 2 worker processes, alternately."""
+    """Morphometry and cortex with 1 vs 2 workers, alternately."""
     out: dict[str, Any] = {"glomeruli": len(gloms)}
-    for name, work in (
-        ("morphometry", lambda w: measure_glomeruli(gloms, slide, workers=w)),
-        ("cortex", lambda w: measure_cortex(slide, gloms, stain="PAS", workers=w)),
+    for name, workers_are, work in (
+        ("morphometry", "threads", lambda w: measure_glomeruli(gloms, slide, workers=w)),
+        (
+            "cortex",
+            "reader processes",
+            lambda w: measure_cortex(slide, gloms, stain="PAS", workers=w),
+        ),
     ):
         one, two = _paired(partial(work, 1), partial(work, 2), repeat)
         out[name] = {
-            "one_process_s": round(one, 2),
-            "two_workers_s": round(two, 2),
+            "workers_are": workers_are,
+            "workers_1_s": round(one, 2),
+            "workers_2_s": round(two, 2),
             "speedup": round(one / two, 2),
         }
     return out

@@ -129,12 +129,12 @@ def test_measure_glomeruli_on_the_demo_slide(demo: tuple[lnpath.Slide, Glomeruli
 def test_unmeasurable_glomeruli_get_nan_and_a_warning(
     demo: tuple[lnpath.Slide, Glomeruli], caplog: pytest.LogCaptureFixture, workers: int
 ) -> None:
-    """Also with worker processes: their warnings reach the caller's log."""
+    """Also with threads: every warning reaches the caller's log, in glomerulus order."""
     slide, glomeruli = demo
     width = slide.dimensions[0]
     bad = [
         glomeruli[0],
-        glomeruli[1],  # five glomeruli make two tasks, so workers=2 really runs two processes
+        glomeruli[1],  # five glomeruli make two tasks, so workers=2 really runs two threads
         Glomerulus.from_polygon(901, box(width + 100, 10, width + 400, 300), slide.mpp),
         Glomerulus.from_polygon(902, Polygon([(0, 0), (10, 10), (20, 20)]), slide.mpp),
         Glomerulus.from_polygon(903, box(5, 5, 400, 400), slide.mpp),  # glass corner
@@ -156,3 +156,20 @@ def test_parallel_measurement_equals_serial(demo: tuple[lnpath.Slide, Glomeruli]
     serial = measure_glomeruli(subset, slide, workers=1)
     parallel = measure_glomeruli(subset, slide, workers=2)
     pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_measuring_threads_follow_the_cpus_and_omp_num_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Dask worker (OMP_NUM_THREADS=1) measures on one thread: the cluster is the parallelism."""
+    from lnpath.analysis import measure
+
+    monkeypatch.setattr(measure, "available_cpus", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert measure.measure_threads() == measure.MAX_THREADS
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert measure.measure_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert measure.measure_threads() == measure.MAX_THREADS
+    monkeypatch.setattr(measure, "available_cpus", lambda: 1)
+    assert measure.measure_threads() == 1

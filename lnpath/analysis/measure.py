@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,7 +51,7 @@ from lnpath.core.errors import InputError
 from lnpath.core.morphology import fill_holes
 from lnpath.core.progress import progress_bar
 from lnpath.wsi.slide import require_open
-from lnpath.wsi.workers import available_cpus, can_start_workers, quiet_worker, worker_context
+from lnpath.wsi.workers import available_cpus
 
 if TYPE_CHECKING:
     from shapely.geometry import Polygon
@@ -362,11 +364,16 @@ def read_glomerulus(
     return rgb, mask
 
 
-# below this many glomeruli, starting two workers (about 0.3 s from the fork server that slide
-# reading has usually started already) costs more than the second core saves (0.05 s a glomerulus)
-PARALLEL_MIN_GLOMERULI = 16
-_CHUNK = 4  # glomeruli per task: small enough to balance, large enough to amortise the pickling
-_WORKER_SLIDE: Any = None
+_CHUNK = 4  # glomeruli per task: small enough to balance the threads
+MAX_THREADS = 4
+
+
+def measure_threads() -> int:
+    """Threads for measuring: one per CPU, at most :data:`MAX_THREADS`, and no more than
+    ``OMP_NUM_THREADS`` where it is set (Dask's workers set 1: the cluster is the parallelism)."""
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    cap = int(limit) if limit.isdigit() and int(limit) > 0 else MAX_THREADS
+    return max(1, min(available_cpus(), MAX_THREADS, cap))
 
 
 def measure_glomeruli(
@@ -383,60 +390,41 @@ def measure_glomeruli(
 
     Args:
         glomeruli: a :class:`lnpath.analysis.glomeruli.Glomeruli` (any sequence of objects with
-        ``id`` and
-            ``polygon`` in level-0 pixels).
+            ``id`` and ``polygon`` in level-0 pixels).
         slide: a :class:`lnpath.wsi.slide.Slide`.
         mpp: working resolution in µm/px (the measurements are defined at about 0.5).
         progress: a bar over the glomeruli;
             on in Jupyter and on a terminal, off in pipes (``LNPATH_PROGRESS``).
-        workers: processes measuring in parallel, each with its own slide handle; default 2 on a
-            multi-core machine when there are more than ``PARALLEL_MIN_GLOMERULI`` glomeruli
-            (the measurements are single-threaded NumPy/SciPy, so a second core halves the time).
+        workers: threads measuring in parallel on the one slide handle; default
+            :func:`measure_threads` (one per CPU, at most 4, at most ``OMP_NUM_THREADS``).
+            Threads, not processes: OpenSlide, NumPy and SciPy release the GIL for the heavy
+            work, and a thread costs nothing to start, where two worker processes took about
+            1.2 s to start and made the demo's 23 glomeruli 1.9x slower than one process
+            (``scripts/bench_lesions.py``).
     """
-    from concurrent.futures import ProcessPoolExecutor
-
     require_open(slide, "measure_glomeruli")
     items = [(g.id, g.polygon) for g in glomeruli]
     if workers is None:
-        workers = 2 if available_cpus() > 1 and len(items) > PARALLEL_MIN_GLOMERULI else 1
+        workers = measure_threads()
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-    bar = progress_bar(len(items), "measuring glomeruli", "glom", progress)
     rows: list[dict[str, float]] = []
-
-    def collect(chunk_rows: list[dict[str, float]], problems: list[str]) -> None:
-        for problem in problems:  # logged here: a worker's log records would not reach the caller
-            log.warning("%s: %s", slide.path, problem)
-        rows.extend(chunk_rows)
-        bar.update(len(chunk_rows))
-
-    with bar:
-        if workers > 1 and len(chunks) > 1 and can_start_workers(f"{slide.path.name} measurement"):
-            with ProcessPoolExecutor(
-                min(workers, len(chunks)),
-                mp_context=worker_context(),
-                initializer=_init_measure_worker,
-                initargs=(slide,),
-            ) as pool:
-                for result in pool.map(_measure_chunk, chunks, [mpp] * len(chunks)):
-                    collect(*result)
-        else:
-            for chunk in chunks:
-                collect(*_measure_chunk(chunk, mpp, slide))
+    bar = progress_bar(len(items), "measuring glomeruli", "glom", progress)
+    with bar, ThreadPoolExecutor(min(workers, max(len(chunks), 1))) as pool:
+        for chunk_rows, problems in pool.map(lambda c: _measure_chunk(c, mpp, slide), chunks):
+            for problem in problems:
+                log.warning("%s: %s", slide.path, problem)
+            rows.extend(chunk_rows)
+            bar.update(len(chunk_rows))
     table = pd.DataFrame(rows, columns=["glomerulus_id", *MEASUREMENTS])
     return table.astype(dict.fromkeys(MEASUREMENTS, "float64"))
 
 
-def _init_measure_worker(slide: Any) -> None:
-    global _WORKER_SLIDE
-    quiet_worker()
-    _WORKER_SLIDE = slide
-
-
 def _measure_chunk(
-    items: list[tuple[Any, Polygon]], mpp: float, slide: Any = None
+    items: list[tuple[Any, Polygon]], mpp: float, slide: Any
 ) -> tuple[list[dict[str, float]], list[str]]:
-    """Rows for ``(id, polygon)`` pairs and the problems met; in a worker, on its own handle."""
-    slide = slide if slide is not None else _WORKER_SLIDE
+    """Rows for ``(id, polygon)`` pairs and the problems met."""
     rows, problems = [], []
     for gid, polygon in items:
         row: dict[str, float] = {"glomerulus_id": gid}

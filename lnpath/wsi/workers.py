@@ -1,4 +1,4 @@
-"""Worker processes for reads and measurements: may they start, their context, the CPUs."""
+"""Worker processes for reads: may they start, their context, the CPUs."""
 
 from __future__ import annotations
 
