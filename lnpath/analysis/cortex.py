@@ -24,9 +24,11 @@ What is measured, and what is handed to scoring:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,7 @@ from shapely.geometry import box
 from lnpath.analysis.measure import (
     WHITE_OD,
     channel_max,
+    measure_threads,
     normalise_white,
     optical_density,
     pixel_classes,
@@ -45,6 +48,7 @@ from lnpath.analysis.measure import (
 )
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
+from lnpath.wsi.kept_pixels import KeptPixels
 from lnpath.wsi.prefetch import prefetched
 from lnpath.wsi.slide import require_open
 from lnpath.wsi.tiling import TileGrid, TileInfo, tile
@@ -195,6 +199,7 @@ def measure_cortex(
     progress: bool | None = None,
     tissue: TissueMask | None = None,
     workers: int | None = None,
+    kept: KeptPixels | None = None,
 ) -> CortexMeasurement:
     """Measure tissue area, fibrosis (collagen stains) and inflammation outside glomeruli.
 
@@ -211,6 +216,9 @@ def measure_cortex(
             a thread reads the next tiles while this process measures: on two cores as fast as
             two reader processes or faster (the demo: 2.0-2.1 s against 2.1-2.6 s), without
             their memory.
+        kept: tiles an earlier pass read at ``mpp`` (segmentation, in ``score_slide``): cut
+            out of them where they cover a tile, the same pixels without decoding them again
+            (the demo: 80 % of the cortex's pixels). Ignored with ``workers`` > 1.
 
     Raises:
         InputError: unknown stain, or no tissue on the slide.
@@ -223,7 +231,12 @@ def measure_cortex(
         tissue = detect_tissue(slide)
     grid = tile(slide, mpp=mpp, size=TILE_PX, min_tissue=ANY_TISSUE, tissue=tissue)
     work_mpp = grid.spec.mpp
-    reads = grid.iter(workers=1 if workers is None else workers, progress=False)
+    reads: Iterator[tuple[TileInfo, np.ndarray]]
+    if kept is not None and kept.accepts(grid.spec) and len(kept) and (workers or 1) == 1:
+        size = grid.spec.size
+        reads = ((info, kept.read(info, size)) for info in grid.infos())
+    else:
+        reads = grid.iter(workers=1 if workers is None else workers, progress=False)
     # closed on any error, so that the reader thread stops and the slide is free at once
     with contextlib.closing(prefetched(reads, depth=2)) as tiles:
         counts = _count_pixels(grid, tiles, polygons, white, stain, progress)
@@ -267,27 +280,58 @@ def _count_pixels(
     stain: str,
     progress: bool | None,
 ) -> dict[str, int]:
-    """Tissue, glomerular, infiltrate and collagen pixels over the tiles, at the grid's µm/px."""
+    """Tissue, glomerular, infiltrate and collagen pixels over the tiles, at the grid's µm/px.
+
+    Tiles are counted on threads (NumPy and SciPy release the GIL: the demo's 1.0 s of counting
+    took 0.5 s on two), a few at a time, so that memory stays that of a few tiles."""
     work_mpp = grid.spec.mpp
     counts = {"tissue": 0, "glom": 0, "infiltrate": 0, "collagen": 0}
-    for info, arr in progress_bar(len(grid), "cortex", "tile", progress, iterable=tiles):
-        rgb = normalise_white(arr, white)
-        od = optical_density(rgb)
-        tissue_px = tissue_mask(od, work_mpp)
-        if not tissue_px.any():
-            continue
-        scale = arr.shape[1] / info.width
-        glom = np.zeros(tissue_px.shape, bool)
-        tile_box = box(info.x, info.y, info.x + info.width, info.y + info.height)
-        for poly in polygons:
-            if poly.intersects(tile_box):
-                glom |= rasterize(poly, tissue_px.shape, (info.x, info.y), scale)
-        interstitium = tissue_px & ~glom
-        nuclear = pixel_classes(rgb, work_mpp, od=od, nucleus_map=False)["nuclear"]
-        counts["tissue"] += int(tissue_px.sum())
-        counts["glom"] += int((tissue_px & glom).sum())
-        counts["infiltrate"] += int((infiltrate_mask(nuclear, work_mpp) & interstitium).sum())
-        collagen = collagen_mask(od, stain)
-        if collagen is not None:
-            counts["collagen"] += int((collagen & interstitium).sum())
+    threads = measure_threads()
+    in_flight: collections.deque[Future[dict[str, int]]] = collections.deque()
+    bar = progress_bar(len(grid), "cortex", "tile", progress)
+
+    def add(done: Future[dict[str, int]]) -> None:
+        for key, value in done.result().items():
+            counts[key] += value
+        bar.update(1)
+
+    with bar, ThreadPoolExecutor(threads) as pool:
+        for info, arr in tiles:
+            in_flight.append(pool.submit(_tile_counts, info, arr, polygons, white, stain, work_mpp))
+            if len(in_flight) > 2 * threads:
+                add(in_flight.popleft())
+        while in_flight:
+            add(in_flight.popleft())
+    return counts
+
+
+def _tile_counts(
+    info: TileInfo,
+    arr: np.ndarray,
+    polygons: list[Any],
+    white: np.ndarray,
+    stain: str,
+    work_mpp: float,
+) -> dict[str, int]:
+    """The pixel counts of one tile."""
+    counts = {"tissue": 0, "glom": 0, "infiltrate": 0, "collagen": 0}
+    rgb = normalise_white(arr, white)
+    od = optical_density(rgb)
+    tissue_px = tissue_mask(od, work_mpp)
+    if not tissue_px.any():
+        return counts
+    scale = arr.shape[1] / info.width
+    glom = np.zeros(tissue_px.shape, bool)
+    tile_box = box(info.x, info.y, info.x + info.width, info.y + info.height)
+    for poly in polygons:
+        if poly.intersects(tile_box):
+            glom |= rasterize(poly, tissue_px.shape, (info.x, info.y), scale)
+    interstitium = tissue_px & ~glom
+    nuclear = pixel_classes(rgb, work_mpp, od=od, nucleus_map=False)["nuclear"]
+    counts["tissue"] = int(tissue_px.sum())
+    counts["glom"] = int((tissue_px & glom).sum())
+    counts["infiltrate"] = int((infiltrate_mask(nuclear, work_mpp) & interstitium).sum())
+    collagen = collagen_mask(od, stain)
+    if collagen is not None:
+        counts["collagen"] = int((collagen & interstitium).sum())
     return counts

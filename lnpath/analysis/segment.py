@@ -37,6 +37,8 @@ from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.postprocess import glomerulus_masks
 from lnpath.nn.predict import predict_batch, resolve_device
 from lnpath.nn.unet import fold_batch_norm
+from lnpath.wsi.grid import TileInfo
+from lnpath.wsi.kept_pixels import KeptPixels
 from lnpath.wsi.prefetch import prefetched
 from lnpath.wsi.slide import require_open
 from lnpath.wsi.tiling import TileGrid, default_readers, tile
@@ -72,6 +74,7 @@ def segment_glomeruli(
     tissue: TissueMask | None = None,
     workers: int | None = None,
     tta: bool | None = None,
+    keep: KeptPixels | None = None,
 ) -> Glomeruli:
     """Find every glomerulus in a slide.
 
@@ -90,6 +93,9 @@ def segment_glomeruli(
             made the demo 1.37x slower than one (``scripts/bench_segment.py``).
         tta: Average over four flips (default: the model card's setting); ``False`` is about
             four times faster at a small cost in outline quality.
+        keep: where to keep the tiles read, when it is at the model's µm/px, so that a later
+            pass over the tissue at that µm/px (:func:`~lnpath.analysis.cortex.measure_cortex`)
+            cuts them out instead of reading them again.
 
     Returns:
         The glomeruli (polygons in level-0 px), with ``metadata`` holding the model, tile count
@@ -127,9 +133,12 @@ def segment_glomeruli(
     stitcher = _Stitcher(grid, net)
     network = fold_batch_norm(net.network)
     glomeruli: list[Glomerulus] = []
+    store = keep if keep is not None and keep.accepts(grid.spec) else None
     # closed on any error, so that the reader thread stops and the slide is free at once
     with contextlib.closing(_batches(grid, batch, n_workers, progress, stats)) as batches:
-        for indices, arrays in batches:
+        for indices, infos, arrays in batches:
+            if store is not None and not all(map(store.keep, infos, arrays)):
+                store = None  # over its budget: the later pass reads the rest itself
             start = time.perf_counter()
             images = normalise_white(np.stack(arrays), white)
             probs = predict_batch(network, images, dev, tta=use_tta)
@@ -201,9 +210,10 @@ def _readers(grid: TileGrid, device: torch.device) -> int:
 
 def _batches(
     grid: TileGrid, size: int, workers: int, progress: bool | None, stats: _Stats
-) -> Generator[tuple[list[int], list[np.ndarray]], None, None]:
+) -> Generator[tuple[list[int], list[TileInfo], list[np.ndarray]], None, None]:
     """Tiles in table order, grouped in batches; time spent waiting for pixels is ``read_s``."""
     indices: list[int] = []
+    infos: list[TileInfo] = []
     arrays: list[np.ndarray] = []
     ahead = None
     if workers == 1:  # reader processes already read ahead; a thread does here
@@ -219,12 +229,13 @@ def _batches(
             item = next(tiles, None)
             stats.add("read_s", start)
             if item is not None:
-                index, (_, array) = item
+                index, (info, array) = item
                 indices.append(index)
+                infos.append(info)
                 arrays.append(array)
             if arrays and (item is None or len(arrays) == size):
-                yield indices, arrays
-                indices, arrays = [], []
+                yield indices, infos, arrays
+                indices, infos, arrays = [], [], []
             if item is None:
                 return
     finally:

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from lnpath import __version__
-from lnpath.analysis.cortex import measure_cortex
+from lnpath.analysis.cortex import DEFAULT_CORTEX_MPP, measure_cortex
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.analysis.lesions import MorphometryCaller
 from lnpath.core.errors import InputError
@@ -47,6 +47,7 @@ from lnpath.results.supersede import refuse_confirmed, supersede_result
 from lnpath.scoring.biopsy import class_inputs
 from lnpath.scoring.score import score_findings
 from lnpath.workflow.options import ScoreOptions
+from lnpath.wsi.kept_pixels import KeptPixels
 from lnpath.wsi.slide import open_slide
 from lnpath.wsi.tissue import detect_tissue
 
@@ -251,15 +252,18 @@ def _score_slide(
     with _stage("open", timings, on_stage):
         slide = open_slide(path, mpp=mpp)
         fingerprint = slide.fingerprint()
+    # segmentation's 1 µm/px tiles, cut out again by the cortex instead of decoded again
+    kept = KeptPixels(slide, DEFAULT_CORTEX_MPP)
     with _stage("segment", timings, on_stage):
-        outlines, outline_source, tissue = _find_glomeruli(slide, glomeruli, opts, warnings)
+        outlines, outline_source, tissue = _find_glomeruli(slide, glomeruli, opts, warnings, kept)
     with _stage("lesions", timings, on_stage), progress_scope(opts.progress):
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
     with _stage("cortex", timings, on_stage):
         cortex = measure_cortex(
-            slide, outlines, stain=opts.stain, progress=opts.progress, tissue=tissue
+            slide, outlines, stain=opts.stain, progress=opts.progress, tissue=tissue, kept=kept
         )
+        kept.clear()
         fractions = cortex.fractions()
     with _stage("score", timings, on_stage):
         score = score_findings(calls, cortex=fractions, config=cfg, biopsy=class_inputs(stated))
@@ -304,7 +308,11 @@ def _score_slide(
 
 
 def _find_glomeruli(
-    slide: Any, glomeruli: str | Path | Glomeruli | None, opts: ScoreOptions, warnings: list[str]
+    slide: Any,
+    glomeruli: str | Path | Glomeruli | None,
+    opts: ScoreOptions,
+    warnings: list[str],
+    kept: KeptPixels,
 ) -> tuple[Any, dict[str, Any], Any]:
     """The outlines to score (segmented, or a pathologist's GeoJSON), their source and the
     tissue mask; a slide without tissue stops here, before minutes of work."""
@@ -337,6 +345,7 @@ def _find_glomeruli(
         progress=opts.progress,
         tissue=tissue,
         tta=opts.tta,
+        keep=kept,
     )
     source = {**_model_info(seg_model, SEGMENTATION_MODEL), "run": json_safe(outlines.metadata)}
     _quality_warning(outlines, warnings)

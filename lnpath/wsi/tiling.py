@@ -109,6 +109,10 @@ class TileGrid:
     def __iter__(self) -> Iterator[tuple[TileInfo, np.ndarray]]:
         return self.iter()
 
+    def infos(self) -> Iterator[TileInfo]:
+        """Every tile's :class:`TileInfo`, in table order, without reading pixels."""
+        return (TileInfo(*row) for row in self.table[_COLUMNS].itertuples(index=False))
+
     def origins(self) -> np.ndarray:
         """Level coordinates (x, y) of every tile's top-left pixel, in table order.
 
@@ -202,7 +206,7 @@ class TileGrid:
         """
         if workers < 1:
             raise InputError(f"workers must be >= 1, got {workers}")
-        infos = (TileInfo(*row) for row in self.table[_COLUMNS].itertuples(index=False))
+        infos = self.infos()
         bar = progress_bar(len(self), self.slide.path.name, "tile", progress)
         blocks = self._blocks()
         if workers > 1 and not can_start_workers(str(self)):
