@@ -213,9 +213,9 @@ def measure_cortex(
         tissue: the slide's tissue mask (detected here if None); only tiles that touch tissue are
             read, so a needle biopsy on a large slide costs what the biopsy costs, not the glass.
         workers: reader processes (see :meth:`lnpath.wsi.tiling.TileGrid.iter`); default none:
-            a thread reads the next tiles while this process measures: on two cores as fast as
-            two reader processes or faster (the demo: 2.0-2.1 s against 2.1-2.6 s), without
-            their memory.
+            a thread reads the next tiles while threads count them, which on two cores beats
+            two reader processes (the demo: 1.6 s against 4.0 s, ``scripts/bench_lesions.py``)
+            without their memory.
         kept: tiles an earlier pass read at ``mpp`` (segmentation, in ``score_slide``): cut
             out of them where they cover a tile, the same pixels without decoding them again
             (the demo: 80 % of the cortex's pixels). Ignored with ``workers`` > 1.
