@@ -2,17 +2,19 @@
 
 Goals: at most 2 GB for a whole biopsy on 2 CPU cores (issue 6), 8 s for the demo and 30 s for the
 4x slide (issue 18). Each slide is scored in a fresh process so that its peak RAM is its own;
-``--repeats`` rounds run interleaved and the medians are reported. ``--compare-kept`` adds, in each
-round, a run in which the cortex reads its tiles again instead of cutting them out of those
-segmentation kept (:mod:`lnpath.wsi.kept_pixels`), with the ratio of the medians. Peak RSS per
-stage is measured by resetting the kernel's high-water mark (``/proc/self/clear_refs``) at each
-stage start and reading ``VmHWM`` at its end; reader worker processes are reported separately
-(their lifetime peak).
+``--repeats`` rounds run interleaved and the medians are reported; ``--cli`` adds the
+``score_slide`` command on the demo to each round (start-up and imports included).
+``--compare-kept`` adds, in each round, a run in which the cortex reads its tiles again instead
+of cutting them out of those segmentation kept (:mod:`lnpath.wsi.kept_pixels`), with the ratio
+of the medians. Peak RSS per stage is measured by resetting the kernel's high-water mark
+(``/proc/self/clear_refs``) at each stage start and reading ``VmHWM`` at its end; reader worker
+processes are reported separately (their lifetime peak).
 
 The larger slide (the demo's level 0 repeated 2x2: four cores, 27392x7168 px) is built once into
 ``.cache/bench/`` (git-ignored). Prints one JSON document.
 
     python scripts/bench_score_slide.py [--threads 2] [--device cpu] [--repeats 3] [--compare-kept]
+        [--cli]
 """
 
 from __future__ import annotations
@@ -140,6 +142,17 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _time_command(device: str) -> float:
+    """Wall seconds of ``score_slide DEMO`` as a user types it: interpreter start, imports and
+    all (the console script beside this interpreter)."""
+    script = Path(sys.executable).with_name("score_slide")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(script), str(DEMO), "--out", str(Path(tmp) / "r"), "--device", device]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return round(time.perf_counter() - start, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2 = the goal)")
@@ -147,6 +160,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (medians)")
     parser.add_argument(
         "--compare-kept", action="store_true", help="also run with nothing kept for the cortex"
+    )
+    parser.add_argument(
+        "--cli", action="store_true", help="also time the `score_slide` command on the demo"
     )
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--no-keep", action="store_true", help=argparse.SUPPRESS)  # child mode
@@ -156,6 +172,7 @@ def main() -> None:
         return
     load_before = os.getloadavg()
     runs = []
+    cli_runs: list[float] = []
     slides = (DEMO, large_slide())
     for _ in range(args.repeats):
         for slide in slides:
@@ -166,6 +183,8 @@ def main() -> None:
                 env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
                 out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if args.cli:
+            cli_runs.append(_time_command(args.device))
     medians: dict[str, Any] = {}
     for slide in slides:
         ours = _medians([r for r in runs if r["slide"] == slide.name and r["kept"]])
@@ -179,6 +198,12 @@ def main() -> None:
             ours["ratio_cortex_kept_vs_nothing_kept"] = round(
                 ours["stage_seconds"]["cortex"] / baseline["stage_seconds"]["cortex"], 3
             )
+    if cli_runs:
+        demo = medians[DEMO.name]
+        cli = float(np.median(cli_runs))
+        demo["cli_seconds"] = round(cli, 2)
+        demo["cli_all_runs_s"] = cli_runs
+        demo["ratio_cli_vs_api"] = round(cli / demo["total_seconds"], 3)
     report = {
         "goal": {"seconds": GOAL_S, "peak_mb": GOAL_MB},
         "cpu_count": os.cpu_count(),

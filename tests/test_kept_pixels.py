@@ -1,7 +1,8 @@
-"""Tiles kept by one pass at a µm/px are cut out by the next, bit for bit what it would have read."""
+"""Tiles one pass keeps at a µm/px are cut out by the next: bit for bit what it would read."""
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,15 @@ def test_the_cortex_measured_from_segmentations_tiles_is_the_same(slide: lnpath.
     cut = measure_cortex(slide, glomeruli, tissue=tissue, progress=False, kept=kept)
     assert cut.to_dict() == read.to_dict()
     assert kept.served["kept_px"] > 0
+
+
+def test_a_kept_tile_is_a_copy_that_lets_the_readers_block_go(slide: lnpath.Slide) -> None:
+    """Held in place, kept tiles pinned the reader's memory around them (peak RSS +0.5 GB)."""
+    block = np.full((2, 512, 512, 3), 7, np.uint8)
+    alive = weakref.ref(block)
+    kept = KeptPixels(slide, 1.0)
+    assert kept.keep(TileInfo(0, 0, 1024, 1024, 0, 0, 1.0), block[0])
+    del block
+    assert alive() is None
+    cut = kept.read(TileInfo(0, 0, 1024, 1024, 0, 0, 1.0), 512)
+    assert (cut == 7).all() and kept.served["read_px"] == 0
