@@ -173,3 +173,17 @@ def test_measuring_threads_follow_the_cpus_and_omp_num_threads(
     assert measure.measure_threads() == measure.MAX_THREADS
     monkeypatch.setattr(measure, "available_cpus", lambda: 1)
     assert measure.measure_threads() == 1
+
+
+@pytest.mark.parametrize("white", [(231.5, 228.0, 240.2), (10.0, 300.0, 255.0), (255.0,) * 3])
+def test_white_normalisation_by_table_gives_the_formulas_bytes(white: tuple[float, ...]) -> None:
+    """Each channel scaled so that white becomes 255, rounded, clipped: the same bytes as the
+    per-pixel float32 formula, for every input value (white points outside 32-255 are clipped)."""
+    from lnpath.analysis.measure import normalise_white
+
+    every_value = np.arange(256 * 3, dtype=np.uint16).reshape(16, 16, 3) % 256
+    rgb = np.stack([every_value.astype(np.uint8)] * 2)  # a batch, as segmentation passes it
+    gain = 255.0 / np.clip(np.array(white, np.float32), 32.0, 255.0)
+    expected = np.clip(rgb.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(normalise_white(rgb, np.array(white)), expected)
+    assert np.array_equal(normalise_white(rgb.astype(np.float32), np.array(white)), expected)
