@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "tile": "wsi.tiling",
     "TileGrid": "wsi.tiling",
     "TileSpec": "wsi.grid",
+    "KeptPixels": "wsi.kept_pixels",
     # QuPath GeoJSON
     "LESIONS": "core.findings",
     "read_qupath": "io.qupath",
