@@ -187,3 +187,30 @@ def test_white_normalisation_by_table_gives_the_formulas_bytes(white: tuple[floa
     expected = np.clip(rgb.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
     assert np.array_equal(normalise_white(rgb, np.array(white)), expected)
     assert np.array_equal(normalise_white(rgb.astype(np.float32), np.array(white)), expected)
+
+
+def test_threads_measuring_a_closed_slide_reopen_it_once(
+    repo_dir: Path, demo: tuple[lnpath.Slide, Glomeruli], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed (or unpickled) slide reopens on its next read; four threads reading at once
+    must not each open a handle (three would leak)."""
+    import time
+
+    from lnpath.wsi import slide as slide_module
+
+    _, glomeruli = demo
+    slide = lnpath.open_slide(repo_dir / "examples" / "demo_biopsy.tiff")
+    slide.close()
+    opened = []
+    real_open = slide_module._open_backend
+
+    def slow_open(path: Path) -> object:
+        opened.append(path)
+        time.sleep(0.2)  # a wide window for the other threads
+        return real_open(path)
+
+    monkeypatch.setattr(slide_module, "_open_backend", slow_open)
+    table = measure_glomeruli(glomeruli[:16], slide, workers=4)
+    assert len(opened) == 1
+    assert not table[list(MEASUREMENTS)].isna().any().any()
+    slide.close()

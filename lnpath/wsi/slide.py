@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -115,6 +116,7 @@ class Slide:
         self.path = Path(path)
         self._mpp_override = None if mpp is None else check_mpp(mpp, "mpp")
         self._backend: _Backend | None = None
+        self._opening = threading.Lock()
         self._mpp = 0.0
         self._mpp_source = ""
         self._open()
@@ -142,7 +144,11 @@ class Slide:
 
     @property
     def _b(self) -> _Backend:
-        return self._backend if self._backend is not None else self._open()
+        backend = self._backend
+        if backend is not None:
+            return backend
+        with self._opening:  # threads measuring a closed or unpickled slide open it once
+            return self._backend if self._backend is not None else self._open()
 
     # --- pickling: a path, never a handle -------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -152,6 +158,7 @@ class Slide:
         self.path = Path(state["path"])
         self._mpp_override = state["mpp"]
         self._backend = None
+        self._opening = threading.Lock()
         self._mpp, self._mpp_source = 0.0, ""
 
     def __repr__(self) -> str:
