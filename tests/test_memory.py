@@ -47,8 +47,9 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
     assert kept == "True"
     assert mmapped_mb == 0  # served from the heap, which keeps it after the free
     assert default_mmapped_mb >= 64  # above glibc's dynamic ceiling: a fresh mapping each time
-    # A fresh mapping each round faults 132-2,176 times (huge pages or not) up to 65,536.
-    assert faults < 100
+    # Reused heap pages fault ~0 times; a fresh mapping each round 132 (huge pages) to 65,536
+    # times, so this alone would not tell them apart on every kernel: the mapping check does.
+    assert faults < 1000
 
 
 @glibc
