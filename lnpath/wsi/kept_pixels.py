@@ -16,7 +16,6 @@ allocated them: held in place they pinned the reader thread's malloc arena aroun
 
 from __future__ import annotations
 
-import logging
 import math
 import mmap
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ import numpy as np
 
 from lnpath.wsi.grid import TileInfo, TileSpec
 from lnpath.wsi.slide import Slide
-
-log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_BYTES = 256 << 20
 """Tiles kept at most: about 330 tiles of 512 px, a biopsy of four to five times the demo."""
@@ -52,6 +49,9 @@ class KeptPixels:
         slide: the slide both passes read.
         mpp: the µm/px of both passes; tiles of a grid at another one are neither kept nor served.
         budget_bytes: stop keeping beyond this (the later pass reads the rest itself).
+
+    ``served`` counts the output pixels :meth:`read` cut out of kept tiles (``kept_px``) and
+    read from the slide (``read_px``): what a benchmark or a test checks the sharing by.
     """
 
     def __init__(self, slide: Slide, mpp: float, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
