@@ -4,8 +4,10 @@ Contenders on the same slide and the same tissue tiles, in one run, interleaved 
 
 * ``forward``: the network as loaded, alone on the tiles already in memory as tensors (lnpath's
   settings: bfloat16 autocast where the CPU has it, channels_last, batch 4; no flips);
-* ``forward_folded``: the same with BatchNorm folded into the convolutions, as segmentation runs
-  it: the compute floor;
+* ``forward_folded``: the same with BatchNorm folded into the convolutions;
+* ``forward_fused``: the folded network with each convolution fused with its ReLU and the
+  decoder's skip concatenation (:class:`lnpath.nn.fused.FusedUNet`), as segmentation runs it on
+  a CPU: the compute floor;
 * ``segment_1``: ``segment_glomeruli(tta=False, workers=1)``: reading (in a thread, a few
   batches ahead), white balance, network, stitching and outlines in this process;
 * ``segment_2``: the same with two reader processes decoding while the network runs;
@@ -16,8 +18,9 @@ Contenders on the same slide and the same tissue tiles, in one run, interleaved 
   after its warm-up, one child per round. Every other contender runs with freed memory kept, as
   segmentation does.
 
-Printed as JSON: median seconds per contender, the ratios ``segment_1 / forward_folded``,
-``segment_2 / forward``, ``segment_2 / segment_1`` (below 1: the readers help) and
+Printed as JSON: median seconds per contender, the ratios ``forward_fused / forward_folded``
+(below 1: fusing helps), ``segment_1 / forward_fused`` (what reading, white balance and stitching
+add to the floor), ``segment_2 / segment_1`` (below 1: the readers help) and
 ``forward_folded / forward_folded_returned`` (below 1: keeping freed memory helps), the medians of
 lnpath's own timings (``read_s``: waiting for pixels, ``compute_s``, ``stitch_s``), and the load
 average before and after (``os.getloadavg``).
@@ -52,6 +55,7 @@ from lnpath.analysis.segment import MIN_TISSUE, segment_glomeruli
 from lnpath.core.memory import ENV_VAR, keep_freed_memory
 from lnpath.io.atomic import write_json
 from lnpath.models.store import SegmentationModel, load_model
+from lnpath.nn.fused import inference_network
 from lnpath.nn.predict import fast_autocast, to_tensor
 from lnpath.nn.unet import fold_batch_norm
 from lnpath.wsi.slide import Slide, open_slide
@@ -63,9 +67,10 @@ BATCH = 4
 
 
 def forward_pass(
-    slide: Slide, model: SegmentationModel, tissue: TissueMask, folded: bool
+    slide: Slide, model: SegmentationModel, tissue: TissueMask, form: str
 ) -> Callable[[], int]:
-    """The network alone over the slide's tissue tiles, prepared as tensors beforehand."""
+    """The network alone over the slide's tissue tiles, prepared as tensors beforehand, as
+    trained (``eager``), BatchNorm folded (``folded``) or fused as segmentation runs it."""
     grid = tile(
         slide, model.mpp, model.patch, overlap=model.overlap, min_tissue=MIN_TISSUE, tissue=tissue
     )
@@ -76,12 +81,16 @@ def forward_pass(
         to_tensor(normalise_white(np.stack(arrays[i : i + BATCH]), white), device)
         for i in range(0, len(arrays), BATCH)
     ]
-    net = fold_batch_norm(model.network) if folded else model.network.to(device).eval()
+    bf16 = fast_autocast(device)
+    if form == "fused":
+        net = inference_network(model.network, device, torch.bfloat16 if bf16 else torch.float32)
+    else:
+        net = fold_batch_norm(model.network) if form == "folded" else model.network.eval()
 
     def run() -> int:
         with (
             torch.no_grad(),
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_autocast(device)),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
         ):
             for x in batches:
                 net(x)
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     slide = open_slide(args.slide)
     tissue = detect_tissue(slide)
     if args.child_forward:  # one warm folded forward pass: its tiles and seconds on stdout
-        run = forward_pass(slide, model, tissue, folded=True)
+        run = forward_pass(slide, model, tissue, "folded")
         run()
         start = time.perf_counter()
         tiles = run()
@@ -164,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     timings: dict[str, list[dict[str, float]]] = {"segment_1": [], "segment_2": []}
     race: dict[str, Callable[[], int]] = {
-        "forward": forward_pass(slide, model, tissue, folded=False),
-        "forward_folded": forward_pass(slide, model, tissue, folded=True),
+        "forward": forward_pass(slide, model, tissue, "eager"),
+        "forward_folded": forward_pass(slide, model, tissue, "folded"),
+        "forward_fused": forward_pass(slide, model, tissue, "fused"),
         "segment_1": segmenter(slide, model, tissue, False, 1, timings["segment_1"]),
         "segment_2": segmenter(slide, model, tissue, False, 2, timings["segment_2"]),
     }
@@ -209,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             "card_tta": model.card.get("tta", True),
         },
         "ratio_forward_folded_vs_forward": round(med["forward_folded"] / med["forward"], 3),
-        "ratio_segment_1_vs_forward_folded": round(med["segment_1"] / med["forward_folded"], 3),
-        "ratio_segment_2_vs_forward_folded": round(med["segment_2"] / med["forward_folded"], 3),
+        "ratio_forward_fused_vs_folded": round(med["forward_fused"] / med["forward_folded"], 3),
+        "ratio_segment_1_vs_forward_fused": round(med["segment_1"] / med["forward_fused"], 3),
+        "ratio_segment_2_vs_forward_fused": round(med["segment_2"] / med["forward_fused"], 3),
         "ratio_segment_2_vs_segment_1": round(med["segment_2"] / med["segment_1"], 3),
         "lnpath_timings_median_s": {
             name: {
@@ -235,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             med["forward_folded"] / med["forward_folded_returned"], 3
         )
     if args.tta:
-        report["ratio_segment_tta_vs_forward_folded"] = round(
-            med["segment_tta"] / med["forward_folded"], 3
+        report["ratio_segment_tta_vs_forward_fused"] = round(
+            med["segment_tta"] / med["forward_fused"], 3
         )
     json.dump(report, sys.stdout, indent=2)
     print()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -248,5 +249,44 @@ def test_reader_processes_only_where_the_network_leaves_a_core(repo_dir: Path) -
         if available_cpus() > 1:
             torch.set_num_threads(available_cpus() - 1)
             assert _readers(grid, torch.device("cpu")) == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_lanes_keep_the_order_run_with_their_share_of_threads_and_stop_on_errors() -> None:
+    """Two lanes: results in input order, each lane on half of torch's threads, the caller's
+    own setting untouched, and an error raised where its item would have come."""
+    from lnpath.analysis.segment import _compute_lanes, _in_lanes
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert _compute_lanes(torch.device("cpu")) == 2
+        assert _compute_lanes(torch.device("cuda")) == 1
+
+        def work(i: int) -> tuple[int, int]:
+            time.sleep(0.02 * (i % 3))  # later items may finish first
+            return i * i, torch.get_num_threads()
+
+        results = list(_in_lanes(iter(range(9)), work, lanes=2))
+        assert [item for item, _ in results] == list(range(9))
+        assert [square for _, (square, _) in results] == [i * i for i in range(9)]
+        assert {lane_threads for _, (_, lane_threads) in results} == {1}
+        assert torch.get_num_threads() == 2
+
+        started: list[int] = []
+
+        def failing(i: int) -> int:
+            started.append(i)
+            if i == 3:
+                raise ValueError("tile 3 is broken")
+            return i
+
+        got = []
+        with pytest.raises(ValueError, match="tile 3"):
+            for item, _ in _in_lanes(iter(range(100)), failing, lanes=2):
+                got.append(item)
+        assert got == [0, 1, 2] and max(started) < 10  # stopped soon after, not at the end
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)

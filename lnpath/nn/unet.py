@@ -101,11 +101,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape ``(N, classes, H, W)`` for input ``(N, in_channels, H, W)``."""
         height, width = x.shape[-2:]
-        multiple = 2**self.config.depth
-        pad_h, pad_w = (-height) % multiple, (-width) % multiple
-        if pad_h or pad_w:
-            mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_multiple(x, 2**self.config.depth)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
@@ -114,6 +110,17 @@ class UNet(nn.Module):
         for up, merge in zip(self.up, self.merge, strict=True):
             x = merge(torch.cat([skips.pop(), up(x)], dim=1))
         return self.head(x)[..., :height, :width]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad (replicate where the image is too small to reflect) the bottom and right
+    edges of ``(N, C, H, W)`` up to a multiple of ``multiple``; the caller crops back."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 @torch.no_grad()
