@@ -190,6 +190,36 @@ def test_workers_give_the_same_tiles_in_order(
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(serial, parallel, strict=True))
 
 
+@pytest.mark.parametrize("mpp", [None, 2.0])  # the level as it is; resampled
+def test_threads_give_the_same_tiles_in_order_and_stop_when_closed(
+    slides_dir: Path, mpp: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slide = lnpath.open_slide(slides_dir / "cmu-1-small-region.svs")
+    grid = lnpath.tile(slide, mpp or slide.mpp, 128, overlap=16, min_tissue=0)
+    serial = list(grid)
+    threaded = list(grid.iter(threads=3))
+    assert len(grid._blocks()) > 3  # more blocks than threads: the window moves
+    assert [i[:6] for i, _ in threaded] == [i[:6] for i, _ in serial]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(serial, threaded, strict=True))
+
+    loads = []
+    real_load = lnpath.wsi.tiling._load
+
+    def counted(*args: object) -> np.ndarray:
+        loads.append(1)
+        return real_load(*args)
+
+    monkeypatch.setattr(lnpath.wsi.tiling, "_load", counted)
+    tiles = grid.iter(threads=2)
+    next(tiles)
+    tiles.close()  # waits for the reads in flight and starts no more
+    started = len(loads)
+    assert started <= 5 < len(grid._blocks())
+    assert len(loads) == started
+    with pytest.raises(InputError, match="threads must be >= 1"):
+        next(grid.iter(threads=0))
+
+
 def test_workers_ship_openslide_pixels_as_decoded_and_give_the_same_tiles(
     slides_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

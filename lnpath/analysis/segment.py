@@ -84,15 +84,17 @@ def segment_glomeruli(
         slide: An open slide (its µm/px is required; :func:`~lnpath.open_slide` refuses without).
         model: A loaded model, a model name or folder; default ``glomeruli-unet-pas``.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        batch_size: Tiles per forward pass (default 4 on CPU, 16 on CUDA).
+        batch_size: Tiles per forward pass (default 16 on CUDA; on a CPU 4 tiles in flight:
+            2 per batch in each of two lanes, 4 with one thread).
         progress: A bar over the tiles; default on in Jupyter and on a terminal, off in pipes
             (``LNPATH_PROGRESS``).
         tissue: A tissue mask already computed for this slide (detected here otherwise).
-        workers: Reader processes, each opening its own slide handle (1 = a reader thread in
-            this process, a few batches ahead of the network); default 2 (for grids over 8
-            tiles) when the network leaves a core free: on CUDA, or when torch's CPU threads are
-            fewer than the CPUs. Else 1: on 2 cores running 2 torch threads, 2 reader processes
-            made the demo 1.37x slower than one (``scripts/bench_segment.py``).
+        workers: Reader processes, each opening its own slide handle (1 = reading in this
+            process, a few batches ahead of the network, two blocks at once on threads);
+            default 2 (for grids over 8 tiles) when the network leaves a core free: on CUDA,
+            or when torch's CPU threads are fewer than the CPUs. Else 1: on 2 cores running 2
+            torch threads, 2 reader processes made the demo 1.6x slower than reading in this
+            process (``scripts/bench_segment.py``).
         tta: Average over four flips (default: the model card's setting); ``False`` is about
             four times faster at a small cost in outline quality.
         keep: where to keep the tiles read, when it is at the model's µm/px, so that a later
@@ -140,6 +142,7 @@ def segment_glomeruli(
     )
     glomeruli: list[Glomerulus] = []
     store = keep if keep is not None and keep.accepts(grid.spec) else None
+
     def compute(
         batch: tuple[list[int], list[TileInfo], list[np.ndarray]],
     ) -> tuple[np.ndarray, float]:
@@ -227,8 +230,8 @@ def _compute_lanes(device: torch.device) -> int:
     """Batches computed at once: 2 on a CPU where torch has 2 or more threads, each lane with
     half of them. A network on all the cores stalls whenever the reader thread takes one (its
     threads wait for each other at every layer); two lanes keep every core busy, and on the
-    demo with 2 cores took segmentation from 2.95 s to 2.13 s without flips and from 5.08 s to
-    4.01 s with four (``scripts/bench_segment.py``)."""
+    demo with 2 cores took segmentation from 2.95 s to 2.36 s without flips and from 5.08 s to
+    4.19 s with four, at two tiles per batch and lane (``scripts/bench_segment.py``)."""
     return 2 if device.type == "cpu" and torch.get_num_threads() >= 2 else 1
 
 
@@ -276,7 +279,10 @@ def _batches(
     ahead = None
     if workers == 1:  # reader processes already read ahead; a thread does here
         # the bar lives in this thread: widgets and progress_scope's context stay on this side
-        ahead = prefetched(grid.iter(workers=1, progress=False), depth=2 * size)
+        # reading is half the work without flips: two blocks at once took the demo's
+        # segmentation from 2.28 s to 2.05 s on 2 cores
+        threads = min(2, available_cpus())
+        ahead = prefetched(grid.iter(progress=False, threads=threads), depth=2 * size)
         read = progress_bar(len(grid), grid.slide.path.name, "tile", progress, iterable=ahead)
     else:
         read = grid.iter(workers=workers, progress=progress)
