@@ -85,7 +85,7 @@ def segment_glomeruli(
         model: A loaded model, a model name or folder; default ``glomeruli-unet-pas``.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         batch_size: Tiles per forward pass (default 16 on CUDA; on a CPU 4 tiles in flight:
-            2 per batch in each of two lanes, 4 with one thread).
+            2 per batch in each of two lanes, 4 where torch has one thread).
         progress: A bar over the tiles; default on in Jupyter and on a terminal, off in pipes
             (``LNPATH_PROGRESS``).
         tissue: A tissue mask already computed for this slide (detected here otherwise).
