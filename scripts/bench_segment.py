@@ -27,7 +27,8 @@ average before and after (``os.getloadavg``).
 
 Usage::
 
-    python scripts/bench_segment.py [SLIDE] [--threads 2] [--repeats 5] [--tta] [--model NAME]
+    python scripts/bench_segment.py [SLIDE] [--threads 2] [--repeats 5] [--tta] [--float32]
+        [--model NAME]
 
 Default slide: ``examples/demo_biopsy.tiff`` (two cores, 55 tiles of 512 px at 1 µm/px). On a
 machine shared with other jobs the seconds move with the load; the ratios less so.
@@ -56,7 +57,7 @@ from lnpath.core.memory import ENV_VAR, keep_freed_memory
 from lnpath.io.atomic import write_json
 from lnpath.models.store import SegmentationModel, load_model
 from lnpath.nn.fused import inference_network
-from lnpath.nn.predict import fast_autocast, to_tensor
+from lnpath.nn.predict import CPU_BFLOAT16_ENV, fast_autocast, to_tensor
 from lnpath.nn.unet import fold_batch_norm
 from lnpath.wsi.slide import Slide, open_slide
 from lnpath.wsi.tiling import tile
@@ -152,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tta", action="store_true", help="also time four-flip averaging")
     parser.add_argument("--model", help="model name or folder (default: the shipped default)")
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help=f"keep the CPU in float32 where it has BF16 ({CPU_BFLOAT16_ENV}=0), as CI runs",
+    )
     parser.add_argument("--child-forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--record",
@@ -159,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         help="write the medians into the model card's `speed` (with the machine and the date)",
     )
     args = parser.parse_args(argv)
+    if args.float32:
+        os.environ[CPU_BFLOAT16_ENV] = "0"  # here and in the child process
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()
     model = load_model(args.model) if args.model else load_model()

@@ -14,7 +14,7 @@ import torch
 from lnpath.models.store import SegmentationModel, load_model
 from lnpath.nn import fused
 from lnpath.nn.fused import FusedUNet, inference_network
-from lnpath.nn.predict import fast_autocast, predict_batch, to_tensor
+from lnpath.nn.predict import fast_autocast, precision, predict_batch, to_tensor
 from lnpath.nn.unet import UNet, UNetConfig, fold_batch_norm
 from lnpath.training.glomeruli import evaluate
 from lnpath.training.glomeruli_data import load_tile_folder, resample
@@ -111,3 +111,19 @@ def test_missing_or_disagreeing_kernels_fall_back_to_the_eager_network(
     with caplog.at_level(logging.WARNING, logger="lnpath.nn.fused"):
         assert isinstance(inference_network(net, CPU, torch.float32), UNet)
     assert "differs" in caplog.text
+
+
+def test_cpu_bfloat16_can_be_turned_off_for_the_same_probabilities_on_every_machine(
+    model: SegmentationModel, test_tiles: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LNPATH_CPU_BFLOAT16", "0")
+    assert not fast_autocast(CPU) and precision(CPU) == "float32"
+    assert precision(torch.device("cuda")) == "float16"  # CUDA keeps its float16
+    image = resample(test_tiles[0], model.mpp).image[None]
+    folded = fold_batch_norm(model.network)
+    got = predict_batch(folded, image, CPU, tta=False)
+    with torch.inference_mode():
+        logits = folded(to_tensor(image, CPU))  # plain float32, no autocast anywhere
+    assert np.array_equal(got, torch.sigmoid(logits)[:, 0].numpy())
+    monkeypatch.setenv("LNPATH_CPU_BFLOAT16", "1")
+    assert precision(CPU) == ("bfloat16" if fast_autocast(CPU) else "float32")

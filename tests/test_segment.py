@@ -22,7 +22,7 @@ from lnpath.cli import main
 from lnpath.core.errors import ModelError, SlideError
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.postprocess import label_glomeruli
-from lnpath.nn.predict import predict_batch
+from lnpath.nn.predict import precision, predict_batch
 from lnpath.training.glomeruli import evaluate
 from lnpath.training.glomeruli_data import load_tile_folder
 
@@ -119,6 +119,7 @@ def test_glomeruli_across_tile_seams_are_one_object_each(
         )
     assert gloms.mpp == pytest.approx(BUENO_MPP) and gloms.source == DEFAULT_MODEL
     assert gloms.metadata["sha256"] == model.sha256
+    assert gloms.metadata["precision"] == precision(torch.device("cpu"))
     post = model.postprocess
     prob = predict_batch(model.network, whole[None], torch.device("cpu"))[0]
     labels = label_glomeruli(prob, model.mpp, threshold=post["threshold"])

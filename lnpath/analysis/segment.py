@@ -38,7 +38,7 @@ from lnpath.core.progress import progress_bar
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.fused import inference_network
 from lnpath.nn.postprocess import glomerulus_masks
-from lnpath.nn.predict import fast_autocast, predict_batch, resolve_device
+from lnpath.nn.predict import fast_autocast, precision, predict_batch, resolve_device
 from lnpath.wsi.grid import TileInfo
 from lnpath.wsi.kept_pixels import KeptPixels
 from lnpath.wsi.prefetch import prefetched
@@ -126,6 +126,7 @@ def segment_glomeruli(
         "sha256": net.sha256,
         "mpp": net.mpp,
         "device": str(dev),
+        "precision": precision(dev),
         "timings": stats.timings,
     }
     if len(grid) == 0:
