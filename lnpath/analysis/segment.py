@@ -115,7 +115,7 @@ def segment_glomeruli(
         keep_freed_memory()  # no page faults on every layer's output (lnpath.core.memory)
     net = model if isinstance(model, SegmentationModel) else load_model(model or DEFAULT_MODEL)
     net.network.to(dev)
-    lanes = _compute_lanes(dev)
+    lanes = _compute_lanes(dev)  # and as many reading threads
     batch = batch_size or (16 if dev.type == "cuda" else 4 // lanes)
     grid = tile(
         slide, net.mpp, size=net.patch, overlap=net.overlap, min_tissue=MIN_TISSUE, tissue=tissue
@@ -155,7 +155,7 @@ def segment_glomeruli(
 
     # closed on any error, so that the reader thread stops and the slide is free at once
     with (
-        contextlib.closing(_batches(grid, batch, n_workers, progress, stats)) as batches,
+        contextlib.closing(_batches(grid, batch, n_workers, lanes, progress, stats)) as batches,
         contextlib.closing(_in_lanes(batches, compute, lanes)) as predicted,
     ):
         for (indices, infos, arrays), (probs, compute_s) in predicted:
@@ -232,7 +232,11 @@ def _compute_lanes(device: torch.device) -> int:
     half of them. A network on all the cores stalls whenever the reader thread takes one (its
     threads wait for each other at every layer); two lanes keep every core busy, and on the
     demo with 2 cores took segmentation from 2.95 s to 2.36 s without flips and from 5.08 s to
-    4.19 s with four, at two tiles per batch and lane (``scripts/bench_segment.py``)."""
+    4.19 s with four, at two tiles per batch and lane (``scripts/bench_segment.py``).
+
+    Reading decodes as many blocks at once as there are lanes: without flips, two took the demo
+    from 2.28 s to 2.05 s. Where torch has one thread (a Dask worker, ``OMP_NUM_THREADS=1``),
+    one lane and one reader keep each task on about one core."""
     return 2 if device.type == "cpu" and torch.get_num_threads() >= 2 else 1
 
 
@@ -271,18 +275,16 @@ def _in_lanes(
 
 
 def _batches(
-    grid: TileGrid, size: int, workers: int, progress: bool | None, stats: _Stats
+    grid: TileGrid, size: int, workers: int, threads: int, progress: bool | None, stats: _Stats
 ) -> Generator[tuple[list[int], list[TileInfo], list[np.ndarray]], None, None]:
-    """Tiles in table order, grouped in batches; time spent waiting for pixels is ``read_s``."""
+    """Tiles in table order, grouped in batches, read by ``workers`` processes or, with one, on
+    ``threads`` threads here; time spent waiting for pixels is ``read_s``."""
     indices: list[int] = []
     infos: list[TileInfo] = []
     arrays: list[np.ndarray] = []
     ahead = None
     if workers == 1:  # reader processes already read ahead; a thread does here
         # the bar lives in this thread: widgets and progress_scope's context stay on this side
-        # reading is half the work without flips: two blocks at once took the demo's
-        # segmentation from 2.28 s to 2.05 s on 2 cores
-        threads = min(2, available_cpus())
         ahead = prefetched(grid.iter(progress=False, threads=threads), depth=2 * size)
         read = progress_bar(len(grid), grid.slide.path.name, "tile", progress, iterable=ahead)
     else:
