@@ -15,7 +15,9 @@ from lnpath.wsi.prefetch import prefetched
 
 
 def _readers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "lnpath-prefetch"]
+    """lnpath's own threads still alive: the prefetch reader, reading, lane, cortex and
+    measuring pools (each named ``lnpath-...``)."""
+    return [t for t in threading.enumerate() if t.name.startswith("lnpath-")]
 
 
 def test_prefetched_tiles_are_the_tiles_in_order(slides_dir: Path) -> None:

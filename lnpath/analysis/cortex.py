@@ -295,7 +295,7 @@ def _count_pixels(
             counts[key] += value
         bar.update(1)
 
-    with bar, ThreadPoolExecutor(threads) as pool:
+    with bar, ThreadPoolExecutor(threads, thread_name_prefix="lnpath-cortex") as pool:
         for info, arr in tiles:
             in_flight.append(pool.submit(_tile_counts, info, arr, polygons, white, stain, work_mpp))
             if len(in_flight) > 2 * threads:

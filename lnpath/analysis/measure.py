@@ -421,7 +421,8 @@ def measure_glomeruli(
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
     rows: list[dict[str, float]] = []
     bar = progress_bar(len(items), "measuring glomeruli", "glom", progress)
-    with bar, ThreadPoolExecutor(min(workers, max(len(chunks), 1))) as pool:
+    threads = min(workers, max(len(chunks), 1))
+    with bar, ThreadPoolExecutor(threads, thread_name_prefix="lnpath-measure") as pool:
         for chunk_rows, problems in pool.map(lambda c: _measure_chunk(c, mpp, slide), chunks):
             for problem in problems:
                 log.warning("%s: %s", slide.path, problem)

@@ -255,7 +255,9 @@ def _in_lanes(
         return
     threads = torch.get_num_threads()
     per_lane = max(1, threads // lanes)
-    pool = ThreadPoolExecutor(lanes, initializer=torch.set_num_threads, initargs=(per_lane,))
+    pool = ThreadPoolExecutor(
+        lanes, "lnpath-lane", initializer=torch.set_num_threads, initargs=(per_lane,)
+    )
     pending: collections.deque[tuple[B, Future[R]]] = collections.deque()
     try:
         for item in items:

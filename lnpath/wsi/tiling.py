@@ -294,7 +294,7 @@ def _loaded_on_threads(
     if threads == 1 or len(blocks) < 2:
         yield from (_load(slide, spec, b) for b in blocks)
         return
-    pool = ThreadPoolExecutor(threads)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="lnpath-read")
     pending: collections.deque[Future[np.ndarray]] = collections.deque()
     try:
         todo = iter(blocks)
