@@ -24,11 +24,9 @@ What is measured, and what is handed to scoring:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +46,7 @@ from lnpath.analysis.measure import (
 )
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
+from lnpath.core.threads import ordered_on_threads
 from lnpath.wsi.kept_pixels import KeptPixels
 from lnpath.wsi.prefetch import prefetched
 from lnpath.wsi.slide import require_open
@@ -287,21 +286,16 @@ def _count_pixels(
     work_mpp = grid.spec.mpp
     counts = {"tissue": 0, "glom": 0, "infiltrate": 0, "collagen": 0}
     threads = measure_threads()
-    in_flight: collections.deque[Future[dict[str, int]]] = collections.deque()
-    bar = progress_bar(len(grid), "cortex", "tile", progress)
 
-    def add(done: Future[dict[str, int]]) -> None:
-        for key, value in done.result().items():
-            counts[key] += value
-        bar.update(1)
+    def count(tile: tuple[TileInfo, np.ndarray]) -> dict[str, int]:
+        return _tile_counts(*tile, polygons, white, stain, work_mpp)
 
-    with bar, ThreadPoolExecutor(threads, thread_name_prefix="lnpath-cortex") as pool:
-        for info, arr in tiles:
-            in_flight.append(pool.submit(_tile_counts, info, arr, polygons, white, stain, work_mpp))
-            if len(in_flight) > 2 * threads:
-                add(in_flight.popleft())
-        while in_flight:
-            add(in_flight.popleft())
+    with progress_bar(len(grid), "cortex", "tile", progress) as bar:
+        window = 2 * threads + 1
+        for _, tile_counts in ordered_on_threads(count, tiles, threads, window, "lnpath-cortex"):
+            for key, value in tile_counts.items():
+                counts[key] += value
+            bar.update(1)
     return counts
 
 

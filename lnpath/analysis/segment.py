@@ -12,13 +12,11 @@ freed.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +33,7 @@ from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
 from lnpath.analysis.measure import normalise_white, slide_white
 from lnpath.core.memory import keep_freed_memory
 from lnpath.core.progress import progress_bar
+from lnpath.core.threads import ordered_on_threads
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.fused import inference_network
 from lnpath.nn.postprocess import glomerulus_masks
@@ -254,24 +253,12 @@ def _in_lanes(
             yield item, work(item)
         return
     threads = torch.get_num_threads()
-    per_lane = max(1, threads // lanes)
-    pool = ThreadPoolExecutor(
-        lanes, "lnpath-lane", initializer=torch.set_num_threads, initargs=(per_lane,)
-    )
-    pending: collections.deque[tuple[B, Future[R]]] = collections.deque()
-    try:
-        for item in items:
-            pending.append((item, pool.submit(work, item)))
-            if len(pending) > lanes:  # one batch waits while each lane computes
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
+    per_lane = (max(1, threads // lanes),)
+    try:  # one batch waits while each lane computes
+        yield from ordered_on_threads(
+            work, items, lanes, lanes + 1, "lnpath-lane", torch.set_num_threads, per_lane
+        )
     finally:
-        for _, future in pending:
-            future.cancel()
-        pool.shutdown(wait=True)
         if torch.get_num_threads() != threads:  # builds where the setting is per process
             torch.set_num_threads(threads)
 

@@ -14,7 +14,7 @@ import itertools
 import logging
 import math
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -25,6 +25,7 @@ import pandas as pd
 
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
+from lnpath.core.threads import ordered_on_threads
 from lnpath.wsi.backends import packed_pixels, rgb_image, unpacked_rgb
 from lnpath.wsi.grid import (
     _COLUMNS,
@@ -291,25 +292,14 @@ def _loaded_on_threads(
 ) -> Iterator[np.ndarray]:
     """:func:`_load` of each block in order, ``threads`` at a time (1: here, one by one).
     Closing it early cancels the blocks not started and waits for those being read."""
-    if threads == 1 or len(blocks) < 2:
-        yield from (_load(slide, spec, b) for b in blocks)
-        return
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="lnpath-read")
-    pending: collections.deque[Future[np.ndarray]] = collections.deque()
-    try:
-        todo = iter(blocks)
-        for block in itertools.islice(todo, 2 * threads):  # bounded memory, threads never idle
-            pending.append(pool.submit(_load, slide, spec, block))
-        while pending:
-            pixels = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(_load, slide, spec, nxt))
-            yield pixels
-    finally:
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=True)
+
+    def load(block: _Block) -> np.ndarray:
+        return _load(slide, spec, block)
+
+    threads = threads if len(blocks) > 1 else 1  # one block: no thread to start
+    # two blocks per thread in flight: bounded memory, threads never idle
+    for _, pixels in ordered_on_threads(load, blocks, threads, 2 * threads + 1, "lnpath-read"):
+        yield pixels
 
 
 def default_readers(grid: TileGrid) -> int:
