@@ -30,7 +30,7 @@ def model() -> SegmentationModel:
 
 
 @pytest.fixture(scope="module")
-def test_tiles(bueno_dir: Path, model: SegmentationModel) -> list:
+def test_tiles(bueno_dir: Path) -> list:
     split = json.loads((bueno_dir / "split.json").read_text())
     return load_tile_folder(bueno_dir, split["test"], BUENO_MPP)
 
