@@ -22,6 +22,7 @@ from lnpath.report.words import (
 )
 from lnpath.scoring.biopsy import EXCLUSIONS, IF_LABELS
 from lnpath.scoring.classification import ACTIVE_LESIONS
+from lnpath.scoring.indices import CORTEX_BASIS
 from lnpath.scoring.legacy import CHRONIC_LESIONS
 
 # --------------------------------------------------------------------------------------------
@@ -181,11 +182,19 @@ def _light_microscopy(result: Mapping[str, Any], findings: pd.DataFrame) -> dict
         "Sclerosed glomeruli are counted as lupus-related unless marked ischemic / obsolescent."
     )
     cortex = result.get("cortex_fractions") or {}
-    for name in ("interstitial_inflammation", "interstitial_fibrosis", "tubular_atrophy"):
+    for name, basis in CORTEX_BASIS.items():  # each figure with what it is a fraction of
         value = cortex.get(name)
         if value is not None:
-            notes.append(f"{_label(name)}: {_fraction_pct(value)} of cortex.")
+            notes.append(f"{_cortex_label(name)}: {_fraction_pct(value)} {basis[2:]}.")
     return {"lines": lines, "rows": table, "notes": notes}
+
+
+def _cortex_label(key: str) -> str:
+    """``tubular_atrophy_cortex_area`` -> "Tubular atrophy" (its basis says the rest)."""
+    for name in ("interstitial_inflammation", "tubular_atrophy"):
+        if key.startswith(name):
+            return _label(name)
+    return _label(key)
 
 
 def _yes_no(value: Any) -> str:

@@ -288,6 +288,14 @@ def _flip(row: Mapping[str, Any], direction: str) -> str:
     return "—" if k is None else f"{k} → {row.get(f'flip_{direction}_value')}"
 
 
+def _class_cell(side: Mapping[str, Any]) -> str:
+    """A confirmed biopsy's class is the signed one; any other is still the machine's proposal."""
+    klass = str(side.get("isn_rps_class"))
+    if side.get("status") != "confirmed":
+        return f"{klass} (proposal)"
+    return klass if side.get("seal_verified") is True else f"{klass} (confirmed, seal not verified)"
+
+
 def render_fragment(data: Mapping[str, Any]) -> str:
     """The report body as one ``<div>`` with its own scoped style (for notebooks)."""
     endpoint = data["endpoint"]
@@ -326,7 +334,7 @@ def render_fragment(data: Mapping[str, Any]) -> str:
             ["biopsy date", bl.get("biopsy_date"), fu.get("biopsy_date")],
             ["stain", bl.get("stain"), fu.get("stain")],
             ["status", bl.get("status"), fu.get("status")],
-            ["ISN/RPS class proposal", bl.get("isn_rps_class"), fu.get("isn_rps_class")],
+            ["ISN/RPS class", _class_cell(bl), _class_cell(fu)],
             [
                 "adequacy",
                 f"{bl['adequacy'].get('status')} ({bl['adequacy'].get('n_glomeruli')} glomeruli)",

@@ -92,7 +92,9 @@ def _class_options(side: BiopsySide) -> tuple[Classes, str]:
     alternative = parse_class(side.class_alternative)
     if alternative is None:
         return (found,), ""
-    return (found, alternative | (found - {"III", "IV"})), (
+    # the alternative replaces the lesion-driven part (III/IV, or VI that activity would rule
+    # out) and keeps the rest (+V)
+    return (found, alternative | (found - {"III", "IV", "VI"})), (
         f"{side.class_alternative} if its unassessed glomeruli were involved"
     )
 

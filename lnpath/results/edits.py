@@ -36,6 +36,7 @@ from lnpath.io.qupath import QuPathFeature, read_qupath
 from lnpath.io.tables import measured_calls
 from lnpath.results.folder import feature_id
 from lnpath.scoring.biopsy import exclusion
+from lnpath.scoring.indices import CORTEX_BASIS
 
 CORTEX_FIELDS = ("interstitial_inflammation", "interstitial_fibrosis", "tubular_atrophy")
 MATCH_MIN_IOU = 0.5  # an edited outline is the same glomerulus if it overlaps this much
@@ -382,6 +383,5 @@ def apply_cortex(edit: Edit, cortex: Mapping[str, float | None]) -> None:
         if same_value(before, after):
             continue
         edit.cortex[name] = after
-        edit.log(
-            None, name.replace("_", " ") + " (fraction of cortex)", before, after, "review:cortex"
-        )
+        basis = CORTEX_BASIS[name].replace("% of", "fraction of")  # atrophy: of cortical tubules
+        edit.log(None, f"{name.replace('_', ' ')} ({basis})", before, after, "review:cortex")

@@ -378,9 +378,10 @@ class SlideResult:
 
     @property
     def score(self) -> Any:
-        """The :class:`lnpath.scoring.score.BiopsyScore` of this revision."""
+        """The :class:`lnpath.scoring.score.BiopsyScore` of this revision, with the folder's
+        status: the scores a pathologist confirmed say ``confirmed``, not ``provisional``."""
 
-        return BiopsyScore.from_dict(self.data["scores"])
+        return BiopsyScore.from_dict({**self.data["scores"], "status": self.status})
 
     @property
     def findings(self) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from lnpath.core import views
 from lnpath.report.slide import diagnosis_line, status_text
+from lnpath.report.words import final_class
 from lnpath.scoring.views import score_body
 from lnpath.wsi.pictures import img
 
@@ -45,7 +46,7 @@ def result_html(result: SlideResult) -> str:
     if overlay.is_file():
         with Image.open(overlay) as picture:
             parts.append(img(picture, "overlay: numbered glomeruli by main call", OVERLAY_PX))
-    parts.append(score_body(result.score))
+    parts.append(score_body(result.score, final_class(result.data)[0]))
     for warning in result.data.get("warnings") or []:
         parts.append(views.para(f"Warning: {warning}"))
     parts.append(views.para(f"Full report: {result.report_path.name} in {result.folder}"))

@@ -229,36 +229,45 @@ def propose_class(
         + (f"; {unknown} with lesions not assessed" if unknown else ""),
         f"{global_n}/{n_all} globally sclerosed",
     ]
-    vi = _ratio(cfg.class_vi_threshold)
-    if global_n * vi.denominator >= vi.numerator * n_all:
-        active = kleene_any(table, ACTIVE_LESIONS)
-        any_active = bool(active.fillna(False).any())
-        if cfg.inflammation_is_residual_activity and inflammation_score:
-            any_active = True
-        if not any_active:
-            steps.append(
-                f">= {cfg.class_vi_threshold:.0%} globally sclerosed, no residual activity"
-            )
-            if bool(active.isna().any()):
-                steps.append("absence of activity must be confirmed for unassessed lesions")
-            return ClassProposal(
-                "VI",
-                "Class VI (advanced sclerosing), proposal",
-                "; ".join(steps),
-                [],  # class VI rests on light microscopy alone (spec §2.1)
-                **base,
-            )
-        steps.append("class VI excluded by residual glomerular activity")
     threshold = _ratio(cfg.class_iv_threshold)
     prolif = _prolif(involved, n_class, threshold)
     upper = _prolif(involved + unknown, n_class, threshold)
-    alternative = upper if upper != prolif else None
     merged = dict(inputs)
     if merged.get("mesangial_hypercellularity") is None and "mesangial_hypercellularity" in table:
         # per-glomerulus flags stand in for the biopsy-level statement when it is not given
         merged["mesangial_hypercellularity"] = bool(
             table["mesangial_hypercellularity"].fillna(False).any()
         )
+    vi = _ratio(cfg.class_vi_threshold)
+    if global_n * vi.denominator >= vi.numerator * n_all:
+        active = kleene_any(table, ACTIVE_LESIONS)
+        any_active = bool(active.fillna(False).any())
+        residual_unknown = bool(active.isna().any())
+        if cfg.inflammation_is_residual_activity:
+            any_active = any_active or bool(inflammation_score)
+            residual_unknown = residual_unknown or inflammation_score is None
+        if not any_active:
+            steps.append(
+                f">= {cfg.class_vi_threshold:.0%} globally sclerosed, no residual activity"
+            )
+            # Unassessed activity could rule VI out: name the class reached then, as III/IV
+            # name theirs, so that nobody reads "VI" as settled (spec §2.2).
+            otherwise = _combine(upper, merged, cfg)[0] if residual_unknown else None
+            if residual_unknown:
+                steps.append(
+                    "absence of activity must be confirmed for unassessed lesions"
+                    + (f" (class {otherwise} if they were active)" if otherwise else "")
+                )
+            return ClassProposal(
+                "VI",
+                "Class VI (advanced sclerosing), proposal",
+                "; ".join(steps),
+                [],  # class VI rests on light microscopy alone (spec §2.1)
+                alternative=otherwise,
+                **base,
+            )
+        steps.append("class VI excluded by residual glomerular activity")
+    alternative = upper if upper != prolif else None
     proposal, extra = _combine(prolif, merged, cfg)
     steps.extend(extra)
     if prolif:

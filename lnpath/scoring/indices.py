@@ -25,6 +25,7 @@ from lnpath.scoring.uncertainty import band
 __all__ = [
     "ACTIVITY",
     "CHRONICITY",
+    "CORTEX_BASIS",
     "CORTEX_KEYS",
     "Component",
     "IndexScore",
@@ -62,6 +63,15 @@ CORTEX_KEYS = (
     "tubular_atrophy",
     "tubular_atrophy_cortex_area",
 )
+#: What each cortex key is a fraction of (spec §1.4 items 3-4): words for every place that shows
+#: the figure, so tubular atrophy is never called a fraction "of cortex" when it is of tubules.
+CORTEX_BASIS: dict[str, str] = {
+    "interstitial_inflammation": "% of cortex",
+    "interstitial_inflammation_nonscarred": "% of non-scarred cortex",
+    "interstitial_fibrosis": "% of cortex",
+    "tubular_atrophy": "% of cortical tubules",
+    "tubular_atrophy_cortex_area": "% of cortical area",
+}
 
 
 @dataclass
@@ -211,11 +221,15 @@ def _glomerular(
         return Component(name, weight, False, None, 0, 0, None, basis, 0, None, "no glomeruli")
     positive = involved.fillna(False).astype(bool).reindex(table.index, fill_value=False)
     missing = involved.isna().reindex(table.index, fill_value=False)
+    low, high = band(n, total), band(n + unknown, total)
+    open_n = _open_denominator(name, table, cfg)[mask]
+    if open_n.any():
+        low, high = _open_denominator_range(involved, open_n)
     component = Component(
         name,
         weight,
-        assessed=not unknown,
-        score=None if unknown else band(n, total),
+        assessed=not unknown and low == high,
+        score=low if not unknown and low == high else None,
         n=n,
         N=total,
         fraction=fraction,
@@ -224,26 +238,53 @@ def _glomerular(
         involved_ids=_ids(table, positive),
         not_assessed_ids=_ids(table, missing),
     )
-    if unknown:
-        low, high = band(n, total), band(n + unknown, total)
+    if not component.assessed:
         component.score_range = (low, high)
-        component.note = (
-            f"not assessed in {unknown} of {total} glomeruli; score would be {low}-{high}"
-        )
+        why = [f"not assessed in {unknown} of {total} glomeruli"] if unknown else []
+        if low != high and open_n.any():
+            why.append(
+                f"global sclerosis not assessed in {int(open_n.sum())}, so the denominator "
+                "(glomeruli not globally sclerosed) is not known"
+            )
+        component.note = f"{'; '.join(why)}; score would be {low}-{high}"
     return component
 
 
+def _open_denominator(name: str, table: pd.DataFrame, cfg: ScoringConfig) -> pd.Series:
+    """Glomeruli that may or may not belong in the denominator: under ``viable_denominator`` an
+    unassessed global sclerosis call leaves a glomerulus's place in N open (spec §1.4 item 1)."""
+    if cfg.glomerular_denominator == "non_globally_sclerosed" and name in ACTIVITY:
+        return table["global_sclerosis"].isna()
+    return pd.Series(False, index=table.index)
+
+
+def _open_denominator_range(involved: pd.Series, open_n: pd.Series) -> tuple[int, int]:
+    """The lowest and highest band over every way the open glomeruli fall in or out of N.
+
+    Adding an involved glomerulus to n/N never lowers the fraction and adding an uninvolved one
+    never raises it, so the extremes leave out the open positives (low) or the open negatives
+    (high); unassessed lesions count as absent for the low end and present for the high end.
+    """
+    known, maybe = involved[~open_n], involved[open_n]
+    n_known, u_known = int(known.fillna(False).sum()), int(known.isna().sum())
+    n_maybe, u_maybe = int(maybe.fillna(False).sum()), int(maybe.isna().sum())
+    z_maybe = len(maybe) - n_maybe - u_maybe
+    low = band(n_known, len(known) + z_maybe + u_maybe)
+    high_n = n_known + u_known + n_maybe + u_maybe
+    high = band(high_n, len(known) + n_maybe + u_maybe)
+    return low, high
+
+
 def _cortex_key(name: str, cfg: ScoringConfig) -> tuple[str, str]:
+    key = name
     if (
         name == "interstitial_inflammation"
         and cfg.interstitial_inflammation_region != "total_cortex"
     ):
-        return "interstitial_inflammation_nonscarred", "% of non-scarred cortex"
-    if name == "tubular_atrophy":
-        if cfg.tubular_atrophy_basis == "cortex_area":
-            return "tubular_atrophy_cortex_area", "% of cortical area"
-        return "tubular_atrophy", "% of cortical tubules"
-    return name, "% of cortex"
+        key = "interstitial_inflammation_nonscarred"
+    if name == "tubular_atrophy" and cfg.tubular_atrophy_basis == "cortex_area":
+        key = "tubular_atrophy_cortex_area"
+    return key, CORTEX_BASIS[key]
 
 
 def _cortex_component(

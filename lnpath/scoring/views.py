@@ -23,14 +23,14 @@ def label(name: str) -> str:
 
 
 def index_total(index: IndexScore) -> str:
-    """``5/24``, ``5/24 (incomplete, 5–17)`` or ``not computable``."""
+    """``5/24``, ``5–17/24 (incomplete)`` or ``not computable``: an incomplete index is shown as
+    the range it can still take, never as the partial sum alone (as in the diagnosis line)."""
     if index.total is None:
         return "not computable"
-    text = f"{index.total}/{index.maximum}"
-    if not index.complete:
-        low, high = index.total_range or (index.total, index.maximum)
-        text += f" (incomplete, {low}–{high})"
-    return text
+    if index.complete:
+        return f"{index.total}/{index.maximum}"
+    low, high = index.total_range or (index.total, index.maximum)
+    return f"{low}–{high}/{index.maximum} (incomplete)"
 
 
 def class_text(score: BiopsyScore) -> str:
@@ -72,19 +72,28 @@ def index_table(title: str, index: IndexScore) -> str:
     return views.table(_HEADER, rows, caption=f"{title}: {index_total(index)}")
 
 
-def score_body(score: BiopsyScore) -> str:
-    """The HTML parts shared by the score's and a slide result's view (no outer block)."""
+def score_body(score: BiopsyScore, signed_class: str | None = None) -> str:
+    """The HTML parts shared by the score's and a slide result's view (no outer block).
+
+    A confirmed score states its class as signed (``signed_class``: the pathologist's override,
+    when there is one), never as a proposal: wording after sign-out says it was signed.
+    """
+    signed = score.status == "confirmed"
+    if signed:
+        klass = signed_class or score.isn_rps_class.proposal
+        class_line = f"ISN/RPS class (signed): {klass or 'none assigned'}"
+    else:
+        class_line = f"ISN/RPS: {score.isn_rps_class.label}"
     parts = [
-        views.para(f"ISN/RPS: {score.isn_rps_class.label}", bold=True),
+        views.para(class_line, bold=True),
         views.para(f"Adequacy: {score.adequacy.status} — {score.adequacy.message}"),
         index_table("Modified NIH activity index", score.activity_index),
         index_table("Modified NIH chronicity index", score.chronicity_index),
     ]
     missing = score.activity_index.not_assessed + score.chronicity_index.not_assessed
     if missing:
-        parts.append(
-            views.para("Not assessed (the pathologist supplies): " + ", ".join(map(label, missing)))
-        )
+        who = "not evaluable at sign-out" if signed else "the pathologist supplies"
+        parts.append(views.para(f"Not assessed ({who}): " + ", ".join(map(label, missing))))
     if score.isn_rps_class.needs_if_em:
         parts.append(views.para("Needs IF/EM: " + ", ".join(score.isn_rps_class.needs_if_em)))
     return "".join(parts)
@@ -92,7 +101,8 @@ def score_body(score: BiopsyScore) -> str:
 
 def score_html(score: BiopsyScore) -> str:
     """The Jupyter view: class, adequacy, both component tables, what is not assessed."""
-    status = views.para(f"Status: {score.status} (every value is a proposal until confirmed)")
+    until = "" if score.status == "confirmed" else " (every value is a proposal until confirmed)"
+    status = views.para(f"Status: {score.status}{until}")
     return views.block(score_body(score), status)
 
 

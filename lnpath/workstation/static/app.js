@@ -435,9 +435,10 @@ function renderBiopsy() {
   const supports = new Set(w.state.supports);
   node.append(el("h2", {}, "Biopsy"));
   const cortex = { ...w.state.cortex, ...(w.edits.cortex || {}) };
-  const fields = [["interstitial_inflammation", "Interstitial inflammation %"],
-    ["interstitial_fibrosis", "Interstitial fibrosis %"], ["tubular_atrophy", "Tubular atrophy %"]];
-  node.append(el("fieldset", { disabled: !supports.has("cortex") }, el("legend", {}, "Cortex (% of cortex)"),
+  const fields = [["interstitial_inflammation", "Interstitial inflammation (% of cortex)"],
+    ["interstitial_fibrosis", "Interstitial fibrosis (% of cortex)"],
+    ["tubular_atrophy", "Tubular atrophy (% of cortical tubules)"]];
+  node.append(el("fieldset", { disabled: !supports.has("cortex") }, el("legend", {}, "Cortex"),
     fields.map(([name, text]) => el("label", { class: "row" }, text, numberInput(`cortex-${name}`, pct(cortex[name]), (v) => {
       w.edits.cortex = { ...(w.edits.cortex || {}), [name]: v === null ? null : v / 100 };
       changed();
