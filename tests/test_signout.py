@@ -381,6 +381,22 @@ def test_pathologist_name_is_required_for_review_and_confirm(result_dir: Path) -
     assert lnpath.SlideResult.load(result_dir).revision == 1
 
 
+def test_a_name_with_a_direction_override_or_control_character_is_refused(
+    result_dir: Path,
+) -> None:
+    # U+202E shown before "at <time>" in the banner and the report displayed the time reversed
+    for name in ("Dr \u202eX", "Dr A\x00"):
+        with pytest.raises(InputError, match="text-direction"):
+            lnpath.review(result_dir, pathologist=name, comment="x")
+        with pytest.raises(InputError, match="text-direction"):
+            lnpath.confirm(result_dir, pathologist=name)
+    assert lnpath.SlideResult.load(result_dir).revision == 1
+    # right-to-left names themselves are names
+    hebrew = "\u05d3\u05f4\u05e8 \u05db\u05d4\u05df"
+    lnpath.review(result_dir, pathologist=hebrew, comment="x")
+    assert lnpath.SlideResult.load(result_dir).revision == 2
+
+
 def test_confirm_refuses_an_incomplete_index_until_each_gap_is_not_evaluable(
     result_dir: Path,
 ) -> None:

@@ -10,6 +10,7 @@ import logging
 import math
 import numbers
 import os
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +143,24 @@ def _name(pathologist: Any, what: str) -> str:
         raise InputError(f"{what}: the pathologist's name is required (--pathologist NAME)")
     if any(ch in pathologist for ch in "\r\n"):
         raise InputError(f"{what}: the pathologist's name must be one line")
+    hidden = [ch for ch in pathologist if _hidden(ch)]
+    if hidden:
+        raise InputError(
+            f"{what}: the pathologist's name holds a control or text-direction character "
+            f"(U+{ord(hidden[0]):04X}), which hides or reorders the text shown beside it "
+            "(the time of a sign-out); type the name as plain text"
+        )
     return " ".join(pathologist.split())
+
+
+#: Unicode's explicit embeddings, overrides and isolates (Cf, but not the joiners names need).
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _hidden(ch: str) -> bool:
+    """A control character (NUL, ESC ...) or a bidi override: invisible, yet it changes the
+    audit trail's and the report's text around it."""
+    return ch in BIDI_CONTROLS or (unicodedata.category(ch) == "Cc" and ch != "\t")
 
 
 def _last_change(folder: Path, result: Mapping[str, Any]) -> str:

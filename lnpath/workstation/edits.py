@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from lnpath.core.errors import InputError
-from lnpath.core.findings import LESION_EXTENT, LESIONS
+from lnpath.core.findings import LESION_EXTENT, LESIONS, is_missing
 from lnpath.workstation.records import EXCLUSIONS
 
 # --------------------------------------------------------------------------------------------
@@ -41,6 +41,7 @@ class PageEdits:
         """Validate the JSON body of a preview or save."""
         if not isinstance(body, dict):
             raise InputError("edits: expected a JSON object")
+        _check_shape(body)
         try:
             glomeruli = {
                 int(gid): dict(values) for gid, values in (body.get("glomeruli") or {}).items()
@@ -58,6 +59,12 @@ class PageEdits:
                 raise InputError(f"edits: G{gid}: unknown field(s) {', '.join(sorted(unknown))}")
             if values.get("exclusion", "") not in ("", *EXCLUSIONS):
                 raise InputError(f"edits: G{gid}: unknown exclusion {values['exclusion']!r}")
+            for lesion in LESIONS:
+                if values.get(lesion) not in (True, False, None):
+                    raise InputError(
+                        f"edits: G{gid}: {lesion} must be true, false or null, "
+                        f"not {values[lesion]!r}"
+                    )
         pathologist = str(body.get("pathologist") or "").strip()
         return cls(
             base_revision=base,
@@ -72,11 +79,41 @@ class PageEdits:
         )
 
 
+#: The body's fields, the JSON type each may take (or null: not edited) and its name in words.
+_SHAPES: dict[str, tuple[type, str]] = {
+    "glomeruli": (dict, "an object"),
+    "added": (list, "a list"),
+    "cortex": (dict, "an object"),
+    "biopsy": (dict, "an object"),
+    "class_override": (dict, "an object"),
+    "comment": (str, "text"),
+    "pathologist": (str, "text"),
+    "note": (str, "text"),
+}
+
+
+def _check_shape(body: Mapping[str, Any]) -> None:
+    """Refuse a field of the wrong JSON type with one line, before it reaches pandas or review
+    (where a list for an object, or ``"no"`` for ``false``, failed late or meant the opposite)."""
+    for name, (kind, wanted) in _SHAPES.items():
+        value = body.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise InputError(f"edits: {name} must be {wanted} (or null), not {value!r:.60}")
+    for gid, values in (body.get("glomeruli") or {}).items():
+        if not isinstance(values, dict):
+            raise InputError(f"edits: G{gid}: expected an object of lesion calls")
+
+
 def edited_table(table: pd.DataFrame, edits: PageEdits) -> pd.DataFrame:
     """The findings table with the page's per-glomerulus values applied (ids unchanged)."""
     table = table.copy()
-    if "exclusion" not in table:
-        table["exclusion"] = ""
+    # a saved table leaves the column empty (NaN) where nothing is excluded: "" everywhere, so
+    # that an empty cell is never taken for an exclusion named "nan" by the next save
+    table["exclusion"] = (
+        table["exclusion"].map(lambda v: "" if is_missing(v) else str(v)).astype(object)
+        if "exclusion" in table
+        else ""
+    )
     for gid, values in edits.glomeruli.items():
         index = table.index[table["glomerulus_id"] == gid]
         if index.empty:

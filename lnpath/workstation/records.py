@@ -6,6 +6,7 @@ The summary is read from what :func:`lnpath.score_findings` returned; nothing he
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,15 +70,18 @@ def _measurement_rows(row: Mapping[Any, Any], thresholds: Mapping[str, float] | 
         if str(column).startswith("m_") and not is_missing(value):
             out.append(
                 {
-                    "name": str(column)[2:]
-                    .replace("_", " ")
-                    .replace(" um2", " µm²")
-                    .replace(" um", " µm"),
+                    "name": _unit(str(column)[2:].replace("_", " ")),
                     "value": round(float(value), 3),
                     "rules": rules.get(str(column), []),
                 }
             )
     return out
+
+
+def _unit(name: str) -> str:
+    """``um``/``um2`` as µm/µm², after a digit too (``nuclei per 1000um2``), never inside a word
+    (``lumen``)."""
+    return re.sub(r"(?<![a-z])um(2?)\b", lambda m: "µm²" if m.group(1) else "µm", name)
 
 
 def _certainty(row: Mapping[Any, Any]) -> float | None:

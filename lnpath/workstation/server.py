@@ -143,7 +143,10 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
             return _error(exc)
 
     def dzi(request: Request) -> Response:
-        return Response(session(request).tiles.dzi(), media_type="application/xml")
+        try:
+            return Response(session(request).tiles.dzi(), media_type="application/xml")
+        except InputError as exc:
+            return PlainTextResponse(str(exc), 404)
 
     def tile(request: Request) -> Response:
         p = request.path_params
@@ -193,10 +196,25 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
                 raise InputError("confirm: expected a JSON object")
             s = session(request)
             out = await run_in_threadpool(
-                s.confirm,
-                int(body.get("base_revision", -1)),
+                s.confirm, _revision(body), str(body.get("pathologist") or ""), body.get("note")
+            )
+            return JSONResponse(out)
+        except LnpathError as exc:
+            return _error(exc)
+
+    async def addendum(request: Request) -> JSONResponse:
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            body = await _body(request)
+            if not isinstance(body, dict):
+                raise InputError("addendum: expected a JSON object")
+            s = session(request)
+            out = await run_in_threadpool(
+                s.addendum,
+                _revision(body),
                 str(body.get("pathologist") or ""),
-                body.get("note"),
+                str(body.get("text") or ""),
             )
             return JSONResponse(out)
         except LnpathError as exc:
@@ -226,11 +244,33 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
         Route("/api/r/{index:int}/preview", preview, methods=["POST"]),
         Route("/api/r/{index:int}/save", save, methods=["POST"]),
         Route("/api/r/{index:int}/confirm", confirm, methods=["POST"]),
+        Route("/api/r/{index:int}/addendum", addendum, methods=["POST"]),
         Route("/api/compare", compare),
         Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={Exception: _unexpected})
     return TokenGuard(app, token, cookie)
+
+
+def _revision(body: dict[str, Any]) -> int:
+    """The ``base_revision`` a sign-out or addendum was made on, as a whole number."""
+    value = body.get("base_revision")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"base_revision must be a whole number, not {value!r:.40} (reload)")
+    return value
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not bad input: the page shows one line (Starlette's default is a bare "Internal
+    Server Error"); uvicorn logs the traceback in the workstation's terminal."""
+    LOG.error("workstation: %s %s failed: %r", request.method, request.url.path, exc)
+    return JSONResponse(
+        {
+            "error": f"the workstation failed ({type(exc).__name__}: {str(exc)[:200]}); reload "
+            "to see what is saved; the details are in the terminal that started it"
+        },
+        status_code=500,
+    )
 
 
 #: Scripts and styles only from the server itself; images also as data: (OpenSeadragon's).

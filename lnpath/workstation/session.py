@@ -31,6 +31,7 @@ from lnpath.report.charts import morphometry_thresholds
 from lnpath.results.folder import load_result_json, read_audit, read_findings_csv, read_polygons
 from lnpath.results.queue import review_order
 from lnpath.results.seal import verify
+from lnpath.scoring.biopsy import normalise_biopsy
 from lnpath.workstation.edits import PageEdits, biopsy_inputs, edited_table, scoring_view
 from lnpath.workstation.records import glomerulus_record, summary
 from lnpath.workstation.tiles import DeepZoomTiles
@@ -178,6 +179,8 @@ class ResultSession:
         from lnpath.workflow.scoring import score_findings
 
         result = load_result_json(self.folder)
+        if edits.biopsy is not None:
+            normalise_biopsy(edits.biopsy)  # a value the save would refuse is refused now
         table = edited_table(read_findings_csv(self.folder / "findings.csv"), edits)
         cortex = dict(result.get("cortex_fractions") or {})
         cortex.update(edits.cortex or {})
@@ -229,10 +232,11 @@ class ResultSession:
         table = read_findings_csv(self.folder / "findings.csv")
         if edits.glomeruli or edits.added:
             edited = edited_table(table, edits)
+            # only what the page changed, "" to include again: a kept exclusion keeps its reason
             exclusions = {
-                int(g): str(e)
-                for g, e in zip(edited["glomerulus_id"], edited["exclusion"], strict=True)
-                if e
+                gid: values["exclusion"] or ""
+                for gid, values in edits.glomeruli.items()
+                if "exclusion" in values
             }
             if "exclusions" in supported:
                 kwargs["exclusions"] = exclusions or None
@@ -280,6 +284,16 @@ class ResultSession:
         with self.lock:
             self._check_writable(base_revision)
             confirm(self.folder, pathologist=pathologist, note=note or None)
+        return self.state()
+
+    def addendum(self, base_revision: int, pathologist: str, text: str) -> dict[str, Any]:
+        """Add an addendum to the signed-out revision the page shows, through
+        :func:`lnpath.add_addendum` (the signed content and its seal stay as signed)."""
+        from lnpath.workflow.signoff import add_addendum
+
+        with self.lock:
+            self._check_writable(base_revision)
+            add_addendum(self.folder, text, pathologist=pathologist)
         return self.state()
 
 

@@ -97,8 +97,8 @@ function setValue(gid, field, v) {
   changed();
 }
 
-function dirty() {
-  const e = W().edits;
+function dirty(w) {
+  const e = (w || W()).edits;
   return Object.keys(e.glomeruli).length > 0 || e.added.length > 0 || e.cortex !== null ||
     e.biopsy !== null || e.class_override !== null || e.comment !== null;
 }
@@ -114,7 +114,8 @@ function payload() {
 }
 
 function undecided(g) {
-  if (value(g, "exclusion")) return false;
+  // an ischemic glomerulus stays in the indices' N: its lesions still need calls to sign out
+  if (value(g, "exclusion") === "not_glomerulus") return false;
   return META.lesions.some((l) => value(g, l.lesion) === null);
 }
 
@@ -131,7 +132,27 @@ function reviewOrder() {
 
 let previewSeq = 0;       // a newer edit or a save makes an older preview's answer stale
 let previewFailed = false;
+// what stops edits to the result shown: read-only, or signed out (the signature stands)
+function locked() {
+  const s = W().state;
+  if (s.read_only) return `read-only: ${s.read_only}`;
+  if (s.status === "confirmed") {
+    return `revision ${s.revision} is signed out and is not changed here; add an addendum ` +
+      "(Biopsy panel), or revise it with lnpath review --supersede";
+  }
+  return null;
+}
+
 async function changed() {
+  const refused = locked();
+  if (refused) {
+    const w = W();
+    w.edits = emptyEdits();
+    w.preview = null;
+    renderAll();
+    say(refused, true);
+    return;
+  }
   renderGlomerulus();
   renderList();
   drawOverlay();
@@ -175,6 +196,14 @@ function indexBlock(name, index) {
     el("table", {}, el("tbody", {}, rows)));
 }
 
+// the class the report gives: the pathologist's override where set, else the machine's proposal
+function classShown(w, s) {
+  const override = w.edits.class_override !== null ? w.edits.class_override : w.state.class_override;
+  const proposal = s.class.proposal ? `Class ${s.class.proposal}` : "class not proposed";
+  if (override && override.class) return `Class ${override.class} (pathologist; machine: ${proposal})`;
+  return proposal;
+}
+
 function renderSummary() {
   const w = W();
   const s = w.preview || w.state.summary;
@@ -182,11 +211,11 @@ function renderSummary() {
   node.append(el("h2", {}, "Summary ", w.preview ? el("span", { class: "unsaved", id: "unsaved" }, "(unsaved changes)") : null));
   node.append(indexBlock("Activity index", s.ai), indexBlock("Chronicity index", s.ci));
   node.append(el("h3", {}, "ISN/RPS class"),
-    el("div", { id: "class-value" }, s.class.proposal ? `Class ${s.class.proposal}` : "not proposed"),
+    el("div", { id: "class-value" }, classShown(w, s)),
     el("div", { class: "muted" }, s.class.label || ""),
     el("div", { class: "muted" }, s.class.rationale || ""));
   const head = clear($("headline"));
-  head.append(`AI ${indexShown(s.ai)} · CI ${indexShown(s.ci)} · ${s.class.proposal ? `Class ${s.class.proposal}` : "class not proposed"} · N = ${s.adequacy.n_glomeruli} (${s.adequacy.status})`,
+  head.append(`AI ${indexShown(s.ai)} · CI ${indexShown(s.ci)} · ${classShown(w, s)} · N = ${s.adequacy.n_glomeruli} (${s.adequacy.status})`,
     w.preview ? el("span", { class: "unsaved" }, " · unsaved") : "");
   node.append(el("h3", {}, "Adequacy"),
     el("div", { id: "adequacy" }, `${s.adequacy.status}: ${s.adequacy.message}`),
@@ -469,6 +498,17 @@ function renderBiopsy() {
   const comment = w.edits.comment !== null ? w.edits.comment : (w.state.comment || "");
   node.append(el("fieldset", { disabled: !supports.has("comment") }, el("legend", {}, "Comment"),
     el("textarea", { id: "comment", rows: 3, cols: 40, onchange: (e) => { w.edits.comment = e.target.value; changed(); } }, comment)));
+  if (w.state.status === "confirmed" || w.state.addenda.length) {
+    node.append(el("fieldset", { id: "addenda" }, el("legend", {}, "Addenda (after sign-out)"),
+      el("ol", { id: "addenda-list" }, w.state.addenda.map((a) => el("li", {},
+        el("bdi", { class: "addendum-text" }, a.text), " — ", el("bdi", {}, a.by), ` at ${a.at}`))),
+      w.state.status === "confirmed" && !w.state.read_only ? [
+        el("textarea", { id: "addendum-text", rows: 2, cols: 40, "aria-label": "addendum text" }),
+        el("button", { type: "button", id: "addendum-add", onclick: addAddendum }, "Add addendum"),
+      ] : ""));
+  }
+  // a signed-out result shows its fields as signed; edits go into an addendum
+  if (locked()) for (const f of node.querySelectorAll("fieldset:not(#addenda)")) f.disabled = true;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -478,19 +518,25 @@ function renderBanner() {
   const s = W().state;
   const node = $("banner");
   const last = s.last_event;
-  const who = last && last.by ? ` — last ${last.event} by ${last.by} at ${last.at}${last.note ? ` (note: ${last.note})` : ""}` : "";
-  const patient = s.patient_id ? ` [patient ${s.patient_id}${s.biopsy_date ? `, ${s.biopsy_date}` : ""}]` : "";
+  // free text (names, notes, the patient id) each in a <bdi>: right-to-left text in one of
+  // them cannot reorder the text beside it, such as the time of a sign-out
+  const who = last && last.by ? [" — last ", last.event, " by ", el("bdi", {}, last.by), " at ", last.at,
+    ...(last.note ? [" (note: ", el("bdi", {}, last.note), ")"] : [])] : [];
+  const patient = s.patient_id ? [" [patient ", el("bdi", {}, s.patient_id), s.biopsy_date ? `, ${s.biopsy_date}` : "", "]"] : [];
+  clear(node);
   if (s.read_only) {
     node.className = "readonly";
-    node.textContent = `READ-ONLY: ${s.read_only}`;
+    node.append(`READ-ONLY: ${s.read_only}`);
   } else if (s.status === "confirmed") {
     node.className = "confirmed";
-    node.textContent = `${s.name}${patient}: revision ${s.revision} CONFIRMED by ${s.confirmation.pathologist} at ${s.confirmation.confirmed_at}`;
+    node.append(el("bdi", {}, s.name), ...patient, `: revision ${s.revision} CONFIRMED by `,
+      el("bdi", {}, s.confirmation.pathologist), ` at ${s.confirmation.confirmed_at}`);
   } else {
     node.className = "";
-    node.textContent = `${s.name}${patient}: revision ${s.revision}, PROVISIONAL — pending pathologist review${who}`;
+    node.append(el("bdi", {}, s.name), ...patient,
+      `: revision ${s.revision}, PROVISIONAL — pending pathologist review`, ...who);
   }
-  $("save").disabled = Boolean(s.read_only);
+  $("save").disabled = Boolean(s.read_only) || s.status === "confirmed";
   $("signout").disabled = Boolean(s.read_only) || s.status === "confirmed";
 }
 
@@ -542,6 +588,7 @@ function askSignOut() {
   if (!$("pathologist").value.trim()) { say("enter your name first", true); return; }
   $("signout-text").textContent = `Confirm revision ${w.state.revision} of ${w.state.name} as ${$("pathologist").value.trim()}? A confirmed revision is sealed and immutable.`;
   $("signout-panel").hidden = false;
+  $("signout-confirm").focus();  // Enter confirms, Tab reaches Cancel
 }
 
 async function signOut() {
@@ -552,6 +599,22 @@ async function signOut() {
       base_revision: w.state.revision, pathologist: $("pathologist").value, note: $("note").value || null,
     });
     say(`revision ${w.state.revision} confirmed`);
+    renderAll();
+  } catch (err) {
+    say(err.message, true);
+  }
+}
+
+async function addAddendum() {
+  const w = W();
+  const text = $("addendum-text").value;
+  if (!text.trim()) { say("type the addendum first", true); return; }
+  if (!$("pathologist").value.trim()) { say("enter your name first", true); $("pathologist").focus(); return; }
+  try {
+    w.state = await api(`/api/r/${current}/addendum`, {
+      base_revision: w.state.revision, pathologist: $("pathologist").value, text,
+    });
+    say(`addendum ${w.state.addenda.length} added; the signed revision is unchanged`);
     renderAll();
   } catch (err) {
     say(err.message, true);
@@ -688,7 +751,8 @@ async function main() {
   $("help-close").onclick = () => $("help").close();
   document.addEventListener("keydown", onKey);
   window.addEventListener("beforeunload", (e) => {
-    if (Object.values(work).some((w) => w && (Object.keys(w.edits.glomeruli).length || w.edits.added.length))) e.preventDefault();
+    // any unsaved edit, a typed comment or reason as much as a lesion call
+    if (Object.values(work).some((w) => w && dirty(w))) e.preventDefault();
   });
   await openResult(0);
 }
