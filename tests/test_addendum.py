@@ -85,3 +85,18 @@ def test_cli_addendum_and_its_one_line_errors(
     draft = copy_result(demo_result_template, "draft")
     proc = lnpath_cli("addendum", draft, "--pathologist", "Dr B", "--text", TEXT)
     assert_one_line_error(proc, "not signed out")
+
+
+def test_right_to_left_text_cannot_reorder_the_signature_beside_it(
+    confirmed_template: Path, copy_result: Callable[[Path], Path]
+) -> None:
+    """An addendum or comment with a direction override (U+202E) stays inside its own <bdi>: on
+    the line "(author, time): text" it would otherwise show the time reversed."""
+    folder = copy_result(confirmed_template)
+    hostile = "\u202eresolved\u202c after treatment"
+    lnpath.add_addendum(folder, hostile, pathologist="Dr B")
+    report = (folder / "report.html").read_text()
+    assert f"<bdi>{hostile}</bdi>" in report
+    assert "(<bdi>Dr B</bdi>," in report
+    signed_by = json.loads((folder / "result.json").read_text())["confirmation"]["pathologist"]
+    assert f"Electronically signed by <bdi>{signed_by}</bdi>" in report
