@@ -38,8 +38,8 @@ def test_reviewed_and_excluded_glomeruli_leave_the_queue() -> None:
         exclusion=["", "not_glomerulus", np.nan, "ischemic", ""],
     )
     order = lnpath.review_order(findings, reviewed=[1])
-    assert order == [3, 5]  # 1 reviewed; 2 and 4 excluded
-    assert len(order) == 2  # glomeruli still to look at
+    assert order == [3, 4, 5]  # 1 reviewed; 2 is not a glomerulus; 4 (ischemic) stays in N
+    assert len(order) == 3  # glomeruli still to look at
 
 
 def test_without_probabilities_table_order_is_kept() -> None:

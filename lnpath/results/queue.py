@@ -5,7 +5,8 @@ is least sure of: the smallest ``|p - 0.5|`` over its lesions. Reviewing those f
 calls most likely to be wrong, and, once confirmed, teaches the next model the most (uncertainty
 sampling). Glomeruli without probabilities (rules, or a model that could not read them) follow:
 first those with a lesion the machine left undecided (not assessed), which only the pathologist
-can call, then the rest in table order. Excluded glomeruli are not in the queue.
+can call, then the rest in table order. A glomerulus marked "not a glomerulus" is not in the
+queue; an ischemic one is (it still counts in the indices).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from lnpath.core.errors import InputError
 from lnpath.core.findings import LESIONS, is_missing
 
 EXCLUSION_COLUMN = "exclusion"
+NOT_COUNTED = "not_glomerulus"
+"""The one exclusion that takes a glomerulus out of every count, and so out of the queue; an
+ischemic glomerulus stays in the indices' N, so its lesion calls still decide sign-out."""
 
 
 def _uncertainty(row: pd.Series, p_columns: list[str]) -> float:
@@ -53,7 +57,7 @@ def review_order(findings: pd.DataFrame, reviewed: Iterable[int] = ()) -> list[i
     for position, (_, row) in enumerate(findings.iterrows()):
         gid = int(row["glomerulus_id"])
         exclusion = row.get(EXCLUSION_COLUMN)
-        if gid in done or not (is_missing(exclusion) or str(exclusion).strip() == ""):
+        if gid in done or (not is_missing(exclusion) and str(exclusion).strip() == NOT_COUNTED):
             continue
         distance = _uncertainty(row, p_columns)
         if not math.isnan(distance):
