@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -395,6 +396,26 @@ def test_a_name_with_a_direction_override_or_control_character_is_refused(
     hebrew = "\u05d3\u05f4\u05e8 \u05db\u05d4\u05df"
     lnpath.review(result_dir, pathologist=hebrew, comment="x")
     assert lnpath.SlideResult.load(result_dir).revision == 2
+
+
+def test_free_text_with_a_control_character_or_over_length_is_refused(result_dir: Path) -> None:
+    """A NUL or ESC in a comment, note or class reason is invisible in the report yet stored in
+    the signed record; a line break, a tab and a direction mark are text."""
+    before = (result_dir / "result.json").read_bytes()
+    override = {"class": "IV", "reason": "crescents\x1b[2J"}
+    attempts: list[tuple[Callable[[], object], str]] = [
+        (lambda: lnpath.review(result_dir, pathologist="Dr A", comment="ok\x00"), "comment"),
+        (lambda: lnpath.review(result_dir, pathologist="Dr A", comment="x", note="\x07"), "note"),
+        (lambda: lnpath.review(result_dir, pathologist="Dr A", class_override=override), "reason"),
+        (lambda: lnpath.review(result_dir, pathologist="Dr A", comment="x" * 20_001), "20000"),
+        (lambda: lnpath.confirm(result_dir, pathologist="Dr A", note="signed\x00"), "note"),
+    ]
+    for attempt, words in attempts:
+        with pytest.raises(InputError, match=words):
+            attempt()
+    assert (result_dir / "result.json").read_bytes() == before
+    lnpath.review(result_dir, pathologist="Dr A", comment="line one\n\tline two \u200fmark")
+    assert _result(result_dir)["comment"] == "line one\n\tline two \u200fmark"
 
 
 def test_confirm_refuses_an_incomplete_index_until_each_gap_is_not_evaluable(

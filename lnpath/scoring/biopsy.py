@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lnpath.core.errors import InputError
+from lnpath.core.text import check_free_text
 from lnpath.scoring.indices import ACTIVITY, CHRONICITY
 
 __all__ = [
@@ -269,6 +270,7 @@ def class_override(value: Any, where: str = "class override") -> dict[str, str] 
     reason = value.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         raise InputError(f"{where}: give the reason for overriding the class with {klass}")
+    check_free_text(reason, f"{where}: the reason")
     return {"class": klass, "reason": " ".join(reason.split())}
 
 

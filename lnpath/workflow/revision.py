@@ -10,7 +10,6 @@ import logging
 import math
 import numbers
 import os
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 from lnpath.analysis.glomeruli import Glomerulus
 from lnpath.core.errors import InputError, LnpathError, ResultError
 from lnpath.core.findings import LESIONS
+from lnpath.core.text import check_free_text, check_name
 from lnpath.report.assets import Assets
 from lnpath.report.slide import index_text
 from lnpath.results.edits import (
@@ -143,24 +143,8 @@ def _name(pathologist: Any, what: str) -> str:
         raise InputError(f"{what}: the pathologist's name is required (--pathologist NAME)")
     if any(ch in pathologist for ch in "\r\n"):
         raise InputError(f"{what}: the pathologist's name must be one line")
-    hidden = [ch for ch in pathologist if _hidden(ch)]
-    if hidden:
-        raise InputError(
-            f"{what}: the pathologist's name holds a control or text-direction character "
-            f"(U+{ord(hidden[0]):04X}), which hides or reorders the text shown beside it "
-            "(the time of a sign-out); type the name as plain text"
-        )
+    check_name(pathologist, what)
     return " ".join(pathologist.split())
-
-
-#: Unicode's explicit embeddings, overrides and isolates (Cf, but not the joiners names need).
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def _hidden(ch: str) -> bool:
-    """A control character (NUL, ESC ...) or a bidi override: invisible, yet it changes the
-    audit trail's and the report's text around it."""
-    return ch in BIDI_CONTROLS or (unicodedata.category(ch) == "Cc" and ch != "\t")
 
 
 def _last_change(folder: Path, result: Mapping[str, Any]) -> str:
@@ -213,6 +197,9 @@ class ReviewRequest:
         for name, value, types, words in kinds:
             if value is not None and not isinstance(value, types):
                 raise InputError(f"review: {name} must be {words} (got {type(value).__name__})")
+        for name, text in (("comment", self.comment), ("note", self.note)):
+            if text is not None:
+                check_free_text(text, f"review: the {name}")
         for name, fraction in (self.cortex or {}).items():
             number = isinstance(fraction, numbers.Real) and not isinstance(fraction, bool)
             if fraction is not None and not number:

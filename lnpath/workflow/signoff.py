@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from lnpath.core.errors import InputError, ResultError
+from lnpath.core.text import check_free_text
 from lnpath.core.vocabulary import main_call
 from lnpath.io.configfile import load_config
 from lnpath.report.assets import Assets
@@ -70,9 +71,6 @@ LOG = logging.getLogger(__name__)
 
 MANY_DELETIONS = 3
 """A review deleting more glomeruli than this (and over a quarter) needs ``allow_deletions``."""
-
-
-MAX_ADDENDUM_CHARS = 20_000
 
 
 def _now() -> str:
@@ -276,6 +274,8 @@ def confirm(
     who = _name(pathologist, "confirm")
     if note is not None and not isinstance(note, str):
         raise InputError(f"confirm: note must be text (got {type(note).__name__})")
+    if note is not None:
+        check_free_text(note, "confirm: the note")
     private_key = None if key is None else load_private_key(key)
     with exclusive(folder):
         return _confirm(folder, who, note, private_key)
@@ -341,11 +341,7 @@ def add_addendum(result_dir: str | os.PathLike[str], text: str, *, pathologist: 
     who = _name(pathologist, "add an addendum")
     if not isinstance(text, str) or not text.strip():
         raise InputError("an addendum needs its text (--text)")
-    if len(text) > MAX_ADDENDUM_CHARS:
-        raise InputError(
-            f"an addendum is at most {MAX_ADDENDUM_CHARS} characters, not {len(text)} "
-            "(attach longer documents outside the result)"
-        )
+    check_free_text(text, "an addendum")
     with exclusive(folder):
         verify(folder)
         result = load_result_json(folder)
