@@ -943,3 +943,37 @@ def test_report_words_tubular_atrophy_by_its_basis_and_signed_figures_as_signed(
     page = _text(response.to_html())
     assert f"ISN/RPS class {bl} {fu} (proposal)" in page  # the signed baseline, a machine FU
     assert "ISN/RPS class proposal" not in page
+
+
+def _band_of_shown(percent: float) -> int:
+    """The band a reader gives a displayed percentage (spec §1.3, read off the page)."""
+    if percent == 0:
+        return 0
+    return 1 if percent < 25 else 2 if percent <= 50 else 3
+
+
+def test_every_shown_percentage_reads_in_the_band_it_scores() -> None:
+    """§1.3: 49/197 scores 1 but rounds to 25 %; the report must never show a figure whose band
+    differs from the score beside it, nor 0 % for a lesion present, nor 90 % below class VI."""
+    from lnpath.scoring.uncertainty import band, band_pct
+
+    for total in range(1, 301):
+        for n in range(total + 1):
+            shown = float(band_pct(n / total).rstrip("%"))
+            assert _band_of_shown(shown) == band(n, total), (n, total, shown)
+            assert (shown >= 90) == (10 * n >= 9 * total), (n, total, shown)
+            assert (shown == 100) == (n == total), (n, total, shown)
+    assert band_pct(49 / 197) == "24.9%" and band_pct(5 / 20) == "25%"
+
+
+def test_the_report_shows_a_near_edge_fraction_in_its_band() -> None:
+    """The report's component row for 49 of 197 glomeruli (score 1) reads 24.9 %, not 25 %."""
+    from lnpath.core.findings import LESIONS
+    from lnpath.report.sections import _index_section
+
+    table = pd.DataFrame({"glomerulus_id": range(1, 198), **dict.fromkeys(LESIONS, False)})
+    table.loc[:48, "endocapillary_hypercellularity"] = True
+    activity = lnpath.score_findings(table).to_dict()["activity_index"]
+    rows = _index_section("activity", "Activity", activity, {}, {})["rows"]
+    row = next(r for r in rows if "ndocapillary" in r["label"])
+    assert (row["count"], row["pct"], row["score"]) == ("49/197", "24.9%", 1)

@@ -24,6 +24,7 @@ from lnpath.scoring.biopsy import EXCLUSIONS, IF_LABELS
 from lnpath.scoring.classification import ACTIVE_LESIONS
 from lnpath.scoring.indices import CORTEX_BASIS
 from lnpath.scoring.legacy import CHRONIC_LESIONS
+from lnpath.scoring.uncertainty import band_pct
 
 # --------------------------------------------------------------------------------------------
 # Report sections
@@ -32,13 +33,13 @@ from lnpath.scoring.legacy import CHRONIC_LESIONS
 def _pct(n: Any, total: Any) -> str:
     if not total or is_missing(n):
         return "—"
-    return f"{round(100 * float(n) / float(total))}%"
+    return band_pct(float(n) / float(total))
 
 
 def _fraction_pct(value: Any) -> str:
     if value is None or is_missing(value):
         return "—"
-    return f"{round(100 * float(value))}%"
+    return band_pct(float(value))
 
 
 def _denominator(basis: str) -> str:

@@ -62,6 +62,28 @@ def band(n: int, total: int) -> int:
     return 3
 
 
+PERCENT_EDGES = (0.0, 25.0, 50.0, 90.0, 100.0)
+"""Where a percentage changes what it means: the NIH bands (none, under 25 %, 25-50 %, over 50 %),
+class VI (90 % globally sclerosed) and all glomeruli."""
+
+
+def band_pct(fraction: float) -> str:
+    """``fraction`` as a percentage a reader cannot put in the wrong band: whole percent, with
+    as many decimals (up to 3) as it takes to stay on the same side of every edge in
+    :data:`PERCENT_EDGES` as the exact value. 49/197 reads "24.9%" (band 1), never "25%" (band
+    2); 1/400 reads "0.2%", never "0%"."""
+    exact = 100.0 * float(fraction)
+
+    def side(value: float, edge: float) -> int:
+        return (value > edge) - (value < edge)
+
+    for decimals in range(4):
+        text = f"{exact:.{decimals}f}"
+        if all(side(float(text), e) == side(exact, e) for e in PERCENT_EDGES):
+            break
+    return f"{text}%"
+
+
 def bands(counts: ArrayLike, total: int) -> NDArray[np.int64]:
     """:func:`band` for every count in ``counts`` (same denominator), vectorised."""
     k = np.asarray(counts, dtype=np.int64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lnpath.core import views
+from lnpath.scoring.uncertainty import band_pct
 
 if TYPE_CHECKING:
     from lnpath.scoring.indices import Component, IndexScore
@@ -55,7 +56,7 @@ def _amount(c: Component) -> str | None:
             text += f" ({c.n_not_assessed} not assessed)"
         return text
     if c.fraction is not None:
-        return f"{c.fraction:.0%}"
+        return band_pct(c.fraction)
     return None
 
 
