@@ -410,6 +410,10 @@ def test_free_text_with_a_control_character_or_over_length_is_refused(result_dir
         (lambda: lnpath.review(result_dir, pathologist="Dr A", comment="x" * 20_001), "20000"),
         (lambda: lnpath.confirm(result_dir, pathologist="Dr A", note="signed\x00"), "note"),
     ]
+    reason = {"not_evaluable": {"tubular_atrophy": "no\x00trichrome"}}
+    attempts.append(
+        (lambda: lnpath.review(result_dir, pathologist="Dr A", biopsy=reason), r"U\+0000")
+    )
     for attempt, words in attempts:
         with pytest.raises(InputError, match=words):
             attempt()
@@ -603,3 +607,14 @@ def test_review_takes_a_findings_table_with_exclusion_columns(result_dir: Path) 
     assert isn["n_class"] == isn["n_all"] - 1
     with pytest.raises(ResultError, match="revision 1"):
         lnpath.review(result_dir, pathologist=PATHOLOGIST, findings=table, base_revision=1)
+
+
+def test_subepithelial_deposits_read_as_the_membranous_component_in_the_report(
+    result_dir: Path,
+) -> None:
+    """The class rules take EM's subepithelial deposits for the membranous component when it is
+    not stated; the report says the same instead of "not reported" (and asks for it no more)."""
+    lnpath.review(result_dir, pathologist="Dr A", biopsy={"deposits": {"subepithelial": True}})
+    text = _report_text(result_dir)
+    assert "Membranous component: present (from subepithelial deposits)" in text
+    assert "Membranous component (class V) by IF/EM" not in text

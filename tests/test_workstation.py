@@ -159,7 +159,16 @@ def open_page(context: Any, server: Server, name: str | None = "Dr Test") -> Any
 
 def click_glomerulus(page: Any, gid: int) -> None:
     """Click the middle of the glomerulus's outline on the slide (as a pathologist would)."""
-    box = page.locator(f'#overlay polygon[data-gid="{gid}"]').bounding_box()
+    outline = page.locator(f'#overlay polygon[data-gid="{gid}"]')
+    # a preview answering in between redraws the overlay: the outline found is then detached
+    # (no box), and the redrawn one is the one to measure
+    box = None
+    for _ in range(20):
+        box = outline.bounding_box()
+        if box is not None:
+            break
+        outline.wait_for(state="attached")
+    assert box is not None, f"G{gid} has no outline on the slide"
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_selector(f"#glomerulus-title:text-matches('^G{gid}:')")
 
@@ -592,3 +601,107 @@ def test_sign_out_fields_are_saved_through_review(result: Path, serve: Any, cont
     assert page.locator("#class-reason").input_value() == HOSTILE
     assert page.locator("#comment").input_value() == HOSTILE
     assert page.evaluate("window.__lnpath_pwned") is None
+
+
+def test_if_panel_deposits_and_membranous_extent_are_saved_from_the_page(
+    result: Path, serve: Any, context: Any
+) -> None:
+    # every lesion called (absent), so that the class is proposed from the IF/EM inputs alone
+    table = findings(result).reset_index()
+    table[list(lnpath.LESIONS)] = False
+    lnpath.review(result, findings=table, pathologist="Dr Setup")
+    server = serve(result)
+    page = open_page(context, server)
+    page.get_by_label("Subepithelial deposits").select_option("yes")
+    page.get_by_label("Mesangial deposits").select_option("yes")
+    # subepithelial deposits are the membranous component when it is not stated: the save
+    # proposes V, and the preview said I (mesangial deposits, normal glomeruli)
+    page.wait_for_selector("#unsaved")
+    page.wait_for_function("document.getElementById('class-value').textContent === 'Class V'")
+    page.select_option("#membranous", "yes")
+    page.fill("#membranous-capillary", "60")
+    page.fill("#membranous-glomeruli", "40")
+    page.get_by_label("Mesangial hypercellularity").select_option("no")
+    panel = {"IgG": "3+", "C3": "2+", "C1q": "1+", "kappa": "trace", "fibrin": "0"}
+    for stain, intensity in panel.items():
+        page.get_by_label(f"immunofluorescence {stain}", exact=True).select_option(intensity)
+    page.locator("#note").focus()  # the last number field's change
+    assert save(page) == "saved revision 3"
+    snapshot = result / "revisions" / "r003"
+    saved = json.loads((snapshot / "result.json").read_text())
+    biopsy = saved["biopsy"]
+    assert {k: v for k, v in biopsy["if_panel"].items() if v is not None} == panel
+    assert biopsy["deposits"] == {"subepithelial": True, "mesangial": True}
+    assert biopsy["membranous"] == {
+        "present": True,
+        "capillary_surface_fraction": 0.6,
+        "glomeruli_fraction": 0.4,
+    }
+    assert biopsy["mesangial_hypercellularity"] is False
+    assert saved["scores"]["isn_rps_class"]["proposal"] == "V"
+    report = (snapshot / "report.html").read_text()
+    assert "<td>IgG</td><td>3+</td>" in report and "<td>κ</td><td>trace</td>" in report
+    assert "60% of capillary surface, in 40% of glomeruli" in report
+    assert "subepithelial present" in report
+    lnpath.verify(result)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.locator("#if-IgG").input_value() == "3+"
+    assert page.locator("#if-lambda").input_value() == ""  # not stated
+    assert page.locator("#membranous-capillary").input_value() == "60"
+    assert page.locator("#deposits-subepithelial").input_value() == "yes"
+    assert page.locator("#class-value").text_content() == "Class V"
+    assert not page.errors
+
+
+def test_a_not_evaluable_reason_from_the_page_lets_an_incomplete_index_be_signed(
+    result: Path, serve: Any, context: Any
+) -> None:
+    # the demo's marks, less tubular atrophy and interstitial fibrosis: an incomplete index
+    gaps = {"tubular_atrophy": None, "interstitial_fibrosis": None}
+    lnpath.review(result, biopsy={"not_evaluable": gaps}, pathologist="Dr Setup")
+    server = serve(result)
+    page = open_page(context, server, name="Dr Sign")
+    listed = page.locator("#not-evaluable input").evaluate_all(
+        "(nodes) => nodes.map((n) => n.dataset.component)"
+    )
+    not_assessed = lnpath.SlideResult.load(result).to_dict()["scores"]
+    expected = [*not_assessed["activity_index"]["not_assessed"]]
+    expected += not_assessed["chronicity_index"]["not_assessed"]
+    assert listed == expected  # only what the summary lists as not assessed
+    page.click("#signout")
+    page.click("#signout-confirm")
+    page.wait_for_function("document.getElementById('message').textContent.includes('sign')")
+    message = page.locator("#message").text_content()
+    assert "not assessed: Tubular atrophy, Interstitial fibrosis" in message
+    assert "Biopsy > Not evaluable" in message and "Biopsy > Cortex" in message
+    assert "lnpath review" not in message  # the page's fields, not the command line
+    assert page.evaluate("document.activeElement.id") == "not-evaluable-tubular_atrophy"
+    assert lnpath.SlideResult.load(result).status == "provisional"
+    # a reason for one, the other supplied; an empty reason clears a mark
+    page.keyboard.type(HOSTILE)
+    page.fill("#cortex-interstitial_fibrosis", "20")
+    page.fill("#not-evaluable-fibrous_crescents", "")
+    page.locator("#note").focus()
+    page.wait_for_selector("#unsaved")
+    assert save(page) == "saved revision 3"
+    marks = lnpath.SlideResult.load(result).to_dict()["biopsy"]["not_evaluable"]
+    assert marks["tubular_atrophy"] == HOSTILE and "fibrous_crescents" not in marks
+    assert "interstitial_fibrosis" not in marks
+    page.click("#signout")
+    page.click("#signout-confirm")
+    page.wait_for_function("document.getElementById('message').textContent.includes('sign')")
+    assert "Fibrous crescents" in page.locator("#message").text_content()
+    page.fill("#not-evaluable-fibrous_crescents", "no trichrome")
+    page.locator("#note").focus()
+    assert save(page) == "saved revision 4"
+    page.click("#signout")
+    page.click("#signout-confirm")
+    page.wait_for_function("document.getElementById('message').textContent.includes('confirmed')")
+    on_disk = lnpath.SlideResult.load(result).to_dict()
+    assert on_disk["status"] == "confirmed" and on_disk["revision"] == 4
+    assert on_disk["cortex_fractions"]["interstitial_fibrosis"] == 0.2
+    lnpath.verify(result)
+    assert page.locator("#not-evaluable-tubular_atrophy").input_value() == HOSTILE
+    assert page.evaluate("window.__lnpath_pwned") is None
+    assert not page.errors

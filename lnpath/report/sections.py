@@ -20,7 +20,7 @@ from lnpath.report.words import (
     index_text,
     not_kidney,
 )
-from lnpath.scoring.biopsy import EXCLUSIONS, IF_LABELS
+from lnpath.scoring.biopsy import EXCLUSIONS, IF_LABELS, class_inputs
 from lnpath.scoring.classification import ACTIVE_LESIONS
 from lnpath.scoring.indices import CORTEX_BASIS
 from lnpath.scoring.legacy import CHRONIC_LESIONS
@@ -218,9 +218,10 @@ def _if_em(biopsy: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[str]]
         ]
         lines.append("Immune deposits (IF/EM): " + "; ".join(parts) + ".")
     membranous = biopsy.get("membranous") or {}
-    if membranous.get("present") is not None:
-        text = f"Membranous component: {_yes_no(membranous['present'])}"
-        extras = []
+    present = class_inputs(biopsy).get("membranous")  # as the class rules read it
+    if present is not None:
+        text = f"Membranous component: {_yes_no(present)}"
+        extras = [] if membranous.get("present") is not None else ["from subepithelial deposits"]
         if membranous.get("extent"):
             extras.append(str(membranous["extent"]))
         if membranous.get("capillary_surface_fraction") is not None:
@@ -330,7 +331,7 @@ def _not_assessed(result: Mapping[str, Any], findings: pd.DataFrame) -> list[str
                     "with a reason"
                 )
     biopsy = result.get("biopsy") or {}
-    if (biopsy.get("membranous") or {}).get("present") is None:
+    if class_inputs(biopsy).get("membranous") is None:
         items.append("Membranous component (class V) by IF/EM")
     if (biopsy.get("deposits") or {}).get("mesangial") is None:
         items.append("Mesangial immune deposits by IF (classes I and II)")

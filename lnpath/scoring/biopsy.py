@@ -130,6 +130,8 @@ def _reasons(where: str, value: Any) -> dict[str, str | None]:
             )
         if reason is not None and (not isinstance(reason, str) or not reason.strip()):
             raise InputError(f"{where}.{name}: give the reason it is not evaluable")
+        if reason is not None:
+            check_free_text(reason, f"{where}.{name}")
         out[str(name)] = None if reason is None else " ".join(reason.split())
     return out
 

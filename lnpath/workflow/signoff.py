@@ -281,7 +281,7 @@ def confirm(
         return _confirm(folder, who, note, private_key)
 
 
-def _unsigned_gaps(result: Mapping[str, Any]) -> list[str]:
+def unsigned_gaps(result: Mapping[str, Any]) -> list[str]:
     """Index components neither assessed nor marked not evaluable by the pathologist."""
     marked = (result.get("biopsy") or {}).get("not_evaluable") or {}
     scores = result["scores"]
@@ -302,7 +302,7 @@ def _confirm(folder: Path, pathologist: str, note: str | None, key: Any) -> Slid
             f"{folder}: revision {result['revision']} is already confirmed by {who}; "
             "a confirmed result is immutable (review it with --supersede to start a new revision)"
         )
-    gaps = _unsigned_gaps(result)
+    gaps = unsigned_gaps(result)
     if gaps:
         raise ResultError(
             f"{folder}: cannot sign an incomplete index; not assessed: {', '.join(gaps)}. "

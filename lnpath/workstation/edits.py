@@ -13,6 +13,7 @@ import pandas as pd
 
 from lnpath.core.errors import InputError
 from lnpath.core.findings import LESION_EXTENT, LESIONS, is_missing
+from lnpath.scoring.biopsy import class_inputs
 from lnpath.workstation.records import EXCLUSIONS
 
 # --------------------------------------------------------------------------------------------
@@ -149,16 +150,10 @@ def scoring_view(table: pd.DataFrame, edits: PageEdits) -> pd.DataFrame:
 
 
 def biopsy_inputs(biopsy: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The sign-out ``biopsy`` fields that score_findings' class proposal reads."""
-    if not biopsy:
-        return None
-    membranous = biopsy.get("membranous") or {}
-    deposits = biopsy.get("deposits") or {}
-    inputs = {
-        "membranous": membranous.get("present"),
-        "membranous_capillary_surface": membranous.get("capillary_surface_fraction"),
-        "membranous_glomeruli": membranous.get("glomeruli_fraction"),
-        "if_mesangial_deposits": deposits.get("mesangial"),
-        "mesangial_hypercellularity": biopsy.get("mesangial_hypercellularity"),
-    }
-    return {k: v for k, v in inputs.items() if v is not None} or None
+    """The sign-out ``biopsy`` fields that score_findings' class proposal reads.
+
+    The review's own mapping (:func:`lnpath.scoring.biopsy.class_inputs`), so that the preview
+    proposes the class the save will: a copy of it here missed that subepithelial deposits
+    stand for the membranous component when it is not stated (the preview said I, the save V).
+    """
+    return class_inputs(biopsy) or None

@@ -130,7 +130,7 @@ def glomerulus_record(
     }
 
 
-def _component_rows(index: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _component_rows(index: Mapping[str, Any], marks: Mapping[str, str]) -> list[dict[str, Any]]:
     rows = []
     for name, c in (index.get("components") or {}).items():
         rows.append(
@@ -145,26 +145,34 @@ def _component_rows(index: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "assessed": c.get("assessed"),
                 "range": c.get("score_range"),
                 "note": c.get("note"),
+                "not_evaluable": None if c.get("assessed") else marks.get(name),
             }
         )
     return rows
 
 
-def summary(scores: Mapping[str, Any]) -> dict[str, Any]:
-    """The live summary: both indices with their components, the class, adequacy, uncertainty."""
+def summary(
+    scores: Mapping[str, Any], not_evaluable: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The live summary: both indices with their components, the class, adequacy, uncertainty.
+
+    ``not_evaluable`` (component -> reason, the biopsy's marks) is what the report words the
+    indices with, so that the page and the report say the same of a marked gap.
+    """
+    marks = {k: v for k, v in (not_evaluable or {}).items() if v}
     out: dict[str, Any] = {}
     for key, name in (("activity_index", "ai"), ("chronicity_index", "ci")):
         index = scores[key]
         span = index.get("total_range")
         low = index["total"] if index.get("complete") or not span else span[0]
         out[name] = {
-            "text": index_text(index),
+            "text": index_text(index, marks),
             "low": low,
             "total": index.get("total"),
             "max": index.get("max"),
             "complete": bool(index.get("complete")),
             "range": span,
-            "components": _component_rows(index),
+            "components": _component_rows(index, marks),
             "interval_95": (scores.get("uncertainty", {}).get(key) or {}).get("interval_95"),
         }
     klass = scores["isn_rps_class"]

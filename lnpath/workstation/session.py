@@ -28,12 +28,13 @@ from lnpath.io.configfile import load_config
 from lnpath.io.hashing import file_sha256
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
 from lnpath.report.charts import morphometry_thresholds
+from lnpath.results.edits import CORTEX_FIELDS
 from lnpath.results.folder import load_result_json, read_audit, read_findings_csv, read_polygons
 from lnpath.results.queue import review_order
 from lnpath.results.seal import verify
-from lnpath.scoring.biopsy import normalise_biopsy
+from lnpath.scoring.biopsy import merge_biopsy, normalise_biopsy
 from lnpath.workstation.edits import PageEdits, biopsy_inputs, edited_table, scoring_view
-from lnpath.workstation.records import glomerulus_record, summary
+from lnpath.workstation.records import COMPONENT_LABELS, glomerulus_record, summary
 from lnpath.workstation.tiles import DeepZoomTiles
 
 LOG = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class ResultSession:
             "biopsy": result.get("biopsy") or {},
             "class_override": result.get("class_override"),
             "comment": result.get("comment"),
-            "summary": summary(result["scores"]),
+            "summary": summary(result["scores"], _marks(result.get("biopsy"))),
             "supports": sorted(_review_keywords()),
         }
 
@@ -179,8 +180,10 @@ class ResultSession:
         from lnpath.workflow.scoring import score_findings
 
         result = load_result_json(self.folder)
+        biopsy = result.get("biopsy")
         if edits.biopsy is not None:
-            normalise_biopsy(edits.biopsy)  # a value the save would refuse is refused now
+            # what the save will store: a value it would refuse is refused now
+            biopsy = merge_biopsy(biopsy, normalise_biopsy(edits.biopsy))
         table = edited_table(read_findings_csv(self.folder / "findings.csv"), edits)
         cortex = dict(result.get("cortex_fractions") or {})
         cortex.update(edits.cortex or {})
@@ -188,11 +191,9 @@ class ResultSession:
             scoring_view(table, edits),
             cortex={k: v for k, v in cortex.items() if v is not None},
             config=load_config(result["config"]),
-            biopsy=biopsy_inputs(
-                edits.biopsy if edits.biopsy is not None else result.get("biopsy")
-            ),
+            biopsy=biopsy_inputs(biopsy),
         )
-        out = summary(score.to_dict())
+        out = summary(score.to_dict(), _marks(biopsy))
         out["main_calls"] = {
             str(int(row["glomerulus_id"])): main_call(row) for row in table.to_dict("records")
         }
@@ -283,6 +284,7 @@ class ResultSession:
 
         with self.lock:
             self._check_writable(base_revision)
+            _check_complete(self.folder)
             confirm(self.folder, pathologist=pathologist, note=note or None)
         return self.state()
 
@@ -295,6 +297,39 @@ class ResultSession:
             self._check_writable(base_revision)
             add_addendum(self.folder, text, pathologist=pathologist)
         return self.state()
+
+
+def _marks(biopsy: Mapping[str, Any] | None) -> dict[str, str]:
+    """The biopsy's "not evaluable" marks (component -> reason)."""
+    return dict((biopsy or {}).get("not_evaluable") or {})
+
+
+def _check_complete(folder: Path) -> None:
+    """Refuse the sign-out of an incomplete index naming the page's fields, not the command line.
+
+    The rule is :func:`lnpath.confirm`'s own (its check runs again under its lock); only the
+    wording is the page's.
+
+    Raises:
+        ResultError: an index component neither assessed nor marked not evaluable.
+    """
+    from lnpath.workflow.signoff import unsigned_gaps
+
+    gaps = unsigned_gaps(load_result_json(folder))
+    if not gaps:
+        return
+    names = [COMPONENT_LABELS.get(g, g.replace("_", " ")) for g in gaps]
+    supply = []
+    cortex = [COMPONENT_LABELS[g] for g in gaps if g in CORTEX_FIELDS]
+    if cortex:
+        supply.append(f"enter {', '.join(cortex)} under Biopsy > Cortex")
+    if len(cortex) < len(gaps):
+        supply.append("call the lesions left undecided (u: next undecided)")
+    how = "; ".join(supply)
+    raise ResultError(
+        f"cannot sign an incomplete index; not assessed: {', '.join(names)}. {how[0].upper()}"
+        f"{how[1:]}, or give each a reason under Biopsy > Not evaluable; save, then sign out"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ function indexBlock(name, index) {
     el("td", {}, c.label),
     el("td", {}, c.N === null || c.N === undefined ? "" : `${c.n}/${c.N}`),
     el("td", {}, c.assessed ? `${c.score} ×${c.weight}` :
-      (c.range ? `not assessed (${c.range[0]}–${c.range[1]})` : "not assessed"))));
+      `${c.not_evaluable ? "not evaluable" : "not assessed"}${c.range ? ` (${c.range[0]}–${c.range[1]})` : ""}`)));
   const shown = indexShown(index);
   return el("div", { class: "index" },
     el("h3", {}, name),
@@ -220,6 +220,7 @@ function renderSummary() {
   node.append(el("h3", {}, "Adequacy"),
     el("div", { id: "adequacy" }, `${s.adequacy.status}: ${s.adequacy.message}`),
     el("div", { id: "n-glomeruli", "data-n": s.adequacy.n_glomeruli }, `N = ${s.adequacy.n_glomeruli} glomeruli`));
+  renderNotEvaluable();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -448,14 +449,56 @@ function triSelect(id, v, onchange) {
     [["", "not assessed"], ["yes", "yes"], ["no", "no"]].map(([val, text]) => el("option", { value: val, selected: current === val }, text)));
 }
 
-function choice(id, options, v, onchange) {
-  return el("select", { id, onchange: (e) => onchange(e.target.value || null) },
-    options.map((o) => el("option", { value: o, selected: (v || "") === o }, o || "not recorded")));
+function choice(id, options, v, onchange, blank = "not recorded", attrs) {
+  return el("select", { id, ...attrs, onchange: (e) => onchange(e.target.value || null) },
+    options.map((o) => el("option", { value: o, selected: (v || "") === o }, o || blank)));
+}
+
+// a fraction in [0, 1] entered as % (as the cortex fields are); out of range is said, not sent
+function percentInput(id, path) {
+  return numberInput(id, pct(biopsyValue(path)), (v) => {
+    if (v !== null && !(v >= 0 && v <= 100)) { say(`${path.join(" ").replace(/_/g, " ")}: give a % from 0 to 100`, true); return; }
+    setBiopsy(path, v === null ? null : v / 100);
+  }, { min: 0, max: 100, step: 1 });
 }
 
 function numberInput(id, v, onchange, attrs) {
   return el("input", { id, type: "number", value: v === null || v === undefined ? "" : v, ...attrs,
     onchange: (e) => onchange(e.target.value === "" ? null : Number(e.target.value)) });
+}
+
+// a reason per index component the summary shows as not assessed (and any marked earlier, so the
+// mark can be cleared): what sign-out of an incomplete index asks for. An empty reason clears it.
+function notEvaluableNames() {
+  const w = W();
+  const s = w.preview || w.state.summary;
+  const marks = biopsyValue(["not_evaluable"]) || {};
+  return [...s.ai.components, ...s.ci.components].filter((c) => !c.assessed || marks[c.name]);
+}
+
+function renderNotEvaluable() {
+  const node = $("not-evaluable");
+  if (!node) return;
+  const components = notEvaluableNames();
+  const key = components.map((c) => `${c.name}:${c.assessed}`).join(",");
+  if (node.dataset.key === key && node.dataset.result === String(current)) return;  // keep focus and typing
+  const focused = document.activeElement && node.contains(document.activeElement) ? document.activeElement.id : null;
+  node.dataset.key = key;
+  node.dataset.result = String(current);
+  clear(node).append(el("legend", {}, "Not evaluable (reason, for sign-out)"));
+  if (!components.length) node.append(el("p", { class: "muted" }, "Every index component is assessed."));
+  for (const c of components) {
+    const reason = biopsyValue(["not_evaluable", c.name]);
+    node.append(el("label", { class: "row" }, c.assessed ? `${c.label} (now assessed: clear the mark)` : c.label,
+      el("input", { id: `not-evaluable-${c.name}`, "data-component": c.name, "data-marked": Boolean(reason) ? "true" : "false",
+        value: reason || "", placeholder: "not assessed: why not evaluable?", "aria-label": `${c.label}: reason not evaluable`,
+        onchange: (e) => {
+          const text = e.target.value.trim();
+          e.target.dataset.marked = text ? "true" : "false";
+          setBiopsy(["not_evaluable", c.name], text || null);
+        } })));
+  }
+  if (focused && $(focused)) $(focused).focus();
 }
 
 function renderBiopsy() {
@@ -478,13 +521,24 @@ function renderBiopsy() {
   node.append(el("fieldset", { disabled: !supports.has("biopsy") }, el("legend", {}, "IF/EM"),
     el("label", { class: "row" }, "Membranous component", triSelect("membranous", biopsyValue(["membranous", "present"]), (v) => setBiopsy(["membranous", "present"], v))),
     el("label", { class: "row" }, "Membranous extent", choice("membranous-extent", EXTENTS, biopsyValue(["membranous", "extent"]), (v) => setBiopsy(["membranous", "extent"], v))),
+    el("label", { class: "row" }, "Membranous: % of capillary surface", percentInput("membranous-capillary", ["membranous", "capillary_surface_fraction"])),
+    el("label", { class: "row" }, "Membranous: % of glomeruli", percentInput("membranous-glomeruli", ["membranous", "glomeruli_fraction"])),
     el("label", { class: "row" }, "Mesangial deposits", triSelect("deposits-mesangial", biopsyValue(["deposits", "mesangial"]), (v) => setBiopsy(["deposits", "mesangial"], v))),
-    el("label", { class: "row" }, "Subendothelial deposits", triSelect("deposits-subendothelial", biopsyValue(["deposits", "subendothelial"]), (v) => setBiopsy(["deposits", "subendothelial"], v)))));
+    el("label", { class: "row" }, "Subendothelial deposits", triSelect("deposits-subendothelial", biopsyValue(["deposits", "subendothelial"]), (v) => setBiopsy(["deposits", "subendothelial"], v))),
+    el("label", { class: "row" }, "Subepithelial deposits", triSelect("deposits-subepithelial", biopsyValue(["deposits", "subepithelial"]), (v) => setBiopsy(["deposits", "subepithelial"], v))),
+    el("label", { class: "row" }, "Mesangial hypercellularity", triSelect("mesangial-hypercellularity", biopsyValue(["mesangial_hypercellularity"]), (v) => setBiopsy(["mesangial_hypercellularity"], v)))));
+  // one select per stain, the intensities the server takes (META), "not stated" for none
+  node.append(el("fieldset", { disabled: !supports.has("biopsy") }, el("legend", {}, "Immunofluorescence"),
+    META.if_stains.map(({ key, label }) => el("label", { class: "row" }, label,
+      choice(`if-${key}`, ["", ...META.if_intensities], biopsyValue(["if_panel", key]), (v) => setBiopsy(["if_panel", key], v),
+        "not stated", { "aria-label": `immunofluorescence ${key}` })))));
   node.append(el("fieldset", { disabled: !supports.has("biopsy") }, el("legend", {}, "Vessels"),
     el("label", { class: "row" }, "Arteries sampled", numberInput("arteries", biopsyValue(["vessels", "arteries_sampled"]), (v) => setBiopsy(["vessels", "arteries_sampled"], v), { min: 0, step: 1 })),
     el("label", { class: "row" }, "Intimal fibrosis", choice("intimal-fibrosis", SEVERITY, biopsyValue(["vessels", "intimal_fibrosis"]), (v) => setBiopsy(["vessels", "intimal_fibrosis"], v))),
     ["arteriolar_hyalinosis", "lupus_vasculopathy", "tma", "vasculitis"].map((k) =>
       el("label", { class: "row" }, k.replace(/_/g, " "), triSelect(`vessels-${k}`, biopsyValue(["vessels", k]), (v) => setBiopsy(["vessels", k], v))))));
+  node.append(el("fieldset", { id: "not-evaluable", disabled: !supports.has("biopsy") }));
+  renderNotEvaluable();
   const override = w.edits.class_override !== null ? w.edits.class_override : (w.state.class_override || {});
   node.append(el("fieldset", { disabled: !supports.has("class_override") }, el("legend", {}, "Class override"),
     el("label", { class: "row" }, "Class", choice("class-override", CLASSES, override.class, (v) => {
@@ -602,6 +656,8 @@ async function signOut() {
     renderAll();
   } catch (err) {
     say(err.message, true);
+    const gap = err.message.includes("incomplete index") && document.querySelector('#not-evaluable input[data-marked="false"]');
+    if (gap) gap.focus();
   }
 }
 
