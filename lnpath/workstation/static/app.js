@@ -535,8 +535,9 @@ function renderBiopsy() {
   node.append(el("fieldset", { disabled: !supports.has("biopsy") }, el("legend", {}, "Vessels"),
     el("label", { class: "row" }, "Arteries sampled", numberInput("arteries", biopsyValue(["vessels", "arteries_sampled"]), (v) => setBiopsy(["vessels", "arteries_sampled"], v), { min: 0, step: 1 })),
     el("label", { class: "row" }, "Intimal fibrosis", choice("intimal-fibrosis", SEVERITY, biopsyValue(["vessels", "intimal_fibrosis"]), (v) => setBiopsy(["vessels", "intimal_fibrosis"], v))),
-    ["arteriolar_hyalinosis", "lupus_vasculopathy", "tma", "vasculitis"].map((k) =>
-      el("label", { class: "row" }, k.replace(/_/g, " "), triSelect(`vessels-${k}`, biopsyValue(["vessels", k]), (v) => setBiopsy(["vessels", k], v))))));
+    [["arteriolar_hyalinosis", "Arteriolar hyalinosis"], ["lupus_vasculopathy", "Lupus vasculopathy"],
+      ["tma", "Thrombotic microangiopathy"], ["vasculitis", "Vasculitis"]].map(([k, text]) =>
+      el("label", { class: "row" }, text, triSelect(`vessels-${k}`, biopsyValue(["vessels", k]), (v) => setBiopsy(["vessels", k], v))))));
   node.append(el("fieldset", { id: "not-evaluable", disabled: !supports.has("biopsy") }));
   renderNotEvaluable();
   const override = w.edits.class_override !== null ? w.edits.class_override : (w.state.class_override || {});
