@@ -104,7 +104,9 @@ def test_batch_on_slurm_survives_a_cancelled_worker(
 def test_slurm_scheduler_exposed_only_when_asked(repo_dir: Path, tmp_path: Path) -> None:
     """Binding to a real interface is a choice the user makes, and is warned about."""
     manifest = tmp_path / "manifest.csv"
-    manifest.write_text("slide_id,path,patient_id,timepoint\n")
+    # one slide that fails its pre-flight: a cluster starts, no job has work (an empty manifest
+    # and 0 jobs, which this once used, are refused up front)
+    manifest.write_text(f"slide_id,path,patient_id,timepoint\ns1,{tmp_path / 'none.svs'},P1,0\n")
     names = (
         [n for n in os.listdir("/sys/class/net") if n != "lo"]
         if Path("/sys/class/net").is_dir()
@@ -119,7 +121,7 @@ def test_slurm_scheduler_exposed_only_when_asked(repo_dir: Path, tmp_path: Path)
         tmp_path / "b",
         "--slurm",
         "--slurm-jobs",
-        "0",
+        "1",
         "--slurm-interface",
         names[0],
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,8 +161,10 @@ def slurm_client(
     per GPU.
 
     Raises:
-        InputError: dask-jobqueue is not installed.
+        InputError: dask-jobqueue is not installed, or a job setting SLURM would refuse (then
+            the batch would wait for workers forever).
     """
+    _check_slurm(jobs, cores, memory, walltime)
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
@@ -195,6 +198,25 @@ def slurm_client(
         cluster.scale(jobs=jobs)
         with Client(cluster) as client:
             yield client
+
+
+#: sbatch --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS
+_WALLTIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}")
+
+
+def _check_slurm(jobs: int, cores: int, memory: str, walltime: str) -> None:
+    from dask.utils import parse_bytes
+
+    for option, value in (("--slurm-jobs", jobs), ("--slurm-cores", cores)):
+        if value < 1:
+            raise InputError(f"{option} must be >= 1, got {value}")
+    try:
+        if parse_bytes(memory) <= 0:
+            raise ValueError(memory)
+    except (ValueError, TypeError):
+        raise InputError(f"--slurm-memory {memory!r}: expected a size such as 8GB") from None
+    if not _WALLTIME.fullmatch(walltime):
+        raise InputError(f"--slurm-walltime {walltime!r}: expected HH:MM:SS or D-HH:MM:SS")
 
 
 def loopback_interface() -> str:

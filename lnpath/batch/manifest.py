@@ -35,7 +35,7 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     per-slide failures so that one absent file does not block a cohort.
 
     Raises:
-        InputError: unreadable file, missing column, empty or duplicate ``slide_id``, a
+        InputError: unreadable file, no rows, missing column, empty or duplicate ``slide_id``, a
             ``slide_id`` that is not a safe folder name, or a non-numeric ``mpp``.
     """
     path = Path(path)
@@ -57,6 +57,8 @@ def validate_manifest(table: pd.DataFrame, where: str, base: Path) -> pd.DataFra
             f"{where}: missing column(s) {', '.join(missing)} "
             f"(a manifest needs {', '.join(REQUIRED_COLUMNS)})"
         )
+    if table.empty:  # a batch of nothing "succeeds" and writes an empty status table
+        raise InputError(f"{where}: no slides (the manifest has a header but no rows)")
     cols = {c: _column(table, c) for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)}
     for column in REQUIRED_COLUMNS:  # a blank patient would pair unrelated biopsies
         empty = [str(i + 2) for i, v in enumerate(cols[column]) if v is None]

@@ -249,6 +249,8 @@ def score_batch(
         table = read_manifest(manifest)
     table = shard_rows(table, shard)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
+        raise InputError(f"{out}: is a file, not a batch folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--biopsy",
         type=Path,
-        metavar="IFEM.json",
-        help='biopsy-level IF/EM inputs, e.g. {"membranous": true}',
+        metavar="FILE",
+        help="biopsy-level IF/EM inputs (YAML/JSON, as score --biopsy), e.g. membranous: true",
     )
     parser.add_argument("--format", choices=("json", "table"), default="json")
     parser.set_defaults(func=run)
@@ -60,12 +60,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Score and print; an empty table is reported (inadequate), not an error."""
-    from lnpath.io.configfile import load_config
-    from lnpath.io.jsonfile import read_cortex, read_json
+    from lnpath.io.configfile import load_biopsy, load_config
+    from lnpath.io.jsonfile import read_cortex
+    from lnpath.scoring.biopsy import class_inputs
     from lnpath.workflow.scoring import score_findings
 
     config = load_config(args.config).with_presets(*args.preset)  # the command line wins
-    biopsy = read_json(args.biopsy, "biopsy") if args.biopsy is not None else None
+    # the same file as score/review --biopsy (YAML or JSON, nested or the old flat keys)
+    biopsy = class_inputs(load_biopsy(args.biopsy)) if args.biopsy is not None else None
     cortex = read_cortex(args.cortex) if args.cortex is not None else None
     try:
         score = score_findings(args.findings, cortex=cortex, config=config, biopsy=biopsy)

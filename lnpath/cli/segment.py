@@ -98,6 +98,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError(
             f"--slides has {len(args.slides)} files but --annotations {len(args.annotations)}"
         )
+    if args.threads is not None and args.threads < 1:  # 0 was taken as "not given"
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     base = load_model(args.base)

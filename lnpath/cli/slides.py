@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
         "tiles",
         help="write PNG tiles at a given µm/px and a CSV index",
         description="Cut the slide into SIZE x SIZE tiles at MPP µm/px (snapped to a pyramid "
-        "level within 5 %%, else resampled) and write PNGs, tiles.csv and tiles.json into OUT.",
+        "level within 5 %, else resampled) and write PNGs, tiles.csv and tiles.json into OUT.",
     )
     tiles.add_argument("slide", type=Path, help="slide or image file")
     tiles.add_argument("--mpp", type=float, required=True, help="µm/px of the tiles")

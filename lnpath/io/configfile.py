@@ -77,7 +77,7 @@ def _read(path: Path, what: str = "configuration") -> Mapping[str, Any]:
     if not path.is_file():
         raise not_a_file(path, f"{what} file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

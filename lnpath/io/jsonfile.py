@@ -32,7 +32,8 @@ def read_json(path: str | Path, what: str) -> Any:
         raise InputError(f"{path}: {token} is not a number lnpath accepts")
 
     try:
-        return json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constants)
+        text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write
+        return json.loads(text, parse_constant=no_constants)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: not valid JSON ({detail})") from None

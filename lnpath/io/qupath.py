@@ -106,6 +106,8 @@ def parse_feature(raw: Any, where: str = "GeoJSON") -> QuPathFeature:
     props = raw.get("properties") or {}
     if not isinstance(props, Mapping):
         raise InputError(f"{where}: 'properties' must be an object")
+    if not isinstance(raw.get("geometry"), Mapping):  # shapely would say "'NoneType' ..."
+        raise InputError(f"{where}: has no geometry (expected a Polygon outline)")
     try:
         geometry = shape(raw["geometry"])
     except Exception as exc:
@@ -158,7 +160,7 @@ def read_qupath(
         if not path.is_file():
             raise not_a_file(path, "file")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM: Windows editors
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{path}: not valid JSON ({exc})") from None
         except RecursionError:

@@ -8,6 +8,7 @@ the fused form of the network, :mod:`lnpath.nn.fused`: the same float32 logits t
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import torch
@@ -29,14 +30,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     name = str(device)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # torch also names mps, xpu, meta, ...: they parse, then fail deep inside with no hint
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ModelError(f"unknown device {name!r} (use auto, cpu or cuda)")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(
             "CUDA requested but not available (PyTorch sees no GPU); use --device cpu or auto"
         )
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise ModelError(f"unknown device {name!r} (use auto, cpu or cuda)") from exc
+    dev = torch.device(name)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelError(
+            f"device {name!r}: PyTorch sees {torch.cuda.device_count()} GPU(s), "
+            f"numbered from 0; use --device cuda or cuda:0"
+        )
+    return dev
 
 
 CPU_BFLOAT16_ENV = "LNPATH_CPU_BFLOAT16"

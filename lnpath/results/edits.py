@@ -32,6 +32,7 @@ from lnpath.core.findings import (
     read_findings,
 )
 from lnpath.core.vocabulary import LESION_LABELS, NO_LESION, NOT_ASSESSED
+from lnpath.io.jsonfile import not_a_file
 from lnpath.io.qupath import QuPathFeature, read_qupath
 from lnpath.io.tables import measured_calls
 from lnpath.results.folder import feature_id
@@ -292,10 +293,15 @@ def apply_findings(edit: Edit, path: Path | pd.DataFrame) -> None:
         raw = path.map(lambda v: "" if is_missing(v) else str(v))
     else:
         where, name = str(path), path.name
+        if not path.is_file():  # not "[Errno 2] No such file or directory: ..."
+            raise not_a_file(path, "findings file")
+        if path.suffix.lower() in (".geojson", ".json"):
+            raise InputError(f"{path}: a GeoJSON export, not a findings CSV (use --geojson)")
         try:
             raw = pd.read_csv(path, dtype=str, keep_default_na=False)
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read findings table ({exc})") from None
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{path}: cannot read findings table ({detail})") from None
     if "glomerulus_id" in raw:
         raw["glomerulus_id"] = [_whole_id(v, i, where) for i, v in enumerate(raw["glomerulus_id"])]
     if "feature_id" in raw:
@@ -308,7 +314,7 @@ def apply_findings(edit: Edit, path: Path | pd.DataFrame) -> None:
         if "glomerulus_id" in raw:
             pairs = zip(raw["feature_id"], raw["glomerulus_id"], strict=True)
             for line, (fid, gid) in enumerate(pairs, start=2):
-                if fid and str(known[fid]) != gid:
+                if fid and gid and str(known[fid]) != gid:  # read_findings names an empty id
                     raise InputError(
                         f"{where}: line {line}: feature_id {fid} is glomerulus {known[fid]}, "
                         f"not {gid} (rows shifted while editing?)"

@@ -26,6 +26,7 @@ from typing import Any
 
 from lnpath.core.errors import InputError, OutputError, ResultError
 from lnpath.io.atomic import check_output_file
+from lnpath.io.jsonfile import not_a_file
 
 LOG = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ def generate_key(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     stem = Path(stem)
+    if stem.is_dir() or not stem.name:  # DIR.pem beside the folder is not what was meant
+        raise InputError(f"{stem}: is a folder; give a file stem in it, e.g. {stem / 'dr_renal'}")
     private, public = stem.with_name(f"{stem.name}.pem"), stem.with_name(f"{stem.name}.pub.pem")
     for path in (private, public):
         if path.exists():
@@ -241,6 +244,8 @@ def load_private_key(path: str | os.PathLike[str]) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    if not Path(path).is_file():  # not "[Errno 2] ..." inside "not a readable key"
+        raise not_a_file(Path(path), "private key file")
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
@@ -260,6 +265,8 @@ def load_public_key(path: str | os.PathLike[str]) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    if not Path(path).is_file():  # not "[Errno 2] ..." inside "not a readable key"
+        raise not_a_file(Path(path), "public key file")
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except (OSError, ValueError, TypeError) as exc:

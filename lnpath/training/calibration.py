@@ -56,7 +56,7 @@ from lnpath.analysis.calibrated import (
 from lnpath.analysis.lesions import CALL_STAINS
 from lnpath.analysis.measure import DEFAULT_MPP, MEASUREMENTS, measure_crop
 from lnpath.core.errors import InputError
-from lnpath.io.atomic import atomic_dir, write_json
+from lnpath.io.atomic import atomic_dir, check_output_dir, write_json
 from lnpath.training.evaluation import MIN_PER_CLASS, evaluate, label_counts
 from lnpath.training.lesion_data import (
     qupath_glomeruli,
@@ -379,8 +379,7 @@ def calibrate_morphometry(
             ``overwrite`` is false.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: model folder already exists (use --overwrite to replace it)")
+    check_output_dir(out, overwrite, marker="card.json")  # a file or a lab's folder: not after CV
     counts = data.counts()
     require_counts(counts, data.source)
     cv = cross_validate_logistic(

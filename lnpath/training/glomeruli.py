@@ -25,7 +25,7 @@ from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.core.errors import InputError
 from lnpath.core.memory import keep_freed_memory
 from lnpath.core.progress import progress_bar
-from lnpath.io.atomic import atomic_path
+from lnpath.io.atomic import atomic_path, check_output_dir
 from lnpath.models.store import load_model, save_model, write_weights
 from lnpath.nn.metrics import SegmentationScore
 from lnpath.nn.postprocess import MIN_AREA_UM2, label_glomeruli
@@ -407,6 +407,7 @@ def fine_tune(
         raise InputError(f"{len(slides)} slides but {len(annotations)} annotation files; pair them")
     if not 0 <= val_fraction < 1:  # also refuses NaN
         raise InputError(f"val_fraction must be in [0, 1) (got {val_fraction!r})")
+    check_output_dir(out, overwrite, marker="card.json")  # before the training, not after it
     base_model = load_model(base)
     dev = resolve_device(device)
     config = config or fine_tune_config(base_model)

@@ -108,8 +108,10 @@ def resolve_targets(
     labels = tuple(sorted({les for c in names[keep] for les in mapping[c]}))
     if not labels:
         raise InputError(
-            f"{origin}: none of the class names {sorted({str(c) for c in names})} maps to a lesion "
-            f"(mapping {dict(mapping)})"
+            f"{origin}: none of the class names ({', '.join(sorted({str(c) for c in names}))}) "
+            "maps to a lesion (mapping: "
+            + "; ".join(f"{c}={','.join(les) or '(negative)'}" for c, les in mapping.items())
+            + "; map yours with --map CLASS=LESION)"
         )
     targets = np.array(
         [[float(les in mapping[c]) for les in labels] for c in names[keep]], dtype=np.float32

@@ -24,7 +24,7 @@ import torch
 from lnpath import __version__
 from lnpath.analysis.lesion_cnn import calibrated, predict_logits
 from lnpath.core.errors import InputError
-from lnpath.io.atomic import atomic_dir, write_json, write_text
+from lnpath.io.atomic import atomic_dir, check_output_dir, write_json, write_text
 from lnpath.io.hashing import file_sha256
 from lnpath.models.store import CARD_FILE, write_weights
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
@@ -281,8 +281,7 @@ def train_lesion_model(
     Returns:
         The model card.
     """
-    if Path(out).exists() and not overwrite:
-        raise InputError(f"{out}: model folder already exists (use --overwrite to replace it)")
+    check_output_dir(out, overwrite, marker="card.json")  # a file or a lab's folder: not after CV
     size = int(data.images.shape[1])
     config = LesionNetConfig(labels=data.labels, arch=arch, input_size=size)
     cv = cross_validate(data, config, folds=folds, epochs=epochs, seed=seed, progress=progress)

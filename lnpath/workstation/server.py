@@ -8,6 +8,7 @@ never writes. The server binds to 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
+import errno
 import html
 import json
 import logging
@@ -298,9 +299,13 @@ def _free_port(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise InputError(
-            f"workstation: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+        hint = (  # an unknown host or another machine's address is no port problem
             "is another server using the port? Choose another with --port (0 = any free port)"
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES)
+            else "--host must name an address of this computer (default 127.0.0.1)"
+        )
+        raise InputError(
+            f"workstation: cannot listen on {host}:{port} ({exc.strerror or exc}); {hint}"
         ) from None
     sock.listen(64)
     return sock
@@ -334,7 +339,9 @@ class Workstation:
         candidates = [Path(s) for s in slides]
         for path in candidates:
             if not path.is_file():
-                raise InputError(f"--slide {path}: no such file")
+                raise InputError(
+                    f"--slide {path}: {'is a folder' if path.is_dir() else 'no such file'}"
+                )
         self.sessions: list[ResultSession] = []
         try:
             for folder in results:

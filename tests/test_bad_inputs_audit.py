@@ -1,0 +1,284 @@
+"""A second sweep of every command with the mistakes a demanding user makes (issue #20).
+
+Each case once printed "internal error", a Python repr (``[Errno 2] ...``, ``'NoneType' ...``,
+``{'Sclerotic': ...}``), a misleading hint, did its slow work before refusing the output, or
+refused a file another command takes. Now each is one line naming the problem, and nothing is
+written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import assert_one_line_error, file_hashes, lnpath_cli
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEMO = EXAMPLES / "demo_biopsy.tiff"
+OUTLINES = EXAMPLES / "demo_biopsy_glomeruli.geojson"
+BOM = b"\xef\xbb\xbf"
+
+
+def _findings_csv(tmp_path: Path) -> Path:
+    """A findings table with every lesion assessed absent, for score-findings."""
+    lesions = (
+        "endocapillary_hypercellularity,neutrophils_karyorrhexis,fibrinoid_necrosis,"
+        "hyaline_deposits,cellular_crescent,fibrocellular_crescent,fibrous_crescent,"
+        "global_sclerosis,segmental_sclerosis"
+    )
+    rows = "".join(f"{i}," + ",".join(["false"] * 9) + "\n" for i in range(1, 13))
+    path = tmp_path / "findings.csv"
+    path.write_text(f"glomerulus_id,{lesions}\n{rows}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# score-findings
+
+
+def test_score_findings_takes_the_shipped_biopsy_yaml(tmp_path: Path) -> None:
+    """score/review --biopsy take YAML; score-findings --biopsy refused the shipped example."""
+    proc = lnpath_cli(
+        "score-findings", _findings_csv(tmp_path), "--biopsy", EXAMPLES / "demo_biopsy_ifem.yaml"
+    )
+    assert proc.returncode == 0, proc.stderr
+    score = json.loads(proc.stdout)
+    assert score["biopsy"]["membranous"] is True
+    assert "V" in score["isn_rps_class"]["label"]
+
+
+def test_score_findings_biopsy_typo_is_named(tmp_path: Path) -> None:
+    biopsy = tmp_path / "ifem.yaml"
+    biopsy.write_text("membranus: true\n")
+    proc = lnpath_cli("score-findings", _findings_csv(tmp_path), "--biopsy", biopsy)
+    assert_one_line_error(proc, str(biopsy), "membranus")
+
+
+@pytest.mark.parametrize("geometry", ["null", None], ids=["null", "absent"])
+def test_a_feature_without_geometry(geometry: str | None, tmp_path: Path) -> None:
+    """It said "invalid geometry ('NoneType' object has no attribute 'get')"."""
+    feature: dict[str, object] = {"type": "Feature", "properties": {"objectType": "annotation"}}
+    if geometry is not None:
+        feature["geometry"] = None
+    path = tmp_path / "outlines.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    line = assert_one_line_error(lnpath_cli("score-findings", path), "feature 0", "no geometry")
+    assert "NoneType" not in line
+
+
+def test_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """A CSV with a UTF-8 BOM was read, the same GeoJSON or cortex JSON "not valid JSON"."""
+    outlines = tmp_path / "bom.geojson"
+    outlines.write_bytes(BOM + OUTLINES.read_bytes())
+    cortex = tmp_path / "cortex.json"
+    cortex.write_bytes(BOM + json.dumps({"interstitial_fibrosis": 0.3}).encode())
+    config = tmp_path / "config.json"
+    config.write_bytes(BOM + b'{"class_iv_threshold": 0.6}')
+    proc = lnpath_cli("score-findings", outlines, "--cortex", cortex, "--config", config)
+    assert proc.returncode == 0, proc.stderr
+    score = json.loads(proc.stdout)
+    assert score["cortex"]["interstitial_fibrosis"] == 0.3
+    assert score["config"]["class_iv_threshold"] == 0.6
+
+
+def test_tiles_help_shows_one_percent_sign() -> None:
+    proc = lnpath_cli("tiles", "--help")
+    assert proc.returncode == 0
+    assert "5 %," in proc.stdout and "%%" not in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# devices
+
+
+@pytest.mark.parametrize("device", ["mps", "meta"])
+def test_a_device_torch_knows_but_lnpath_does_not(device: str, tmp_path: Path) -> None:
+    """torch.device("mps") parses, then failed deep inside: "internal error: RuntimeError"."""
+    out = tmp_path / "outlines.geojson"
+    proc = lnpath_cli("segment", DEMO, "--out", out, "--device", device, "--no-progress")
+    assert_one_line_error(proc, f"unknown device '{device}'", "auto, cpu or cuda")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# review, confirm, verify, keygen
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("missing.csv", "no such findings file"),
+        ("a-folder.csv", "is a folder"),
+        ("outlines.geojson", "--geojson"),
+    ],
+)
+def test_review_findings_that_are_no_table(
+    name: str,
+    needle: str,
+    demo_result_template: Path,
+    copy_result: Callable[[Path], Path],
+    tmp_path: Path,
+) -> None:
+    """A missing file said "cannot read findings table ([Errno 2] No such file ...)"."""
+    result = copy_result(demo_result_template)
+    before = file_hashes(result)
+    path = tmp_path / name
+    if name.endswith(".geojson"):
+        shutil.copy(OUTLINES, path)
+    elif name.startswith("a-folder"):
+        path.mkdir()
+    proc = lnpath_cli("review", result, "--findings", path, "--pathologist", "Dr R")
+    line = assert_one_line_error(proc, str(path), needle)
+    assert "Errno" not in line
+    assert file_hashes(result) == before
+
+
+def test_review_findings_with_an_empty_id_names_it(
+    demo_result_template: Path, copy_result: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    """It said "feature_id ... is glomerulus 1, not  (rows shifted while editing?)"."""
+    result = copy_result(demo_result_template)
+    lines = (result / "findings.csv").read_text().splitlines()
+    lines[1] = "," + lines[1].split(",", 1)[1]  # the glomerulus_id of row 1 emptied
+    edited = tmp_path / "edited.csv"
+    edited.write_text("\n".join(lines) + "\n")
+    proc = lnpath_cli("review", result, "--findings", edited, "--pathologist", "Dr R")
+    assert_one_line_error(proc, "glomerulus_id is empty")
+
+
+def test_key_files_that_are_not_there(
+    confirmed_template: Path, demo_result_template: Path, tmp_path: Path
+) -> None:
+    """Both said "not a readable ... key ([Errno 2] No such file or directory: ...)"."""
+    result = tmp_path / "r"
+    shutil.copytree(demo_result_template, result, symlinks=True)
+    before = file_hashes(result)
+    missing = tmp_path / "dr_renal.pem"
+    proc = lnpath_cli("confirm", result, "--pathologist", "Dr A", "--key", missing)
+    assert "Errno" not in assert_one_line_error(proc, str(missing), "no such private key file")
+    assert file_hashes(result) == before
+    proc = lnpath_cli("verify", confirmed_template, "--public-key", tmp_path)
+    assert_one_line_error(proc, str(tmp_path), "is a folder, not a public key file")
+
+
+@pytest.mark.parametrize("stem", ["{dir}", ""], ids=["folder", "empty"])
+def test_keygen_into_a_folder(stem: str, tmp_path: Path) -> None:
+    """``--out DIR`` wrote DIR.pem beside the folder; ``--out ""`` was an internal error."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    proc = lnpath_cli("keygen", "--out", stem.format(dir=keys), cwd=tmp_path)
+    assert_one_line_error(proc, "is a folder", "dr_renal")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys"]
+    assert not any(keys.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# batch
+
+
+def _manifest(tmp_path: Path, rows: str = "") -> Path:
+    path = tmp_path / "manifest.csv"
+    path.write_text("slide_id,path,patient_id,timepoint\n" + rows)
+    return path
+
+
+def test_batch_of_an_empty_manifest(tmp_path: Path) -> None:
+    """A header without rows "succeeded" with exit 0 and an empty batch_status.csv."""
+    out = tmp_path / "cohort"
+    assert_one_line_error(lnpath_cli("batch", _manifest(tmp_path), "--out", out), "no slides")
+    assert not out.exists()
+
+
+def test_batch_into_a_file(tmp_path: Path) -> None:
+    """It said "cannot create the batch folder (File exists)"."""
+    out = tmp_path / "cohort"
+    out.write_text("not a folder")
+    manifest = _manifest(tmp_path, f"s1,{DEMO},P1,0\n")
+    assert_one_line_error(lnpath_cli("batch", manifest, "--out", out), "is a file")
+    assert out.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dask_jobqueue") is None, reason="no dask-jobqueue")
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--slurm-jobs", "0", "--slurm-jobs must be >= 1"),
+        ("--slurm-cores", "0", "--slurm-cores must be >= 1"),
+        ("--slurm-memory", "lots", "--slurm-memory 'lots'"),
+        ("--slurm-walltime", "forever", "--slurm-walltime 'forever'"),
+    ],
+)
+def test_slurm_settings_sbatch_would_refuse(
+    option: str, value: str, needle: str, tmp_path: Path
+) -> None:
+    """0 jobs or a walltime SLURM refuses waited for workers forever; memory 'lots' was an
+    internal error."""
+    out = tmp_path / "cohort"
+    manifest = _manifest(tmp_path, f"s1,{DEMO},P1,0\n")
+    proc = lnpath_cli("batch", manifest, "--out", out, "--slurm", option, value)
+    assert_one_line_error(proc, needle)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_train_glomeruli_refuses_its_output_before_training(kind: str, tmp_path: Path) -> None:
+    """A file or a lab's own folder as --out was refused only after the whole fine-tuning."""
+    out = tmp_path / "model"
+    if kind == "file":
+        out.write_text("keep")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("keep")
+    proc = lnpath_cli(
+        "train-glomeruli", "--slides", DEMO, "--annotations", OUTLINES, "--out", out, "--overwrite"
+    )
+    assert_one_line_error(proc, str(out))
+    assert "training" not in proc.stderr  # no progress bar: it stopped before the first step
+    assert (out.read_text() if kind == "file" else (out / "notes.txt").read_text()) == "keep"
+
+
+def test_train_glomeruli_zero_threads(tmp_path: Path) -> None:
+    """``--threads 0`` was taken as "not given" and trained on all cores."""
+    out = tmp_path / "model"
+    proc = lnpath_cli(
+        "train-glomeruli",
+        "--slides",
+        DEMO,
+        "--annotations",
+        OUTLINES,
+        "--out",
+        out,
+        "--threads",
+        "0",
+    )
+    assert_one_line_error(proc, "--threads must be >= 1")
+    assert not out.exists()
+
+
+def test_train_lesions_names_the_mapping_in_words(tmp_path: Path) -> None:
+    """It printed "(mapping {'Sclerotic': ('global_sclerosis',), ...})"."""
+    out = tmp_path / "model"
+    proc = lnpath_cli("train-lesions", "--qupath", OUTLINES, DEMO, "--out", out)
+    line = assert_one_line_error(proc, "Glomerulus", "Sclerotic=global_sclerosis", "--map")
+    assert "{" not in line and "('" not in line
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# workstation
+
+
+def test_workstation_on_an_address_of_another_computer(demo_result_template: Path) -> None:
+    """It asked "is another server using the port?" of an address this computer does not have."""
+    proc = lnpath_cli("workstation", demo_result_template, "--host", "192.0.2.1")
+    line = assert_one_line_error(proc, "192.0.2.1", "--host")
+    assert "another server" not in line
