@@ -18,26 +18,10 @@ import pandas as pd
 import pytest
 
 import lnpath
+from tests.test_engine_spec import CORTEX, table
 
 LESIONS = lnpath.LESIONS
-ZERO_CORTEX = {
-    "interstitial_inflammation": 0.0,
-    "interstitial_fibrosis": 0.0,
-    "tubular_atrophy": 0.0,
-}
-
-
-def table(n: int, **positives: Any) -> pd.DataFrame:
-    """``n`` glomeruli, every lesion absent; ``lesion=k`` marks the first k rows (or the rows)."""
-    frame = pd.DataFrame({"glomerulus_id": range(n)})
-    for lesion in LESIONS:
-        frame[lesion] = pd.array([False] * n, dtype="boolean")
-    for name, rows in positives.items():
-        chosen = list(range(rows) if isinstance(rows, int) else rows)
-        if name not in frame:
-            frame[name] = pd.array([False] * n, dtype="boolean")
-        frame.loc[chosen, name] = True
-    return frame
+ZERO_CORTEX = CORTEX  # every cortex item scored 0
 
 
 def score(frame: pd.DataFrame, cortex: dict | None = None, **kwargs: Any) -> lnpath.BiopsyScore:
