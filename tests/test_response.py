@@ -503,6 +503,54 @@ def test_stain_panel_is_a_caveat_unless_required():
     assert full.status == "provisional" and not any("trichrome or" in c for c in full.caveats)
 
 
+def _examined(*stains: str, **stated: bool) -> dict[str, Any]:
+    return {"stains_examined": {**dict.fromkeys(stains, True), **stated}}
+
+
+def test_recorded_stain_panel_is_a_precondition():
+    """§3.3: staining comparable, at minimum PAS and trichrome or silver, otherwise not_evaluable.
+    The pathologist's record of the stains examined decides it; the PAS slide is one of them."""
+    full = compare(
+        result(score(8), biopsy=_examined("trichrome")),
+        result(score(2), biopsy=_examined("PAS", "silver", HE=True)),
+    )
+    assert full.status == "provisional"
+    assert not any("stains examined" in c for c in full.caveats)
+    passed = {c["name"] for c in full.to_dict()["preconditions"] if c["status"] == "pass"}
+    assert {"baseline_stain_panel", "followup_stain_panel"} <= passed
+    pas_only = compare(
+        result(score(8), biopsy=_examined("trichrome")),
+        result(score(2), biopsy=_examined(HE=True, trichrome=False, silver=False)),
+    )
+    assert pas_only.status == "not_evaluable"
+    assert _failed(pas_only) == {"followup_stain_panel"}
+    assert "stains examined H&E, PAS" in pas_only.to_dict()["reasons"][0]
+    # a panel stated as nothing examined is a recorded panel, not a missing one
+    none = compare(
+        result(score(8), biopsy=_examined("trichrome")),
+        result(score(2), stain=None, biopsy=_examined(PAS=False)),
+    )
+    assert _failed(none) == {"followup_stain_panel"}
+
+
+def test_unrecorded_stain_panel_says_how_to_record_it():
+    r = compare(result(score(8)), result(score(2), biopsy=_examined("silver")))
+    assert r.status == "provisional"
+    (caveat,) = [c for c in r.caveats if "stains examined" in c]
+    assert caveat.startswith("baseline: the stains examined are not recorded (slide: PAS)")
+    checks = {c["name"]: c["status"] for c in r.to_dict()["preconditions"]}
+    assert checks["baseline_stain_panel"] == "not_checked"
+    assert checks["followup_stain_panel"] == "pass"
+
+
+def test_malformed_stain_panel_is_one_line():
+    bad = result(score(2), biopsy={"stains_examined": {"PAS": "yes"}})
+    with pytest.raises(InputError, match=r"stains_examined\.PAS must be true, false or null"):
+        compare(result(score(8)), bad)
+    with pytest.raises(InputError, match="unknown stains_examined field 'congo'"):
+        compare(result(score(8)), result(score(2), biopsy={"stains_examined": {"congo": True}}))
+
+
 def test_limited_adequacy_accepted_on_request():
     r = compare(score(8), score(2, adequacy="limited"), accept_limited_adequacy=True)
     assert r.status == "provisional"

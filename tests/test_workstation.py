@@ -654,6 +654,29 @@ def test_if_panel_deposits_and_membranous_extent_are_saved_from_the_page(
     assert not page.errors
 
 
+def test_stains_examined_are_recorded_from_the_page(result: Path, serve: Any, context: Any) -> None:
+    """The §3.3 stain panel a response endpoint needs is a sign-out field, saved and reported."""
+    server = serve(result)
+    page = open_page(context, server)
+    assert page.locator("#stain-PAS").input_value() == ""  # not recorded
+    page.select_option("#stain-PAS", "yes")
+    page.select_option("#stain-trichrome", "yes")
+    page.select_option("#stain-silver", "no")
+    page.wait_for_selector("#unsaved")
+    assert save(page).startswith("saved revision")
+    saved = lnpath.SlideResult.load(result).to_dict()
+    assert saved["biopsy"]["stains_examined"] == {"PAS": True, "trichrome": True, "silver": False}
+    report = (result / "report.html").read_text()
+    assert "Slide stain PAS; stains examined: PAS, trichrome" in report
+    assert "Stains examined (a response endpoint" not in report  # no longer left to supply
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.locator("#stain-trichrome").input_value() == "yes"
+    assert page.locator("#stain-silver").input_value() == "no"
+    assert page.locator("#stain-HE").input_value() == ""
+    assert not page.errors
+
+
 def test_a_not_evaluable_reason_from_the_page_lets_an_incomplete_index_be_signed(
     result: Path, serve: Any, context: Any
 ) -> None:

@@ -20,7 +20,7 @@ from lnpath.report.words import (
     index_text,
     not_kidney,
 )
-from lnpath.scoring.biopsy import EXCLUSIONS, IF_LABELS, class_inputs
+from lnpath.scoring.biopsy import EXCLUSIONS, IF_LABELS, class_inputs, stains_examined
 from lnpath.scoring.classification import ACTIVE_LESIONS
 from lnpath.scoring.indices import CORTEX_BASIS
 from lnpath.scoring.legacy import CHRONIC_LESIONS
@@ -335,6 +335,11 @@ def _not_assessed(result: Mapping[str, Any], findings: pd.DataFrame) -> list[str
         items.append("Membranous component (class V) by IF/EM")
     if (biopsy.get("deposits") or {}).get("mesangial") is None:
         items.append("Mesangial immune deposits by IF (classes I and II)")
+    if stains_examined(biopsy) is None:
+        items.append(
+            "Stains examined (a response endpoint needs PAS and trichrome or silver on both "
+            "biopsies)"
+        )
     if not biopsy.get("vessels"):
         items.append(
             "Vessels: arteries sampled, intimal fibrosis, arteriolar hyalinosis, lupus "

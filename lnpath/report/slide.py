@@ -51,6 +51,7 @@ from lnpath.report.words import (
     not_kidney,
     status_text,
 )
+from lnpath.scoring.biopsy import STAIN_LABELS, stains_examined
 
 __all__ = [
     "COMPONENT_LABELS",
@@ -70,6 +71,16 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _stains_text(slide_stain: str | None, biopsy: Mapping[str, Any]) -> str:
+    """The scanned slide's stain and, when recorded, every stain examined (spec §3.3's panel)."""
+    text = f"Slide stain {slide_stain or 'not recorded'}"
+    examined = stains_examined(biopsy)
+    if examined is None:
+        return text
+    names = [STAIN_LABELS[k] for k in STAIN_LABELS if k in examined] or ["none recorded"]
+    return f"{text}; stains examined: {', '.join(names)}"
 
 
 def render_report(
@@ -108,6 +119,7 @@ def render_report(
         meta.insert(0, f"Patient {result['patient_id']}")
     if result.get("biopsy_date"):
         meta.append(f"Biopsy {result['biopsy_date']}")
+    meta.append(_stains_text(result.get("stain"), biopsy))
     meta.append(f"Revision {result.get('revision')}")
     audit_rows = [
         {

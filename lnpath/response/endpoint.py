@@ -27,8 +27,8 @@ from lnpath.response.html import render_fragment, render_html
 from lnpath.response.panel import index_deltas, panel_fields, rule_record
 from lnpath.response.preconditions import (
     Check,
-    _has_stain_panel,
     check_preconditions,
+    has_stain_panel,
 )
 from lnpath.response.presets import (
     DEFAULT_PARAMS,
@@ -309,11 +309,14 @@ def _caveats(
                 f"confirmation seal was not verified ({side.seal_message or 'not a result folder'}"
                 "); the endpoint stays provisional"
             )
-        if side.stain and not _has_stain_panel(side.stain) and not params["require_stain_panel"]:
+        unrecorded = side.stains_examined is None and not has_stain_panel(side)
+        if unrecorded and not params["require_stain_panel"]:
             caveats.append(
-                f"{label} rests on {side.stain}; §3.3 asks for at least PAS and trichrome or "
-                "silver, so fibrinoid necrosis and fibrosis calls carry more error "
-                "(require_stain_panel=true makes this a pre-condition)"
+                f"{label}: the stains examined are not recorded (slide: "
+                f"{side.stain or 'stain not recorded'}); §3.3 asks for at least PAS and "
+                "trichrome or silver, without which fibrinoid necrosis and fibrosis calls "
+                "carry more error. Record them at sign-out (stains examined), or "
+                "require_stain_panel=true makes the panel a pre-condition"
             )
     return caveats
 

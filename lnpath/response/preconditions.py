@@ -8,9 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lnpath.response.sides import (
-    BiopsySide,
-)
+from lnpath.response.sides import BiopsySide
+from lnpath.scoring.biopsy import STAIN_LABELS, stain_panel
 
 
 @dataclass(frozen=True)
@@ -26,11 +25,20 @@ class Check:
 
 
 _IGNORED_CONFIG_KEYS = frozenset({"response_preset", "class_nomenclature", "presets"})
-_CONNECTIVE_STAINS = frozenset({"trichrome", "masson", "silver", "jones", "pasm"})
+_CANONICAL = {
+    "pas": "PAS",
+    "he": "HE",
+    "masson": "trichrome",
+    "trichrome": "trichrome",
+    "silver": "silver",
+    "jones": "silver",
+    "pasm": "silver",
+}
 
 
 def _stains(stain: str) -> frozenset[str]:
-    return frozenset(s.strip().lower() for s in re.split(r"[+,/;&]| and ", stain) if s.strip())
+    text = stain.lower().replace("h&e", "he")
+    return frozenset(s.strip() for s in re.split(r"[+,/;&]| and ", text) if s.strip())
 
 
 def check_preconditions(bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any]) -> list[Check]:
@@ -142,17 +150,39 @@ def check_preconditions(bl: BiopsySide, fu: BiopsySide, params: Mapping[str, Any
         )
     else:
         add("comparable_stains", None, "stain not recorded on both biopsies; not checked")
-    if params["require_stain_panel"]:
-        for label, side in (("baseline", bl), ("follow-up", fu)):
-            add(
-                f"{label.replace('-', '')}_stain_panel",
-                _has_stain_panel(side.stain),
-                f"{label}: {side.stain or 'stain not recorded'} (needs PAS + trichrome or silver)",
-            )
+    for label, side in (("baseline", bl), ("follow-up", fu)):
+        _stain_panel_check(label, side, params["require_stain_panel"], add)
     return checks
 
 
-def _has_stain_panel(stain: str | None) -> bool:
-    """§3.3 minimum: PAS plus trichrome or silver."""
-    found = _stains(stain or "")
-    return "pas" in found and bool(found & _CONNECTIVE_STAINS)
+def _stain_panel_check(label: str, side: BiopsySide, required: bool, add: Any) -> None:
+    """§3.3's minimum panel: decided from the stains the pathologist recorded as examined.
+
+    The scanned slide is one stain; the others are read at the microscope, so a PAS slide alone
+    says nothing against the panel. Unrecorded, the panel is not checked (a caveat says so)
+    unless ``require_stain_panel`` asks for it on the slide's own stain.
+    """
+    name = f"{label.replace('-', '')}_stain_panel"
+    needs = "needs PAS + trichrome or silver"
+    slide = slide_stains(side.stain)
+    if side.stains_examined is not None:
+        panel = side.stains_examined | slide
+        names = ", ".join(STAIN_LABELS.get(s, s) for s in sorted(panel)) or "none"
+        add(name, stain_panel(panel), f"{label}: stains examined {names} ({needs})")
+    elif stain_panel(slide):
+        add(name, True, f"{label}: slide stained {side.stain}")
+    elif required:
+        slide_text = side.stain or "stain not recorded"
+        add(name, False, f"{label}: {slide_text}, stains examined not recorded ({needs})")
+    else:
+        add(name, None, f"{label}: stains examined not recorded; panel not checked ({needs})")
+
+
+def slide_stains(stain: str | None) -> frozenset[str]:
+    """Canonical names of the stains a slide's stain field names (``PAS+trichrome``, ``Jones``)."""
+    return frozenset(_CANONICAL.get(s, s) for s in _stains(stain or ""))
+
+
+def has_stain_panel(side: BiopsySide) -> bool:
+    """§3.3 minimum on everything known of one biopsy: the recorded panel and the slide's stain."""
+    return stain_panel((side.stains_examined or frozenset()) | slide_stains(side.stain))

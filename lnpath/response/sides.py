@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lnpath.core.errors import InputError
+from lnpath.scoring.biopsy import normalise_biopsy, stains_examined
 from lnpath.scoring.indices import ACTIVITY, CHRONICITY, Component
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class BiopsySide:
     patient_id: str | None = None
     biopsy_date: date | None = None
     stain: str | None = None
+    #: stains the pathologist recorded as examined (biopsy ``stains_examined``); None: not recorded
+    stains_examined: frozenset[str] | None = None
     models: tuple[tuple[str, str], ...] | None = None
     confirmed_by: str | None = None
     slide_sha256: str | None = None
@@ -142,6 +145,9 @@ class BiopsySide:
             "patient_id": self.patient_id,
             "biopsy_date": None if self.biopsy_date is None else self.biopsy_date.isoformat(),
             "stain": self.stain,
+            "stains_examined": None
+            if self.stains_examined is None
+            else sorted(self.stains_examined),
             "status": self.status,
             "confirmed_by": self.confirmed_by,
             "slide_sha256": self.slide_sha256,
@@ -204,6 +210,7 @@ def side_from_result(data: Mapping[str, Any], source: str, error: type[Exception
     if isinstance(models, list):
         model_ids = tuple(sorted(_model_id(m) for m in models if isinstance(m, Mapping)))
     slide = data.get("slide")
+    biopsy = data.get("biopsy")
     fingerprint = slide.get("fingerprint") if isinstance(slide, Mapping) else None
     meta = {
         "slide_sha256": fingerprint.get("sha256") if isinstance(fingerprint, Mapping) else None,
@@ -211,12 +218,26 @@ def side_from_result(data: Mapping[str, Any], source: str, error: type[Exception
         "patient_id": data.get("patient_id"),
         "biopsy_date": data.get("biopsy_date"),
         "stain": data.get("stain"),
+        "stains_examined": _examined(biopsy, source, error),
         "models": model_ids,
         "confirmed_by": confirmed_by,
         "lnpath_version": data.get("lnpath_version"),
         "class_override": data.get("class_override"),
     }
     return _side_from_scores(scores, source, error, meta)
+
+
+def _examined(biopsy: Any, source: str, error: type[Exception]) -> frozenset[str] | None:
+    """The recorded stain panel of a result's biopsy section, checked as sign-out checks it."""
+    if not isinstance(biopsy, Mapping) or biopsy.get("stains_examined") is None:
+        return None
+    try:
+        panel = normalise_biopsy(
+            {"stains_examined": biopsy["stains_examined"]}, f"{source}: biopsy"
+        )
+    except InputError as exc:
+        raise error(str(exc)) from None
+    return stains_examined(panel)
 
 
 def _model_id(model: Mapping[str, Any]) -> tuple[str, str]:
@@ -273,6 +294,7 @@ def _side_from_scores(
         patient_id=_opt_str(meta.get("patient_id")),
         biopsy_date=_parse_date(meta.get("biopsy_date"), source, error),
         stain=_opt_str(meta.get("stain")),
+        stains_examined=meta.get("stains_examined"),
         models=meta.get("models"),
         confirmed_by=meta.get("confirmed_by"),
         slide_sha256=_opt_str(meta.get("slide_sha256")),

@@ -22,12 +22,15 @@ __all__ = [
     "EXCLUSIONS",
     "IF_INTENSITIES",
     "IF_LABELS",
+    "STAIN_LABELS",
     "biopsy_changes",
     "class_inputs",
     "class_override",
     "exclusion",
     "merge_biopsy",
     "normalise_biopsy",
+    "stain_panel",
+    "stains_examined",
 ]
 
 #: Index components that may be marked "not evaluable" (activity and chronicity, spec §1.2).
@@ -43,6 +46,15 @@ IF_LABELS: dict[str, str] = {
     "fibrin": "Fibrin",
 }
 IF_INTENSITIES = ("0", "trace", "1+", "2+", "3+")
+#: The light-microscopy stains a pathologist examined (spec §3.3 asks for at least PAS and
+#: trichrome or silver); the scanned slide is one of them, the others are read at the microscope.
+STAIN_LABELS: dict[str, str] = {
+    "PAS": "PAS",
+    "HE": "H&E",
+    "trichrome": "trichrome",
+    "silver": "silver (Jones / PASM)",
+}
+_CONNECTIVE = frozenset({"trichrome", "silver"})
 EXTENTS = ("segmental", "global")
 INTIMAL_FIBROSIS = ("none", "mild", "moderate", "severe")
 #: Exclusion kind -> what the report says; ``ischemic`` glomeruli stay in N but leave the class
@@ -60,6 +72,7 @@ _SECTIONS: dict[str, dict[str, Any]] = {
     },
     "deposits": {"mesangial": bool, "subendothelial": bool, "subepithelial": bool},
     "if_panel": dict.fromkeys(IF_LABELS, IF_INTENSITIES),
+    "stains_examined": dict.fromkeys(STAIN_LABELS, bool),
     "vessels": {
         "arteries_sampled": int,
         "intimal_fibrosis": INTIMAL_FIBROSIS,
@@ -85,6 +98,7 @@ _LABELS: dict[str, str] = {
     "vessels.tma": "thrombotic microangiopathy",
     "vessels.vasculitis": "vasculitis",
     **{f"if_panel.{k}": f"immunofluorescence {v}" for k, v in IF_LABELS.items()},
+    **{f"stains_examined.{k}": f"stain examined: {v}" for k, v in STAIN_LABELS.items()},
 }
 #: The flat keys ``score-findings --biopsy`` has always taken, and where they live now.
 _FLAT = {
@@ -245,6 +259,23 @@ def class_inputs(biopsy: Mapping[str, Any] | None) -> dict[str, Any]:
         "mesangial_hypercellularity": biopsy.get("mesangial_hypercellularity"),
     }
     return {k: v for k, v in values.items() if v is not None}
+
+
+def stains_examined(biopsy: Mapping[str, Any] | None) -> frozenset[str] | None:
+    """The stains the pathologist says were examined; None when the panel was not recorded.
+
+    A stain marked ``false`` was stated not examined, so a panel of only ``false`` marks is a
+    recorded panel with nothing in it, not a missing one.
+    """
+    panel = (biopsy or {}).get("stains_examined") or {}
+    if not any(v is not None for v in panel.values()):
+        return None
+    return frozenset(k for k, v in panel.items() if v)
+
+
+def stain_panel(stains: frozenset[str]) -> bool:
+    """Spec §3.3's minimum: PAS plus trichrome or silver."""
+    return "PAS" in stains and bool(stains & _CONNECTIVE)
 
 
 def class_override(value: Any, where: str = "class override") -> dict[str, str] | None:

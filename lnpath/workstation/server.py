@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from lnpath.core.errors import InputError, LnpathError
-from lnpath.scoring.biopsy import IF_INTENSITIES, IF_LABELS
+from lnpath.scoring.biopsy import IF_INTENSITIES, IF_LABELS, STAIN_LABELS
 from lnpath.workstation.edits import PageEdits
 from lnpath.workstation.records import colours, lesion_labels
 from lnpath.workstation.session import ReadOnly, ResultSession, StaleRevision
@@ -138,6 +138,7 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
                 # the stains and intensities normalise_biopsy takes, so the page offers no other
                 "if_stains": [{"key": k, "label": v} for k, v in IF_LABELS.items()],
                 "if_intensities": list(IF_INTENSITIES),
+                "stains": [{"key": k, "label": v} for k, v in STAIN_LABELS.items()],
             }
         )
 

@@ -443,10 +443,10 @@ function setBiopsy(path, v) {
   changed();
 }
 
-function triSelect(id, v, onchange) {
+function triSelect(id, v, onchange, words = ["not assessed", "yes", "no"]) {
   const current = v === true ? "yes" : v === false ? "no" : "";
   return el("select", { id, onchange: (e) => onchange(e.target.value === "" ? null : e.target.value === "yes") },
-    [["", "not assessed"], ["yes", "yes"], ["no", "no"]].map(([val, text]) => el("option", { value: val, selected: current === val }, text)));
+    [["", words[0]], ["yes", words[1]], ["no", words[2]]].map(([val, text]) => el("option", { value: val, selected: current === val }, text)));
 }
 
 function choice(id, options, v, onchange, blank = "not recorded", attrs) {
@@ -518,6 +518,12 @@ function renderBiopsy() {
   const later = supports.has("biopsy") ? null : el("p", { class: "muted" },
     "This lnpath's review cannot record IF/EM, vessels, class override or comment yet.");
   node.append(later || "");
+  // the light-microscopy panel a response endpoint needs (spec §3.3: PAS and trichrome or silver)
+  node.append(el("fieldset", { id: "stains-examined", disabled: !supports.has("biopsy") }, el("legend", {}, "Stains examined"),
+    META.stains.map(({ key, label }) => el("label", { class: "row" }, label,
+      triSelect(`stain-${key}`, biopsyValue(["stains_examined", key]), (v) => setBiopsy(["stains_examined", key], v),
+        ["not recorded", "examined", "not examined"]))),
+    el("p", { class: "muted" }, "A response endpoint needs PAS and trichrome or silver on both biopsies.")));
   node.append(el("fieldset", { disabled: !supports.has("biopsy") }, el("legend", {}, "IF/EM"),
     el("label", { class: "row" }, "Membranous component", triSelect("membranous", biopsyValue(["membranous", "present"]), (v) => setBiopsy(["membranous", "present"], v))),
     el("label", { class: "row" }, "Membranous extent", choice("membranous-extent", EXTENTS, biopsyValue(["membranous", "extent"]), (v) => setBiopsy(["membranous", "extent"], v))),
