@@ -441,6 +441,9 @@ def test_malformed_requests_get_one_line_not_a_server_error(result: Path, serve:
         {"glomeruli": {"3": {"cellular_crescent": "no"}}},  # was taken as present
         {"comment": ["x"]},
         {"biopsy": {"vessels": {"arteries_sampled": -3}}},  # the preview let it pass
+        {"added": [[[0, 0], [100, 100], [200, 200]]]},  # no area: the preview let it pass
+        {"added": [[[0, 0], [100, 100], [100, 0], [0, 100]]]},  # crosses itself
+        {"added": [[[0, 0], [1, 1]]]},
     )
     for body in edits:
         for route in ("preview", "save"):
@@ -651,6 +654,27 @@ def test_if_panel_deposits_and_membranous_extent_are_saved_from_the_page(
     assert page.locator("#membranous-capillary").input_value() == "60"
     assert page.locator("#deposits-subepithelial").input_value() == "yes"
     assert page.locator("#class-value").text_content() == "Class V"
+    assert not page.errors
+
+
+def test_an_edit_that_cannot_be_scored_marks_the_summary_stale(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """A refused preview leaves the last summary on screen; it must not pass for the fields'."""
+    page = open_page(context, serve(result))
+    page.fill("#cortex-interstitial_fibrosis", "20")
+    page.locator("#note").focus()
+    page.wait_for_selector("#unsaved")
+    assert page.locator("#summary-stale").count() == 0
+    page.fill("#cortex-interstitial_fibrosis", "150")
+    page.locator("#note").focus()
+    page.wait_for_selector("#summary-stale")
+    assert "cannot be scored" in page.locator("#summary-stale").text_content()
+    assert "not updated" in page.locator("#headline").text_content()
+    page.fill("#cortex-interstitial_fibrosis", "30")
+    page.locator("#note").focus()
+    page.wait_for_function("!document.getElementById('summary-stale')")
+    assert "not updated" not in page.locator("#headline").text_content()
     assert not page.errors
 
 

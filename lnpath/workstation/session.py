@@ -40,6 +40,25 @@ from lnpath.workstation.tiles import DeepZoomTiles
 LOG = logging.getLogger(__name__)
 
 
+def drawn_outlines(added: list[list[tuple[float, float]]]) -> list[Polygon]:
+    """The page's drawn outlines as polygons; one that crosses itself or encloses no area (three
+    points in a line) is refused, in the preview as in the save.
+
+    Raises:
+        InputError: an outline that is not a simple polygon with an area.
+    """
+    polygons = []
+    for number, points in enumerate(added, start=1):
+        polygon = Polygon(points)
+        if not polygon.is_valid or polygon.area <= 0:
+            raise InputError(
+                f"drawn glomerulus {number}: its outline crosses itself or encloses no area; "
+                "redraw it"
+            )
+        polygons.append(polygon)
+    return polygons
+
+
 class StaleRevision(ResultError):
     """The page's revision is no longer the folder's: someone saved in between."""
 
@@ -184,6 +203,7 @@ class ResultSession:
         if edits.biopsy is not None:
             # what the save will store: a value it would refuse is refused now
             biopsy = merge_biopsy(biopsy, normalise_biopsy(edits.biopsy))
+        drawn_outlines(edits.added)  # an outline the save refuses is refused now
         table = edited_table(read_findings_csv(self.folder / "findings.csv"), edits)
         cortex = dict(result.get("cortex_fractions") or {})
         cortex.update(edits.cortex or {})
@@ -266,10 +286,7 @@ class ResultSession:
     def _geojson_with(self, added: list[list[tuple[float, float]]], path: Path) -> Path:
         """The result's own GeoJSON plus the drawn outlines, for review to add them."""
         features = read_qupath(self.folder / "glomeruli.geojson")
-        for points in added:
-            polygon = Polygon(points)
-            if not polygon.is_valid or polygon.area <= 0:
-                raise InputError("save: a drawn glomerulus outline crosses itself; redraw it")
+        for polygon in drawn_outlines(added):
             features.append(
                 QuPathFeature(
                     geometry=polygon, classification="Glomerulus", object_type="annotation"

@@ -158,16 +158,18 @@ async function changed() {
   drawOverlay();
   const seq = ++previewSeq;
   const w = W();
-  if (!dirty()) { w.preview = null; renderSummary(); return; }
+  if (!dirty()) { w.preview = null; w.previewError = null; renderSummary(); return; }
   try {
     const preview = await api(`/api/r/${current}/preview`, payload());
     if (seq !== previewSeq || w !== W()) return;
     w.preview = preview;
+    w.previewError = null;
     if (previewFailed) say("");
     previewFailed = false;
   } catch (err) {
     if (seq !== previewSeq) return;
     previewFailed = true;
+    w.previewError = err.message;  // the summary shown no longer matches the fields: say so
     say(err.message, true);
   }
   renderSummary();
@@ -208,7 +210,12 @@ function renderSummary() {
   const w = W();
   const s = w.preview || w.state.summary;
   const node = clear($("summary"));
+  node.classList.toggle("stale", Boolean(w.previewError));
   node.append(el("h2", {}, "Summary ", w.preview ? el("span", { class: "unsaved", id: "unsaved" }, "(unsaved changes)") : null));
+  if (w.previewError) {
+    node.append(el("p", { id: "summary-stale", class: "error-note" },
+      `Not updated for the last edit, which cannot be scored: ${w.previewError}`));
+  }
   node.append(indexBlock("Activity index", s.ai), indexBlock("Chronicity index", s.ci));
   node.append(el("h3", {}, "ISN/RPS class"),
     el("div", { id: "class-value" }, classShown(w, s)),
@@ -216,7 +223,8 @@ function renderSummary() {
     el("div", { class: "muted" }, s.class.rationale || ""));
   const head = clear($("headline"));
   head.append(`AI ${indexShown(s.ai)} · CI ${indexShown(s.ci)} · ${classShown(w, s)} · N = ${s.adequacy.n_glomeruli} (${s.adequacy.status})`,
-    w.preview ? el("span", { class: "unsaved" }, " · unsaved") : "");
+    w.preview ? el("span", { class: "unsaved" }, " · unsaved") : "",
+    w.previewError ? el("span", { class: "unsaved" }, " · not updated") : "");
   node.append(el("h3", {}, "Adequacy"),
     el("div", { id: "adequacy" }, `${s.adequacy.status}: ${s.adequacy.message}`),
     el("div", { id: "n-glomeruli", "data-n": s.adequacy.n_glomeruli }, `N = ${s.adequacy.n_glomeruli} glomeruli`));
@@ -299,6 +307,7 @@ function openViewer() {
       element: $("viewer"),
       prefixUrl: "/static/openseadragon/images/",
       showNavigator: true,
+      navigatorPosition: "BOTTOM_RIGHT",  // the top right holds the drawing toolbar
       gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
       loadTilesWithAjax: true,
       ajaxHeaders: { "X-Lnpath-Token": TOKEN },
