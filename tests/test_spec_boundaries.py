@@ -510,6 +510,29 @@ def test_class_combinations(involved: int, biopsy: dict, config: dict, expected:
 
 
 @pytest.mark.parametrize(
+    ("hypercellularity", "alternative"),
+    [
+        pytest.param(None, "II", id="§2.2-I-or-II-while-hypercellularity-unstated"),
+        pytest.param(False, None, id="§2.2-I-when-stated-absent"),
+    ],
+)
+def test_class_i_names_ii_while_mesangial_hypercellularity_is_unstated(
+    hypercellularity: bool | None, alternative: str | None
+) -> None:
+    """§2.2: I and II differ only by mesangial hypercellularity; unstated, II stays open, and a
+    comparison reads the follow-up as I or II, not as a settled I."""
+    biopsy = {"if_mesangial_deposits": True, "membranous": False}
+    if hypercellularity is not None:
+        biopsy["mesangial_hypercellularity"] = hypercellularity
+    cls = score(table(20), biopsy=biopsy).isn_rps_class
+    assert (cls.proposal, cls.alternative) == ("I", alternative)
+    assert ("class II if it is present" in cls.rationale) == (alternative == "II")
+    baseline = score(table(20, endocapillary_hypercellularity=12), biopsy=biopsy)
+    transition = lnpath.compare(baseline, score(table(20), biopsy=biopsy)).to_dict()
+    assert transition["panel"]["class_response"]["value"] is True  # I or II: a response both ways
+
+
+@pytest.mark.parametrize(
     ("config", "has_legacy"),
     [
         pytest.param({}, False, id="§2.1-2018-no-IV-S/IV-G-by-default"),

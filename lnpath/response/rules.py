@@ -92,10 +92,15 @@ def _class_options(side: BiopsySide) -> tuple[Classes, str]:
     alternative = parse_class(side.class_alternative)
     if alternative is None:
         return (found,), ""
-    # the alternative replaces the lesion-driven part (III/IV, or VI that activity would rule
-    # out) and keeps the rest (+V)
-    return (found, alternative | (found - {"III", "IV", "VI"})), (
-        f"{side.class_alternative} if its unassessed glomeruli were involved"
+    # the alternative replaces the lesion-driven part (I/II, III/IV, or VI that activity would
+    # rule out) and keeps the rest (+V)
+    why = (
+        "if mesangial hypercellularity is present"
+        if side.class_alternative == "II"
+        else "if its unassessed glomeruli were involved"
+    )
+    return (found, alternative | (found - {"I", "II", "III", "IV", "VI"})), (
+        f"{side.class_alternative} {why}"
     )
 
 

@@ -235,9 +235,12 @@ def propose_class(
     merged = dict(inputs)
     if merged.get("mesangial_hypercellularity") is None and "mesangial_hypercellularity" in table:
         # per-glomerulus flags stand in for the biopsy-level statement when it is not given
-        merged["mesangial_hypercellularity"] = bool(
-            table["mesangial_hypercellularity"].fillna(False).any()
-        )
+        # (present in any; absent only when called absent in every one)
+        flags = table["mesangial_hypercellularity"]
+        if bool(flags.fillna(False).any()):
+            merged["mesangial_hypercellularity"] = True
+        elif not bool(flags.isna().any()):
+            merged["mesangial_hypercellularity"] = False
     vi = _ratio(cfg.class_vi_threshold)
     if global_n * vi.denominator >= vi.numerator * n_all:
         active = kleene_any(table, ACTIVE_LESIONS)
@@ -270,9 +273,13 @@ def propose_class(
     alternative = upper if upper != prolif else None
     proposal, extra = _combine(prolif, merged, cfg)
     steps.extend(extra)
+    if proposal == "I" and merged.get("mesangial_hypercellularity") is None:
+        # I and II differ only by mesangial hypercellularity: unstated, II stays open (§2.2)
+        alternative = alternative or "II"
+        steps.append("mesangial hypercellularity not assessed: class II if it is present")
     if prolif:
         steps.append(f"{'>=' if prolif == 'IV' else '<'} {cfg.class_iv_threshold:.0%} -> {prolif}")
-    if alternative:
+    if alternative and alternative != "II":
         steps.append(f"would be {alternative} if the unassessed glomeruli were involved")
     determined = proposal is not None or not unknown
     if proposal:
