@@ -206,3 +206,54 @@ def test_cli_restricts_presets_and_refuses_unknown_ones(cohort: dict[str, Any]) 
     assert main(["cohort", str(out), "--preset", "lufla"]) == 2
     assert (out / "cohort_pairs.csv").read_text() == before
     lnpath.cohort_table(out)
+
+
+@pytest.mark.parametrize(
+    ("rows", "needle"),
+    [
+        ("slide_id,clinical_response\np1_m6,complete\np1_m6,none\n", "duplicate slide_id 'p1_m6'"),
+        ("slide_id,clinical_response\np1_m6,complete\np9_m6,none\n", "'p9_m6' is not in this"),
+        (
+            "slide_id,patient_id,clinical_response\np1_m6,P2,complete\n",
+            "has patient_id 'P2' here but 'P1' in the batch",
+        ),
+        (
+            "slide_id,biopsy_date,clinical_response\np1_m6,2024-13-45,complete\n",
+            "biopsy_date '2024-13-45' is not a date",
+        ),
+        ("patient_id,clinical_response\nP1,complete\n", "no slide_id column"),
+        ("slide_id,clinical_response\n,complete\n", "line 2: empty slide_id"),
+    ],
+)
+def test_a_manifest_that_does_not_match_the_batch_is_one_line(
+    cohort: dict[str, Any],
+    rows: str,
+    needle: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A duplicate, unknown or mis-patiented slide in --manifest dropped or misplaced its clinical
+    response in the cross-tab without a word; a date that does not parse was not noticed."""
+    out = cohort["out"]
+    manifest = tmp_path / "clinical.csv"
+    manifest.write_text(rows, encoding="utf-8")
+    before = (out / "cohort_pairs.csv").read_bytes()
+    assert main(["cohort", str(out), "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+    assert (out / "cohort_pairs.csv").read_bytes() == before  # nothing rewritten
+
+
+def test_a_result_folder_gone_since_scoring_is_named(
+    cohort: dict[str, Any], tmp_path: Path
+) -> None:
+    """A scored slide whose folder was deleted read as "failed: None"."""
+    import shutil
+
+    copy = Path(shutil.copytree(cohort["out"], tmp_path / "out"))
+    shutil.rmtree(copy / "p2_bl")
+    table = lnpath.cohort_table(copy).set_index("slide_id")
+    assert table.loc["p2_bl", "status"] == "failed"
+    assert "p2_bl is missing" in table.loc["p2_bl", "error"]
+    unpaired = pd.read_csv(copy / "cohort_unpaired.csv").set_index("patient_id")
+    assert "p2_bl is missing" in unpaired.loc["P2", "reason"]

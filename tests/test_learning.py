@@ -191,7 +191,7 @@ def test_morphometry_model_from_confirmed_results(
     biopsies: Biopsies, lab_model: tuple[Path, str], tmp_path: Path
 ) -> None:
     model, printed = lab_model
-    assert "1 provisional" in printed and "4 confirmed biopsies" in printed
+    assert "1 provisional (provisional)" in printed and "4 confirmed biopsies" in printed
     assert "cellular_crescent: refused" in printed
     card = _card(model)
     assert set(card["labels"]) == {"endocapillary_hypercellularity", "global_sclerosis"}
@@ -269,6 +269,41 @@ def test_tampered_results_are_ignored_and_counted(biopsies: Biopsies, tmp_path: 
     table.to_csv(tampered / "findings.csv", index=False)
     results, ignored = confirmed_results([tampered, *biopsies.folders[1:]])
     assert ignored["unverified"] == [str(tampered)] and len(results) == 3
+
+
+def test_a_superseded_confirmation_does_not_train(
+    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``score_slide --overwrite --supersede`` moves the confirmed folder aside, intact and still
+    confirmed; it trained as the biopsy's labels although the lab had replaced them."""
+    from lnpath.training.learning import confirmed_results
+
+    lab = tmp_path / "batch"
+    lab.mkdir()
+    current = Path(shutil.copytree(biopsies.folders[3], lab / "result3"))
+    lnpath.score_slide(
+        biopsies.slides[3],
+        out=current,
+        glomeruli=biopsies.root / "biopsy3.geojson",
+        overwrite=True,
+        supersede=True,
+    )
+    aside = next(lab.glob("result3.superseded-*"))
+    assert lnpath.verify(aside).status == "confirmed"  # intact, and not a label any more
+    results, ignored = confirmed_results([*biopsies.folders[:3], lab])
+    assert len(results) == 3 and str(aside) not in [str(r.folder) for r in results]
+    assert ignored["superseded"] == [str(aside)] and ignored["provisional"] == [str(current)]
+    # renamed, it is still known by the seal its successor recorded
+    renamed = aside.rename(lab / "old-result3")
+    _, ignored = confirmed_results([*biopsies.folders[:3], lab])
+    assert ignored["superseded"] == [str(renamed)]
+    # alone, the command says what it left out and why, in one line, and writes nothing
+    renamed.rename(aside)
+    out = tmp_path / "m"
+    code = main(["train-lesions", "--from-results", str(aside), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not out.exists()
+    assert "none of the 1 result folders is confirmed" in err[-1] and "1 superseded" in err[-1]
 
 
 def test_a_folder_confirmed_by_nobody_is_refused(biopsies: Biopsies, tmp_path: Path) -> None:

@@ -148,6 +148,49 @@ def test_lesion_model_errors(tmp_path: Path) -> None:
         TrainedLesionCaller(other)
 
 
+def _swap_weights(folder: Path, state: object) -> None:
+    """Replace a model folder's weights and give the card their sha256 (a foreign file that
+    passes the hash check: only the loader stands between it and the network)."""
+    from lnpath.io.hashing import file_sha256
+
+    torch.save(state, folder / "weights.pt")
+    card = json.loads((folder / "card.json").read_text())
+    card["sha256"] = file_sha256(folder / "weights.pt")
+    (folder / "card.json").write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize("foreign", ["tensor", "unet"])
+def test_foreign_weights_with_a_matching_hash_are_one_line(
+    foreign: str, tmp_path: Path, repo_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare tensor was an internal error (``Expected state_dict to be dict-like``); the shipped
+    U-Net's weights printed every missing key over several lines."""
+    from lnpath.cli import main
+    from lnpath.models.store import load_state_dict, resolve_model_path
+
+    folder = _model_folder(tmp_path, ("global_sclerosis",))
+    unet = resolve_model_path("glomeruli-unet-pas") / "weights.pt"
+    _swap_weights(folder, torch.zeros(3) if foreign == "tensor" else load_state_dict(unet))
+    out = tmp_path / "result"
+    code = main(
+        [
+            "score",
+            str(repo_dir / "examples" / "demo_biopsy.tiff"),
+            "--glomeruli",
+            str(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"),
+            "--lesion-model",
+            str(folder),
+            "--out",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    needle = "not a plain state dict" if foreign == "tensor" else "do not fit the card's network"
+    assert needle in err and "internal error" not in err
+    assert not out.exists()
+
+
 def test_sclerosed_fraction_ranks_globally_sclerotic_crops(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -74,6 +74,24 @@ def test_foreign_pickle_is_refused_even_with_a_matching_hash(small_model: Path) 
         load_model(small_model)
 
 
+def test_weights_of_another_network_are_one_line(small_model: Path) -> None:
+    """torch's load_state_dict message lists every key, over several lines."""
+    weights = small_model / WEIGHTS_FILE
+    other = UNet(UNetConfig(width=8, depth=2)).state_dict()
+    torch.save(other, weights)
+    card = json.loads((small_model / CARD_FILE).read_text())
+    card["sha256"] = file_sha256(weights)
+    (small_model / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not valid weights for this model card") as info:
+        load_model(small_model)
+    assert "\n" not in str(info.value) and "tensors of another shape" in str(info.value)
+    torch.save([torch.zeros(2)], weights)  # weights_only loads it, but it is no state dict
+    card["sha256"] = file_sha256(weights)
+    (small_model / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not a plain state dict"):
+        load_model(small_model)
+
+
 def test_unknown_model_and_broken_card(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
         load_model("no-such-model")

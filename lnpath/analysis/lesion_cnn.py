@@ -17,7 +17,13 @@ from lnpath.analysis.measure import crop_tissue_fraction, read_glomerulus, requi
 from lnpath.core.errors import InputError, ModelError
 from lnpath.core.findings import LESIONS
 from lnpath.io.hashing import file_sha256
-from lnpath.models.store import CARD_FILE, load_state_dict, read_card, resolve_model_path
+from lnpath.models.store import (
+    CARD_FILE,
+    load_state_dict,
+    misfit,
+    read_card,
+    resolve_model_path,
+)
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
 from lnpath.nn.predict import resolve_device
 
@@ -106,7 +112,9 @@ class TrainedLesionCaller:
         try:
             self.net.load_state_dict(state)
         except (RuntimeError, ValueError, OSError) as exc:
-            raise ModelError(f"{weights}: weights do not fit the card's network ({exc})") from exc
+            raise ModelError(
+                f"{weights}: weights do not fit the card's network ({misfit(self.net, state)})"
+            ) from exc
         self.net.to(self.device).eval()
         self.name = str(self.card.get("name") or self.folder.name)
         self.source = f"lesion-model:{self.name}"

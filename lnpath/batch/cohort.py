@@ -26,12 +26,14 @@ import pandas as pd
 from lnpath.batch.manifest import (
     COHORT_FILE,
     PAIRS_FILE,
+    clinical_responses,
     manifest_records,
+    read_clinical_manifest,
     read_result,
 )
 from lnpath.batch.status import read_status
 from lnpath.batch.summary import crosstab, summarise_pairs, unpaired
-from lnpath.core.errors import InputError, LnpathError, one_line
+from lnpath.core.errors import LnpathError, one_line
 from lnpath.io.atomic import atomic_path
 from lnpath.response.endpoint import compare
 from lnpath.response.presets import PRESETS, get_preset
@@ -110,27 +112,6 @@ def _presets(preset: str | Sequence[str] | None) -> list[str]:
     for name in names:
         get_preset(name)  # an unknown name fails before anything is rewritten
     return list(dict.fromkeys(names))
-
-
-def _clinical(manifest: str | os.PathLike[str] | None) -> dict[str, str]:
-    """slide_id -> clinical_response from the manifest (empty cells left out)."""
-    if manifest is None:
-        return {}
-    path = Path(manifest)
-    if not path.is_file():
-        raise InputError(f"{path}: no such manifest file")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable CSV manifest ({exc})") from None
-    table = table.rename(columns=lambda c: str(c).strip())
-    if "clinical_response" not in table or "slide_id" not in table:
-        raise InputError(f"{path}: no clinical_response column to cross-tabulate")
-    return {
-        str(s).strip(): str(v).strip()
-        for s, v in zip(table["slide_id"], table["clinical_response"], strict=True)
-        if str(v).strip()
-    }
 
 
 def cohort_pairs(
@@ -275,8 +256,9 @@ def cohort_table(
             the manifest has no ``clinical_response`` column.
     """
     names = _presets(preset) if pairs else []
-    clinical = _clinical(manifest)
+    manifest_table = read_clinical_manifest(manifest)
     status = read_status(out_dir)
+    clinical = clinical_responses(manifest, manifest_table, status)
     rows = [_cohort_row(Path(out_dir), r) for r in manifest_records(status)]
     table = pd.DataFrame(rows)
     table["visit"] = pd.array([pd.NA] * len(table), dtype="Int64")
@@ -324,8 +306,13 @@ def _cohort_row(out: Path, status: Mapping[str, Any]) -> dict[str, Any]:
         "integrity": None,
     }
     folder = (out / str(status["slide_id"])).resolve()
-    result = read_result(folder) if status.get("outcome") != "failed" else None
-    if result is None:
+    if status.get("outcome") == "failed":
+        return row
+    result = read_result(folder)
+    if result is None:  # scored, then moved, deleted or broken: say so, not "failed: None"
+        why = "is missing" if not folder.exists() else "holds no readable result.json"
+        row["error"] = f"result folder {folder} {why} (moved or deleted after scoring?)"
+        LOG.warning("%s: %s", status["slide_id"], row["error"])
         return row
     try:  # nothing is published as lnpath's, least of all as confirmed, unless it verifies
         verify(folder)

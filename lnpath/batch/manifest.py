@@ -7,6 +7,7 @@ manifest's folder. Every problem is one line naming the manifest line.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from lnpath.core.errors import InputError, ResultError
+from lnpath.core.errors import InputError, ResultError, one_line
 from lnpath.results.folder import load_result_json
 
 REQUIRED_COLUMNS = ("slide_id", "path", "patient_id", "timepoint")
@@ -135,6 +136,81 @@ def _float(value: str | None, where: str, line: int) -> float | None:
     if not number > 0:
         raise InputError(f"{where}: line {line}: mpp {value!r} must be positive")
     return number
+
+
+def read_clinical_manifest(manifest: str | os.PathLike[str] | None) -> pd.DataFrame | None:
+    """The manifest as text (empty cells ''), checked for the columns the cross-tab needs."""
+    if manifest is None:
+        return None
+    path = Path(manifest)
+    if not path.is_file():
+        raise InputError(f"{path}: no such manifest file")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable CSV manifest ({one_line(str(exc))})") from None
+    table = table.rename(columns=lambda c: str(c).strip())
+    missing = [c for c in ("slide_id", "clinical_response") if c not in table]
+    if missing:
+        raise InputError(
+            f"{path}: no {' or '.join(missing)} column (the cross-tab needs slide_id and "
+            "clinical_response)"
+        )
+    return table.map(lambda v: str(v).strip())
+
+
+def clinical_responses(
+    manifest: str | os.PathLike[str] | None, table: pd.DataFrame | None, status: pd.DataFrame
+) -> dict[str, str]:
+    """slide_id -> clinical_response from the manifest (empty cells left out).
+
+    Each row must name a slide of the batch, once, with the batch's patient and a real date:
+    a typo would otherwise drop that response from the cross-tab, or pair it with another
+    patient's biopsy, without a word.
+
+    Raises:
+        InputError: an empty or duplicate slide_id, one the batch does not hold, a patient_id
+            that differs from the batch's, or a biopsy_date that is not a YYYY-MM-DD date.
+    """
+    if table is None:
+        return {}
+    where = str(manifest)
+    batch = {str(r["slide_id"]): r for r in manifest_records(status)}
+    seen: dict[str, int] = {}
+    out: dict[str, str] = {}
+    for i, row in enumerate(manifest_records(table)):
+        line = i + 2
+        slide = row["slide_id"]
+        if not slide:
+            raise InputError(f"{where}: line {line}: empty slide_id")
+        if slide in seen:
+            raise InputError(
+                f"{where}: line {line}: duplicate slide_id {slide!r} (also line {seen[slide]})"
+            )
+        seen[slide] = line
+        if slide not in batch:
+            raise InputError(
+                f"{where}: line {line}: slide_id {slide!r} is not in this batch folder's "
+                "batch_status.csv (another batch's manifest, or a typo?)"
+            )
+        patient = row.get("patient_id") or ""
+        known = str(batch[slide].get("patient_id") or "")
+        if patient and known and patient != known:
+            raise InputError(
+                f"{where}: line {line}: slide_id {slide!r} has patient_id {patient!r} here but "
+                f"{known!r} in the batch"
+            )
+        date = row.get("biopsy_date") or ""
+        if date:
+            try:
+                dt.date.fromisoformat(date)
+            except ValueError:
+                raise InputError(
+                    f"{where}: line {line}: biopsy_date {date!r} is not a date (YYYY-MM-DD)"
+                ) from None
+        if row["clinical_response"]:
+            out[slide] = row["clinical_response"]
+    return out
 
 
 def shard_rows(table: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 from lnpath.core.errors import InputError
@@ -109,13 +110,31 @@ def _format_metrics(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _names(folders: list[str], most: int = 5) -> str:
+    """`` (a, b, +3 more)``: which folders, by name, so the lab can look at them."""
+    if not folders:
+        return ""
+    names = [Path(f).name for f in folders[:most]]
+    more = f", +{len(folders) - most} more" if len(folders) > most else ""
+    return f" ({', '.join(names)}{more})"
+
+
 def _format_sources(card: dict[str, Any]) -> str:
     info = card["training_results"]
     ignored = info["ignored"]
+    why = (
+        ("provisional", "provisional"),
+        ("unverified", "failing their seal"),
+        ("superseded", "superseded by a re-scoring"),
+        ("duplicate_slide", "second results of one slide"),
+    )
     lines = [
         f"labels from {info['biopsies']} confirmed biopsies ({info['groups']} patients/slides); "
-        f"ignored: {len(ignored['provisional'])} provisional, {len(ignored['unverified'])} "
-        f"failing their seal, {len(ignored['duplicate_slide'])} second results of one slide"
+        "ignored: "
+        + ", ".join(
+            f"{len(ignored.get(key, []))} {words}{_names(ignored.get(key, []))}"
+            for key, words in why
+        )
     ]
     skipped = info["skipped_glomeruli"]
     if skipped["excluded"] or skipped["unreadable"]:

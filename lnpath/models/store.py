@@ -17,6 +17,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,9 @@ def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationMode
             {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         )
     except Exception as exc:  # any unpickling / shape error means the file is not this model
-        raise ModelError(f"{weights}: not valid weights for this model card ({exc})") from exc
+        raise ModelError(
+            f"{weights}: not valid weights for this model card ({misfit(UNet(config), state)})"
+        ) from exc
     network.eval()
     return SegmentationModel(folder.name, folder, card, actual, network)
 
@@ -192,17 +195,45 @@ def load_state_dict(weights: Path) -> Any:
         ModelError: the file is not a plain state dict (e.g. a pickled object); the message never
             suggests loading it another way, since that could run code from the file.
     """
+    refusal = ModelError(
+        f"{weights}: not a plain state dict of tensors; lnpath loads nothing else from a "
+        "weights file (it could run code)"
+    )
     try:
         with (
             warnings.catch_warnings()
         ):  # torch's warnings about foreign pickles advise unsafe loads
             warnings.simplefilter("ignore")
-            return torch.load(weights, map_location="cpu", weights_only=True)
+            state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception:  # any unpickling error: torch's own message advises the unsafe way
-        raise ModelError(
-            f"{weights}: not a plain state dict of tensors; lnpath loads nothing else from a "
-            "weights file (it could run code)"
-        ) from None
+        raise refusal from None
+    # weights_only also admits a bare tensor or a list: not a state dict either
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise refusal
+    return state
+
+
+def misfit(network: torch.nn.Module, state: Mapping[str, Any]) -> str:
+    """Why ``state`` does not fit ``network``, in a few words: torch's own message lists every
+    key over many lines."""
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = [
+        f"{len(keys)} {what} (first {keys[0]})"
+        for keys, what in (
+            (missing, "missing keys"),
+            (unexpected, "unexpected keys"),
+            (shapes, "tensors of another shape"),
+        )
+        if keys
+    ]
+    return "; ".join(parts) or "incompatible tensors"
 
 
 def write_weights(state: dict[str, Any], path: Path) -> None:

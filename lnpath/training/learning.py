@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ from lnpath.training.from_results import ConfirmedResult, crops_from_results, me
 log = logging.getLogger(__name__)
 
 METHODS = ("cnn", "morphometry")
+
+#: The name ``score_slide --supersede`` gives a confirmed result it moves aside
+#: (:func:`lnpath.results.supersede.supersede_result`).
+_SUPERSEDED_NAME = re.compile(r"\.superseded-\d{8}T\d{6}Z(-\d+)?$")
 
 
 def result_folders(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -50,24 +55,54 @@ def result_folders(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return folders
 
 
+def _superseded(folders: Sequence[Path]) -> tuple[set[str], set[str]]:
+    """Folders and seals (audit heads) that a later result among ``folders`` records superseding.
+
+    Read from every folder, provisional ones too: a re-scored result replaces the confirmation it
+    moved aside even before it is confirmed itself.
+    """
+    paths: set[str] = set()
+    heads: set[str] = set()
+    for folder in folders:
+        try:
+            record = load_result_json(folder).get("supersedes")
+        except (ResultError, AttributeError):
+            continue
+        if isinstance(record, dict):
+            if record.get("folder"):
+                paths.add(os.path.realpath(str(record["folder"])))
+            seal = record.get("seal")
+            if isinstance(seal, dict) and seal.get("audit_head"):
+                heads.add(str(seal["audit_head"]))
+    return paths, heads
+
+
 def confirmed_results(
     dirs: Iterable[str | os.PathLike[str]],
 ) -> tuple[list[ConfirmedResult], dict[str, list[str]]]:
     """The confirmed, verified results among ``dirs``, one per slide, and what was left out.
 
     Of two confirmed results of one slide (same fingerprint) the later confirmation is kept: one
-    biopsy counted twice would weigh its glomeruli double and leak between folds.
+    biopsy counted twice would weigh its glomeruli double and leak between folds. A confirmed
+    result that was superseded (moved aside to ``<name>.superseded-<time>`` by a re-scoring, or
+    recorded as superseded by a result among ``dirs``) is left out: the lab replaced those calls.
 
     Returns:
-        ``(results, ignored)``; ``ignored`` maps ``provisional``, ``unverified`` and
-        ``duplicate_slide`` to the folders left out for that reason.
+        ``(results, ignored)``; ``ignored`` maps ``provisional``, ``unverified``, ``superseded``
+        and ``duplicate_slide`` to the folders left out for that reason.
 
     Raises:
         InputError: no folder is both confirmed and intact.
     """
-    ignored: dict[str, list[str]] = {"provisional": [], "unverified": [], "duplicate_slide": []}
+    ignored: dict[str, list[str]] = {
+        "provisional": [],
+        "unverified": [],
+        "superseded": [],
+        "duplicate_slide": [],
+    }
     by_slide: dict[str, ConfirmedResult] = {}
     folders = result_folders(dirs)
+    superseded_paths, superseded_heads = _superseded(folders)
     for folder in folders:
         try:
             check = verify(folder)
@@ -79,6 +114,15 @@ def confirmed_results(
             ignored["provisional"].append(str(folder))
             continue
         record = load_result_json(folder)
+        head = (record.get("seal") or {}).get("audit_head")
+        if (
+            _SUPERSEDED_NAME.search(folder.name)
+            or os.path.realpath(folder) in superseded_paths
+            or (head is not None and str(head) in superseded_heads)
+        ):
+            log.warning("%s: ignored, a re-scoring superseded this confirmation", folder)
+            ignored["superseded"].append(str(folder))
+            continue
         result = ConfirmedResult(
             folder, record, check.content_sha256, read_findings_csv(folder / "findings.csv")
         )
@@ -96,7 +140,7 @@ def confirmed_results(
     if not by_slide:
         counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in ignored.items() if v)
         raise InputError(
-            f"none of the {len(folders)} result folders is confirmed with an intact seal "
+            f"none of the {len(folders)} result folders is confirmed, intact and current "
             f"({counts}): only a pathologist's confirmed calls are labels"
         )
     return list(by_slide.values()), ignored
