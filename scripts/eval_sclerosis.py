@@ -13,14 +13,9 @@ Evaluation only: the eval-only images are read in place, nothing is copied, trai
   400x (:func:`eval_sets.bupt_mpp`). The snapshots are under-exposed (glass ≈150/255), so each
   crop is measured against the white point (``estimate_white``) of its whole snapshot.
 
-Section ``lab_calibration_cv``: what a lab's own-label calibration (``lnpath train-lesions
---method morphometry``, :func:`lnpath.training.calibration.cross_validate_logistic`) reaches,
-cross-validated (5 folds) on these eval-only sets -- nothing fitted here is kept or shipped.
-Grouped by patient (the file-name prefix; the honest split) and by crop/snapshot (what the CLI
-does without a ``group`` column; optimistic, because one patient's glomeruli share staining and
-disease). In both sets the label is confounded with the patient (CMIL: all 30 negatives come from
-one case; bupt PAS: 8 of 9 ``gs`` from one patient), so the patient-grouped folds train on nearly
-one-class data: read both numbers together.
+Nothing is fitted, calibrated or cross-validated on these sets (they carry no licence: aggregate
+evaluation only). What a lab's own calibration (``lnpath train-lesions --method morphometry``)
+reaches is measured on that lab's labels: the command prints its cross-validated metrics.
 
 Usage: ``python scripts/eval_sclerosis.py [--data ../shared/data]``
 """
@@ -49,7 +44,7 @@ from lnpath.analysis.measure import (
     rasterize,
 )
 from lnpath.core.errors import InputError
-from lnpath.training.calibration import cross_validate_logistic, ellipse_mask, resample_crop
+from lnpath.training.calibration import ellipse_mask, resample_crop
 from lnpath.training.lesions import binary_metrics
 
 
@@ -157,61 +152,16 @@ def eval_bupt(root: Path, frame: pd.DataFrame | None = None) -> dict[str, object
     return out
 
 
-def _calibration_cv(
-    frame: pd.DataFrame, truth: np.ndarray, group_columns: dict[str, str]
-) -> dict[str, object]:
-    """Grouped 5-fold CV of the morphometry-logistic fit, per grouping (rounded metrics)."""
-    x = frame[list(MEASUREMENTS)].to_numpy(float)
-    ok = np.isfinite(x).all(axis=1)
-    out: dict[str, object] = {"n": int(ok.sum()), "positives": int(truth[ok].sum())}
-    for name, column in group_columns.items():
-        groups = frame[column].to_numpy(object)[ok]
-        cv = cross_validate_logistic(
-            x[ok], truth[ok, None].astype(float), groups, ["global_sclerosis"], folds=5, seed=0
-        )
-        metrics = cv["metrics"]["global_sclerosis"]
-        out[name] = {
-            "folds": cv["folds"],
-            "groups": len(set(groups)),
-            **{k: round(v, 3) for k, v in metrics.items() if k not in ("n", "positives")},
-        }
-    return out
-
-
-def lab_calibration_cv(cmil: pd.DataFrame, bupt: pd.DataFrame) -> dict[str, object]:
-    """What a lab's own-label calibration reaches, cross-validated on the eval-only sets."""
-    pas = bupt[bupt["stain"] == "PAS"]
-    return {
-        "what": "what a lab's own-label calibration reaches (cross-validated on the eval-only "
-        "set, nothing shipped): lnpath train-lesions --method morphometry, L2 logistic "
-        "regression on the standardised m_* measurements, calls p >= 0.5",
-        "caveat": "labels are confounded with the patient (CMIL: all 30 negatives from one "
-        "case; bupt PAS: 8 of 9 gs from one patient); patient-grouped folds then train on "
-        "nearly one-class data, crop-grouped folds are optimistic",
-        "cmil_PAS": _calibration_cv(
-            cmil, cmil["truth"].to_numpy(bool), {"by_patient": "patient", "by_crop": "crop"}
-        ),
-        "bupt_PAS_gs_vs_all": _calibration_cv(
-            pas,
-            (pas["cls"] == "gs").to_numpy(bool),
-            {"by_patient": "patient", "by_snapshot": "image"},
-        ),
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = Path(__file__).resolve().parents[2] / "shared" / "data"
     parser.add_argument("--data", type=Path, default=default, help="shared data folder")
     args = parser.parse_args()
     root = args.data / "eval-only"
-    cmil = measure_cmil(root / "cmil-pas-sclerosis-crops")
-    bupt = measure_bupt(root / "bupt-multistain-glomeruli")
     result = {
         "rule": "m_sclerosed_fraction > 0.5 (ISN/RPS 2003), thresholds not tuned on these sets",
-        "cmil": eval_cmil(root / "cmil-pas-sclerosis-crops", cmil),
-        "bupt": eval_bupt(root / "bupt-multistain-glomeruli", bupt),
-        "lab_calibration_cv": lab_calibration_cv(cmil, bupt),
+        "cmil": eval_cmil(root / "cmil-pas-sclerosis-crops"),
+        "bupt": eval_bupt(root / "bupt-multistain-glomeruli"),
     }
     print(json.dumps(result, indent=2))
     return 0

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -87,6 +87,62 @@ def labelled_demo(repo_dir: Path, tmp_path: Path) -> LabelledDemo:
     write_qupath(features, geojson)
     slide = repo_dir / "examples" / "demo_biopsy.tiff"
     return LabelledDemo(geojson, slide, len(features), len(range(0, len(features), 3)))
+
+
+class BuenoCrop(NamedTuple):
+    """One crop of a Bueno *train* tile, with a synthetic class (labels test machinery only)."""
+
+    name: str
+    tile: str
+    rgb: Any
+    mask: Any
+    cls: str
+
+
+#: µm/px of the Bueno tiles (Aperio ScanScope CS at 20x, PROVENANCE.md).
+BUENO_MPP = 0.5
+
+
+def bueno_train_crops(bueno: Path, tissue_per_tile: int = 0) -> list[BuenoCrop]:
+    """Labelled crops from the Bueno PAS ``train`` tiles (CC BY 4.0), for lesion-training tests.
+
+    Every glomerulus (a connected component of its tile's mask) gives a crop of its bounding box
+    + 10 px and its mask. The labels are synthetic, because no licensed set labels lesions: by
+    position in (tile, component) order, every third glomerulus is ``pos``, one in six ``rare``
+    (a class with too few members to fit), the others ``neg``. ``tissue_per_tile`` adds 256 px
+    windows of tissue without glomerulus (class ``tissue``, full mask). The tests map these names
+    to lesions to exercise the code paths; nothing trained on them says anything about accuracy.
+    """
+    import numpy as np
+    from skimage import io, measure
+
+    split = json.loads((bueno / "split.json").read_text())
+    crops: list[BuenoCrop] = []
+    k = 0
+    for tile in split["train"]:
+        rgb = io.imread(bueno / "images" / f"{tile}.png")[..., :3]
+        fg = io.imread(bueno / "masks" / f"{tile}.png").reshape(*rgb.shape[:2], -1).max(-1) > 0
+        instances = measure.label(fg)
+        for j, region in enumerate(measure.regionprops(instances)):
+            y0, x0, y1, x1 = region.bbox
+            y0, x0 = max(y0 - 10, 0), max(x0 - 10, 0)
+            y1, x1 = min(y1 + 10, rgb.shape[0]), min(x1 + 10, rgb.shape[1])
+            cls = "pos" if k % 3 == 0 else "rare" if k % 6 == 1 else "neg"
+            mask = instances[y0:y1, x0:x1] == region.label
+            crops.append(BuenoCrop(f"{tile}_{j}", tile, rgb[y0:y1, x0:x1], mask, cls))
+            k += 1
+        taken = 0
+        for y in range(0, rgb.shape[0] - 255, 256):
+            for x in range(0, rgb.shape[1] - 255, 256):
+                window = rgb[y : y + 256, x : x + 256]
+                if taken == tissue_per_tile or fg[y : y + 256, x : x + 256].any():
+                    continue
+                if (window.mean(-1) < 200).mean() < 0.5:  # mostly glass
+                    continue
+                full = np.ones(window.shape[:2], bool)
+                crops.append(BuenoCrop(f"{tile}_t{taken}", tile, window, full, "tissue"))
+                taken += 1
+    return crops
 
 
 # --------------------------------------------------------------------------------------------

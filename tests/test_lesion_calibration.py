@@ -1,27 +1,27 @@
 """Lab calibration of the morphometry caller: fit, cross-validation, model card, caller, CLI.
 
-The labelled set is built at test time from the eval-only bupt PAS glomeruli (global sclerosis
-``gs`` vs every other class), read in place and written only to ``tmp_path``: it tests the
-machinery, and the model fitted on it is never shipped.
+The labelled set is built at test time in ``tmp_path`` from the licensed Bueno PAS ``train`` tiles
+(:func:`tests.conftest.bueno_train_crops`: each glomerulus, a connected component of its tile's
+mask, cropped with its mask) under *synthetic* classes: it tests the machinery, not accuracy, and
+the model fitted on it is never shipped.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from shapely.geometry import Polygon
 from skimage import io
 
 import lnpath
 from lnpath.analysis.calibrated import KIND, CalibratedMorphometryCaller
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.analysis.lesions import LesionCaller
-from lnpath.analysis.measure import rasterize
 from lnpath.cli import main
 from lnpath.core.errors import InputError, ModelError
 from lnpath.core.findings import LESIONS
@@ -34,50 +34,37 @@ from lnpath.training.calibration import (
     require_counts,
 )
 from lnpath.workflow.pipeline import lesion_caller
-from tests.conftest import LabelledDemo
+from tests.conftest import BUENO_MPP, LabelledDemo, bueno_train_crops
 
 torch.set_num_threads(1)
 
-BUPT_MAP = ["--map", "gs=global_sclerosis", "--map", "gn=", "--map", "gm=", "--map", "gl="]
-MAPPING = {"gs": ("global_sclerosis",), "gn": (), "gm": (), "gl": ()}
-BUPT_MPP = 0.4  # provenance estimate for the snapshots (0.3-0.5 µm/px)
+# a mapped positive class and two classes mapped to nothing (negatives)
+CROP_MAP = ["--map", "pos=global_sclerosis", "--map", "neg=", "--map", "rare="]
+MAPPING = {"pos": ("global_sclerosis",), "neg": (), "rare": ()}
 
 
 @pytest.fixture(scope="module")
-def bupt_pas(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, Path]:
-    """Crops (bounding box + 10 px) of the bupt PAS glomeruli, polygon masks, and a CSV.
+def glomerulus_crops(
+    tmp_path_factory: pytest.TempPathFactory, bueno_dir: Path
+) -> tuple[Path, Path]:
+    """Crops (bounding box + 10 px) of the Bueno train glomeruli, their masks, and a CSV.
 
-    Groups are patients (the file-name prefix): one patient's snapshots, some of the same
-    glomerulus at two magnifications, must not be split between training and test folds.
+    Groups are tiles: two glomeruli of one tile must not be split between training and test folds.
     """
-    root = data_dir / "eval-only" / "bupt-multistain-glomeruli"
-    if not root.exists():
-        pytest.skip("eval-only bupt set not present")
-    out = tmp_path_factory.mktemp("bupt-pas")
+    out = tmp_path_factory.mktemp("bueno-glomeruli")
     rows = []
-    for path in sorted((root / "labelme").glob("*-PAS*.json")):
-        if "-PASM" in path.stem:
-            continue
-        doc = json.loads(path.read_text())
-        image = io.imread(root / "images" / doc["imagePath"])[..., :3]
-        for k, shape in enumerate(doc["shapes"]):
-            pts = np.asarray(shape["points"], float)
-            x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - 10, 0)
-            x1, y1 = np.ceil(pts.max(0)).astype(int) + 10
-            crop = image[y0:y1, x0:x1]
-            inside = rasterize(Polygon(pts), crop.shape[:2], origin=(x0, y0), scale=1.0)
-            mask = inside.astype(np.uint8) * 255
-            name = f"{path.stem}_{k}"
-            io.imsave(out / f"{name}.png", crop, check_contrast=False)
-            io.imsave(out / f"{name}_mask.png", mask, check_contrast=False)
-            rows.append(
-                {
-                    "image": f"{name}.png",
-                    "class": shape["label"],
-                    "group": path.stem.split("-")[0],
-                    "mask": f"{name}_mask.png",
-                }
-            )
+    for crop in bueno_train_crops(bueno_dir):
+        io.imsave(out / f"{crop.name}.png", crop.rgb, check_contrast=False)
+        mask = crop.mask.astype(np.uint8) * 255
+        io.imsave(out / f"{crop.name}_mask.png", mask, check_contrast=False)
+        rows.append(
+            {
+                "image": f"{crop.name}.png",
+                "class": crop.cls,
+                "group": crop.tile,
+                "mask": f"{crop.name}_mask.png",
+            }
+        )
     table = out / "labels.csv"
     with table.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["image", "class", "group", "mask"])
@@ -86,26 +73,34 @@ def bupt_pas(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[
     return out, table
 
 
+def _classes(table: Path) -> Counter[str]:
+    """How many glomeruli of each class the fixture's CSV lists (the expected counts)."""
+    with table.open(newline="") as fh:
+        return Counter(row["class"] for row in csv.DictReader(fh))
+
+
 @pytest.fixture(scope="module")
 def model(
-    bupt_pas: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, str]:
-    """A morphometry-logistic model folder written by the CLI, and what the CLI printed."""
+    glomerulus_crops: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str, Counter[str]]:
+    """A morphometry-logistic model folder written by the CLI, what it printed, the classes."""
     import contextlib
     import io as _io
 
-    folder, table = bupt_pas
-    out = tmp_path_factory.mktemp("models") / "bupt-gs-morphometry"
+    folder, table = glomerulus_crops
+    out = tmp_path_factory.mktemp("models") / "synthetic-gs-morphometry"
     args = ["train-lesions", "--method", "morphometry", "--crops", str(folder)]
-    args += ["--labels", str(table), *BUPT_MAP, "--crop-mpp", str(BUPT_MPP), "--out", str(out)]
+    args += ["--labels", str(table), *CROP_MAP, "--crop-mpp", str(BUENO_MPP), "--out", str(out)]
     printed = _io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(args) == 0
-    return out, printed.getvalue()
+    return out, printed.getvalue(), _classes(table)
 
 
-def test_cli_prints_and_records_cross_validated_metrics(model: tuple[Path, str]) -> None:
-    out, printed = model
+def test_cli_prints_and_records_cross_validated_metrics(
+    model: tuple[Path, str, Counter[str]],
+) -> None:
+    out, printed, classes = model
     assert "cross-validated metrics (5 folds grouped by slide/image" in printed
     assert "global_sclerosis" in printed and "Brier" in printed
     card = json.loads((out / "card.json").read_text())
@@ -113,8 +108,9 @@ def test_cli_prints_and_records_cross_validated_metrics(model: tuple[Path, str])
     assert card["intended_use"] == "proposal until a pathologist confirms"
     assert card["training"]["mask"] == "mask images"
     counts = card["counts"]["global_sclerosis"]
-    assert counts["positive"] == 9
-    assert counts["positive"] + counts["negative"] + card["training"]["skipped_unmeasurable"] == 30
+    assert counts["positive"] == classes["pos"]
+    skipped = card["training"]["skipped_unmeasurable"]
+    assert counts["positive"] + counts["negative"] + skipped == classes.total()
     metrics = card["cross_validation"]["metrics"]["global_sclerosis"]
     assert metrics["n"] == card["training"]["samples"]
     assert 0.0 <= metrics["auc"] <= 1.0 and 0.0 <= metrics["brier"] <= 1.0
@@ -125,8 +121,10 @@ def test_cli_prints_and_records_cross_validated_metrics(model: tuple[Path, str])
     assert all(v > 0 for v in params["stds"].values())
 
 
-def test_calibrated_caller_on_a_real_slide(model: tuple[Path, str], repo_dir: Path) -> None:
-    out, _ = model
+def test_calibrated_caller_on_a_real_slide(
+    model: tuple[Path, str, Counter[str]], repo_dir: Path
+) -> None:
+    out, _, _ = model
     slide = lnpath.open_slide(repo_dir / "examples" / "demo_biopsy.tiff")
     glomeruli = Glomeruli.from_geojson(
         repo_dir / "examples" / "demo_biopsy_glomeruli.geojson", slide.mpp
@@ -141,7 +139,7 @@ def test_calibrated_caller_on_a_real_slide(model: tuple[Path, str], repo_dir: Pa
     assert (findings["global_sclerosis"] == (findings["p_global_sclerosis"] >= 0.5)).all()
     for name in set(LESIONS) - {"global_sclerosis"}:
         assert findings[name].isna().all()
-    assert (findings["source"] == "morphometry-model:bupt-gs-morphometry").all()
+    assert (findings["source"] == "morphometry-model:synthetic-gs-morphometry").all()
     assert findings["m_sclerosed_fraction"].notna().all()
     assert caller.describe()["sha256"] == caller.sha256
     # the same measurements on another stain: not assessed
@@ -150,8 +148,8 @@ def test_calibrated_caller_on_a_real_slide(model: tuple[Path, str], repo_dir: Pa
     assert masson["p_global_sclerosis"].isna().all()
 
 
-def test_tampered_card_is_refused(model: tuple[Path, str], tmp_path: Path) -> None:
-    out, _ = model
+def test_tampered_card_is_refused(model: tuple[Path, str, Counter[str]], tmp_path: Path) -> None:
+    out, _, _ = model
     card = json.loads((out / "card.json").read_text())
     card["parameters"]["intercepts"]["global_sclerosis"] += 1.0
     (tmp_path / "tampered").mkdir()
@@ -162,15 +160,17 @@ def test_tampered_card_is_refused(model: tuple[Path, str], tmp_path: Path) -> No
         CalibratedMorphometryCaller(out, expected_labels=["segmental_sclerosis"])
 
 
-def test_ellipse_masks_when_the_csv_has_none(bupt_pas: tuple[Path, Path], tmp_path: Path) -> None:
-    folder, table = bupt_pas
+def test_ellipse_masks_when_the_csv_has_none(
+    glomerulus_crops: tuple[Path, Path], tmp_path: Path
+) -> None:
+    folder, table = glomerulus_crops
     rows = list(csv.DictReader(table.open()))[:6]
     plain = tmp_path / "labels.csv"
     with plain.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["image", "class"])
         writer.writeheader()
         writer.writerows({"image": r["image"], "class": r["class"]} for r in rows)
-    data = measure_folder(folder, plain, MAPPING, crop_mpp=BUPT_MPP)
+    data = measure_folder(folder, plain, MAPPING, crop_mpp=BUENO_MPP)
     assert data.mask == "inscribed ellipse shrunk to 90%"
     assert len(data.targets) + data.skipped == 6
     mask = ellipse_mask((100, 60))
@@ -197,24 +197,25 @@ def test_too_few_positives_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_cli_bad_inputs_give_one_line(
-    bupt_pas: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    glomerulus_crops: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, table = bupt_pas
+    folder, table = glomerulus_crops
     base = ["train-lesions", "--method", "morphometry", "--crops", str(folder)]
     base += ["--labels", str(table), "--out", str(tmp_path / "m")]
-    assert main([*base, *BUPT_MAP]) == 2
+    assert main([*base, *CROP_MAP]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs --crop-mpp" in err and len(err.splitlines()) == 1
     for bad in ("--crop-mpp=-1", "--crop-mpp=nan", "--threads=0"):
-        assert main([*base, *BUPT_MAP, bad]) == 2
+        assert main([*base, *CROP_MAP, bad]) == 2
         err = capsys.readouterr().err.strip()
         assert "outside the plausible range" in err or "--threads must be" in err, bad
-    # only 2 'gn' glomeruli: too few negatives for segmental sclerosis
-    assert (
-        main([*base, "--map", "gn=segmental_sclerosis", "--map", "gs=", "--crop-mpp", "0.4"]) == 2
-    )
+    # the few 'rare' glomeruli: too few positives for segmental sclerosis
+    rare = _classes(table)["rare"]
+    assert 0 < rare < 5
+    crop_mpp = f"--crop-mpp={BUENO_MPP}"
+    assert main([*base, "--map", "rare=segmental_sclerosis", "--map", "pos=", crop_mpp]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
-    assert last.startswith("lnpath: error:") and "segmental_sclerosis has 2 positive" in last
+    assert last.startswith("lnpath: error:") and f"segmental_sclerosis has {rare} positive" in last
     assert not (tmp_path / "m").exists()
 
 

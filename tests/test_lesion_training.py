@@ -1,8 +1,9 @@
 """Training machinery for the lesion CNN: labels, folds, metrics, calibration, CLI end to end.
 
-The end-to-end test builds a small labelled set at test time from the eval-only bupt glomeruli
-(global sclerosis vs every other class) in a temporary folder; the model it trains lives only in
-``tmp_path`` and is never shipped.
+The end-to-end tests build a small labelled crop set at test time in a temporary folder from the
+licensed Bueno PAS ``train`` tiles (:func:`tests.conftest.bueno_train_crops`: every glomerulus
+plus glomerulus-free tissue windows) with *synthetic* classes: they test the machinery, not
+accuracy. The models they train live only in ``tmp_path`` and are never shipped.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,28 +31,22 @@ from lnpath.training.lesion_data import (
     resolve_targets,
 )
 from lnpath.training.lesions import binary_metrics, fit_platt, group_folds
-from tests.conftest import LabelledDemo
+from tests.conftest import LabelledDemo, bueno_train_crops
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def bupt_crops(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Path, Path]:
-    """64-px crops of every bupt glomerulus polygon's bounding box + a CSV (image, class, group)."""
-    root = data_dir / "eval-only" / "bupt-multistain-glomeruli"
-    if not root.exists():
-        pytest.skip("eval-only bupt set not present")
-    out = tmp_path_factory.mktemp("bupt-crops")
+def crop_set(tmp_path_factory: pytest.TempPathFactory, bueno_dir: Path) -> tuple[Path, Path]:
+    """64-px crops of the Bueno train glomeruli and tissue windows + a CSV (image, class, group).
+
+    Groups are tiles, so the folds are grouped as a lab's slides would be.
+    """
+    out = tmp_path_factory.mktemp("bueno-crops")
     rows = []
-    for path in sorted((root / "labelme").glob("*.json")):
-        doc = json.loads(path.read_text())
-        image = io.imread(root / "images" / doc["imagePath"])[..., :3]
-        for k, shape in enumerate(doc["shapes"]):
-            pts = np.asarray(shape["points"], float)
-            (x0, y0), (x1, y1) = pts.min(0).astype(int), np.ceil(pts.max(0)).astype(int)
-            name = f"{path.stem}_{k}.png"
-            io.imsave(out / name, square_crop(image[max(y0, 0) : y1, max(x0, 0) : x1], 64))
-            rows.append({"image": name, "class": shape["label"], "group": path.stem})
+    for crop in bueno_train_crops(bueno_dir, tissue_per_tile=2):
+        io.imsave(out / f"{crop.name}.png", square_crop(crop.rgb, 64))
+        rows.append({"image": f"{crop.name}.png", "class": crop.cls, "group": crop.tile})
     table = out / "labels.csv"
     with table.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["image", "class", "group"])
@@ -59,15 +55,23 @@ def bupt_crops(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tupl
     return out, table
 
 
-BUPT_MAP = ["--map", "gs=global_sclerosis", "--map", "gn=", "--map", "gm=", "--map", "gl="]
+def _classes(table: Path) -> Counter[str]:
+    """How many crops of each class the fixture's CSV lists (the expected counts)."""
+    with table.open(newline="") as fh:
+        return Counter(row["class"] for row in csv.DictReader(fh))
+
+
+# a mapped positive class and three classes mapped to nothing (negatives)
+CROP_MAP = ["--map", "pos=global_sclerosis", "--map", "neg=", "--map", "rare=", "--map", "tissue="]
 
 
 def test_train_lesions_cli_end_to_end(
-    bupt_crops: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    crop_set: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, table = bupt_crops
-    out = tmp_path / "bupt-gs-model"
-    args = ["train-lesions", "--crops", str(folder), "--labels", str(table), *BUPT_MAP]
+    folder, table = crop_set
+    classes = _classes(table)
+    out = tmp_path / "synthetic-gs-model"
+    args = ["train-lesions", "--crops", str(folder), "--labels", str(table), *CROP_MAP]
     args += ["--out", str(out), "--folds", "3", "--epochs", "2", "--size", "32", "--threads", "1"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -76,12 +80,12 @@ def test_train_lesions_cli_end_to_end(
     card = json.loads((out / "card.json").read_text())
     assert card["labels"] == ["global_sclerosis"]
     assert card["counts"]["global_sclerosis"] == {
-        "positive": 21,
-        "negative": 146,
+        "positive": classes["pos"],
+        "negative": classes.total() - classes["pos"],
         "not_assessed": 0,
     }
     metrics = card["cross_validation"]["metrics"]["global_sclerosis"]
-    assert metrics["n"] == 167 and 0.0 <= metrics["auc"] <= 1.0
+    assert metrics["n"] == classes.total() and 0.0 <= metrics["auc"] <= 1.0
     assert (out / "weights.pt.sha256").read_text().split()[0] == card["sha256"]
     caller = TrainedLesionCaller.from_name(out)
     probs = caller.probabilities(np.stack([io.imread(p) for p in sorted(folder.glob("*.png"))[:8]]))
@@ -92,9 +96,9 @@ def test_train_lesions_cli_end_to_end(
 
 
 def test_class_names_that_map_to_nothing_are_an_error(
-    bupt_crops: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    crop_set: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder, table = bupt_crops
+    folder, table = crop_set
     args = ["train-lesions", "--crops", str(folder), "--labels", str(table)]
     args += ["--map", "Sclerotic=global_sclerosis", "--out", str(tmp_path / "m")]
     assert main(args) == 2
@@ -104,14 +108,18 @@ def test_class_names_that_map_to_nothing_are_an_error(
 
 
 def test_unmapped_classes_are_dropped_with_a_warning(
-    bupt_crops: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+    crop_set: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    folder, table = bupt_crops
+    folder, table = crop_set
+    classes = _classes(table)
     with caplog.at_level(logging.WARNING):
-        data = crops_from_folder(folder, table, {"gs": ("global_sclerosis",), "gn": ()}, size=32)
-    assert "unmapped classes ['gl', 'gm']" in caplog.text
-    assert data.images.shape == (62, 32, 32, 3)
-    assert data.counts() == {"global_sclerosis": {"positive": 21, "negative": 41}}
+        data = crops_from_folder(folder, table, {"pos": ("global_sclerosis",), "neg": ()}, size=32)
+    dropped = classes["rare"] + classes["tissue"]
+    assert f"{dropped} samples of unmapped classes ['rare', 'tissue'] ignored" in caplog.text
+    assert data.images.shape == (classes["pos"] + classes["neg"], 32, 32, 3)
+    assert data.counts() == {
+        "global_sclerosis": {"positive": classes["pos"], "negative": classes["neg"]}
+    }
 
 
 def test_parse_mapping() -> None:

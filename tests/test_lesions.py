@@ -213,3 +213,28 @@ def test_sclerosed_fraction_ranks_globally_sclerotic_crops(
     assert result["auc_sclerosed_fraction"] >= 0.75
     assert result["specificity"] >= 0.9
     assert np.isfinite(result["kappa"])
+
+
+def test_eval_only_sets_are_read_for_evaluation_only(repo_dir: Path) -> None:
+    """The eval-only sets carry no licence to train or fit on (shared/data/README.md).
+
+    The lesion tests fitted throwaway models on the bupt glomeruli and the sclerosis evaluation
+    cross-validated a calibration on both sets; only this module's evaluation may name them, and
+    the evaluation script imports nothing that fits.
+    """
+    import ast
+
+    naming = sorted(
+        p.name for p in (repo_dir / "tests").glob("test_*.py") if "eval-only" in p.read_text()
+    )
+    assert naming == ["test_lesions.py"]
+    script = ast.parse((repo_dir / "scripts" / "eval_sclerosis.py").read_text())
+    imported = {
+        alias.name
+        for node in ast.walk(script)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    fitting = {"cross_validate_logistic", "fit_logistic", "calibrate_morphometry", "fit_platt"}
+    assert not imported & fitting
+    assert "select_threshold" not in imported and "train" not in imported

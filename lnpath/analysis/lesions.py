@@ -28,15 +28,9 @@ globally sclerosed glomeruli. It does *not* reach the κ ≥ 0.8 of human reader
 negative calls as unreviewed, or calibrate the morphometry (``lnpath train-lesions --method
 morphometry``) / train a model on the lab's own labelled PAS glomeruli.
 
-What such a lab calibration reaches, cross-validated (5 folds) on the same eval-only sets with
-nothing fitted there kept (``lab_calibration_cv`` in the script): bupt PAS ``gs`` vs all (30, 9
-``gs``; 400x snapshots measured at half the µm/px of 200x ones) κ 0.35, sensitivity 0.67,
-specificity 0.71, AUC 0.76 with folds grouped by patient, and κ 0.32 / AUC 0.76 grouped by
-snapshot; CMIL κ 0.94, sensitivity 1.00, specificity 0.93, AUC 1.00
-grouped by crop -- but all 30 CMIL negatives come from one case, so the patient-grouped folds train
-without negatives (κ -0.21) and the crop-grouped figure may reflect that case's staining as much
-as sclerosis. Calibration buys sensitivity; whether it reaches κ 0.8 must be shown on the lab's
-own patient-grouped labels.
+A lab calibration's figures are the lab's own (the command prints them, cross-validated on its
+labels): nothing is fitted or cross-validated on the eval-only sets above, which carry no licence
+for it, so no figure for it is quoted here.
 """
 
 from __future__ import annotations
