@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from lnpath.core.errors import InputError, ResultError, one_line
+from lnpath.core.errors import InputError, ResultError
 from lnpath.results.folder import load_result_json
 
 REQUIRED_COLUMNS = ("slide_id", "path", "patient_id", "timepoint")
@@ -40,14 +40,18 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
             ``slide_id`` that is not a safe folder name, or a non-numeric ``mpp``.
     """
     path = Path(path)
+    return validate_manifest(_read_manifest_csv(path), str(path), path.absolute().parent)
+
+
+def _read_manifest_csv(path: Path) -> pd.DataFrame:
+    """A manifest CSV as text (empty cells ''); a missing or unreadable file is one line."""
     if not path.is_file():
         raise InputError(f"{path}: no such manifest file")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a readable CSV manifest ({detail})") from None
-    return validate_manifest(table, str(path), path.absolute().parent)
 
 
 def validate_manifest(table: pd.DataFrame, where: str, base: Path) -> pd.DataFrame:
@@ -143,12 +147,7 @@ def read_clinical_manifest(manifest: str | os.PathLike[str] | None) -> pd.DataFr
     if manifest is None:
         return None
     path = Path(manifest)
-    if not path.is_file():
-        raise InputError(f"{path}: no such manifest file")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable CSV manifest ({one_line(str(exc))})") from None
+    table = _read_manifest_csv(path)
     table = table.rename(columns=lambda c: str(c).strip())
     missing = [c for c in ("slide_id", "clinical_response") if c not in table]
     if missing:
