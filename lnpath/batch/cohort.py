@@ -33,7 +33,7 @@ from lnpath.batch.manifest import (
 )
 from lnpath.batch.status import read_status
 from lnpath.batch.summary import crosstab, summarise_pairs, unpaired
-from lnpath.core.errors import LnpathError, one_line
+from lnpath.core.errors import LnpathError, ResultError, one_line
 from lnpath.io.atomic import atomic_path
 from lnpath.response.endpoint import compare
 from lnpath.response.presets import PRESETS, get_preset
@@ -147,7 +147,9 @@ def _side(cache: dict[str, BiopsySide | str], slide: Mapping[str, Any]) -> Biops
     """Each result folder read (and its seal checked) once for every preset; a folder that
     cannot be read keeps its one-line error."""
     key = str(slide["result"])
-    if key not in cache:
+    if slide.get("status") == "tampered":  # its scores are withheld from the slide table too
+        cache[key] = str(slide.get("integrity"))
+    elif key not in cache:
         try:
             cache[key] = load_folder_side(key, str(slide["slide_id"]))
         except LnpathError as exc:
@@ -295,6 +297,26 @@ def _write_csv(table: pd.DataFrame, target: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
+def _check_identity(folder: Path, result: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+    """The result is of the biopsy the batch scored under this slide id: a signed folder copied
+    or renamed onto another slide's still verifies, but names its own patient and date.
+
+    Raises:
+        ResultError: result.json's patient_id or biopsy_date is not batch_status.csv's.
+    """
+
+    def stated(value: Any) -> str | None:
+        return None if value is None or str(value) == "" else str(value)
+
+    for name in ("patient_id", "biopsy_date"):
+        expected, found = stated(status.get(name)), stated(result.get(name))
+        if expected is not None and found != expected:
+            raise ResultError(
+                f"{folder}: result.json is of {name} {found!r}, batch_status.csv scored "
+                f"{status['slide_id']} as {expected!r} (a result folder copied or renamed?)"
+            )
+
+
 def _cohort_row(out: Path, status: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "slide_id": status["slide_id"],
@@ -316,6 +338,7 @@ def _cohort_row(out: Path, status: Mapping[str, Any]) -> dict[str, Any]:
         return row
     try:  # nothing is published as lnpath's, least of all as confirmed, unless it verifies
         verify(folder)
+        _check_identity(folder, result, status)
     except LnpathError as exc:
         LOG.warning("%s: %s", folder, one_line(str(exc)))
         row.update(

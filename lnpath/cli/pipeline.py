@@ -392,7 +392,8 @@ def run_verify(args: argparse.Namespace) -> int:
     check = verify(args.result, public_key=args.public_key)
     new_console().print(
         f"OK: {args.result} revision {check.revision} ({check.status}) is intact; "
-        f"checked {', '.join(check.checked)}; content sha256 {check.content_sha256}",
+        f"checked {', '.join(check.checked)}; content sha256 {check.content_sha256}"
+        + (f"; not checked: {'; '.join(check.unchecked)}" if check.unchecked else ""),
         highlight=False,
         markup=False,
     )

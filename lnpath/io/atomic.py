@@ -101,14 +101,26 @@ def link_tree(source: Path, target: Path) -> None:
     history's length: on a 100-glomerulus result a save at revision 45 copied 127 MB (0.38 s).
     """
 
-    def link_or_copy(src: str, dst: str) -> str:
-        try:
-            os.link(src, dst)
-        except OSError:  # another device, FAT, a link limit: copy instead
-            shutil.copy2(src, dst)
-        return dst
+    shutil.copytree(source, target, copy_function=_link_or_copy)
 
-    shutil.copytree(source, target, copy_function=link_or_copy)
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:  # another device, FAT, a link limit: copy instead
+        shutil.copy2(src, dst)
+    return dst
+
+
+def carry_entry(source: Path, target: Path) -> None:
+    """Carry a file, folder or symlink that a folder write does not own into the new folder, as
+    it is (links stay links, files are hard-linked where allowed), so the swap loses nothing."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), target)
+    elif source.is_dir():
+        shutil.copytree(source, target, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(source), str(target))
 
 
 def _writable_parent(target: Path) -> None:

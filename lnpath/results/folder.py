@@ -37,7 +37,7 @@ from shapely.geometry.base import BaseGeometry
 from lnpath.core.errors import ResultError
 from lnpath.core.findings import LESIONS, is_missing
 from lnpath.core.vocabulary import CLASS_COLOURS
-from lnpath.io.atomic import atomic_dir, link_tree, write_json, write_text
+from lnpath.io.atomic import atomic_dir, carry_entry, link_tree, write_json, write_text
 from lnpath.io.hashing import bytes_sha256, file_sha256
 from lnpath.io.qupath import QuPathFeature, feature_collection, geojson_text, read_qupath
 from lnpath.report.assets import Assets
@@ -46,7 +46,7 @@ from lnpath.results.stamp import STAMP_COLUMNS, STAMP_MEASUREMENT, export_stamp,
 from lnpath.results.views import plot_result, result_html
 from lnpath.scoring.score import BiopsyScore
 
-from .integrity import chained, check_chain, recover, seal, sign
+from .integrity import chained, check_chain, recover, seal, sign, signer
 
 LOG = logging.getLogger(__name__)
 
@@ -161,6 +161,9 @@ HASHED_EXCLUDED_KEYS = ("status", "confirmation", "seal", "addenda")
 covered, field by field, by their own events in the hash-chained audit trail."""
 DERIVED_FILES = ("report.html", "overlay.png")
 SNAPSHOT_FILES = ("result.json", "findings.csv", "glomeruli.geojson", *DERIVED_FILES)
+RESULT_ENTRIES = (*SNAPSHOT_FILES, "assets", "revisions")
+"""What lnpath writes in a result folder; anything else there (a QuPath export, notes) is the
+user's: every write carries it over untouched, and ``verify`` names it as not checked."""
 
 
 def content_sha256(folder: Path, result: Mapping[str, Any] | None = None) -> str:
@@ -295,6 +298,9 @@ def write_result(
     target = Path(target)
     recover(target)
     with atomic_dir(target, overwrite=overwrite, marker="result.json") as tmp:
+        for entry in sorted(target.iterdir()) if target.is_dir() else []:
+            if entry.name not in RESULT_ENTRIES:  # the swap would delete the user's own files
+                carry_entry(entry, tmp / entry.name)
         old_revisions = target / "revisions"
         if event["event"] != "scored" and old_revisions.is_dir():
             link_tree(old_revisions, tmp / "revisions")
@@ -340,6 +346,8 @@ def write_result(
             shutil.copy2(tmp / file, snapshot / file)
         new["snapshot_dir"] = name
         new["snapshot"] = {file: file_sha256(snapshot / file) for file in SNAPSHOT_FILES}
+        if signing_key is not None:
+            new["signer"] = signer(signing_key)
         new = chained(history, new)
         if signing_key is not None:
             new["signature"] = sign(signing_key, new["hash"])

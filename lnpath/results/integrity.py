@@ -287,6 +287,47 @@ def sign(private_key: Any, digest: str) -> dict[str, str]:
     }
 
 
+def signer(private_key: Any) -> dict[str, str]:
+    """The signing key's public half, recorded among the event's hashed fields: a signature
+    edited or removed afterwards then breaks :func:`check_recorded_signature` without the
+    public key file (which key it must be is still for ``--public-key`` to say)."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return {
+        "algorithm": SIGNATURE_ALGORITHM,
+        "public_key": base64.b64encode(raw).decode(),
+        "public_key_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+def check_recorded_signature(folder: Path, event: Mapping[str, Any]) -> bool:
+    """Check a signed event's signature against the public key the event itself records.
+
+    Returns:
+        False where the event records no signer (unsigned, or signed before lnpath recorded it).
+
+    Raises:
+        ResultError: the signature was removed or edited after signing.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    record = event.get("signer")
+    if record is None:
+        return False
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(str(record["public_key"])))
+        check_signature(folder, key, event, "the key it records")
+    except (ResultError, ValueError, TypeError, KeyError):
+        raise ResultError(
+            f"{folder}: the confirmation's signature was removed or edited after signing "
+            "(edited outside lnpath)"
+        ) from None
+    return True
+
+
 def check_signature(
     folder: Path, public_key: Any, event: Mapping[str, Any], key_path: str | os.PathLike[str]
 ) -> None:

@@ -8,16 +8,25 @@ event chains their whole trail.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lnpath.core.errors import ResultError
 from lnpath.io.hashing import file_sha256
-from lnpath.results.folder import DERIVED_FILES, content_sha256, load_result_json, read_audit
+from lnpath.results.folder import (
+    DERIVED_FILES,
+    HASHED_EXCLUDED_KEYS,
+    RESULT_ENTRIES,
+    content_sha256,
+    load_result_json,
+    read_audit,
+)
 from lnpath.results.integrity import (
     check_chain,
+    check_recorded_signature,
     check_signature,
     exclusive,
     legacy_count,
@@ -51,15 +60,88 @@ def _check_snapshots(folder: Path, events: list[dict[str, Any]]) -> int:
     return len(events)
 
 
+def _snapshot_dir(event: dict[str, Any], legacy: bool) -> Any:
+    return event.get("snapshot_dir", f"r{event['revision']:03d}" if legacy else None)
+
+
+def _refuse_links(path: Path) -> None:
+    """lnpath writes plain files and folders: a link among them was put there by hand, and
+    would make the folder's content live, and change, outside it."""
+    found = [path] if path.is_symlink() else []
+    if not found and path.is_dir():
+        for root, dirs, files in os.walk(path):
+            found += [Path(root) / n for n in sorted(dirs + files) if (Path(root) / n).is_symlink()]
+    if found:
+        raise ResultError(
+            f"{found[0]}: is a symbolic link (to {os.readlink(found[0])}); lnpath writes no links "
+            "in a result folder (replaced outside lnpath)"
+        )
+
+
+def _check_layout(folder: Path, events: list[dict[str, Any]]) -> list[str]:
+    """No link where lnpath keeps its files, and nothing in ``revisions/`` it did not write.
+
+    Returns:
+        The names beside lnpath's own files (the user's: verify vouches for none of them).
+    """
+    for name in RESULT_ENTRIES:
+        _refuse_links(folder / name)
+    revisions = folder / "revisions"
+    if revisions.is_dir():
+        legacy = legacy_count(events)
+        names = {_snapshot_dir(e, i < legacy): e for i, e in enumerate(events)}
+        for entry in sorted(revisions.iterdir()):
+            if entry.name != "audit.jsonl" and entry.name not in names:
+                raise ResultError(
+                    f"{entry}: not written by lnpath (added to revisions/ outside lnpath; "
+                    "no audit event has this snapshot)"
+                )
+            recorded = (names.get(entry.name) or {}).get("snapshot")
+            if entry.is_dir() and isinstance(recorded, dict):
+                extra = sorted(set(os.listdir(entry)) - set(recorded))
+                if extra:
+                    raise ResultError(
+                        f"{entry / extra[0]}: not written by lnpath (added to the snapshot of "
+                        f"revision {names[entry.name].get('revision')} outside lnpath)"
+                    )
+    return sorted(p.name for p in folder.iterdir() if p.name not in RESULT_ENTRIES)
+
+
+def _what_changed(folder: Path, result: dict[str, Any], event: dict[str, Any]) -> str:
+    """Which of result.json (and its fields), findings.csv, glomeruli.geojson or assets/ differ
+    from the snapshot the last event recorded."""
+    recorded = event.get("snapshot") or {}
+    changed = []
+    try:
+        name = _snapshot_dir(event, "hash" not in event)
+        sealed = json.loads((folder / "revisions" / str(name) / "result.json").read_text("utf-8"))
+        keys = sorted(
+            k
+            for k in {*result, *sealed}
+            if k not in HASHED_EXCLUDED_KEYS and result.get(k) != sealed.get(k)
+        )
+        changed += [f"result.json ({', '.join(keys)})"] if keys else []
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    changed += [
+        n
+        for n in ("findings.csv", "glomeruli.geojson")
+        if (folder / n).is_file() and file_sha256(folder / n) != recorded.get(n)
+    ]
+    return ", ".join(changed or ["assets/"])
+
+
 @dataclass
 class Verification:
-    """What :func:`verify` checked: the revision, its status and its content sha256."""
+    """What :func:`verify` checked: the revision, its status and its content sha256; what it
+    did not (``unchecked``: files beside lnpath's own, a signature without the public key)."""
 
     folder: Path
     revision: int
     status: str
     content_sha256: str
     checked: list[str]
+    unchecked: list[str] = field(default_factory=list)
 
 
 def verify(
@@ -98,7 +180,9 @@ def verify(
         if last.get("event") != "confirmed":
             raise ResultError(f"{folder}: revision {verification.revision} is not confirmed")
         check_signature(folder, key, last, public_key)
+        verification.checked = [c for c in verification.checked if not c.startswith("signature")]
         verification.checked.append("signature")
+        verification.unchecked = [u for u in verification.unchecked if "--public-key" not in u]
     return verification
 
 
@@ -145,10 +229,12 @@ def _verify(folder: Path) -> Verification:
             f"{folder}: no audit record for revision {revision} (edited outside lnpath?)"
         )
     last = events[-1]
+    others = _check_layout(folder, events)
     sha = content_sha256(folder, result)
     if sha != last["content_sha256"]:
         raise ResultError(
-            f"{folder}: content of revision {revision} was modified after it was written "
+            f"{folder}: content of revision {revision} was modified after it was written: "
+            f"{_what_changed(folder, result, last)} "
             "(edit a copy of a file and pass it to lnpath review instead)"
         )
     checked = [
@@ -163,9 +249,14 @@ def _verify(folder: Path) -> Verification:
     confirmation = result.get("confirmation")
     sealed = confirmation_event(events)
     if sealed["event"] == "confirmed":
-        if result["status"] != "confirmed" or not isinstance(confirmation, dict):
+        if result["status"] != "confirmed":
             raise ResultError(
                 f"{folder}: revision {revision} was confirmed but reads {result['status']!r}"
+            )
+        if not isinstance(confirmation, dict):
+            raise ResultError(
+                f"{folder}: revision {revision} was confirmed but result.json holds no "
+                "confirmation record (edited outside lnpath)"
             )
         sealed_files = confirmation.get("files") or {}
         recorded = {
@@ -186,4 +277,12 @@ def _verify(folder: Path) -> Verification:
             f"{folder}: revision {revision} was never confirmed but reads {result['status']!r}"
         )
     checked.append(f"{_check_snapshots(folder, events)} snapshot(s)")
-    return Verification(folder, int(result["revision"]), str(result["status"]), sha, checked)
+    unchecked = [f"{', '.join(others)} (not lnpath's)"] if others else []
+    if sealed["event"] == "confirmed" and check_recorded_signature(folder, sealed):
+        checked.append("signature against the key it records")
+        unchecked.append("whose key signed (give --public-key)")
+    elif isinstance(sealed.get("signature"), dict):
+        unchecked.append("the signature (give --public-key)")
+    return Verification(
+        folder, int(result["revision"]), str(result["status"]), sha, checked, unchecked
+    )

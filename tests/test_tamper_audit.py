@@ -1,0 +1,186 @@
+"""What a hostile-but-realistic user does to a signed result folder, and what lnpath says.
+
+Each test edits a real, confirmed result folder the way a person with a shell would (a link
+instead of a file, a snapshot added, a signature stripped, the folder copied onto another
+patient's slide) and checks the one line ``verify``, ``review`` and ``cohort`` answer with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import assert_one_line_error, file_hashes, lnpath_cli
+
+
+def _audit(folder: Path) -> list[dict]:
+    text = (folder / "revisions" / "audit.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def _write_audit(folder: Path, events: list[dict]) -> None:
+    text = "".join(json.dumps(e) + "\n" for e in events)
+    (folder / "revisions" / "audit.jsonl").write_text(text, encoding="utf-8")
+
+
+def _link_findings(folder: Path) -> None:
+    outside = folder.parent / "findings-elsewhere.csv"
+    shutil.copy2(folder / "findings.csv", outside)
+    (folder / "findings.csv").unlink()
+    os.symlink(outside, folder / "findings.csv")
+
+
+def _link_revisions(folder: Path) -> None:
+    outside = folder.parent / "revisions-elsewhere"
+    shutil.move(folder / "revisions", outside)
+    os.symlink(outside, folder / "revisions")
+
+
+def _link_in_assets(folder: Path) -> None:
+    os.symlink(folder.parent, folder / "assets" / "more")  # not a file: content hash skips it
+
+
+LINKS = {
+    "findings.csv": _link_findings,
+    "revisions": _link_revisions,
+    "assets/more": _link_in_assets,
+}
+
+
+@pytest.mark.parametrize("where", list(LINKS), ids=list(LINKS))
+def test_verify_refuses_a_link_where_lnpath_keeps_its_files(
+    where: str, confirmed_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    """A link to an identical copy verified as intact, though the confirmed content then lived
+    (and could change) outside the folder."""
+    folder = copy_result(confirmed_template)
+    LINKS[where](folder)
+    assert_one_line_error(lnpath_cli("verify", folder), where, "symbolic link")
+
+
+def test_verify_refuses_a_snapshot_or_file_added_to_revisions(
+    history_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    folder = copy_result(history_template)
+    shutil.copytree(folder / "revisions" / "r001", folder / "revisions" / "r009")
+    assert_one_line_error(lnpath_cli("verify", folder), "revisions/r009", "not written by lnpath")
+    shutil.rmtree(folder / "revisions" / "r009")
+    (folder / "revisions" / "r001" / "findings-corrected.csv").write_text("glomerulus_id\n")
+    assert_one_line_error(lnpath_cli("verify", folder), "r001/findings-corrected.csv", "revision 1")
+
+
+def test_a_content_edit_is_named(
+    confirmed_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    folder = copy_result(confirmed_template)
+    signed = (folder / "result.json").read_bytes()
+    data = json.loads(signed)
+    data["scores"]["activity_index"]["total"] = 12
+    (folder / "result.json").write_text(json.dumps(data), encoding="utf-8")
+    assert_one_line_error(lnpath_cli("verify", folder), "result.json (scores)")
+    (folder / "result.json").write_bytes(signed)
+    table = folder / "findings.csv"
+    table.write_text(table.read_text(encoding="utf-8").replace("False", "True", 1))
+    line = assert_one_line_error(lnpath_cli("verify", folder), "findings.csv")
+    assert "result.json" not in line
+
+
+def test_review_keeps_the_users_own_files_in_the_folder(
+    demo_result_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    """A QuPath export saved into the result folder was deleted by the review that read it."""
+    folder = copy_result(demo_result_template)
+    export = folder / "edited.geojson"
+    shutil.copy2(folder / "glomeruli.geojson", export)
+    (folder / "notes").mkdir()
+    (folder / "notes" / "case.txt").write_text("ask for EM")
+    before = file_hashes(folder / "notes")
+    proc = lnpath_cli("review", folder, "--pathologist", "Dr R", "--geojson", export,
+                      "--comment", "seen")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert export.is_file()
+    assert file_hashes(folder / "notes") == before
+    proc = lnpath_cli("confirm", folder, "--pathologist", "Dr A")
+    assert proc.returncode == 0, proc.stderr
+    assert export.is_file() and (folder / "notes" / "case.txt").is_file()
+    proc = lnpath_cli("verify", folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "edited.geojson, notes (not lnpath's)" in " ".join(proc.stdout.split())
+
+
+@pytest.fixture
+def signed(demo_result_template: Path, copy_result: Callable[..., Path]) -> tuple[Path, Path]:
+    """The demo result confirmed with an Ed25519 key, and the public key's file."""
+    folder = copy_result(demo_result_template)
+    stem = folder.parent / "keys" / "dr_a"
+    assert lnpath_cli("keygen", "--out", stem).returncode == 0
+    proc = lnpath_cli("confirm", folder, "--pathologist", "Dr A", "--key", f"{stem}.pem")
+    assert proc.returncode == 0, proc.stderr
+    return folder, stem.with_name("dr_a.pub.pem")
+
+
+def test_a_stripped_or_edited_signature_is_detected_without_the_key(
+    signed: tuple[Path, Path],
+) -> None:
+    """The signature sits outside its event's hash: removing it verified as intact."""
+    folder, public = signed
+    proc = lnpath_cli("verify", folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "give --public-key" in " ".join(proc.stdout.split())
+    assert lnpath_cli("verify", folder, "--public-key", public).returncode == 0
+    events = _audit(folder)
+    signature = events[-1].pop("signature")
+    _write_audit(folder, events)
+    assert_one_line_error(lnpath_cli("verify", folder), "signature was removed or edited")
+    events[-1]["signature"] = {**signature, "value": signature["value"][::-1]}
+    _write_audit(folder, events)
+    assert_one_line_error(lnpath_cli("verify", folder), "signature was removed or edited")
+    before = file_hashes(folder)
+    assert_one_line_error(
+        lnpath_cli("addendum", folder, "--pathologist", "Dr A", "--text", "EM: deposits"),
+        "signature",
+    )
+    assert file_hashes(folder) == before
+
+
+def test_cohort_refuses_a_signed_folder_copied_onto_another_patients_slide(
+    repo_dir: Path, confirmed_template: Path, tmp_path: Path
+) -> None:
+    """Patient P1's confirmed folder put in place of P2's verified, and cohort published P1's
+    scores as P2's, in the slide table and in P2's pair."""
+    out = tmp_path / "batch"
+    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    outlines = repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"
+    header = "slide_id,path,patient_id,timepoint,glomeruli\n"
+    first = tmp_path / "p2.csv"
+    first.write_text(header + f"p2a,{slide},P2,0,{outlines}\n")
+    assert lnpath_cli("batch", first, "--out", out).returncode == 0
+    shutil.copytree(out / "p2a", out / "p2b", symlinks=True)  # the same inputs: resumed
+    shutil.copytree(confirmed_template, out / "p1a", symlinks=True)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        header + f"p1a,{slide},P1,0,{outlines}\n"
+        f"p2a,{slide},P2,0,{outlines}\np2b,{slide},P2,1,{outlines}\n"
+    )
+    proc = lnpath_cli("batch", manifest, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    shutil.rmtree(out / "p2a")
+    shutil.copytree(out / "p1a", out / "p2a", symlinks=True)
+    assert lnpath_cli("verify", out / "p2a").returncode == 0  # nothing inside the folder says so
+    proc = lnpath_cli("cohort", out, "--preset", "lnhr_default")
+    assert proc.returncode == 0, proc.stderr
+    cohort = pd.read_csv(out / "cohort.csv", dtype=str, keep_default_na=False).set_index("slide_id")
+    assert cohort.loc["p1a", "integrity"] == "ok"
+    assert cohort.loc["p2a", "status"] == "tampered"
+    assert "patient_id 'P1'" in cohort.loc["p2a", "integrity"]
+    assert cohort.loc["p2a", "ai_total"] == ""
+    pairs = pd.read_csv(out / "cohort_pairs.csv", dtype=str, keep_default_na=False)
+    pair = pairs[pairs["patient_id"] == "P2"].iloc[0]
+    assert pair["status"] == "error"
+    assert "patient_id 'P1'" in pair["reasons"]
