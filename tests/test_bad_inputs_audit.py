@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +91,86 @@ def test_tiles_help_shows_one_percent_sign() -> None:
     proc = lnpath_cli("tiles", "--help")
     assert proc.returncode == 0
     assert "5 %," in proc.stdout and "%%" not in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# score
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--date", "2026-13-40", "2026-13-40 is not a calendar date"),
+        ("--config", "missing.yaml", "no such configuration file"),
+        ("--biopsy", "missing.yaml", "no such biopsy findings file"),
+        ("--glomeruli", "missing.geojson", "missing.geojson"),
+        ("slide", "not-a-slide.tiff", "cannot open"),
+    ],
+)
+def test_a_score_that_fails_leaves_nothing_behind(
+    option: str, value: str, needle: str, tmp_path: Path
+) -> None:
+    """The lock file and the folders above the result were made before any input was read."""
+    (tmp_path / "not-a-slide.tiff").write_text("not a slide")
+    out = tmp_path / "new" / "folders" / "r"
+    slide, args = (value, []) if option == "slide" else (DEMO, [option, value])
+    proc = lnpath_cli("score", slide, "--out", out, *args, cwd=tmp_path)
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_rescore_leaves_the_result_folder_as_it_was(
+    demo_result_template: Path, copy_result: Callable[[Path], Path]
+) -> None:
+    result = copy_result(demo_result_template)
+    before, beside = file_hashes(result), sorted(p.name for p in result.parent.iterdir())
+    missing = result.parent / "missing.yaml"
+    proc = lnpath_cli("score", DEMO, "--out", result, "--overwrite", "--biopsy", missing)
+    assert_one_line_error(proc, "no such biopsy findings file")
+    assert file_hashes(result) == before
+    assert sorted(p.name for p in result.parent.iterdir()) == beside  # no lock file either
+
+
+def test_a_biopsy_date_that_does_not_exist_is_named_so(
+    demo_result_template: Path, tmp_path: Path
+) -> None:
+    """2026-02-30 was "expected an ISO date YYYY-MM-DD", which it is, in form."""
+    import lnpath
+
+    baseline = json.loads((demo_result_template / "result.json").read_text())
+    with pytest.raises(lnpath.InputError, match="biopsy_date 2026-02-30 is not a calendar date"):
+        lnpath.compare({**baseline, "biopsy_date": "2026-02-30"}, baseline)
+    proc = lnpath_cli("score", DEMO, "--out", tmp_path / "r", "--date", "5/3")
+    assert_one_line_error(proc, "biopsy date '5/3' is not an ISO date (YYYY-MM-DD)")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".txt"])
+def test_segment_refuses_a_file_it_would_misname(suffix: str, tmp_path: Path) -> None:
+    """``--out x.csv`` wrote GeoJSON into a .csv file."""
+    out = tmp_path / f"outlines{suffix}"
+    proc = lnpath_cli("segment", DEMO, "--out", out, "--no-progress")
+    assert_one_line_error(proc, f"QuPath GeoJSON, not {suffix}", ".geojson")
+    assert not out.exists()
+
+
+def test_a_cortex_file_with_an_unknown_key(tmp_path: Path) -> None:
+    """A misspelt component was only warned about, and then scored as not assessed."""
+    cortex = tmp_path / "cortex.json"
+    cortex.write_text(json.dumps({"interstitial_fibrosis": 0.3, "tubular_atrophie": 0.2}))
+    proc = lnpath_cli("score-findings", _findings_csv(tmp_path), "--cortex", cortex)
+    assert_one_line_error(proc, str(cortex), "tubular_atrophie", "known:", "tubular_atrophy")
+
+
+def test_a_cortex_exported_from_a_result_is_read(
+    demo_result_template: Path, tmp_path: Path
+) -> None:
+    """result.json's ``cortex`` (a CortexMeasurement export) scores as the fractions it holds."""
+    exported = json.loads((demo_result_template / "result.json").read_text())["cortex"]
+    cortex = tmp_path / "cortex.json"
+    cortex.write_text(json.dumps(exported))
+    proc = lnpath_cli("score-findings", _findings_csv(tmp_path), "--cortex", cortex)
+    assert proc.returncode == 0, proc.stderr
+    assert "unknown cortex key" not in proc.stderr
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +306,40 @@ def test_slurm_settings_sbatch_would_refuse(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--scheduler", "nonsense", "scheduler nonsense: cannot connect"),
+        ("--config", "missing.yaml", "no such configuration file"),
+    ],
+)
+def test_batch_refused_before_its_folder_is_made(
+    option: str, value: str, needle: str, tmp_path: Path
+) -> None:
+    """Both were refused after the (empty) batch folder had been created."""
+    out = tmp_path / "cohort"
+    manifest = _manifest(tmp_path, f"s1,{DEMO},P1,0\n")
+    proc = lnpath_cli("batch", manifest, "--out", out, option, value, cwd=tmp_path)
+    assert_one_line_error(proc, needle)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("dask_jobqueue") is None or shutil.which("sbatch") is None,
+    reason="no dask-jobqueue or no SLURM here",
+)
+def test_slurm_batch_shows_no_dask_info_logs(tmp_path: Path) -> None:
+    """Importing distributed set its loggers back to INFO, so under --slurm the scheduler's
+    every connection was printed; only lnpath's own messages belong on the terminal."""
+    if subprocess.run(["sinfo"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("no SLURM controller answers here (CI starts one: scripts/ci_slurm.sh)")
+    # one slide that fails its pre-flight: the cluster starts and stops, no job gets work
+    manifest = _manifest(tmp_path, f"s1,{tmp_path / 'none.svs'},P1,0\n")
+    proc = lnpath_cli("batch", manifest, "--out", tmp_path / "b", "--slurm", "--slurm-jobs", "1")
+    assert proc.returncode == 1, proc.stderr  # the slide failed, the batch ran
+    assert "distributed" not in proc.stderr, proc.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # training
 
@@ -282,3 +397,18 @@ def test_workstation_on_an_address_of_another_computer(demo_result_template: Pat
     proc = lnpath_cli("workstation", demo_result_template, "--host", "192.0.2.1")
     line = assert_one_line_error(proc, "192.0.2.1", "--host")
     assert "another server" not in line
+
+
+def test_workstation_opens_a_folder_given_twice_once(
+    demo_result_template: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``lnpath workstation R R`` put R twice in the queue, each saving over the other."""
+    from lnpath.workstation.server import Workstation
+
+    again = demo_result_template.parent / ".." / demo_result_template.parent.name / "r"
+    server = Workstation([demo_result_template, again])
+    try:
+        assert [s.folder for s in server.sessions] == [demo_result_template]
+    finally:
+        server.close()
+    assert f"{demo_result_template.resolve()} was given twice" in caplog.text

@@ -187,7 +187,7 @@ def test_bad_inputs_fail_with_one_line(
     assert last.startswith("score_slide: error:") and "missing.svs" in last
     assert "Traceback" not in err
     assert score_slide_main([str(demo), "--out", str(tmp_path / "o"), "--date", "5/3/24"]) == 2
-    assert "expected an ISO date" in capsys.readouterr().err
+    assert "'5/3/24' is not an ISO date" in capsys.readouterr().err
     assert score_slide_main([str(demo), "--out", str(tmp_path / "o"), "--date", "2999-01-01"]) == 2
     assert "biopsy date 2999-01-01 is in the future" in capsys.readouterr().err
     assert score_slide_main([str(demo), "--out", str(tmp_path / "o"), "--stain", "Giemsa"]) == 2

@@ -95,6 +95,24 @@ def keep_freed_memory_in_worker() -> bool:
 
 
 @contextlib.contextmanager
+def quiet_dask() -> Iterator[None]:
+    """dask's INFO chatter (every worker and connection) kept off the terminal while a cluster
+    runs, unless the application itself logs INFO (``lnpath -v``).
+
+    Importing distributed sets its logger to INFO, whatever was set before, so this is entered
+    after that import.
+    """
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        quiet.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        quiet.setLevel(level)
+
+
+@contextlib.contextmanager
 def dask_client(
     client: Any, n_workers: int, resources: dict[str, float] | None = None
 ) -> Iterator[Any]:
@@ -106,36 +124,32 @@ def dask_client(
         yield client
         return
     if isinstance(client, str):
-        try:
-            remote = Client(client, timeout="30s")
-        except (OSError, ValueError, TypeError) as exc:  # unreachable, or not HOST:PORT
-            raise InputError(
-                f"scheduler {client}: cannot connect ({one_line(str(exc))}; expected "
-                "tcp://HOST:PORT)"
-            ) from None
-        with remote:
-            yield remote
+        with quiet_dask():
+            try:
+                remote = Client(client, timeout="30s")
+            except (OSError, ValueError, TypeError) as exc:  # unreachable, or not HOST:PORT
+                raise InputError(
+                    f"scheduler {client}: cannot connect ({one_line(str(exc))}; expected "
+                    "tcp://HOST:PORT)"
+                ) from None
+            with remote:
+                yield remote
         return
     LOG.info("starting a local dask cluster with %d worker process(es)", n_workers)
-    quiet = logging.getLogger("distributed")
-    level = quiet.level
-    quiet.setLevel(max(level, logging.WARNING))  # the scheduler's INFO chatter is not ours
-    try:
-        with (
-            LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=":0",
-                scheduler_kwargs={"dashboard": False},
-                resources=resources,
-            ) as cluster,
-            Client(cluster) as local,
-        ):
-            yield local
-    finally:
-        quiet.setLevel(level)
+    with (
+        quiet_dask(),
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            scheduler_kwargs={"dashboard": False},
+            resources=resources,
+        ) as cluster,
+        Client(cluster) as local,
+    ):
+        yield local
 
 
 @contextlib.contextmanager
@@ -194,7 +208,7 @@ def slurm_client(
     if gpus:
         options["job_extra_directives"] = [f"--gres=gpu:{gpus}"]
         options["worker_extra_args"] = ["--resources", f"{GPU}={gpus}"]
-    with SLURMCluster(**options) as cluster:
+    with quiet_dask(), SLURMCluster(**options) as cluster:
         cluster.scale(jobs=jobs)
         with Client(cluster) as client:
             yield client

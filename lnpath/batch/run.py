@@ -251,11 +251,22 @@ def score_batch(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise InputError(f"{out}: is a file, not a batch folder")
+    load_config(config)  # a bad configuration fails once, here, not once per slide
+    if isinstance(client, str):  # reached, or refused, before the batch folder is created
+        with dask_client(client, 1) as remote:
+            return score_batch(
+                manifest,
+                out,
+                opts,
+                client=remote,
+                shard=shard,
+                workers=workers,
+                supersede=supersede,
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the batch folder ({exc.strerror or exc})") from None
-    load_config(config)  # a bad configuration fails once, here, not once per slide
     if isinstance(config, (str, os.PathLike)):
         config = os.path.abspath(config)  # workers may start in another folder
     elif config is not None and not isinstance(config, Mapping):

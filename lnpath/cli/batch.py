@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,8 +134,6 @@ def run_batch(args: argparse.Namespace) -> int:
     from lnpath.batch.run import score_batch, summarise
 
     manifest = read_manifest(args.manifest)  # a malformed manifest fails before any cluster
-    if not args.verbose:  # dask's scheduler logs every connection at INFO; the table says enough
-        logging.getLogger("distributed").setLevel(logging.WARNING)
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: expected at least 1")
     with contextlib.ExitStack() as stack:

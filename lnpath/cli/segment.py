@@ -64,8 +64,15 @@ def run_segment(args: argparse.Namespace) -> int:
     from lnpath.analysis.segment import segment_glomeruli
     from lnpath.core.errors import InputError
     from lnpath.io.atomic import check_output_file
+    from lnpath.io.tables import GEOJSON_SUFFIXES
     from lnpath.wsi.slide import open_slide
 
+    suffix = Path(args.out).suffix
+    if suffix and suffix.lower() not in GEOJSON_SUFFIXES:  # GeoJSON in a .csv reads as neither
+        raise InputError(
+            f"{args.out}: segment writes QuPath GeoJSON, not {suffix}; "
+            "give a .geojson (or .json) file name"
+        )
     check_output_file(args.out, args.overwrite)  # before the slow part, never over a QuPath edit
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")

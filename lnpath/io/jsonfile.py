@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lnpath.core.errors import InputError
+from lnpath.scoring.indices import CORTEX_KEYS
 
 
 def not_a_file(path: Path, what: str) -> InputError:
@@ -42,10 +43,15 @@ def read_json(path: str | Path, what: str) -> Any:
 def read_cortex(path: str | Path) -> dict[str, Any]:
     """Cortex fractions from JSON: ``{component: fraction}`` or a CortexMeasurement export."""
     data = read_json(path, "cortex")
-    if isinstance(data, dict) and isinstance(data.get("fractions"), dict):
-        data = data["fractions"]  # a CortexMeasurement.to_dict() export
+    if isinstance(data, dict) and isinstance(data.get("scored"), dict):
+        data = data["scored"]  # a CortexMeasurement.to_dict() export (result.json's "cortex")
     if not isinstance(data, dict):
         raise InputError(f"{path}: cortex JSON must be an object of component: fraction")
+    unknown = [str(key) for key in data if key not in CORTEX_KEYS]
+    if unknown:  # a misspelt component would otherwise score as not assessed
+        raise InputError(
+            f"{path}: unknown cortex key(s) {', '.join(unknown)} (known: {', '.join(CORTEX_KEYS)})"
+        )
     for key, value in data.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"{path}: {key} is not a finite number")

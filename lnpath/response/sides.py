@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lnpath.core.dates import date_problem
 from lnpath.core.errors import InputError
 from lnpath.scoring.biopsy import normalise_biopsy, stains_examined
 from lnpath.scoring.indices import ACTIVITY, CHRONICITY, Component
@@ -374,7 +375,7 @@ def _parse_date(value: Any, source: str, error: type[Exception]) -> date | None:
     try:
         return datetime.fromisoformat(str(value)).date()
     except ValueError:
-        raise error(f"{source}: biopsy_date {value!r} is not an ISO date") from None
+        raise error(f"{source}: biopsy_date {date_problem(value)}") from None
 
 
 def as_count(x: Any) -> int | None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -25,6 +25,7 @@ from lnpath import __version__
 from lnpath.analysis.cortex import DEFAULT_CORTEX_MPP, measure_cortex
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.analysis.lesions import MorphometryCaller
+from lnpath.core.dates import date_problem
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_scope
 from lnpath.core.vocabulary import main_call
@@ -48,7 +49,7 @@ from lnpath.scoring.biopsy import class_inputs
 from lnpath.scoring.score import score_findings
 from lnpath.workflow.options import ScoreOptions
 from lnpath.wsi.kept_pixels import KeptPixels
-from lnpath.wsi.slide import open_slide
+from lnpath.wsi.slide import Slide, open_slide
 from lnpath.wsi.tissue import detect_tissue
 
 LOG = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _parse_date(value: str | dt.date | None) -> str | None:
     try:
         date = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
     except ValueError:
-        raise InputError(f"biopsy date {value!r}: expected an ISO date YYYY-MM-DD") from None
+        raise InputError(f"biopsy date {date_problem(value)}") from None
     if date > dt.date.today():
         raise InputError(f"biopsy date {date.isoformat()} is in the future")
     return date.isoformat()
@@ -215,47 +216,85 @@ def score_slide(
     path = Path(path)
     target = Path(os.path.realpath(out if out is not None else default_output(path)))
     check_output_dir(target, opts.overwrite, marker="result.json")  # before taking its lock there
-    with result_lock(target):  # one writer per result, for the whole run
+    # every input is read before the lock file (and the folders above it) is created, so a typo
+    # in a date, a file or the slide leaves nothing behind
+    inputs = _read_inputs(path, opts, mpp, biopsy_date, biopsy, glomeruli)
+    with inputs.slide, result_lock(target):  # one writer per result, for the whole run
         recover(target)
         confirmed = refuse_confirmed(target, supersede) if opts.overwrite else None
         check_output_dir(target, opts.overwrite, marker="result.json")
-        return _score_slide(
-            path, target, opts, mpp, patient_id, biopsy_date, glomeruli, biopsy, on_stage, confirmed
-        )
+        return _score_slide(path, target, opts, inputs, patient_id, on_stage, confirmed)
+
+
+class _Inputs(NamedTuple):
+    """What :func:`score_slide` reads before it takes the result's lock."""
+
+    date: str | None
+    config: Any
+    biopsy: dict[str, Any]
+    caller: Any
+    slide: Slide
+    glomeruli: Glomeruli | None
+    """Outlines to score instead of segmenting (a GeoJSON file already read)."""
+    source: dict[str, Any] | None
+    """Where ``glomeruli`` came from, for a GeoJSON file."""
+
+
+def _read_inputs(
+    path: Path,
+    opts: ScoreOptions,
+    mpp: float | None,
+    biopsy_date: str | dt.date | None,
+    biopsy: str | Path | Mapping[str, Any] | None,
+    glomeruli: str | Path | Glomeruli | None,
+) -> _Inputs:
+    """Every input of a run, validated; the slide is opened (not hashed: that waits for the
+    lock, so a busy or confirmed result is refused without reading the whole file)."""
+    date = _parse_date(biopsy_date)
+    cfg = load_config(opts.config)
+    stated = load_biopsy(biopsy)
+    caller = lesion_caller(opts.lesion_model, stain=opts.stain, device=opts.device)  # fail now
+    slide = open_slide(path, mpp=mpp)
+    if glomeruli is None or isinstance(glomeruli, Glomeruli):
+        return _Inputs(date, cfg, stated, caller, slide, glomeruli, None)
+    try:
+        outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
+        _check_outlines_on_slide(outlines, slide.dimensions, Path(glomeruli).name)
+        source = {
+            "name": f"annotations:{Path(glomeruli).name}",
+            "sha256": file_sha256(Path(glomeruli)),
+        }
+    except BaseException:
+        slide.close()
+        raise
+    return _Inputs(date, cfg, stated, caller, slide, outlines, source)
 
 
 def _score_slide(
     path: Path,
     target: Path,
     opts: ScoreOptions,
-    mpp: float | None,
+    inputs: _Inputs,
     patient_id: str | None,
-    biopsy_date: str | dt.date | None,
-    glomeruli: str | Path | Glomeruli | None,
-    biopsy: str | Path | Mapping[str, Any] | None,
     on_stage: StageCallback | None,
     confirmed: dict[str, Any] | None,
 ) -> SlideResult:
     """The stages of :func:`score_slide`, run while it holds the result's lock."""
-    date = _parse_date(biopsy_date)
+    date, cfg, stated, caller, slide = inputs[:5]
     warnings: list[str] = []
     if opts.stain != "PAS":
         warnings.append(
             f"the shipped models were trained on PAS; results on {opts.stain} are less reliable"
         )
         LOG.warning("%s", warnings[-1])
-    cfg = load_config(opts.config)
-    stated = load_biopsy(biopsy)
-    caller = lesion_caller(opts.lesion_model, stain=opts.stain, device=opts.device)  # fail now
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with _stage("open", timings, on_stage):
-        slide = open_slide(path, mpp=mpp)
         fingerprint = slide.fingerprint()
     # segmentation's 1 µm/px tiles, cut out again by the cortex instead of decoded again
     kept = KeptPixels(slide, DEFAULT_CORTEX_MPP)
     with _stage("segment", timings, on_stage):
-        outlines, outline_source, tissue = _find_glomeruli(slide, glomeruli, opts, warnings, kept)
+        outlines, outline_source, tissue = _find_glomeruli(slide, inputs, opts, warnings, kept)
     with _stage("lesions", timings, on_stage), progress_scope(opts.progress):
         calls = caller.call(outlines, slide)
         findings = findings_table(outlines, calls, fingerprint["sha256"])
@@ -309,7 +348,7 @@ def _score_slide(
 
 def _find_glomeruli(
     slide: Any,
-    glomeruli: str | Path | Glomeruli | None,
+    inputs: _Inputs,
     opts: ScoreOptions,
     warnings: list[str],
     kept: KeptPixels,
@@ -322,16 +361,11 @@ def _find_glomeruli(
         raise InputError(
             f"{slide.path}: no tissue found on the slide (blank glass or not a tissue section)"
         )
-    if isinstance(glomeruli, Glomeruli):
-        return _given_outlines(slide, glomeruli, warnings), _outline_source(glomeruli), tissue
+    glomeruli = inputs.glomeruli
+    if glomeruli is not None and inputs.source is not None:  # read from a GeoJSON file
+        return glomeruli, inputs.source, tissue
     if glomeruli is not None:
-        outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
-        _check_outlines_on_slide(outlines, slide.dimensions, Path(glomeruli).name)
-        source = {
-            "name": f"annotations:{Path(glomeruli).name}",
-            "sha256": file_sha256(Path(glomeruli)),
-        }
-        return outlines, source, tissue
+        return _given_outlines(slide, glomeruli, warnings), _outline_source(glomeruli), tissue
     # torch only when there is something to segment: review, confirm and scoring given outlines
     # start in a fraction of the time
     from lnpath.analysis.segment import segment_glomeruli

@@ -312,6 +312,19 @@ def _free_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _once(results: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The result folders in the order given, each once (by its resolved path): one folder open
+    twice would be two queue entries, each saving over the other's revision."""
+    seen: dict[Path, Path] = {}
+    for folder in map(Path, results):
+        resolved = folder.resolve()
+        if resolved in seen:
+            LOG.warning("workstation: %s was given twice; it is opened once", resolved)
+        else:
+            seen[resolved] = folder
+    return list(seen.values())
+
+
 class Workstation:
     """The opened results and their server; :meth:`start` serves in a thread, :meth:`serve` blocks.
 
@@ -345,8 +358,8 @@ class Workstation:
                 )
         self.sessions: list[ResultSession] = []
         try:
-            for folder in results:
-                self.sessions.append(ResultSession(Path(folder), candidates))
+            for folder in _once(results):
+                self.sessions.append(ResultSession(folder, candidates))
             self._socket = _free_port(host, port)
         except BaseException:
             self.close()
