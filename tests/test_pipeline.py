@@ -199,12 +199,12 @@ def test_a_slide_without_tissue_fails_before_segmentation(
     slides_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # boxes_0.dcm is a real DICOM test pattern: coloured boxes on white, no tissue section.
-    out = tmp_path / "o"
+    out = tmp_path / "new" / "o"
     assert score_slide_main([str(slides_dir / "boxes_0.dcm"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "boxes_0.dcm: no tissue found on the slide" in err.strip().splitlines()[-1]
     assert "Traceback" not in err and "tile grid is empty" not in err  # stopped before tiling
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()  # refused before the lock: no folders, no .o.lock
 
 
 def test_weak_detections_on_a_non_kidney_section_are_flagged(

@@ -238,6 +238,9 @@ class _Inputs(NamedTuple):
     """Outlines to score instead of segmenting (a GeoJSON file already read)."""
     source: dict[str, Any] | None
     """Where ``glomeruli`` came from, for a GeoJSON file."""
+    tissue: Any
+    """The slide's tissue mask: a slide with none is refused before anything is written."""
+    tissue_s: float
 
 
 def _read_inputs(
@@ -255,9 +258,16 @@ def _read_inputs(
     stated = load_biopsy(biopsy)
     caller = lesion_caller(opts.lesion_model, stain=opts.stain, device=opts.device)  # fail now
     slide = open_slide(path, mpp=mpp)
-    if glomeruli is None or isinstance(glomeruli, Glomeruli):
-        return _Inputs(date, cfg, stated, caller, slide, glomeruli, None)
     try:
+        started = time.perf_counter()
+        tissue = detect_tissue(slide)
+        if not tissue.mask.any():
+            raise InputError(
+                f"{slide.path}: no tissue found on the slide (blank glass or not a tissue section)"
+            )
+        tissue_s = time.perf_counter() - started
+        if glomeruli is None or isinstance(glomeruli, Glomeruli):
+            return _Inputs(date, cfg, stated, caller, slide, glomeruli, None, tissue, tissue_s)
         outlines = Glomeruli.from_geojson(glomeruli, slide.mpp)
         _check_outlines_on_slide(outlines, slide.dimensions, Path(glomeruli).name)
         source = {
@@ -267,7 +277,7 @@ def _read_inputs(
     except BaseException:
         slide.close()
         raise
-    return _Inputs(date, cfg, stated, caller, slide, outlines, source)
+    return _Inputs(date, cfg, stated, caller, slide, outlines, source, tissue, tissue_s)
 
 
 def _score_slide(
@@ -288,9 +298,10 @@ def _score_slide(
         )
         LOG.warning("%s", warnings[-1])
     timings: dict[str, float] = {}
-    started = time.perf_counter()
+    started = time.perf_counter() - inputs.tissue_s
     with _stage("open", timings, on_stage):
         fingerprint = slide.fingerprint()
+    timings["open"] = round(timings["open"] + inputs.tissue_s, 3)  # tissue found before the lock
     # segmentation's 1 µm/px tiles, cut out again by the cortex instead of decoded again
     kept = KeptPixels(slide, DEFAULT_CORTEX_MPP)
     with _stage("segment", timings, on_stage):
@@ -354,13 +365,8 @@ def _find_glomeruli(
     kept: KeptPixels,
 ) -> tuple[Any, dict[str, Any], Any]:
     """The outlines to score (segmented, or a pathologist's GeoJSON), their source and the
-    tissue mask; a slide without tissue stops here, before minutes of work."""
-
-    tissue = detect_tissue(slide)
-    if not tissue.mask.any():
-        raise InputError(
-            f"{slide.path}: no tissue found on the slide (blank glass or not a tissue section)"
-        )
+    tissue mask."""
+    tissue = inputs.tissue
     glomeruli = inputs.glomeruli
     if glomeruli is not None and inputs.source is not None:  # read from a GeoJSON file
         return glomeruli, inputs.source, tissue
