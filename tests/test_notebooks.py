@@ -17,6 +17,7 @@ EXPECTED = {
     "02_review_and_compare": ["ResponseResult(", "status='final'", "confirmed"],
     "03_cohort_on_dask": ["ai_total", "skipped"],
     "04_train_a_glomerulus_model": ["glomeruli-unet-mylab", "fine-tuned"],
+    "05_learn_from_sign_outs": ["4 confirmed biopsies of 3 patients", "unconfirmed", "lab-lesions"],
 }
 #: Training in seconds, not minutes, under test (notebook 04 reads these).
 QUICK = {"LNPATH_NOTEBOOK_TRAIN_SECONDS": "5", "LNPATH_NOTEBOOK_TRAIN_STEPS": "4"}
@@ -41,7 +42,7 @@ def _text(output: Any) -> str:
     )
 
 
-def test_there_are_the_four_notebooks() -> None:
+def test_there_are_the_five_notebooks() -> None:
     assert [p.stem for p in NOTEBOOKS] == sorted(EXPECTED)
 
 
