@@ -184,3 +184,27 @@ def test_cohort_refuses_a_signed_folder_copied_onto_another_patients_slide(
     pair = pairs[pairs["patient_id"] == "P2"].iloc[0]
     assert pair["status"] == "error"
     assert "patient_id 'P1'" in pair["reasons"]
+
+
+def test_a_path_to_result_json_names_its_folder_and_another_file_is_refused(
+    confirmed_template: Path, copy_result: Callable[[Path], Path]
+) -> None:
+    folder = copy_result(confirmed_template)
+    before = file_hashes(folder)
+    # read as a folder, the file had no audit trail: an intact result was called tampered with
+    proc = lnpath_cli("verify", folder / "result.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "is intact" in proc.stdout and "confirmed" in proc.stdout
+    proc = lnpath_cli(
+        "addendum", folder / "result.json", "--pathologist", "Dr A", "--text", "IF pending"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "IF pending" in json.loads((folder / "result.json").read_text())["addenda"][0]["text"]
+    assert not list(folder.glob(".*.lock")), "a lock was taken inside the folder"
+    plain = folder.parent / "notes.txt"
+    plain.write_text("not a result\n")
+    assert_one_line_error(lnpath_cli("verify", plain), "notes.txt", "a file, not a result folder")
+    assert_one_line_error(
+        lnpath_cli("confirm", plain, "--pathologist", "Dr A"), "a file, not a result folder"
+    )
+    assert set(file_hashes(folder)) >= set(before)  # nothing lost

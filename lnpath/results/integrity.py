@@ -158,8 +158,22 @@ def exclusive(folder: Path) -> Iterator[None]:
 
 def real_path(result_dir: str | os.PathLike[str]) -> Path:
     """The folder a result path names, through symlinks: a write replaces the real folder and
-    leaves a link in place, instead of replacing the link with a copy."""
-    return Path(os.path.realpath(result_dir))
+    leaves a link in place, instead of replacing the link with a copy.
+
+    A path to a result's own ``result.json`` names its folder (read as a folder, the file has
+    no audit trail and looked tampered with); any other file is refused.
+
+    Raises:
+        ResultError: the path is a file other than a result.json.
+    """
+    named = Path(result_dir)
+    if named.is_file():
+        if named.name == "result.json":  # its folder, even where the file itself is a link
+            return Path(os.path.realpath(named.parent))
+        raise ResultError(
+            f"{named}: a file, not a result folder (pass the folder that holds result.json)"
+        )
+    return Path(os.path.realpath(named))
 
 
 def recover(folder: Path) -> None:
