@@ -208,3 +208,17 @@ def test_a_path_to_result_json_names_its_folder_and_another_file_is_refused(
         lnpath_cli("confirm", plain, "--pathologist", "Dr A"), "a file, not a result folder"
     )
     assert set(file_hashes(folder)) >= set(before)  # nothing lost
+
+
+def test_a_lock_file_replaced_by_a_link_is_refused_and_its_target_untouched(
+    confirmed_template: Path, copy_result: Callable[[Path], Path]
+) -> None:
+    folder = copy_result(confirmed_template)
+    before = file_hashes(folder)
+    target = folder.parent / "precious.txt"
+    target.write_text("someone else's file\n")
+    (folder.parent / f".{folder.name}.lock").symlink_to(target)
+    proc = lnpath_cli("addendum", folder, "--pathologist", "Dr A", "--text", "IF pending")
+    assert_one_line_error(proc, "lock file", "symbolic link")
+    assert target.read_text() == "someone else's file\n"
+    assert file_hashes(folder) == before

@@ -128,6 +128,11 @@ def result_lock(folder: Path) -> Iterator[None]:
         finally:
             _HELD[path] -= 1
         return
+    if path.is_symlink():  # opening it would create or truncate whatever it points at
+        raise ResultError(
+            f"{folder}: its lock file {path.name} is a symbolic link (lnpath never makes one); "
+            "remove the link and try again"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(path), timeout=0)
