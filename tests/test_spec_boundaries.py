@@ -984,3 +984,206 @@ def test_the_report_shows_a_near_edge_fraction_in_its_band() -> None:
     rows = _index_section("activity", "Activity", activity, {}, {})["rows"]
     row = next(r for r in rows if "ndocapillary" in r["label"])
     assert (row["count"], row["pct"], row["score"]) == ("49/197", "24.9%", 1)
+
+
+# ------------------------------------------------------------------ edges checked again (h10)
+
+
+@pytest.mark.parametrize(
+    ("known", "open_", "active", "alternative"),
+    [
+        pytest.param(17, 2, None, "VI", id="§2.2-17+2-unassessed-of-20-could-reach-90%-VI"),
+        pytest.param(16, 1, None, None, id="§2.2-16+1-of-20-85%-cannot-reach-VI"),
+        pytest.param(17, 1, None, "VI", id="§2.2-17+1-of-20-exactly-90%-VI"),
+        pytest.param(
+            17, 2, "endocapillary_hypercellularity", None, id="§2.2-activity-rules-VI-out"
+        ),
+        pytest.param(17, 2, "fibrous_crescent", "VI", id="§2.2-fibrous-crescent-is-not-activity"),
+    ],
+)
+def test_unassessed_global_sclerosis_that_could_reach_class_vi_is_named(
+    known: int, open_: int, active: str | None, alternative: str | None
+) -> None:
+    """§2.2: VI if 10*globally_sclerosed >= 9*N_all without residual activity. 20 glomeruli,
+    ``known`` called globally sclerosed and ``open_`` with global sclerosis not assessed (every
+    other lesion absent): IV is proposed from the known calls, and where the open calls could
+    reach 90 % the proposal names VI, as VI names IV when its activity is unassessed."""
+    frame = table(20, global_sclerosis=known, **({active: [19]} if active else {}))
+    frame.loc[list(range(known, known + open_)), "global_sclerosis"] = pd.NA
+    cls = score(frame).isn_rps_class
+    assert (cls.proposal, cls.alternative) == ("IV", alternative)
+    assert ("class VI if the" in cls.rationale) is (alternative == "VI")
+
+
+def test_a_follow_up_that_could_be_vi_is_not_read_as_settled_iv() -> None:
+    """§3.3 class_transition / proliferative_resolved: a follow-up proposed IV whose unassessed
+    global sclerosis calls could make it VI is open (VI has no class III/IV lesions), and the
+    class-based response (III/IV-C or I/II) is open with it, not a settled 'no response'."""
+    frame = table(20, global_sclerosis=17)
+    frame.loc[[17, 18], "global_sclerosis"] = pd.NA
+    baseline = score(table(20, endocapillary_hypercellularity=12))
+    r = lnpath.compare(baseline, score(frame), "class_transition")
+    assert r.to_dict()["fields"]["class_fu"]["possible"] == ["IV", "VI"]
+    assert r.panel["class_transition"]["proliferative_resolved"] is None
+    assert r.endpoint["value"] is None
+    settled = lnpath.compare(baseline, score(table(20, global_sclerosis=17)), "class_transition")
+    assert settled.panel["class_transition"]["proliferative_resolved"] is False
+
+
+def test_iii_with_both_iv_and_vi_open_names_both() -> None:
+    """§2.2: 9 known global of 20, 9 more not assessed: III now (9/20), IV if the open ones are
+    involved (18/20), VI if they are globally sclerosed (18/20 = 90 %); a comparison keeps all
+    three possibilities apart."""
+    frame = table(20, global_sclerosis=9)
+    frame.loc[list(range(9, 18)), "global_sclerosis"] = pd.NA
+    cls = score(frame).isn_rps_class
+    assert (cls.proposal, cls.alternative) == ("III", "IV or VI")
+    r = lnpath.compare(score(table(20, endocapillary_hypercellularity=12)), score(frame))
+    assert r.to_dict()["fields"]["class_fu"]["possible"] == ["III", "IV", "VI"]
+
+
+@pytest.mark.parametrize(
+    ("surface", "glomeruli", "rule", "expected"),
+    [
+        pytest.param(0.1, 0.6, {"capillary_surface_gt": 0.1}, "IV", id="§2.1-surface-10%-not->10%"),
+        pytest.param(0.11, 0.6, {"capillary_surface_gt": 0.1}, "IV+V", id="§2.1-surface-11%->10%"),
+        pytest.param(0.6, 0.3, {"glomeruli_gt": 0.3}, "IV", id="§2.1-glomeruli-30%-not->30%"),
+        pytest.param(0.6, 0.31, {"glomeruli_gt": 0.3}, "IV+V", id="§2.1-glomeruli-31%->30%"),
+        pytest.param(0.7, 0.7, {"capillary_surface_gt": 0.7}, "IV", id="§2.1-surface-70%-not->70%"),
+    ],
+)
+def test_enforced_class_v_extent_is_strictly_above_its_threshold(
+    surface: float, glomeruli: float, rule: dict, expected: str
+) -> None:
+    """§7 class_v_combined_rule ``capillary_surface_gt`` / ``glomeruli_gt`` (">50 % of the
+    capillary surface in >50 % of glomeruli", configurable): an extent equal to the configured
+    decimal is not above it, whatever its binary float (0.1 lies just over 1/10)."""
+    biopsy = {
+        "membranous": True,
+        "membranous_capillary_surface": surface,
+        "membranous_glomeruli": glomeruli,
+    }
+    config = {"class_v_combined_rule": {**rule, "enforce": True}}
+    cls = score(table(20, endocapillary_hypercellularity=10), biopsy=biopsy, config=config)
+    assert cls.isn_rps_class.proposal == expected
+
+
+@pytest.mark.parametrize(
+    ("matrix_min", "cells", "expected"),
+    [
+        pytest.param(0.82, 0.18, "fibrocellular_crescent", id="§1.5-matrix-exactly-82%-not->82%"),
+        pytest.param(0.82, 0.17, "fibrous_crescent", id="§1.5-matrix-83%->82%"),
+        pytest.param(0.59, 0.41, "fibrocellular_crescent", id="§1.5-matrix-exactly-59%"),
+        pytest.param(0.59, 0.40, "fibrous_crescent", id="§1.5-matrix-60%->59%"),
+        pytest.param(0.3, 0.7, "fibrocellular_crescent", id="§1.5-matrix-exactly-30%"),
+        pytest.param(0.9, 0.1, "fibrocellular_crescent", id="§1.5-matrix-exactly-90%-Oxford"),
+        pytest.param(0.9, 0.09, "fibrous_crescent", id="§1.5-matrix-91%-Oxford"),
+    ],
+)
+def test_fibrous_crescent_matrix_threshold_is_strict(
+    matrix_min: float, cells: float, expected: str
+) -> None:
+    """§1.5/§7 ``crescent_fibrous_min_matrix_fraction``: fibrous means matrix *above* the
+    threshold (matrix = 1 - cell share); a matrix share equal to it is fibrocellular, also where
+    1.0 - cells in floating point lands just above the threshold (1 - 0.18 > 0.82)."""
+    frame = table(10)
+    for kind in ("cellular_crescent", "fibrocellular_crescent", "fibrous_crescent"):
+        frame.loc[0, kind] = pd.NA
+    frame["m_crescent_circumference"] = [0.5] + [0.0] * 9
+    frame["m_crescent_cell_fraction"] = [cells] + [float("nan")] * 9
+    config = {"crescent_fibrous_min_matrix_fraction": matrix_min}
+    lesions = score(frame, config=config).counts["lesions"]
+    for kind in ("cellular_crescent", "fibrocellular_crescent", "fibrous_crescent"):
+        assert lesions[kind]["present"] == int(kind == expected), kind
+
+
+@pytest.mark.parametrize(
+    ("threshold", "involved", "expected"),
+    [
+        pytest.param(0.3, 2, "III", id="§7-class_iv_threshold-0.3-2/10-III"),
+        pytest.param(0.3, 3, "IV", id="§7-class_iv_threshold-0.3-exactly-3/10-IV(>=)"),
+        pytest.param(0.7, 6, "III", id="§7-class_iv_threshold-0.7-6/10-III"),
+        pytest.param(0.7, 7, "IV", id="§7-class_iv_threshold-0.7-exactly-7/10-IV(>=)"),
+        pytest.param(0.1, 1, "IV", id="§7-class_iv_threshold-0.1-exactly-1/10-IV(>=)"),
+    ],
+)
+def test_configured_class_iv_threshold_is_compared_with_ge(
+    threshold: float, involved: int, expected: str
+) -> None:
+    """§7 ``class_iv_threshold`` "compared with >=": exactly at a configured decimal is IV,
+    one glomerulus below is III (0.3, 0.7 and 0.1 are not exact binary floats)."""
+    cls = score(
+        table(10, endocapillary_hypercellularity=involved),
+        config={"class_iv_threshold": threshold},
+    ).isn_rps_class
+    assert cls.proposal == expected
+
+
+@pytest.mark.parametrize(
+    ("threshold", "n_global", "expected"),
+    [
+        pytest.param(0.7, 6, "IV", id="§7-class_vi_threshold-0.7-6/10-not-VI"),
+        pytest.param(0.7, 7, "VI", id="§7-class_vi_threshold-0.7-exactly-7/10-VI(>=)"),
+        pytest.param(0.3, 3, "VI", id="§7-class_vi_threshold-0.3-exactly-3/10-VI(>=)"),
+    ],
+)
+def test_configured_class_vi_threshold_is_compared_with_ge(
+    threshold: float, n_global: int, expected: str
+) -> None:
+    """§7 ``class_vi_threshold`` "compared with >= ; plus no residual glomerular activity"."""
+    cls = score(
+        table(10, global_sclerosis=n_global), config={"class_vi_threshold": threshold}
+    ).isn_rps_class
+    assert cls.proposal == expected
+
+
+@pytest.mark.parametrize(
+    ("config", "ai_n"),
+    [
+        pytest.param({}, 10, id="§1.4.1-default-globally-sclerosed-stay-in-N"),
+        pytest.param({"preset": "viable_denominator"}, 0, id="§1.4.1-viable-N=0"),
+    ],
+)
+def test_every_glomerulus_globally_sclerosed(config: dict, ai_n: int) -> None:
+    """§1.4 items 1-2 and §2.1: 10 glomeruli, all globally sclerosed, no other lesion. By
+    default they stay in every glomerular denominator (AI items 0/10, score 0); under
+    viable_denominator the AI items have N = 0 and, with n = 0, score 0 (§1.3 "0 if n == 0");
+    total glomerulosclerosis is 10/10 (3) either way (N = all) and the class is VI."""
+    result = score(table(10, global_sclerosis=10), config=config)
+    for name in (
+        "endocapillary_hypercellularity",
+        "neutrophils_karyorrhexis",
+        "fibrinoid_necrosis",
+        "hyaline_deposits",
+        "cellular_fibrocellular_crescents",
+    ):
+        comp = result.activity_index.components[name]
+        assert (comp.n, comp.N, comp.score) == (0, ai_n, 0), name
+    gs = result.chronicity_index.components["glomerulosclerosis"]
+    assert (gs.n, gs.N, gs.score) == (10, 10, 3)
+    assert (result.activity_index.total, result.chronicity_index.total) == (0, 3)
+    assert result.isn_rps_class.proposal == "VI"
+
+
+def test_activity_in_a_globally_sclerosed_glomerulus_under_viable_denominator() -> None:
+    """§1.4 item 1 with §2.2: viable_denominator leaves globally sclerosed glomeruli out of the
+    five AI items only. A necrosis call in one of 10 all-globally-sclerosed glomeruli leaves AI
+    necrosis at 0/0 (0) there, scores 1/10 (band 1, x2) by default, and rules class VI out in
+    both (residual activity is any glomerular AI lesion, whatever the AI denominator)."""
+    frame = table(10, global_sclerosis=10, fibrinoid_necrosis=[0])
+    default = score(frame)
+    assert default.activity_index.components["fibrinoid_necrosis"].score == 1
+    assert default.activity_index.total == 2
+    viable = score(frame, config={"preset": "viable_denominator"})
+    comp = viable.activity_index.components["fibrinoid_necrosis"]
+    assert (comp.n, comp.N, comp.score) == (0, 0, 0)
+    assert default.isn_rps_class.proposal == viable.isn_rps_class.proposal == "IV"
+
+
+def test_zero_glomeruli_follow_up_is_not_evaluable() -> None:
+    """§2.3 / §3.3: a follow-up without glomeruli is inadequate, so the response is
+    not_evaluable with the adequacy reason, never a response from empty indices."""
+    r = lnpath.compare(scored(8, 0), score(table(0)), preset="lufla_AI2")
+    assert r.status == "not_evaluable"
+    assert any(reason.startswith("followup_adequate") for reason in r.reasons)
+    assert r.endpoint["value"] is None

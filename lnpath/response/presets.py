@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from lnpath.core.errors import InputError
-from lnpath.response.sides import AI_MAX, CI_MAX, BiopsySide, class_name, classes, parse_class
+from lnpath.response.sides import (
+    AI_MAX,
+    CI_MAX,
+    BiopsySide,
+    class_name,
+    classes,
+    parse_alternatives,
+)
 
 #: Every threshold a preset sets, with the lnhr_default value; any can be overridden by name.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -408,12 +415,14 @@ def class_outcomes(bl: BiopsySide, fu: BiopsySide) -> dict[str, Any]:
     class-based response itself is a component-level rule (:func:`zickert_rule`)."""
     a, b = classes(bl), classes(fu)
     prolif = {"III", "IV"}
-    alternative = parse_class(fu.class_alternative) or frozenset()
     resolved: Any = None
     if a is not None and not a & prolif:
         resolved = "not_applicable"
     elif a is not None and b is not None:
-        resolved = False if b & prolif else None if alternative & prolif else True
+        # decided only when the proposal and every class its unassessed calls allow agree
+        options = [b, *parse_alternatives(fu.class_alternative)]
+        outcomes = {not option & prolif for option in options}
+        resolved = outcomes.pop() if len(outcomes) == 1 else None
     return {
         "class_transition": f"{class_name(bl)} → {class_name(fu)}",
         "proliferative_resolved": resolved,

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from lnpath.core.errors import InputError
-from lnpath.response.sides import AI_COMPONENTS, CI_COMPONENTS, BiopsySide, SideIndex, parse_class
+from lnpath.response.sides import (
+    AI_COMPONENTS,
+    CI_COMPONENTS,
+    BiopsySide,
+    SideIndex,
+    parse_alternatives,
+    parse_class,
+)
 
 __all__ = ["FIELDS", "PairFields", "check_rule", "evaluate", "pair_fields", "rule_text"]
 
@@ -89,19 +96,24 @@ def _class_options(side: BiopsySide) -> tuple[Classes, str]:
     if found is None:
         options = (frozenset({"I"}), frozenset({"II"}), frozenset({"V"}))
         return options, "no LN lesion by light microscopy; I/II vs V needs IF/EM"
-    alternative = parse_class(side.class_alternative)
-    if alternative is None:
+    alternatives = parse_alternatives(side.class_alternative)
+    if not alternatives:
         return (found,), ""
-    # the alternative replaces the lesion-driven part (I/II, III/IV, or VI that activity would
-    # rule out) and keeps the rest (+V)
-    why = (
-        "if mesangial hypercellularity is present"
-        if side.class_alternative == "II"
-        else "if its unassessed glomeruli were involved"
-    )
-    return (found, alternative | (found - {"I", "II", "III", "IV", "VI"})), (
-        f"{side.class_alternative} {why}"
-    )
+    # an alternative replaces the lesion-driven part (I/II, III/IV, or VI that activity would
+    # rule out) and keeps the rest (+V); VI, which unassessed global sclerosis calls could
+    # reach, stands alone (§2.2 decides VI before the membranous component)
+    rest = found - {"I", "II", "III", "IV", "VI"}
+    possible = [found, *(a if "VI" in a else a | rest for a in alternatives)]
+    why = []
+    for alternative in alternatives:
+        name = "+".join(c for c in _CLASSES if c in alternative)
+        if alternative == frozenset({"II"}):
+            why.append(f"{name} if mesangial hypercellularity is present")
+        elif "VI" in alternative and "VI" not in found:
+            why.append(f"{name} if its unassessed global sclerosis calls were positive")
+        else:
+            why.append(f"{name} if its unassessed glomeruli were involved")
+    return tuple(dict.fromkeys(possible)), "; ".join(why)
 
 
 def pair_fields(bl: BiopsySide, fu: BiopsySide) -> PairFields:

@@ -49,6 +49,14 @@ def parse_class(proposal: str | None) -> frozenset[str] | None:
     return found or None
 
 
+def parse_alternatives(alternative: str | None) -> list[frozenset[str]]:
+    """Each class an ``alternative`` names, apart: 'IV or VI' -> [{IV}, {VI}] ('IV+V' stays one)."""
+    if not alternative:
+        return []
+    found = (parse_class(part) for part in alternative.split(" or "))
+    return [f for f in found if f is not None]
+
+
 def classes(side: BiopsySide) -> frozenset[str] | None:
     """Classes a side's proposal names; empty when light microscopy found no LN lesion, None when
     the class is not determinable (lesions not assessed) or unknown."""

@@ -193,7 +193,9 @@ def propose_class(
 
     Lesions not assessed (``<NA>``) cannot be counted: the proposal uses the glomeruli known to be
     involved and ``alternative`` names the class reached if every unassessed glomerulus were
-    involved, so "III" with alternative "IV" tells the pathologist the call hinges on them.
+    involved, so "III" with alternative "IV" tells the pathologist the call hinges on them; where
+    unassessed global sclerosis calls could reach the class VI threshold it also names VI
+    ("IV or VI" when both are open).
     """
     n_all = len(table)
     needs = _needs(inputs)
@@ -216,6 +218,7 @@ def propose_class(
     involved = int((ln.fillna(False).astype(bool) & ~ischemic).sum())
     unknown = int((ln.isna() & ~ischemic).sum())
     global_n = int(table["global_sclerosis"].fillna(False).sum())
+    global_open = int(table["global_sclerosis"].isna().sum())
     base: dict[str, Any] = {
         "iv_threshold": cfg.class_iv_threshold,
         "involved": involved,
@@ -242,13 +245,13 @@ def propose_class(
         elif not bool(flags.isna().any()):
             merged["mesangial_hypercellularity"] = False
     vi = _ratio(cfg.class_vi_threshold)
+    active = kleene_any(table, ACTIVE_LESIONS)
+    any_active = bool(active.fillna(False).any())
+    residual_unknown = bool(active.isna().any())
+    if cfg.inflammation_is_residual_activity:
+        any_active = any_active or bool(inflammation_score)
+        residual_unknown = residual_unknown or inflammation_score is None
     if global_n * vi.denominator >= vi.numerator * n_all:
-        active = kleene_any(table, ACTIVE_LESIONS)
-        any_active = bool(active.fillna(False).any())
-        residual_unknown = bool(active.isna().any())
-        if cfg.inflammation_is_residual_activity:
-            any_active = any_active or bool(inflammation_score)
-            residual_unknown = residual_unknown or inflammation_score is None
         if not any_active:
             steps.append(
                 f">= {cfg.class_vi_threshold:.0%} globally sclerosed, no residual activity"
@@ -281,6 +284,21 @@ def propose_class(
         steps.append(f"{'>=' if prolif == 'IV' else '<'} {cfg.class_iv_threshold:.0%} -> {prolif}")
     if alternative and alternative != "II":
         steps.append(f"would be {alternative} if the unassessed glomeruli were involved")
+    vi_open = (
+        not any_active
+        and global_n * vi.denominator < vi.numerator * n_all
+        and (global_n + global_open) * vi.denominator >= vi.numerator * n_all
+    )
+    if vi_open and proposal is not None:
+        # Unassessed global sclerosis calls could reach the class VI threshold: name VI as the
+        # class VI names IV when its activity is unassessed, so that nobody reads the proposal
+        # as settled (spec §2.2: VI if >= 90 % globally sclerosed without residual activity).
+        alternative = "VI" if alternative is None else f"{alternative} or VI"
+        steps.append(
+            f"class VI if the {global_open} glomeruli with global sclerosis not assessed were "
+            f"globally sclerosed ({global_n + global_open}/{n_all} >= "
+            f"{cfg.class_vi_threshold:.0%}, no residual activity found)"
+        )
     determined = proposal is not None or not unknown
     if proposal:
         label = f"Class {proposal}, proposal"
@@ -318,9 +336,10 @@ def _combine(
             f"membranous component on {surface:.0%} of the capillary surface in "
             f"{glomeruli:.0%} of glomeruli"
         )
-        meets = Fraction(surface) > _ratio(rule.capillary_surface_gt) and Fraction(
-            glomeruli
-        ) > _ratio(rule.glomeruli_gt)
+        # both sides as the decimals they were written as: 0.1 given against "> 0.1" is equal,
+        # not above (the binary float 0.1 lies just over 1/10)
+        above_surface = _ratio(surface) > _ratio(rule.capillary_surface_gt)
+        meets = above_surface and _ratio(glomeruli) > _ratio(rule.glomeruli_gt)
         limit = (
             f"> {rule.capillary_surface_gt:.0%} of the capillary surface in "
             f"> {rule.glomeruli_gt:.0%} of glomeruli"

@@ -12,6 +12,7 @@ with no measurement to act on is refused: it would otherwise change nothing, sil
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -43,10 +44,13 @@ def _crescents(table: pd.DataFrame, cfg: ScoringConfig) -> dict[str, np.ndarray]
     fibrocellular."""
     extent = table["m_crescent_circumference"].to_numpy(dtype=float)
     cells = table["m_crescent_cell_fraction"].to_numpy(dtype=float)
+    # matrix > t  <=>  cells < 1 - t, with 1 - t taken exactly (as the decimal t was written):
+    # 1.0 - cells in floats puts a matrix share equal to t above it (1 - 0.18 > 0.82)
+    max_cells = float(1 - Fraction(repr(float(cfg.crescent_fibrous_min_matrix_fraction))))
     with np.errstate(invalid="ignore"):
         present = extent > cfg.crescent_min_circumference
         cellular = present & (cells > cfg.crescent_cellular_min_cell_fraction)
-        fibrous = present & (1.0 - cells > cfg.crescent_fibrous_min_matrix_fraction)
+        fibrous = present & (cells < max_cells)
     return {
         "cellular_crescent": cellular,
         "fibrocellular_crescent": present & ~cellular & ~fibrous,
