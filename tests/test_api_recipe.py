@@ -215,6 +215,34 @@ def test_progress_stays_out_of_logs_by_default(tmp_path: Path) -> None:
     assert "measuring glomeruli" not in run.stderr
 
 
+SCORE_COMMAND = """\
+import sys
+from lnpath.cli import main
+
+sys.exit(main(["score", {demo!r}, "--out", "OUT", "--glomeruli", {geojson!r}]))
+"""
+
+
+def _score_command(tmp_path: Path, out: str) -> Path:
+    return _script(tmp_path, SCORE_COMMAND.replace("OUT", out))
+
+
+def test_score_slide_keeps_its_bars_off_a_log_and_obeys_lnpath_progress(tmp_path: Path) -> None:
+    """The command follows the library's rule: a log (cron, CI, `> log 2>&1`) gets the stage
+    lines without the redrawn bars, a terminal gets both, and LNPATH_PROGRESS=0 silences the bars
+    there too (the command used to force them on everywhere)."""
+    logged = _run(_score_command(tmp_path, "logged"))
+    assert logged.returncode == 0, logged.stderr[-3000:]
+    assert "Call glomerular lesions" in logged.stderr  # the stage lines stay
+    assert "measuring glomeruli" not in logged.stderr and "cortex:" not in logged.stderr
+    code, err = _run_on_terminal(_score_command(tmp_path, "terminal"))
+    assert code == 0, err[-3000:]
+    assert "measuring glomeruli" in err
+    code, err = _run_on_terminal(_score_command(tmp_path, "silenced"), LNPATH_PROGRESS="0")
+    assert code == 0, err[-3000:]
+    assert "Call glomerular lesions" in err and "measuring glomeruli" not in err
+
+
 def test_an_unknown_progress_setting_is_said_once_and_ignored(tmp_path: Path) -> None:
     run = _run(_progress_script(tmp_path), LNPATH_PROGRESS="sometimes")
     assert run.returncode == 0, run.stderr

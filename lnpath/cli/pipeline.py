@@ -51,8 +51,8 @@ def register(subparsers: Any) -> None:
     score.add_argument(
         "--no-tta",
         action="store_true",
-        help="segment with one forward pass instead of four flips (about 4x faster on a CPU, "
-        "slightly rougher outlines)",
+        help="segment with one forward pass instead of four flips (segmentation about 2x faster "
+        "on a CPU, slightly rougher outlines)",
     )
     score.add_argument(
         "--glomeruli", type=Path, help="QuPath GeoJSON outlines to use instead of segmenting"
@@ -237,7 +237,7 @@ def run_score(args: argparse.Namespace) -> int:
         patient_id=args.patient_id,
         biopsy_date=args.biopsy_date,
         overwrite=args.overwrite,
-        progress=True,
+        progress=None,  # bars on a terminal only; LNPATH_PROGRESS decides otherwise
         on_stage=on_stage,
         glomeruli=args.glomeruli,
         biopsy=args.biopsy,

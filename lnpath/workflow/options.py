@@ -25,8 +25,9 @@ class ScoreOptions:
             terminal, off in pipes and logs (``LNPATH_PROGRESS``); a batch shows one bar over
             its slides.
         tta: flip averaging in segmentation; None (the default) follows the model card (four
-            flips for the shipped model); False runs one forward pass, about 4x faster on a CPU,
-            with slightly rougher outlines (recorded in the result's segmentation run).
+            flips for the shipped model); False runs one forward pass (segmentation about 2x
+            faster on a CPU), with slightly rougher outlines (recorded in the result's
+            segmentation run).
     """
 
     stain: str = "PAS"
