@@ -1187,3 +1187,22 @@ def test_zero_glomeruli_follow_up_is_not_evaluable() -> None:
     assert r.status == "not_evaluable"
     assert any(reason.startswith("followup_adequate") for reason in r.reasons)
     assert r.endpoint["value"] is None
+
+
+def test_the_diagnosis_line_names_the_class_the_unassessed_calls_could_make_it() -> None:
+    """§6 diagnosis line: "class III" with IV still open read as settled; the line names the
+    alternative while the machine's class stands, and not over a pathologist's class."""
+    from lnpath.report.words import diagnosis_text
+
+    frame = table(20, endocapillary_hypercellularity=6)
+    frame.loc[list(range(6, 12)), "endocapillary_hypercellularity"] = pd.NA
+    scored = score(frame)
+    assert scored.isn_rps_class.alternative == "IV"
+    opened = "ISN/RPS class III, or IV depending on lesions not assessed (2018 revision)"
+    assert opened in scored.diagnosis_line()
+    result = {"scores": scored.to_dict()}
+    assert "ISN/RPS class III, or IV depending on lesions not assessed;" in diagnosis_text(result)
+    signed = {**result, "class_override": {"class": "IV", "reason": "re-read"}}
+    assert "ISN/RPS class IV;" in diagnosis_text(signed)
+    settled = score(table(20, endocapillary_hypercellularity=6)).diagnosis_line()
+    assert "ISN/RPS class III (2018 revision)" in settled

@@ -57,3 +57,18 @@ def main_call(calls: Mapping[Any, Any]) -> str:
         if bool(value):
             return label
     return NO_LESION if assessed else NOT_ASSESSED
+
+
+def class_words(klass: str) -> str:
+    """A class as a report writes it: "IV + V"."""
+    return klass.replace("+", " + ")
+
+
+def open_class_words(alternative: str | None) -> str:
+    """What a class proposal's ``alternative`` adds to a diagnosis line: the class the calls not
+    yet assessed could still make it, so that "class III" never reads as settled while IV is
+    open ("", when nothing is open)."""
+    if not alternative:
+        return ""
+    names = " or ".join(class_words(part) for part in alternative.split(" or "))
+    return f", or {names} depending on lesions not assessed"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lnpath.core.vocabulary import LESION_LABELS
+from lnpath.core.vocabulary import LESION_LABELS, class_words, open_class_words
 
 COMPONENT_LABELS: dict[str, str] = {
     "endocapillary_hypercellularity": "Endocapillary hypercellularity",
@@ -111,10 +111,6 @@ def _when(stamp: Any) -> str:
     return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 else text
 
 
-def _class_words(klass: str) -> str:
-    return klass.replace("+", " + ")
-
-
 def final_class(result: Mapping[str, Any]) -> tuple[str | None, str]:
     """The class the report states and who set it: ``pathologist`` (override) or ``machine``."""
     override = result.get("class_override")
@@ -138,9 +134,11 @@ def diagnosis_text(result: Mapping[str, Any]) -> str:
     if reason:
         return f"Not evaluable: {reason}. No diagnosis is given."
     scores = result["scores"]
-    klass, _ = final_class(result)
+    klass, who = final_class(result)
     if klass:
-        class_text = f"ISN/RPS class {_class_words(klass)}"
+        class_text = f"ISN/RPS class {class_words(klass)}"
+        if who == "machine":
+            class_text += open_class_words(scores["isn_rps_class"].get("alternative"))
     else:
         class_text = "ISN/RPS class not determined by light microscopy (IF/EM needed)"
     legacy = scores["isn_rps_class"].get("legacy_2003") or {}

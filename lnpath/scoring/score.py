@@ -21,6 +21,7 @@ import pandas as pd
 from lnpath import __version__
 from lnpath.core.errors import InputError
 from lnpath.core.findings import read_findings
+from lnpath.core.vocabulary import class_words, open_class_words
 from lnpath.scoring import views
 from lnpath.scoring.adequacy import Adequacy, assess_adequacy, withheld
 from lnpath.scoring.classification import ClassProposal, biopsy_inputs, propose_class
@@ -103,7 +104,7 @@ class BiopsyScore:
         """
         cls = self.isn_rps_class
         if cls.proposal:
-            klass = f"ISN/RPS class {cls.proposal.replace('+', ' + ')}"
+            klass = f"ISN/RPS class {class_words(cls.proposal)}{open_class_words(cls.alternative)}"
         elif not cls.determined:
             klass = "ISN/RPS class " + cls.label[0].lower() + cls.label[1:]
         else:
