@@ -139,6 +139,10 @@ def diagnosis_text(result: Mapping[str, Any]) -> str:
         class_text = f"ISN/RPS class {class_words(klass)}"
         if who == "machine":
             class_text += open_class_words(scores["isn_rps_class"].get("alternative"))
+    elif scores["isn_rps_class"].get("determined", True) is False:
+        # lesions not assessed leave it open, which IF/EM would not settle: say which
+        label = str(scores["isn_rps_class"].get("label") or "not determinable")
+        class_text = "ISN/RPS class " + label[0].lower() + label[1:]
     else:
         class_text = "ISN/RPS class not determined by light microscopy (IF/EM needed)"
     legacy = scores["isn_rps_class"].get("legacy_2003") or {}
