@@ -477,6 +477,8 @@ def test_review_after_confirmation_needs_supersede_and_records_whom(
     data = _result(result_dir)
     assert data["status"] == "provisional" and data["confirmation"] is None
     assert data["comment"] == "second look"
+    comment = [c for c in data["changes"] if c["field"] == "comment"]
+    assert comment and comment[0]["before"] == "none", comment
     assert data["supersedes"] == {
         "revision": confirmed.revision,
         "pathologist": PATHOLOGIST,

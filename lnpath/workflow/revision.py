@@ -280,7 +280,9 @@ def _record_fields(edit: Edit, result: Mapping[str, Any], request: ReviewRequest
     if request.comment is not None:
         text = request.comment.strip() or None
         if text != result.get("comment"):
-            edit.log(None, "comment", result.get("comment"), text, "review:comment")
+            # a comment is absent, not "not assessed" (as_text's word for a missing call)
+            before, after = result.get("comment") or "none", text or "none"
+            edit.log(None, "comment", before, after, "review:comment")
         fields["comment"] = text
     return fields
 
