@@ -59,16 +59,27 @@ def main_call(calls: Mapping[Any, Any]) -> str:
     return NO_LESION if assessed else NOT_ASSESSED
 
 
-def class_words(klass: str) -> str:
-    """A class as a report writes it: "IV + V"."""
+def _class_words(klass: str) -> str:
     return klass.replace("+", " + ")
 
 
-def open_class_words(alternative: str | None) -> str:
-    """What a class proposal's ``alternative`` adds to a diagnosis line: the class the calls not
-    yet assessed could still make it, so that "class III" never reads as settled while IV is
-    open ("", when nothing is open)."""
-    if not alternative:
-        return ""
-    names = " or ".join(class_words(part) for part in alternative.split(" or "))
-    return f", or {names} depending on lesions not assessed"
+def class_phrase(klass: Mapping[str, Any], override: str | None = None) -> str:
+    """The class part of the diagnosis line (spec §6), one wording for the report and the API.
+
+    ``klass`` is the proposal's dict (``isn_rps_class``); ``override`` a pathologist's class,
+    stated as it is. A machine proposal names the class its unassessed calls could still make
+    it, so that "class III" never reads as settled while IV is open; a class open only on
+    unassessed lesions says so, since IF/EM would not settle it.
+    """
+    if override:
+        return f"ISN/RPS class {_class_words(override)}"
+    if klass.get("proposal"):
+        text = f"ISN/RPS class {_class_words(str(klass['proposal']))}"
+        if klass.get("alternative"):
+            names = " or ".join(_class_words(p) for p in str(klass["alternative"]).split(" or "))
+            text += f", or {names} depending on lesions not assessed"
+        return text
+    if klass.get("determined", True) is False:
+        label = str(klass.get("label") or "not determinable")
+        return "ISN/RPS class " + label[0].lower() + label[1:]
+    return "ISN/RPS class not determined by light microscopy (IF/EM needed)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lnpath.core.vocabulary import LESION_LABELS, class_words, open_class_words
+from lnpath.core.vocabulary import LESION_LABELS, class_phrase
 
 COMPONENT_LABELS: dict[str, str] = {
     "endocapillary_hypercellularity": "Endocapillary hypercellularity",
@@ -135,16 +135,7 @@ def diagnosis_text(result: Mapping[str, Any]) -> str:
         return f"Not evaluable: {reason}. No diagnosis is given."
     scores = result["scores"]
     klass, who = final_class(result)
-    if klass:
-        class_text = f"ISN/RPS class {class_words(klass)}"
-        if who == "machine":
-            class_text += open_class_words(scores["isn_rps_class"].get("alternative"))
-    elif scores["isn_rps_class"].get("determined", True) is False:
-        # lesions not assessed leave it open, which IF/EM would not settle: say which
-        label = str(scores["isn_rps_class"].get("label") or "not determinable")
-        class_text = "ISN/RPS class " + label[0].lower() + label[1:]
-    else:
-        class_text = "ISN/RPS class not determined by light microscopy (IF/EM needed)"
+    class_text = class_phrase(scores["isn_rps_class"], klass if who == "pathologist" else None)
     legacy = scores["isn_rps_class"].get("legacy_2003") or {}
     if legacy.get("label") and not result.get("class_override"):
         class_text += f" (ISN/RPS 2003: {legacy['label']})"

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lnpath.core.errors import InputError
-from lnpath.scoring.config import ScoringConfig
+from lnpath.scoring.config import ScoringConfig, as_written
 from lnpath.scoring.uncertainty import replicate_count_distribution, wilson_interval
 
 __all__ = [
@@ -123,7 +123,7 @@ class ClassProposal:
         if not self.n_class:
             return {"wilson_95": None, "near_threshold": False, "p_replicate_other_side": None}
         n, total = self.involved, self.n_class
-        threshold = _ratio(self.iv_threshold)
+        threshold = as_written(self.iv_threshold)
 
         def is_iv(k: int) -> bool:
             return _prolif(k, total, threshold) == "IV"
@@ -158,11 +158,6 @@ def biopsy_inputs(biopsy: Mapping[str, Any] | None) -> dict[str, Any]:
             raise InputError(f"biopsy: {key} must be a fraction in [0, 1] (got {value!r})")
         values[key] = value
     return values
-
-
-def _ratio(value: float) -> Fraction:
-    """A configured decimal threshold as the rational it was written as (0.9 -> 9/10)."""
-    return Fraction(repr(float(value)))
 
 
 def kleene_any(table: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
@@ -232,7 +227,7 @@ def propose_class(
         + (f"; {unknown} with lesions not assessed" if unknown else ""),
         f"{global_n}/{n_all} globally sclerosed",
     ]
-    threshold = _ratio(cfg.class_iv_threshold)
+    threshold = as_written(cfg.class_iv_threshold)
     prolif = _prolif(involved, n_class, threshold)
     upper = _prolif(involved + unknown, n_class, threshold)
     merged = dict(inputs)
@@ -244,7 +239,7 @@ def propose_class(
             merged["mesangial_hypercellularity"] = True
         elif not bool(flags.isna().any()):
             merged["mesangial_hypercellularity"] = False
-    vi = _ratio(cfg.class_vi_threshold)
+    vi = as_written(cfg.class_vi_threshold)
     active = kleene_any(table, ACTIVE_LESIONS)
     any_active = bool(active.fillna(False).any())
     residual_unknown = bool(active.isna().any())
@@ -338,8 +333,8 @@ def _combine(
         )
         # both sides as the decimals they were written as: 0.1 given against "> 0.1" is equal,
         # not above (the binary float 0.1 lies just over 1/10)
-        above_surface = _ratio(surface) > _ratio(rule.capillary_surface_gt)
-        meets = above_surface and _ratio(glomeruli) > _ratio(rule.glomeruli_gt)
+        above_surface = as_written(surface) > as_written(rule.capillary_surface_gt)
+        meets = above_surface and as_written(glomeruli) > as_written(rule.glomeruli_gt)
         limit = (
             f"> {rule.capillary_surface_gt:.0%} of the capillary surface in "
             f"> {rule.glomeruli_gt:.0%} of glomeruli"

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from lnpath.core.errors import InputError
@@ -172,6 +173,12 @@ class ScoringConfig:
     def from_presets(cls, *names: str) -> ScoringConfig:
         """Defaults with the named presets applied in order."""
         return build_config({"presets": list(names)}, "configuration")
+
+
+def as_written(value: float) -> Fraction:
+    """A configured decimal threshold as the rational it was written as (0.9 -> 9/10): compared
+    with counts or measurements exactly, never by its binary float."""
+    return Fraction(repr(float(value)))
 
 
 def config_from(source: Mapping[str, Any] | ScoringConfig | None = None) -> ScoringConfig:

@@ -12,14 +12,13 @@ with no measurement to act on is refused: it would otherwise change nothing, sil
 from __future__ import annotations
 
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lnpath.core.errors import InputError
-from lnpath.scoring.config import MEASURED_OPTIONS, ScoringConfig
+from lnpath.scoring.config import MEASURED_OPTIONS, ScoringConfig, as_written
 
 __all__ = ["apply_measurements"]
 
@@ -46,7 +45,7 @@ def _crescents(table: pd.DataFrame, cfg: ScoringConfig) -> dict[str, np.ndarray]
     cells = table["m_crescent_cell_fraction"].to_numpy(dtype=float)
     # matrix > t  <=>  cells < 1 - t, with 1 - t taken exactly (as the decimal t was written):
     # 1.0 - cells in floats puts a matrix share equal to t above it (1 - 0.18 > 0.82)
-    max_cells = float(1 - Fraction(repr(float(cfg.crescent_fibrous_min_matrix_fraction))))
+    max_cells = float(1 - as_written(cfg.crescent_fibrous_min_matrix_fraction))
     with np.errstate(invalid="ignore"):
         present = extent > cfg.crescent_min_circumference
         cellular = present & (cells > cfg.crescent_cellular_min_cell_fraction)

@@ -21,7 +21,7 @@ import pandas as pd
 from lnpath import __version__
 from lnpath.core.errors import InputError
 from lnpath.core.findings import read_findings
-from lnpath.core.vocabulary import class_words, open_class_words
+from lnpath.core.vocabulary import class_phrase
 from lnpath.scoring import views
 from lnpath.scoring.adequacy import Adequacy, assess_adequacy, withheld
 from lnpath.scoring.classification import ClassProposal, biopsy_inputs, propose_class
@@ -102,13 +102,7 @@ class BiopsyScore:
 
         An incomplete index gives the range it can still take; an undetermined class says so.
         """
-        cls = self.isn_rps_class
-        if cls.proposal:
-            klass = f"ISN/RPS class {class_words(cls.proposal)}{open_class_words(cls.alternative)}"
-        elif not cls.determined:
-            klass = "ISN/RPS class " + cls.label[0].lower() + cls.label[1:]
-        else:
-            klass = "ISN/RPS class: no LN lesion identified by light microscopy"
+        klass = class_phrase(self.isn_rps_class.to_dict())
         return (
             f"Lupus nephritis, {klass} (2018 revision). Modified NIH activity index "
             f"{_index_text(self.activity_index)}; chronicity index "
