@@ -175,7 +175,7 @@ def run_from_results(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         seed=args.seed,
         overwrite=args.overwrite,
-        progress=True,
+        progress=None,
     )
     print(_format_sources(card))
     print(_format_metrics(card))
@@ -206,10 +206,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
                 "--method morphometry with --crops needs --crop-mpp (the crops' µm/px): "
                 "measurements are in µm"
             )
-        data = measure_folder(args.crops, args.labels, mapping, args.crop_mpp, progress=True)
+        data = measure_folder(args.crops, args.labels, mapping, args.crop_mpp, progress=None)
     else:
         pairs = [(g, s) for g, s in args.qupath]
-        data = measure_qupath(pairs, mapping or QUPATH_MAPPING, args.slide_mpp, progress=True)
+        data = measure_qupath(pairs, mapping or QUPATH_MAPPING, args.slide_mpp, progress=None)
     card = calibrate_morphometry(
         data, args.out, folds=args.folds, seed=args.seed, overwrite=args.overwrite
     )
@@ -273,7 +273,7 @@ def run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         seed=args.seed,
         overwrite=args.overwrite,
-        progress=True,
+        progress=None,
     )
     print(_format_metrics(card))
     print(f"model written to {args.out} (sha256 {card['sha256']})")

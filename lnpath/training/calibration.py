@@ -56,6 +56,7 @@ from lnpath.analysis.calibrated import (
 from lnpath.analysis.lesions import CALL_STAINS
 from lnpath.analysis.measure import DEFAULT_MPP, MEASUREMENTS, measure_crop
 from lnpath.core.errors import InputError
+from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import atomic_dir, check_output_dir, write_json
 from lnpath.training.evaluation import MIN_PER_CLASS, evaluate, label_counts
 from lnpath.training.lesion_data import (
@@ -175,7 +176,7 @@ def measure_folder(
     table: str | Path,
     mapping: Mapping[str, Sequence[str]],
     crop_mpp: float,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> MeasuredGlomeruli:
     """Measure crops listed in a CSV (``image``, ``class``, optional ``group`` and ``mask``).
 
@@ -184,13 +185,12 @@ def measure_folder(
         table: the label CSV.
         mapping: class name -> lesions.
         crop_mpp: µm/px of the crop images; they are resampled to the working resolution.
-        progress: show a progress bar on stderr.
+        progress: a bar over the crops; default on in Jupyter and on a terminal.
 
     Raises:
         InputError: the CSV is malformed, an image is unreadable, ``crop_mpp`` is not positive, or
             no class maps to a lesion.
     """
-    from tqdm import tqdm
 
     if not crop_mpp > 0:
         raise InputError(f"crop µm/px must be positive, got {crop_mpp}")
@@ -198,7 +198,7 @@ def measure_folder(
     rows = read_label_table(table)
     with_masks = any(r.get("mask") for r in rows)
     measured: list[dict[str, float] | None] = []
-    for row in tqdm(rows, desc="measuring crops", disable=not progress, unit="crop"):
+    for row in progress_bar(len(rows), "measuring crops", "crop", progress, iterable=rows):
         if row["class"] not in mapping:
             measured.append(None)  # dropped (and reported) by resolve_targets
             continue
@@ -230,22 +230,20 @@ def measure_qupath(
     pairs: Sequence[tuple[str | Path, str | Path]],
     mapping: Mapping[str, Sequence[str]],
     slide_mpp: float | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> MeasuredGlomeruli:
     """Measure the classified glomerulus polygons of QuPath exports on their slides.
 
     Raises:
         InputError: no class maps to a lesion, or no polygon could be read.
     """
-    from tqdm import tqdm
 
     measured: list[dict[str, float] | None] = []
     classes: list[str] = []
     groups: list[str] = []
     glomeruli = qupath_glomeruli(pairs, DEFAULT_MPP, slide_mpp)
-    for rgb, mask, name, group in tqdm(
-        glomeruli, desc="measuring glomeruli", disable=not progress, unit="glom"
-    ):
+    bar = progress_bar(None, "measuring glomeruli", "glom", progress, iterable=glomeruli)
+    for rgb, mask, name, group in bar:
         classes.append(name)
         groups.append(group)
         where = f"{group}: glomerulus {len(classes)} ({name})"

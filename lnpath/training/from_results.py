@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 
 from lnpath.core.errors import InputError, SlideError
 from lnpath.core.findings import LESIONS, is_missing
+from lnpath.core.progress import progress_bar
 from lnpath.results.folder import read_polygons
 from lnpath.training.evaluation import MIN_PER_CLASS, label_counts, thin_labels
 
@@ -249,14 +250,13 @@ def crops_from_results(
     mpp: float = 1.0,
     size: int = 64,
     slide_root: str | Path | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Any:
     """Glomerulus crops and confirmed labels for the lesion CNN (:class:`LabelledCrops`).
 
     Raises:
         InputError: no lesion has enough labels. SlideError: a slide moved or changed.
     """
-    from tqdm import tqdm
 
     from lnpath.analysis.lesions import square_crop
     from lnpath.analysis.measure import read_glomerulus
@@ -266,7 +266,8 @@ def crops_from_results(
     images, targets, groups, classes = [], [], [], []
     used: dict[str, int] = {}
     unreadable = 0
-    bar = tqdm(total=sum(len(t) for _, t in assembly.tables), disable=not progress, unit="glom")
+    total = sum(len(t) for _, t in assembly.tables)
+    bar = progress_bar(total, "reading confirmed glomeruli", "glom", progress)
     with bar:
         for result, rows, slide, outlines in _glomeruli(assembly, slide_root):
             for outline, (_, row) in zip(outlines, rows.iterrows(), strict=True):
@@ -303,7 +304,7 @@ def measure_results(
     results: Sequence[ConfirmedResult],
     ignored: dict[str, list[str]],
     slide_root: str | Path | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Any:
     """Measurements and confirmed labels for the morphometry calibration
     (:class:`~lnpath.training.calibration.MeasuredGlomeruli`), measured afresh from the slides so

@@ -158,7 +158,7 @@ def train_lesions_from_results(
     epochs: int = 10,
     seed: int = 0,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Train a lesion model on the confirmed calls of confirmed result folders.
 
@@ -172,7 +172,8 @@ def train_lesions_from_results(
         folds: cross-validation folds, grouped by patient (else slide).
         seed: folds, bootstrap and training seed.
         overwrite: replace an existing model folder.
-        progress: progress bars on stderr.
+        progress: progress bars; default on in Jupyter and on a terminal, off in pipes
+            (``LNPATH_PROGRESS``).
 
     Returns:
         The model card: per-lesion validation figures, refused lesions and the fingerprints of

@@ -24,6 +24,7 @@ import torch
 from lnpath import __version__
 from lnpath.analysis.lesion_cnn import calibrated, predict_logits
 from lnpath.core.errors import InputError
+from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import atomic_dir, check_output_dir, write_json, write_text
 from lnpath.io.hashing import file_sha256
 from lnpath.models.store import CARD_FILE, write_weights
@@ -208,15 +209,14 @@ def cross_validate(
     folds: int = 5,
     epochs: int = 10,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> CrossValidation:
     """Grouped k-fold cross-validation (:func:`cv_folds`), Platt-calibrated out-of-fold metrics."""
-    from tqdm import tqdm
 
     fold, grouped_by = cv_folds(data.groups, folds, seed, data.grouped_by)
     n_folds = int(fold.max()) + 1
     logits = np.zeros_like(data.targets)
-    for k in tqdm(range(n_folds), desc="cross-validation", disable=not progress, unit="fold"):
+    for k in progress_bar(n_folds, "cross-validation", "fold", progress, iterable=range(n_folds)):
         test = fold == k
         net = fit(data.images[~test], data.targets[~test], config, epochs=epochs, seed=seed + k)
         logits[test] = predict_logits(net, data.images[test])
@@ -271,7 +271,7 @@ def train_lesion_model(
     epochs: int = 10,
     seed: int = 0,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Cross-validate, train on everything, and write a model folder (:func:`write_model_folder`).
 
