@@ -195,6 +195,8 @@ def test_a_path_to_result_json_names_its_folder_and_another_file_is_refused(
     proc = lnpath_cli("verify", folder / "result.json")
     assert proc.returncode == 0, proc.stderr
     assert "is intact" in proc.stdout and "confirmed" in proc.stdout
+    printed = "".join(proc.stdout.split())  # rich wraps long paths anywhere
+    assert f"OK:{folder}revision" in printed, proc.stdout  # the folder checked, not the file
     proc = lnpath_cli(
         "addendum", folder / "result.json", "--pathologist", "Dr A", "--text", "IF pending"
     )

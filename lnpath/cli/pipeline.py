@@ -390,8 +390,10 @@ def run_verify(args: argparse.Namespace) -> int:
     from lnpath.results.seal import verify
 
     check = verify(args.result, public_key=args.public_key)
+    named = Path(args.result)
+    folder = named.parent if named.is_file() else named  # R/result.json was checked as R
     new_console().print(
-        f"OK: {args.result} revision {check.revision} ({check.status}) is intact; "
+        f"OK: {folder} revision {check.revision} ({check.status}) is intact; "
         f"checked {', '.join(check.checked)}; content sha256 {check.content_sha256}"
         + (f"; not checked: {'; '.join(check.unchecked)}" if check.unchecked else ""),
         highlight=False,
