@@ -161,6 +161,12 @@ def test_a_cortex_file_with_an_unknown_key(tmp_path: Path) -> None:
     assert_one_line_error(proc, str(cortex), "tubular_atrophie", "known:", "tubular_atrophy")
 
 
+def test_a_cortex_path_that_is_no_regular_file(tmp_path: Path) -> None:
+    """/dev/null was called "no such cortex file", sending the user looking for a typo."""
+    proc = lnpath_cli("score-findings", _findings_csv(tmp_path), "--cortex", "/dev/null")
+    assert_one_line_error(proc, "/dev/null", "not a regular file", "cortex file")
+
+
 def test_a_cortex_exported_from_a_result_is_read(
     demo_result_template: Path, tmp_path: Path
 ) -> None:

@@ -16,6 +16,8 @@ def not_a_file(path: Path, what: str) -> InputError:
     user does not go looking for a typo ("no such biopsy file")."""
     if path.is_dir():
         return InputError(f"{path}: is a folder, not a {what}")
+    if path.exists():  # /dev/null, a pipe, a socket
+        return InputError(f"{path}: not a regular file, so not a {what}")
     return InputError(f"{path}: no such {what}")
 
 
