@@ -59,6 +59,18 @@ def test_compare_refuses_to_overwrite_without_flag(pair, tmp_path: Path, capsys)
     assert json.loads((out / "response.json").read_text())["preset"]["name"] == "lufla_AI2"
 
 
+def test_compare_refuses_to_write_into_a_result_folder(pair, capsys):
+    """``--out`` a follow-up's own folder put response.json among its sealed files."""
+    follow_up = pair[1]
+    before = sorted(p.name for p in follow_up.iterdir())
+    for overwrite in ([], ["--overwrite"]):
+        argv = ["compare", str(pair[0]), str(follow_up), "--out", str(follow_up), *overwrite]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is a biopsy's result folder" in err, err
+    assert sorted(p.name for p in follow_up.iterdir()) == before
+
+
 def test_compare_json_format_preset_and_overrides(pair, capsys):
     argv = ["compare", str(pair[0]), str(pair[1]), "--format", "json"]
     assert main([*argv, "--preset", "malvar_AI0"]) == 0

@@ -93,15 +93,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.baseline or not args.followup:
         raise InputError("compare needs BASELINE_DIR and FOLLOWUP_DIR (or --list-presets)")
     overrides: dict[str, Any] = _parse_overrides(args.overrides)
+    if args.out is not None:
+        _check_out(args.out, args.overwrite)
     result = compare(Path(args.baseline), Path(args.followup), preset=args.preset, **overrides)
     data = result.to_dict()
     if args.out is not None:
         out: Path = args.out
-        if out.exists() and not out.is_dir():
-            raise InputError(f"{out}: --out exists and is not a folder")
         target = out / "response.json"
-        if target.exists() and not args.overwrite:
-            raise InputError(f"{target}: already exists (use --overwrite to replace it)")
         write_text(out / "response.html", result.to_html())
         write_json(target, data)
     if args.format == "json":
@@ -141,6 +139,20 @@ def _print_presets(presets: list[dict[str, Any]], fmt: str) -> None:
     print("Thresholds (lnhr_default values); override any with --set KEY=VALUE:")
     for key, value in DEFAULT_PARAMS.items():
         print(f"    {key}={value}: {PARAM_HELP[key]}")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, holds a response already, or is a result folder: a
+    response written into a biopsy's result would sit among its sealed files as a stranger."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out exists and is not a folder")
+    if (out / "result.json").is_file():
+        raise InputError(
+            f"{out}: is a biopsy's result folder; write the response to a folder of its own"
+        )
+    target = out / "response.json"
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: already exists (use --overwrite to replace it)")
 
 
 def _print_summary(console: Console, data: dict[str, Any], out: Path | None) -> None:
