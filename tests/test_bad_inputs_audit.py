@@ -253,6 +253,24 @@ def test_key_files_that_are_not_there(
     assert_one_line_error(proc, str(tmp_path), "is a folder, not a public key file")
 
 
+def test_outputs_inside_a_result_folder_are_refused(
+    demo_result_template: Path, copy_result: Callable[[Path], Path]
+) -> None:
+    """``segment --out R/glomeruli.geojson --overwrite`` replaced a sealed file of the result
+    (verify then failed), and a key or tile folder could be written among its files."""
+    result = copy_result(demo_result_template)
+    before = file_hashes(result)
+    sealed = result / "glomeruli.geojson"
+    proc = lnpath_cli("segment", DEMO, "--out", sealed, "--overwrite", "--no-progress")
+    assert_one_line_error(proc, "inside the result folder", "choose a path outside it")
+    proc = lnpath_cli("keygen", "--out", result / "dr_renal")
+    assert_one_line_error(proc, "inside the result folder")
+    proc = lnpath_cli("tiles", DEMO, "--mpp", "4", "--out", result / "tiles")
+    assert_one_line_error(proc, "inside the result folder")
+    assert file_hashes(result) == before
+    assert lnpath_cli("verify", result).returncode == 0
+
+
 @pytest.mark.parametrize("stem", ["{dir}", ""], ids=["folder", "empty"])
 def test_keygen_into_a_folder(stem: str, tmp_path: Path) -> None:
     """``--out DIR`` wrote DIR.pem beside the folder; ``--out ""`` was an internal error."""

@@ -67,7 +67,7 @@ def test_compare_refuses_to_write_into_a_result_folder(pair, capsys):
         argv = ["compare", str(pair[0]), str(follow_up), "--out", str(follow_up), *overwrite]
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "is a biopsy's result folder" in err, err
+        assert len(err.splitlines()) == 1 and "is a result folder" in err, err
     assert sorted(p.name for p in follow_up.iterdir()) == before
 
 

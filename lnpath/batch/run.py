@@ -46,6 +46,7 @@ from lnpath.batch.manifest import (
 from lnpath.batch.status import merge_status, status_rows, summarise
 from lnpath.core.errors import InputError, LnpathError, one_line
 from lnpath.core.progress import progress_bar
+from lnpath.io.atomic import outside_results
 from lnpath.io.configfile import load_config
 from lnpath.io.hashing import file_sha256
 from lnpath.models.store import read_card, resolve_model_path
@@ -251,6 +252,7 @@ def score_batch(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise InputError(f"{out}: is a file, not a batch folder")
+    outside_results(out, including_itself=True)
     load_config(config)  # a bad configuration fails once, here, not once per slide
     if isinstance(client, str):  # reached, or refused, before the batch folder is created
         with dask_client(client, 1) as remote:

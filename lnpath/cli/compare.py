@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lnpath.cli._rich import new_console, new_table
 from lnpath.core.errors import InputError
-from lnpath.io.atomic import write_json, write_text
+from lnpath.io.atomic import outside_results, write_json, write_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -146,10 +146,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
     response written into a biopsy's result would sit among its sealed files as a stranger."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: --out exists and is not a folder")
-    if (out / "result.json").is_file():
-        raise InputError(
-            f"{out}: is a biopsy's result folder; write the response to a folder of its own"
-        )
+    outside_results(out, including_itself=True)
     target = out / "response.json"
     if target.exists() and not overwrite:
         raise InputError(f"{target}: already exists (use --overwrite to replace it)")

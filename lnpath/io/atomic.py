@@ -137,6 +137,27 @@ def _writable_parent(target: Path) -> None:
         raise InputError(f"{target}: cannot write in {parent}") from None
 
 
+def outside_results(target: Path, including_itself: bool = False) -> None:
+    """Refuse an output inside a biopsy's result folder (one holding ``result.json``), or that
+    folder itself with ``including_itself``: lnpath's writers of a result replace its files
+    under its lock and seal them, and anything else written there would replace a sealed file
+    or travel with the result (a private key, say).
+
+    Raises:
+        InputError: naming the result folder.
+    """
+    target = Path(os.path.abspath(target))
+    for folder in [target, *target.parents] if including_itself else target.parents:
+        if (folder / "result.json").is_file():
+            where = (
+                "is a result folder" if folder == target else f"inside the result folder {folder}"
+            )
+            raise InputError(
+                f"{target}: {where}, whose files only lnpath's review, confirm and addendum "
+                "write; choose a path outside it"
+            )
+
+
 def check_output_file(target: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Check an output file path up front: not a folder, writable, existing only with overwrite.
 
@@ -147,6 +168,7 @@ def check_output_file(target: str | os.PathLike[str], overwrite: bool = False) -
     path = Path(os.path.abspath(target))
     if path.is_dir():
         raise InputError(f"{target}: is a folder; give a file name")
+    outside_results(path)
     if path.exists() and not overwrite:
         raise InputError(f"{target}: file already exists (use --overwrite to replace it)")
     _writable_parent(path)
@@ -169,6 +191,7 @@ def check_output_dir(
     path = Path(os.path.abspath(target))
     if path.exists() and not path.is_dir():
         raise InputError(f"{target}: exists and is not a folder")
+    outside_results(path)
     if path.is_dir():
         if not overwrite:
             raise InputError(
