@@ -20,7 +20,8 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from lnpath.core.errors import InputError
-from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
+from lnpath.io.qupath import OBJECT_TYPES, QuPathFeature, read_qupath, write_qupath
+from lnpath.wsi.slide import check_mpp
 
 if TYPE_CHECKING:
     from lnpath.wsi.slide import Slide
@@ -189,7 +190,16 @@ class Glomeruli(Sequence[Glomerulus]):
         return pd.DataFrame(rows, columns=columns if not rows else None)
 
     def to_features(self, object_type: str = "detection") -> list[QuPathFeature]:
-        """QuPath features (``detection`` by default; ``annotation`` for editable outlines)."""
+        """QuPath features (``detection`` by default; ``annotation`` for editable outlines).
+
+        Raises:
+            InputError: ``object_type`` is neither (QuPath would not read the file back as
+                outlines).
+        """
+        if object_type not in OBJECT_TYPES:
+            raise InputError(
+                f"object_type must be one of {', '.join(OBJECT_TYPES)}, got {object_type!r}"
+            )
         features = []
         for g in self._items:
             measurements = {AREA_KEY: round(g.area_um2, 2), **g.measurements}
@@ -229,7 +239,12 @@ class Glomeruli(Sequence[Glomerulus]):
             source: GeoJSON path, dict/list, or :class:`~lnpath.io.qupath.QuPathFeature` objects.
             mpp: The slide's level-0 µm/px.
             source_name: Overrides the ``lnpath_source`` recorded in the features.
+
+        Raises:
+            InputError: the GeoJSON is malformed, or ``mpp`` is not a plausible µm/px (areas
+                would silently be wrong by its square).
         """
+        mpp = check_mpp(mpp, "Glomeruli.from_geojson: mpp")
         if isinstance(source, Sequence) and all(isinstance(f, QuPathFeature) for f in source):
             features = list(source)
         else:
@@ -268,6 +283,23 @@ class Glomeruli(Sequence[Glomerulus]):
             names.add(str(feature.properties.get("lnpath_source", "annotations")))
         name = source_name or (names.pop() if len(names) == 1 else "annotations")
         return cls(items, mpp, name)
+
+
+def outlines(glomeruli: Any, who: str) -> list[tuple[int, Polygon]]:
+    """(id, polygon) of every glomerulus; a path, or arguments in the wrong order, get the fix
+    instead of ``AttributeError: 'str' object has no attribute 'id'``."""
+    if isinstance(glomeruli, str | os.PathLike):
+        raise InputError(
+            f"{who}: {os.fspath(glomeruli)!s} is a path; read the outlines first: "
+            "lnpath.Glomeruli.from_geojson(path, mpp=slide.mpp)"
+        )
+    try:
+        return [(g.id, g.polygon) for g in glomeruli]
+    except (TypeError, AttributeError):
+        raise InputError(
+            f"{who}: expected Glomeruli (lnpath.segment_glomeruli(slide)), "
+            f"got {type(glomeruli).__name__}"
+        ) from None
 
 
 def _largest_polygon(geometry: BaseGeometry) -> Polygon | None:

@@ -26,6 +26,7 @@ from lnpath.models.store import (
 )
 from lnpath.nn.lesion_net import LesionNet, LesionNetConfig
 from lnpath.nn.predict import resolve_device
+from lnpath.wsi.slide import require_open
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class TrainedLesionCaller:
 
     def call(self, glomeruli: Any, slide: Any) -> pd.DataFrame:
         """Findings with ``p_<label>`` and calls ``p >= card threshold`` for the card's labels."""
+        require_open(slide, "TrainedLesionCaller.call")
         ids = [g.id for g in glomeruli]
         table = empty_findings(ids, self.source)
         size = self.config.input_size

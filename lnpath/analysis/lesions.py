@@ -53,6 +53,7 @@ from lnpath.analysis.measure import (
 )
 from lnpath.core.errors import ModelError
 from lnpath.core.findings import LESIONS
+from lnpath.wsi.slide import check_mpp
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class MorphometryCaller:
     ) -> None:
 
         self.thresholds = thresholds or MorphometryThresholds()
-        self.mpp = mpp
+        self.mpp = check_mpp(mpp, "MorphometryCaller: mpp")
         self.stain = normalise_stain(stain)
 
     def describe(self) -> dict[str, Any]:

@@ -47,10 +47,11 @@ import pandas as pd
 from scipy import ndimage as ndi
 from skimage import color, feature, measure, morphology
 
+from lnpath.analysis.glomeruli import outlines
 from lnpath.core.errors import InputError
 from lnpath.core.morphology import fill_holes
 from lnpath.core.progress import progress_bar
-from lnpath.wsi.slide import require_open
+from lnpath.wsi.slide import check_mpp, require_open
 from lnpath.wsi.workers import available_cpus
 
 if TYPE_CHECKING:
@@ -402,9 +403,8 @@ def measure_glomeruli(
         glomeruli: a :class:`lnpath.analysis.glomeruli.Glomeruli` (any sequence of objects with
             ``id`` and ``polygon`` in level-0 pixels).
         slide: a :class:`lnpath.wsi.slide.Slide`.
-        mpp: working resolution in µm/px (the measurements are defined at about 0.5).
-        progress: a bar over the glomeruli;
-            on in Jupyter and on a terminal, off in pipes (``LNPATH_PROGRESS``).
+        mpp: working resolution in µm/px (defined at about 0.5; an implausible one is refused).
+        progress: a bar over the glomeruli; on in Jupyter and a terminal (``LNPATH_PROGRESS``).
         workers: threads measuring in parallel on the one slide handle; default
             :func:`measure_threads` (one per CPU, at most 4, at most ``OMP_NUM_THREADS``).
             Threads, not processes: OpenSlide, NumPy and SciPy release the GIL for the heavy
@@ -413,7 +413,8 @@ def measure_glomeruli(
             (``scripts/bench_lesions.py``).
     """
     require_open(slide, "measure_glomeruli")
-    items = [(g.id, g.polygon) for g in glomeruli]
+    mpp = check_mpp(mpp, "measure_glomeruli: mpp")
+    items = outlines(glomeruli, "measure_glomeruli")
     if workers is None:
         workers = measure_threads()
     if workers < 1:

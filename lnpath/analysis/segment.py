@@ -31,6 +31,7 @@ from skimage.measure import find_contours
 
 from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
 from lnpath.analysis.measure import normalise_white, slide_white
+from lnpath.core.errors import InputError
 from lnpath.core.memory import keep_freed_memory
 from lnpath.core.progress import progress_bar
 from lnpath.core.threads import ordered_on_threads
@@ -108,8 +109,13 @@ def segment_glomeruli(
 
     Raises:
         ModelError: Unknown or tampered model, or CUDA requested where none exists.
+        InputError: ``slide`` is not an open slide, or ``batch_size`` is not a positive integer.
     """
     require_open(slide, "segment_glomeruli")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_freed_memory()  # no page faults on every layer's output (lnpath.core.memory)

@@ -46,7 +46,7 @@ from lnpath.results.stamp import STAMP_COLUMNS, STAMP_MEASUREMENT, export_stamp,
 from lnpath.results.views import plot_result, result_html
 from lnpath.scoring.score import BiopsyScore
 
-from .integrity import chained, check_chain, recover, seal, sign, signer
+from .integrity import chained, check_chain, recover, result_path, seal, sign, signer
 
 LOG = logging.getLogger(__name__)
 
@@ -376,9 +376,14 @@ class SlideResult:
 
     @classmethod
     def load(cls, folder: str | Path) -> SlideResult:
-        """Open an existing result folder."""
-        folder = Path(folder)
-        return cls(folder, load_result_json(folder))
+        """Open an existing result folder.
+
+        Raises:
+            ResultError: no such folder, or not an lnpath result.
+            InputError: ``folder`` is not a path.
+        """
+        path = result_path(folder, "SlideResult.load")
+        return cls(path, load_result_json(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``result.json`` contents (a copy)."""

@@ -161,17 +161,36 @@ def exclusive(folder: Path) -> Iterator[None]:
         yield
 
 
-def real_path(result_dir: str | os.PathLike[str]) -> Path:
+def result_path(result_dir: object, who: str) -> Path:
+    """The path a result argument names: a path, or a SlideResult (its ``folder``), which is
+    what ``score_slide`` and ``review`` hand a notebook, so it can go straight back in.
+
+    Raises:
+        InputError: anything else, named in one line instead of ``TypeError`` from pathlib.
+    """
+    if isinstance(result_dir, str | os.PathLike):
+        return Path(result_dir)
+    folder = getattr(result_dir, "folder", None)
+    if isinstance(folder, Path):
+        return folder
+    raise InputError(
+        f"{who}: expected a result folder path or a SlideResult (got {type(result_dir).__name__})"
+    )
+
+
+def real_path(result_dir: str | os.PathLike[str] | Any, who: str = "result") -> Path:
     """The folder a result path names, through symlinks: a write replaces the real folder and
     leaves a link in place, instead of replacing the link with a copy.
 
     A path to a result's own ``result.json`` names its folder (read as a folder, the file has
-    no audit trail and looked tampered with); any other file is refused.
+    no audit trail and looked tampered with); any other file is refused. A SlideResult names
+    its folder.
 
     Raises:
         ResultError: the path is a file other than a result.json.
+        InputError: ``result_dir`` is neither a path nor a SlideResult.
     """
-    named = Path(result_dir)
+    named = result_path(result_dir, who)
     if named.is_file():
         if named.name == "result.json":  # its folder, even where the file itself is a link
             return Path(os.path.realpath(named.parent))

@@ -20,6 +20,7 @@ from lnpath.results.folder import (
     DERIVED_FILES,
     HASHED_EXCLUDED_KEYS,
     RESULT_ENTRIES,
+    SlideResult,
     content_sha256,
     load_result_json,
     read_audit,
@@ -145,7 +146,8 @@ class Verification:
 
 
 def verify(
-    result_dir: str | os.PathLike[str], public_key: str | os.PathLike[str] | None = None
+    result_dir: str | os.PathLike[str] | SlideResult,
+    public_key: str | os.PathLike[str] | None = None,
 ) -> Verification:
     """Check that the result folder is exactly what lnpath last wrote.
 
@@ -154,14 +156,14 @@ def verify(
     a confirmation repeats who, when, the note and the hashes in ``result.json``. Any difference,
     a broken link, a status that disagrees with the audit trail, or an edited snapshot means the
     folder was edited outside lnpath. With ``public_key`` the confirmation must also carry a valid
-    signature by its private key.
+    signature by its private key. ``result_dir`` is the folder or its SlideResult.
 
     Raises:
         ResultError: naming the first file or seal that does not match; also when a file is
             missing or unparseable, which only an edit outside lnpath produces.
-        InputError: the public key file is unusable.
+        InputError: the public key file is unusable, or ``result_dir`` is not a path.
     """
-    folder = real_path(result_dir)
+    folder = real_path(result_dir, "verify")
     key = None if public_key is None else load_public_key(public_key)
     old = folder.with_name(f".{folder.name}.old")
     if not folder.exists() and old.is_dir():  # a write interrupted between its two renames

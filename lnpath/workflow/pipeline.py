@@ -49,7 +49,7 @@ from lnpath.scoring.biopsy import class_inputs
 from lnpath.scoring.score import score_findings
 from lnpath.workflow.options import ScoreOptions
 from lnpath.wsi.kept_pixels import KeptPixels
-from lnpath.wsi.slide import Slide, open_slide
+from lnpath.wsi.slide import Slide, open_slide, slide_file
 from lnpath.wsi.tissue import detect_tissue
 
 LOG = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def _stage(name: str, timings: dict[str, float], on_stage: StageCallback | None)
 
 
 def score_slide(
-    path: str | Path,
+    path: str | os.PathLike[str] | Slide,
     out: str | Path | None = None,
     options: ScoreOptions | None = None,
     *,
@@ -186,7 +186,8 @@ def score_slide(
     """Score one biopsy slide and write its result folder.
 
     Args:
-        path: the slide (any format :func:`lnpath.open_slide` reads).
+        path: the slide (any format :func:`lnpath.open_slide` reads), or an open Slide (its
+            file, and the µm/px given to ``open_slide``, unless ``mpp`` is given here).
         out: result folder; default ``./lnpath-result-<slide stem>``.
         options: how to score (:class:`ScoreOptions`, shared with :func:`lnpath.score_batch`);
             its fields may also be given as keywords (``stain="PAS"``, ``device="cuda"``, ...).
@@ -213,7 +214,9 @@ def score_slide(
     """
 
     opts = ScoreOptions.build(options, **option_values)
-    path = Path(path)
+    path, mpp = slide_file(path, mpp, "score_slide")
+    if out is not None and not isinstance(out, str | os.PathLike):
+        raise InputError(f"score_slide: out must be a folder path (got {type(out).__name__})")
     target = Path(os.path.realpath(out if out is not None else default_output(path)))
     check_output_dir(target, opts.overwrite, marker="result.json")  # before taking its lock there
     # every input is read before the lock file (and the folders above it) is created, so a typo

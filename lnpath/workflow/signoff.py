@@ -78,7 +78,7 @@ def _now() -> str:
 
 
 def review(
-    result_dir: str | os.PathLike[str],
+    result_dir: str | os.PathLike[str] | SlideResult,
     *,
     pathologist: str,
     findings: str | os.PathLike[str] | pd.DataFrame | None = None,
@@ -97,7 +97,8 @@ def review(
     """Apply a pathologist's edits, re-score, and write a new provisional revision.
 
     Args:
-        result_dir: a folder written by :func:`lnpath.score_slide`.
+        result_dir: a folder written by :func:`lnpath.score_slide` (or the SlideResult it
+            returned).
         pathologist: who makes the edits (required; recorded in the audit trail).
         findings: an edited ``findings.csv`` (path, or a DataFrame); a row left out is a
             deleted glomerulus; ``exclusion``/``exclusion_reason`` columns apply too.
@@ -132,8 +133,10 @@ def review(
             ``supersede`` is not set; an edit was made on an older revision.
         InputError: no pathologist; an edit is malformed or belongs to another slide.
     """
-    folder = real_path(result_dir)
+    folder = real_path(result_dir, "review")
     who = _name(pathologist, "review")
+    if base_revision is None:  # a SlideResult's edits are made on the revision it holds
+        base_revision = _held_revision(result_dir)
     request = ReviewRequest(
         findings, geojson, cortex, biopsy, class_override, comment, exclusions,
         base_revision, supersede, merge, note,
@@ -247,7 +250,7 @@ def _write_revision(
 
 
 def confirm(
-    result_dir: str | os.PathLike[str],
+    result_dir: str | os.PathLike[str] | SlideResult,
     *,
     pathologist: str,
     note: str | None = None,
@@ -259,7 +262,8 @@ def confirm(
     marked "not evaluable" with a reason (``review(biopsy={"not_evaluable": {...}})``).
 
     Args:
-        result_dir: the result folder (a symlink to it confirms the folder it points to).
+        result_dir: the result folder (a symlink to it confirms the folder it points to), or
+            its SlideResult.
         pathologist: who confirms (one line).
         note: recorded with the confirmation.
         key: an Ed25519 private key file (``lnpath keygen``) to sign the confirmation with, so
@@ -270,7 +274,7 @@ def confirm(
             marked not evaluable, or the folder fails :func:`verify`.
         InputError: the pathologist's name is empty, or the key is unusable.
     """
-    folder = real_path(result_dir)
+    folder = real_path(result_dir, "confirm")
     who = _name(pathologist, "confirm")
     if note is not None and not isinstance(note, str):
         raise InputError(f"confirm: note must be text (got {type(note).__name__})")
@@ -278,7 +282,23 @@ def confirm(
         check_free_text(note, "confirm: the note")
     private_key = None if key is None else load_private_key(key)
     with exclusive(folder):
-        return _confirm(folder, who, note, private_key)
+        return _confirm(folder, who, note, private_key, _held_revision(result_dir))
+
+
+def _held_revision(result_dir: object) -> int | None:
+    """The revision a SlideResult argument shows (None for a path): what the caller has seen."""
+    return result_dir.revision if isinstance(result_dir, SlideResult) else None
+
+
+def _check_held(folder: Path, result: Mapping[str, Any], held: int | None, what: str) -> None:
+    """Refuse to sign, or add to, a revision other than the one the caller holds: a notebook's
+    SlideResult from before someone else saved would otherwise sign what nobody looked at."""
+    if held is not None and held != result["revision"]:
+        raise ResultError(
+            f"{folder}: you hold revision {held}, but the result is at revision "
+            f"{result['revision']} (changed by {_last_change(folder, result)}); load it again "
+            f"(lnpath.SlideResult.load) and check it before {what}"
+        )
 
 
 def unsigned_gaps(result: Mapping[str, Any]) -> list[str]:
@@ -293,9 +313,12 @@ def unsigned_gaps(result: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _confirm(folder: Path, pathologist: str, note: str | None, key: Any) -> SlideResult:
+def _confirm(
+    folder: Path, pathologist: str, note: str | None, key: Any, held: int | None
+) -> SlideResult:
     verify(folder)
     result = load_result_json(folder)
+    _check_held(folder, result, held, "signing it")
     if result["status"] == "confirmed":
         who = result["confirmation"]["pathologist"]
         raise ResultError(
@@ -325,19 +348,22 @@ def _confirm(folder: Path, pathologist: str, note: str | None, key: Any) -> Slid
     return SlideResult.load(folder)
 
 
-def add_addendum(result_dir: str | os.PathLike[str], text: str, *, pathologist: str) -> SlideResult:
+def add_addendum(
+    result_dir: str | os.PathLike[str] | SlideResult, text: str, *, pathologist: str
+) -> SlideResult:
     """Add an addendum to a confirmed result, as a signed report takes one.
 
     The confirmed revision, its scores and its seal do not change; the addendum (text, who,
     when) is appended to ``result.json``'s ``addenda``, shown under the report's comment, and
     recorded as its own event in the hash-chained audit trail, which :func:`verify` holds the
-    addenda to. A draft takes a comment instead (``review(comment=...)``).
+    addenda to. A draft takes a comment instead (``review(comment=...)``). ``result_dir`` is
+    the folder or its SlideResult.
 
     Raises:
         ResultError: the result is not confirmed, or the folder fails :func:`verify`.
         InputError: the text is empty or the pathologist's name is missing.
     """
-    folder = real_path(result_dir)
+    folder = real_path(result_dir, "add_addendum")
     who = _name(pathologist, "add an addendum")
     if not isinstance(text, str) or not text.strip():
         raise InputError("an addendum needs its text (--text)")
@@ -345,6 +371,7 @@ def add_addendum(result_dir: str | os.PathLike[str], text: str, *, pathologist: 
     with exclusive(folder):
         verify(folder)
         result = load_result_json(folder)
+        _check_held(folder, result, _held_revision(result_dir), "adding to it")
         if result["status"] != "confirmed":
             raise ResultError(
                 f"{folder}: revision {result['revision']} is not signed out; addenda follow a "

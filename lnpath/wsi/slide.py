@@ -44,11 +44,15 @@ _STRIP_SOURCE_PX = 16_000_000  # bound the memory of one resampled read (source 
 
 
 def require_open(slide: object, who: str) -> None:
-    """A file path given where an open slide belongs gets the fix, not ``AttributeError: 'str'
-    object has no attribute 'mpp'``."""
+    """A file path (or anything else, e.g. arguments swapped) given where an open slide belongs
+    gets the fix, not ``AttributeError: 'str' object has no attribute 'mpp'``."""
     if isinstance(slide, str | os.PathLike):
         raise InputError(
             f"{who}: {os.fspath(slide)!s} is a path; open the slide first: lnpath.open_slide(path)"
+        )
+    if not isinstance(slide, Slide):
+        raise InputError(
+            f"{who}: expected an open Slide (lnpath.open_slide(path)), got {type(slide).__name__}"
         )
 
 
@@ -60,6 +64,8 @@ def check_mpp(mpp: float, what: str) -> float:
         what: names the value in the message (e.g. ``"--mpp"``).
     """
     try:
+        if isinstance(mpp, bool):  # float(True) is 1.0: a flag passed by mistake, not a µm/px
+            raise TypeError
         value = float(mpp)
     except (TypeError, ValueError):
         raise InputError(f"{what}: {mpp!r} is not a number of µm/px") from None
@@ -68,6 +74,22 @@ def check_mpp(mpp: float, what: str) -> float:
             f"{what}: {mpp} µm/px is outside the plausible range {MPP_RANGE[0]}–{MPP_RANGE[1]}"
         )
     return value
+
+
+def slide_file(
+    slide: str | os.PathLike[str] | Slide, mpp: float | None, who: str
+) -> tuple[Path, float | None]:
+    """The file to open and the µm/px to open it at, from a path or an open Slide: a notebook
+    holds the Slide, so it gives its path and the µm/px its caller set (unless ``mpp`` is).
+
+    Raises:
+        SlideError: ``slide`` is neither.
+    """
+    if isinstance(slide, Slide):
+        return slide.path, (slide.mpp if mpp is None and slide.mpp_source == "caller" else mpp)
+    if not isinstance(slide, str | os.PathLike):
+        raise SlideError(f"{who}: expected a slide file path (got {type(slide).__name__})")
+    return Path(slide), mpp
 
 
 class MissingMppError(SlideError):

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,16 +37,13 @@ from lnpath.wsi.grid import (
 )
 from lnpath.wsi.slide import Slide, resample, resample_margin
 from lnpath.wsi.tile_folder import save_tiles
-from lnpath.wsi.tissue import detect_tissue
+from lnpath.wsi.tissue import TissueMask, detect_tissue
 from lnpath.wsi.workers import (
     available_cpus,
     can_start_workers,
     quiet_worker,
     worker_context,
 )
-
-if TYPE_CHECKING:
-    from lnpath.wsi.tissue import TissueMask
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +410,11 @@ def tile(
     if tissue is None and min_tissue > 0:
         tissue = detect_tissue(slide)
     if tissue is not None:
+        if not isinstance(tissue, TissueMask):
+            raise InputError(
+                f"tissue: expected a TissueMask (lnpath.detect_tissue(slide)), "
+                f"got {type(tissue).__name__}"
+            )
         if not math.isclose(tissue.slide_mpp, slide.mpp, rel_tol=1e-6):
             raise InputError(
                 f"{slide.path}: the tissue mask was made for a slide at {tissue.slide_mpp:g} "
