@@ -185,3 +185,20 @@ def test_malformed_geojson(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Point"}]}))
     with pytest.raises(InputError, match=str(bad)):
         findings_from_geojson(bad)
+
+
+def test_outlines_lnpath_segment_writes_score_as_glomeruli_not_assessed(tmp_path: Path) -> None:
+    """``lnpath segment`` writes class ``Glomerulus``: scored, they were all excluded and the
+    biopsy read "0 glomeruli, inadequate"; each counts, with every lesion not assessed."""
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo_biopsy_glomeruli.geojson"
+    outlines = lnpath.Glomeruli.from_geojson(demo, mpp=0.5)
+    written = outlines.write_geojson(tmp_path / "segmented.geojson")
+    assert {
+        f["properties"]["classification"]["name"]
+        for f in json.loads(written.read_text())["features"]
+    } == {"Glomerulus"}
+    table = findings_from_geojson(written)
+    assert len(table) == len(outlines) and table.attrs["excluded"] == []
+    assert table[list(LESIONS)].isna().all().all()
+    score = lnpath.score_findings(table)
+    assert score.adequacy.n_glomeruli == len(outlines)

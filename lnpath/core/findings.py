@@ -53,10 +53,13 @@ LESION_EXTENT = "lesion_extent"
 EXTENTS: tuple[str, ...] = ("segmental", "global")
 
 #: QuPath class -> the lesion values it asserts; lesions it does not mention stay not assessed.
+#: ``Glomerulus`` (what ``lnpath segment`` and QuPath's own glomerulus class write) asserts
+#: nothing: the glomerulus counts, every lesion not assessed.
 DEFAULT_CLASS_MAP: dict[str, dict[str, bool]] = {
     "Sclerotic": {"global_sclerosis": True, "segmental_sclerosis": False},
     "Partially_sclerotic": {"global_sclerosis": False, "segmental_sclerosis": True},
     "Normal": {"global_sclerosis": False, "segmental_sclerosis": False},
+    "Glomerulus": {},
 }
 
 _TRUE = {"true", "1", "yes", "1.0"}

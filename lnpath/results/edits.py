@@ -50,8 +50,7 @@ _CLASS_ASSERTS: dict[str, dict[str, Any]] = {
     **{label: {lesion: True} for lesion, label in LESION_LABELS.items()},
     NO_LESION: dict.fromkeys(LESIONS, False),
     NOT_ASSESSED: dict.fromkeys(LESIONS, pd.NA),
-    "Glomerulus": {},
-    **DEFAULT_CLASS_MAP,
+    **DEFAULT_CLASS_MAP,  # Glomerulus among them, asserting nothing
 }
 _LABEL_TO_LESION = {label: lesion for lesion, label in LESION_LABELS.items()}
 KEEP_COLUMNS = ("glomerulus_id", *LESIONS, *OPTIONAL_FLAGS, LESION_EXTENT, "source")
