@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import lnpath
@@ -287,9 +288,16 @@ def test_sign_out_confirms_the_saved_revision(result: Path, serve: Any, context:
 def test_a_stale_save_is_refused(result: Path, serve: Any, context: Any) -> None:
     server = serve(result)
     page = open_page(context, server)
+    ci_before = int(page.locator("#ci-value").get_attribute("data-low"))
     lnpath.review(result, cortex={"interstitial_fibrosis": 0.3}, pathologist="Dr Elsewhere")
+    theirs = lnpath.SlideResult.load(result).to_dict()["scores"]["chronicity_index"]
+    assert (theirs["total"] if theirs["complete"] else theirs["total_range"][0]) > ci_before
     click_glomerulus(page, 3)
     page.keyboard.press("n")
+    # the next edit says so: its summary was scored on Dr Elsewhere's revision, a mix of both
+    page.wait_for_selector("#summary-stale")
+    assert "changed by Dr Elsewhere" in page.locator("#summary-stale").text_content()
+    assert int(page.locator("#ci-value").get_attribute("data-low")) == ci_before  # not theirs
     message = save(page)
     assert "changed by Dr Elsewhere" in message and "reload" in message
     assert lnpath.SlideResult.load(result).revision == 2  # nothing merged
@@ -321,6 +329,95 @@ def test_two_tabs_saving_at_once_one_gets_409(result: Path, serve: Any, context:
     assert lnpath.SlideResult.load(result).revision == 2
     # and through the page: the tab that lost is told to reload
     assert "changed by" in save(second)
+
+
+#: holds each save request 3 s in the page before it leaves, as a slow save (a drawn glomerulus
+#: measured, a busy disk) does
+SLOW_SAVES = """(() => { const f = window.fetch; window.fetch = async (url, options) => {
+    if (String(url).endsWith('/save')) await new Promise((r) => setTimeout(r, 3000));
+    return f(url, options); }; })()"""
+
+
+def test_ctrl_s_in_a_field_saves_what_is_typed_there(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """A field reports its value when left; Ctrl+S typed in it did not leave it, so the comment
+    on the screen was "nothing to save" (and lost on closing the tab) or saved without it."""
+    server = serve(result)
+    name = "Dr Zoë Ærøskøbing-李"
+    page = open_page(context, server, name=name)
+    comment = f"Crescents in G3 — see deeper levels; {HOSTILE}"
+    page.click("#comment")
+    page.keyboard.type(comment)
+    page.keyboard.press("Control+s")
+    page.wait_for_function("document.getElementById('message').textContent.startsWith('saved')")
+    assert page.locator("#message").text_content() == "saved revision 2"
+    saved = lnpath.SlideResult.load(result).to_dict()
+    assert saved["comment"] == comment
+    page.click("#cortex-interstitial_fibrosis")
+    page.keyboard.type("25")
+    page.keyboard.press("Control+s")
+    page.wait_for_function("document.getElementById('message').textContent === 'saved revision 3'")
+    assert (
+        lnpath.SlideResult.load(result).to_dict()["cortex_fractions"]["interstitial_fibrosis"]
+        == 0.25
+    )
+    audit = [json.loads(line) for line in (result / "revisions" / "audit.jsonl").open()]
+    assert [e["by"] for e in audit[-2:]] == [name, name]
+    assert page.evaluate("dirty()") is False and page.locator("#unsaved").count() == 0
+    assert page.locator("#comment").input_value() == comment
+    assert page.evaluate("window.__lnpath_pwned") is None
+    lnpath.verify(result)
+    assert not page.errors
+
+
+def test_edits_made_while_a_save_is_on_its_way_are_kept(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """The answer to a save used to clear every edit, also those made while it was on its way;
+    and a second Ctrl+S sent the same revision again, to be refused as stale by the first."""
+    server = serve(result)
+    page = open_page(context, server)
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/save") else None)
+    page.evaluate(SLOW_SAVES)
+    click_glomerulus(page, 3)
+    page.keyboard.press("n")
+    page.wait_for_selector("#unsaved")
+    page.click("#save")
+    # while it saves (from the list: the message shown moves the slide down under the mouse)
+    page.click('#glomeruli-list tr[data-gid="4"]')
+    page.wait_for_selector("#glomerulus-title:text-matches('^G4:')")
+    page.click('[data-lesion="cellular_crescent"] button[data-value="present"]')
+    page.keyboard.press("Control+s")  # again, impatient: one save at a time
+    page.wait_for_function("document.getElementById('message').textContent.startsWith('saved')")
+    assert "edits made while it saved are not saved yet" in page.locator("#message").text_content()
+    table = findings(result)
+    assert table.loc[3, list(lnpath.LESIONS)].notna().all()
+    assert pd.isna(table.loc[4, "cellular_crescent"])
+    page.wait_for_selector("#unsaved")  # G4's call is still an edit of the page
+    assert save(page) == "saved revision 3"
+    assert bool(findings(result).loc[4, "cellular_crescent"]) is True
+    assert sorted(statuses) == [200, 200]  # no save refused as stale
+    lnpath.verify(result)
+    assert not page.errors
+
+
+def test_a_stopped_server_is_said_in_words(result: Path, serve: Any, context: Any) -> None:
+    """The browser's own words for no answer are "Failed to fetch"."""
+    server = serve(result)
+    page = open_page(context, server)
+    click_glomerulus(page, 3)
+    server.stop()
+    page.keyboard.press("n")
+    page.wait_for_selector("#summary-stale")
+    stale = page.locator("#summary-stale").text_content()
+    assert "no answer from the workstation" in stale and "cannot be scored" not in stale
+    message = save(page)
+    assert message.startswith("no answer from the workstation") and "may not be saved" in message
+    assert "Failed to fetch" not in message
+    assert page.evaluate("dirty()") is True  # the edits stay on the page
+    assert lnpath.SlideResult.load(result).revision == 1
 
 
 def test_saving_again_after_an_exclusion_and_including_it_again(
@@ -604,6 +701,35 @@ def test_sign_out_fields_are_saved_through_review(result: Path, serve: Any, cont
     assert page.locator("#class-reason").input_value() == HOSTILE
     assert page.locator("#comment").input_value() == HOSTILE
     assert page.evaluate("window.__lnpath_pwned") is None
+
+
+def test_a_class_reason_without_a_class_is_refused_not_dropped(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """Review takes an empty class for "clear the override": a reason typed first was dropped
+    and the page said "saved revision 1"; a save that changes nothing said "saved" too."""
+    page = open_page(context, serve(result))
+    page.fill("#class-reason", "full house IF, subendothelial deposits")
+    page.locator("#note").focus()
+    page.wait_for_selector("#summary-stale")
+    assert "choose the class" in save(page)
+    assert lnpath.SlideResult.load(result).revision == 1
+    assert page.locator("#class-reason").input_value() == "full house IF, subendothelial deposits"
+    page.select_option("#class-override", "IV")
+    page.wait_for_function("!document.getElementById('summary-stale')")
+    assert save(page) == "saved revision 2"
+    assert lnpath.SlideResult.load(result).to_dict()["class_override"] == {
+        "class": "IV",
+        "reason": "full house IF, subendothelial deposits",
+    }
+    # a field set and set back is an edit that changes nothing: said so, not "saved"
+    page.fill("#cortex-interstitial_inflammation", "20")
+    page.locator("#note").focus()
+    page.fill("#cortex-interstitial_inflammation", "")
+    page.locator("#note").focus()
+    assert save(page) == "nothing changed: revision 2 kept"
+    assert lnpath.SlideResult.load(result).revision == 2
+    assert not page.errors
 
 
 def test_if_panel_deposits_and_membranous_extent_are_saved_from_the_page(

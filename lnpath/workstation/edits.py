@@ -66,6 +66,16 @@ class PageEdits:
                         f"edits: G{gid}: {lesion} must be true, false or null, "
                         f"not {values[lesion]!r}"
                     )
+        override = body.get("class_override") or {}
+        if (
+            not str(override.get("class") or "").strip()
+            and str(override.get("reason") or "").strip()
+        ):
+            # review takes an empty class for "clear the override": the reason would be dropped
+            raise InputError(
+                "class override: choose the class the reason is for (a reason alone is not "
+                "recorded)"
+            )
         pathologist = str(body.get("pathologist") or "").strip()
         return cls(
             base_revision=base,

@@ -199,6 +199,9 @@ class ResultSession:
         from lnpath.workflow.scoring import score_findings
 
         result = load_result_json(self.folder)
+        # a page left open while someone saved: its edits scored on their revision would be a
+        # summary of neither; say so now, not only when it saves
+        self._check_current(result, edits.base_revision)
         biopsy = result.get("biopsy")
         if edits.biopsy is not None:
             # what the save will store: a value it would refuse is refused now
@@ -224,7 +227,10 @@ class ResultSession:
     def _check_writable(self, base_revision: int) -> None:
         if self.read_only:
             raise ReadOnly(f"{self.folder}: {self.read_only}")
-        result = load_result_json(self.folder)
+        self._check_current(load_result_json(self.folder), base_revision)
+
+    def _check_current(self, result: Mapping[str, Any], base_revision: int) -> None:
+        """Refuse edits made on a revision that is no longer the folder's (naming who saved)."""
         current = int(result["revision"])
         if base_revision != current:
             last = _last_event(self.folder, current)

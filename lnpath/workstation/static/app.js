@@ -48,7 +48,18 @@ async function api(path, body) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(path, options);
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    // no answer at all (the server was stopped, or the computer's network is down): the browser
+    // only says "Failed to fetch", and a write may or may not have reached the folder
+    const writes = body !== undefined && !path.endsWith("/preview");  // a preview writes nothing
+    throw new Error(!writes
+      ? "no answer from the workstation (was lnpath workstation stopped?); start it again and open the URL it prints"
+      : "no answer from the workstation (was lnpath workstation stopped?): this change may not be saved; " +
+        "start it again, open the URL it prints and check the revision it shows before redoing it");
+  }
   let data = null;
   try { data = await response.json(); } catch (e) { data = { error: response.statusText }; }
   if (!response.ok) {
@@ -86,13 +97,17 @@ function value(g, field) {
   return g.calls[field];
 }
 
+// the value of a glomerulus's field in the revision shown
+function savedValue(g, field) {
+  return field === "extent" ? (g.extent || "") : field === "exclusion" ? (g.exclusion || "") : g.calls[field];
+}
+
 function setValue(gid, field, v) {
   const g = glom(gid);
   const edits = W().edits.glomeruli;
   edits[gid] = edits[gid] || {};
   edits[gid][field] = v;
-  const saved = field === "extent" ? (g.extent || "") : field === "exclusion" ? (g.exclusion || "") : g.calls[field];
-  if (saved === v) delete edits[gid][field];
+  if (savedValue(g, field) === v) delete edits[gid][field];
   if (Object.keys(edits[gid]).length === 0) delete edits[gid];
   changed();
 }
@@ -170,6 +185,7 @@ async function changed() {
     if (seq !== previewSeq) return;
     previewFailed = true;
     w.previewError = err.message;  // the summary shown no longer matches the fields: say so
+    w.previewUnscorable = err.status === 400;  // not a stale page or a stopped server
     say(err.message, true);
   }
   renderSummary();
@@ -214,7 +230,7 @@ function renderSummary() {
   node.append(el("h2", {}, "Summary ", w.preview ? el("span", { class: "unsaved", id: "unsaved" }, "(unsaved changes)") : null));
   if (w.previewError) {
     node.append(el("p", { id: "summary-stale", class: "error-note" },
-      `Not updated for the last edit, which cannot be scored: ${w.previewError}`));
+      `Not updated for the last edit${w.previewUnscorable ? ", which cannot be scored" : ""}: ${w.previewError}`));
   }
   node.append(indexBlock("Activity index", s.ai), indexBlock("Chronicity index", s.ci));
   node.append(el("h3", {}, "ISN/RPS class"),
@@ -632,23 +648,69 @@ async function openResult(index) {
   openViewer();
 }
 
+// what was edited while a save was on its way (the save sent `sent`, made on `before`, the
+// revision then shown): kept, for the next save
+function editsSince(now, sent, before) {
+  const left = emptyEdits();
+  for (const [gid, fields] of Object.entries(sent.glomeruli)) {
+    // set back to the earlier revision's value meanwhile (which drops the edit): the save stored
+    // the value sent, so going back is an edit of its own now
+    const g = before.glomeruli.find((x) => x.id === Number(gid));
+    for (const field of Object.keys(fields)) {
+      if (g && !(now.glomeruli[gid] && field in now.glomeruli[gid])) {
+        left.glomeruli[gid] = left.glomeruli[gid] || {};
+        left.glomeruli[gid][field] = savedValue(g, field);
+      }
+    }
+  }
+  for (const [gid, fields] of Object.entries(now.glomeruli)) {
+    for (const [field, v] of Object.entries(fields)) {
+      const was = sent.glomeruli[gid];
+      if (was && field in was && was[field] === v) continue;
+      left.glomeruli[gid] = left.glomeruli[gid] || {};
+      left.glomeruli[gid][field] = v;
+    }
+  }
+  left.added = now.added.slice(sent.added.length);  // outlines are only ever appended
+  for (const key of ["cortex", "biopsy", "class_override", "comment"]) {
+    if (JSON.stringify(now[key]) !== JSON.stringify(sent[key])) left[key] = now[key];
+  }
+  return left;
+}
+
 async function save() {
   const w = W();
+  if (w.saving) return;  // one save at a time: a second would be refused as stale by the first
+  // a field being typed in (comment, reason, a %) reports its value on change, which Ctrl+S
+  // does not cause: leave it first, so that what is on the screen is what is saved
+  const field = document.activeElement;
+  if (field && ["INPUT", "TEXTAREA", "SELECT"].includes(field.tagName)) field.blur();
   if (!dirty()) { say("nothing to save"); return; }
   if (!$("pathologist").value.trim()) { say("enter your name first (it goes into the audit trail)", true); $("pathologist").focus(); return; }
   localStorage.setItem("lnpath-pathologist", $("pathologist").value);
   say("saving…");  // a drawn glomerulus is measured from the slide first: the first can take a while
+  const body = payload();
+  const sent = structuredClone(w.edits);
+  w.saving = true;
   try {
-    const state = await api(`/api/r/${current}/save`, payload());
+    const state = await api(`/api/r/${current}/save`, body);
     previewSeq++;
+    const before = w.state;
     w.state = state;
-    w.edits = emptyEdits();
+    w.edits = editsSince(w.edits, sent, before);
     w.preview = null;
-    $("note").value = "";
-    say(`saved revision ${state.revision}`);
+    w.previewError = null;  // a preview refused while the save was writing is of no matter now
+    previewFailed = false;
+    if ($("note").value === (body.note || "")) $("note").value = "";
     renderAll();
+    const kept = state.revision === before.revision;  // review writes nothing for no change
+    say((kept ? `nothing changed: revision ${state.revision} kept` : `saved revision ${state.revision}`) +
+      (dirty(w) ? "; edits made while it saved are not saved yet" : ""));
+    if (W() === w && dirty(w)) changed();
   } catch (err) {
     say(err.status === 409 ? `Not saved: ${err.message}` : err.message, true);
+  } finally {
+    w.saving = false;
   }
 }
 
