@@ -400,6 +400,27 @@ def test_a_custom_component_rule() -> None:
         lnpath.compare(bl, bl, rule={"field": "endocap_fu", "op": "==", "value": 0})
 
 
+def test_a_field_a_rule_tests_twice_is_named_open_once() -> None:
+    """The README's class rule reads class_fu in two clauses: left open, the reason said "class_fu
+    could be ..." twice."""
+    rule = {
+        "any": [
+            {"field": "class_fu", "op": "in", "value": ["I", "II"]},
+            {
+                "all": [
+                    {"field": "class_fu", "op": "has", "value": ["III", "IV"]},
+                    {"field": "glomerular_activity_fu", "op": "==", "value": 0},
+                ]
+            },
+        ]
+    }
+    unassessed = side(table(20, value=pd.NA))
+    open_ = lnpath.compare(side(table(20, **IV_BASELINE)), unassessed, rule=rule)
+    reason = open_.endpoint["reason"]
+    assert open_.endpoint["value"] is None and reason.startswith("not decided: ")
+    assert reason.count("class_fu could be") == 1, reason
+
+
 # ------------------------------------------------------------------ decide from bounds (§3.3)
 
 

@@ -212,13 +212,19 @@ def evaluate(rule: Mapping[str, Any], fields: PairFields, open_: list[str] | Non
         result = _class_test(options, op, wanted)
         if result is None and open_ is not None:
             shown = " or ".join("+".join(c for c in _CLASSES if c in o) for o in options)
-            open_.append(f"{field} could be {shown} ({fields.why_open[field]})")
+            _note(open_, f"{field} could be {shown} ({fields.why_open[field]})")
     else:
         lo, hi = fields.numbers[field]
         result = _compare(lo, hi, op, value)
         if result is None and open_ is not None:
-            open_.append(f"{field} lies in {lo}-{hi}")
+            _note(open_, f"{field} lies in {lo}-{hi}")
     return result
+
+
+def _note(open_: list[str], condition: str) -> None:
+    """Collect an open condition once: a field a rule tests twice is open for one reason."""
+    if condition not in open_:
+        open_.append(condition)
 
 
 def rule_text(rule: Mapping[str, Any]) -> str:
