@@ -170,7 +170,10 @@ def check_output_file(target: str | os.PathLike[str], overwrite: bool = False) -
         raise InputError(f"{target}: is a folder; give a file name")
     outside_results(path)
     if path.exists() and not overwrite:
-        raise InputError(f"{target}: file already exists (use --overwrite to replace it)")
+        raise InputError(
+            f"{target}: file already exists (use --overwrite, or overwrite=True in Python, to "
+            "replace it)"
+        )
     _writable_parent(path)
     return path
 
@@ -195,7 +198,8 @@ def check_output_dir(
     if path.is_dir():
         if not overwrite:
             raise InputError(
-                f"{target}: output folder already exists (use --overwrite to replace it)"
+                f"{target}: output folder already exists (use --overwrite, or overwrite=True in "
+                "Python, to replace it)"
             )
         if marker and any(path.iterdir()) and not (path / marker).is_file():
             raise InputError(

@@ -323,7 +323,8 @@ def _confirm(
         who = result["confirmation"]["pathologist"]
         raise ResultError(
             f"{folder}: revision {result['revision']} is already confirmed by {who}; "
-            "a confirmed result is immutable (review it with --supersede to start a new revision)"
+            "a confirmed result is immutable (review it with --supersede, supersede=True in "
+            "Python, to start a new revision)"
         )
     gaps = unsigned_gaps(result)
     if gaps:
@@ -366,7 +367,7 @@ def add_addendum(
     folder = real_path(result_dir, "add_addendum")
     who = _name(pathologist, "add an addendum")
     if not isinstance(text, str) or not text.strip():
-        raise InputError("an addendum needs its text (--text)")
+        raise InputError("an addendum needs its text (--text, or text= in Python)")
     check_free_text(text, "an addendum")
     with exclusive(folder):
         verify(folder)
@@ -375,7 +376,8 @@ def add_addendum(
         if result["status"] != "confirmed":
             raise ResultError(
                 f"{folder}: revision {result['revision']} is not signed out; addenda follow a "
-                "confirmed report (put a draft's remarks in its comment: lnpath review --comment)"
+                "confirmed report (put a draft's remarks in its comment: lnpath review "
+                "--comment, or review(comment=...) in Python)"
             )
         at = _now()
         entry = {"text": text.strip(), "by": who, "at": at}
