@@ -293,11 +293,29 @@ def test_text_reprs_are_one_short_line(slide: Any, gloms: Any, result: Any) -> N
         gloms,
         result,
         result.score,
+        result.score.activity,
+        result.score.isn_rps_class,
+        *result.score.chronicity.components.values(),
     ):
         _short(repr(obj))
     assert "array" not in repr(tissue)
     score = result.score
     assert f"AI {score.activity.total}" in repr(score) or "AI not" in repr(score)
+    fibrosis = score.chronicity.components["interstitial_fibrosis"]
+    assert repr(fibrosis).startswith("Component(interstitial fibrosis: ")
+    assert repr(score.isn_rps_class) == f"ClassProposal({score.isn_rps_class.label})"
+
+
+def test_an_index_and_a_class_show_as_a_table_and_words(result: Any) -> None:
+    """``score.activity`` in a cell showed the dataclass dump of every component."""
+    score = result.score
+    table = score.activity._repr_html_()
+    assert "Modified NIH activity index" in table and table.count("<tr>") == 1 + len(
+        score.activity.components
+    )
+    assert "Modified NIH chronicity index" in score.chronicity._repr_html_()
+    words = score.isn_rps_class._repr_html_()
+    assert score.isn_rps_class.label.replace("&", "&amp;") in words
 
 
 def test_biopsy_score_html_has_component_tables_with_n_of_n(result: Any) -> None:

@@ -73,6 +73,19 @@ class ClassProposal:
     legacy_2003: dict[str, Any] | None = None
     determined: bool = True
 
+    def __repr__(self) -> str:  # the label a pathologist reads, not 13 fields
+        return f"ClassProposal({self.label})"
+
+    def _repr_html_(self) -> str:
+        from lnpath.core import views
+
+        needs = ", ".join(self.needs_if_em)
+        return views.block(
+            views.para(f"ISN/RPS: {self.label}", bold=True),
+            views.para(self.rationale),
+            views.para(f"Needs IF/EM: {needs}") if needs else "",
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``legacy_2003`` only in that mode)."""
         legacy = {"legacy_2003": dict(self.legacy_2003)} if self.legacy_2003 else {}

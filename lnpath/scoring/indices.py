@@ -97,6 +97,11 @@ class Component:
         """Score times weight, or None when not assessed."""
         return None if self.score is None else self.score * self.weight
 
+    def __repr__(self) -> str:  # one line in a notebook, not the dataclass's 13 fields
+        from lnpath.scoring.views import component_repr
+
+        return component_repr(self)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (keys of the team contract plus basis/range/note)."""
         return {
@@ -151,6 +156,17 @@ class IndexScore:
     def not_assessed(self) -> list[str]:
         """Components that did not enter the total."""
         return [name for name, c in self.components.items() if not c.assessed]
+
+    def __repr__(self) -> str:
+        from lnpath.scoring.views import index_repr
+
+        return index_repr(self)
+
+    def _repr_html_(self) -> str:
+        """The component table, as the score's own view shows it."""
+        from lnpath.scoring.views import index_table, index_title
+
+        return index_table(index_title(self), self)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -34,6 +34,26 @@ def index_total(index: IndexScore) -> str:
     return f"{low}–{high}/{index.maximum} (incomplete)"
 
 
+def index_title(index: IndexScore) -> str:
+    """Which index this is, from its maximum (24: activity, 12: chronicity)."""
+    return f"Modified NIH {'activity' if index.maximum == 24 else 'chronicity'} index"
+
+
+def index_repr(index: IndexScore) -> str:
+    """One line: the total (or the range an incomplete index can take) and what is missing."""
+    missing = len(index.not_assessed)
+    gap = f", {missing} of {len(index.components)} components not assessed" if missing else ""
+    kind = "activity" if index.maximum == 24 else "chronicity"
+    return f"IndexScore({kind} {index_total(index)}{gap})"
+
+
+def component_repr(c: Component) -> str:
+    """One line: n/N (or the %), the band or "not assessed", the weight."""
+    amount = _amount(c) or "no measurement"
+    band = f"band {c.score}" if c.assessed and c.score is not None else "not assessed"
+    return f"Component({label(c.name)}: {amount}, {band}, ×{c.weight})"
+
+
 def class_text(score: BiopsyScore) -> str:
     """The class proposal in a few words."""
     proposal = score.isn_rps_class.proposal
@@ -88,8 +108,8 @@ def score_body(score: BiopsyScore, signed_class: str | None = None) -> str:
     parts = [
         views.para(class_line, bold=True),
         views.para(f"Adequacy: {score.adequacy.status} — {score.adequacy.message}"),
-        index_table("Modified NIH activity index", score.activity_index),
-        index_table("Modified NIH chronicity index", score.chronicity_index),
+        index_table(index_title(score.activity_index), score.activity_index),
+        index_table(index_title(score.chronicity_index), score.chronicity_index),
     ]
     missing = score.activity_index.not_assessed + score.chronicity_index.not_assessed
     if missing:
