@@ -436,6 +436,8 @@ def test_saving_again_after_an_exclusion_and_including_it_again(
     # the saved table's empty exclusion cells were read back as exclusions named "nan"
     click_glomerulus(page, 3)
     page.keyboard.press("n")
+    # every lesion has a call now, the machine's or a person's: "all called", not "decided"
+    assert "all called" in page.locator('#glomeruli-list tr[data-gid="3"]').text_content()
     assert save(page) == "saved revision 3"
     # and including again was dropped as "the edits change nothing"
     click_glomerulus(page, 5)

@@ -444,7 +444,7 @@ function renderList() {
   },
     el("td", { class: value(g, "exclusion") ? "excluded" : "" }, `G${g.id}`),
     el("td", {}, (w.preview && w.preview.main_calls[g.id]) || g.main_call),
-    el("td", { class: "muted" }, undecided(g) ? "undecided" : "decided")));
+    el("td", { class: "muted" }, undecided(g) ? "undecided" : "all called")));  // by the machine or a person: not "decided"
   node.append(el("table", {}, el("tbody", {}, rows)));
 }
 
