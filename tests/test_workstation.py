@@ -271,6 +271,32 @@ def test_drawing_a_missed_glomerulus_changes_n(result: Path, serve: Any, context
     page.wait_for_selector(f'#overlay polygon[data-gid="{n + 1}"]')
 
 
+def test_keyboard_focus_stays_on_a_call_and_esc_closes_the_sign_out_question(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """A call pressed from the keyboard rebuilt the panel and dropped focus to the page, so Tab
+    started over; Esc did not close the sign-out question."""
+    server = serve(result)
+    page = open_page(context, server)
+    click_glomerulus(page, 3)
+    button = '[data-lesion="fibrinoid_necrosis"] [data-value="present"]'
+    page.focus(button)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"{button}.on")
+    assert page.evaluate(f"document.activeElement === document.querySelector('{button}')")
+    page.keyboard.press("Tab")  # on to "absent" of the same lesion, not back to the top
+    assert page.evaluate("document.activeElement.dataset.value") == "absent"
+    page.keyboard.press("Control+s")
+    page.wait_for_function("document.getElementById('message').textContent === 'saved revision 2'")
+    page.click("#signout")
+    assert page.locator("#signout-panel").is_visible()
+    page.keyboard.press("Escape")
+    assert page.locator("#signout-panel").is_hidden()
+    assert page.evaluate("document.activeElement.id") == "signout"
+    assert lnpath.SlideResult.load(result).status == "provisional"  # nothing signed
+    assert not page.errors
+
+
 def test_sign_out_confirms_the_saved_revision(result: Path, serve: Any, context: Any) -> None:
     server = serve(result)
     page = open_page(context, server, name="Dr Sign")

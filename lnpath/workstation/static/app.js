@@ -397,7 +397,26 @@ function callButtons(g, lesion) {
     }, text)));
 }
 
+// a control pressed from the keyboard is rebuilt with its panel: the selector of its successor,
+// so that focus stays there instead of falling back to the page (Tab would start over)
+function focusedControl(node) {
+  const active = document.activeElement;
+  if (!active || active === node || !node.contains(active)) return null;
+  const calls = active.closest("[data-lesion]");
+  if (calls && active.dataset.value) {
+    return `[data-lesion="${CSS.escape(calls.dataset.lesion)}"] [data-value="${CSS.escape(active.dataset.value)}"]`;
+  }
+  return active.id ? `#${CSS.escape(active.id)}` : null;
+}
+
 function renderGlomerulus() {
+  const refocus = focusedControl($("glomerulus"));
+  buildGlomerulus();
+  const successor = refocus && $("glomerulus").querySelector(refocus);
+  if (successor) successor.focus();
+}
+
+function buildGlomerulus() {
   const w = W();
   const node = clear($("glomerulus"));
   const g = w.selected !== null ? glom(w.selected) : null;
@@ -723,6 +742,12 @@ function askSignOut() {
   $("signout-confirm").focus();  // Enter confirms, Tab reaches Cancel
 }
 
+// Cancel or Esc: nothing signed, focus back where the sign-out was asked for
+function closeSignOut() {
+  $("signout-panel").hidden = true;
+  $("signout").focus();
+}
+
 async function signOut() {
   const w = W();
   $("signout-panel").hidden = true;
@@ -823,7 +848,7 @@ const HELP = [
   ["x", "exclude: not a glomerulus"], ["i", "exclude: ischemic/obsolescent"],
   ["j / →", "next glomerulus"], ["k / ←", "previous glomerulus"],
   ["u", "next undecided (least certain first)"], ["d", "draw a missed glomerulus"],
-  ["Enter / Esc", "finish / cancel the outline"], ["Ctrl+S", "save"], ["?", "this help"],
+  ["Enter / Esc", "finish / cancel the outline; Esc also closes the sign-out question"], ["Ctrl+S", "save"], ["?", "this help"],
 ];
 
 function onKey(event) {
@@ -840,6 +865,7 @@ function onKey(event) {
   if (event.key === "s" && (event.ctrlKey || event.metaKey)) save();
   else if (drawing && event.key === "Enter") stopDrawing(true);
   else if (drawing && event.key === "Escape") stopDrawing(false);
+  else if (event.key === "Escape" && !$("signout-panel").hidden) closeSignOut();
   else if (event.ctrlKey || event.metaKey || event.altKey) handled = false;
   else if (digit && g) {
     const lesion = META.lesions[Number(digit[1]) - 1].lesion;
@@ -878,7 +904,7 @@ async function main() {
   $("save").onclick = save;
   $("signout").onclick = askSignOut;
   $("signout-confirm").onclick = signOut;
-  $("signout-cancel").onclick = () => { $("signout-panel").hidden = true; };
+  $("signout-cancel").onclick = closeSignOut;
   $("draw").onclick = startDrawing;
   $("draw-finish").onclick = () => stopDrawing(true);
   $("help-button").onclick = () => $("help").showModal();
