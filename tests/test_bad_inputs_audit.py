@@ -161,6 +161,14 @@ def test_a_cortex_file_with_an_unknown_key(tmp_path: Path) -> None:
     assert_one_line_error(proc, str(cortex), "tubular_atrophie", "known:", "tubular_atrophy")
 
 
+def test_lnpath_score_slide_is_the_score_command(tmp_path: Path) -> None:
+    """The README's command typed after ``lnpath`` was "invalid choice: 'score_slide'"."""
+    for name in ("score_slide", "score-slide"):
+        proc = lnpath_cli(name, tmp_path / "missing.svs")
+        assert "invalid choice" not in proc.stderr
+        assert_one_line_error(proc, "missing.svs")
+
+
 def test_a_cortex_path_that_is_no_regular_file(tmp_path: Path) -> None:
     """/dev/null was called "no such cortex file", sending the user looking for a typo."""
     proc = lnpath_cli("score-findings", _findings_csv(tmp_path), "--cortex", "/dev/null")

@@ -74,8 +74,12 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``lnpath COMMAND ...``."""
-    return _run(build_parser(), argv)
+    """``lnpath COMMAND ...``; ``lnpath score_slide`` (the README's command name typed after
+    ``lnpath``) runs ``lnpath score``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["score_slide"], ["score-slide"]):
+        args[0] = "score"
+    return _run(build_parser(), args)
 
 
 def score_slide_main(argv: Sequence[str] | None = None) -> int:
