@@ -100,3 +100,22 @@ def test_right_to_left_text_cannot_reorder_the_signature_beside_it(
     assert "(<bdi>Dr B</bdi>," in report
     signed_by = json.loads((folder / "result.json").read_text())["confirmation"]["pathologist"]
     assert f"Electronically signed by <bdi>{signed_by}</bdi>" in report
+
+
+def test_an_addendum_to_a_superseded_sign_out_says_so(
+    confirmed_template: Path, copy_result: Callable[[Path], Path]
+) -> None:
+    """A revision that supersedes a signed one carries that sign-out's addenda (the audit trail
+    holds them); the report names the revision each was added to, so none reads as its own."""
+    folder = copy_result(confirmed_template)
+    lnpath.add_addendum(folder, TEXT, pathologist="Dr B")
+    lnpath.review(folder, pathologist="Dr C", cortex={"interstitial_fibrosis": 0.3}, supersede=True)
+    earlier = "<b>Addendum</b> to revision 1, a superseded sign-out (<bdi>Dr B</bdi>,"
+    assert earlier in (folder / "report.html").read_text()
+    lnpath.confirm(folder, pathologist="Dr C")
+    lnpath.add_addendum(folder, "Second look agrees.", pathologist="Dr C")
+    report = (folder / "report.html").read_text()
+    assert earlier in report
+    assert "<b>Addendum</b> (<bdi>Dr C</bdi>," in report  # this revision's own addendum
+    assert report.count("<b>Addendum</b>") == 2
+    assert lnpath.verify(folder).status == "confirmed"

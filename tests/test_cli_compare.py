@@ -183,6 +183,32 @@ def test_real_folders_incomplete_indices_are_not_evaluable(real_pair, tmp_path: 
 
 
 @pytest.mark.slow
+def test_real_response_page_shows_no_count_for_what_was_not_assessed(real_pair, tmp_path: Path):
+    """The demo's morphometry leaves necrosis unassessed: its row shows a dash, not the 0/N of
+    nothing counted; every printed page names the patient, the endpoint and its status."""
+    import html
+    import re
+
+    out = tmp_path / "o"
+    assert main(["compare", str(real_pair[0]), str(real_pair[1]), "--out", str(out)]) == 0
+    data = json.loads((out / "response.json").read_text())
+    necrosis = data["followup"]["activity_index"]["components"]["fibrinoid_necrosis"]
+    assert necrosis["assessed"] is False and necrosis["n"] == 0  # what the page must not show
+    page = (out / "response.html").read_text()
+    row = re.search(r"<tr><td>fibrinoid necrosis</td>(.*?)</tr>", page)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1)) if row else []
+    assert cells == ["×2", "—", "not assessed", "—", "not assessed", "—"]
+    assert "proliferative resolved: None" not in page
+    assert "h2{font-size:1.1em;margin:1.2em 0 .4em;break-after:avoid}" in page  # kept with table
+    assert ".lnr tr{break-inside:avoid}" in page  # a printed row is never cut in two
+    footer = re.search(r'@bottom-left \{ content: "([^"]*)"', page)
+    assert footer and re.fullmatch(r"[A-Za-z0-9 \\]*", footer.group(1))
+    said = re.sub(r"\\([0-9a-f]{1,6}) ?", lambda m: chr(int(m.group(1), 16)), footer.group(1))
+    assert said == "Patient DEMO-1 · composite_histologic_responder: not evaluable"
+    assert html.escape("DEMO-1") in page
+
+
+@pytest.mark.slow
 def test_real_confirmed_folders_are_final_and_tampering_is_caught(real_pair, tmp_path: Path):
     import inspect
     import shutil

@@ -281,3 +281,48 @@ def test_a_results_own_geojson_scores_as_written(result: lnpath.SlideResult) -> 
     assert table.attrs["excluded"] == [] and len(table) == len(result.findings)
     for lesion in LESIONS:
         assert table[lesion].tolist() == result.findings[lesion].astype("boolean").tolist()
+
+
+def _css_unescape(text: str) -> str:
+    return re.sub(r"\\([0-9a-fA-F]{1,6}) ?", lambda m: chr(int(m.group(1), 16)), text)
+
+
+def test_every_printed_page_says_whose_slide_and_that_it_is_a_draft(
+    result: lnpath.SlideResult,
+) -> None:
+    """The status sits in the diagnosis block on page 1; each printed page's foot repeats it,
+    with the patient, slide and revision, in a CSS string no typed name can break out of."""
+    text = result.report_path.read_text(encoding="utf-8")
+    footer = re.search(r'@bottom-left \{ content: "([^"]*)"', text)
+    assert footer and re.fullmatch(r"[A-Za-z0-9 \\]*", footer.group(1))
+    assert _css_unescape(footer.group(1)) == (
+        f"Patient {INJECTED} · Slide demo_biopsy.tiff · revision 1 · "
+        "PROVISIONAL: computer-assisted draft pending pathologist review"
+    )
+    assert 'counter(page) " of " counter(pages)' in text
+
+
+def test_changes_name_the_class_the_findings_give_beside_the_pathologists(
+    result: lnpath.SlideResult, tmp_path: Path
+) -> None:
+    """A review that sets the class and changes the findings: the re-scored class in the change
+    list is the findings' class, not a second, different "ISN/RPS class" beside the diagnosis."""
+    import shutil
+
+    folder = Path(shutil.copytree(result.folder, tmp_path / "r"))
+    table = pd.read_csv(folder / "findings.csv", dtype=str, keep_default_na=False)
+    table[list(LESIONS)] = "false"
+    table.loc[:2, "endocapillary_hypercellularity"] = "true"  # a focal proliferative lesion
+    table.to_csv(tmp_path / "assessed.csv", index=False)
+    after = lnpath.review(
+        folder,
+        pathologist="Dr B",
+        findings=tmp_path / "assessed.csv",
+        class_override={"class": "V", "reason": "IF/EM: subepithelial deposits"},
+    )
+    machine = after.to_dict()["scores"]["isn_rps_class"]["proposal"]
+    assert machine and machine != "V"
+    report = html.unescape((folder / "report.html").read_text(encoding="utf-8"))
+    assert "Lupus nephritis, ISN/RPS class V;" in report
+    assert f"<li>ISN/RPS class from the findings: none → {machine}</li>" in report
+    assert "<li>ISN/RPS class:" not in report

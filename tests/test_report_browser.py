@@ -119,6 +119,28 @@ def test_report_prints_on_a4_and_letter_in_six_pages(page: Any, artefacts: Path)
     assert cards and set(cards) == {"avoid"}, cards
 
 
+def test_every_printed_page_keeps_the_status(page: Any, artefacts: Path) -> None:
+    """A page of the printout read alone still says draft or signed (and by whom), and which
+    page of how many it is."""
+    import io
+
+    from pypdf import PdfReader
+
+    page.emulate_media(media="print")
+    pdf = page.pdf(format="A4", print_background=True)
+    texts = [p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages]
+    status = (
+        f"Electronically signed by {PATHOLOGIST}"
+        if page.report_kind == "confirmed"
+        else "PROVISIONAL: computer-assisted draft pending pathologist review"
+    )
+    for number, text in enumerate(texts, 1):
+        flat = " ".join(text.split())
+        assert status in flat, f"page {number} of the {page.report_kind} report lost its status"
+        assert f"page {number} of {len(texts)}" in flat and "demo_biopsy" in flat
+    (artefacts / f"{page.report_kind}-footer.pdf").write_bytes(pdf)
+
+
 def test_report_has_no_serious_accessibility_violations(page: Any) -> None:
     if not AXE.is_file():
         pytest.fail(f"{AXE} missing: run python scripts/build_axe.py")

@@ -18,6 +18,16 @@ _TABLE = "border-collapse:collapse;margin:4px 0 8px 0"
 _CELL = "border:1px solid #ccc;padding:2px 6px;text-align:left"
 
 
+def css_text(text: str) -> str:
+    """``text`` for inside a double-quoted CSS string (a printed page's footer): every character
+    but ASCII letters, digits and spaces as a hex escape (its closing space is part of it), so a
+    slide or pathologist name can neither close the string nor the ``<style>`` element, and HTML
+    escaping leaves it as it is."""
+    return "".join(
+        c if c.isascii() and (c.isalnum() or c == " ") else f"\\{ord(c):x} " for c in text
+    )
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = "") -> str:
     """An escaped HTML table; ``None`` cells read as an en dash."""
     head = "".join(f'<th style="{_CELL}">{escape(str(h))}</th>' for h in header)

@@ -252,7 +252,12 @@ def _vessels(biopsy: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-_FIELD_WORDS = {"ISN/RPS class proposal": "ISN/RPS class"}
+# the re-scored class is the one the findings give; a class the pathologist sets is its own line
+# ("class set by the pathologist"), so a bare "ISN/RPS class" beside a different diagnosis misleads
+_FIELD_WORDS = {
+    "ISN/RPS class proposal": "ISN/RPS class from the findings",
+    "ISN/RPS class": "ISN/RPS class from the findings",
+}
 _VALUE_WORDS = {"not proposed": "none"}
 
 

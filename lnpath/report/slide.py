@@ -19,6 +19,7 @@ import jinja2
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
+from lnpath.core.views import css_text
 from lnpath.report.appendix import _legacy, _machine_notes, _measure_table, _provenance
 from lnpath.report.assets import Assets
 from lnpath.report.charts import evidence_charts
@@ -81,6 +82,41 @@ def _stains_text(slide_stain: str | None, biopsy: Mapping[str, Any]) -> str:
         return text
     names = [STAIN_LABELS[k] for k in STAIN_LABELS if k in examined] or ["none recorded"]
     return f"{text}; stains examined: {', '.join(names)}"
+
+
+def _print_footer(result: Mapping[str, Any]) -> str:
+    """What every printed page says at its foot: which slide, which revision, signed or draft.
+
+    The diagnosis block says it once, on page 1; a page printed or copied alone must still say
+    whether it is a signed report or a draft.
+    """
+    parts = [f"Slide {result['slide'].get('name')}", f"revision {result.get('revision')}"]
+    if result.get("patient_id"):
+        parts.insert(0, f"Patient {result['patient_id']}")
+    return css_text(" · ".join([*parts, status_text(result)]))
+
+
+def _addenda(result: Mapping[str, Any], audit: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The addenda, each naming the signed revision it was added to when that is an earlier,
+    superseded one (a revised report carries them, and they must not read as its own)."""
+    revision_of = {
+        (e.get("at"), e.get("by"), e.get("text")): e.get("revision")
+        for e in audit
+        if e.get("event") == "addendum"
+    }
+    rows = []
+    for a in result.get("addenda") or []:
+        revision = revision_of.get((a.get("at"), a.get("by"), a.get("text")))
+        earlier = revision is not None and revision != result.get("revision")
+        rows.append(
+            {
+                "text": a.get("text"),
+                "by": a.get("by"),
+                "at": _when(a.get("at")),
+                "to": f"revision {revision}, a superseded sign-out" if earlier else None,
+            }
+        )
+    return rows
 
 
 def render_report(
@@ -177,10 +213,8 @@ def render_report(
         "em_lines": em_lines,
         "vessel_rows": _vessels(biopsy),
         "comment": result.get("comment"),
-        "addenda": [
-            {"text": a.get("text"), "by": a.get("by"), "at": _when(a.get("at"))}
-            for a in result.get("addenda") or []
-        ],
+        "addenda": _addenda(result, audit),
+        "print_footer": _print_footer(result),
         "signature": {
             "signed": confirmed,
             "by": confirmation.get("pathologist"),

@@ -24,12 +24,13 @@ from lnpath.core.svg import (
     svg_text,
     svg_uri,
 )
+from lnpath.core.views import css_text
 from lnpath.response.rules import rule_text
 
 _STYLE = """
 .lnr{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#1d2330;max-width:1100px}
-.lnr h1{font-size:1.4em;margin:.2em 0}.lnr h2{font-size:1.1em;margin:1.2em 0 .4em}
-.lnr table{border-collapse:collapse;margin:.3em 0;font-size:.92em}
+.lnr h1{font-size:1.4em;margin:.2em 0}.lnr h2{font-size:1.1em;margin:1.2em 0 .4em;break-after:avoid}
+.lnr table{border-collapse:collapse;margin:.3em 0;font-size:.92em}.lnr tr{break-inside:avoid}
 .lnr th,.lnr td{border:1px solid #ccd2dc;padding:3px 8px;text-align:left;vertical-align:top}
 .lnr th{background:#eef1f6}.lnr td.num{text-align:right;font-variant-numeric:tabular-nums}
 .lnr .badge{display:inline-block;padding:2px 10px;border-radius:10px;font-weight:600}
@@ -68,6 +69,9 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
 
 
 def _count(c: Mapping[str, Any]) -> str:
+    """``n/N`` or a cortex %; a dash when not assessed (its ``n`` of 0 counted nothing)."""
+    if c.get("assessed") is False:
+        return "—"
     n, total = c.get("n"), c.get("N")
     if n is None or total is None:
         return "—" if c.get("fraction") is None else f"{100 * c['fraction']:.0f}%"
@@ -124,7 +128,9 @@ def _panel(panel: Mapping[str, Mapping[str, Any]]) -> str:
         value = rec.get("value") if rec.get("evaluable") else "not evaluable"
         extra = [rec.get("reason") or "", *(rec.get("flags") or [])]
         if "proliferative_resolved" in rec and name == "class_transition":
-            extra.append(f"proliferative resolved: {rec['proliferative_resolved']}")
+            got = rec["proliferative_resolved"]  # True, False, "not_applicable" or None
+            said = {None: "not decided", True: "yes", False: "no"}.get(got, str(got))
+            extra.append(f"proliferative resolved: {said.replace('_', ' ')}")
         rows.append([name, value, rec.get("rule"), "; ".join(x for x in extra if x)])
     return _table(["output", "value", "rule", "notes"], rows)
 
@@ -377,12 +383,31 @@ def render_fragment(data: Mapping[str, Any]) -> str:
     return f'<div class="lnr"><style>{_STYLE}</style>{"".join(body)}</div>'
 
 
+_STATUS_WORDS = {"final": " · final: both biopsies confirmed", "provisional": " · PROVISIONAL"}
+_FONT = 'font: 7.5pt system-ui, "DejaVu Sans", sans-serif'
+
+
+def _print_style(data: Mapping[str, Any]) -> str:
+    """Each printed page's foot says whose comparison, the endpoint and whether it is final (the
+    badge says it once, on page 1; a page of a trial's printout read alone must too)."""
+    endpoint, status = data["endpoint"], str(data["status"])
+    value = endpoint.get("value") if status != "not_evaluable" else "not evaluable"
+    foot = f"Patient {data['baseline'].get('patient_id') or 'not recorded'} · "
+    foot += f"{endpoint.get('name')}: {value}{_STATUS_WORDS.get(status, '')}"
+    return (
+        f'@media print {{ @page {{ margin: 12mm 12mm 14mm; @bottom-left {{ content: "'
+        f'{css_text(foot)}"; {_FONT}; }} @bottom-right {{ content: "page " counter(page) '
+        f'" of " counter(pages); {_FONT}; }} }} }}'
+    )
+
+
 def render_html(data: Mapping[str, Any]) -> str:
     """A complete, self-contained HTML document (no external assets)."""
     title = f"lnpath response – {data['baseline'].get('patient_id') or 'comparison'}"
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title></head><body>{render_fragment(data)}</body></html>\n"
+        f"<title>{_e(title)}</title><style>{_print_style(data)}</style></head>"
+        f"<body>{render_fragment(data)}</body></html>\n"
     )
 
 
