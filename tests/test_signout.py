@@ -519,10 +519,17 @@ def test_exclusions_ischemic_and_not_a_glomerulus(result_dir: Path, tmp_path: Pa
     text = _report_text(result_dir)
     assert "ischemic" in text.lower() or "ischaemic" in text.lower()
     assert "not a glomerulus" in text.lower()
+    # a glomerulus not excluded before was "not assessed" in the change list, as a missing call
+    logged = {c["field"]: c for c in result.to_dict()["changes"] if c["glomerulus"] == ids[0]}
+    assert (logged["exclusion"]["before"], logged["exclusion"]["after"]) == ("none", "ischemic")
 
     # undoing an exclusion by the Python API brings the glomerulus back
     lnpath.review(result_dir, pathologist=PATHOLOGIST, exclusions={ids[1]: ""})
     assert lnpath.SlideResult.load(result_dir).to_dict()["scores"]["adequacy"]["n_glomeruli"] == n
+    override = {"class": "IV", "reason": "active lesions on deeper levels"}
+    changes = lnpath.review(result_dir, pathologist=PATHOLOGIST, class_override=override)
+    (logged,) = [c for c in changes.to_dict()["changes"] if "class set" in c["field"]]
+    assert logged["before"] == "none" and logged["after"].startswith("IV (")
 
 
 def test_sclerosis_is_said_to_be_taken_as_lupus_related(result_dir: Path, tmp_path: Path) -> None:

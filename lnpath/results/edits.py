@@ -119,6 +119,8 @@ class Edit:
             return
         self.table.at[index, column] = pd.NA if after is None else after
         label = LESION_LABELS.get(column, column.replace("_", " "))
+        if text:  # an exclusion or extent left empty is "none", not a call "not assessed"
+            before, after = before or "none", after or "none"
         self.log(gid, label, before, after, source)
 
 

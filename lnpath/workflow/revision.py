@@ -291,5 +291,5 @@ def _stated(value: Any) -> Any:
     return "not stated" if value is None else value
 
 
-def _override_text(override: Mapping[str, Any] | None) -> str | None:
-    return f"{override['class']} ({override['reason']})" if override else None
+def _override_text(override: Mapping[str, Any] | None) -> str:
+    return f"{override['class']} ({override['reason']})" if override else "none"
