@@ -326,3 +326,14 @@ def test_changes_name_the_class_the_findings_give_beside_the_pathologists(
     assert "Lupus nephritis, ISN/RPS class V;" in report
     assert f"<li>ISN/RPS class from the findings: none → {machine}</li>" in report
     assert "<li>ISN/RPS class:" not in report
+
+
+def test_a_signed_report_calls_the_lesion_calls_confirmed_not_unreviewed(
+    demo_result_template: Path, confirmed_template: Path
+) -> None:
+    """The signed report still said the machine's negative calls were unreviewed."""
+    draft = (demo_result_template / "report.html").read_text(encoding="utf-8")
+    signed = (confirmed_template / "report.html").read_text(encoding="utf-8")
+    assert "negative calls are unreviewed" in draft
+    assert "negative calls are unreviewed" not in signed
+    assert "confirmed by the pathologist at sign-out" in signed
