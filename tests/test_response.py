@@ -1010,3 +1010,23 @@ def test_report_charts_the_delta_distributions():
         assert sum(1 for b in bars.values() if b.get("stroke")) == 1
     # without distributions there is nothing to chart
     assert "image/svg+xml" not in render_html(compare(score(8), score(2)).to_dict())
+
+
+def test_html_names_the_patient_either_biopsy_records_and_components_in_words():
+    """The heading took the patient from the baseline only ("patient not recorded" though the
+    follow-up had an id), and an incomplete total listed raw snake_case names."""
+    bl = result(score(10), patient_id=None, biopsy_date="2023-01-01")
+    fu = result(score(2), patient_id="P7", biopsy_date="2024-01-01")
+    page = compare(bl, fu).to_html()
+    assert "Histological response: P7" in page and "patient not recorded" not in page
+    from lnpath.core.findings import LESIONS
+
+    scoring = _scoring()
+    table = pd.DataFrame({"glomerulus_id": range(12)})
+    for lesion in LESIONS:
+        table[lesion] = pd.array([False] * 12, dtype="boolean")
+    table["fibrinoid_necrosis"] = pd.array([pd.NA] * 12, dtype="boolean")
+    open_fu = scoring.score_findings(table, cortex=CORTEX)
+    page = compare(scoring.score_findings(table.fillna(True), cortex=CORTEX), open_fu).to_html()
+    assert "incomplete (not assessed: fibrinoid necrosis)" in page
+    assert "incomplete (not assessed: fibrinoid_necrosis)" not in page

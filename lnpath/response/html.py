@@ -8,23 +8,12 @@ a saved response.json can be re-rendered later without the inputs. Every value i
 from __future__ import annotations
 
 import html
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lnpath.core.svg import (
-    BOTTOM,
-    HEIGHT,
-    LEFT,
-    RIGHT,
-    TOP,
-    WIDTH,
-    svg_document,
-    svg_frame,
-    svg_text,
-    svg_uri,
-)
+from lnpath.core.svg import svg_uri
 from lnpath.core.views import css_text
+from lnpath.response.charts import delta_chart
 from lnpath.response.rules import rule_text
 
 _STYLE = """
@@ -116,9 +105,15 @@ def _components(data: Mapping[str, Any], key: str, title: str) -> str:
     )
 
 
+def _patient(data: Mapping[str, Any]) -> str | None:
+    """The pair's patient: the baseline's id, else the follow-up's (one may not record it)."""
+    return data["baseline"].get("patient_id") or data["followup"].get("patient_id")
+
+
 def _total(index: Mapping[str, Any]) -> str:
     if not index.get("complete"):
-        return f"incomplete (not assessed: {', '.join(index.get('not_assessed') or [])})"
+        names = [n.replace("_", " ") for n in index.get("not_assessed") or []]
+        return f"incomplete (not assessed: {', '.join(names)})"
     return f"{index['total']}/{index['max']}"
 
 
@@ -310,7 +305,7 @@ def render_fragment(data: Mapping[str, Any]) -> str:
     value = endpoint.get("value") if status != "not_evaluable" else "not evaluable"
     bl, fu = data["baseline"], data["followup"]
     head = (
-        f"<h1>Histological response: {_e(bl.get('patient_id') or 'patient not recorded')}</h1>"
+        f"<h1>Histological response: {_e(_patient(data) or 'patient not recorded')}</h1>"
         f'<p><span class="badge {_e(status)}">{_e(status)}</span> '
         f"preset <b>{_e(preset['name'])}</b>"
         + (
@@ -392,7 +387,7 @@ def _print_style(data: Mapping[str, Any]) -> str:
     badge says it once, on page 1; a page of a trial's printout read alone must too)."""
     endpoint, status = data["endpoint"], str(data["status"])
     value = endpoint.get("value") if status != "not_evaluable" else "not evaluable"
-    foot = f"Patient {data['baseline'].get('patient_id') or 'not recorded'} · "
+    foot = f"Patient {_patient(data) or 'not recorded'} · "
     foot += f"{endpoint.get('name')}: {value}{_STATUS_WORDS.get(status, '')}"
     return (
         f'@media print {{ @page {{ margin: 12mm 12mm 14mm; @bottom-left {{ content: "'
@@ -403,47 +398,9 @@ def _print_style(data: Mapping[str, Any]) -> str:
 
 def render_html(data: Mapping[str, Any]) -> str:
     """A complete, self-contained HTML document (no external assets)."""
-    title = f"lnpath response – {data['baseline'].get('patient_id') or 'comparison'}"
+    title = f"lnpath response – {_patient(data) or 'comparison'}"
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{_print_style(data)}</style></head>"
         f"<body>{render_fragment(data)}</body></html>\n"
     )
-
-
-def delta_chart(label: str, low: int, p: Sequence[float], observed: int | None) -> str | None:
-    """Bars of P(Δ = d) for an index change (follow-up − baseline), the observed Δ outlined.
-
-    Only the span holding all but 1e-4 of the probability is drawn, so a ΔAI on -24..24 with its
-    mass on -8..-2 stays readable. Returns None for an empty distribution.
-    """
-    values = [float(v) for v in p]
-    if not values or sum(values) <= 0:
-        return None
-    mass = [i for i, v in enumerate(values) if v > 1e-4]
-    first, last = min(mass), max(mass)
-    if observed is not None:
-        first, last = min(first, observed - low), max(last, observed - low)
-    first, last = min(first, -low), max(last, -low)  # always show Δ = 0
-    shown = range(first, last + 1)
-    y_max = max(0.2, math.ceil(max(values[i] for i in shown) * 5) / 5)  # a multiple of 0.2
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    step = plot_w / len(shown)
-    ticks = [y_max * k / 4 for k in range(5)]
-    body = svg_frame(f"P({label})", y_max, [round(t, 3) for t in ticks])
-    label_every = max(1, math.ceil(len(shown) / 25))
-    for j, i in enumerate(shown):
-        d, v = low + i, values[i]
-        x = LEFT + j * step
-        outline = " stroke='#111' stroke-width='2'" if d == observed else ""
-        fill = "#4a78b5" if d < 0 else "#b54a4a" if d > 0 else "#888888"
-        body.append(
-            f"<rect class='bar' data-delta='{d}' x='{x + 0.1 * step:.1f}' "
-            f"y='{TOP + plot_h * (1 - v / y_max):.1f}' width='{0.8 * step:.1f}' "
-            f"height='{plot_h * v / y_max:.1f}' fill='{fill}'{outline}/>"
-        )
-        if j % label_every == 0 or d in (0, observed):
-            body.append(svg_text(x + step / 2, HEIGHT - BOTTOM + 13, f"{d:+d}" if d else "0"))
-    note = f"; observed {observed:+d} outlined".replace("+0", "0") if observed is not None else ""
-    body.append(svg_text(LEFT + plot_w / 2, HEIGHT - 8, f"{label} (follow-up − baseline){note}"))
-    return svg_document(body, f"Distribution of {label}")
