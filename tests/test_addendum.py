@@ -29,6 +29,8 @@ def test_an_addendum_keeps_the_signature_and_reads_in_the_report(
     report = (folder / "report.html").read_text()
     assert "subepithelial" in report and "<subepithelial>" not in report  # escaped
     assert "Electronically signed" in report or "signed" in report.lower()
+    # added after the signature, so it follows it (it sat in the comment, above it)
+    assert report.index("subepithelial") > report.index('id="signature"')
     events = [json.loads(line) for line in (folder / "revisions" / "audit.jsonl").open()]
     assert events[-1]["event"] == "addendum" and events[-1]["text"] == TEXT
     check = lnpath.verify(folder)
