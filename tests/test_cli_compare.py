@@ -185,7 +185,8 @@ def test_real_folders_incomplete_indices_are_not_evaluable(real_pair, tmp_path: 
 @pytest.mark.slow
 def test_real_response_page_shows_no_count_for_what_was_not_assessed(real_pair, tmp_path: Path):
     """The demo's morphometry leaves necrosis unassessed: its row shows a dash, not the 0/N of
-    nothing counted; every printed page names the patient, the endpoint and its status."""
+    nothing counted, and the pathologist's not-evaluable reason; every printed page names the
+    patient, the endpoint and its status."""
     import html
     import re
 
@@ -197,7 +198,9 @@ def test_real_response_page_shows_no_count_for_what_was_not_assessed(real_pair, 
     page = (out / "response.html").read_text()
     row = re.search(r"<tr><td>fibrinoid necrosis</td>(.*?)</tr>", page)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1)) if row else []
-    assert cells == ["×2", "—", "not assessed", "—", "not assessed", "—"]
+    # both biopsies were signed with necrosis marked not evaluable: the reason, not a count
+    marked = "not evaluable: PAS section only"
+    assert cells == ["×2", "—", marked, "—", marked, "—"]
     assert "proliferative resolved: None" not in page
     assert "h2{font-size:1.1em;margin:1.2em 0 .4em;break-after:avoid}" in page  # kept with table
     assert ".lnr tr{break-inside:avoid}" in page  # a printed row is never cut in two

@@ -1030,3 +1030,15 @@ def test_html_names_the_patient_either_biopsy_records_and_components_in_words():
     page = compare(scoring.score_findings(table.fillna(True), cortex=CORTEX), open_fu).to_html()
     assert "incomplete (not assessed: fibrinoid necrosis)" in page
     assert "incomplete (not assessed: fibrinoid_necrosis)" not in page
+    # marked not evaluable at the follow-up's sign-out: the table gives the pathologist's reason
+    marked = result(
+        open_fu.to_dict(),
+        biopsy={"not_evaluable": {"fibrinoid_necrosis": "tangential section"}},
+        biopsy_date="2024-01-01",
+    )
+    base = result(scoring.score_findings(table.fillna(True), cortex=CORTEX).to_dict())
+    response = compare({**base, "biopsy_date": "2023-01-01"}, marked)
+    assert response.to_dict()["followup"]["not_evaluable"] == {
+        "fibrinoid_necrosis": "tangential section"
+    }
+    assert "not evaluable: tangential section" in response.to_html()

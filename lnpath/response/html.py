@@ -81,9 +81,9 @@ def _components(data: Mapping[str, Any], key: str, title: str) -> str:
                 name.replace("_", " "),
                 f"×{cb.get('weight')}",
                 _count(cb),
-                cb.get("score") if cb.get("assessed") else "not assessed",
+                _score(cb, name, data["baseline"]),
                 _count(cf),
-                cf.get("score") if cf.get("assessed") else "not assessed",
+                _score(cf, name, data["followup"]),
                 d.get("delta_weighted"),
             ]
         )
@@ -103,6 +103,14 @@ def _components(data: Mapping[str, Any], key: str, title: str) -> str:
         ["component", "weight", "baseline n/N", "score", "follow-up n/N", "score", "Δ weighted"],
         rows,
     )
+
+
+def _score(c: Mapping[str, Any], name: str, side: Mapping[str, Any]) -> Any:
+    """A component's score; unassessed, the pathologist's "not evaluable" reason where given."""
+    if c.get("assessed"):
+        return c.get("score")
+    reason = (side.get("not_evaluable") or {}).get(name)
+    return f"not evaluable: {reason}" if reason else "not assessed"
 
 
 def _patient(data: Mapping[str, Any]) -> str | None:

@@ -138,6 +138,8 @@ class BiopsySide:
     seal_verified: bool | None = None
     seal_message: str | None = None
     component_uncertainty: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: components the pathologist marked not evaluable, with the reason (biopsy ``not_evaluable``)
+    not_evaluable: dict[str, str] = field(default_factory=dict)
 
     @property
     def confirmed(self) -> bool:
@@ -170,6 +172,7 @@ class BiopsySide:
             "adequacy": {"status": self.adequacy_status, "n_glomeruli": self.n_glomeruli},
             "activity_index": self.activity.to_dict(),
             "chronicity_index": self.chronicity.to_dict(),
+            "not_evaluable": dict(self.not_evaluable),
         }
 
 
@@ -232,6 +235,7 @@ def side_from_result(data: Mapping[str, Any], source: str, error: type[Exception
         "confirmed_by": confirmed_by,
         "lnpath_version": data.get("lnpath_version"),
         "class_override": data.get("class_override"),
+        "not_evaluable": biopsy.get("not_evaluable") if isinstance(biopsy, Mapping) else None,
     }
     return _side_from_scores(scores, source, error, meta)
 
@@ -308,6 +312,7 @@ def _side_from_scores(
         confirmed_by=meta.get("confirmed_by"),
         slide_sha256=_opt_str(meta.get("slide_sha256")),
         component_uncertainty=dict(uncertainty.get("components") or {}),
+        not_evaluable={str(k): str(v) for k, v in (meta.get("not_evaluable") or {}).items()},
     )
 
 
