@@ -282,3 +282,24 @@ def test_batch_on_cuda_without_a_gpu_is_one_line_before_any_cluster(
     err = capsys.readouterr().err.strip()
     assert code != 0 and "CUDA requested but not available" in err and "\n" not in err
     assert not (out / "a").exists()  # nothing scored
+
+
+def test_biopsy_dates_are_compared_as_recorded(repo_dir: Path, tmp_path: Path) -> None:
+    """A date score_slide stores as YYYY-MM-DD (20240102, a parsed Timestamp) is the same date:
+    the cohort must not call the result tampered, nor a re-run call it stale."""
+    demo = repo_dir / "examples" / "demo_biopsy.tiff"
+    outlines = repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(HEADER + f"a,{demo},P1,0,{outlines},20240102\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert lnpath.score_batch(manifest, out, device="cpu").loc[0, "outcome"] == "scored"
+    assert json.loads((out / "a" / "result.json").read_text())["biopsy_date"] == "2024-01-02"
+    assert read_status(out).loc[0, "biopsy_date"] == "2024-01-02"
+    cohort = lnpath.cohort_table(out, pairs=False).set_index("slide_id")
+    assert (cohort.loc["a", "status"], cohort.loc["a", "integrity"]) == ("provisional", "ok")
+    assert lnpath.score_batch(manifest, out).loc[0, "outcome"] == "skipped"
+    parsed = pd.read_csv(manifest, parse_dates=["biopsy_date"], date_format="%Y%m%d")
+    assert lnpath.score_batch(parsed, out).loc[0, "outcome"] == "skipped"
+    status = out / "batch_status.csv"  # as a batch before this fix wrote it
+    status.write_text(status.read_text().replace("2024-01-02", "20240102"))
+    assert lnpath.cohort_table(out, pairs=False).loc[0, "integrity"] == "ok"

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from .conftest import lnpath_cli
 
@@ -113,3 +114,98 @@ def test_concurrent_status_merges_keep_every_row(tmp_path: Path) -> None:
     assert all(p.returncode == 0 for p in procs), errors
     rows = pd.read_csv(tmp_path / "batch_status.csv", dtype=str)
     assert sorted(rows["slide_id"]) == sorted(f"w{n}-{i}" for n in range(4) for i in range(10))
+
+
+def test_ctrl_c_on_a_local_cluster_says_interrupted_in_one_line(
+    repo_dir: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT to the whole process group) while two workers score: the batch says
+    "interrupted", not dask's tracebacks from workers that took the signal themselves."""
+    demo = repo_dir / "examples" / "demo_biopsy.tiff"
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"slide_id,path,patient_id,timepoint\ns1,{demo},P1,0\ns2,{demo},P2,0\n")
+    out = tmp_path / "batch"
+    command = [sys.executable, "-m", "lnpath", "batch", manifest, "--out", out]
+    proc = subprocess.Popen(
+        [*command, "--workers", "2", "--no-tta", "--device", "cpu"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as on a terminal
+    )
+    try:
+        while proc.poll() is None and not all((out / f".{s}.lock").exists() for s in ("s1", "s2")):
+            time.sleep(0.2)  # both slides are being scored once both hold their lock
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "lnpath: interrupted" in err
+    assert "Traceback" not in err and "CancelledError" not in err, err
+    assert not list(out.glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_overwrite_keeps_a_result_whose_result_json_is_unreadable(
+    repo_dir: Path, demo_result_template: Path, tmp_path: Path
+) -> None:
+    """A truncated result.json may have held a confirmation: --overwrite keeps the folder and
+    says why, without naming a confirmation ("confirmed by None") that nobody can see."""
+    out = tmp_path / "batch"
+    shutil.copytree(demo_result_template, out / "s1", symlinks=True)
+    result = out / "s1" / "result.json"
+    result.write_bytes(result.read_bytes()[:500])
+    before = result.read_bytes()
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "slide_id,path,patient_id,timepoint,glomeruli\n"
+        f"s1,{repo_dir / 'examples' / 'demo_biopsy.tiff'},P1,0,"
+        f"{repo_dir / 'examples' / 'demo_biopsy_glomeruli.geojson'}\n"
+    )
+    proc = lnpath_cli("batch", manifest, "--out", out, "--overwrite", "--device", "cpu")
+    assert proc.returncode == 1, proc.stderr
+    error = pd.read_csv(out / "batch_status.csv", dtype=str)["error"][0]
+    assert "cannot be read" in error and "--supersede" in error and "None" not in error, error
+    assert result.read_bytes() == before
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and two CPUs",
+)
+def test_local_cluster_fits_the_cpus_the_batch_may_use(slides_dir: Path, tmp_path: Path) -> None:
+    """On one CPU of a larger node (a SLURM array task, taskset) the batch started a worker per
+    node CPU, each scoring a slide at once: memory for all of them, time-sliced on one core."""
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "slide_id,path,patient_id,timepoint\n"  # each reaches a worker, and fails fast there
+        f"a,{slides_dir / 'broken.svs'},P1,0\nb,{slides_dir / 'unopenable.tiff'},P2,0\n"
+    )
+    out = tmp_path / "batch"
+    one_cpu = min(os.sched_getaffinity(0))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lnpath", "batch", manifest, "--out", out],
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}),
+    )
+    assert proc.returncode == 1, proc.stderr  # both slides failed, in a worker
+    status = pd.read_csv(out / "batch_status.csv", dtype=str, keep_default_na=False)
+    workers = set(status["worker"])
+    assert len(workers) == 1 and "" not in workers, status  # one worker scored both
+
+
+def test_a_slide_without_mpp_is_told_to_use_the_manifest_column(
+    slides_dir: Path, tmp_path: Path
+) -> None:
+    """`lnpath batch` has no --mpp: the TCGA slide (no µm/px in its file) names the mpp column."""
+    manifest = tmp_path / "manifest.csv"
+    slide = slides_dir / "tcga-cr-7395-01a-01-ts1.svs"
+    manifest.write_text(f"slide_id,path,patient_id,timepoint\nt1,{slide},P1,0\n")
+    proc = lnpath_cli("batch", manifest, "--out", tmp_path / "batch", "--device", "cpu")
+    assert proc.returncode == 1, proc.stderr
+    error = pd.read_csv(tmp_path / "batch" / "batch_status.csv", dtype=str)["error"][0]
+    assert "no µm/px" in error and "manifest's mpp column" in error and "--mpp" not in error

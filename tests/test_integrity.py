@@ -336,6 +336,7 @@ def test_cohort_marks_a_tampered_confirmed_result(
     _write(out / "bad", data)
     proc = lnpath_cli("cohort", out)
     assert proc.returncode == 0, proc.stderr
+    assert "2 slide(s), 0 failed, 1 tampered" in " ".join(proc.stdout.split())  # not "0 failed"
     cohort = pd.read_csv(out / "cohort.csv", dtype=str, keep_default_na=False).set_index("slide_id")
     assert cohort.loc["good", "status"] == "confirmed"
     assert cohort.loc["good", "integrity"] == "ok"

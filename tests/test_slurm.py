@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -127,3 +128,35 @@ def test_slurm_scheduler_exposed_only_when_asked(repo_dir: Path, tmp_path: Path)
     )
     warning = next((line for line in proc.stderr.splitlines() if "authentication" in line), "")
     assert f"listens on {names[0]} without authentication" in warning, proc.stderr
+
+
+def test_ctrl_c_on_a_slurm_batch_exits_interrupted(repo_dir: Path, tmp_path: Path) -> None:
+    """Importing dask-jobqueue made Ctrl-C a silent ``sys.exit()``: the interrupted batch exited
+    0, as if every slide were done. It must say "interrupted", exit 130 and cancel its jobs."""
+    subprocess.run(["sinfo"], check=True, capture_output=True)
+    demo = repo_dir / "examples" / "demo_biopsy.tiff"
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"slide_id,path,patient_id,timepoint\ns1,{demo},P1,0\ns2,{demo},P2,0\n")
+    out = tmp_path / "batch"
+    command = [sys.executable, "-m", "lnpath", "batch", manifest, "--out", out, "--slurm"]
+    options = ["--slurm-jobs", "1", "--slurm-memory", "3GB", "--slurm-job-name", JOB_NAME]
+    proc = subprocess.Popen(
+        [*command, *options, "--no-tta", "--device", "cpu"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as on a terminal
+    )
+    try:
+        while proc.poll() is None and not (out / ".s1.lock").exists():
+            time.sleep(0.2)  # a worker job is scoring s1 once it holds the slide's lock
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for job, _ in _jobs():
+            subprocess.run(["scancel", job], check=False)
+    assert proc.returncode == 130, err
+    assert "lnpath: interrupted" in err and "Traceback" not in err, err

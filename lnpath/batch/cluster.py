@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from lnpath.core.errors import InputError, one_line
 from lnpath.core.memory import keep_freed_memory
+from lnpath.wsi.workers import quiet_worker
 
 LOG = logging.getLogger(__name__)
 
@@ -135,7 +137,11 @@ def dask_client(
             with remote:
                 yield remote
         return
+    import dask
+
     LOG.info("starting a local dask cluster with %d worker process(es)", n_workers)
+    configured = dask.config.get("distributed.worker.preload", None) or []
+    preload = [*([configured] if isinstance(configured, str) else configured), __name__]
     with (
         quiet_dask(),
         LocalCluster(
@@ -146,10 +152,32 @@ def dask_client(
             dashboard_address=":0",
             scheduler_kwargs={"dashboard": False},
             resources=resources,
+            preload=preload,  # dask_setup below, in every worker (restarted ones too)
         ) as cluster,
         Client(cluster) as local,
     ):
-        yield local
+        try:
+            yield local
+        except KeyboardInterrupt:  # workers stopped mid-slide: dask's account of it is noise
+            with contextlib.suppress(Exception):
+                local.run(_silence_dask)
+            _silence_dask()
+            raise
+
+
+def _silence_dask() -> None:
+    """Nothing dask logs in this process from now on (run in each worker on Ctrl-C)."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask preload of the local cluster's workers: Ctrl-C belongs to the batch.
+
+    Ctrl-C reaches the whole process group; a worker that took it would stop its event loop
+    mid-slide and print dask's tracebacks, while the batch itself stops the cluster, keeps what
+    finished and says "interrupted" (:func:`lnpath.wsi.workers.quiet_worker`).
+    """
+    quiet_worker()
 
 
 @contextlib.contextmanager
@@ -179,12 +207,16 @@ def slurm_client(
             the batch would wait for workers forever).
     """
     _check_slurm(jobs, cores, memory, walltime)
+    ctrl_c = signal.getsignal(signal.SIGINT)
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
         raise InputError(
             "--slurm needs dask-jobqueue: install lnpath[cluster] (pip install 'lnpath[cluster]')"
         ) from None
+    finally:  # importing it makes Ctrl-C a silent sys.exit(): exit status 0, batch "succeeded"
+        if signal.getsignal(signal.SIGINT) is not ctrl_c and ctrl_c is not None:
+            signal.signal(signal.SIGINT, ctrl_c)
     from dask.distributed import Client
 
     options: dict[str, Any] = {

@@ -27,6 +27,7 @@ from lnpath.batch.manifest import (
     COHORT_FILE,
     PAIRS_FILE,
     clinical_responses,
+    iso_date,
     manifest_records,
     read_clinical_manifest,
     read_result,
@@ -305,11 +306,13 @@ def _check_identity(folder: Path, result: Mapping[str, Any], status: Mapping[str
         ResultError: result.json's patient_id or biopsy_date is not batch_status.csv's.
     """
 
-    def stated(value: Any) -> str | None:
+    def stated(name: str, value: Any) -> str | None:
+        if name == "biopsy_date":  # a folder batched before dates were read as YYYY-MM-DD
+            return iso_date(value)
         return None if value is None or str(value) == "" else str(value)
 
     for name in ("patient_id", "biopsy_date"):
-        expected, found = stated(status.get(name)), stated(result.get(name))
+        expected, found = stated(name, status.get(name)), stated(name, result.get(name))
         if expected is not None and found != expected:
             raise ResultError(
                 f"{folder}: result.json is of {name} {found!r}, batch_status.csv scored "

@@ -65,6 +65,8 @@ def validate_manifest(table: pd.DataFrame, where: str, base: Path) -> pd.DataFra
     if table.empty:  # a batch of nothing "succeeds" and writes an empty status table
         raise InputError(f"{where}: no slides (the manifest has a header but no rows)")
     cols = {c: _column(table, c) for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)}
+    if "biopsy_date" in table.columns:  # as score_slide records it, so every reader agrees
+        cols["biopsy_date"] = [iso_date(v) for v in table["biopsy_date"]]
     for column in REQUIRED_COLUMNS:  # a blank patient would pair unrelated biopsies
         empty = [str(i + 2) for i, v in enumerate(cols[column]) if v is None]
         if empty:
@@ -103,6 +105,28 @@ def _column(table: pd.DataFrame, column: str) -> list[Any]:
 
 def manifest_records(table: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in table.to_dict("records")]
+
+
+def iso_date(value: Any) -> str | None:
+    """A biopsy date as the ``YYYY-MM-DD`` that result.json records.
+
+    ``20240102`` or a pandas Timestamp (``read_csv(parse_dates=...)``) would otherwise differ
+    from the stored date: a re-run would call the finished slide stale and the cohort would call
+    it tampered. Text that is no date is kept as written; scoring then refuses that slide alone.
+    """
+    if value is pd.NaT:  # a datetime subclass without a time
+        return None
+    if isinstance(value, dt.datetime) and value.time() == dt.time(0) and value.tzinfo is None:
+        return value.date().isoformat()
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value.isoformat()
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        return text
 
 
 def _text(value: Any) -> str | None:

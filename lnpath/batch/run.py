@@ -52,8 +52,8 @@ from lnpath.io.hashing import file_sha256
 from lnpath.models.store import read_card, resolve_model_path
 from lnpath.workflow.options import ScoreOptions
 from lnpath.workflow.pipeline import SEGMENTATION_MODEL, lesion_caller, score_slide
-from lnpath.wsi.slide import open_slide
-from lnpath.wsi.workers import can_start_workers
+from lnpath.wsi.slide import MissingMppError, open_slide
+from lnpath.wsi.workers import available_cpus, can_start_workers
 
 LOG = logging.getLogger(__name__)
 
@@ -177,6 +177,9 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
             progress=False,  # one bar for the batch; a worker's own bars would interleave
         )
         record["outcome"] = "scored"
+    except MissingMppError as exc:  # a batch has no --mpp: its µm/px is a manifest column
+        error = f"{exc.path}: {exc.reason}; give the scanner's value in the manifest's mpp column"
+        record.update(outcome="failed", error=one_line(error))
     except LnpathError as exc:
         record.update(outcome="failed", error=one_line(str(exc)))
     except Exception as exc:  # a bug or a broken file: record it, keep the cohort going
@@ -224,7 +227,8 @@ def score_batch(
             in-process otherwise), a ``dask.distributed.Client`` (e.g. on a SLURMCluster), or
             a scheduler address string.
         shard: ``(i, n)`` scores rows ``i::n`` only, for ``sbatch --array``.
-        workers: worker processes of the default local cluster (default: the CPU count).
+        workers: worker processes of the default local cluster (default: the CPUs this
+            process may run on, e.g. its SLURM allocation).
         supersede: with ``overwrite``, move confirmed results aside (see
             :func:`lnpath.score_slide`) instead of failing those slides.
 
@@ -358,7 +362,8 @@ def _run(
         yield from _sequential(tasks, progress)
         return
     device = str(tasks[0].get("device", "auto"))
-    n_workers = min(workers or os.cpu_count() or 1, len(tasks))
+    # the CPUs this process may use (a SLURM array task's), not the node's: one slide each
+    n_workers = min(workers or available_cpus(), len(tasks))
     if client is None:
         n_workers = local_gpu_workers(device, n_workers)
     with dask_client(client, n_workers, task_resources(device)) as engine:

@@ -53,7 +53,11 @@ def register(subparsers: Any) -> None:
     batch.add_argument(
         "--shard", type=_shard, metavar="I/N", help="score only rows I::N (0 <= I < N)"
     )
-    batch.add_argument("--workers", type=int, help="local worker processes (default: CPU count)")
+    batch.add_argument(
+        "--workers",
+        type=int,
+        help="local worker processes (default: the CPUs this process may use)",
+    )
     batch.add_argument("--overwrite", action="store_true", help="re-score finished slides")
     batch.add_argument(
         "--supersede",
@@ -194,10 +198,12 @@ def run_cohort(args: argparse.Namespace) -> int:
         manifest=args.manifest,
     )
     failed = int((table["status"] == "failed").sum())
+    tampered = int((table["status"] == "tampered").sum())  # no scores: not among the good ones
     written = [PAIRS_FILE, SUMMARY_FILE, UNPAIRED_FILE, *([CROSSTAB_FILE] if args.manifest else [])]
     new_console().print(
         f"{len(table)} slide(s), {failed} failed, "
-        f"{table['patient_id'].nunique()} patient(s): "
+        + (f"{tampered} tampered (integrity FAILED, no scores), " if tampered else "")
+        + f"{table['patient_id'].nunique()} patient(s): "
         f"{escape(str(args.batch_dir / 'cohort.csv'))} (+ .parquet), " + escape(", ".join(written)),
         highlight=False,
     )

@@ -58,10 +58,19 @@ def refuse_confirmed(folder: Path, supersede: bool) -> dict[str, Any] | None:
     """
     confirmed = confirmation_in(folder)
     if confirmed is not None and not supersede:
+        if any(confirmed.values()):
+            held = (
+                f"holds revision {confirmed['revision']} confirmed by {confirmed['by']} "
+                f"({confirmed['at']}); a confirmed result is never replaced"
+            )
+        else:  # "confirmed by None" would name a sign-off nobody can see
+            held = (
+                "holds a result.json that cannot be read, so whether it was confirmed is "
+                "unknown; such a result is never replaced"
+            )
         raise ResultError(
-            f"{folder}: holds revision {confirmed['revision']} confirmed by {confirmed['by']} "
-            f"({confirmed['at']}); a confirmed result is never replaced (add --supersede to "
-            "move it aside as a superseded result and score anew)"
+            f"{folder}: {held} (add --supersede to move it aside as a superseded result and "
+            "score anew)"
         )
     return confirmed
 
