@@ -139,6 +139,7 @@ def _component_rows(index: Mapping[str, Any], marks: Mapping[str, str]) -> list[
                 "label": COMPONENT_LABELS.get(name, name.replace("_", " ")),
                 "n": c.get("n"),
                 "N": c.get("N"),
+                "n_not_assessed": c.get("n_not_assessed") or 0,
                 "fraction": c.get("fraction"),
                 "score": c.get("score"),
                 "weight": c.get("weight"),

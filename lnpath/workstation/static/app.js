@@ -202,7 +202,9 @@ function indexShown(index) {
 function indexBlock(name, index) {
   const rows = index.components.map((c) => el("tr", {},
     el("td", {}, c.label),
-    el("td", {}, c.N === null || c.N === undefined ? "" : `${c.n}/${c.N}`),
+    // n of N counts the glomeruli called present; those not called are said, never counted as 0
+    el("td", {}, c.N === null || c.N === undefined ? "" :
+      `${c.n}/${c.N}${c.n_not_assessed ? ` (${c.n_not_assessed} not assessed)` : ""}`),
     el("td", {}, c.assessed ? `${c.score} ×${c.weight}` :
       `${c.not_evaluable ? "not evaluable" : "not assessed"}${c.range ? ` (${c.range[0]}–${c.range[1]})` : ""}`)));
   const shown = indexShown(index);
