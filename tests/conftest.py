@@ -150,6 +150,21 @@ def bueno_train_crops(bueno: Path, tissue_per_tile: int = 0) -> list[BuenoCrop]:
 # then copied, so each test edits its own folder.
 
 
+def batch_as_on_a_terminal(*args: object) -> subprocess.Popen[str]:
+    """``python -m lnpath batch ARGS`` in a process group of its own that takes Ctrl-C as a
+    terminal delivers it (``os.killpg(proc.pid, SIGINT)``); stderr is piped for its one line."""
+    import signal
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "lnpath", "batch", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as on a terminal
+    )
+
+
 def lnpath_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m lnpath ARGS`` as a user would, capturing its output."""
     return subprocess.run(

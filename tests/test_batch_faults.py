@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import lnpath_cli
+from .conftest import batch_as_on_a_terminal, lnpath_cli
 
 
 def test_a_task_rerun_after_its_result_was_written_succeeds(
@@ -125,14 +125,8 @@ def test_ctrl_c_on_a_local_cluster_says_interrupted_in_one_line(
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(f"slide_id,path,patient_id,timepoint\ns1,{demo},P1,0\ns2,{demo},P2,0\n")
     out = tmp_path / "batch"
-    command = [sys.executable, "-m", "lnpath", "batch", manifest, "--out", out]
-    proc = subprocess.Popen(
-        [*command, "--workers", "2", "--no-tta", "--device", "cpu"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as on a terminal
+    proc = batch_as_on_a_terminal(
+        manifest, "--out", out, "--workers", "2", "--no-tta", "--device", "cpu"
     )
     try:
         while proc.poll() is None and not all((out / f".{s}.lock").exists() for s in ("s1", "s2")):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import lnpath_cli
+from .conftest import batch_as_on_a_terminal, lnpath_cli
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sbatch") is None,
@@ -138,15 +138,9 @@ def test_ctrl_c_on_a_slurm_batch_exits_interrupted(repo_dir: Path, tmp_path: Pat
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(f"slide_id,path,patient_id,timepoint\ns1,{demo},P1,0\ns2,{demo},P2,0\n")
     out = tmp_path / "batch"
-    command = [sys.executable, "-m", "lnpath", "batch", manifest, "--out", out, "--slurm"]
     options = ["--slurm-jobs", "1", "--slurm-memory", "3GB", "--slurm-job-name", JOB_NAME]
-    proc = subprocess.Popen(
-        [*command, *options, "--no-tta", "--device", "cpu"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as on a terminal
+    proc = batch_as_on_a_terminal(
+        manifest, "--out", out, "--slurm", *options, "--no-tta", "--device", "cpu"
     )
     try:
         while proc.poll() is None and not (out / ".s1.lock").exists():
