@@ -364,7 +364,7 @@ def test_review_records_lesion_extent_for_the_2003_labels(result_dir: Path, tmp_
     table.loc[0, "lesion_extent"] = "Segmental"
     table.to_csv(tmp_path / "extent.csv", index=False)
     after = review(result_dir, pathologist=REVIEWER, findings=tmp_path / "extent.csv")
-    assert _changes(after) == [(first, "lesion extent", "not assessed", "segmental")]
+    assert _changes(after) == [(first, "lesion extent", "not recorded", "segmental")]
     saved = pd.read_csv(result_dir / "findings.csv")
     assert saved.loc[saved["glomerulus_id"] == first, "lesion_extent"].item() == "segmental"
     table = pd.read_csv(result_dir / "findings.csv", dtype=str, keep_default_na=False)  # revision 2

@@ -24,7 +24,7 @@ DEFAULT_RULES_NOTE = (
 
 
 SIGNED_RULES_NOTE = (
-    "Lesion calls: proposed by lnpath's default morphometry rules (fixed beforehand, not fitted "
+    "Lesion calls: made by lnpath's default morphometry rules (fixed beforehand, not fitted "
     "to this lab; their global-sclerosis call is specific but insensitive: sensitivity 0.33, κ "
     "0.29 on held-out public PAS crops) and confirmed by the pathologist at sign-out."
 )

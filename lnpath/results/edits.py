@@ -119,8 +119,10 @@ class Edit:
             return
         self.table.at[index, column] = pd.NA if after is None else after
         label = LESION_LABELS.get(column, column.replace("_", " "))
-        if text:  # an exclusion or extent left empty is "none", not a call "not assessed"
-            before, after = before or "none", after or "none"
+        if text:  # an empty exclusion is "none", an empty extent "not recorded": neither is a
+            # lesion call "not assessed"
+            empty = "not recorded" if column == LESION_EXTENT else "none"
+            before, after = before or empty, after or empty
         self.log(gid, label, before, after, source)
 
 
