@@ -165,6 +165,36 @@ def test_overwrite_keeps_a_result_whose_result_json_is_unreadable(
     assert result.read_bytes() == before
 
 
+def test_a_folder_in_the_way_is_told_the_way_out_that_works(
+    repo_dir: Path, demo_result_template: Path, tmp_path: Path
+) -> None:
+    """Both said "(use --overwrite)", which then refused them: a folder of someone else's files
+    is never replaced, and an unreadable result.json is moved aside only with --supersede."""
+    out = tmp_path / "batch"
+    shutil.copytree(demo_result_template, out / "s1", symlinks=True)
+    (out / "s1" / "result.json").write_text("{", encoding="utf-8")
+    (out / "s2").mkdir()
+    (out / "s2" / "notes.txt").write_text("a lab's own file\n", encoding="utf-8")
+    demo = repo_dir / "examples" / "demo_biopsy.tiff"
+    outlines = repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "slide_id,path,patient_id,timepoint,glomeruli\n"
+        f"s1,{demo},P1,0,{outlines}\ns2,{demo},P2,0,{outlines}\n"
+    )
+    assert lnpath_cli("batch", manifest, "--out", out, "--device", "cpu").returncode == 1
+    errors = pd.read_csv(out / "batch_status.csv", dtype=str).set_index("slide_id")["error"]
+    assert "--overwrite --supersede moves it aside" in errors["s1"]
+    assert "not an lnpath result" in errors["s2"] and "another slide_id" in errors["s2"]
+    done = lnpath_cli(
+        "batch", manifest, "--out", out, "--device", "cpu", "--overwrite", "--supersede"
+    )
+    status = pd.read_csv(out / "batch_status.csv", dtype=str).set_index("slide_id")["outcome"]
+    assert done.returncode == 1 and status["s1"] == "scored", done.stderr
+    assert [p.name for p in out.glob("s1.superseded-*")]  # the unreadable one, kept aside
+    assert (out / "s2" / "notes.txt").read_text(encoding="utf-8") == "a lab's own file\n"
+
+
 @pytest.mark.skipif(
     not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
     reason="needs CPU affinity and two CPUs",

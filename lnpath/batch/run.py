@@ -335,10 +335,7 @@ def _plan(
         return None
     result = read_result(folder)
     if result is None:
-        return {
-            "outcome": "failed",
-            "error": f"{folder}: exists without a readable result.json (use --overwrite)",
-        }
+        return {"outcome": "failed", "error": _unreadable(folder)}
     try:
         changed = stale(result, expected_inputs(row, config, lesion_id()))
     except LnpathError as exc:
@@ -350,6 +347,23 @@ def _plan(
         "error": f"{folder}: holds a result for other inputs ({', '.join(changed)} changed); "
         "use --overwrite to re-score",
     }
+
+
+def _unreadable(folder: Path) -> str:
+    """Why a slide's folder that holds no readable result is not scored, with the way out that
+    works (``--overwrite`` refuses a folder of someone else's files, and one whose result.json
+    cannot be read unless it is moved aside with ``--supersede``)."""
+    if (folder / "result.json").exists():
+        return (
+            f"{folder}: holds a result.json that cannot be read; --overwrite --supersede moves "
+            "it aside and scores anew"
+        )
+    if folder.is_dir() and not any(folder.iterdir()):
+        return f"{folder}: exists and is empty (use --overwrite)"
+    return (
+        f"{folder}: exists and is not an lnpath result (no result.json), so it is never "
+        "replaced; move it away or give the slide another slide_id"
+    )
 
 
 def _run(
