@@ -79,7 +79,7 @@ def test_old_qupath_flavour_colorrgb_and_measurement_list() -> None:
                     ],
                 }
             ),
-            "not a (Multi)Polygon",
+            "none of its 1 feature(s) is an area outline (1 Point)",
         ),
     ],
 )

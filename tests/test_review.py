@@ -181,6 +181,35 @@ def test_unchanged_export_writes_nothing(result_dir: Path, tmp_path: Path) -> No
     assert not (result_dir / "revisions" / "r002").exists()
 
 
+def test_a_qupath_02_and_04_reexport_with_a_ruler_is_applied(
+    result_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QuPath 0.2 names the object type in ``id`` and has no objectType; 0.4 writes a class as
+    ``names``; both add isLocked/plane; a pathologist's ruler line and point are no glomeruli."""
+    ids = lnpath.SlideResult.load(result_dir).findings["glomerulus_id"].tolist()
+    data = _qupath_export(result_dir)
+    for feature in data["features"]:
+        feature["id"] = "PathAnnotationObject"
+        feature["properties"].pop("objectType")
+        feature["properties"].update(isLocked=False, plane={"c": -1, "z": 0, "t": 0})
+    data["features"][0]["properties"]["classification"] = {
+        "names": ["Global sclerosis"],
+        "color": [120, 120, 120],
+    }
+    line = {"type": "LineString", "coordinates": [[100, 100], [400, 100]]}
+    data["features"] += [
+        {"type": "Feature", "geometry": line, "properties": {"objectType": "annotation"}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [50, 50]}},
+    ]
+    after = review(
+        result_dir, pathologist=REVIEWER, geojson=_write(data, tmp_path / "qupath02.geojson")
+    )
+    assert _changes(after)[0] == (ids[0], "Global sclerosis", "no", "yes")
+    assert not [c for c in _changes(after) if c[1] == "glomerulus"]  # none deleted or added
+    assert after.findings["glomerulus_id"].tolist() == ids
+    assert "skipped 2 of 25 feature(s) that are not glomerulus outlines" in caplog.text
+
+
 def test_confirm_seals_and_verify_detects_tampering(result_dir: Path) -> None:
     confirmed = confirm(result_dir, pathologist="Dr A. Pathologist", note="agree")
     data = confirmed.to_dict()

@@ -94,7 +94,7 @@ def findings_from_geojson(
     for index, feature in enumerate(features):
         values: Mapping[str, Any] | None = measured_calls(feature) if class_map is None else None
         if not values:
-            values = mapping.get(feature.classification) if feature.classification else None
+            values = _mapped(mapping, feature.classification)
         if values is None:
             excluded.append(_excluded(index, feature))
             continue
@@ -112,6 +112,13 @@ def findings_from_geojson(
             len(excluded),
             len(features),
             ", ".join(classes),
+        )
+    if features and not rows:  # scoring "no glomeruli" would hide every outline drawn
+        found = ", ".join(sorted({e["classification"] or "unclassified" for e in excluded}))
+        raise InputError(
+            f"{where}: none of its {len(features)} glomerulus outline(s) has a class the findings "
+            f"map knows (found: {found}; known: {', '.join(mapping)}); classify them in QuPath "
+            "or give a class map"
         )
     columns = ["glomerulus_id", *LESIONS, "source", "m_area_px"]
     table = validate_findings(pd.DataFrame(rows, columns=columns), where)
@@ -139,6 +146,24 @@ def measured_calls(feature: QuPathFeature) -> dict[str, Any]:
                     "is not a number (1 present, 0 absent)"
                 ) from None
     return out
+
+
+def _mapped(
+    mapping: Mapping[str, Mapping[str, bool]], name: str | None
+) -> Mapping[str, bool] | None:
+    """What a class asserts; a derived QuPath class (``Sclerotic: Partially_sclerotic``) asserts
+    what each of its parts does, when the map knows every part."""
+    if not name:
+        return None
+    if name in mapping:
+        return mapping[name]
+    parts = [p.strip() for p in name.split(":")]
+    if len(parts) < 2 or not all(p in mapping for p in parts):
+        return None
+    merged: dict[str, bool] = {}
+    for part in parts:
+        merged.update(mapping[part])
+    return merged
 
 
 def _excluded(index: int, feature: QuPathFeature) -> dict[str, Any]:
