@@ -400,3 +400,107 @@ def test_bench_learning_prints_cost_and_curve(biopsies: Biopsies, repo_dir: Path
     curve = out["learning_curve"]
     assert [row["biopsy_groups"] for row in curve] == [1, 2]  # 3 patients, one held out
     assert "kappa" in curve[-1]["global_sclerosis"]
+
+
+def test_a_mixed_folder_trains_on_the_confirmed_originals_only(
+    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Confirmed, provisional, tampered and copied results in one folder, one of them also named
+    on its own: four biopsies train, and the command says why each other folder did not."""
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    originals = [Path(shutil.copytree(f, lab / f.name)) for f in biopsies.folders]
+    shutil.copytree(biopsies.provisional, lab / "provisional")
+    shutil.copytree(biopsies.folders[3], lab / "result3-copy")  # same slide, confirmed as at once
+    tampered = Path(shutil.copytree(biopsies.folders[2], lab / "tampered"))
+    table = pd.read_csv(tampered / "findings.csv")
+    table["global_sclerosis"] = ~table["global_sclerosis"].astype(bool)
+    table.to_csv(tampered / "findings.csv", index=False)
+    out = tmp_path / "model"
+    args = ["train-lesions", "--method", "morphometry", "--out", str(out), "--folds", "3"]
+    assert main([*args, "--from-results", str(lab), str(originals[1])]) == 0
+    printed = capsys.readouterr().out
+    assert "labels from 4 confirmed biopsies (3 patients/slides)" in printed
+    assert "1 provisional (provisional)" in printed and "1 failing their seal (tampered)" in printed
+    assert "1 second results of one slide (result3-copy)" in printed  # the original stays
+    info = _card(out)["training_results"]
+    assert [r["result"] for r in info["results"]] == [f.name for f in originals]
+    assert [r["content_sha256"] for r in info["results"]] == [
+        lnpath.verify(f).content_sha256 for f in originals
+    ]
+    # training again over it: only with --overwrite, and the command names what it replaced
+    old = _card(out)["sha256"]
+    assert main([*args, "--from-results", str(lab)]) == 2
+    assert "already exists" in capsys.readouterr().err and _card(out)["sha256"] == old
+    assert main([*args, "--from-results", *map(str, originals[:3]), "--overwrite"]) == 0
+    assert f"it replaces the model that was there (sha256 {old})" in capsys.readouterr().out
+
+
+def test_biopsies_of_one_patient_do_not_validate_on_themselves(
+    biopsies: Biopsies, tmp_path: Path
+) -> None:
+    """Four biopsies of one patient were cross-validated per glomerulus, so validation tested on
+    the biopsies it trained on, and the card said "glomerulus (single slide)"."""
+    from lnpath.training.from_results import measure_results
+    from lnpath.training.learning import confirmed_results
+
+    results, ignored = confirmed_results(biopsies.folders)
+    for result, patient in zip(results, ("P1", " p1", "P1 ", "p1"), strict=True):
+        result.record["patient_id"] = patient  # one patient, typed four ways
+    assert len({r.group for r in results}) == 1
+    with pytest.raises(InputError, match="all of one patient: validation would test on") as info:
+        measure_results(results, ignored)
+    assert "nothing written" in str(info.value)
+
+
+def test_calibration_never_sees_the_labels_it_is_scored_on() -> None:
+    """Platt scaling fitted on every out-of-fold logit set the threshold on the validation labels;
+    each fold is now scaled on the other folds, so its own labels cannot move its probabilities."""
+    from lnpath.training.lesions import out_of_fold_calibrated
+
+    rng = np.random.default_rng(0)
+    fold = np.repeat(np.arange(4), 25)
+    logits = rng.normal(size=100)
+    targets = (logits + rng.normal(size=100) > 0).astype(float)
+    targets[::7] = np.nan  # not assessed
+    prob = out_of_fold_calibrated(logits, targets, fold)
+    flipped = targets.copy()
+    flipped[fold == 2] = 1.0 - flipped[fold == 2]
+    again = out_of_fold_calibrated(logits, flipped, fold)
+    assert np.allclose(prob[fold == 2], again[fold == 2])
+    assert not np.allclose(prob[fold != 2], again[fold != 2])
+    # a fold whose other folds hold no positive keeps the uncalibrated sigmoid
+    only = np.where(fold == 0, 1.0, 0.0)
+    lone = out_of_fold_calibrated(logits, only, fold)
+    assert np.allclose(lone[fold == 0], 1 / (1 + np.exp(-logits[fold == 0])))
+
+
+def test_ctrl_c_while_training_keeps_the_model_that_was_there(
+    biopsies: Biopsies, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import file_hashes
+
+    out = tmp_path / "lab-cnn"
+    lnpath.train_lesions_from_results(biopsies.folders, out, size=16, epochs=1, folds=2)
+    before = file_hashes(tmp_path)
+    args = ["--size", "16", "--epochs", "100000", "--folds", "2", "--threads", "1", "--overwrite"]
+    folders = ["--from-results", *map(str, biopsies.folders)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lnpath", "train-lesions", "--out", str(out), *args, *folders],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as on a terminal
+    )
+    time.sleep(8)  # imported, assembled, training
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "lnpath: interrupted"
+    assert file_hashes(tmp_path) == before  # the old model whole, nothing half-written beside it

@@ -238,3 +238,54 @@ def test_eval_only_sets_are_read_for_evaluation_only(repo_dir: Path) -> None:
     fitting = {"cross_validate_logistic", "fit_logistic", "calibrate_morphometry", "fit_platt"}
     assert not imported & fitting
     assert "select_threshold" not in imported and "train" not in imported
+
+
+def _edited(folder: Path, **changes: object) -> Path:
+    card = json.loads((folder / "card.json").read_text())
+    card.update(changes)
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kind": "segmentation"}, "kind 'segmentation', not a lesion model"),
+        ({"calibration": "platt"}, "calibration must be"),
+        ({"calibration": {"labels": {"global_sclerosis": {"a": "x"}}}}, "calibration a of"),
+        ({"threshold": "high"}, "threshold must be a finite number"),
+        ({"threshold": 1.5}, "threshold 1.5 is not a probability"),
+        ({"cross_validation": "5 folds"}, "cross_validation must be a JSON object"),
+        ({"cross_validation": {"metrics": {"global_sclerosis": {"kappa": "good"}}}}, "kappa"),
+        ({"training_results": "ours"}, "training_results must be a JSON object"),
+        ({"refused_labels": ["cellular_crescent"]}, "refused_labels must be a JSON object"),
+        ({"sha256": None}, "records no sha256"),
+    ],
+)
+def test_a_malformed_lesion_card_is_refused_at_load(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    """These once loaded, then failed as an internal error after the slide was scored."""
+    folder = _edited(_model_folder(tmp_path, ("global_sclerosis",)), **changes)
+    with pytest.raises(ModelError, match=message) as info:
+        lnpath.load_lesion_model(folder)
+    assert "\n" not in str(info.value) and "card.json" in str(info.value)
+
+
+def test_models_of_the_other_task_are_named(tmp_path: Path) -> None:
+    """The shipped U-Net as --lesion-model, a lesion model as the segmentation model."""
+    with pytest.raises(ModelError, match="a glomerulus segmentation model, not a lesion model"):
+        lnpath.load_lesion_model("glomeruli-unet-pas")
+    folder = _model_folder(tmp_path, ("global_sclerosis",))
+    with pytest.raises(ModelError, match="a lesion-classifier model, not a glomerulus segm"):
+        lnpath.load_model(folder)
+
+
+def test_a_well_formed_card_calls_with_its_own_threshold(
+    tmp_path: Path, demo: tuple[lnpath.Slide, Glomeruli]
+) -> None:
+    slide, glomeruli = demo
+    folder = _edited(_model_folder(tmp_path, ("global_sclerosis",)), threshold=0.01)
+    caller = lnpath.load_lesion_model(folder)
+    findings = caller.call(glomeruli[:2], slide)
+    assert caller.threshold == 0.01 and findings["global_sclerosis"].all()

@@ -30,6 +30,8 @@ from lnpath.wsi.slide import require_open
 
 log = logging.getLogger(__name__)
 
+KIND = "lesion-classifier"
+
 
 def _card_mpp(value: Any, card_path: Path) -> float:
     """The µm/px a lesion model reads glomeruli at; a card without one gets 1.0, with a warning.
@@ -46,6 +48,51 @@ def _card_mpp(value: Any, card_path: Path) -> float:
     if not (math.isfinite(number) and number > 0):
         raise ModelError(f"{card_path}: mpp {value!r} must be a positive number of µm/px")
     return float(number)
+
+
+def _require_kind(card: dict[str, Any], card_path: Path) -> None:
+    """Refuse a card of another task (a U-Net's, a foreign kind) in one line naming what it is;
+    a card without ``kind`` but with a lesion ``network`` is taken for a lesion CNN."""
+    kind = card.get("kind")
+    if kind == KIND or (kind is None and "network" in card):
+        return
+    what = f"kind {kind!r}" if kind is not None else "no kind"
+    if kind is None and "architecture" in card:
+        what = "a glomerulus segmentation model"
+    raise ModelError(
+        f"{card_path}: {what}, not a lesion model (the kinds train-lesions writes: {KIND!r} "
+        "with --method cnn, 'morphometry-logistic' with --method morphometry)"
+    )
+
+
+def _number(value: Any, what: str, card_path: Path) -> float:
+    """A finite number from the card, or a one-line refusal naming it."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value)):
+        raise ModelError(f"{card_path}: {what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _calibration(
+    card: dict[str, Any], labels: Sequence[str], card_path: Path
+) -> dict[str, tuple[float, float]]:
+    """Platt ``(a, b)`` per label (``(1, 0)`` where the card has none), checked at load so that a
+    malformed card fails before a slide is read, not in the middle of scoring it."""
+    section = card.get("calibration")
+    section = {} if section is None else section
+    per_label = section.get("labels", {}) if isinstance(section, dict) else None
+    if not isinstance(per_label, dict):
+        raise ModelError(f"{card_path}: calibration must be {{'labels': {{LESION: {{a, b}}}}}}")
+    out = {}
+    for name in labels:
+        entry = per_label.get(name, {})
+        if not isinstance(entry, dict):
+            raise ModelError(f"{card_path}: calibration of {name} is not an object")
+        out[name] = (
+            _number(entry.get("a", 1.0), f"calibration a of {name}", card_path),
+            _number(entry.get("b", 0.0), f"calibration b of {name}", card_path),
+        )
+    return out
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -90,6 +137,10 @@ class TrainedLesionCaller:
         self.folder = Path(folder)
         card_path = self.folder / CARD_FILE
         self.card: dict[str, Any] = read_card(self.folder)
+        _require_kind(self.card, card_path)
+        labels = (self.card.get("network") or {}).get("labels")
+        if isinstance(labels, str):  # from_dict would take its letters for labels
+            raise ModelError(f"{card_path}: network labels must be a list, got {labels!r}")
         try:
             weights = self.folder / self.card["weights"]
             config = LesionNetConfig.from_dict(self.card["network"])
@@ -101,12 +152,18 @@ class TrainedLesionCaller:
         require_label_set(card_path, config.labels, expected_labels)
         if not weights.is_file():
             raise ModelError(f"{weights}: weights file missing")
+        if not self.card.get("sha256"):
+            raise ModelError(f"{card_path}: records no sha256; unverified weights are not loaded")
         digest = file_sha256(weights)
         if digest != self.card.get("sha256"):
             raise ModelError(f"{weights}: sha256 {digest[:12]}… does not match the model card")
         self.sha256 = digest
         self.config = config
         self.mpp = _card_mpp(self.card.get("mpp"), card_path)
+        self.threshold = _number(self.card.get("threshold", 0.5), "threshold", card_path)
+        if not 0.0 < self.threshold < 1.0:
+            raise ModelError(f"{card_path}: threshold {self.threshold:g} is not a probability")
+        self.calibration = _calibration(self.card, config.labels, card_path)
         self.device = str(resolve_device(device))
         self.net = LesionNet(config)
         state = load_state_dict(weights)
@@ -137,11 +194,9 @@ class TrainedLesionCaller:
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, L) for uint8 crops (N, S, S, 3) at the input size."""
         logits = predict_logits(self.net, crops)
-        calib = self.card.get("calibration", {}).get("labels", {})
         probs = np.empty_like(logits, dtype=float)
         for j, name in enumerate(self.config.labels):
-            a = calib.get(name, {}).get("a", 1.0)
-            b = calib.get(name, {}).get("b", 0.0)
+            a, b = self.calibration[name]
             probs[:, j] = calibrated(logits[:, j], a, b)
         return probs
 
@@ -164,11 +219,10 @@ class TrainedLesionCaller:
         probs = np.full((len(ids), len(self.config.labels)), math.nan)
         if ok.any():
             probs[ok] = self.probabilities(crops[ok])
-        threshold = float(self.card.get("threshold", 0.5))
         for j, name in enumerate(self.config.labels):
             table[f"p_{name}"] = probs[:, j]
             table[name] = pd.array(
-                [bool(p >= threshold) if not math.isnan(p) else pd.NA for p in probs[:, j]],
+                [bool(p >= self.threshold) if not math.isnan(p) else pd.NA for p in probs[:, j]],
                 dtype="boolean",
             )
         return table

@@ -163,6 +163,7 @@ def run_from_results(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.size < 16:
         raise InputError("--epochs must be >= 1 and --size >= 16")
     torch.set_num_threads(args.threads)
+    replaced = _current_sha256(Path(args.out)) if args.overwrite else None
     card = train_lesions_from_results(
         args.from_results,
         args.out,
@@ -180,7 +181,22 @@ def run_from_results(args: argparse.Namespace) -> int:
     print(_format_sources(card))
     print(_format_metrics(card))
     print(f"model written to {args.out} (sha256 {card['sha256']})")
+    if replaced:
+        print(f"it replaces the model that was there (sha256 {replaced})")
     return 0
+
+
+def _current_sha256(folder: Path) -> str | None:
+    """The sha256 an existing model card records: what ``--overwrite`` is about to replace."""
+    from lnpath.core.errors import ModelError
+    from lnpath.models.store import read_card
+
+    if not (folder / "card.json").is_file():
+        return None
+    try:
+        return str(read_card(folder).get("sha256") or "") or None
+    except ModelError:
+        return None
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -210,6 +226,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     else:
         pairs = [(g, s) for g, s in args.qupath]
         data = measure_qupath(pairs, mapping or QUPATH_MAPPING, args.slide_mpp, progress=None)
+    replaced = _current_sha256(Path(args.out)) if args.overwrite else None
     card = calibrate_morphometry(
         data, args.out, folds=args.folds, seed=args.seed, overwrite=args.overwrite
     )
@@ -217,6 +234,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if data.skipped:
         print(f"{data.skipped} labelled glomeruli could not be measured and were skipped")
     print(f"model written to {args.out} (parameters sha256 {card['sha256']})")
+    if replaced:
+        print(f"it replaces the model that was there (sha256 {replaced})")
     return 0
 
 
@@ -265,6 +284,7 @@ def run_train(args: argparse.Namespace) -> int:
             size=args.size,
             slide_mpp=args.slide_mpp,
         )
+    replaced = _current_sha256(Path(args.out)) if args.overwrite else None
     card = train_lesion_model(
         data,
         args.out,
@@ -277,4 +297,19 @@ def run_train(args: argparse.Namespace) -> int:
     )
     print(_format_metrics(card))
     print(f"model written to {args.out} (sha256 {card['sha256']})")
+    if replaced:
+        print(f"it replaces the model that was there (sha256 {replaced})")
     return 0
+
+
+def _current_sha256(folder: Path) -> str | None:
+    """The sha256 an existing model card records: what ``--overwrite`` is about to replace."""
+    from lnpath.core.errors import ModelError
+    from lnpath.models.store import read_card
+
+    if not (folder / "card.json").is_file():
+        return None
+    try:
+        return str(read_card(folder).get("sha256") or "") or None
+    except ModelError:
+        return None

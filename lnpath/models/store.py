@@ -160,6 +160,11 @@ def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationMode
     """
     folder = resolve_model_path(name)
     card = read_card(folder)
+    if card.get("kind") is not None and "architecture" not in card:  # lesion models have a kind
+        raise ModelError(
+            f"{folder / CARD_FILE}: a {card['kind']} model, not a glomerulus segmentation model "
+            "(a lesion model is given as --lesion-model, lesion_model= in Python)"
+        )
     try:
         weights = folder / card.get("weights", WEIGHTS_FILE)
         expected = str(card["sha256"])

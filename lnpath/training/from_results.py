@@ -12,7 +12,8 @@ sets of :mod:`lnpath.training.lesions` (crops) and :mod:`lnpath.training.calibra
   ``ischemic`` flag) are skipped;
 * crops are read again from each result's slide at the model's µm/px, after checking that the file
   found is the slide the result was scored on (its fingerprint);
-* the folds group glomeruli by patient, else by slide, so no patient is in train and test;
+* the folds group glomeruli by patient, else by slide, so no patient is in train and test
+  (patient ids compared without case or extra spaces); biopsies of a single patient are refused;
 * a lesion with too few positive or negative labels is refused and named in the card.
 """
 
@@ -57,7 +58,8 @@ class ConfirmedResult:
     @property
     def group(self) -> str:
         """Patient id, else the slide: what a cross-validation fold must keep together."""
-        patient = self.record.get("patient_id")
+        # " p1" and "P1" are one patient: merging them can only make validation stricter
+        patient = " ".join(str(self.record.get("patient_id") or "").split()).casefold()
         return f"patient:{patient}" if patient else f"slide:{self.slide_sha256}"
 
     def summary(self, glomeruli: int) -> dict[str, Any]:
@@ -166,8 +168,8 @@ def select_labels(counts: dict[str, dict[str, int]]) -> tuple[tuple[str, ...], d
             f"no lesion has enough confirmed labels to learn ({detail}); nothing written "
             f"(each lesion needs {MIN_PER_CLASS} positive and {MIN_PER_CLASS} negative glomeruli)"
         )
-    for name, why in refused.items():
-        log.warning("%s refused: %s", name, why)
+    for name, why in refused.items():  # recorded in the card and printed by the CLI
+        log.info("%s refused: %s", name, why)
     return kept, refused
 
 
@@ -191,6 +193,14 @@ def _assemble(results: Sequence[ConfirmedResult], slide_root: str | Path | None)
         tables.append((result, table))
     stacked = np.concatenate([t[list(LESIONS)].to_numpy(float) for _, t in tables])
     labels, refused = select_labels(label_counts(stacked, LESIONS))
+    groups = {result.group for result in results}
+    if len(groups) < 2:
+        who = "patient" if groups.pop().startswith("patient:") else "slide"
+        raise InputError(
+            f"the confirmed biopsies ({len(results)}) are all of one {who}: validation would "
+            f"test on the {who} it learned from; nothing written (confirmed biopsies of at least "
+            "two patients are needed, or two slides where no patient id is recorded)"
+        )
     return _Assembly(tables, labels, refused, excluded)
 
 

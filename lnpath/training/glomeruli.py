@@ -306,7 +306,7 @@ def train(
                     with atomic_path(checkpoint) as tmp:
                         write_weights(best_state, tmp)
         if out_of_time:
-            log.warning("time limit of %.0f s reached at step %d", config.time_limit_s, step)
+            log.info("time limit of %.0f s reached at step %d", config.time_limit_s, step)
             break
     bar.close()
     if best_state is not None:

@@ -52,7 +52,13 @@ def result_folders(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
         if not inside:
             raise InputError(f"{path}: not a result folder, nor a folder of result folders")
         folders += inside
-    return folders
+    seen: set[str] = set()  # a folder named twice (``batch/`` and ``batch/r1``) is one result
+    unique = []
+    for folder in folders:
+        if os.path.realpath(folder) not in seen:
+            seen.add(os.path.realpath(folder))
+            unique.append(folder)
+    return unique
 
 
 def _superseded(folders: Sequence[Path]) -> tuple[set[str], set[str]]:
@@ -82,8 +88,9 @@ def confirmed_results(
 ) -> tuple[list[ConfirmedResult], dict[str, list[str]]]:
     """The confirmed, verified results among ``dirs``, one per slide, and what was left out.
 
-    Of two confirmed results of one slide (same fingerprint) the later confirmation is kept: one
-    biopsy counted twice would weigh its glomeruli double and leak between folds. A confirmed
+    Of two confirmed results of one slide (same fingerprint) the later confirmation is kept (on a
+    tie, as for a copied folder, the first named): one biopsy counted twice would weigh its
+    glomeruli double and leak between folds. A confirmed
     result that was superseded (moved aside to ``<name>.superseded-<time>`` by a re-scoring, or
     recorded as superseded by a result among ``dirs``) is left out: the lab replaced those calls.
 
@@ -130,7 +137,8 @@ def confirmed_results(
         if earlier is not None:
             at = (record.get("confirmation") or {}).get("confirmed_at") or ""
             earlier_at = (earlier.record.get("confirmation") or {}).get("confirmed_at") or ""
-            keep, drop = (result, earlier) if at >= earlier_at else (earlier, result)
+            # a copy confirms at the same instant as its original: the first named stays
+            keep, drop = (result, earlier) if at > earlier_at else (earlier, result)
             log.warning(
                 "%s and %s are results of one slide: counted once", keep.folder, drop.folder
             )

@@ -6,7 +6,9 @@ slides, or a folder of crops with a CSV. Metrics are estimated by grouped k-fold
 (all glomeruli of one slide/image stay in one fold, so neighbours do not leak between train and
 test). The out-of-fold logits also fit a per-lesion Platt scaling (logistic regression on the
 logit), so the ``p_<lesion>`` the model emits are calibrated on data it was not trained on --
-the only calibration a small label set can justify. The final network is trained on every sample.
+the only calibration a small label set can justify. The metrics themselves score each fold with a
+scaling fitted on the other folds, so no label calibrates its own call. The final network is
+trained on every sample.
 """
 
 from __future__ import annotations
@@ -223,11 +225,29 @@ def cross_validate(
     result = CrossValidation(logits=logits, folds=n_folds, grouped_by=grouped_by)
     for j, name in enumerate(data.labels):
         known = ~np.isnan(data.targets[:, j])
-        a, b = fit_platt(logits[known, j], data.targets[known, j])
-        prob = calibrated(logits[:, j], a, b)
+        a, b = fit_platt(logits[known, j], data.targets[known, j])  # for the model written
         result.calibration[name] = {"a": a, "b": b}
+        prob = out_of_fold_calibrated(logits[:, j], data.targets[:, j], fold)
         result.metrics[name] = evaluate(data.targets[:, j], prob, data.groups, seed=seed)
     return result
+
+
+def out_of_fold_calibrated(logits: np.ndarray, targets: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Probabilities of each fold's logits, Platt-calibrated on the *other* folds' logits.
+
+    Calibrating on all out-of-fold logits and scoring the same glomeruli would fit the threshold
+    on the validation labels (optimistic sensitivity, specificity, κ and Brier). A fold whose
+    other folds lack a positive or a negative label keeps the uncalibrated sigmoid.
+    """
+    prob = np.empty(len(logits), dtype=float)
+    known = ~np.isnan(targets)
+    for k in np.unique(fold):
+        test, train = fold == k, (fold != k) & known
+        a, b = 1.0, 0.0
+        if 0 < targets[train].sum() < train.sum():
+            a, b = fit_platt(logits[train], targets[train])
+        prob[test] = calibrated(logits[test], a, b)
+    return prob
 
 
 def write_model_folder(
@@ -297,7 +317,10 @@ def train_lesion_model(
             "samples": len(data.targets),
         },
         "cross_validation": {"folds": cv.folds, "grouped_by": cv.grouped_by, "metrics": cv.metrics},
-        "calibration": {"method": "platt on out-of-fold logits", "labels": cv.calibration},
+        "calibration": {
+            "method": "platt on out-of-fold logits (metrics: each fold scaled on the other folds)",
+            "labels": cv.calibration,
+        },
         "threshold": 0.5,
         "status": "trained on a lab's own labels; validate locally before relying on it",
         **data.provenance,
