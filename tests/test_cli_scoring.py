@@ -106,3 +106,24 @@ def test_bad_inputs_exit_nonzero_with_one_line(
         assert code == 2, argv
         assert out == ""
         assert err.startswith("lnpath: error: ") and message in err and err.count("\n") == 1
+
+
+def test_table_percentages_read_in_the_band_they_score(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Spec §1.3 and §6 (whole percentages, scores from exact counts): 49/197 is 24.87% and
+    scores 1 (4n = 196 < 197), 99/197 is 50.25% and scores 3 (2n = 198 > 197); fibrosis 0.5001
+    scores 3. The table printed them "25%" and "50%" beside scores 1 and 3."""
+    rows = [f"{i},{int(i < 49)},{int(i < 99)},0,0,0,0,0,0,0" for i in range(197)]
+    path = tmp_path / "edge.csv"
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    cortex = tmp_path / "cortex.json"
+    cortex.write_text(json.dumps({"interstitial_fibrosis": 0.5001}))
+    code, out, _ = run(
+        ["score-findings", str(path), "--cortex", str(cortex), "--format", "table"], capsys
+    )
+    lines = {line.split("│")[2].strip(): line for line in out.splitlines() if line.count("│") > 8}
+    assert code == 0
+    assert "49/197 │ 24.9%" in lines["endocapillary_hypercellularity"]
+    assert "99/197 │ 50.3%" in lines["neutrophils_karyorrhexis"]
+    assert "│ 50.01% │ 3 " in lines["interstitial_fibrosis"]

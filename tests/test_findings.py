@@ -116,6 +116,14 @@ def test_header_only_csv_is_an_empty_table(tmp_path: Path) -> None:
     assert len(table) == 0 and list(table.columns[:1]) == ["glomerulus_id"]
 
 
+def test_an_empty_list_of_rows_is_an_empty_table_scored_inadequate() -> None:
+    """Spec §2.3 (< 8 glomeruli: counts only): no rows is 0 glomeruli, as a header-only file
+    is, not "missing required column(s)" for every lesion column."""
+    score = lnpath.score_findings([])
+    assert (score.adequacy.n_glomeruli, score.adequacy.status) == (0, "inadequate")
+    assert score.activity_index.total is None and score.isn_rps_class.proposal is None
+
+
 # file -> (glomeruli kept, unclassified excluded, any sclerosis, glomerulosclerosis score)
 QUPATH = {
     "TPATH012": (32, 0, 1, 1),

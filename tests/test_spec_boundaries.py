@@ -1206,3 +1206,133 @@ def test_the_diagnosis_line_names_the_class_the_unassessed_calls_could_make_it()
     assert "ISN/RPS class IV;" in diagnosis_text(signed)
     settled = score(table(20, endocapillary_hypercellularity=6)).diagnosis_line()
     assert "ISN/RPS class III (2018 revision)" in settled
+
+
+# ------------------------------------------------------------------ excluded glomeruli (§1.4, §2.2)
+
+
+def _excluded_table() -> pd.DataFrame:
+    """12 rows as a result's findings.csv keeps them: 2 excluded as not a glomerulus (both with
+    endocapillary hypercellularity), 3 more with it, 1 ischemic with segmental sclerosis."""
+    frame = table(12, endocapillary_hypercellularity=5, segmental_sclerosis=[5])
+    frame["exclusion"] = ["not_glomerulus", "not_glomerulus", "", "", "", "ischemic", *[""] * 6]
+    frame["exclusion_reason"] = ""
+    return frame
+
+
+def test_a_glomerulus_excluded_in_review_leaves_the_counts_of_score_findings(
+    tmp_path: Path,
+) -> None:
+    """§1.4 item 1 (N = glomeruli evaluable by LM) and §2.2 (ischemic glomeruli leave the class
+    fraction): scored by hand, N = 12 - 2 = 10; endocapillary hypercellularity 3/10 (4n = 12 >=
+    10, 2n = 6 <= 10: score 2); glomerulosclerosis 1/10 (score 1); class 3/9 involved -> III.
+    Counting the excluded rows gave 5/12 and 6/12 -> IV, unlike the result they came from."""
+    path = tmp_path / "findings.csv"
+    _excluded_table().to_csv(path, index=False)
+    for source in (_excluded_table(), path):
+        result = lnpath.score_findings(source, cortex=ZERO_CORTEX)
+        endo = result.activity_index.components["endocapillary_hypercellularity"]
+        sclerosis = result.chronicity_index.components["glomerulosclerosis"]
+        assert result.adequacy.n_glomeruli == 10
+        assert (endo.n, endo.N, endo.score) == (3, 10, 2)
+        assert (sclerosis.n, sclerosis.N, sclerosis.score) == (1, 10, 1)
+        klass = result.isn_rps_class
+        assert (klass.involved, klass.n_class, klass.n_all, klass.proposal) == (3, 9, 10, "III")
+
+
+def test_an_unknown_exclusion_kind_is_refused_naming_the_glomerulus() -> None:
+    """§1.4: a misspelt exclusion would otherwise count a glomerulus the reviewer left out."""
+    frame = _excluded_table()
+    frame.loc[3, "exclusion"] = "artefact"
+    with pytest.raises(lnpath.InputError, match=r"glomerulus_id 3, exclusion: 'artefact'"):
+        lnpath.score_findings(frame, cortex=ZERO_CORTEX)
+
+
+# ------------------------------------------------------------------ decided bands (§1.3)
+
+
+def test_a_band_the_unassessed_calls_cannot_move_is_scored() -> None:
+    """§1.3: 7 of 12 glomeruli with a cellular crescent is 2n = 14 > 12, score 3, and 8 of 12
+    is too, so one unassessed call cannot change it: the component scores 3 (x2 = 6), the AI is
+    6/24, not "6-6/24 (incomplete)" with a total of 0, and the glomerulus is still named."""
+    frame = table(12, cellular_crescent=7)
+    frame.loc[11, "cellular_crescent"] = pd.NA
+    result = score(frame)
+    crescents = result.activity_index.components["cellular_fibrocellular_crescents"]
+    assert (crescents.assessed, crescents.score, crescents.weighted) == (True, 3, 6)
+    assert (crescents.n, crescents.N, crescents.not_assessed_ids) == (7, 12, [11])
+    assert (result.activity_index.total, result.activity_index.complete) == (6, True)
+    assert "activity index 6/24;" in result.diagnosis_line()
+    assert any(
+        "cellular_fibrocellular_crescents" in item and "not assessed in 1 of 12" in item
+        for item in result.pending_review
+    )
+    # one glomerulus that could move the band still leaves the component open: 6/12 is 2, 7/12 3
+    frame.loc[6, "cellular_crescent"] = False
+    open_ = score(frame).activity_index.components["cellular_fibrocellular_crescents"]
+    assert (open_.assessed, open_.score, open_.score_range) == (False, None, (2, 3))
+
+
+# ------------------------------------------------------------------ report bands (§1.7)
+
+
+@pytest.mark.parametrize(
+    ("total", "maximum", "word"),
+    [
+        pytest.param(0, 24, "low", id="§1.7-AI-0"),
+        pytest.param(5, 24, "low", id="§1.7-AI-5"),
+        pytest.param(6, 24, "moderate", id="§1.7-AI-6"),
+        pytest.param(11, 24, "moderate", id="§1.7-AI-11"),
+        pytest.param(12, 24, "high", id="§1.7-AI-12"),
+        pytest.param(24, 24, "high", id="§1.7-AI-24"),
+        pytest.param(2, 12, "low", id="§1.7-CI-2"),
+        pytest.param(3, 12, "moderate", id="§1.7-CI-3"),
+        pytest.param(5, 12, "moderate", id="§1.7-CI-5"),
+        pytest.param(6, 12, "high", id="§1.7-CI-6"),
+    ],
+)
+def test_index_band_words(total: int, maximum: int, word: str) -> None:
+    """§1.7: AI 0-5 / 6-11 / 12-24 and CI 0-2 / 3-5 / 6-12 read low / moderate / high."""
+    from lnpath.scoring.indices import index_band
+
+    assert index_band(total, maximum) == word
+
+
+def test_a_scored_index_carries_its_band_word() -> None:
+    """§1.7 on a scored biopsy: endocapillary hypercellularity 11/20 (3) + necrosis 5/20 (2 x 2)
+    = AI 7, moderate; glomerulosclerosis 11/20 (3) + fibrosis 30% (2) = CI 5, moderate; with
+    inflammation unmeasured the AI lies in 7-10, still moderate, but CI with fibrosis unmeasured
+    lies in 3-6 and has no single word."""
+    frame = table(20, endocapillary_hypercellularity=11, fibrinoid_necrosis=5, global_sclerosis=11)
+    cortex = {**ZERO_CORTEX, "interstitial_fibrosis": 0.3}
+    full = score(frame, cortex)
+    assert (full.activity_index.total, full.activity_index.band) == (7, "moderate")
+    assert (full.chronicity_index.total, full.chronicity_index.band) == (5, "moderate")
+    assert full.to_dict()["chronicity_index"]["band"] == "moderate"
+    assert "AI 7/24 (moderate), CI 5/12 (moderate)" in repr(full)
+    partial = score(frame, {"tubular_atrophy": 0.0})
+    ai, ci = partial.activity_index, partial.chronicity_index
+    assert (ai.total_range, ai.band) == ((7, 10), "moderate")
+    assert (ci.total_range, ci.band) == ((3, 6), None)
+
+
+def test_a_cortex_area_larger_than_its_whole_is_refused_in_words() -> None:
+    """§1.3 ("a ratio of pixel areas"): [lesion_area, cortex_area] with the lesion larger than
+    the cortex, or negative, is named as such, not as a fraction outside [0, 1]; a percentage
+    given for a fraction is told what to write."""
+    cases = (
+        ([5, 2], "lesion area 5 is not between 0 and the whole area 2"),
+        ([-1, 4], "lesion area -1 is not between 0 and the whole area 4"),
+        (30, "30.0 is outside [0, 1] (a fraction: 0.3 for 30%)"),
+    )
+    for pair, shown in cases:
+        with pytest.raises(lnpath.InputError, match=re.escape(shown)):
+            score(table(10), {**ZERO_CORTEX, "interstitial_fibrosis": pair})
+
+
+def test_austin1984_says_why_it_cannot_be_scored() -> None:
+    """§7 lists ``nih_version: austin1984``; §1.6: the original index pairs karyorrhexis with
+    fibrinoid necrosis (x2) and scores leukocytes apart, which one neutrophils_karyorrhexis
+    column cannot give. The refusal says so instead of implying no such version exists."""
+    with pytest.raises(lnpath.InputError, match="pairs karyorrhexis with necrosis"):
+        score(table(10), config={"nih_version": "austin1984"})

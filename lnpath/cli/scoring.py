@@ -85,7 +85,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _short_note(c: Component) -> str:
     if c.assessed:
-        return ""
+        # glomeruli not assessed inside a band they cannot change: named, the score stands
+        return (
+            f"{c.n_not_assessed}/{c.N} not assessed; {c.score} either way"
+            if c.n_not_assessed
+            else ""
+        )
     if c.N is None:
         return "no cortex measurement"
     if not c.N:
@@ -95,9 +100,11 @@ def _short_note(c: Component) -> str:
 
 
 def _index_rows(table: Table, label: str, index: IndexScore) -> None:
+    from lnpath.scoring.uncertainty import band_pct  # 49/197 reads 24.9% (band 1), never 25%
+
     for name, c in index.components.items():
         count = f"{c.n}/{c.N}" if c.N is not None else "-"
-        pct = f"{c.fraction:.0%}" if c.fraction is not None and c.assessed else "-"
+        pct = band_pct(c.fraction) if c.fraction is not None and c.assessed else "-"
         score = str(c.score) if c.score is not None else "n.a."
         weighted = str(c.weighted) if c.weighted is not None else "n.a."
         table.add_row(label, name, count, pct, score, f"x{c.weight}", weighted, _short_note(c))

@@ -107,6 +107,9 @@ def read_findings(
     """
     if isinstance(source, pd.DataFrame):
         frame = source
+    elif isinstance(source, Sequence) and not isinstance(source, str) and not source:
+        # no rows: an empty table (inadequate when scored), as an empty file with its header is
+        frame = pd.DataFrame(columns=["glomerulus_id", *LESIONS])
     elif isinstance(source, Sequence) and all(isinstance(r, Mapping) for r in source):
         frame = pd.DataFrame(list(source))
     else:

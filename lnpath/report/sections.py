@@ -75,8 +75,8 @@ def _index_section(
         glomerular = (
             n is not None and big_n is not None and not str(comp.get("basis", "")).startswith("%")
         )
-        if assessed:
-            note, score = None, comp.get("score")
+        if assessed:  # a note names glomeruli not assessed inside a band they cannot change
+            note, score = comp.get("note"), comp.get("score")
         elif name in gaps:
             note, score = f"not evaluable: {gaps[name]}", "not evaluable"
         else:

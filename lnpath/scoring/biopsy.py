@@ -13,7 +13,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
+
 from lnpath.core.errors import InputError
+from lnpath.core.findings import is_missing
 from lnpath.core.text import check_free_text
 from lnpath.scoring.indices import ACTIVITY, CHRONICITY
 
@@ -26,6 +29,7 @@ __all__ = [
     "biopsy_changes",
     "class_inputs",
     "class_override",
+    "counted_glomeruli",
     "exclusion",
     "merge_biopsy",
     "normalise_biopsy",
@@ -327,3 +331,30 @@ def exclusion(value: Any, where: str = "exclusion") -> tuple[str, str]:
             "covers ischaemic/obsolescent glomeruli, not lupus-related)"
         )
     return kind, " ".join(reason.split()) or EXCLUSIONS[kind]
+
+
+def counted_glomeruli(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows the indices and the class count, read from an ``exclusion`` column.
+
+    A result's findings.csv keeps the glomeruli a pathologist excluded, with the kind in
+    ``exclusion``: a ``not_glomerulus`` row is no glomerulus and leaves every count (spec §1.4:
+    N is the glomeruli evaluable by light microscopy), an ``ischemic`` one stays in N and
+    becomes the ``ischemic`` flag the class fraction leaves out (spec §2.2). Without this the
+    same table scored by ``lnpath score-findings`` would count what its result left out.
+
+    Raises:
+        InputError: an exclusion kind that is not one of :data:`EXCLUSIONS`.
+    """
+    if "exclusion" not in table:
+        return table
+    kinds = [
+        "" if is_missing(v) else exclusion(v, f"glomerulus_id {gid!r}, exclusion")[0]
+        for gid, v in zip(table["glomerulus_id"], table["exclusion"], strict=True)
+    ]
+    kind = pd.Series(kinds, index=table.index)
+    rows = table[kind != "not_glomerulus"].copy()
+    ischemic = kind[kind != "not_glomerulus"] == "ischemic"
+    if ischemic.any():
+        flag = rows["ischemic"] if "ischemic" in rows else pd.Series(pd.NA, index=rows.index)
+        rows["ischemic"] = (flag.astype("boolean").fillna(False) | ischemic).astype("boolean")
+    return rows.drop(columns=["exclusion"]).reset_index(drop=True)

@@ -278,6 +278,12 @@ def _is_number(value: Any) -> bool:
 
 def _validate(cfg: ScoringConfig, where: str) -> None:
     """Reject wrong types and out-of-range values with one line naming the option."""
+    if cfg.nih_version == "austin1984":  # a §7 value, but not one a findings table can give
+        raise InputError(
+            f"{where}: nih_version must be one of bajema2018 (got 'austin1984': the original "
+            "NIH index pairs karyorrhexis with necrosis and scores leukocytes apart, which a "
+            "findings table's one neutrophils_karyorrhexis column cannot give)"
+        )
     for name, choices in _CHOICES.items():
         value = getattr(cfg, name)
         if value not in choices:

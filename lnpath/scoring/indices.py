@@ -2,8 +2,9 @@
 
 Each component is ``n`` of ``N`` glomeruli (or an exact area fraction of cortex) banded 0-3 by the
 integer rule of spec §1.3; weights are x2 for fibrinoid necrosis and cellular/fibrocellular
-crescents. A component with any unassessed (``<NA>``) glomerulus is "not assessed" and carries
-the score range the missing calls allow, so a total never silently treats "unknown" as "absent".
+crescents. A component whose unassessed (``<NA>``) glomeruli could change its band is "not
+assessed" and carries the score range the missing calls allow, so a total never silently treats
+"unknown" as "absent"; one whose band they cannot change is scored, and names them.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ __all__ = [
     "CHRONICITY",
     "CORTEX_BASIS",
     "CORTEX_KEYS",
+    "INDEX_BANDS",
     "Component",
     "IndexScore",
     "cortex_fractions",
     "denominator",
+    "index_band",
     "index_components",
     "index_score",
     "lesion_columns",
@@ -72,6 +75,20 @@ CORTEX_BASIS: dict[str, str] = {
     "tubular_atrophy": "% of cortical tubules",
     "tubular_atrophy_cortex_area": "% of cortical area",
 }
+
+
+#: Report wording of an index total (spec §1.7, Yamamura 2021; not from the revision itself):
+#: index maximum -> (lowest total, word), from the top band down.
+INDEX_BANDS: dict[int, tuple[tuple[int, str], ...]] = {
+    24: ((12, "high"), (6, "moderate"), (0, "low")),
+    12: ((6, "high"), (3, "moderate"), (0, "low")),
+}
+
+
+def index_band(total: int, maximum: int) -> str:
+    """``low`` / ``moderate`` / ``high`` for an AI (0-5 / 6-11 / 12-24) or CI (0-2 / 3-5 /
+    6-12) total (spec §1.7)."""
+    return next(word for lowest, word in INDEX_BANDS[maximum] if total >= lowest)
 
 
 @dataclass
@@ -153,6 +170,16 @@ class IndexScore:
     note: str = ""
 
     @property
+    def band(self) -> str | None:
+        """The §1.7 wording of the total; for an incomplete index only when every total it can
+        still take has the same word, else None."""
+        span = (self.total, self.total) if self.complete else self.total_range
+        if self.maximum not in INDEX_BANDS or span is None or span[0] is None:
+            return None
+        low, high = (index_band(int(t), self.maximum) for t in span)
+        return low if low == high else None
+
+    @property
     def not_assessed(self) -> list[str]:
         """Components that did not enter the total."""
         return [name for name, c in self.components.items() if not c.assessed]
@@ -176,6 +203,7 @@ class IndexScore:
             "complete": self.complete,
             "not_assessed": self.not_assessed,
             "total_range": list(self.total_range) if self.total_range else None,
+            "band": self.band,
             "note": self.note,
             "components": {name: c.to_dict() for name, c in self.components.items()},
         }
@@ -241,11 +269,14 @@ def _glomerular(
     open_n = _open_denominator(name, table, cfg)[mask]
     if open_n.any():
         low, high = _open_denominator_range(involved, open_n)
+    # a band the missing calls cannot move is decided (spec §1.3: the band of the counts), as the
+    # class is; the glomeruli not assessed are still named for review
+    decided = low == high
     component = Component(
         name,
         weight,
-        assessed=not unknown and low == high,
-        score=low if not unknown and low == high else None,
+        assessed=decided,
+        score=low if decided else None,
         n=n,
         N=total,
         fraction=fraction,
@@ -254,7 +285,11 @@ def _glomerular(
         involved_ids=_ids(table, positive),
         not_assessed_ids=_ids(table, missing),
     )
-    if not component.assessed:
+    if decided and unknown:
+        component.note = (
+            f"not assessed in {unknown} of {total} glomeruli; score {low} whatever they show"
+        )
+    elif not decided:
         component.score_range = (low, high)
         why = [f"not assessed in {unknown} of {total} glomeruli"] if unknown else []
         if low != high and open_n.any():
@@ -382,6 +417,11 @@ def _fraction(key: str, value: Any) -> Fraction | None:
             part, whole = (Fraction(v) for v in value)
             if whole <= 0:
                 raise InputError(f"cortex: {key}: area {whole} must be positive")
+            if not 0 <= part <= whole:
+                raise InputError(
+                    f"cortex: {key}: lesion area {float(part):g} is not between 0 and the "
+                    f"whole area {float(whole):g} ([lesion_area, cortex_area])"
+                )
             result = part / whole
         elif isinstance(value, int | float | Fraction | np.integer | np.floating):
             result = Fraction(float(value)) if not isinstance(value, Fraction) else value
@@ -390,5 +430,11 @@ def _fraction(key: str, value: Any) -> Fraction | None:
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"cortex: {key}: {value!r} is not a fraction in [0, 1]") from None
     if not 0 <= result <= 1:
-        raise InputError(f"cortex: {key}: {float(result)} is outside [0, 1]")
+        # 30 for 30 % is the likely slip: say what to write instead
+        hint = (
+            f" (a fraction: {float(result) / 100:g} for {float(result):g}%)"
+            if 1 < result <= 100
+            else ""
+        )
+        raise InputError(f"cortex: {key}: {float(result)} is outside [0, 1]{hint}")
     return result

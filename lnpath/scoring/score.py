@@ -24,6 +24,7 @@ from lnpath.core.findings import read_findings
 from lnpath.core.vocabulary import class_phrase
 from lnpath.scoring import views
 from lnpath.scoring.adequacy import Adequacy, assess_adequacy, withheld
+from lnpath.scoring.biopsy import counted_glomeruli
 from lnpath.scoring.classification import ClassProposal, biopsy_inputs, propose_class
 from lnpath.scoring.config import ScoringConfig, config_from
 from lnpath.scoring.indices import (
@@ -214,7 +215,7 @@ def score_findings(
         InputError: malformed findings, cortex, config or biopsy inputs.
     """
     cfg = config_from(config)
-    table, measured = apply_measurements(read_findings(glomeruli), cfg)
+    table, measured = apply_measurements(counted_glomeruli(read_findings(glomeruli)), cfg)
     fractions = cortex_fractions(cortex)
     inputs = biopsy_inputs(biopsy)
     adequacy = assess_adequacy(len(table), cfg)
@@ -375,7 +376,9 @@ def _uncertainty(
     for _, index, spec in indices:
         for name, component in index.components.items():
             lesions = spec[name][0]
-            if component.assessed and lesions is not None and component.N:
+            # calls not assessed inside a decided band leave no count distribution to compute
+            known = component.assessed and not component.n_not_assessed
+            if known and lesions is not None and component.N:
                 probs = calls.probabilities(name, lesions)
                 if probs is not None:
                     called[name] = probs
@@ -427,7 +430,8 @@ def _pending(
     items: list[str] = []
     for label, index in (("AI", activity), ("CI", chronicity)):
         for component in index.components.values():
-            if not component.assessed and component.note != "no glomeruli":
+            unassessed = not component.assessed or component.n_not_assessed
+            if unassessed and component.note != "no glomeruli":
                 items.append(f"{label} {component.name} (x{component.weight}): {component.note}")
     items.extend(f"class: {need}" for need in proposal.needs_if_em)
     items.extend(uncertainty.get("notes", []))

@@ -24,14 +24,16 @@ def label(name: str) -> str:
 
 
 def index_total(index: IndexScore) -> str:
-    """``5/24``, ``5–17/24 (incomplete)`` or ``not computable``: an incomplete index is shown as
-    the range it can still take, never as the partial sum alone (as in the diagnosis line)."""
+    """``5/24 (low)``, ``5–17/24 (incomplete)`` or ``not computable``: an incomplete index is
+    shown as the range it can still take, never as the partial sum alone (as in the diagnosis
+    line), with its §1.7 word where that range has one."""
     if index.total is None:
         return "not computable"
+    word = index.band  # spec §1.7: low / moderate / high, where the total (or range) decides it
     if index.complete:
-        return f"{index.total}/{index.maximum}"
+        return f"{index.total}/{index.maximum}" + (f" ({word})" if word else "")
     low, high = index.total_range or (index.total, index.maximum)
-    return f"{low}–{high}/{index.maximum} (incomplete)"
+    return f"{low}–{high}/{index.maximum} (incomplete{f', {word}' if word else ''})"
 
 
 def index_title(index: IndexScore) -> str:
