@@ -72,8 +72,8 @@ def forward_pass(
 ) -> Callable[[], int]:
     """The network alone over the slide's tissue tiles, prepared as tensors beforehand, as
     trained (``eager``), BatchNorm folded (``folded``) or fused as segmentation runs it."""
-    grid = tile(
-        slide, model.mpp, model.patch, overlap=model.overlap, min_tissue=MIN_TISSUE, tissue=tissue
+    grid = tile(  # as segmentation asks: a coarse scan is enlarged to the model's µm/px
+        slide, model.mpp, model.patch, model.overlap, MIN_TISSUE, tissue, upsample=True
     )
     white = slide_white(slide)
     arrays = [arr for _, arr in grid]

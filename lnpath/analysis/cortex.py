@@ -228,7 +228,8 @@ def measure_cortex(
     polygons = [g.polygon for g in glomeruli]
     if tissue is None:
         tissue = detect_tissue(slide)
-    grid = tile(slide, mpp=mpp, size=TILE_PX, min_tissue=ANY_TISSUE, tissue=tissue)
+    # a scan coarser than the working µm/px is enlarged, as for segmentation
+    grid = tile(slide, mpp=mpp, size=TILE_PX, min_tissue=ANY_TISSUE, tissue=tissue, upsample=True)
     work_mpp = grid.spec.mpp
     reads: Iterator[tuple[TileInfo, np.ndarray]]
     if kept is not None and kept.accepts(grid.spec) and len(kept) and (workers or 1) == 1:

@@ -42,7 +42,7 @@ from lnpath.nn.predict import fast_autocast, precision, predict_batch, resolve_d
 from lnpath.wsi.grid import TileInfo
 from lnpath.wsi.kept_pixels import KeptPixels
 from lnpath.wsi.prefetch import prefetched
-from lnpath.wsi.slide import require_open
+from lnpath.wsi.slide import SNAP_TOLERANCE, coarse_scan, require_open
 from lnpath.wsi.tiling import TileGrid, default_readers, tile
 from lnpath.wsi.workers import available_cpus
 
@@ -123,9 +123,9 @@ def segment_glomeruli(
     net.network.to(dev)
     lanes = _compute_lanes(dev)  # and as many reading threads
     batch = batch_size or (16 if dev.type == "cuda" else 4 // lanes)
-    grid = tile(
-        slide, net.mpp, size=net.patch, overlap=net.overlap, min_tissue=MIN_TISSUE, tissue=tissue
-    )
+    if slide.mpp > net.mpp * (1.0 + SNAP_TOLERANCE):
+        log.warning("%s: %s", slide.path, coarse_scan(slide.mpp, net.mpp))
+    grid = tile(slide, net.mpp, net.patch, net.overlap, MIN_TISSUE, tissue, upsample=True)
     stats = _Stats(tiles=len(grid))
     meta: dict[str, Any] = {
         "model": net.name,

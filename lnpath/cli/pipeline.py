@@ -209,8 +209,12 @@ def _summary(result: Any, seconds: float) -> Table:
 
 def run_score(args: argparse.Namespace) -> int:
     """``score_slide SLIDE ...``."""
+    from lnpath.cli.slides import missing_mpp
     from lnpath.workflow.pipeline import score_slide
+    from lnpath.wsi.slide import MissingMppError, check_mpp
 
+    if args.mpp is not None:
+        check_mpp(args.mpp, "--mpp")
     err = new_console(stderr=True)
     started: dict[str, float] = {}
 
@@ -226,7 +230,17 @@ def run_score(args: argparse.Namespace) -> int:
             )
 
     start = time.perf_counter()
-    result = score_slide(
+    try:
+        result = _score(score_slide, args, on_stage)
+    except MissingMppError as exc:
+        raise missing_mpp(exc, "--mpp") from None
+    new_console().print(_summary(result, time.perf_counter() - start))
+    return 0
+
+
+def _score(score_slide: Any, args: argparse.Namespace, on_stage: Any) -> Any:
+    """The API call the command makes, with every option it takes."""
+    return score_slide(
         args.slide,
         out=args.out,
         mpp=args.mpp,
@@ -244,8 +258,6 @@ def run_score(args: argparse.Namespace) -> int:
         supersede=args.supersede,
         tta=False if args.no_tta else None,
     )
-    new_console().print(_summary(result, time.perf_counter() - start))
-    return 0
 
 
 def _parse_cortex(items: list[str]) -> dict[str, float | None]:

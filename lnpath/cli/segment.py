@@ -64,10 +64,10 @@ def register(subparsers: Any) -> None:
 def run_segment(args: argparse.Namespace) -> int:
     """Segment one slide and write its GeoJSON."""
     from lnpath.analysis.segment import segment_glomeruli
+    from lnpath.cli.slides import open_with_option
     from lnpath.core.errors import InputError
     from lnpath.io.atomic import check_output_file
     from lnpath.io.tables import GEOJSON_SUFFIXES
-    from lnpath.wsi.slide import open_slide
 
     suffix = Path(args.out).suffix
     if suffix and suffix.lower() not in GEOJSON_SUFFIXES:  # GeoJSON in a .csv reads as neither
@@ -78,7 +78,7 @@ def run_segment(args: argparse.Namespace) -> int:
     check_output_file(args.out, args.overwrite)  # before the slow part, never over a QuPath edit
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    with open_slide(args.slide, mpp=args.mpp) as slide:
+    with open_with_option(args.slide, args.mpp, "--mpp") as slide:
         glomeruli = segment_glomeruli(
             slide,
             model=args.model,

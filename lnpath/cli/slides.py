@@ -37,7 +37,9 @@ def register(subparsers: Any) -> None:
     )
     tiles.add_argument("slide", type=Path, help="slide or image file")
     tiles.add_argument("--mpp", type=float, required=True, help="µm/px of the tiles")
-    tiles.add_argument("--size", type=int, default=512, help="tile size in pixels (default 512)")
+    tiles.add_argument(
+        "--size", "--tile-size", type=int, default=512, help="tile size in pixels (default 512)"
+    )
     tiles.add_argument("--overlap", type=int, default=0, help="pixels shared by neighbours")
     tiles.add_argument(
         "--min-tissue",
@@ -54,7 +56,9 @@ def register(subparsers: Any) -> None:
     tiles.set_defaults(func=run_tiles)
 
 
-def _open(path: Path, mpp: float | None, option: str) -> Any:
+def open_with_option(path: Path | str, mpp: float | None, option: str) -> Any:
+    """Open a slide for a command: a bad µm/px and a missing one name the command's option
+    (``--mpp`` or ``--slide-mpp``), not the API's ``mpp=``."""
     from lnpath.wsi.slide import MissingMppError, check_mpp, open_slide
 
     if mpp is not None:
@@ -62,16 +66,19 @@ def _open(path: Path, mpp: float | None, option: str) -> Any:
     try:
         return open_slide(path, mpp=mpp)
     except MissingMppError as exc:
-        raise SlideError(
-            f"{exc.path}: {exc.reason}; pass the scanner's value with {option}"
-        ) from None
+        raise missing_mpp(exc, option) from None
+
+
+def missing_mpp(exc: Any, option: str) -> SlideError:
+    """A :class:`~lnpath.wsi.slide.MissingMppError` with the command's own option as advice."""
+    return SlideError(f"{exc.path}: {exc.reason}; pass the scanner's value with {option}")
 
 
 def run_info(args: argparse.Namespace) -> int:
     """Print the slide description as a rich table (or JSON)."""
     from lnpath.wsi.describe import describe_slide
 
-    with _open(args.slide, args.mpp, "--mpp") as slide:
+    with open_with_option(args.slide, args.mpp, "--mpp") as slide:
         info = describe_slide(slide)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -127,7 +134,7 @@ def run_tiles(args: argparse.Namespace) -> int:
     mpp = check_mpp(args.mpp, "--mpp")
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
-    with _open(args.slide, args.slide_mpp, "--slide-mpp") as slide:
+    with open_with_option(args.slide, args.slide_mpp, "--slide-mpp") as slide:
         grid = tile(slide, mpp, args.size, args.overlap, min_tissue=args.min_tissue)
         grid.save(args.out, workers=args.workers, overwrite=args.overwrite)
     print(f"{len(grid)} tiles of {args.size} px at {mpp:g} µm/px -> {args.out}")

@@ -49,7 +49,7 @@ from lnpath.scoring.biopsy import class_inputs
 from lnpath.scoring.score import score_findings
 from lnpath.workflow.options import ScoreOptions
 from lnpath.wsi.kept_pixels import KeptPixels
-from lnpath.wsi.slide import Slide, open_slide, slide_file
+from lnpath.wsi.slide import SNAP_TOLERANCE, Slide, coarse_scan, open_slide, slide_file
 from lnpath.wsi.tissue import detect_tissue
 
 LOG = logging.getLogger(__name__)
@@ -260,6 +260,10 @@ def _read_inputs(
     cfg = load_config(opts.config)
     stated = load_biopsy(biopsy)
     caller = lesion_caller(opts.lesion_model, stain=opts.stain, device=opts.device)  # fail now
+    if glomeruli is None:  # --device cuda without one: refused before the lock file is made
+        from lnpath.nn.predict import resolve_device
+
+        resolve_device(opts.device)
     slide = open_slide(path, mpp=mpp)
     try:
         started = time.perf_counter()
@@ -307,6 +311,8 @@ def _score_slide(
     timings["open"] = round(timings["open"] + inputs.tissue_s, 3)  # tissue found before the lock
     # segmentation's 1 µm/px tiles, cut out again by the cortex instead of decoded again
     kept = KeptPixels(slide, DEFAULT_CORTEX_MPP)
+    if slide.mpp > DEFAULT_CORTEX_MPP * (1.0 + SNAP_TOLERANCE):
+        warnings.append(coarse_scan(slide.mpp, DEFAULT_CORTEX_MPP))
     with _stage("segment", timings, on_stage):
         outlines, outline_source, tissue = _find_glomeruli(slide, inputs, opts, warnings, kept)
     with _stage("lesions", timings, on_stage), progress_scope(opts.progress):

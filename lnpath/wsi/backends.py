@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -14,6 +17,7 @@ import openslide.lowlevel
 from PIL import Image
 
 from lnpath.core.errors import SlideError
+from lnpath.wsi.tiff_check import tiff_truncation, unreadable_reason
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +206,10 @@ class _OpenSlideBackend:
     def _error(
         self, level: int, location: tuple[int, int], width: int, height: int, exc: Exception
     ) -> SlideError:
+        cut = tiff_truncation(self.path)  # a copy cut short opens, then fails at its end
         return SlideError(
             f"{self.path}: cannot read region x={location[0]} y={location[1]} "
-            f"width={width} height={height} (level {level}): {exc}"
+            f"width={width} height={height} (level {level}): {cut or exc}"
         )
 
     def close(self) -> None:
@@ -228,7 +233,8 @@ class _ArrayBackend:
         if path.suffix.lower() in {".tif", ".tiff"}:
             arr = self._load_tiff(path)
         else:
-            with Image.open(path) as img:
+            with _whole_slide_image(path) as img:
+                _check_fits_in_memory(path, img.size[0] * img.size[1], len(img.getbands()))
                 img.load()
                 rgb: Image.Image = img
                 if img.mode not in {"RGB", "RGBA"}:
@@ -247,13 +253,18 @@ class _ArrayBackend:
 
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
+            pixels = page.imagewidth * page.imagelength  # type: ignore[union-attr]
+            _check_fits_in_memory(path, pixels, page.samplesperpixel * page.dtype.itemsize)  # type: ignore[union-attr]
             arr = page.asarray()
             if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
                 arr = np.moveaxis(arr, 0, -1)
             tags = page.tags  # type: ignore[union-attr]
             res, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
-            if res is not None and unit is not None:
+            res_y = tags.get("YResolution")
+            if res is not None and unit is not None and res.value[1]:
                 self.properties["tiff.XResolution"] = str(res.value[0] / res.value[1])
+                if res_y is not None and res_y.value[1]:
+                    self.properties["tiff.YResolution"] = str(res_y.value[0] / res_y.value[1])
                 self.properties["tiff.ResolutionUnit"] = {2: "inch", 3: "centimeter"}.get(
                     int(unit.value), "none"
                 )
@@ -274,24 +285,73 @@ class _ArrayBackend:
         self._rgb = np.empty((0, 0, 3), dtype=np.uint8)
 
 
+_PIL_LIMIT = threading.Lock()
+
+
+def _whole_slide_image(path: Path) -> Image.Image:
+    """``Image.open`` without PIL's decompression-bomb limit (178 Mpx; a warning from 89 Mpx):
+    a 5 x 5 mm biopsy exported at 0.25 µm/px is 400 Mpx, and a local slide file is no attack.
+    Memory is checked instead (:func:`_check_fits_in_memory`)."""
+    with _PIL_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def _check_fits_in_memory(path: Path, pixels: int, pixel_bytes: int) -> None:
+    """A flat image is decoded whole: refuse one larger than half the free memory with the way
+    out, instead of a MemoryError (or the machine swapping) half-way through."""
+    need = pixels * max(3, pixel_bytes)  # decoded, then as RGB
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > free // 2:
+        raise SlideError(
+            f"{path}: a flat (not tiled) image of {need / 2**30:.1f} GiB decoded, more than half "
+            f"the {free / 2**30:.1f} GiB of free memory; convert it to a tiled pyramid, e.g. "
+            "vips tiffsave IN OUT.tiff --tile --pyramid --compression jpeg"
+        )
+
+
+def _folder_hint(path: Path) -> str:
+    """Which file of a folder to give: a MIRAX slide's .mrxs beside its data folder, or one of
+    a DICOM slide's files."""
+    mirax = path.with_name(path.name + ".mrxs")
+    if mirax.is_file():
+        return f" (a MIRAX slide opens from its .mrxs file: {mirax})"
+    dicom = next(iter(sorted(path.glob("*.dcm"))), None)
+    return f" (a DICOM slide opens from any one of its files, e.g. {dicom})" if dicom else ""
+
+
+_UNSUPPORTED = "not a slide format OpenSlide recognises (corrupt or unsupported file)"
+
+
 def _open_backend(path: Path) -> _Backend:
     """Open ``path`` with OpenSlide, falling back to a plain-image reader for images."""
     if not path.exists():
+        if path.is_symlink():  # a slide archive moved from under its links
+            raise SlideError(f"{path}: a link to {os.readlink(path)}, which does not exist")
         raise SlideError(f"{path}: no such file")
     if path.is_dir():
-        raise SlideError(f"{path}: is a directory, not a slide file")
+        raise SlideError(f"{path}: is a directory, not a slide file{_folder_hint(path)}")
+    if not path.is_file():  # reading a pipe would wait for a writer forever
+        raise SlideError(f"{path}: not a regular file (a pipe, socket or device), not a slide")
+    unreadable = unreadable_reason(path)  # OpenSlide calls these "unsupported format"
+    if unreadable:
+        raise SlideError(f"{path}: {unreadable}")
     is_image = path.suffix.lower() in IMAGE_SUFFIXES
     try:
         return _OpenSlideBackend(path)
     except openslide.OpenSlideUnsupportedFormatError:
         if not is_image:
-            raise SlideError(
-                f"{path}: not a slide format OpenSlide recognises (corrupt or unsupported file)"
-            ) from None
+            raise SlideError(f"{path}: {tiff_truncation(path) or _UNSUPPORTED}") from None
         reason = "OpenSlide does not recognise it"
     except openslide.OpenSlideError as exc:
         if not is_image:
-            raise SlideError(f"{path}: cannot open slide: {exc}") from None
+            raise SlideError(f"{path}: cannot open slide: {tiff_truncation(path) or exc}") from None
         reason = f"OpenSlide: {exc}"
     except OSError as exc:
         raise SlideError(f"{path}: cannot open slide: {exc}") from None
@@ -300,22 +360,32 @@ def _open_backend(path: Path) -> _Backend:
     except SlideError:
         raise
     except Exception as exc:  # PIL/tifffile raise many types for a bad file
+        cut = tiff_truncation(path)
+        if cut:
+            raise SlideError(f"{path}: {cut}") from None
         raise SlideError(f"{path}: cannot open image ({reason}; {exc})") from None
 
 
-def _file_mpp(backend: _Backend) -> tuple[float, str] | None:
-    """µm/px at level 0 from the file and its source, or None when the file has none."""
+def _file_mpp(backend: _Backend) -> tuple[float, float, str] | None:
+    """µm/px at level 0 across and down, and their source, or None when the file has none."""
     props = backend.properties
     mpp_x = props.get(openslide.PROPERTY_NAME_MPP_X)
     if mpp_x:
-        mpp_y = props.get(openslide.PROPERTY_NAME_MPP_Y, mpp_x)
-        if abs(float(mpp_x) - float(mpp_y)) > 0.01 * float(mpp_x):
-            log.warning("non-square pixels (%s x %s µm); using the x value", mpp_x, mpp_y)
+        mpp_y = props.get(openslide.PROPERTY_NAME_MPP_Y) or mpp_x
         # OpenSlide derives a generic TIFF's µm/px from its resolution tags, not scanner metadata.
         source = "tiff-resolution" if backend.vendor == "generic-tiff" else "metadata"
-        return float(mpp_x), source
+        return _number(mpp_x), _number(mpp_y), source
     res, unit = props.get("tiff.XResolution"), props.get("tiff.ResolutionUnit")
+    res_y = props.get("tiff.YResolution") or res
     per_unit = {"centimeter": 10_000.0, "inch": 25_400.0}.get(unit or "")
-    if res and per_unit and float(res) > 0:
-        return per_unit / float(res), "tiff-resolution"
+    if res and res_y and per_unit and _number(res) > 0 and _number(res_y) > 0:
+        return per_unit / _number(res), per_unit / _number(res_y), "tiff-resolution"
     return None
+
+
+def _number(text: str) -> float:
+    """A metadata value as a float; text that is not a number is NaN (refused as implausible)."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan

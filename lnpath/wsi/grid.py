@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lnpath.core.errors import InputError
-from lnpath.wsi.slide import LevelChoice, Slide, check_mpp, require_open
+from lnpath.wsi.slide import SNAP_TOLERANCE, LevelChoice, Slide, check_mpp, require_open
 
 _COLUMNS = ["x", "y", "width", "height", "row", "col", "tissue_fraction"]
 
@@ -77,14 +77,18 @@ def make_spec(slide: Slide, mpp: float, size: int, overlap: int = 0) -> TileSpec
     """Validate tiling parameters and decide the level and scale for ``mpp``."""
     require_open(slide, "tile")
     mpp = check_mpp(mpp, "mpp")
-    if not isinstance(size, (int, np.integer)) or size < 1:
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
         raise InputError(f"tile size must be a positive integer, got {size!r}")
     if size > MAX_TILE_PX:
         raise InputError(
             f"tile size must be at most {MAX_TILE_PX} px (one tile is read into memory whole), "
             f"got {size}"
         )
-    if not isinstance(overlap, (int, np.integer)) or not 0 <= overlap < size:
+    if (
+        isinstance(overlap, bool)
+        or not isinstance(overlap, int | np.integer)
+        or not 0 <= overlap < size
+    ):
         raise InputError(f"overlap must be an integer in [0, size), got {overlap!r}")
     choice: LevelChoice = slide.best_level(mpp)
     ds = slide.level_downsamples[choice.level]
@@ -97,6 +101,20 @@ def make_spec(slide: Slide, mpp: float, size: int, overlap: int = 0) -> TileSpec
         downsample=ds * choice.scale,
         scale=choice.scale,
     )
+
+
+def refuse_upsampling(slide: Slide, spec: TileSpec) -> None:
+    """Tiles asked for finer than the scan would be enlarged pixels passed off as detail.
+
+    Raises:
+        InputError: ``spec.mpp`` is finer than level 0 by more than the snapping tolerance.
+    """
+    if spec.mpp < slide.mpp * (1.0 - SNAP_TOLERANCE):
+        raise InputError(
+            f"{slide.path}: {spec.mpp:g} µm/px is finer than the scan ({slide.mpp:.4g} µm/px "
+            "at level 0): tiles would be enlarged pixels with no more detail; "
+            f"ask for {slide.mpp:.4g} µm/px or coarser"
+        )
 
 
 def grid_table(slide: Slide, spec: TileSpec) -> pd.DataFrame:

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 MPP_RANGE = (0.05, 20.0)
 """Plausible µm/px: 0.05 (beyond any optical scanner) to 20 (a coarse overview image)."""
+SQUARE_TOLERANCE = 0.01
+"""Pixels whose height and width differ by more than 1 % are refused: areas would be wrong."""
 SNAP_TOLERANCE = 0.05
 """A pyramid level within 5 % of the requested µm/px is used as is, without resampling."""
 _RESAMPLE = Image.Resampling.LANCZOS
@@ -74,6 +76,14 @@ def check_mpp(mpp: float, what: str) -> float:
             f"{what}: {mpp} µm/px is outside the plausible range {MPP_RANGE[0]}–{MPP_RANGE[1]}"
         )
     return value
+
+
+def coarse_scan(slide_mpp: float, model_mpp: float) -> str:
+    """What a scan coarser than a model's µm/px costs (a log line and a result warning)."""
+    return (
+        f"scanned at {slide_mpp:.3g} µm/px, coarser than the {model_mpp:.3g} µm/px the models "
+        "work at: pixels are enlarged, so outlines and lesion calls are less reliable"
+    )
 
 
 def slide_file(
@@ -152,13 +162,21 @@ class Slide:
             if found is None:
                 backend.close()
                 raise MissingMppError(self.path, "no µm/px in the file")
-            value, source = found
+            value, value_y, source = found
             if not MPP_RANGE[0] <= value <= MPP_RANGE[1]:
                 backend.close()
                 raise MissingMppError(
                     self.path,
                     f"µm/px {value:.4g} from {source} is outside {MPP_RANGE[0]}–{MPP_RANGE[1]} "
                     "(a placeholder, not a scan resolution)",
+                )
+            if not abs(value_y / value - 1.0) <= SQUARE_TOLERANCE:
+                backend.close()
+                raise MissingMppError(
+                    self.path,
+                    f"non-square pixels in {source} ({value:.4g} µm/px across, {value_y:.4g} "
+                    "down): lnpath measures lengths and areas in square pixels, so they would "
+                    "be wrong (if the scanner's pixels are square, the metadata is wrong)",
                 )
             self._mpp, self._mpp_source = value, source
         self._backend = backend
@@ -250,7 +268,16 @@ class Slide:
 
     def level_mpp(self, level: int) -> float:
         """µm/px of pyramid ``level``."""
-        return self.mpp * self.level_downsamples[level]
+        return self.mpp * self.level_downsamples[self._level(level)]
+
+    def _level(self, level: int) -> int:
+        """``level`` checked: an IndexError from deep inside names no slide and no range."""
+        count = len(self.level_dimensions)
+        if isinstance(level, bool) or not isinstance(level, int | np.integer):
+            raise InputError(f"{self.path}: level must be an integer, got {level!r}")
+        if not 0 <= level < count:
+            raise InputError(f"{self.path}: level {level} does not exist (levels 0–{count - 1})")
+        return int(level)
 
     def native_tile_size(self, level: int) -> tuple[int, int] | None:
         """The file's own tile size at ``level`` (aligned reads are much faster), if tiled."""
@@ -293,7 +320,16 @@ class Slide:
 
     def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """Raw pixels of ``level`` in that level's own coordinates (white outside the slide)."""
-        return self._b.read(level, int(x), int(y), int(width), int(height))
+        self._check_region(x, y, width, height)
+        return self._b.read(self._level(level), int(x), int(y), int(width), int(height))
+
+    def _check_region(self, x: float, y: float, width: float, height: float) -> None:
+        """A region of numbers, finite, of positive size (NaN or text failed deep in numpy)."""
+        values = (x, y, width, height)
+        if not all(isinstance(v, int | float | np.number) and math.isfinite(v) for v in values):
+            raise InputError(f"{self.path}: region must be finite numbers, got {values}")
+        if width <= 0 or height <= 0:
+            raise InputError(f"{self.path}: region size must be positive, got {width}x{height}")
 
     def read(
         self, x: float, y: float, width: float, height: float, mpp: float | None = None
@@ -309,8 +345,7 @@ class Slide:
             SlideError: the file cannot be decoded there (the message names the region).
         """
         mpp = self.mpp if mpp is None else check_mpp(mpp, "mpp")
-        if width <= 0 or height <= 0:
-            raise InputError(f"{self.path}: region size must be positive, got {width}x{height}")
+        self._check_region(x, y, width, height)
         target = mpp / self.mpp
         out_w, out_h = max(1, round(width / target)), max(1, round(height / target))
         choice = self.best_level(mpp)

@@ -34,6 +34,7 @@ from lnpath.wsi.grid import (
     _grid_origin,
     grid_table,
     make_spec,
+    refuse_upsampling,
 )
 from lnpath.wsi.slide import Slide, resample, resample_margin
 from lnpath.wsi.tile_folder import save_tiles
@@ -94,8 +95,8 @@ class TileGrid:
     ) -> Path:
         """Write the tiles as PNGs with ``tiles.csv`` and ``tiles.json`` into a new folder
         (:func:`lnpath.wsi.tile_folder.save_tiles`)."""
-        if workers < 1:
-            raise InputError(f"workers must be >= 1, got {workers}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InputError(f"workers must be an integer >= 1, got {workers!r}")
         return save_tiles(self, out, workers=workers, overwrite=overwrite, progress=progress)
 
     def __len__(self) -> int:
@@ -387,6 +388,8 @@ def tile(
     overlap: int = 0,
     min_tissue: float = DEFAULT_MIN_TISSUE,
     tissue: TissueMask | None = None,
+    *,
+    upsample: bool = False,
 ) -> TileGrid:
     """Lay a grid of ``size``-px tiles at ``mpp`` µm/px over the slide.
 
@@ -399,13 +402,21 @@ def tile(
             ``lnpath tiles``; 0 keeps every tile of the slide).
         tissue: a tissue mask to use; detected with :func:`lnpath.detect_tissue` when
             ``min_tissue > 0`` and none is given. Without either, ``tissue_fraction`` is NaN.
+        upsample: allow ``mpp`` finer than the scan (pixels enlarged, no detail added): for a
+            model that needs its own µm/px; a request for tiles is refused instead.
 
     Returns:
         The grid; a slide without tissue gives an empty grid and a logged warning.
+
+    Raises:
+        InputError: a size, overlap or ``min_tissue`` out of range, or ``mpp`` finer than the scan.
     """
-    if not 0.0 <= min_tissue <= 1.0:
-        raise InputError(f"min_tissue must be in [0, 1], got {min_tissue}")
+    number = not isinstance(min_tissue, bool) and isinstance(min_tissue, int | float | np.number)
+    if not (number and 0.0 <= min_tissue <= 1.0):
+        raise InputError(f"min_tissue must be in [0, 1], got {min_tissue!r}")
     spec = make_spec(slide, mpp, size, overlap)
+    if not upsample:
+        refuse_upsampling(slide, spec)
     table = grid_table(slide, spec)
     if tissue is None and min_tissue > 0:
         tissue = detect_tissue(slide)
