@@ -224,3 +224,162 @@ def test_a_lock_file_replaced_by_a_link_is_refused_and_its_target_untouched(
     assert_one_line_error(proc, "lock file", "symbolic link")
     assert target.read_text() == "someone else's file\n"
     assert file_hashes(folder) == before
+
+
+def _forge_addendum(folder: Path, edit: Callable[[Path, dict], None]) -> None:
+    """Change a signed result, then pass the change off as an addendum (unsigned), re-hashing
+    everything with lnpath's own code, as anyone able to write the folder could."""
+    from lnpath.io.hashing import file_sha256
+    from lnpath.results.folder import SNAPSHOT_FILES, content_sha256, read_audit
+    from lnpath.results.integrity import chained, seal
+
+    data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    edit(folder, data)
+    entry = {"text": "EM pending", "by": "Dr A", "at": "2026-01-02T03:04:05+00:00"}
+    data["addenda"] = [*(data.get("addenda") or []), entry]
+    data["confirmation"]["sha256"] = sha = content_sha256(folder, data)
+    snapshot = folder / "revisions" / f"r{data['revision']:03d}-addendum"
+    snapshot.mkdir()
+    (snapshot / "result.json").write_text(json.dumps({**data, "seal": None}), encoding="utf-8")
+    for name in SNAPSHOT_FILES[1:]:
+        shutil.copy2(folder / name, snapshot / name)
+    events = read_audit(folder)
+    event = {**entry, "event": "addendum", "note": None, "revision": data["revision"]}
+    event.update(content_sha256=sha, snapshot_dir=snapshot.name)
+    event["snapshot"] = {n: file_sha256(snapshot / n) for n in SNAPSHOT_FILES}
+    events.append(chained(events, event))
+    data["seal"] = seal(events)
+    (folder / "result.json").write_text(json.dumps(data), encoding="utf-8")
+    _write_audit(folder, events)
+
+
+def _change_class(folder: Path, data: dict) -> None:
+    data["scores"]["isn_rps_class"]["proposal"] = "IV"
+
+
+def _rewrite_report(folder: Path, data: dict) -> None:
+    report = folder / "report.html"
+    report.write_text(report.read_text(encoding="utf-8").replace("Dr A", "Dr Z"), "utf-8")
+
+
+def test_a_content_change_passed_off_as_an_addendum_is_named_even_with_the_key(
+    signed: tuple[Path, Path],
+) -> None:
+    """The signed confirmation's content sha256 was never compared with the content: behind a
+    forged addendum, an edited class verified as intact and signed, with the public key."""
+    folder, public = signed
+    _forge_addendum(folder, _change_class)
+    for extra in ((), ("--public-key", public)):
+        line = assert_one_line_error(lnpath_cli("verify", folder, *extra))
+        assert "changed after it was confirmed: result.json (scores)" in line
+
+
+def test_an_unsigned_addendum_after_a_signed_confirmation_is_named_not_vouched_for(
+    signed: tuple[Path, Path],
+) -> None:
+    """A report rewritten behind a forged unsigned addendum read "intact ... signature"."""
+    folder, public = signed
+    _forge_addendum(folder, _rewrite_report)
+    proc = lnpath_cli("verify", folder, "--public-key", public)
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stdout.split())
+    rendered = "the report.html and overlay.png rendered since"
+    assert f"not checked: addendum 1 and {rendered} (not signed" in said
+
+
+def test_an_addendum_signed_with_the_key_is_checked_and_one_with_another_is_named(
+    signed: tuple[Path, Path],
+) -> None:
+    folder, public = signed
+    keys = public.parent
+    assert lnpath_cli("keygen", "--out", keys / "dr_c").returncode == 0
+    proc = lnpath_cli("addendum", folder, "--pathologist", "Dr A", "--text", "EM: none")
+    assert proc.returncode == 0, proc.stderr
+    assert "the confirmation is signed but this addendum is not" in proc.stderr
+    proc = lnpath_cli("addendum", folder, "--pathologist", "Dr A", "--text", "IF: C3",
+                      "--key", keys / "dr_a.pem")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = lnpath_cli("verify", folder, "--public-key", public)
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stdout.split())
+    assert "signature of addendum 2" in said and "not signed" not in said  # 2 covers 1
+    proc = lnpath_cli("addendum", folder, "--pathologist", "Dr C", "--text", "late",
+                      "--key", keys / "dr_c.pem")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = lnpath_cli("verify", folder, "--public-key", public)
+    assert proc.returncode == 0, proc.stderr
+    assert "whose key signed addendum 3 (another key than" in " ".join(proc.stdout.split())
+    events = _audit(folder)
+    events[-1]["signature"]["value"] = events[-2]["signature"]["value"]
+    _write_audit(folder, events)
+    assert_one_line_error(lnpath_cli("verify", folder), "addendum 3's signature")
+
+
+def test_a_note_with_a_unicode_line_separator_keeps_the_trail_readable(
+    demo_result_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    """JSON leaves U+2028 unescaped and splitlines() split there: the confirmation's own
+    audit line read as "edited by hand", and the signed result could take no addendum."""
+    folder = copy_result(demo_result_template)
+    proc = lnpath_cli("confirm", folder, "--pathologist", "Dr A", "--note", "agree\u2028IV")
+    assert proc.returncode == 0, proc.stderr
+    proc = lnpath_cli("addendum", folder, "--pathologist", "Dr A", "--text", "EM\u2029none")
+    assert proc.returncode == 0, proc.stderr
+    proc = lnpath_cli("verify", folder)
+    assert proc.returncode == 0, proc.stderr
+    assert _audit_events(folder)[-2]["note"] == "agree\u2028IV"
+
+
+def _audit_events(folder: Path) -> list[dict]:
+    from lnpath.results.folder import read_audit
+
+    return read_audit(folder)
+
+
+def test_a_private_key_other_users_can_read_is_refused(
+    demo_result_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    folder = copy_result(demo_result_template)
+    stem = folder.parent / "keys" / "dr_a"
+    assert lnpath_cli("keygen", "--out", stem).returncode == 0
+    key = stem.with_name("dr_a.pem")
+    key.chmod(0o644)
+    before = file_hashes(folder)
+    line = assert_one_line_error(
+        lnpath_cli("confirm", folder, "--pathologist", "Dr A", "--key", key), "chmod 600"
+    )
+    assert "readable by other users (mode 0644)" in line
+    assert file_hashes(folder) == before
+
+
+def _audit_made_a_folder(folder: Path) -> None:
+    (folder / "revisions" / "audit.jsonl").unlink()
+    (folder / "revisions" / "audit.jsonl").mkdir()
+
+
+def _revision_as_text(folder: Path) -> None:
+    data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    (folder / "result.json").write_text(json.dumps({**data, "revision": "two"}), "utf-8")
+
+
+MISSING = {
+    "audit.jsonl a folder": (_audit_made_a_folder, "audit.jsonl: missing or not a file"),
+    "report.html removed": (lambda f: (f / "report.html").unlink(), "report.html: missing"),
+    "revision as text": (_revision_as_text, "revision 'two' is not a revision number"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISSING), ids=list(MISSING))
+def test_a_missing_or_malformed_part_is_named_by_verify_and_review(
+    case: str, confirmed_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    """They read "the trail does not end where the seal says", an [Errno 2] inside "unreadable",
+    and (review) an internal error."""
+    folder = copy_result(confirmed_template)
+    tamper, needle = MISSING[case]
+    tamper(folder)
+    before = file_hashes(folder)
+    assert_one_line_error(lnpath_cli("verify", folder), needle)
+    proc = lnpath_cli("review", folder, "--pathologist", "Dr R", "--comment", "c", "--supersede")
+    assert_one_line_error(proc, needle)
+    assert file_hashes(folder) == before

@@ -148,6 +148,9 @@ def register(subparsers: Any) -> None:
     addendum.add_argument("result", type=Path, help="result folder")
     addendum.add_argument("--pathologist", required=True, help="who writes the addendum")
     addendum.add_argument("--text", required=True, help="the addendum, as the report shows it")
+    addendum.add_argument(
+        "--key", type=Path, help="sign with this Ed25519 private key (lnpath keygen)"
+    )
     addendum.set_defaults(func=run_addendum)
 
     verify = subparsers.add_parser(
@@ -386,7 +389,7 @@ def run_addendum(args: argparse.Namespace) -> int:
     """``lnpath addendum RESULT --pathologist NAME --text TEXT``."""
     from lnpath.workflow.signoff import add_addendum
 
-    result = add_addendum(args.result, args.text, pathologist=args.pathologist)
+    result = add_addendum(args.result, args.text, pathologist=args.pathologist, key=args.key)
     count = len(result.to_dict().get("addenda") or [])
     new_console().print(
         f"Addendum {count} to revision {result.revision} added by {args.pathologist}; "

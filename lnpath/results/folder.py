@@ -217,6 +217,8 @@ def load_result_json(folder: str | Path, label: str = "result") -> dict[str, Any
     if missing:  # the scores first: they are what every reader needs
         names = ", ".join(repr(k) for k in sorted(missing, key=lambda k: (k != "scores", k)))
         raise ResultError(f"{path}: not an lnpath result (no {names})")
+    if type(data["revision"]) is not int:  # not int("two") deep inside a review
+        raise ResultError(f"{path}: revision {data['revision']!r} is not a revision number")
     if data["schema_version"] != SCHEMA_VERSION:
         raise ResultError(
             f"{path}: schema version {data['schema_version']} is not {SCHEMA_VERSION}"
@@ -234,7 +236,10 @@ def read_audit(folder: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     events = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # "\n" only: JSON escapes it inside strings, but not U+2028/U+2029, which splitlines() also
+    # splits at (a note holding one made the whole trail unreadable, "edited by hand")
+    lines = path.read_bytes().decode("utf-8").split("\n")
+    for number, line in enumerate(lines, start=1):
         if not line:
             continue
         try:

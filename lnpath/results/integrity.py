@@ -266,7 +266,8 @@ def generate_key(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
     return private, public
 
 
-def _fingerprint(public_key: Any) -> str:
+def fingerprint(public_key: Any) -> str:
+    """sha256 of a public key's raw bytes: how a signature record names the key that made it."""
     from cryptography.hazmat.primitives import serialization
 
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -277,13 +278,20 @@ def load_private_key(path: str | os.PathLike[str]) -> Any:
     """An Ed25519 private key from a PEM file (unencrypted, as :func:`generate_key` writes it).
 
     Raises:
-        InputError: unreadable, encrypted, or not an Ed25519 private key.
+        InputError: unreadable, readable by other users, encrypted, or not an Ed25519 private
+            key.
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     if not Path(path).is_file():  # not "[Errno 2] ..." inside "not a readable key"
         raise not_a_file(Path(path), "private key file")
+    mode = Path(path).stat().st_mode & 0o777
+    if os.name == "posix" and mode & 0o077:  # as ssh: a key others can read signs for them too
+        raise InputError(
+            f"{path}: the private key is readable by other users (mode {mode:04o}); "
+            f"make it yours alone (chmod 600 {path}), as lnpath keygen writes it"
+        )
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
@@ -320,7 +328,7 @@ def sign(private_key: Any, digest: str) -> dict[str, str]:
     value = private_key.sign(digest.encode())
     return {
         "algorithm": SIGNATURE_ALGORITHM,
-        "public_key_sha256": _fingerprint(private_key.public_key()),
+        "public_key_sha256": fingerprint(private_key.public_key()),
         "value": base64.b64encode(value).decode(),
     }
 
@@ -341,14 +349,16 @@ def signer(private_key: Any) -> dict[str, str]:
     }
 
 
-def check_recorded_signature(folder: Path, event: Mapping[str, Any]) -> bool:
+def check_recorded_signature(
+    folder: Path, event: Mapping[str, Any], what: str = "the confirmation"
+) -> bool:
     """Check a signed event's signature against the public key the event itself records.
 
     Returns:
         False where the event records no signer (unsigned, or signed before lnpath recorded it).
 
     Raises:
-        ResultError: the signature was removed or edited after signing.
+        ResultError: the signature, or what it signed, was edited after signing.
     """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -357,17 +367,22 @@ def check_recorded_signature(folder: Path, event: Mapping[str, Any]) -> bool:
         return False
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(str(record["public_key"])))
-        check_signature(folder, key, event, "the key it records")
+        check_signature(folder, key, event, "the key it records", what)
     except (ResultError, ValueError, TypeError, KeyError):
         raise ResultError(
-            f"{folder}: the confirmation's signature was removed or edited after signing "
+            f"{folder}: {what}'s signature was removed or edited after signing, or what it "
+            "signed (content, files, who, when, text) was, and the audit trail re-hashed "
             "(edited outside lnpath)"
         ) from None
     return True
 
 
 def check_signature(
-    folder: Path, public_key: Any, event: Mapping[str, Any], key_path: str | os.PathLike[str]
+    folder: Path,
+    public_key: Any,
+    event: Mapping[str, Any],
+    key_path: str | os.PathLike[str],
+    what: str = "the confirmation",
 ) -> None:
     """Check an event's signature with ``public_key``.
 
@@ -378,10 +393,10 @@ def check_signature(
 
     record = event.get("signature")
     if not isinstance(record, Mapping):
-        raise ResultError(f"{folder}: the confirmation is not signed (confirm with --key)")
-    if record.get("public_key_sha256") != _fingerprint(public_key):
-        raise ResultError(f"{folder}: the confirmation was signed with another key than {key_path}")
+        raise ResultError(f"{folder}: {what} is not signed (confirm with --key)")
+    if record.get("public_key_sha256") != fingerprint(public_key):
+        raise ResultError(f"{folder}: {what} was signed with another key than {key_path}")
     try:
         public_key.verify(base64.b64decode(str(record.get("value"))), str(event["hash"]).encode())
     except (InvalidSignature, ValueError):
-        raise ResultError(f"{folder}: the confirmation's signature does not match") from None
+        raise ResultError(f"{folder}: {what}'s signature does not match") from None

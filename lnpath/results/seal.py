@@ -30,6 +30,7 @@ from lnpath.results.integrity import (
     check_recorded_signature,
     check_signature,
     exclusive,
+    fingerprint,
     legacy_count,
     load_public_key,
     real_path,
@@ -185,7 +186,61 @@ def verify(
         verification.checked = [c for c in verification.checked if not c.startswith("signature")]
         verification.checked.append("signature")
         verification.unchecked = [u for u in verification.unchecked if "--public-key" not in u]
+        _addenda_signed_by(folder, read_audit(folder), key, public_key, verification)
     return verification
+
+
+def _addenda(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """The addenda after the event that set the status, numbered as result.json lists them."""
+    sealed = len(events) - 1 - events[::-1].index(confirmation_event(events))
+    numbered = [e for e in events if e.get("event") == "addendum"]
+    return [(numbered.index(e) + 1, e) for e in events[sealed + 1 :]]
+
+
+def _check_addendum_signatures(
+    folder: Path, events: list[dict[str, Any]], signed: bool
+) -> list[str]:
+    """Each signed addendum's signature against the key it records; after a signed confirmation,
+    the addenda after the last signed event are named: their text, and the report.html and
+    overlay.png re-rendered with them, rest on hashes alone, which anyone able to write the
+    folder can recompute (a signed event covers all before it through the chain).
+
+    Returns:
+        What no signature vouches for.
+    """
+    unsigned: list[str] = []
+    for number, event in _addenda(events):
+        if check_recorded_signature(folder, event, f"addendum {number}"):
+            unsigned = []
+        elif signed:
+            unsigned.append(str(number))
+    if not unsigned:
+        return []
+    which = f"addendum {unsigned[0]}" if len(unsigned) == 1 else f"addenda {', '.join(unsigned)}"
+    rendered = "the report.html and overlay.png rendered since"
+    return [f"{which} and {rendered} (not signed: lnpath addendum --key)"]
+
+
+def _addenda_signed_by(
+    folder: Path,
+    events: list[dict[str, Any]],
+    key: Any,
+    key_path: str | os.PathLike[str],
+    verification: Verification,
+) -> None:
+    """With the confirmation's public key: the addenda signed by it are checked with it; one
+    signed by another key is named (whose key is for its own public key to say)."""
+    for number, event in _addenda(events):
+        record = event.get("signature")
+        if not isinstance(record, dict):
+            continue
+        if record.get("public_key_sha256") == fingerprint(key):
+            check_signature(folder, key, event, key_path, f"addendum {number}")
+            verification.checked.append(f"signature of addendum {number}")
+        else:
+            verification.unchecked.append(
+                f"whose key signed addendum {number} (another key than {key_path})"
+            )
 
 
 def confirmation_event(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -219,6 +274,11 @@ def _verify(folder: Path) -> Verification:
     result = load_result_json(folder)
     revision = int(result["revision"])
     events = read_audit(folder)
+    if not events and result.get("seal") is not None:
+        raise ResultError(
+            f"{folder / 'revisions' / 'audit.jsonl'}: missing or not a file (removed or "
+            "replaced outside lnpath); the audit trail cannot be checked"
+        )
     check_chain(folder, events)
     unchained = legacy_count(events) == len(events)
     if (unchained and "seal" in result) or (not unchained and result.get("seal") != seal(events)):
@@ -244,6 +304,8 @@ def _verify(folder: Path) -> Verification:
         "legacy audit trail (lnpath 0.1.0, unchained)" if unchained else "audit chain",
     ]
     for name in DERIVED_FILES:
+        if not (folder / name).is_file():
+            raise ResultError(f"{folder / name}: missing (removed outside lnpath)")
         if file_sha256(folder / name) != (last.get("snapshot") or {}).get(name):
             raise ResultError(f"{folder / name}: modified after lnpath wrote it")
         checked.append(name)
@@ -267,6 +329,12 @@ def _verify(folder: Path) -> Verification:
             "note": sealed.get("note"),
             "sha256": sha,
         }
+        if sealed.get("content_sha256") != sha:  # addenda after it never change the content
+            raise ResultError(
+                f"{folder}: content of revision {revision} was changed after it was confirmed: "
+                f"{_what_changed(folder, result, sealed)} (edited outside lnpath; the "
+                "confirmation's content sha256 no longer matches)"
+            )
         changed = [k for k, v in recorded.items() if confirmation.get(k) != v]
         changed += [n for n in DERIVED_FILES if sealed_files.get(n) != sealed["snapshot"].get(n)]
         if changed:
@@ -285,6 +353,9 @@ def _verify(folder: Path) -> Verification:
         unchecked.append("whose key signed (give --public-key)")
     elif isinstance(sealed.get("signature"), dict):
         unchecked.append("the signature (give --public-key)")
+    unchecked += _check_addendum_signatures(
+        folder, events, isinstance(sealed.get("signature"), dict)
+    )
     return Verification(
         folder, int(result["revision"]), str(result["status"]), sha, checked, unchecked
     )

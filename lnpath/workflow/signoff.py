@@ -46,10 +46,11 @@ from lnpath.results.folder import (
     ResultContent,
     SlideResult,
     load_result_json,
+    read_audit,
     write_result,
 )
 from lnpath.results.integrity import exclusive, load_private_key, real_path
-from lnpath.results.seal import verify
+from lnpath.results.seal import confirmation_event, verify
 from lnpath.scoring.biopsy import (
     class_inputs,
 )
@@ -350,7 +351,11 @@ def _confirm(
 
 
 def add_addendum(
-    result_dir: str | os.PathLike[str] | SlideResult, text: str, *, pathologist: str
+    result_dir: str | os.PathLike[str] | SlideResult,
+    text: str,
+    *,
+    pathologist: str,
+    key: str | os.PathLike[str] | None = None,
 ) -> SlideResult:
     """Add an addendum to a confirmed result, as a signed report takes one.
 
@@ -358,17 +363,21 @@ def add_addendum(
     when) is appended to ``result.json``'s ``addenda``, shown under the report's comment, and
     recorded as its own event in the hash-chained audit trail, which :func:`verify` holds the
     addenda to. A draft takes a comment instead (``review(comment=...)``). ``result_dir`` is
-    the folder or its SlideResult.
+    the folder or its SlideResult. With ``key`` (an Ed25519 private key file) the addendum is
+    signed like a confirmation; unsigned, its text and the report and overlay re-rendered with
+    it rest on hashes alone, and :func:`verify` says so.
 
     Raises:
         ResultError: the result is not confirmed, or the folder fails :func:`verify`.
-        InputError: the text is empty or the pathologist's name is missing.
+        InputError: the text is empty, the pathologist's name is missing, or the key is
+            unusable.
     """
     folder = real_path(result_dir, "add_addendum")
     who = _name(pathologist, "add an addendum")
     if not isinstance(text, str) or not text.strip():
         raise InputError("an addendum needs its text (--text, or text= in Python)")
     check_free_text(text, "an addendum")
+    private_key = None if key is None else load_private_key(key)
     with exclusive(folder):
         verify(folder)
         result = load_result_json(folder)
@@ -383,6 +392,10 @@ def add_addendum(
         entry = {"text": text.strip(), "by": who, "at": at}
         new = {**result, "addenda": [*(result.get("addenda") or []), entry]}
         event = {"event": "addendum", "at": at, "by": who, "note": None, "text": entry["text"]}
-        write_result(folder, new, event, overwrite=True)
+        write_result(folder, new, event, overwrite=True, signing_key=private_key)
+        if private_key is None and confirmation_event(read_audit(folder)).get("signature"):
+            LOG.warning(
+                "%s: the confirmation is signed but this addendum is not (--key signs it)", folder
+            )
     LOG.info("%s: addendum by %s", folder, who)
     return SlideResult.load(folder)
