@@ -92,6 +92,8 @@ def test_bad_inputs_exit_nonzero_with_one_line(
     bad_geojson.write_text(json.dumps({"type": "Polygon"}))
     bad_config = tmp_path / "bad.yaml"
     bad_config.write_text("class_vi_treshold: 0.9\n")
+    cut_short = tmp_path / "short.csv"  # a truncated copy: the last row stops mid-line
+    cut_short.write_text(findings_csv.read_text().rstrip("\n")[:-6] + "\n")
     cases = [
         ([str(tmp_path / "absent.csv")], "absent.csv"),
         ([str(missing_column)], "missing required column"),
@@ -100,6 +102,7 @@ def test_bad_inputs_exit_nonzero_with_one_line(
         ([str(findings_csv), "--cortex", str(out_of_range)], "range.json: cortex"),
         ([str(bad_geojson)], "bad.geojson"),
         ([str(findings_csv), "--config", str(bad_config)], "class_vi_threshold"),
+        ([str(cut_short)], "short.csv: line 13 has 8 field(s) but the header has 10"),
     ]
     for argv, message in cases:
         code, out, err = run(["score-findings", *argv], capsys)

@@ -603,6 +603,14 @@ def test_adequacy_edge(preset: str | None, n: int, status: str) -> None:
         assert result.isn_rps_class.proposal == "IV"
 
 
+def test_one_glomerulus_reads_in_the_singular() -> None:
+    """The adequacy sentence goes into a signed report: "1 glomerulus", not "1 glomeruli"."""
+    result = score(table(1, endocapillary_hypercellularity=1))
+    assert result.adequacy.message.startswith("1 glomerulus (< 8)")
+    assert "glomeruli" not in result.adequacy.message
+    assert score(table(2)).adequacy.message.startswith("2 glomeruli")
+
+
 def test_wilson_interval_of_the_spec_example() -> None:
     """§2.3: "With 10 glomeruli, 3 involved gives an observed 30% (score 2), with a 95% CI of
     about 11-60%"."""

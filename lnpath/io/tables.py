@@ -6,6 +6,7 @@ DataFrame those rules validate, so that the scoring floor never touches a file.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -179,10 +180,27 @@ def _load(path: Path) -> tuple[str, pd.DataFrame]:
             return str(path), pd.read_parquet(path)
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
+            _check_row_lengths(path, sep)
             return str(path), pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
+    except (ValueError, OSError, UnicodeDecodeError, csv.Error) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: cannot read findings table ({detail})") from None
     raise InputError(
         f"{path}: findings must be .csv, .tsv, .parquet or QuPath .geojson (got {suffix!r})"
     )
+
+
+def _check_row_lengths(path: Path, sep: str) -> None:
+    """Refuse a row with fewer fields than the header: pandas would fill the missing cells as
+    "not assessed", so a cut-short line (a truncated copy, a stray edit) would score silently."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = csv.reader(handle, delimiter=sep)
+        header = next(rows, None)
+        if header is None:
+            return
+        for row in rows:
+            if row and len(row) < len(header):
+                raise InputError(
+                    f"{path}: line {rows.line_num} has {len(row)} field(s) but the header has "
+                    f"{len(header)}; complete the row (an empty field is fine) or remove it"
+                )

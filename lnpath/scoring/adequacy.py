@@ -29,22 +29,27 @@ class Adequacy:
         return cls(int(d["n_glomeruli"]), str(d["status"]), str(d["message"]))
 
 
+def glomeruli_count(n: int) -> str:
+    """``1 glomerulus``, ``2 glomeruli``: the count as a report sentence reads it."""
+    return f"{n} glomerulus" if n == 1 else f"{n} glomeruli"
+
+
 def assess_adequacy(n: int, cfg: ScoringConfig) -> Adequacy:
     """Adequate, limited or inadequate, from the glomerulus count and the configured limits."""
     thresholds = cfg.adequacy
+    count = glomeruli_count(n)
     if n >= thresholds.adequate:
-        return Adequacy(n, "adequate", f"{n} glomeruli (>= {thresholds.adequate} needed)")
+        return Adequacy(n, "adequate", f"{count} (>= {thresholds.adequate} needed)")
     if n >= thresholds.limited:
         return Adequacy(
             n,
             "limited",
-            f"{n} glomeruli (< {thresholds.adequate} for adequate); interpret with caution",
+            f"{count} (< {thresholds.adequate} for adequate); interpret with caution",
         )
     return Adequacy(
         n,
         "inadequate",
-        f"{n} glomeruli (< {thresholds.limited}): too few for class and index; "
-        "counts reported only",
+        f"{count} (< {thresholds.limited}): too few for class and index; counts reported only",
     )
 
 
@@ -53,5 +58,7 @@ def withheld(adequacy: Adequacy, cfg: ScoringConfig) -> str | None:
     if adequacy.n_glomeruli == 0:
         return "no glomeruli"
     if adequacy.status == "inadequate" and cfg.inadequate_policy == "counts_only":
-        return f"inadequate biopsy ({adequacy.n_glomeruli} glomeruli < {cfg.adequacy.limited})"
+        return (
+            f"inadequate biopsy ({glomeruli_count(adequacy.n_glomeruli)} < {cfg.adequacy.limited})"
+        )
     return None
