@@ -62,13 +62,18 @@ def test_score_findings_biopsy_typo_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("geometry", ["null", None], ids=["null", "absent"])
 def test_a_feature_without_geometry(geometry: str | None, tmp_path: Path) -> None:
-    """It said "invalid geometry ('NoneType' object has no attribute 'get')"."""
+    """It said "invalid geometry ('NoneType' object has no attribute 'get')"; a file of nothing
+    but such features holds no outline, and says so."""
     feature: dict[str, object] = {"type": "Feature", "properties": {"objectType": "annotation"}}
     if geometry is not None:
         feature["geometry"] = None
     path = tmp_path / "outlines.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
-    line = assert_one_line_error(lnpath_cli("score-findings", path), "feature 0", "no geometry")
+    line = assert_one_line_error(
+        lnpath_cli("score-findings", path),
+        "none of its 1 feature(s) is an area outline",
+        "no geometry",
+    )
     assert "NoneType" not in line
 
 

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +20,7 @@ import lnpath
 from lnpath.core.findings import LESIONS
 from lnpath.io.tables import findings_from_geojson
 from lnpath.report import charts as report_charts
+from lnpath.report.sections import band_text
 from lnpath.report.slide import diagnosis_line, index_text
 
 INJECTED = "<script>alert('x')</script>"
@@ -220,6 +222,58 @@ def test_incomplete_index_shows_its_range(qupath_dir: Path) -> None:
     assert text == f"2–{ai['total_range'][1]}/24 (5 of 6 components not assessed)"
     marked = dict.fromkeys(ai["not_assessed"], "needs silver")
     assert index_text(ai, marked).startswith(f"not evaluable (range 2–{ai['total_range'][1]}/24")
+
+
+@pytest.mark.parametrize(
+    ("total", "maximum", "expected"),
+    [
+        (5, 24, "low (0–5)"),
+        (6, 24, "moderate (6–11)"),
+        (11, 24, "moderate (6–11)"),
+        (12, 24, "high (12–24)"),
+        (2, 12, "low (0–2)"),
+        (3, 12, "moderate (3–5)"),
+        (6, 12, "high (6–12)"),
+    ],
+)
+def test_an_index_heading_gives_its_band_word(total: int, maximum: int, expected: str) -> None:
+    """§1.7: low / moderate / high, AI 0–5 / 6–11 / 12–24 and CI 0–2 / 3–5 / 6–12."""
+    index = {"max": maximum, "total": total, "complete": True}
+    assert band_text(index) == expected
+    # an incomplete index has a word only when every total it can still take shares it
+    assert band_text({**index, "complete": False, "total_range": [total, total]}) == expected
+    assert band_text({**index, "complete": False, "total_range": [total, maximum]}) in (
+        None,
+        expected if total >= maximum // 2 else None,
+    )
+    assert band_text({"max": maximum, "total": None, "complete": False}) is None
+
+
+def test_the_report_heads_each_index_with_its_band(
+    demo_result_template: Path, tmp_path: Path
+) -> None:
+    """A pathologist completes every call of the demo (none present but endocapillary
+    hypercellularity in 12 of 23, over half: 3; and 30 % fibrosis: 2): AI 3, CI 2, both "low"."""
+    folder = Path(shutil.copytree(demo_result_template, tmp_path / "r", symlinks=True))
+    table = pd.read_csv(folder / "findings.csv", dtype=str, keep_default_na=False)
+    for lesion in LESIONS:
+        table[lesion] = "0"
+    table.loc[table.index[:12], "endocapillary_hypercellularity"] = "1"
+    table.to_csv(tmp_path / "calls.csv", index=False)
+    cortex = {
+        "interstitial_inflammation": 0.0,
+        "interstitial_fibrosis": 0.3,
+        "tubular_atrophy": 0.0,
+    }
+    result = lnpath.review(
+        folder, pathologist="Dr R", findings=tmp_path / "calls.csv", cortex=cortex
+    )
+    scores = result.to_dict()["scores"]
+    assert (scores["activity_index"]["total"], scores["chronicity_index"]["total"]) == (3, 2)
+    report = html.unescape(result.report_path.read_text(encoding="utf-8"))
+    for key, expected in (("activity", "low (0–5)"), ("chronicity", "low (0–2)")):
+        heading = re.search(rf'<h2 id="{key}-title">(.*?)</h2>', report, re.S)
+        assert heading and f"· {expected}</span>" in heading.group(1), key
 
 
 def _charts(report: str) -> list[ET.Element]:

@@ -22,7 +22,7 @@ from lnpath.report.words import (
 )
 from lnpath.scoring.biopsy import EXCLUSIONS, IF_LABELS, class_inputs, stains_examined
 from lnpath.scoring.classification import ACTIVE_LESIONS
-from lnpath.scoring.indices import CORTEX_BASIS
+from lnpath.scoring.indices import CORTEX_BASIS, INDEX_BANDS, index_band
 from lnpath.scoring.legacy import CHRONIC_LESIONS
 from lnpath.scoring.uncertainty import band_pct
 
@@ -101,9 +101,27 @@ def _index_section(
         "id": key,
         "title": title,
         "text": index_text(index, gaps),
+        "band": band_text(index),
         "rows": rows,
         "total": total,
     }
+
+
+def band_text(index: Mapping[str, Any]) -> str | None:
+    """``moderate (6–11)``: the §1.7 word a report gives its index, computed from the total (or
+    from a range whose every total has that word), so results written before it carry it too."""
+    top, total = index.get("max"), index.get("total")
+    span = (total, total) if index.get("complete") else index.get("total_range")
+    if top not in INDEX_BANDS or total is None or not span:
+        return None
+    words = {index_band(int(t), top) for t in span}
+    if len(words) != 1:
+        return None
+    (word,) = words
+    edges = [lowest for lowest, _ in INDEX_BANDS[top]]  # from the top band down
+    at = [w for _, w in INDEX_BANDS[top]].index(word)
+    upper = top if at == 0 else edges[at - 1] - 1
+    return f"{word} ({edges[at]}–{upper})"
 
 
 def _scoring_rows(findings: pd.DataFrame) -> pd.DataFrame:
