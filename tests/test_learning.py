@@ -9,8 +9,10 @@ accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -504,3 +506,111 @@ def test_ctrl_c_while_training_keeps_the_model_that_was_there(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "lnpath: interrupted"
     assert file_hashes(tmp_path) == before  # the old model whole, nothing half-written beside it
+
+
+@contextlib.contextmanager
+def _slides_gone(slides: list[Path], away: Path, put: dict[Path, Path] | None = None) -> Iterator:
+    """Move ``slides`` out of place (as archived or deleted), optionally leaving another real file
+    at a path (``put``: path -> file copied there); every slide is put back afterwards."""
+    away.mkdir(exist_ok=True)
+    moved = [(slide, Path(shutil.move(slide, away / slide.name))) for slide in slides]
+    try:
+        for path, source in (put or {}).items():
+            shutil.copyfile(source, path)
+        yield
+    finally:
+        for slide, there in moved:
+            shutil.move(there, slide)
+
+
+def test_one_deleted_slide_is_left_out_on_request(
+    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A confirmed result whose slide was archived away stopped the whole run; with
+    ``--skip-missing-slides`` the other three train and the card says which one is missing."""
+    four = biopsies.folders
+    gone = biopsies.slides[2]
+    out = tmp_path / "m"
+    args = ["train-lesions", "--method", "morphometry", "--out", str(out), "--folds", "2"]
+    args += ["--from-results", *map(str, four)]
+    with _slides_gone([gone], tmp_path / "archive"):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(gone) in err[0] and "not there" in err[0]
+        assert "--slide-root" in err[0] and "--skip-missing-slides" in err[0]
+        assert not out.exists()
+        assert main([*args, "--skip-missing-slides"]) == 0
+    printed = capsys.readouterr().out
+    assert "labels from 3 confirmed biopsies (2 patients/slides)" in printed
+    assert "1 with their slide missing (result2)" in printed
+    assert "0 whose slide file is another" in printed
+    info = _card(out)["training_results"]
+    assert [r["result"] for r in info["results"]] == ["result0", "result1", "result3"]
+    assert info["ignored"]["missing_slide"] == [str(four[2])]
+    assert info["ignored"]["changed_slide"] == []
+    record = json.loads((four[2] / "result.json").read_text())
+    assert info["slides_left_out"] == [
+        {
+            "result": "result2",
+            "slide": str(gone),
+            "slide_sha256": record["slide"]["fingerprint"]["sha256"],
+            "reason": "missing_slide",
+        }
+    ]
+    # every glomerulus of the three (the one the pathologist excluded was on the missing slide)
+    n = sum(len(pd.read_csv(f / "findings.csv")) for f in (four[0], four[1], four[3]))
+    assert _card(out)["cross_validation"]["metrics"]["global_sclerosis"]["n"] == n
+
+
+def test_another_file_at_a_slides_path_is_never_trained_on(
+    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Biopsy 3's slide replaced by another real slide (strip 1) at the same path: its outlines
+    would cut the wrong tissue under biopsy 3's calls. It is refused, or left out on request, and
+    the original under ``--slide-root`` is found although the recorded path holds a file."""
+    four = biopsies.folders
+    replaced = biopsies.slides[3]
+    archive = tmp_path / "archive"
+    with _slides_gone([replaced], archive, put={replaced: biopsies.slides[1]}):
+        assert replaced.is_file()
+        out = tmp_path / "m"
+        args = ["train-lesions", "--method", "morphometry", "--out", str(out), "--folds", "2"]
+        assert main([*args, "--from-results", *map(str, four)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{replaced} is not the slide it was scored on" in err[0]
+        assert "--skip-missing-slides" in err[0] and not out.exists()
+        card = lnpath.train_lesions_from_results(
+            four, out, method="morphometry", folds=2, skip_missing_slides=True
+        )
+        info = card["training_results"]
+        assert [r["result"] for r in info["results"]] == ["result0", "result1", "result2"]
+        assert info["ignored"]["changed_slide"] == [str(biopsies.folders[3])]
+        assert info["ignored"]["missing_slide"] == []
+        assert [s["reason"] for s in info["slides_left_out"]] == ["changed_slide"]
+        n = sum(len(pd.read_csv(f / "findings.csv")) for f in four[:3]) - 1  # 1 excluded
+        assert card["cross_validation"]["metrics"]["global_sclerosis"]["n"] == n
+        # the original, archived under --slide-root, is found although the path holds a file
+        again = tmp_path / "again"
+        args[args.index(str(out))] = str(again)
+        assert main([*args, "--from-results", *map(str, four), "--slide-root", str(archive)]) == 0
+    assert "labels from 4 confirmed biopsies" in capsys.readouterr().out
+    info = _card(again)["training_results"]
+    assert [r["result"] for r in info["results"]] == ["result0", "result1", "result2", "result3"]
+    assert info["ignored"]["changed_slide"] == [] and info["slides_left_out"] == []
+
+
+def test_nothing_left_when_every_slide_is_missing(
+    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m"
+    args = ["train-lesions", "--method", "morphometry", "--out", str(out), "--skip-missing-slides"]
+    with _slides_gone(biopsies.slides, tmp_path / "archive"):
+        assert main([*args, "--from-results", *map(str, biopsies.folders)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none of the 4 confirmed results has its slide" in err[0]
+    assert "4 missing, 0 another file" in err[0] and "nothing written" in err[0]
+    assert not out.exists()
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    code = main([*args[:-1], "--crops", str(crops), "--labels", "x.csv", "--skip-missing-slides"])
+    assert code == 2 and "are for --from-results" in capsys.readouterr().err

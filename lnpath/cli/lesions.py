@@ -53,6 +53,12 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help="with --from-results: folder holding slides that moved since they were scored",
     )
+    p.add_argument(
+        "--skip-missing-slides",
+        action="store_true",
+        help="with --from-results: leave out (and count) results whose slide is not found or is "
+        "another file than the one scored (fingerprint differs), instead of stopping",
+    )
     p.add_argument("--labels", metavar="CSV", help="label table for --crops")
     p.add_argument(
         "--map",
@@ -127,6 +133,8 @@ def _format_sources(card: dict[str, Any]) -> str:
         ("unverified", "failing their seal"),
         ("superseded", "superseded by a re-scoring"),
         ("duplicate_slide", "second results of one slide"),
+        ("missing_slide", "with their slide missing"),
+        ("changed_slide", "whose slide file is another (fingerprint differs)"),
     )
     lines = [
         f"labels from {info['biopsies']} confirmed biopsies ({info['groups']} patients/slides); "
@@ -177,6 +185,7 @@ def run_from_results(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=None,
+        skip_missing_slides=args.skip_missing_slides,
     )
     print(_format_sources(card))
     print(_format_metrics(card))
@@ -248,8 +257,8 @@ def run_train(args: argparse.Namespace) -> int:
             check_mpp(getattr(args, option), "--" + option.replace("_", "-"))
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
-    if args.slide_root and not args.from_results:
-        raise InputError("--slide-root is for --from-results")
+    if (args.slide_root or args.skip_missing_slides) and not args.from_results:
+        raise InputError("--slide-root and --skip-missing-slides are for --from-results")
     if args.from_results:
         return run_from_results(args)
     if args.method == "morphometry":

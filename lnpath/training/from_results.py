@@ -10,8 +10,10 @@ sets of :mod:`lnpath.training.lesions` (crops) and :mod:`lnpath.training.calibra
   a negative;
 * glomeruli the pathologist excluded (``exclusion`` ``not_glomerulus``/``ischemic``, or the older
   ``ischemic`` flag) are skipped;
-* crops are read again from each result's slide at the model's µm/px, after checking that the file
-  found is the slide the result was scored on (its fingerprint);
+* crops are read again from each result's slide at the model's µm/px, after checking, before any
+  work, that the file found is the slide the result was scored on (its whole-file sha256); a result
+  whose slide is missing or is another file stops the run, or with ``skip_missing_slides`` is left
+  out, counted and named in the card (slides archived away must not block learning from the rest);
 * the folds group glomeruli by patient, else by slide, so no patient is in train and test
   (patient ids compared without case or extra spaces); biopsies of a single patient are refused;
 * a lesion with too few positive or negative labels is refused and named in the card.
@@ -32,6 +34,7 @@ from shapely.geometry.base import BaseGeometry
 from lnpath.core.errors import InputError, SlideError
 from lnpath.core.findings import LESIONS, is_missing
 from lnpath.core.progress import progress_bar
+from lnpath.io.hashing import file_sha256
 from lnpath.results.folder import read_polygons
 from lnpath.training.evaluation import MIN_PER_CLASS, label_counts, thin_labels
 
@@ -39,6 +42,18 @@ log = logging.getLogger(__name__)
 
 EXCLUSIONS = ("not_glomerulus", "ischemic")
 GROUPED_BY = "patient (slide where no patient id)"
+#: ``ignored`` keys of results left out for their slide (``skip_missing_slides``)
+SLIDE_LEFT_OUT = ("missing_slide", "changed_slide")
+_SKIP_HINT = "or leave such results out with --skip-missing-slides (skip_missing_slides=True)"
+
+
+class SlideUnavailable(SlideError):
+    """A result's slide is not found (``missing_slide``) or the file found is another
+    (``changed_slide``): the two reasons a lab may choose to leave a result out for."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -104,23 +119,38 @@ def confirmed_labels(findings: pd.DataFrame) -> pd.DataFrame:
 
 
 def locate_slide(result: ConfirmedResult, slide_root: str | Path | None = None) -> Path:
-    """The slide file of a result: its recorded path, else ``slide_root/<slide name>``.
+    """The slide file of a result: its recorded path, else ``slide_root/<slide name>``, whichever
+    is the slide it was scored on.
+
+    Every candidate found is hashed (whole file, as recorded in result.json) and the first that
+    matches is returned: a different file left at the recorded path must never be read as the
+    signed slide, nor hide the original under ``slide_root``.
 
     Raises:
-        SlideError: the slide is in neither place (moved), naming both and how to point at it.
+        SlideUnavailable: the slide is in neither place (moved), or the files there are others,
+            naming the path and how to point at the slide or leave the result out.
     """
     info = result.record["slide"]
     recorded = Path(info["path"])
     candidates = [recorded]
     if slide_root is not None:
         candidates.append(Path(slide_root) / str(info.get("name") or recorded.name))
-    for path in candidates:
-        if path.is_file():
+    found = [path for path in candidates if path.is_file()]
+    for path in found:
+        if file_sha256(path) == result.slide_sha256:
             return path
+    if found:
+        names = " nor ".join(str(path) for path in found)
+        raise SlideUnavailable(
+            f"{result.folder}: {names} is not the slide it was scored on (fingerprint differs); "
+            "point --slide-root DIR at the original file",
+            "changed_slide",
+        )
     where = f" nor in {slide_root}" if slide_root is not None else ""
-    raise SlideError(
+    raise SlideUnavailable(
         f"{result.folder}: its slide {recorded} is not there{where} (moved?); pass the folder "
-        "that now holds it with --slide-root DIR (slide_root= in Python)"
+        "that now holds it with --slide-root DIR (slide_root= in Python)",
+        "missing_slide",
     )
 
 
@@ -136,19 +166,30 @@ class _Outline:
     polygon: BaseGeometry
 
 
-def _open(result: ConfirmedResult, slide_root: str | Path | None) -> Any:
-    """The result's slide, refused when the file found is not the slide that was scored."""
+@dataclass(frozen=True)
+class _Verified:
+    """A slide file whose sha256 matched, and its size and time then (to notice a later swap)."""
+
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> _Verified:
+        stat = path.stat()
+        return cls(path, stat.st_size, stat.st_mtime_ns)
+
+
+def _open(result: ConfirmedResult, verified: _Verified) -> Any:
+    """The result's slide, refused if the verified file was replaced since it was hashed."""
     from lnpath.wsi.slide import open_slide
 
-    path = locate_slide(result, slide_root)
-    slide = open_slide(path, mpp=result.record["slide"].get("mpp"))
-    if slide.fingerprint().get("sha256") != result.slide_sha256:
-        slide.close()
+    if _Verified.of(verified.path) != verified:
         raise SlideError(
-            f"{path}: not the slide {result.folder} was scored on (fingerprint differs); "
-            "point --slide-root at the original file"
+            f"{verified.path}: replaced while training on {result.folder} (its size or time "
+            "changed after its fingerprint was checked); nothing written"
         )
-    return slide
+    return open_slide(verified.path, mpp=result.record["slide"].get("mpp"))
 
 
 def select_labels(counts: dict[str, dict[str, int]]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -175,44 +216,83 @@ def select_labels(counts: dict[str, dict[str, int]]) -> tuple[tuple[str, ...], d
 
 @dataclass
 class _Assembly:
-    """Labels per result, the lesions kept, and what the card records about them."""
+    """Labels per usable result, their verified slides, the lesions kept, and what the card
+    records about them."""
 
     tables: list[tuple[ConfirmedResult, pd.DataFrame]]
+    slides: dict[str, _Verified]
     labels: tuple[str, ...]
     refused: dict[str, str]
     excluded: int
+    unavailable: list[dict[str, str]]
 
 
-def _assemble(results: Sequence[ConfirmedResult], slide_root: str | Path | None) -> _Assembly:
-    """Labels of every result, after checking that every slide can be found (fail before work)."""
-    tables, excluded = [], 0
-    for result in results:
-        locate_slide(result, slide_root)
+def _assemble(
+    results: Sequence[ConfirmedResult],
+    slide_root: str | Path | None,
+    skip_missing_slides: bool,
+    ignored: dict[str, list[str]],
+    progress: bool | None,
+) -> _Assembly:
+    """Labels of every result whose slide is found and verified (checked before any work).
+
+    Results left out for their slide (``skip_missing_slides``) are added to ``ignored``.
+    """
+    tables, slides, unavailable, excluded = [], {}, [], 0
+    for key in SLIDE_LEFT_OUT:
+        ignored.setdefault(key, [])
+    checking = progress_bar(len(results), "checking slide fingerprints", "slide", progress, results)
+    for result in checking:
+        try:
+            slides[str(result.folder)] = _Verified.of(locate_slide(result, slide_root))
+        except SlideUnavailable as exc:
+            if not skip_missing_slides:
+                raise SlideUnavailable(f"{exc}, {_SKIP_HINT}", exc.reason) from None
+            log.warning("left out: %s", exc)
+            ignored[exc.reason].append(str(result.folder))
+            # enough to find the slide in an archive (sha256sum) and train on it next time
+            unavailable.append(
+                {
+                    "result": result.folder.name,
+                    "slide": str(result.record["slide"]["path"]),
+                    "slide_sha256": result.slide_sha256,
+                    "reason": exc.reason,
+                }
+            )
+            continue
         table = confirmed_labels(result.findings)
         excluded += len(result.findings) - len(table)
         tables.append((result, table))
+    if not tables:
+        missing, changed = (sum(u["reason"] == k for u in unavailable) for k in SLIDE_LEFT_OUT)
+        where = f" nor in {slide_root}" if slide_root is not None else ""
+        raise InputError(
+            f"none of the {len(results)} confirmed results has its slide ({missing} missing, "
+            f"{changed} another file at its path{where}); nothing written: pass the folder that "
+            "holds the slides with --slide-root DIR"
+        )
     stacked = np.concatenate([t[list(LESIONS)].to_numpy(float) for _, t in tables])
     labels, refused = select_labels(label_counts(stacked, LESIONS))
-    groups = {result.group for result in results}
+    groups = {result.group for result, _ in tables}
     if len(groups) < 2:
         who = "patient" if groups.pop().startswith("patient:") else "slide"
         raise InputError(
-            f"the confirmed biopsies ({len(results)}) are all of one {who}: validation would "
+            f"the confirmed biopsies ({len(tables)}) are all of one {who}: validation would "
             f"test on the {who} it learned from; nothing written (confirmed biopsies of at least "
             "two patients are needed, or two slides where no patient id is recorded)"
         )
-    return _Assembly(tables, labels, refused, excluded)
+    return _Assembly(tables, slides, labels, refused, excluded, unavailable)
 
 
 def _glomeruli(
-    assembly: _Assembly, slide_root: str | Path | None
+    assembly: _Assembly,
 ) -> Iterator[tuple[ConfirmedResult, pd.DataFrame, Any, list[_Outline]]]:
     """Per result: its labelled rows, open slide and outlines (rows without any kept label out)."""
     for result, table in assembly.tables:
         rows = table[table[list(assembly.labels)].notna().any(axis=1)]
         polygons = read_polygons(result.folder)
         outlines = [_Outline(int(g), _outline(polygons[int(g)])) for g in rows["glomerulus_id"]]
-        slide = _open(result, slide_root)
+        slide = _open(result, assembly.slides[str(result.folder)])
         try:
             yield result, rows, slide, outlines
         finally:
@@ -234,6 +314,7 @@ def _provenance(
             "lnpath_versions": sorted({str(r["lnpath_version"]) for r in results}),
             "lesion_models": sorted({str(r["lesion_model"]["name"]) for r in results}),
             "ignored": ignored,
+            "slides_left_out": assembly.unavailable,
             "skipped_glomeruli": {"excluded": assembly.excluded, "unreadable": unreadable},
             "labels": "the confirmed calls; not assessed = missing label, not a negative",
         },
@@ -261,25 +342,27 @@ def crops_from_results(
     size: int = 64,
     slide_root: str | Path | None = None,
     progress: bool | None = None,
+    skip_missing_slides: bool = False,
 ) -> Any:
     """Glomerulus crops and confirmed labels for the lesion CNN (:class:`LabelledCrops`).
 
     Raises:
-        InputError: no lesion has enough labels. SlideError: a slide moved or changed.
+        InputError: no lesion has enough labels, or no slide is left. SlideError: a slide moved
+            or changed (without ``skip_missing_slides``).
     """
 
     from lnpath.analysis.lesions import square_crop
     from lnpath.analysis.measure import read_glomerulus
     from lnpath.training.lesion_data import LabelledCrops
 
-    assembly = _assemble(results, slide_root)
+    assembly = _assemble(results, slide_root, skip_missing_slides, ignored, progress)
     images, targets, groups, classes = [], [], [], []
     used: dict[str, int] = {}
     unreadable = 0
     total = sum(len(t) for _, t in assembly.tables)
     bar = progress_bar(total, "reading confirmed glomeruli", "glom", progress)
     with bar:
-        for result, rows, slide, outlines in _glomeruli(assembly, slide_root):
+        for result, rows, slide, outlines in _glomeruli(assembly):
             for outline, (_, row) in zip(outlines, rows.iterrows(), strict=True):
                 bar.update()
                 try:
@@ -303,7 +386,7 @@ def crops_from_results(
         groups=np.asarray(groups, dtype=object),
         classes=classes,
         mapping={},
-        source=f"confirmed calls of {len(results)} confirmed result folders",
+        source=f"confirmed calls of {len(assembly.tables)} confirmed result folders",
         mpp=mpp,
         grouped_by=GROUPED_BY,
         provenance=_provenance(assembly, used, ignored, unreadable),
@@ -315,22 +398,24 @@ def measure_results(
     ignored: dict[str, list[str]],
     slide_root: str | Path | None = None,
     progress: bool | None = None,
+    skip_missing_slides: bool = False,
 ) -> Any:
     """Measurements and confirmed labels for the morphometry calibration
     (:class:`~lnpath.training.calibration.MeasuredGlomeruli`), measured afresh from the slides so
     that the model is fitted on exactly what this lnpath version measures when it calls.
 
     Raises:
-        InputError: no lesion has enough labels. SlideError: a slide moved or changed.
+        InputError: no lesion has enough labels, or no slide is left. SlideError: a slide moved
+            or changed (without ``skip_missing_slides``).
     """
     from lnpath.analysis.measure import DEFAULT_MPP, MEASUREMENTS, measure_glomeruli
     from lnpath.training.calibration import MeasuredGlomeruli
 
-    assembly = _assemble(results, slide_root)
+    assembly = _assemble(results, slide_root, skip_missing_slides, ignored, progress)
     features, targets, groups, classes = [], [], [], []
     used: dict[str, int] = {}
     unreadable = 0
-    for result, rows, slide, outlines in _glomeruli(assembly, slide_root):
+    for result, rows, slide, outlines in _glomeruli(assembly):
         measured = measure_glomeruli(outlines, slide, mpp=DEFAULT_MPP, progress=progress)
         measured = measured.set_index("glomerulus_id").loc[[o.id for o in outlines]]
         x = measured[list(MEASUREMENTS)].to_numpy(float)
@@ -352,7 +437,7 @@ def measure_results(
         groups=np.asarray(groups, dtype=object),
         classes=classes,
         mapping={},
-        source=f"confirmed calls of {len(results)} confirmed result folders",
+        source=f"confirmed calls of {len(assembly.tables)} confirmed result folders",
         mask="result outline",
         skipped=unreadable,
         grouped_by=GROUPED_BY,

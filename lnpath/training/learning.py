@@ -5,7 +5,9 @@ those a pathologist confirmed whose seals verify, counts each slide once, and tr
 or calibrates the morphometry on their confirmed calls (:mod:`lnpath.training.from_results`).
 Seals are checked with :func:`lnpath.results.seal.verify`, the check ``lnpath verify`` runs.
 Provisional and tampered folders are ignored and counted, never used: a label nobody confirmed, or
-one changed after confirmation, is not a pathologist's call.
+one changed after confirmation, is not a pathologist's call. A result whose slide was archived
+away (or replaced by another file) stops the run, or with ``skip_missing_slides`` is left out and
+counted: years of sign-outs always include a few slides that are gone.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def confirmed_results(
 
     Returns:
         ``(results, ignored)``; ``ignored`` maps ``provisional``, ``unverified``, ``superseded``
-        and ``duplicate_slide`` to the folders left out for that reason.
+        and ``duplicate_slide`` to the folders left out for that reason (training adds
+        ``missing_slide`` and ``changed_slide``, once it has checked the slides).
 
     Raises:
         InputError: no folder is both confirmed and intact.
@@ -167,6 +170,7 @@ def train_lesions_from_results(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool | None = None,
+    skip_missing_slides: bool = False,
 ) -> dict[str, Any]:
     """Train a lesion model on the confirmed calls of confirmed result folders.
 
@@ -182,14 +186,17 @@ def train_lesions_from_results(
         overwrite: replace an existing model folder.
         progress: progress bars; default on in Jupyter and on a terminal, off in pipes
             (``LNPATH_PROGRESS``).
+        skip_missing_slides: leave out (and count, and name in the card) results whose slide is
+            in neither place or is another file (fingerprint differs), instead of stopping.
 
     Returns:
         The model card: per-lesion validation figures, refused lesions and the fingerprints of
         the results it learned from.
 
     Raises:
-        InputError: no usable result or no lesion with enough labels (nothing written).
-        SlideError: a result's slide moved or changed.
+        InputError: no usable result (none left with its slide, too) or no lesion with enough
+            labels (nothing written).
+        SlideError: a result's slide moved or changed (without ``skip_missing_slides``).
     """
     if method not in METHODS:
         raise InputError(f"method {method!r}: use one of {', '.join(METHODS)}")
@@ -201,13 +208,23 @@ def train_lesions_from_results(
     if method == "morphometry":  # both trainers load torch: only when training
         from lnpath.training.calibration import calibrate_morphometry
 
-        measured = measure_results(results, ignored, root, progress=progress)
+        measured = measure_results(
+            results, ignored, root, progress=progress, skip_missing_slides=skip_missing_slides
+        )
         return calibrate_morphometry(
             measured, Path(out), folds=folds, seed=seed, overwrite=overwrite
         )
     from lnpath.training.lesions import train_lesion_model
 
-    crops = crops_from_results(results, ignored, mpp, size, root, progress=progress)
+    crops = crops_from_results(
+        results,
+        ignored,
+        mpp,
+        size,
+        root,
+        progress=progress,
+        skip_missing_slides=skip_missing_slides,
+    )
     return train_lesion_model(
         crops,
         Path(out),
