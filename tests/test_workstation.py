@@ -462,6 +462,15 @@ def test_saving_again_after_an_exclusion_and_including_it_again(
     # an ischemic glomerulus stays in the indices' N, so its lesions still need calls
     assert "undecided" in page.locator('#glomeruli-list tr[data-gid="4"]').text_content()
     assert save(page) == "saved revision 2"
+    # the saved findings.csv scored alone counts what the page shows: G5 is no glomerulus
+    alone = lnpath.score_findings(str(result / "findings.csv")).to_dict()
+    shown = page.locator("#summary").inner_text()
+    for component in alone["activity_index"]["components"].values():
+        if component["N"] is not None:
+            assert f"{component['n']}/{component['N']}" in shown
+    assert alone["adequacy"]["n_glomeruli"] == n - 1
+    assert int(page.locator("#n-glomeruli").get_attribute("data-n")) == n - 1
+    assert "1 ischemic excluded" in alone["isn_rps_class"]["rationale"]
     # the saved table's empty exclusion cells were read back as exclusions named "nan"
     click_glomerulus(page, 3)
     page.keyboard.press("n")
@@ -909,3 +918,130 @@ def test_a_not_evaluable_reason_from_the_page_lets_an_incomplete_index_be_signed
     assert page.locator("#not-evaluable-tubular_atrophy").input_value() == HOSTILE
     assert page.evaluate("window.__lnpath_pwned") is None
     assert not page.errors
+
+
+# --------------------------------------------------------------------------------------------
+# what this round's engine says, said by the page too
+
+
+def _all_called(result: Path) -> pd.DataFrame:
+    """The result's table with every lesion called absent (a pathologist's complete review)."""
+    table = lnpath.SlideResult.load(result).findings.copy()
+    for lesion in lnpath.LESIONS:
+        table[lesion] = pd.array([False] * len(table), dtype="boolean")
+    return table
+
+
+def test_a_score_the_unassessed_glomeruli_cannot_change_is_shown_with_its_note_and_signs(
+    result: Path, serve: Any, context: Any, tmp_path: Path
+) -> None:
+    # neutrophils in G1 only, every other call absent: 1 of N is band 1 whatever G2 shows
+    table = _all_called(result)
+    table.loc[table["glomerulus_id"] == 1, "neutrophils_karyorrhexis"] = True
+    path = tmp_path / "called.csv"
+    table.to_csv(path, index=False)
+    # the demo's "not evaluable" mark for it cleared: a scored component needs none
+    clear = {"not_evaluable": {"neutrophils_karyorrhexis": None}}
+    lnpath.review(result, findings=path, biopsy=clear, pathologist="Dr Setup")
+    server = serve(result)
+    page = open_page(context, server, name="Dr Sign")
+    click_glomerulus(page, 2)
+    page.click('[data-lesion="neutrophils_karyorrhexis"] button[data-value="na"]')
+    page.wait_for_selector("#unsaved")
+    table.loc[table["glomerulus_id"] == 2, "neutrophils_karyorrhexis"] = pd.NA
+    expected = lnpath.score_findings(table).activity_index.components["neutrophils_karyorrhexis"]
+    assert expected.assessed and expected.score == 1 and expected.n_not_assessed == 1
+    cell = page.locator('#summary td[data-component="neutrophils_karyorrhexis"]')
+    page.wait_for_function(
+        "(note) => document.querySelector('#summary td[data-component="
+        '"neutrophils_karyorrhexis"]\').textContent.includes(note)',
+        arg=expected.note,
+    )
+    assert "whatever they show" in expected.note and cell.text_content().startswith("1 ×1")
+    assert "not assessed (" not in cell.text_content()
+    assert save(page) == "saved revision 3"
+    # the saved summary says the same, and the component asks for no not-evaluable reason
+    assert expected.note in cell.text_content()
+    assert page.locator("#not-evaluable-neutrophils_karyorrhexis").count() == 0
+    page.click("#signout")
+    page.click("#signout-confirm")
+    page.wait_for_function("document.getElementById('message').textContent.includes('confirmed')")
+    on_disk = lnpath.SlideResult.load(result).to_dict()
+    assert on_disk["status"] == "confirmed" and on_disk["revision"] == 3
+    component = on_disk["scores"]["activity_index"]["components"]["neutrophils_karyorrhexis"]
+    assert component["score"] == 1 and component["note"] == expected.note
+    lnpath.verify(result)
+    assert not page.errors
+
+
+def test_each_index_gives_its_band_word_as_the_report_heading_does(
+    result: Path, serve: Any, context: Any, tmp_path: Path
+) -> None:
+    from lnpath.report.sections import band_text
+
+    table = _all_called(result)
+    path = tmp_path / "called.csv"
+    table.to_csv(path, index=False)
+    cortex = dict.fromkeys(
+        ("interstitial_inflammation", "interstitial_fibrosis", "tubular_atrophy"), 0.1
+    )
+    lnpath.review(result, findings=path, cortex=cortex, pathologist="Dr Setup")
+    saved = lnpath.SlideResult.load(result).to_dict()["scores"]
+    report = (result / "report.html").read_text(encoding="utf-8")
+    server = serve(result)
+    page = open_page(context, server)
+    for key, name in (("activity_index", "ai"), ("chronicity_index", "ci")):
+        word = band_text(saved[key])
+        assert word is not None and word.startswith("low (0–")
+        assert f'<span class="band">· {word}</span>' in report
+        assert page.locator(f"#{name}-band").text_content() == f" · {word}"
+    # one glomerulus globally sclerosed: the preview's CI moves to its next word
+    click_glomerulus(page, 3)
+    page.click('[data-lesion="global_sclerosis"] button[data-value="present"]')
+    page.wait_for_selector("#unsaved")
+    table.loc[table["glomerulus_id"] == 3, "global_sclerosis"] = True
+    edited = lnpath.score_findings(table, cortex=cortex).to_dict()["chronicity_index"]
+    word = band_text(edited)
+    assert word is not None and not word.startswith("low")
+    page.wait_for_function(
+        "(word) => (document.getElementById('ci-band') || {}).textContent === ` · ${word}`",
+        arg=word,
+    )
+    assert not page.errors
+
+
+def test_an_addendum_from_the_page_is_not_said_signed_beside_a_signed_sign_out(
+    result: Path, serve: Any, context: Any, tmp_path: Path
+) -> None:
+    from lnpath.results.integrity import generate_key
+
+    private, public = generate_key(tmp_path / "dr_sign")
+    lnpath.confirm(result, pathologist="Dr Sign", key=private)
+    server = serve(result)
+    page = open_page(context, server, name="Dr Sign")
+    page.fill("#addendum-text", "IF arrived: full house")
+    page.click("#addendum-add")
+    page.wait_for_selector("#addenda-list li")
+    assert "not signed with a key" in page.locator("#message").text_content()
+    first = page.locator("#addenda-list li").nth(0)
+    assert first.get_attribute("data-signed") == "false"
+    assert "(not signed with a key)" in first.text_content()
+    # verify names it too: the page's word and verify's agree
+    assert any("addendum 1" in u for u in lnpath.verify(result).unchecked)
+    lnpath.add_addendum(result, "EM: subendothelial deposits", pathologist="Dr Sign", key=private)
+    page.reload()
+    page.wait_for_selector("#addenda-list li >> nth=1")
+    second = page.locator("#addenda-list li").nth(1)
+    assert second.get_attribute("data-signed") == "true"
+    assert "(signed with a key)" in second.text_content()
+    assert "(not signed with a key)" in page.locator("#addenda-list li").nth(0).text_content()
+    lnpath.verify(result, public_key=public)
+    assert not page.errors
+    # a folder changed outside lnpath opens read-only: no signature in it is vouched for
+    path = result / "findings.csv"
+    path.write_text(path.read_text().replace("No lesion", "Global sclerosis", 1))
+    tampered = open_page(context, serve(result))
+    assert "READ-ONLY" in tampered.locator("#banner").text_content()
+    listed = tampered.locator("#addenda-list li")
+    assert listed.count() == 2 and "signed with a key" not in listed.nth(1).text_content()
+    assert listed.nth(1).get_attribute("data-signed") == "false"

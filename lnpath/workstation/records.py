@@ -12,6 +12,7 @@ from typing import Any
 
 from lnpath.core.findings import LESION_EXTENT, LESIONS, is_missing
 from lnpath.core.vocabulary import CLASS_COLOURS, LESION_LABELS
+from lnpath.report.sections import band_text
 from lnpath.report.slide import index_text
 
 EXCLUSIONS = ("not_glomerulus", "ischemic")
@@ -168,6 +169,8 @@ def summary(
         low = index["total"] if index.get("complete") or not span else span[0]
         out[name] = {
             "text": index_text(index, marks),
+            # the report heading's §1.7 word, by its own function: "low (0–5)", or None
+            "band": band_text(index),
             "low": low,
             "total": index.get("total"),
             "max": index.get("max"),
@@ -186,6 +189,23 @@ def summary(
     out["adequacy"] = dict(scores["adequacy"])
     out["pending_review"] = list(scores.get("pending_review") or [])
     return out
+
+
+def addenda_rows(
+    addenda: list[Mapping[str, Any]], events: list[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The addenda, each saying whether its audit event carries a key's signature.
+
+    ``addenda`` are the audit trail's addendum events in order (:func:`lnpath.verify` holds them
+    to it), so the n-th addendum is the n-th such event; one without a signature must never read
+    as signed beside a signed sign-out.
+    """
+    recorded = [e for e in events if e.get("event") == "addendum"]
+    rows = []
+    for number, entry in enumerate(addenda):
+        event = recorded[number] if number < len(recorded) else {}
+        rows.append({**entry, "signed": isinstance(event.get("signature"), dict)})
+    return rows
 
 
 def colours() -> dict[str, str]:

@@ -31,10 +31,15 @@ from lnpath.report.charts import morphometry_thresholds
 from lnpath.results.edits import CORTEX_FIELDS
 from lnpath.results.folder import load_result_json, read_audit, read_findings_csv, read_polygons
 from lnpath.results.queue import review_order
-from lnpath.results.seal import verify
+from lnpath.results.seal import confirmation_event, verify
 from lnpath.scoring.biopsy import merge_biopsy, normalise_biopsy
 from lnpath.workstation.edits import PageEdits, biopsy_inputs, edited_table, scoring_view
-from lnpath.workstation.records import COMPONENT_LABELS, glomerulus_record, summary
+from lnpath.workstation.records import (
+    COMPONENT_LABELS,
+    addenda_rows,
+    glomerulus_record,
+    summary,
+)
 from lnpath.workstation.tiles import DeepZoomTiles
 
 LOG = logging.getLogger(__name__)
@@ -155,6 +160,7 @@ class ResultSession:
             if (gid := int(row["glomerulus_id"])) in polygons
         ]
         revision = int(result["revision"])
+        events = read_audit(self.folder)
         last = _last_event(self.folder, revision)
         return {
             "name": self.name,
@@ -175,7 +181,15 @@ class ResultSession:
             "warnings": [str(w) for w in result.get("warnings") or []],
             "glomeruli": glomeruli,
             "review_order": review_order(table),
-            "addenda": list(result.get("addenda") or []),
+            # a folder that failed verification vouches for no signature in it
+            "addenda": addenda_rows(
+                list(result.get("addenda") or []), [] if self.read_only else events
+            ),
+            # a sign-out signed with a key: an addendum added here (no key) is said unsigned
+            "confirmation_signed": result["status"] == "confirmed"
+            and bool(events)
+            and not self.read_only
+            and isinstance(confirmation_event(events).get("signature"), dict),
             "cortex": dict(result.get("cortex_fractions") or {}),
             "biopsy": result.get("biopsy") or {},
             "class_override": result.get("class_override"),

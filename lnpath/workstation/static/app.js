@@ -205,14 +205,19 @@ function indexBlock(name, index) {
     // n of N counts the glomeruli called present; those not called are said, never counted as 0
     el("td", {}, c.N === null || c.N === undefined ? "" :
       `${c.n}/${c.N}${c.n_not_assessed ? ` (${c.n_not_assessed} not assessed)` : ""}`),
-    el("td", {}, c.assessed ? `${c.score} ×${c.weight}` :
+    // a score the unassessed glomeruli cannot change carries the scoring's note, as the report's
+    el("td", { "data-component": c.name }, c.assessed ? [`${c.score} ×${c.weight}`,
+      c.note ? el("div", { class: "muted component-note" }, c.note) : null] :
       `${c.not_evaluable ? "not evaluable" : "not assessed"}${c.range ? ` (${c.range[0]}–${c.range[1]})` : ""}`)));
   const shown = indexShown(index);
+  const id = name === "Activity index" ? "ai" : "ci";
   return el("div", { class: "index" },
     el("h3", {}, name),
-    el("span", { class: "index-value", id: `${name === "Activity index" ? "ai" : "ci"}-value`,
+    el("span", { class: "index-value", id: `${id}-value`,
       "data-low": index.low, "data-complete": index.complete }, shown),
-    el("div", { class: "index-text" }, index.text),
+    // the §1.7 word the report's heading gives, from the server (the same function)
+    el("div", { class: "index-text", id: `${id}-text` }, index.text,
+      index.band ? el("span", { class: "band", id: `${id}-band` }, ` · ${index.band}`) : null),
     el("table", {}, el("tbody", {}, rows)));
 }
 
@@ -607,8 +612,10 @@ function renderBiopsy() {
     el("textarea", { id: "comment", rows: 3, cols: 40, onchange: (e) => { w.edits.comment = e.target.value; changed(); } }, comment)));
   if (w.state.status === "confirmed" || w.state.addenda.length) {
     node.append(el("fieldset", { id: "addenda" }, el("legend", {}, "Addenda (after sign-out)"),
-      el("ol", { id: "addenda-list" }, w.state.addenda.map((a) => el("li", {},
-        el("bdi", { class: "addendum-text" }, a.text), " — ", el("bdi", {}, a.by), ` at ${a.at}`))),
+      el("ol", { id: "addenda-list" }, w.state.addenda.map((a) => el("li", { "data-signed": a.signed ? "true" : "false" },
+        el("bdi", { class: "addendum-text" }, a.text), " — ", el("bdi", {}, a.by), ` at ${a.at}`,
+        // beside a key-signed sign-out an addendum without a signature must not read as signed
+        a.signed ? " (signed with a key)" : w.state.confirmation_signed ? " (not signed with a key)" : ""))),
       w.state.status === "confirmed" && !w.state.read_only ? [
         el("textarea", { id: "addendum-text", rows: 2, cols: 40, "aria-label": "addendum text" }),
         el("button", { type: "button", id: "addendum-add", onclick: addAddendum }, "Add addendum"),
@@ -775,7 +782,10 @@ async function addAddendum() {
     w.state = await api(`/api/r/${current}/addendum`, {
       base_revision: w.state.revision, pathologist: $("pathologist").value, text,
     });
-    say(`addendum ${w.state.addenda.length} added; the signed revision is unchanged`);
+    // the page holds no key: after a key-signed sign-out, say that this addendum is not signed
+    const unsigned = w.state.confirmation_signed ?
+      " (not signed with a key, as the sign-out is: lnpath addendum --key signs one)" : "";
+    say(`addendum ${w.state.addenda.length} added${unsigned}; the signed revision is unchanged`);
     renderAll();
   } catch (err) {
     say(err.message, true);
