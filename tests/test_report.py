@@ -252,13 +252,15 @@ def test_an_index_heading_gives_its_band_word(total: int, maximum: int, expected
 def test_the_report_heads_each_index_with_its_band(
     demo_result_template: Path, tmp_path: Path
 ) -> None:
-    """A pathologist completes every call of the demo (none present but endocapillary
-    hypercellularity in 12 of 23, over half: 3; and 30 % fibrosis: 2): AI 3, CI 2, both "low"."""
+    """A pathologist makes every call of the demo but one (none present but endocapillary
+    hypercellularity in 12 of 23, over half: 3; one crescent open: 3-5; and 30 % fibrosis: 2): AI
+    3-5, CI 2, both "low"."""
     folder = Path(shutil.copytree(demo_result_template, tmp_path / "r", symlinks=True))
     table = pd.read_csv(folder / "findings.csv", dtype=str, keep_default_na=False)
     for lesion in LESIONS:
         table[lesion] = "0"
     table.loc[table.index[:12], "endocapillary_hypercellularity"] = "1"
+    table.loc[table.index[12], "cellular_crescent"] = ""  # one call left open: AI 3-5, still low
     table.to_csv(tmp_path / "calls.csv", index=False)
     cortex = {
         "interstitial_inflammation": 0.0,
@@ -274,6 +276,10 @@ def test_the_report_heads_each_index_with_its_band(
     for key, expected in (("activity", "low (0–5)"), ("chronicity", "low (0–2)")):
         heading = re.search(rf'<h2 id="{key}-title">(.*?)</h2>', report, re.S)
         assert heading and f"· {expected}</span>" in heading.group(1), key
+    assert (
+        "Glomeruli with active lesions: 52% (12/23); at least, as 1 more glomerulus has active "
+        "lesions not assessed." in " ".join(report.split())
+    )
 
 
 def _charts(report: str) -> list[ET.Element]:

@@ -195,7 +195,8 @@ def _light_microscopy(result: Mapping[str, Any], findings: pd.DataFrame) -> dict
         present, unknown = _any(rows, group)
         text = f"Glomeruli with {words} lesions: {_pct(present, n)} ({present}/{n})"
         if unknown:
-            text += f"; at least, as {unknown} were not assessed for every {words} lesion"
+            has = "glomerulus has" if unknown == 1 else "glomeruli have"
+            text += f"; at least, as {unknown} more {has} {words} lesions not assessed"
         notes.append(text + ".")
     notes.append(
         "Sclerosed glomeruli are counted as lupus-related unless marked ischemic / obsolescent."
