@@ -79,6 +79,7 @@ def test_train_lesions_cli_end_to_end(
     assert "global_sclerosis" in printed
     card = json.loads((out / "card.json").read_text())
     assert card["labels"] == ["global_sclerosis"]
+    assert card["intended_use"] == "proposal until a pathologist confirms"
     assert card["counts"]["global_sclerosis"] == {
         "positive": classes["pos"],
         "negative": classes.total() - classes["pos"],

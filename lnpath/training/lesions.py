@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from lnpath import __version__
+from lnpath.analysis.calibrated import INTENDED_USE
 from lnpath.analysis.lesion_cnn import calibrated, predict_logits
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
@@ -322,6 +323,7 @@ def train_lesion_model(
             "labels": cv.calibration,
         },
         "threshold": 0.5,
+        "intended_use": INTENDED_USE,
         "status": "trained on a lab's own labels; validate locally before relying on it",
         **data.provenance,
     }
