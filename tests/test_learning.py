@@ -614,3 +614,19 @@ def test_nothing_left_when_every_slide_is_missing(
     crops.mkdir()
     code = main([*args[:-1], "--crops", str(crops), "--labels", "x.csv", "--skip-missing-slides"])
     assert code == 2 and "are for --from-results" in capsys.readouterr().err
+
+
+def test_a_slide_signed_before_whole_file_hashes_is_still_found(repo_dir: Path) -> None:
+    """A 0.1.0 result fingerprints its slide by size and first and last MiB: the slide it was
+    signed on is recognised under --slide-root, and another file is not."""
+    from lnpath.training.from_results import ConfirmedResult, SlideUnavailable, locate_slide
+
+    folder = repo_dir / "tests" / "fixtures" / "result-0.1.0-confirmed"
+    record = json.loads((folder / "result.json").read_text())
+    assert "scheme" not in record["slide"]["fingerprint"]
+    result = ConfirmedResult(folder, record, "", pd.DataFrame())
+    examples = repo_dir / "examples"
+    assert locate_slide(result, slide_root=examples) == examples / "demo_biopsy.tiff"
+    record["slide"]["name"] = "demo_biopsy_glomeruli.geojson"  # another file under that name
+    with pytest.raises(SlideUnavailable, match="not the slide it was scored on"):
+        locate_slide(result, slide_root=examples)

@@ -309,16 +309,3 @@ def run_train(args: argparse.Namespace) -> int:
     if replaced:
         print(f"it replaces the model that was there (sha256 {replaced})")
     return 0
-
-
-def _current_sha256(folder: Path) -> str | None:
-    """The sha256 an existing model card records: what ``--overwrite`` is about to replace."""
-    from lnpath.core.errors import ModelError
-    from lnpath.models.store import read_card
-
-    if not (folder / "card.json").is_file():
-        return None
-    try:
-        return str(read_card(folder).get("sha256") or "") or None
-    except ModelError:
-        return None

@@ -34,7 +34,7 @@ from shapely.geometry.base import BaseGeometry
 from lnpath.core.errors import InputError, SlideError
 from lnpath.core.findings import LESIONS, is_missing
 from lnpath.core.progress import progress_bar
-from lnpath.io.hashing import file_sha256
+from lnpath.io.hashing import recorded_sha256
 from lnpath.results.folder import read_polygons
 from lnpath.training.evaluation import MIN_PER_CLASS, label_counts, thin_labels
 
@@ -122,7 +122,7 @@ def locate_slide(result: ConfirmedResult, slide_root: str | Path | None = None) 
     """The slide file of a result: its recorded path, else ``slide_root/<slide name>``, whichever
     is the slide it was scored on.
 
-    Every candidate found is hashed (whole file, as recorded in result.json) and the first that
+    Every candidate found is hashed (in the scheme result.json recorded) and the first that
     matches is returned: a different file left at the recorded path must never be read as the
     signed slide, nor hide the original under ``slide_root``.
 
@@ -137,7 +137,7 @@ def locate_slide(result: ConfirmedResult, slide_root: str | Path | None = None) 
         candidates.append(Path(slide_root) / str(info.get("name") or recorded.name))
     found = [path for path in candidates if path.is_file()]
     for path in found:
-        if file_sha256(path) == result.slide_sha256:
+        if recorded_sha256(path, result.record["slide"]["fingerprint"]) == result.slide_sha256:
             return path
     if found:
         names = " nor ".join(str(path) for path in found)

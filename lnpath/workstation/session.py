@@ -9,7 +9,6 @@ trail and seals as the command line. Previews score the edited table with
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -25,7 +24,7 @@ from shapely.geometry import Polygon
 from lnpath.core.errors import InputError, ResultError, SlideError
 from lnpath.core.vocabulary import main_call
 from lnpath.io.configfile import load_config
-from lnpath.io.hashing import file_sha256
+from lnpath.io.hashing import recorded_sha256
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
 from lnpath.report.charts import morphometry_thresholds
 from lnpath.results.edits import CORTEX_FIELDS
@@ -76,23 +75,6 @@ class ReadOnly(ResultError):
 # Opening a result and finding its slide
 
 
-LEGACY_CHUNK = 1 << 20  # results written before whole-file hashes hashed the first and last MiB
-
-
-def _sha256(path: Path, fingerprint: Mapping[str, Any]) -> str:
-    """The slide file's sha256 in the scheme its result recorded it with."""
-    if fingerprint.get("scheme") == "sha256":
-        return file_sha256(path)
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as handle:
-        digest.update(handle.read(LEGACY_CHUNK))
-        if size > LEGACY_CHUNK:
-            handle.seek(max(LEGACY_CHUNK, size - LEGACY_CHUNK))
-            digest.update(handle.read(LEGACY_CHUNK))
-    return digest.hexdigest()
-
-
 def resolve_slide(folder: Path, result: Mapping[str, Any], candidates: list[Path]) -> Path:
     """The slide file of a result: a ``--slide`` candidate with its fingerprint, else its own path.
 
@@ -103,7 +85,7 @@ def resolve_slide(folder: Path, result: Mapping[str, Any], candidates: list[Path
     recorded = Path(info["path"])
     fingerprint = info["fingerprint"]
     for path in (*candidates, recorded):
-        if path.is_file() and _sha256(path, fingerprint) == fingerprint["sha256"]:
+        if path.is_file() and recorded_sha256(path, fingerprint) == fingerprint["sha256"]:
             return path
     if recorded.is_file():
         raise SlideError(
