@@ -91,6 +91,43 @@ def test_supersede_moves_a_confirmed_result_aside_and_records_it(
     assert _verified(folder)
 
 
+def test_a_superseding_score_that_fails_leaves_the_confirmed_result_in_place(
+    repo_dir: Path,
+    confirmed_template: Path,
+    copy_result: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fills while the new report is written: the confirmed folder was already moved
+    aside, so its place stood empty and a re-run scored anew with no link to it."""
+    import errno
+
+    import lnpath
+    from lnpath.core.errors import OutputError
+    from lnpath.results import folder as result_folder
+
+    folder = copy_result(confirmed_template)
+    before = file_hashes(folder)
+
+    def disk_full(*args: object, **kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(result_folder, "render_report", disk_full)
+    with pytest.raises(OutputError):
+        lnpath.score_slide(
+            repo_dir / "examples" / "demo_biopsy.tiff",
+            out=folder,
+            glomeruli=repo_dir / "examples" / "demo_biopsy_glomeruli.geojson",
+            patient_id="P1",
+            overwrite=True,
+            supersede=True,
+            progress=False,
+        )
+    assert file_hashes(folder) == before
+    assert not list(folder.parent.glob("r.superseded-*"))
+    assert not list(folder.parent.glob(".r.*.tmp"))  # no half-written result left beside it
+    assert _verified(folder)
+
+
 def test_batch_overwrite_refuses_a_confirmed_result(
     repo_dir: Path, confirmed_template: Path, tmp_path: Path
 ) -> None:

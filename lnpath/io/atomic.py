@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,13 +211,17 @@ def check_output_dir(
 
 @contextlib.contextmanager
 def atomic_dir(
-    target: str | os.PathLike[str], overwrite: bool = False, marker: str | None = None
+    target: str | os.PathLike[str],
+    overwrite: bool = False,
+    marker: str | None = None,
+    before_swap: Callable[[], None] | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; move it into place only on success.
 
     An existing ``target`` is refused unless ``overwrite`` is true (see :func:`check_output_dir`),
     and then replaced only after the new folder is complete, so an interrupted run never destroys
-    an earlier result.
+    an earlier result. ``before_swap`` runs once the new folder is complete, just before it
+    moves into place (e.g. to move a confirmed result aside rather than replace it).
 
     Raises:
         InputError: see :func:`check_output_dir`.
@@ -233,6 +237,8 @@ def atomic_dir(
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp folders are private; outputs are ordinary folders
         yield tmp
+        if before_swap is not None:
+            before_swap()
         _swap(tmp, target)
     except (OSError, OutputError) as exc:
         if not _write_failure(exc):

@@ -25,7 +25,7 @@ import json
 import logging
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,6 +288,7 @@ def write_result(
     content: ResultContent | None = None,
     overwrite: bool = False,
     signing_key: Any = None,
+    move_aside: Callable[[], None] | None = None,
 ) -> None:
     """Write (or replace) a whole result folder atomically, snapshot it, and append ``event``.
 
@@ -296,14 +297,20 @@ def write_result(
     carried over unless ``event`` is a fresh scoring, so the history survives every review and
     confirmation. Every event gets its own write-once snapshot and is hash-chained to the one
     before it, and result.json's ``seal`` names the chain's head (:mod:`.integrity`); with
-    ``signing_key`` (an Ed25519 private key) the event is signed. The caller holds
+    ``signing_key`` (an Ed25519 private key) the event is signed. ``move_aside`` (a
+    :class:`.supersede.Supersession`'s) moves the confirmed folder at ``target`` aside, intact and
+    with its own files, only once the new result is complete. The caller holds
     :func:`.integrity.result_lock`.
     """
 
     target = Path(target)
     recover(target)
-    with atomic_dir(target, overwrite=overwrite, marker="result.json") as tmp:
-        for entry in sorted(target.iterdir()) if target.is_dir() else []:
+    keeps_its_files = move_aside is None and target.is_dir()
+    with atomic_dir(
+        target, overwrite=overwrite or move_aside is not None, marker="result.json",
+        before_swap=move_aside,
+    ) as tmp:  # fmt: skip
+        for entry in sorted(target.iterdir()) if keeps_its_files else []:
             if entry.name not in RESULT_ENTRIES:  # the swap would delete the user's own files
                 carry_entry(entry, tmp / entry.name)
         old_revisions = target / "revisions"

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,28 @@ def refuse_confirmed(folder: Path, supersede: bool) -> dict[str, Any] | None:
     return confirmed
 
 
-def supersede_result(folder: Path, confirmed: Mapping[str, Any]) -> dict[str, Any]:
-    """Move a confirmed result aside to ``<folder>.superseded-<UTC time>``, intact.
+@dataclass(frozen=True)
+class Supersession:
+    """A confirmed result about to be superseded: where it will go, and the record of it that
+    the new result keeps (``supersedes`` in result.json and its first audit event)."""
 
-    Returns:
-        The record the new result keeps of it (``supersedes`` in result.json and its first
-        audit event): where it went, its revision, who confirmed it when, its seal.
+    folder: Path
+    aside: Path
+    record: dict[str, Any]
+
+    def move_aside(self) -> None:
+        """Move the confirmed folder, intact, to ``aside``: called by the new result's write
+        just before it takes the folder's place, so the new result already names where the
+        old one went, and a failed or interrupted scoring leaves the confirmed folder where it
+        was."""
+        os.replace(self.folder, self.aside)
+        LOG.warning("%s: confirmed result moved aside to %s", self.folder, self.aside)
+
+
+def supersede_result(folder: Path, confirmed: Mapping[str, Any]) -> Supersession:
+    """Plan moving a confirmed result aside to ``<folder>.superseded-<UTC time>``.
+
+    Nothing moves yet: pass :meth:`Supersession.move_aside` to the write of the new result.
     """
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = folder.with_name(f"{folder.name}.superseded-{stamp}")
@@ -92,12 +109,11 @@ def supersede_result(folder: Path, confirmed: Mapping[str, Any]) -> dict[str, An
         data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    os.replace(folder, aside)
-    LOG.warning("%s: confirmed result moved aside to %s", folder, aside)
-    return {
+    record = {
         "folder": str(aside),
         "revision": confirmed.get("revision"),
         "confirmed_by": confirmed.get("by"),
         "confirmed_at": confirmed.get("at"),
         "seal": data.get("seal") if isinstance(data, dict) else None,
     }
+    return Supersession(folder, aside, record)

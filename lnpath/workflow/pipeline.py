@@ -357,10 +357,15 @@ def _score_slide(
             "at": result["created_at"],
             "by": f"lnpath {__version__}",
         }
-        if confirmed is not None:
-            result["supersedes"] = event["supersedes"] = supersede_result(target, confirmed)
+        move_aside = None
+        if confirmed is not None:  # moved aside by the write, once the new result is complete
+            supersession = supersede_result(target, confirmed)
+            result["supersedes"] = event["supersedes"] = supersession.record
+            move_aside = supersession.move_aside
         content = ResultContent(findings, polygons, assets)
-        write_result(target, result, event, content, overwrite=opts.overwrite)
+        write_result(
+            target, result, event, content, overwrite=opts.overwrite, move_aside=move_aside
+        )
         slide.close()
     LOG.info("result written to %s", target)
     return SlideResult.load(target)
