@@ -131,7 +131,11 @@ def register(subparsers: Any) -> None:
     review.set_defaults(func=run_review)
 
     confirm = subparsers.add_parser(
-        "confirm", help="confirm the current revision as pathologist (seals it)"
+        "confirm",
+        help="confirm the current revision as pathologist (seals it)",
+        description="Seal the current revision as confirmed by PATHOLOGIST. Refused while an index "
+        "has a component neither assessed nor marked not evaluable (lnpath review --biopsy FILE "
+        "with not_evaluable: {component: reason}).",
     )
     confirm.add_argument("result", type=Path, help="result folder")
     confirm.add_argument("--pathologist", required=True, help="name of the confirming pathologist")
@@ -144,6 +148,9 @@ def register(subparsers: Any) -> None:
     addendum = subparsers.add_parser(
         "addendum",
         help="add an addendum to a confirmed result (the signed revision stays as it is)",
+        description="Append TEXT to a confirmed result as its own audit event; the confirmed "
+        "content, its seal and its signature stay as signed. After a key-signed confirmation an "
+        "addendum without --key is listed by verify as not checked.",
     )
     addendum.add_argument("result", type=Path, help="result folder")
     addendum.add_argument("--pathologist", required=True, help="who writes the addendum")
@@ -160,12 +167,13 @@ def register(subparsers: Any) -> None:
     verify.add_argument(
         "--public-key",
         type=Path,
-        help="also require the confirmation to be signed by this key's private key",
+        help="also require the confirmation to be signed by this key's private key (addenda it "
+        "did not sign are listed as not checked)",
     )
 
     keygen = subparsers.add_parser(
         "keygen",
-        help="write an Ed25519 key pair for signing confirmations",
+        help="write an Ed25519 key pair for signing confirmations and addenda",
         description="Write STEM.pem (private, mode 0600: keep it outside result folders) and "
         "STEM.pub.pem (give it to whoever verifies).",
     )

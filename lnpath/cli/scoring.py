@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "score-findings",
         help="NIH activity/chronicity indices, ISN/RPS class proposal from a findings table",
         description="Score a per-glomerulus findings table (CSV, TSV, Parquet, or a QuPath "
-        "GeoJSON of classified glomeruli). JSON on stdout by default. Every output is a proposal "
-        "for a renal pathologist to confirm.",
+        "GeoJSON of classified glomeruli, QuPath 0.2-0.5). A result's findings.csv is scored with "
+        "its exclusions (not_glomerulus out of every count, ischemic out of the class fraction). "
+        "JSON on stdout by default. Every output is a proposal for a renal pathologist to confirm.",
     )
     parser.add_argument(
         "findings",
@@ -54,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FILE",
         help="biopsy-level IF/EM inputs (YAML/JSON, as score --biopsy), e.g. membranous: true",
     )
-    parser.add_argument("--format", choices=("json", "table"), default="json")
+    parser.add_argument(
+        "--format", choices=("json", "table"), default="json", help="json (default) or a table"
+    )
     parser.set_defaults(func=run)
 
 

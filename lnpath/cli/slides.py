@@ -36,7 +36,9 @@ def register(subparsers: Any) -> None:
         "level within 5 %, else resampled) and write PNGs, tiles.csv and tiles.json into OUT.",
     )
     tiles.add_argument("slide", type=Path, help="slide or image file")
-    tiles.add_argument("--mpp", type=float, required=True, help="µm/px of the tiles")
+    tiles.add_argument(
+        "--mpp", type=float, required=True, help="µm/px of the tiles (the scan's or coarser)"
+    )
     tiles.add_argument(
         "--size", "--tile-size", type=int, default=512, help="tile size in pixels (default 512)"
     )
