@@ -57,6 +57,30 @@ def test_table_output_config_and_preset(
     assert code == 0 and json.loads(out)["adequacy"]["status"] == "adequate"
 
 
+def test_table_gives_each_complete_index_its_band_word(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """§1.7: 3/12 endocapillary (score 2) and nothing else is AI 2, "low"; 40 % fibrosis and
+    30 % atrophy are CI 2 + 2 = 4, "moderate"."""
+    rows = [f"{i},{'1' if i < 3 else '0'},0,0,0,0,0,0,0,0" for i in range(12)]
+    path = tmp_path / "complete.csv"
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    cortex = tmp_path / "cortex.json"
+    cortex.write_text(
+        json.dumps(
+            {"interstitial_inflammation": 0, "interstitial_fibrosis": 0.4, "tubular_atrophy": 0.3}
+        )
+    )
+    argv = ["score-findings", str(path), "--cortex", str(cortex)]
+    code, out, _ = run([*argv, "--format", "table"], capsys)
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "2/24 low" in flat and "4/12 moderate" in flat
+    code, out, _ = run(argv, capsys)
+    bands = {k: json.loads(out)[k]["band"] for k in ("activity_index", "chronicity_index")}
+    assert bands == {"activity_index": "low", "chronicity_index": "moderate"}
+
+
 def test_qupath_geojson_input(qupath_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["score-findings", str(qupath_dir / "TPATH065.geojson")], capsys)
     assert code == 0

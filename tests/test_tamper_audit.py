@@ -303,16 +303,21 @@ def test_an_addendum_signed_with_the_key_is_checked_and_one_with_another_is_name
     assert proc.returncode == 0, proc.stderr
     said = " ".join(proc.stdout.split())
     assert "signature of addendum 2" in said and "not signed" not in said  # 2 covers 1
+    proc = lnpath_cli("addendum", folder, "--pathologist", "Dr A", "--text", "unsigned")
+    assert proc.returncode == 0, proc.stderr
     proc = lnpath_cli("addendum", folder, "--pathologist", "Dr C", "--text", "late",
                       "--key", keys / "dr_c.pem")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     proc = lnpath_cli("verify", folder, "--public-key", public)
     assert proc.returncode == 0, proc.stderr
-    assert "whose key signed addendum 3 (another key than" in " ".join(proc.stdout.split())
+    # only Dr C's key covers addendum 3: with Dr A's key given, neither is vouched for
+    assert "whose key signed addendum 4 (another key than" in " ".join(
+        proc.stdout.split()
+    ) and ", and addendum 3 before it (not signed)" in " ".join(proc.stdout.split())
     events = _audit(folder)
-    events[-1]["signature"]["value"] = events[-2]["signature"]["value"]
+    events[-1]["signature"]["value"] = events[-3]["signature"]["value"]
     _write_audit(folder, events)
-    assert_one_line_error(lnpath_cli("verify", folder), "addendum 3's signature")
+    assert_one_line_error(lnpath_cli("verify", folder), "addendum 4's signature")
 
 
 def test_a_note_with_a_unicode_line_separator_keeps_the_trail_readable(

@@ -117,6 +117,8 @@ def _index_rows(table: Table, label: str, index: IndexScore) -> None:
         total = f"{index.total}/{index.maximum}"
         if not index.complete and index.total_range:
             total += f" (incomplete; full {index.total_range[0]}-{index.total_range[1]})"
+        if index.band:  # §1.7's word, as the report heads the index
+            total += f" {index.band}"
     table.add_row(label, "[bold]total[/bold]", "", "", "", "", f"[bold]{total}[/bold]", "")
     table.add_section()
 

@@ -229,18 +229,28 @@ def _addenda_signed_by(
     verification: Verification,
 ) -> None:
     """With the confirmation's public key: the addenda signed by it are checked with it; one
-    signed by another key is named (whose key is for its own public key to say)."""
+    signed by another key is named (whose key is for its own public key to say), with the
+    unsigned addenda before it, which only that other key's signature covers."""
+    covered_by_nobody: list[str] = []
     for number, event in _addenda(events):
         record = event.get("signature")
         if not isinstance(record, dict):
+            covered_by_nobody.append(str(number))
             continue
         if record.get("public_key_sha256") == fingerprint(key):
             check_signature(folder, key, event, key_path, f"addendum {number}")
             verification.checked.append(f"signature of addendum {number}")
         else:
-            verification.unchecked.append(
-                f"whose key signed addendum {number} (another key than {key_path})"
+            before = (
+                f", and addend{'um' if len(covered_by_nobody) == 1 else 'a'} "
+                f"{', '.join(covered_by_nobody)} before it (not signed)"
+                if covered_by_nobody
+                else ""
             )
+            verification.unchecked.append(
+                f"whose key signed addendum {number} (another key than {key_path}){before}"
+            )
+        covered_by_nobody = []
 
 
 def confirmation_event(events: list[dict[str, Any]]) -> dict[str, Any]:
