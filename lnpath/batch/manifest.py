@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lnpath.core.errors import InputError, ResultError
+from lnpath.io.jsonfile import not_a_file
 from lnpath.results.folder import load_result_json
 
 REQUIRED_COLUMNS = ("slide_id", "path", "patient_id", "timepoint")
@@ -46,7 +47,7 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
 def _read_manifest_csv(path: Path) -> pd.DataFrame:
     """A manifest CSV as text (empty cells ''); a missing or unreadable file is one line."""
     if not path.is_file():
-        raise InputError(f"{path}: no such manifest file")
+        raise not_a_file(path, "manifest file")  # a folder is named a folder, not "no such"
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -49,6 +49,7 @@ from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import outside_results
 from lnpath.io.configfile import load_config
 from lnpath.io.hashing import file_sha256
+from lnpath.io.jsonfile import not_a_file
 from lnpath.models.store import read_card, resolve_model_path
 from lnpath.workflow.options import ScoreOptions
 from lnpath.workflow.pipeline import SEGMENTATION_MODEL, lesion_caller, score_slide
@@ -327,10 +328,11 @@ def _plan(
     lesion_id: Callable[[], str | None],
 ) -> dict[str, Any] | None:
     """``None`` to score this row, else its final record (skipped, or failed before starting)."""
-    if not Path(row["path"]).is_file():
-        return {"outcome": "failed", "error": f"{row['path']}: no such slide file"}
+    if not Path(row["path"]).is_file():  # a folder is named a folder, not "no such file"
+        return {"outcome": "failed", "error": str(not_a_file(Path(row["path"]), "slide file"))}
     if row.get("glomeruli") and not Path(row["glomeruli"]).is_file():
-        return {"outcome": "failed", "error": f"{row['glomeruli']}: no such glomeruli file"}
+        error = not_a_file(Path(row["glomeruli"]), "glomeruli file")
+        return {"outcome": "failed", "error": str(error)}
     if overwrite or not folder.exists():
         return None
     result = read_result(folder)

@@ -155,7 +155,13 @@ def result_lock(folder: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def exclusive(folder: Path) -> Iterator[None]:
     """One writer at a time per result folder, so two reviews never both become revision N+1;
-    what an interrupted write left behind is restored or removed first."""
+    what an interrupted write left behind is restored or removed first.
+
+    Raises:
+        ResultError: no result there, said before a mistyped path gets a lock file and parents.
+    """
+    if not folder.exists() and not folder.with_name(f".{folder.name}.old").is_dir():
+        raise ResultError(f"{folder}: result folder not found")
     with result_lock(folder):
         recover(folder)
         yield
@@ -274,6 +280,25 @@ def fingerprint(public_key: Any) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def _pem_header(path: str | os.PathLike[str]) -> bytes:
+    """The first PEM header line of a key file (empty when unreadable or not PEM)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return b""
+    start = head.find(b"-----BEGIN ")
+    return b"" if start < 0 else head[start : head.find(b"\n", start)].strip()
+
+
+def _is_public_pem(path: str | os.PathLike[str]) -> bool:
+    return _pem_header(path) == b"-----BEGIN PUBLIC KEY-----"
+
+
+def _is_private_pem(path: str | os.PathLike[str]) -> bool:
+    return _pem_header(path).endswith(b"PRIVATE KEY-----")
+
+
 def load_private_key(path: str | os.PathLike[str]) -> Any:
     """An Ed25519 private key from a PEM file (unencrypted, as :func:`generate_key` writes it).
 
@@ -286,6 +311,10 @@ def load_private_key(path: str | os.PathLike[str]) -> Any:
 
     if not Path(path).is_file():  # not "[Errno 2] ..." inside "not a readable key"
         raise not_a_file(Path(path), "private key file")
+    if _is_public_pem(path):  # not "readable by other users: chmod 600" of a public key
+        name = Path(path).name
+        half = f"{name[:-8]}.pem" if name.endswith(".pub.pem") else "what lnpath keygen wrote"
+        raise InputError(f"{path}: is a public key; sign with its private half ({half})")
     mode = Path(path).stat().st_mode & 0o777
     if os.name == "posix" and mode & 0o077:  # as ssh: a key others can read signs for them too
         raise InputError(
@@ -313,6 +342,9 @@ def load_public_key(path: str | os.PathLike[str]) -> Any:
 
     if not Path(path).is_file():  # not "[Errno 2] ..." inside "not a readable key"
         raise not_a_file(Path(path), "public key file")
+    if _is_private_pem(path):
+        half = Path(path).with_suffix(".pub.pem")
+        raise InputError(f"{path}: is a private key; verify with its public half ({half.name})")
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except (OSError, ValueError, TypeError) as exc:

@@ -238,6 +238,8 @@ def _assemble(
 
     Results left out for their slide (``skip_missing_slides``) are added to ``ignored``.
     """
+    if slide_root is not None and not Path(slide_root).is_dir():  # not "nor in FILE (moved?)"
+        raise InputError(f"{slide_root}: --slide-root (slide_root=) is not a folder")
     tables, slides, unavailable, excluded = [], {}, [], 0
     for key in SLIDE_LEFT_OUT:
         ignored.setdefault(key, [])
