@@ -8,10 +8,13 @@ Contenders on the same slide and the same tissue tiles, in one run, interleaved 
 * ``forward_fused``: the folded network with each convolution fused with its ReLU and the
   decoder's skip concatenation (:class:`lnpath.nn.fused.FusedUNet`), as segmentation runs it on
   a CPU: the compute floor;
+* ``forward_int8``: the int8 network (:mod:`lnpath.nn.int8`) alone on the same tiles as bytes,
+  where the CPU has VNNI: the compute floor of segmentation with flips there;
 * ``segment_1``: ``segment_glomeruli(tta=False, workers=1)``: reading (in a thread, a few
   batches ahead), white balance, network, stitching and outlines in this process;
 * ``segment_2``: the same with two reader processes decoding while the network runs;
-* ``segment_tta``: the default (four flips, default readers), with ``--tta``;
+* ``segment_tta``: the default (four flips, default readers; int8 where the CPU has VNNI), with
+  ``--tta``, and ``segment_tta_float``: the same with ``LNPATH_CPU_INT8=0`` (where int8 runs);
 * ``forward_folded_returned``: ``forward_folded`` in a child process with
   ``LNPATH_KEEP_FREED_MEMORY=0``, so glibc hands each large activation back to the kernel and
   faults it in again (the allocator before :mod:`lnpath.core.memory`); timed inside the child
@@ -19,8 +22,9 @@ Contenders on the same slide and the same tissue tiles, in one run, interleaved 
   segmentation does.
 
 Printed as JSON: median seconds per contender, the ratios ``forward_fused / forward_folded``
-(below 1: fusing helps), ``segment_1 / forward_fused`` (what reading, white balance and stitching
-add to the floor), ``segment_2 / segment_1`` (below 1: the readers help) and
+(below 1: fusing helps), ``forward_int8 / forward_fused`` and ``segment_tta /
+segment_tta_float`` (below 1: int8 helps), ``segment_1 / forward_fused`` (what reading, white
+balance and stitching add to the floor), ``segment_2 / segment_1`` (below 1: the readers help) and
 ``forward_folded / forward_folded_returned`` (below 1: keeping freed memory helps), the medians of
 lnpath's own timings (``read_s``: waiting for pixels, ``compute_s``, ``stitch_s``), and the load
 average before and after (``os.getloadavg``).
@@ -57,6 +61,7 @@ from lnpath.core.memory import ENV_VAR, keep_freed_memory
 from lnpath.io.atomic import write_json
 from lnpath.models.store import SegmentationModel, load_model
 from lnpath.nn.fused import inference_network
+from lnpath.nn.int8 import CPU_INT8_ENV, Int8UNet, card_ranges, int8_enabled
 from lnpath.nn.predict import CPU_BFLOAT16_ENV, fast_autocast, to_tensor
 from lnpath.nn.unet import fold_batch_norm
 from lnpath.wsi.slide import Slide, open_slide
@@ -83,8 +88,19 @@ def forward_pass(
         for i in range(0, len(arrays), BATCH)
     ]
     bf16 = fast_autocast(device)
-    if form == "fused":
-        net = inference_network(model.network, device, torch.bfloat16 if bf16 else torch.float32)
+    if form in ("fused", "int8"):
+        ranges = card_ranges(model.card) if form == "int8" else None
+        net = inference_network(
+            model.network, device, torch.bfloat16 if bf16 else torch.float32, ranges
+        )
+        if form == "int8":
+            assert isinstance(net, Int8UNet), "the int8 network did not pass its check here"
+            batches = [  # the bytes it takes, channels-last (what predict_batch hands it)
+                torch.from_numpy(normalise_white(np.stack(arrays[i : i + BATCH]), white)).permute(
+                    0, 3, 1, 2
+                )
+                for i in range(0, len(arrays), BATCH)
+            ]
     else:
         net = fold_batch_norm(model.network) if form == "folded" else model.network.eval()
 
@@ -133,11 +149,21 @@ def segmenter(
     tta: bool,
     workers: int | None,
     timings: list[dict[str, float]],
+    int8: bool = True,
 ) -> Callable[[], int]:
     def run() -> int:
-        gloms = segment_glomeruli(
-            slide, model=model, device="cpu", tissue=tissue, workers=workers, tta=tta
-        )
+        before = os.environ.get(CPU_INT8_ENV)
+        if not int8:
+            os.environ[CPU_INT8_ENV] = "0"
+        try:
+            gloms = segment_glomeruli(
+                slide, model=model, device="cpu", tissue=tissue, workers=workers, tta=tta
+            )
+        finally:
+            if before is None:
+                os.environ.pop(CPU_INT8_ENV, None)
+            else:
+                os.environ[CPU_INT8_ENV] = before
         timings.append(gloms.metadata["timings"])
         return int(gloms.metadata["timings"]["tiles"])
 
@@ -187,9 +213,17 @@ def main(argv: list[str] | None = None) -> int:
         "segment_1": segmenter(slide, model, tissue, False, 1, timings["segment_1"]),
         "segment_2": segmenter(slide, model, tissue, False, 2, timings["segment_2"]),
     }
+    int8 = int8_enabled() and card_ranges(model.card) is not None
+    if int8:
+        race["forward_int8"] = forward_pass(slide, model, tissue, "int8")
     if args.tta:
         timings["segment_tta"] = []
         race["segment_tta"] = segmenter(slide, model, tissue, True, None, timings["segment_tta"])
+        if int8:
+            timings["segment_tta_float"] = []
+            race["segment_tta_float"] = segmenter(
+                slide, model, tissue, True, None, timings["segment_tta_float"], int8=False
+            )
     child_seconds: list[float] = []
     if kept:  # else there is nothing to compare with
         race["forward_folded_returned"] = forward_returned(args, child_seconds)
@@ -217,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_mpp": model.mpp,
         "threads": args.threads,
         "bf16_autocast": fast_autocast(torch.device("cpu")),
+        "int8_with_flips": int8,
         "freed_memory_kept": kept,
         "repeats": args.repeats,
         "statistic": "median of interleaved rounds",
@@ -257,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
         report["ratio_segment_tta_vs_forward_fused"] = round(
             med["segment_tta"] / med["forward_fused"], 3
         )
+    if int8:
+        report["ratio_forward_int8_vs_fused"] = round(med["forward_int8"] / med["forward_fused"], 3)
+        if args.tta:
+            report["ratio_segment_tta_vs_float"] = round(
+                med["segment_tta"] / med["segment_tta_float"], 3
+            )
     json.dump(report, sys.stdout, indent=2)
     print()
     if args.record:
@@ -277,6 +318,7 @@ def record_speed(model: SegmentationModel, report: dict[str, Any]) -> None:
         "tiles": report["tiles"],
         "threads": report["threads"],
         "bf16_autocast": report["bf16_autocast"],
+        "int8_with_flips": report["int8_with_flips"],
         "median_seconds": report["seconds"],
         "machine": {k: report["machine"][k] for k in ("cpus_usable", "cpu", "torch")},
         "load_average": [

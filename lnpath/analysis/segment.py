@@ -37,6 +37,7 @@ from lnpath.core.progress import progress_bar
 from lnpath.core.threads import ordered_on_threads
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model
 from lnpath.nn.fused import inference_network
+from lnpath.nn.int8 import card_ranges
 from lnpath.nn.postprocess import glomerulus_masks
 from lnpath.nn.predict import fast_autocast, precision, predict_batch, resolve_device
 from lnpath.wsi.grid import TileInfo
@@ -145,8 +146,12 @@ def segment_glomeruli(
     meta["white_point"] = [round(float(v), 1) for v in white]
     stitcher = _Stitcher(grid, net)
     network = inference_network(
-        net.network, dev, torch.bfloat16 if fast_autocast(dev) else torch.float32
+        net.network,
+        dev,
+        torch.bfloat16 if fast_autocast(dev) else torch.float32,
+        int8_ranges=card_ranges(net.card) if use_tta else None,  # validated with the flips
     )
+    meta["precision"] = getattr(network, "precision", meta["precision"])
     glomeruli: list[Glomerulus] = []
     store = keep if keep is not None and keep.accepts(grid.spec) else None
 

@@ -25,13 +25,18 @@ from typing import cast
 import torch
 from torch import nn
 
-from lnpath.nn.unet import UNet, fold_batch_norm, pad_to_multiple
+from lnpath.nn.int8 import Int8UNet, int8_enabled
+from lnpath.nn.unet import UNet, fold_batch_norm, max_pool_2x2, pad_to_multiple
 
 log = logging.getLogger(__name__)
 
 _CHECK_ATOL = {torch.float32: 1e-3, torch.bfloat16: 0.25}
 """Largest logit difference from the eager network on the self-check input (bfloat16 keeps 8
 bits of mantissa: logits of magnitude ~10 round by up to 0.06 per layer)."""
+
+_INT8_CHECK_MEAN = 0.01
+"""Largest mean probability difference from the float network on the self-check input (the
+shipped calibration gives 5e-4; a kernel that misreads a scale or zero point gives > 0.1)."""
 
 _Conv = tuple[torch.Tensor, torch.Tensor | None]
 
@@ -72,7 +77,7 @@ class FusedUNet(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for i, (first, second) in enumerate(self.down):
-            x = _conv(_conv(x if i == 0 else _max_pool_2x2(x), *first), *second)
+            x = _conv(_conv(x if i == 0 else max_pool_2x2(x), *first), *second)
             skips.append(x)
         x = skips.pop()
         for (weight, bias), (skip, up, second) in zip(self.up, self.merge, strict=True):
@@ -82,16 +87,27 @@ class FusedUNet(nn.Module):
         return _conv(x, *self.head, relu=False)[..., :height, :width]
 
 
-def inference_network(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def inference_network(
+    model: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    int8_ranges: dict[str, float] | None = None,
+) -> nn.Module:
     """The fastest faithful form of ``model`` for inference on ``device``.
 
     BatchNorm is folded; on a CPU a UNet is further fused (:class:`FusedUNet`) once a check on
     a small input shows the oneDNN kernels present and in agreement with the eager network.
-    Anything else (CUDA, instance norm, a CPU build without oneDNN) gets the folded network.
+    Given its card's ``int8_ranges`` (:func:`lnpath.nn.int8.card_ranges`), a CPU with VNNI runs
+    the int8 network instead, under the same kind of check. Anything else (CUDA, instance norm,
+    a CPU build without oneDNN) gets the folded network.
     """
     folded = fold_batch_norm(model)
     if device.type != "cpu" or not isinstance(folded, UNet) or not _is_folded(folded):
         return folded
+    if int8_ranges is not None and int8_enabled():
+        quantised = _checked_int8(folded, int8_ranges)
+        if quantised is not None:
+            return quantised
     try:
         fused = FusedUNet(folded, dtype)
         probe = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -111,6 +127,28 @@ def inference_network(model: nn.Module, device: torch.device, dtype: torch.dtype
         )
         return folded
     return fused
+
+
+def _checked_int8(folded: UNet, ranges: dict[str, float]) -> nn.Module | None:
+    """The int8 network, if its kernels run here and give the float network's probabilities on
+    a small input to within :data:`_INT8_CHECK_MEAN` on average."""
+    probe = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    try:
+        quantised = Int8UNet(folded, ranges)
+        with torch.inference_mode():
+            expected = torch.sigmoid(folded(probe))
+            got = torch.sigmoid(quantised(probe))
+    except (RuntimeError, AttributeError, NotImplementedError, ValueError) as error:
+        log.debug("int8 U-Net unavailable (%s); using the floating-point one", error)
+        return None
+    difference = float((got - expected).abs().mean())
+    if difference > _INT8_CHECK_MEAN:
+        log.warning(
+            "int8 U-Net differs by %.3g on average from the float one; using the float one",
+            difference,
+        )
+        return None
+    return quantised
 
 
 def _is_folded(model: UNet) -> bool:
@@ -152,13 +190,3 @@ def _conv_add_relu(
     return torch.ops.mkldnn._convolution_pointwise.binary(
         x, other, weight, bias, [pad, pad], [1, 1], [1, 1], 1, "add", 1.0, "relu", [], ""
     )
-
-
-def _max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """``max_pool2d(x, 2)`` for a channels-last ``x`` with even height and width: the maximum
-    of rows 2i and 2i+1, then of columns 2j and 2j+1 (3.5x faster than the library call)."""
-    n, c, h, w = x.shape
-    rows = x.permute(0, 2, 3, 1).reshape(n * h // 2, 2, w // 2, 2 * c)
-    pairs = torch.maximum(rows[:, 0], rows[:, 1]).view(n * h // 2, w // 2, 2, c)
-    pooled = torch.maximum(pairs[:, :, 0], pairs[:, :, 1])
-    return pooled.view(n, h // 2, w // 2, c).permute(0, 3, 1, 2)

@@ -77,7 +77,8 @@ def predict_batch(
             smooths the jagged borders a small network otherwise draws.
     """
     model.eval()
-    x = to_tensor(images, device)
+    bytes_in = getattr(model, "takes_bytes", False) and images.dtype in (np.uint8, torch.uint8)
+    x = _rgb_bytes(images, device) if bytes_in else to_tensor(images, device)
     flips: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
     total = torch.zeros(x.shape[0], 1, *x.shape[-2:], device=device)
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -87,6 +88,14 @@ def predict_batch(
             prob = torch.sigmoid(model(inp).float())
             total += torch.flip(prob, dims) if dims else prob
     return (total / len(flips))[:, 0].cpu().numpy().astype(np.float32)
+
+
+def _rgb_bytes(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` as ``(N, 3, H, W)`` channels-last bytes, for a network that
+    normalises inside its first layer (:class:`lnpath.nn.int8.Int8UNet`): no float copy."""
+    if isinstance(images, np.ndarray):
+        images = np.require(images, requirements=["C", "W"])
+    return torch.as_tensor(images).to(device).permute(0, 3, 1, 2)
 
 
 def fast_autocast(device: torch.device) -> bool:
