@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "segment",
     "lesions",
     "pipeline",
+    "keys",
     "compare",
     "batch",
     "workstation",

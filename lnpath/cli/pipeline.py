@@ -141,7 +141,10 @@ def register(subparsers: Any) -> None:
     confirm.add_argument("--pathologist", required=True, help="name of the confirming pathologist")
     confirm.add_argument("--note", help="note recorded with the confirmation")
     confirm.add_argument(
-        "--key", type=Path, help="sign with this Ed25519 private key (lnpath keygen)"
+        "--key",
+        type=Path,
+        help="sign with this Ed25519 private key (lnpath keygen); a key that names a "
+        "pathologist signs only as that --pathologist",
     )
     confirm.set_defaults(func=run_confirm)
 
@@ -156,7 +159,10 @@ def register(subparsers: Any) -> None:
     addendum.add_argument("--pathologist", required=True, help="who writes the addendum")
     addendum.add_argument("--text", required=True, help="the addendum, as the report shows it")
     addendum.add_argument(
-        "--key", type=Path, help="sign with this Ed25519 private key (lnpath keygen)"
+        "--key",
+        type=Path,
+        help="sign with this Ed25519 private key (lnpath keygen); a key that names a "
+        "pathologist signs only as that --pathologist",
     )
     addendum.set_defaults(func=run_addendum)
 
@@ -168,17 +174,10 @@ def register(subparsers: Any) -> None:
         "--public-key",
         type=Path,
         help="also require the confirmation to be signed by this key's private key (addenda it "
-        "did not sign are listed as not checked)",
+        "did not sign are listed as not checked), and, where the key names a pathologist, "
+        "made as that name",
     )
 
-    keygen = subparsers.add_parser(
-        "keygen",
-        help="write an Ed25519 key pair for signing confirmations and addenda",
-        description="Write STEM.pem (private, mode 0600: keep it outside result folders) and "
-        "STEM.pub.pem (give it to whoever verifies).",
-    )
-    keygen.add_argument("--out", type=Path, required=True, metavar="STEM", help="key file stem")
-    keygen.set_defaults(func=run_keygen)
     verify.set_defaults(func=run_verify)
 
 
@@ -419,19 +418,6 @@ def run_verify(args: argparse.Namespace) -> int:
         f"OK: {folder} revision {check.revision} ({check.status}) is intact; "
         f"checked {', '.join(check.checked)}; content sha256 {check.content_sha256}"
         + (f"; not checked: {'; '.join(check.unchecked)}" if check.unchecked else ""),
-        highlight=False,
-        markup=False,
-    )
-    return 0
-
-
-def run_keygen(args: argparse.Namespace) -> int:
-    """``lnpath keygen --out STEM``."""
-    from lnpath.results.integrity import generate_key
-
-    private, public = generate_key(args.out)
-    new_console().print(
-        f"Private key {private} (keep it outside result folders), public key {public}.",
         highlight=False,
         markup=False,
     )

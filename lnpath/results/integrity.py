@@ -27,6 +27,7 @@ from typing import Any
 from lnpath.core.errors import InputError, OutputError, ResultError
 from lnpath.io.atomic import check_output_file
 from lnpath.io.jsonfile import not_a_file
+from lnpath.results.keyname import key_name_line
 
 LOG = logging.getLogger(__name__)
 
@@ -229,16 +230,20 @@ def recover(folder: Path) -> None:
 # Signatures
 
 
-def generate_key(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write a new Ed25519 key pair: ``STEM.pem`` (private, mode 0600) and ``STEM.pub.pem``.
+def generate_key(stem: str | os.PathLike[str], pathologist: str | None = None) -> tuple[Path, Path]:
+    """Write a new Ed25519 key pair: ``STEM.pem`` (private, mode 0600) and ``STEM.pub.pem``,
+    both naming ``pathologist`` when given (:mod:`lnpath.results.keyname`), so that signing and
+    verifying can hold the signer's name to the key's.
 
     Raises:
-        InputError: either file exists already, or a parent is a file or not writable.
+        InputError: either file exists already, a parent is a file or not writable, or the name
+            is not one line of plain text.
         OutputError: the folder cannot be written (nothing is left half-written).
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    label = key_name_line(pathologist)
     stem = Path(stem)
     if stem.is_dir() or not stem.name:  # DIR.pem beside the folder is not what was meant
         raise InputError(f"{stem}: is a folder; give a file stem in it, e.g. {stem / 'dr_renal'}")
@@ -248,12 +253,12 @@ def generate_key(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
             raise InputError(f"{path}: already exists; refusing to replace a key")
         check_output_file(path)  # a parent that is a file, or not writable: say so up front
     key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(
+    private_pem = label + key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    public_pem = key.public_key().public_bytes(
+    public_pem = label + key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     created: list[Path] = []

@@ -36,6 +36,7 @@ from lnpath.results.integrity import (
     real_path,
     seal,
 )
+from lnpath.results.keyname import key_pathologist, same_pathologist
 
 
 def _check_snapshots(folder: Path, events: list[dict[str, Any]]) -> int:
@@ -157,7 +158,9 @@ def verify(
     a confirmation repeats who, when, the note and the hashes in ``result.json``. Any difference,
     a broken link, a status that disagrees with the audit trail, or an edited snapshot means the
     folder was edited outside lnpath. With ``public_key`` the confirmation must also carry a valid
-    signature by its private key. ``result_dir`` is the folder or its SlideResult.
+    signature by its private key, and where the key names a pathologist, the confirmation and
+    the addenda it signed must be made as that name. ``result_dir`` is the folder or its
+    SlideResult.
 
     Raises:
         ResultError: naming the first file or seal that does not match; also when a file is
@@ -166,6 +169,7 @@ def verify(
     """
     folder = real_path(result_dir, "verify")
     key = None if public_key is None else load_public_key(public_key)
+    owner = None if public_key is None else key_pathologist(public_key)
     old = folder.with_name(f".{folder.name}.old")
     if not folder.exists() and old.is_dir():  # a write interrupted between its two renames
         with exclusive(folder):
@@ -183,11 +187,40 @@ def verify(
         if last.get("event") != "confirmed":
             raise ResultError(f"{folder}: revision {verification.revision} is not confirmed")
         check_signature(folder, key, last, public_key)
+        _check_signed_as(folder, owner, last, public_key, "the confirmation")
         verification.checked = [c for c in verification.checked if not c.startswith("signature")]
         verification.checked.append("signature")
         verification.unchecked = [u for u in verification.unchecked if "--public-key" not in u]
-        _addenda_signed_by(folder, read_audit(folder), key, public_key, verification)
+        _addenda_signed_by(folder, read_audit(folder), key, owner, public_key, verification)
+        if owner is None:
+            verification.unchecked.append(
+                f"the signer's name ({Path(public_key).name} names no pathologist; "
+                "lnpath keygen --pathologist writes a key that does)"
+            )
+        else:
+            verification.checked.append(f"signer's name ({owner}, as the key names)")
     return verification
+
+
+def _check_signed_as(
+    folder: Path,
+    owner: str | None,
+    event: dict[str, Any],
+    key_path: str | os.PathLike[str],
+    what: str,
+) -> None:
+    """A signature by a named key vouches only for its pathologist: one made as someone else
+    (the key lent, or its name typed wrong) is refused naming both.
+
+    Raises:
+        ResultError: the event was signed as another name than the key's.
+    """
+    signed_as = str(event.get("by") or "")
+    if owner is not None and not same_pathologist(owner, signed_as):
+        raise ResultError(
+            f"{folder}: {what} was signed as {signed_as or 'nobody'} with the key of {owner} "
+            f"({key_path}); a named key vouches only for its own pathologist"
+        )
 
 
 def _addenda(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
@@ -225,12 +258,14 @@ def _addenda_signed_by(
     folder: Path,
     events: list[dict[str, Any]],
     key: Any,
+    owner: str | None,
     key_path: str | os.PathLike[str],
     verification: Verification,
 ) -> None:
-    """With the confirmation's public key: the addenda signed by it are checked with it; one
-    signed by another key is named (whose key is for its own public key to say), with the
-    unsigned addenda before it, which only that other key's signature covers."""
+    """With the confirmation's public key and the name it records: the addenda signed by it are
+    checked with it, and held to its name; one signed by another key is named (whose key is for
+    its own public key to say), with the unsigned addenda before it, which only that other key's
+    signature covers."""
     covered_by_nobody: list[str] = []
     for number, event in _addenda(events):
         record = event.get("signature")
@@ -239,6 +274,7 @@ def _addenda_signed_by(
             continue
         if record.get("public_key_sha256") == fingerprint(key):
             check_signature(folder, key, event, key_path, f"addendum {number}")
+            _check_signed_as(folder, owner, event, key_path, f"addendum {number}")
             verification.checked.append(f"signature of addendum {number}")
         else:
             before = (

@@ -50,6 +50,7 @@ from lnpath.results.folder import (
     write_result,
 )
 from lnpath.results.integrity import exclusive, load_private_key, real_path
+from lnpath.results.keyname import check_key_owner
 from lnpath.results.seal import confirmation_event, verify
 from lnpath.scoring.biopsy import (
     class_inputs,
@@ -268,12 +269,14 @@ def confirm(
         pathologist: who confirms (one line).
         note: recorded with the confirmation.
         key: an Ed25519 private key file (``lnpath keygen``) to sign the confirmation with, so
-            that :func:`verify` with the public key detects even a deliberate rewrite.
+            that :func:`verify` with the public key detects even a deliberate rewrite. A key
+            that names a pathologist (``lnpath keygen --pathologist``) signs only as that name.
 
     Raises:
         ResultError: already confirmed (immutable), an index component neither assessed nor
             marked not evaluable, or the folder fails :func:`verify`.
-        InputError: the pathologist's name is empty, or the key is unusable.
+        InputError: the pathologist's name is empty, or the key is unusable or names another
+            pathologist.
     """
     folder = real_path(result_dir, "confirm")
     who = _name(pathologist, "confirm")
@@ -282,6 +285,8 @@ def confirm(
     if note is not None:
         check_free_text(note, "confirm: the note")
     private_key = None if key is None else load_private_key(key)
+    if key is not None:  # before the lock: a refusal leaves the folder as it was
+        check_key_owner(key, who, "confirm")
     with exclusive(folder):
         return _confirm(folder, who, note, private_key, _held_revision(result_dir))
 
@@ -364,13 +369,13 @@ def add_addendum(
     recorded as its own event in the hash-chained audit trail, which :func:`verify` holds the
     addenda to. A draft takes a comment instead (``review(comment=...)``). ``result_dir`` is
     the folder or its SlideResult. With ``key`` (an Ed25519 private key file) the addendum is
-    signed like a confirmation; unsigned, its text and the report and overlay re-rendered with
-    it rest on hashes alone, and :func:`verify` says so.
+    signed like a confirmation (a named key only as its pathologist); unsigned, its text and the
+    report and overlay re-rendered with it rest on hashes alone, and :func:`verify` says so.
 
     Raises:
         ResultError: the result is not confirmed, or the folder fails :func:`verify`.
         InputError: the text is empty, the pathologist's name is missing, or the key is
-            unusable.
+            unusable or names another pathologist.
     """
     folder = real_path(result_dir, "add_addendum")
     who = _name(pathologist, "add an addendum")
@@ -378,6 +383,8 @@ def add_addendum(
         raise InputError("an addendum needs its text (--text, or text= in Python)")
     check_free_text(text, "an addendum")
     private_key = None if key is None else load_private_key(key)
+    if key is not None:
+        check_key_owner(key, who, "addendum")
     with exclusive(folder):
         verify(folder)
         result = load_result_json(folder)
