@@ -132,7 +132,7 @@ def bench_page(result: Path, rounds: int) -> dict[str, Any] | str:
             start = time.perf_counter()
             page.goto(ws.url)
             page.wait_for_selector("body[data-ready=true]")
-            page.wait_for_selector("#overlay polygon")
+            page.wait_for_selector("#overlay path")
             ready.append((time.perf_counter() - start) * 1000)
             page.wait_for_load_state("networkidle")
             idle.append((time.perf_counter() - start) * 1000)

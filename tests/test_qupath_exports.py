@@ -224,6 +224,19 @@ def _refusals(qupath_dir: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
 
     put("huge", edited(huge), "feature 2: coordinate 1e+300 lies beyond any slide")
     put("nan", edited(nan), "feature 2: coordinates must be finite")
+
+    def boolean(f: dict[str, Any]) -> None:  # bool is an int in Python: true read as 1
+        f["geometry"]["coordinates"][0][1] = [True, 5]
+
+    def text_number(f: dict[str, Any]) -> None:
+        f["geometry"]["coordinates"][0][1] = ["40", 5]
+
+    def infinite(f: dict[str, Any]) -> None:  # json.dumps writes the Infinity literal
+        f["geometry"]["coordinates"][0][1] = [5, float("-inf")]
+
+    put("inf", edited(infinite), "feature 2: coordinates must be finite")
+    put("bool", edited(boolean), "feature 2: coordinates must be numbers, not true")
+    put("text", edited(text_number), 'feature 2: coordinates must be numbers, not "40"')
     put("dims", edited(mixed_dims), "feature 2: invalid Polygon (coordinates are not all [x, y]")
     put("nocoords", edited(lambda f: f["geometry"].pop("coordinates")), "has no 'coordinates'")
     put("names", edited(lambda f: f["properties"].update(classification={"names": [1]})), "text")

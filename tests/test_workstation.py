@@ -152,7 +152,7 @@ def open_page(context: Any, server: Server, name: str | None = "Dr Test") -> Any
     page.errors = errors
     page.goto(server.url)
     page.wait_for_selector("body[data-ready=true]")
-    page.wait_for_selector("#overlay polygon")
+    page.wait_for_selector("#overlay path")
     if name is not None:
         page.fill("#pathologist", name)
     return page
@@ -160,7 +160,7 @@ def open_page(context: Any, server: Server, name: str | None = "Dr Test") -> Any
 
 def click_glomerulus(page: Any, gid: int) -> None:
     """Click the middle of the glomerulus's outline on the slide (as a pathologist would)."""
-    outline = page.locator(f'#overlay polygon[data-gid="{gid}"]')
+    outline = page.locator(f'#overlay path[data-gid="{gid}"]')
     # a preview answering in between redraws the overlay: the outline found is then detached
     # (no box), and the redrawn one is the one to measure
     box = None
@@ -268,7 +268,7 @@ def test_drawing_a_missed_glomerulus_changes_n(result: Path, serve: Any, context
     page.wait_for_function(f"document.getElementById('n-glomeruli').dataset.n === '{n + 1}'")
     assert save(page) == "saved revision 2"
     assert len(findings(result)) == n + 1
-    page.wait_for_selector(f'#overlay polygon[data-gid="{n + 1}"]')
+    page.wait_for_selector(f'#overlay path[data-gid="{n + 1}"]')
 
 
 def test_keyboard_focus_stays_on_a_call_and_esc_closes_the_sign_out_question(
@@ -699,6 +699,14 @@ def test_a_port_in_use(result: Path) -> None:
     assert f"127.0.0.1:{port}" in line and "--port" in line
 
 
+def test_a_port_another_workstation_serves_is_in_use(result: Path, serve: Any) -> None:
+    """A restart may take the port at once (SO_REUSEADDR), a second workstation beside the first
+    may not."""
+    port = serve(result).base.rsplit(":", 1)[1].strip("/")
+    line = one_line_error(run_cli(result, "--port", port))
+    assert f"127.0.0.1:{port}" in line and "is another server using the port?" in line
+
+
 def test_a_tampered_result_opens_read_only(result: Path, serve: Any, context: Any) -> None:
     path = result / "findings.csv"
     path.write_text(path.read_text().replace("No lesion", "Global sclerosis", 1))
@@ -1045,3 +1053,182 @@ def test_an_addendum_from_the_page_is_not_said_signed_beside_a_signed_sign_out(
     listed = tampered.locator("#addenda-list li")
     assert listed.count() == 2 and "signed with a key" not in listed.nth(1).text_content()
     assert listed.nth(1).get_attribute("data-signed") == "false"
+
+
+# --------------------------------------------------------------------------------------------
+# outlines with holes and several parts
+
+
+@pytest.fixture
+def ringed_demo(repo_dir: Path, tmp_path: Path) -> tuple[Path, Any]:
+    """The demo scored from outlines whose first glomerulus (G1) is ring-shaped: a hole of half
+    its size around its middle, as QuPath exports an annotation with a hole."""
+    from shapely import affinity
+    from shapely.geometry import Polygon, mapping, shape
+
+    data = json.loads((repo_dir / "examples" / "demo_biopsy_glomeruli.geojson").read_text())
+    outer = shape(data["features"][0]["geometry"])
+    hole = affinity.scale(outer, 0.5, 0.5, origin=outer.centroid).exterior
+    ring = Polygon(outer.exterior, [hole])
+    assert ring.is_valid
+    data["features"][0]["geometry"] = mapping(ring)
+    outlines = tmp_path / "ringed.geojson"
+    outlines.write_text(json.dumps(data))
+    out = tmp_path / "ringed-result"
+    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    score = [sys.executable, "-m", "lnpath", "score", str(slide), "--glomeruli", str(outlines)]
+    subprocess.run([*score, "--out", str(out)], check=True, capture_output=True)
+    return out, ring
+
+
+def at_image_point(page: Any, x: float, y: float) -> tuple[float, float]:
+    """Zoom the viewer (at once) onto image pixel (x, y); where it then lies on the screen."""
+    return tuple(
+        page.evaluate(
+            """([x, y]) => {
+              const around = viewer.world.getItemAt(0)
+                .imageToViewportRectangle(x - 400, y - 400, 800, 800);
+              viewer.viewport.fitBounds(around, true);
+              const p = viewer.viewport
+                .imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y));
+              const box = document.getElementById('viewer').getBoundingClientRect();
+              return [box.left + p.x, box.top + p.y];
+            }""",
+            [x, y],
+        )
+    )
+
+
+def drawn_filled(page: Any, gid: int, x: float, y: float) -> bool:
+    """Whether the overlay's outline of ``gid`` fills image pixel (x, y), by the browser's own
+    geometry (the overlay's user units are image pixels)."""
+    return page.evaluate(
+        """([gid, x, y]) => {
+          const outline = document.querySelector(`#overlay path[data-gid="${gid}"]`);
+          return outline.isPointInFill(new DOMPoint(x, y));
+        }""",
+        [gid, x, y],
+    )
+
+
+def test_a_ring_shaped_outline_is_drawn_and_clicked_with_its_hole(
+    ringed_demo: tuple[Path, Any], serve: Any, context: Any
+) -> None:
+    folder, ring = ringed_demo
+    page = open_page(context, serve(folder))
+    middle = ring.centroid  # in the hole
+    assert not ring.contains(middle)
+    in_ring = ring.representative_point()
+    assert drawn_filled(page, 1, in_ring.x, in_ring.y)
+    assert not drawn_filled(page, 1, middle.x, middle.y)  # once drawn filled
+    # a click in the hole selects nothing; one in the ring selects G1
+    page.mouse.click(*at_image_point(page, middle.x, middle.y))
+    page.wait_for_timeout(300)
+    assert page.evaluate("W().selected") is None
+    page.mouse.click(*at_image_point(page, in_ring.x, in_ring.y))
+    page.wait_for_selector("#glomerulus-title:text-matches('^G1:')")
+    assert not page.errors
+
+
+def test_every_part_of_a_multipolygon_outline_is_drawn_and_selects(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """An outline in two parts (a multipolygon, as an edit or an export may give) is drawn and
+    clicked as both; the state is the server's own with G2's outline given a second part."""
+    from shapely.geometry import Point, box
+
+    from lnpath.results.folder import read_polygons
+
+    outlines = read_polygons(result)
+    x0, y0 = 2000, 2300  # an empty stretch of the slide below G2
+    extra = box(x0, y0, x0 + 200, y0 + 200)
+    assert not any(extra.intersects(o) for o in outlines.values())
+    server = serve(result)
+    page = context.new_page()
+
+    def add_part(route: Any) -> None:
+        state = route.fetch().json()
+        g2 = next(g for g in state["glomeruli"] if g["id"] == 2)
+        g2["outline"].append([[list(p) for p in extra.exterior.coords]])
+        route.fulfill(json=state)
+
+    page.route(re.compile(r".*/api/r/0/state$"), add_part)
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready=true]")
+    page.wait_for_selector('#overlay path[data-gid="2"]')
+    first = outlines[2]
+    inner = first.representative_point()
+    assert drawn_filled(page, 2, inner.x, inner.y)
+    assert drawn_filled(page, 2, x0 + 100, y0 + 100)  # once only the largest part was drawn
+    assert not drawn_filled(page, 2, x0 - 50, y0 + 100)
+    assert not Point(x0 - 50, y0 + 100).intersects(first)
+    page.mouse.click(*at_image_point(page, x0 + 100, y0 + 100))
+    page.wait_for_selector("#glomerulus-title:text-matches('^G2:')")
+    assert not page.errors
+
+
+# --------------------------------------------------------------------------------------------
+# a page left open while the workstation is restarted
+
+
+def restarted(result: Path, serve: Any, context: Any) -> tuple[Any, Any]:
+    """A page with an unsaved crescent on G3, and the workstation started again on the same port
+    (a new token); the page tells what to do and keeps the edit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    first = serve(result, "--port", port)
+    page = open_page(context, first)
+    page.on("dialog", lambda dialog: dialog.accept())  # "leave the page with unsaved edits?"
+    click_glomerulus(page, 3)
+    page.click('[data-lesion="cellular_crescent"] button[data-value="present"]')
+    page.wait_for_selector("#unsaved")
+    first.stop()
+    # at once: the browser's connections to the first server must not hold the port
+    second = serve(result, "--port", port)
+    assert second.token != first.token
+    message = save(page)
+    assert message.startswith("the workstation was restarted") and "nothing was saved" in message
+    assert "open the URL it printed in this tab" in message and "Forbidden" not in message
+    assert page.evaluate("dirty()") is True
+    assert lnpath.SlideResult.load(result).revision == 1
+    return page, second
+
+
+def test_a_restarted_workstation_takes_the_edits_back_after_its_url_is_opened(
+    result: Path, serve: Any, context: Any
+) -> None:
+    page, server = restarted(result, serve, context)
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready=true]")
+    page.wait_for_selector("#unsaved")
+    assert (
+        "edits from before the workstation was restarted are back"
+        in page.locator("#message").text_content()
+    )
+    assert page.locator("#kept").is_hidden()
+    assert save(page) == "saved revision 2"
+    assert bool(findings(result).loc[3, "cellular_crescent"]) is True
+    lnpath.verify(result)
+    assert not page.errors
+
+
+def test_edits_kept_over_a_restart_do_not_overwrite_what_was_saved_meanwhile(
+    result: Path, serve: Any, context: Any
+) -> None:
+    page, server = restarted(result, serve, context)
+    lnpath.review(result, cortex={"interstitial_fibrosis": 0.3}, pathologist="Dr Elsewhere")
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready=true]")
+    kept = page.locator("#kept")
+    kept.wait_for(state="visible")
+    said = kept.text_content()
+    assert "made on revision 1" in said and "now at revision 2: someone saved it since" in said
+    assert '"cellular_crescent": true' in page.locator("#kept-edits").text_content()
+    assert page.evaluate("dirty()") is False and page.locator("#unsaved").count() == 0
+    assert save(page) == "nothing to save"
+    on_disk = lnpath.SlideResult.load(result)
+    assert on_disk.revision == 2 and pd.isna(findings(result).loc[3, "cellular_crescent"])
+    assert not page.errors

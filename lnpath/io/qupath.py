@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 import uuid
 import warnings
@@ -204,6 +205,7 @@ def _geometry(raw: Any, where: str) -> BaseGeometry:
     kind = str(raw.get("type", "geometry"))[:40]
     if "coordinates" not in raw and "geometries" not in raw:
         raise InputError(f"{where}: {kind} geometry has no 'coordinates'")
+    _numbers_only(raw, where)
     try:
         with warnings.catch_warnings():  # NaN coordinates: refused below, not warned about
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -242,6 +244,24 @@ def _geometry(raw: Any, where: str) -> BaseGeometry:
     if geometry.is_empty or geometry.area <= 0:
         raise NotAnOutline(f"{where}: outline encloses no area", "no area")
     return geometry
+
+
+def _numbers_only(raw: Mapping[str, Any], where: str) -> None:
+    """Refuse a coordinate that is not a number: shapely reads ``true`` as 1 and ``"10"`` as 10,
+    so a hand-edited or mis-exported outline would be silently moved. A loop, not recursion: the
+    nesting is the file's, however deep."""
+    stack: list[Any] = [raw]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            stack.extend(value.get(k) for k in ("coordinates", "geometries") if k in value)
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+            continue
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+            shown = json.dumps(value, default=lambda v: type(v).__name__)[:40]
+            raise InputError(f"{where}: coordinates must be numbers, not {shown}")
 
 
 def _classification(cls: Any, where: str) -> tuple[str | None, tuple[int, int, int] | None]:

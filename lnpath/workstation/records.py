@@ -40,12 +40,19 @@ def _value(value: Any) -> Any:
     return value
 
 
-def _polygon_coords(geometry: Any) -> list[list[float]]:
-    exterior = getattr(geometry, "exterior", None)
-    if exterior is None:  # a multipolygon from an edit: show its largest part
-        geometry = max(geometry.geoms, key=lambda g: g.area)
-        exterior = geometry.exterior
-    return [[round(x, 1), round(y, 1)] for x, y in exterior.coords]
+def _outline(geometry: Any) -> list[list[list[list[float]]]]:
+    """Every part of an outline (a multipolygon from an edit or an export has several), each as
+    its exterior ring then its holes: the page draws and hit-tests them even-odd, so a ring-shaped
+    outline is not shown filled."""
+    parts = getattr(geometry, "geoms", [geometry])
+    return [
+        [
+            [[round(x, 1), round(y, 1)] for x, y in ring.coords]
+            for ring in (p.exterior, *p.interiors)
+        ]
+        for p in parts
+        if not p.is_empty
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +133,7 @@ def glomerulus_record(
         "source": _value(row.get("source")),
         "measurements": _measurement_rows(row, thresholds),
         "certainty": _certainty(row),
-        "polygon": _polygon_coords(polygon),
+        "outline": _outline(polygon),
         "crop": crop,
     }
 

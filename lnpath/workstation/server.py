@@ -296,6 +296,11 @@ def _free_port(host: str, port: int) -> socket.socket:
     # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
     # and without it every keep-alive response waits ~40 ms for the client's delayed ACK
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    if os.name != "nt":
+        # a restart on the same port must not wait out the last run's TIME_WAIT connections
+        # (a minute of "address in use"), as uvicorn's own sockets do; a port another server
+        # listens on is still refused. Not on Windows, where it would let two servers share one
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

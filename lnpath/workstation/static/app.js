@@ -54,11 +54,23 @@ async function api(path, body) {
   } catch (err) {
     // no answer at all (the server was stopped, or the computer's network is down): the browser
     // only says "Failed to fetch", and a write may or may not have reached the folder
+    keepUnsaved();
     const writes = body !== undefined && !path.endsWith("/preview");  // a preview writes nothing
     throw new Error(!writes
       ? "no answer from the workstation (was lnpath workstation stopped?); start it again and open the URL it prints"
       : "no answer from the workstation (was lnpath workstation stopped?): this change may not be saved; " +
         "start it again, open the URL it prints and check the revision it shows before redoing it");
+  }
+  if (response.status === 403) {
+    // only the token is refused with 403: the workstation was started again since this page was
+    // opened, with a new token this page does not have (and must not get: it is what keeps other
+    // sites' pages out), so nothing was written
+    keepUnsaved();
+    const error = new Error("the workstation was restarted since this page was opened, so it " +
+      "cannot save here (nothing was saved): open the URL it printed in this tab; your unsaved " +
+      "edits are kept in this tab and come back there if nobody saved this result meanwhile");
+    error.status = 403;
+    throw error;
   }
   let data = null;
   try { data = await response.json(); } catch (e) { data = { error: response.statusText }; }
@@ -74,6 +86,54 @@ function say(text, isError) {
   const node = $("message");
   node.textContent = text || "";
   node.className = isError ? "error" : "";
+}
+
+// ------------------------------------------------------------------------------------------
+// unsaved edits across a restart of the workstation
+
+const KEPT = "lnpath-unsaved-edits";
+
+// this tab's unsaved edits, by result folder, with the revision they were made on; in the
+// session's storage (this tab only, gone with it), not on the server, which refuses this page now
+function keepUnsaved() {
+  if (!META) return;
+  const kept = JSON.parse(sessionStorage.getItem(KEPT) || "{}");
+  for (const [i, w] of Object.entries(work)) {
+    if (w && dirty(w)) kept[META.results[i].folder] = { revision: w.state.revision, name: w.state.name, edits: w.edits };
+  }
+  if (Object.keys(kept).length) sessionStorage.setItem(KEPT, JSON.stringify(kept));
+}
+
+// edits kept for this result before a restart: back on the page if its revision is still the one
+// they were made on (the save then carries that revision, so the server's conflict check holds);
+// otherwise someone saved since, and they are only shown, to redo by hand. True when put back.
+function takeBack(index) {
+  const kept = JSON.parse(sessionStorage.getItem(KEPT) || "{}");
+  const folder = META.results[index].folder;
+  const mine = kept[folder];
+  if (!mine) return false;
+  delete kept[folder];
+  if (Object.keys(kept).length) sessionStorage.setItem(KEPT, JSON.stringify(kept));
+  else sessionStorage.removeItem(KEPT);
+  const w = W();
+  const refused = locked();
+  if (mine.revision === w.state.revision && !refused) {
+    w.edits = { ...emptyEdits(), ...mine.edits };
+    say(`your unsaved edits from before the workstation was restarted are back (on revision ${mine.revision}); ` +
+      "they are not saved yet: check them and Save");
+    return true;
+  }
+  showKept(mine, refused ? `${w.state.name} is ${refused}` :
+    `${w.state.name} is now at revision ${w.state.revision}: someone saved it since`);
+  return false;
+}
+
+function showKept(mine, why) {
+  const node = clear($("kept"));
+  node.hidden = false;
+  node.append(el("p", {}, `Your unsaved edits to ${mine.name} from before the workstation was restarted ` +
+    `were made on revision ${mine.revision}, but ${why}; they are not applied. Here they are, to redo by hand:`),
+    el("pre", { id: "kept-edits" }, JSON.stringify(mine.edits, null, 1)));
 }
 
 function pct(v) { return v === null || v === undefined ? "" : String(Math.round(v * 1000) / 10); }
@@ -270,8 +330,8 @@ function drawOverlay() {
   for (const g of w.state.glomeruli) {
     const excl = value(g, "exclusion");
     const classes = [g.id === w.selected ? "selected" : "", excl ? "excluded" : ""].join(" ").trim();
-    overlay.append(svg("polygon", {
-      points: g.polygon.map((p) => p.join(",")).join(" "),
+    overlay.append(svg("path", {
+      d: pathData(g.outline), "fill-rule": "evenodd",
       stroke: colourOf(g), fill: colourOf(g), class: classes, "data-gid": g.id,
     }));
   }
@@ -283,12 +343,21 @@ function drawOverlay() {
   }
 }
 
-function inside(point, polygon) {
+// an outline is its parts, each an exterior ring then its holes: every ring one subpath, filled
+// even-odd, so that a hole (a ring-shaped annotation) is drawn open and every part is drawn
+function pathData(outline) {
+  return outline.flat().map((ring) => `M${ring.map((p) => p.join(",")).join("L")}Z`).join("");
+}
+
+// the even-odd rule over every ring, as drawn: a click in a hole is outside the glomerulus
+function inside(point, outline) {
   let hit = false;
-  for (let i = 0, j = polygon.length - 1; i < polygon.length; j = i++) {
-    const [xi, yi] = polygon[i], [xj, yj] = polygon[j];
-    if ((yi > point[1]) !== (yj > point[1]) &&
-        point[0] < ((xj - xi) * (point[1] - yi)) / (yj - yi) + xi) hit = !hit;
+  for (const ring of outline.flat()) {
+    for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+      const [xi, yi] = ring[i], [xj, yj] = ring[j];
+      if ((yi > point[1]) !== (yj > point[1]) &&
+          point[0] < ((xj - xi) * (point[1] - yi)) / (yj - yi) + xi) hit = !hit;
+    }
   }
   return hit;
 }
@@ -304,7 +373,7 @@ function onCanvasClick(event) {
     drawOverlay();
     return;
   }
-  const hits = W().state.glomeruli.filter((g) => inside(point, g.polygon));
+  const hits = W().state.glomeruli.filter((g) => inside(point, g.outline));
   if (hits.length) {
     hits.sort((a, b) => a.area_um2 - b.area_um2);
     event.preventDefaultAction = true;
@@ -358,7 +427,8 @@ function openViewer() {
 function panTo(g) {
   if (!viewer || !viewer.world.getItemAt(0)) return;
   const item = viewer.world.getItemAt(0);
-  const xs = g.polygon.map((p) => p[0]), ys = g.polygon.map((p) => p[1]);
+  const points = g.outline.flatMap((part) => part[0]);  // the exterior of every part
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
   const x0 = Math.min(...xs), y0 = Math.min(...ys), x1 = Math.max(...xs), y1 = Math.max(...ys);
   const pad = Math.max(x1 - x0, y1 - y0);
   viewer.viewport.fitBounds(item.imageToViewportRectangle(x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad));
@@ -667,13 +737,16 @@ async function openResult(index) {
   $("compare").hidden = true;
   $("review").hidden = false;
   current = index;
+  let restored = false;
   if (!work[index]) {
     const state = await api(`/api/r/${index}/state`);
     work[index] = { state, edits: emptyEdits(), selected: null, preview: null };
+    restored = takeBack(index);
   }
   for (const b of $("tabs").children) b.classList.toggle("active", b.dataset.index === String(index));
   renderAll();
   openViewer();
+  if (restored) changed();  // the summary with them
 }
 
 // what was edited while a save was on its way (the save sent `sent`, made on `before`, the
