@@ -4,6 +4,8 @@ Goals: at most 2 GB for a whole biopsy on 2 CPU cores (issue 6), 8 s for the dem
 4x slide (issue 18). Each slide is scored in a fresh process so that its peak RAM is its own;
 ``--repeats`` rounds run interleaved and the medians are reported; ``--cli`` adds the
 ``score_slide`` command on the demo to each round (start-up and imports included).
+``--compare-int8`` adds, in each round, a run of each slide with ``LNPATH_CPU_INT8=0`` (the
+floating-point network where the CPU would run the int8 one), with the ratio of the medians.
 ``--compare-kept`` adds, in each round, a run in which the cortex reads its tiles again instead
 of cutting them out of those segmentation kept (:mod:`lnpath.wsi.kept_pixels`), with the ratio
 of the medians. Peak RSS per stage is measured by resetting the kernel's high-water mark
@@ -14,7 +16,7 @@ The larger slide (the demo's level 0 repeated 2x2: four cores, 27392x7168 px) is
 ``.cache/bench/`` (git-ignored). Prints one JSON document.
 
     python scripts/bench_score_slide.py [--threads 2] [--device cpu] [--repeats 3] [--compare-kept]
-        [--cli]
+        [--cli] [--compare-int8]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import tifffile
+
+from lnpath.nn.int8 import CPU_INT8_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo_biopsy.tiff"
@@ -164,6 +168,11 @@ def main() -> None:
     parser.add_argument(
         "--cli", action="store_true", help="also time the `score_slide` command on the demo"
     )
+    parser.add_argument(
+        "--compare-int8",
+        action="store_true",
+        help=f"also run with {CPU_INT8_ENV}=0 (the float network where int8 would run)",
+    )
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--no-keep", action="store_true", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
@@ -174,21 +183,31 @@ def main() -> None:
     runs = []
     cli_runs: list[float] = []
     slides = (DEMO, large_slide())
+    variants = [(True, True)]  # (kept, int8 allowed)
+    variants += [(False, True)] if args.compare_kept else []
+    variants += [(True, False)] if args.compare_int8 else []
     for _ in range(args.repeats):
         for slide in slides:
-            for keep in (True, False) if args.compare_kept else (True,):
+            for keep, int8 in variants:
                 cmd = [sys.executable, __file__, "--one", str(slide), "--threads"]
                 cmd += [str(args.threads), "--device", args.device]
                 cmd += [] if keep else ["--no-keep"]
                 env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+                env |= {} if int8 else {CPU_INT8_ENV: "0"}
                 out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                runs.append({**json.loads(out.stdout.strip().splitlines()[-1]), "int8": int8})
         if args.cli:
             cli_runs.append(_time_command(args.device))
     medians: dict[str, Any] = {}
     for slide in slides:
-        ours = _medians([r for r in runs if r["slide"] == slide.name and r["kept"]])
+        ours = _medians([r for r in runs if r["slide"] == slide.name and r["kept"] and r["int8"]])
         medians[slide.name] = ours
+        if args.compare_int8:
+            floating = _medians([r for r in runs if r["slide"] == slide.name and not r["int8"]])
+            ours["int8_off"] = floating
+            ours["ratio_total_vs_int8_off"] = round(
+                ours["total_seconds"] / floating["total_seconds"], 3
+            )
         if args.compare_kept:
             baseline = _medians([r for r in runs if r["slide"] == slide.name and not r["kept"]])
             ours["nothing_kept"] = baseline

@@ -136,3 +136,13 @@ def test_ranges_that_misread_the_activations_fall_back_to_the_float_network(
     assert "int8 U-Net differs" in caplog.text
     missing = {k: v for k, v in ranges.items() if k != "down0a"}
     assert isinstance(inference_network(model.network, CPU, torch.float32, missing), FusedUNet)
+
+
+@pytest.mark.parametrize("variable", ["LNPATH_CPU_INT8", "LNPATH_CPU_BFLOAT16"])
+def test_either_switch_keeps_the_float_network(
+    variable: str, model: SegmentationModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, "0")  # float32 everywhere implies no int8 either
+    assert not int8_enabled()
+    network = inference_network(model.network, CPU, torch.float32, card_ranges(model.card))
+    assert not isinstance(network, Int8UNet)

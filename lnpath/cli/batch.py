@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
     batch.add_argument(
         "--no-tta",
         action="store_true",
-        help="segment with one forward pass (segmentation about 2x faster)",
+        help="segment with one forward pass (segmentation 1.5-2x faster)",
     )
     batch.set_defaults(func=run_batch)
 

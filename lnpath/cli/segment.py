@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-tta",
         action="store_true",
-        help="skip flip averaging (one forward pass: about 2x faster on CPU)",
+        help="skip flip averaging (one forward pass: 1.5-2x faster on CPU)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
