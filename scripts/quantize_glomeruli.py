@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             "validation_tta": score(model.network, val, True),
             "test_tta": score(model.network, test, True),
         },
+        "weights_sha256": model.sha256,  # the ranges and figures hold for these weights only
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "activation_ranges": ranges,

@@ -79,6 +79,9 @@ def test_a_card_without_an_adopted_section_gives_no_ranges(model: SegmentationMo
     assert card_ranges({}) is None
     assert card_ranges({"int8": {**model.card["int8"], "adopted": False}}) is None
     assert card_ranges({"int8": {"adopted": True}}) is None
+    assert card_ranges(model.card) is not None
+    other_weights = {**model.card, "sha256": "0" * 64}  # the card copied onto fine-tuned weights
+    assert card_ranges(other_weights) is None
 
 
 @needs_vnni

@@ -296,9 +296,13 @@ def _pixel_shuffle(x: torch.Tensor) -> torch.Tensor:
 
 
 def card_ranges(card: dict[str, Any]) -> dict[str, float] | None:
-    """The activation ranges a model card's ``int8`` section holds, if it passed its rule."""
+    """The activation ranges a model card's ``int8`` section holds, if it passed its rule for
+    these very weights: a card copied onto fine-tuned weights (a lab's model starts from the
+    shipped card) names other weights, and their int8 form was never validated."""
     section = card.get("int8")
     if not isinstance(section, dict) or section.get("adopted") is not True:
+        return None
+    if section.get("weights_sha256") != card.get("sha256"):
         return None
     ranges = section.get("activation_ranges")
     if not isinstance(ranges, dict):

@@ -112,9 +112,9 @@ def band_text(index: Mapping[str, Any]) -> str | None:
     from a range whose every total has that word), so results written before it carry it too."""
     top, total = index.get("max"), index.get("total")
     span = (total, total) if index.get("complete") else index.get("total_range")
-    if top not in INDEX_BANDS or total is None or not span:
+    if top not in INDEX_BANDS or total is None or not span or None in span:
         return None
-    words = {index_band(int(t), top) for t in span}
+    words = {index_band(int(t), top) for t in span if t is not None}
     if len(words) != 1:
         return None
     (word,) = words

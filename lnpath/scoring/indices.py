@@ -176,7 +176,9 @@ class IndexScore:
         span = (self.total, self.total) if self.complete else self.total_range
         if self.maximum not in INDEX_BANDS or span is None or span[0] is None:
             return None
-        low, high = (index_band(int(t), self.maximum) for t in span)
+        if span[1] is None:
+            return None
+        low, high = index_band(int(span[0]), self.maximum), index_band(int(span[1]), self.maximum)
         return low if low == high else None
 
     @property

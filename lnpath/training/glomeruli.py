@@ -424,7 +424,8 @@ def fine_tune(
     result = train(
         fit, val, config, dev, init_state=base_model.network.state_dict(), progress=progress
     )
-    card = {k: v for k, v in base_model.card.items() if k not in ("metrics", "training")}
+    # the base's figures, and its int8 calibration, hold for the base's weights only
+    card = {k: v for k, v in base_model.card.items() if k not in ("metrics", "training", "int8")}
     card["base_model"] = {"name": base_model.name, "sha256": base_model.sha256}
     card["training"] = {
         "config": config.to_dict(),

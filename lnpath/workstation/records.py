@@ -7,7 +7,7 @@ The summary is read from what :func:`lnpath.score_findings` returned; nothing he
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lnpath.core.findings import LESION_EXTENT, LESIONS, is_missing
@@ -199,7 +199,7 @@ def summary(
 
 
 def addenda_rows(
-    addenda: list[Mapping[str, Any]], events: list[Mapping[str, Any]]
+    addenda: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """The addenda, each saying whether its audit event carries a key's signature.
 
