@@ -107,6 +107,7 @@ def test_demo_segmentation_with_flips_runs_in_int8_and_finds_the_float_glomeruli
     slide = open_slide(repo_dir / "examples" / "demo_biopsy.tiff")
     got = segment_glomeruli(slide, model=model, device="cpu", tta=True)
     assert got.metadata["precision"] == "int8"
+    assert len(got.metadata["int8_ranges_sha256"]) == 64  # the calibration, beside the weights
     monkeypatch.setenv("LNPATH_CPU_INT8", "0")
     floating = segment_glomeruli(slide, model=model, device="cpu", tta=True)
     assert floating.metadata["precision"] != "int8"

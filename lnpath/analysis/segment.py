@@ -152,6 +152,8 @@ def segment_glomeruli(
         int8_ranges=card_ranges(net.card) if use_tta else None,  # validated with the flips
     )
     meta["precision"] = getattr(network, "precision", meta["precision"])
+    if hasattr(network, "ranges_sha256"):  # int8: its calibration is part of the model run
+        meta["int8_ranges_sha256"] = network.ranges_sha256
     glomeruli: list[Glomerulus] = []
     store = keep if keep is not None and keep.accepts(grid.spec) else None
 

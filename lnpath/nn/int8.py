@@ -24,6 +24,8 @@ segmentation only with the flips, the configuration the rule validated.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -212,6 +214,9 @@ class Int8UNet(nn.Module):
 
     def __init__(self, folded: UNet, ranges: dict[str, float]) -> None:
         super().__init__()
+        # results record it beside the weights' sha256: the ranges shape the output too
+        canonical = json.dumps({k: float(v) for k, v in sorted(ranges.items())})
+        self.ranges_sha256 = hashlib.sha256(canonical.encode()).hexdigest()
         layout = _Layout.of(folded)
         missing = {f"down{i}a" for i in range(layout.depth + 1)} - set(ranges)
         if missing:
