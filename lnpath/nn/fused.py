@@ -138,7 +138,7 @@ def _checked_int8(folded: UNet, ranges: dict[str, float]) -> nn.Module | None:
         with torch.inference_mode():
             expected = torch.sigmoid(folded(probe))
             got = torch.sigmoid(quantised(probe))
-    except (RuntimeError, AttributeError, NotImplementedError, ValueError) as error:
+    except (RuntimeError, AttributeError, NotImplementedError, ValueError, TypeError) as error:
         log.debug("int8 U-Net unavailable (%s); using the floating-point one", error)
         return None
     difference = float((got - expected).abs().mean())
