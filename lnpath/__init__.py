@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "InputError": "core.errors",
     "ModelError": "core.errors",
     "ResultError": "core.errors",
+    "SignOutRefused": "core.errors",
     "OutputError": "core.errors",
     # slides, tissue, tiles
     "open_slide": "wsi.slide",

@@ -87,6 +87,7 @@ def test_cli_addendum_and_its_one_line_errors(
     draft = copy_result(demo_result_template, "draft")
     proc = lnpath_cli("addendum", draft, "--pathologist", "Dr B", "--text", TEXT)
     assert_one_line_error(proc, "not signed out")
+    assert proc.returncode == 4  # refused by the sign-out rules, not 3 (tampered)
 
 
 def test_right_to_left_text_cannot_reorder_the_signature_beside_it(

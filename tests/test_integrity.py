@@ -68,8 +68,20 @@ def test_overwrite_refuses_a_confirmed_result(
     before = file_hashes(folder)
     proc = _score_again(repo_dir, folder, "--overwrite")
     assert_one_line_error(proc, "confirmed")
+    assert proc.returncode == 4  # refused by the sign-out rules, not 3 (tampered)
     assert file_hashes(folder) == before
     assert _verified(folder)
+
+
+def test_overwrite_of_an_unreadable_result_stays_exit_3(
+    repo_dir: Path, demo_result_template: Path, copy_result: Callable[..., Path]
+) -> None:
+    """Whether it was confirmed is unknown: a malformed folder (3), not a sign-out refusal (4)."""
+    folder = copy_result(demo_result_template)
+    (folder / "result.json").write_text("{", encoding="utf-8")
+    proc = _score_again(repo_dir, folder, "--overwrite")
+    assert_one_line_error(proc, "cannot be read")
+    assert proc.returncode == 3
 
 
 def test_supersede_moves_a_confirmed_result_aside_and_records_it(

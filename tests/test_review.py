@@ -255,7 +255,7 @@ def test_confirm_twice_is_refused(result_dir: Path, capsys: pytest.CaptureFixtur
     confirm(result_dir, pathologist="Dr A")
     with pytest.raises(ResultError, match="already confirmed"):
         confirm(result_dir, pathologist="Dr B")
-    assert main(["confirm", str(result_dir), "--pathologist", "Dr B"]) == 3
+    assert main(["confirm", str(result_dir), "--pathologist", "Dr B"]) == 4  # SignOutRefused
     assert "already confirmed" in capsys.readouterr().err
 
 

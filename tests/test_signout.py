@@ -428,8 +428,9 @@ def test_confirm_refuses_an_incomplete_index_until_each_gap_is_not_evaluable(
     with pytest.raises(ResultError, match="neutrophils") as err:
         lnpath.confirm(result_dir, pathologist=PATHOLOGIST)
     assert "not evaluable" in str(err.value)
-    error = _one_line_error(_cli("confirm", str(result_dir), "--pathologist", PATHOLOGIST))
-    assert "not evaluable" in error
+    done = _cli("confirm", str(result_dir), "--pathologist", PATHOLOGIST)
+    assert done.returncode == 4  # refused by the sign-out rules, not 3 (tampered)
+    assert "not evaluable" in _one_line_error(done)
 
     with pytest.raises(InputError, match="reason"):
         lnpath.review(
@@ -463,10 +464,9 @@ def test_review_after_confirmation_needs_supersede_and_records_whom(
     with pytest.raises(ResultError, match="supersede") as err:
         lnpath.review(result_dir, pathologist="Dr Bea Second", comment="second look")
     assert PATHOLOGIST in str(err.value)
-    error = _one_line_error(
-        _cli("review", str(result_dir), "--comment", "x", "--pathologist", "Dr Bea Second")
-    )
-    assert "--supersede" in error
+    done = _cli("review", str(result_dir), "--comment", "x", "--pathologist", "Dr Bea Second")
+    assert done.returncode == 4
+    assert "--supersede" in _one_line_error(done)
     assert lnpath.SlideResult.load(result_dir).status == "confirmed"
 
     done = _cli(

@@ -2,9 +2,9 @@
 
 Each sub-command lives in its own module exposing ``register(subparsers)``; the parser it adds sets
 ``func`` to a callable ``(argparse.Namespace) -> int``. Errors a user can cause are
-:class:`~lnpath.core.errors.LnpathError` and print as one line with a non-zero exit; anything else
-is an
-internal error, also one line unless ``LNPATH_DEBUG=1`` asks for the traceback.
+:class:`~lnpath.core.errors.LnpathError` and print as one line, exiting with their class's
+``exit_code`` (:data:`EXIT_CODES`); anything else is an internal error, also one line unless
+``LNPATH_DEBUG=1`` asks for the traceback.
 """
 
 from __future__ import annotations
@@ -32,11 +32,28 @@ _COMMAND_MODULES = (
 )
 
 
+EXIT_CODES = """\
+exit status:
+  0    done
+  1    internal error, or a batch with a failed slide
+  2    bad input (an option, file, slide, model or key lnpath cannot use), or an
+       output it cannot write
+  3    a result folder failed its checks: changed outside lnpath (tampered), missing or
+       not a result, held by another writer, or changed since the revision you edited
+  4    refused by the sign-out rules on an intact result: an index not ready to sign,
+       a confirmed result without --supersede, an addendum to an unconfirmed result
+  130  interrupted (Ctrl-C)
+"""
+"""The one list of exit codes: ``lnpath --help`` shows it, README's table says the same."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lnpath",
-        description="Digital pathology for lupus nephritis biopsies. "
+        description="Digital pathology for lupus nephritis biopsies.\n"
         "Every output is a proposal until a pathologist confirms it.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lnpath {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")

@@ -133,9 +133,10 @@ def register(subparsers: Any) -> None:
     confirm = subparsers.add_parser(
         "confirm",
         help="confirm the current revision as pathologist (seals it)",
-        description="Seal the current revision as confirmed by PATHOLOGIST. Refused while an index "
-        "has a component neither assessed nor marked not evaluable (lnpath review --biopsy FILE "
-        "with not_evaluable: {component: reason}).",
+        description="Seal the current revision as confirmed by PATHOLOGIST. Refused with exit 4 "
+        "(3 is a folder that fails verify) while an index has a component neither assessed nor "
+        "marked not evaluable (lnpath review --biopsy FILE with not_evaluable: {component: "
+        "reason}), or once the revision is confirmed.",
     )
     confirm.add_argument("result", type=Path, help="result folder")
     confirm.add_argument("--pathologist", required=True, help="name of the confirming pathologist")

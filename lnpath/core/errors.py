@@ -2,7 +2,8 @@
 
 Every error a user can cause (bad path, corrupt slide, malformed table) is raised as a subclass of
 :class:`LnpathError` with a message that names the file and the problem; the CLI prints it and exits
-non-zero without a traceback.
+non-zero without a traceback. Exit codes: 2 bad input, 3 a result folder that fails its checks,
+4 a sign-out step the rules refuse (:class:`SignOutRefused`), so a script tells them apart.
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ class ResultError(LnpathError):
     """A result folder is missing, malformed, confirmed (immutable) or tampered with."""
 
     exit_code = 3
+
+
+class SignOutRefused(ResultError):
+    """The sign-out rules refuse a step on an intact result: an index not ready to sign, a
+    confirmed result changed without ``supersede``, an addendum to a draft.
+
+    A :class:`ResultError` so that existing handlers still catch it, with its own exit code so
+    that a script running sign-outs tells "not ready" (4) from "tampered" (3).
+    """
+
+    exit_code = 4
 
 
 def one_line(text: str) -> str:

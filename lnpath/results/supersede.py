@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lnpath.core.errors import ResultError
+from lnpath.core.errors import ResultError, SignOutRefused
 from lnpath.results.folder import read_audit
 
 LOG = logging.getLogger(__name__)
@@ -55,21 +55,24 @@ def refuse_confirmed(folder: Path, supersede: bool) -> dict[str, Any] | None:
         The confirmation (to pass to :func:`supersede_result`), or None if there is none.
 
     Raises:
-        ResultError: the folder holds a confirmation and ``supersede`` is false.
+        SignOutRefused: the folder holds a confirmation and ``supersede`` is false.
+        ResultError: its result.json cannot be read and ``supersede`` is false.
     """
     confirmed = confirmation_in(folder)
     if confirmed is not None and not supersede:
+        refusal: type[ResultError] = SignOutRefused
         if any(confirmed.values()):
             held = (
                 f"holds revision {confirmed['revision']} confirmed by {confirmed['by']} "
                 f"({confirmed['at']}); a confirmed result is never replaced"
             )
         else:  # "confirmed by None" would name a sign-off nobody can see
+            refusal = ResultError  # a malformed folder, as verify would call it
             held = (
                 "holds a result.json that cannot be read, so whether it was confirmed is "
                 "unknown; such a result is never replaced"
             )
-        raise ResultError(
+        raise refusal(
             f"{folder}: {held} (add --supersede to move it aside as a superseded result and "
             "score anew)"
         )

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from lnpath.analysis.glomeruli import Glomerulus
-from lnpath.core.errors import InputError, LnpathError, ResultError
+from lnpath.core.errors import InputError, LnpathError, SignOutRefused
 from lnpath.core.findings import LESIONS
 from lnpath.core.text import check_free_text, check_name
 from lnpath.report.assets import Assets
@@ -249,7 +249,7 @@ def _supersedes(folder: Path, result: Mapping[str, Any], supersede: bool) -> dic
         return None
     confirmation = result["confirmation"]
     if not supersede:
-        raise ResultError(
+        raise SignOutRefused(
             f"{folder}: revision {result['revision']} is confirmed by "
             f"{confirmation['pathologist']} on {str(confirmation['confirmed_at'])[:10]}; a "
             "review would start a new provisional revision that supersedes that confirmation: "

@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from lnpath.core.errors import InputError, ResultError
+from lnpath.core.errors import InputError, ResultError, SignOutRefused
 from lnpath.core.text import check_free_text
 from lnpath.core.vocabulary import main_call
 from lnpath.io.configfile import load_config
@@ -131,8 +131,9 @@ def review(
         The new revision; unchanged (and nothing written) if the edits change nothing.
 
     Raises:
-        ResultError: the folder is not a result or fails :func:`verify`; it is confirmed and
-            ``supersede`` is not set; an edit was made on an older revision.
+        SignOutRefused: it is confirmed and ``supersede`` is not set (a :class:`ResultError`).
+        ResultError: the folder is not a result or fails :func:`verify`; an edit was made on an
+            older revision.
         InputError: no pathologist; an edit is malformed or belongs to another slide.
     """
     folder = real_path(result_dir, "review")
@@ -273,8 +274,9 @@ def confirm(
             that names a pathologist (``lnpath keygen --pathologist``) signs only as that name.
 
     Raises:
-        ResultError: already confirmed (immutable), an index component neither assessed nor
-            marked not evaluable, or the folder fails :func:`verify`.
+        SignOutRefused: already confirmed (immutable), or an index component neither assessed
+            nor marked not evaluable (a :class:`ResultError`, exit 4).
+        ResultError: the folder fails :func:`verify`.
         InputError: the pathologist's name is empty, or the key is unusable or names another
             pathologist.
     """
@@ -327,14 +329,14 @@ def _confirm(
     _check_held(folder, result, held, "signing it")
     if result["status"] == "confirmed":
         who = result["confirmation"]["pathologist"]
-        raise ResultError(
+        raise SignOutRefused(
             f"{folder}: revision {result['revision']} is already confirmed by {who}; "
             "a confirmed result is immutable (review it with --supersede, supersede=True in "
             "Python, to start a new revision)"
         )
     gaps = unsigned_gaps(result)
     if gaps:
-        raise ResultError(
+        raise SignOutRefused(
             f"{folder}: cannot sign an incomplete index; not assessed: {', '.join(gaps)}. "
             "Supply them (lnpath review --findings/--cortex) or mark each not evaluable with a "
             "reason (lnpath review --biopsy FILE with not_evaluable: {component: reason})"
@@ -373,7 +375,8 @@ def add_addendum(
     report and overlay re-rendered with it rest on hashes alone, and :func:`verify` says so.
 
     Raises:
-        ResultError: the result is not confirmed, or the folder fails :func:`verify`.
+        SignOutRefused: the result is not confirmed (a :class:`ResultError`, exit 4).
+        ResultError: the folder fails :func:`verify`.
         InputError: the text is empty, the pathologist's name is missing, or the key is
             unusable or names another pathologist.
     """
@@ -390,7 +393,7 @@ def add_addendum(
         result = load_result_json(folder)
         _check_held(folder, result, _held_revision(result_dir), "adding to it")
         if result["status"] != "confirmed":
-            raise ResultError(
+            raise SignOutRefused(
                 f"{folder}: revision {result['revision']} is not signed out; addenda follow a "
                 "confirmed report (put a draft's remarks in its comment: lnpath review "
                 "--comment, or review(comment=...) in Python)"

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from shapely.geometry import Polygon
 
-from lnpath.core.errors import InputError, ResultError, SlideError
+from lnpath.core.errors import InputError, ResultError, SignOutRefused, SlideError
 from lnpath.core.vocabulary import main_call
 from lnpath.io.configfile import load_config
 from lnpath.io.hashing import recorded_sha256
@@ -330,7 +330,7 @@ def _check_complete(folder: Path) -> None:
     wording is the page's.
 
     Raises:
-        ResultError: an index component neither assessed nor marked not evaluable.
+        SignOutRefused: an index component neither assessed nor marked not evaluable.
     """
     from lnpath.workflow.signoff import unsigned_gaps
 
@@ -345,7 +345,7 @@ def _check_complete(folder: Path) -> None:
     if len(cortex) < len(gaps):
         supply.append("call the lesions left undecided (u: next undecided)")
     how = "; ".join(supply)
-    raise ResultError(
+    raise SignOutRefused(
         f"cannot sign an incomplete index; not assessed: {', '.join(names)}. {how[0].upper()}"
         f"{how[1:]}, or give each a reason under Biopsy > Not evaluable; save, then sign out"
     )
