@@ -55,6 +55,12 @@ _EXPORTS: dict[str, str] = {
     "Glomerulus": "analysis.glomeruli",
     "Glomeruli": "analysis.glomeruli",
     "segment_glomeruli": "analysis.segment",
+    # fine-tuning the glomerulus model on a lab's labelled images
+    "LabelledImage": "training.glomeruli_data",
+    "load_labelled_tiles": "training.glomeruli_data",
+    "fine_tune_glomeruli": "training.fine_tuning",
+    "FineTunedModel": "training.fine_tuning",
+    "evaluate_segmentation": "training.fine_tuning",
     # lesions and cortex
     "measure_glomeruli": "analysis.measure",
     "LesionCaller": "analysis.lesions",

@@ -36,7 +36,7 @@ from lnpath.nn.int8 import Int8UNet, calibrate, int8_enabled
 from lnpath.nn.predict import CPU_BFLOAT16_ENV, precision, predict_batch, to_tensor
 from lnpath.nn.unet import UNet, fold_batch_norm
 from lnpath.training.glomeruli import evaluate
-from lnpath.training.glomeruli_data import load_tile_folder, resample
+from lnpath.training.glomeruli_data import load_labelled_tiles, resample
 
 REPO = Path(__file__).resolve().parents[1]
 RECALL_FLOOR = 0.8
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fit = [
         resample(t, model.mpp)
-        for t in load_tile_folder(args.data, training["train_tiles"], BUENO_MPP)
+        for t in load_labelled_tiles(args.data, training["train_tiles"], BUENO_MPP)
     ]
     candidates = compare_calibrations(folded, fit, cut)
     chosen = min(candidates, key=lambda c: (c["disagreement"], c["mean_abs_difference"]))
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         folded, (to_tensor(t.image[None], device) for t in fit), chosen["percentile"]
     )
     quantised = Int8UNet(folded, ranges)
-    val = load_tile_folder(args.data, training["validation_tiles"], BUENO_MPP)
+    val = load_labelled_tiles(args.data, training["validation_tiles"], BUENO_MPP)
 
     def score(network: torch.nn.Module, items: list[Any], tta: bool) -> dict[str, Any]:
         result = evaluate(network, items, model.mpp, device, tta=tta, threshold=cut).to_dict()
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         and validation["recall"] >= RECALL_FLOOR
     )
     split = json.loads((args.data / "split.json").read_text())
-    test = load_tile_folder(args.data, split["test"], BUENO_MPP)  # after the decision
+    test = load_labelled_tiles(args.data, split["test"], BUENO_MPP)  # after the decision
     section = {
         "adopted": adopted,
         "rule": (

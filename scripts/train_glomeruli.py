@@ -36,7 +36,7 @@ from lnpath.nn.postprocess import MIN_AREA_UM2, SPLIT_DEPTH_UM, label_glomeruli
 from lnpath.nn.predict import MEAN, STD, predict_batch, resolve_device
 from lnpath.training.distill import flip_ensembles, single_pass_by_orientation, with_teacher
 from lnpath.training.glomeruli import TrainingConfig, evaluate, select_threshold, train
-from lnpath.training.glomeruli_data import LabelledImage, load_tile_folder, resample
+from lnpath.training.glomeruli_data import LabelledImage, load_labelled_tiles, resample
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.by_orientation:
         model = load_model(args.by_orientation)
-        val = load_tile_folder(args.data, model.card["training"]["validation_tiles"], BUENO_MPP)
+        val = load_labelled_tiles(args.data, model.card["training"]["validation_tiles"], BUENO_MPP)
         cut = model.card["postprocess"]["threshold"]
         dice = single_pass_by_orientation(model.network, val, model.mpp, device, cut)
         ensembles = flip_ensembles(model.network, val, model.mpp, device, cut)
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         card["normalisation"] = NORMALISATION
         card["notes"] = NOTES
         if args.reselect_threshold:
-            val = load_tile_folder(args.data, card["training"]["validation_tiles"], BUENO_MPP)
+            val = load_labelled_tiles(args.data, card["training"]["validation_tiles"], BUENO_MPP)
             threshold, table = select_threshold(
                 model.network, val, model.mpp, device, tta=bool(card.get("tta", True))
             )
@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         distill=args.distill_weight if args.distill_from else 0.0,
         unet=TrainingConfig().unet.__class__(width=args.width, depth=4, norm=args.norm),
     )
-    fit = load_tile_folder(args.data, fit_names, BUENO_MPP)
-    val = load_tile_folder(args.data, val_names, BUENO_MPP)
+    fit = load_labelled_tiles(args.data, fit_names, BUENO_MPP)
+    val = load_labelled_tiles(args.data, val_names, BUENO_MPP)
     teacher = load_model(args.distill_from) if args.distill_from else None
     tta = teacher is None
     if teacher is not None:
@@ -360,7 +360,7 @@ def report(
 ) -> dict[str, Any]:
     """Test-split metrics, the eval-only generalisation check and the stain domain-shift note."""
     start = time.monotonic()
-    test = load_tile_folder(data, split["test"], BUENO_MPP)
+    test = load_labelled_tiles(data, split["test"], BUENO_MPP)
     metrics: dict[str, Any] = {
         "iou_threshold": 0.5,
         "test": {

@@ -127,7 +127,7 @@ def test_cli_and_api_fine_tune_with_the_same_recipe(
     """``lnpath train-glomeruli`` must train what ``fine_tune_config`` describes (the base model's
     stain augmentation included), not a recipe of its own."""
     from lnpath.models.store import load_model
-    from lnpath.training import glomeruli as training
+    from lnpath.training import fine_tuning as training
 
     seen: dict[str, Any] = {}
 

@@ -9,11 +9,11 @@ from skimage.color import rgb2hsv
 
 from lnpath.nn.augment import colour_jitter, stain_jitter
 from lnpath.training.glomeruli import TrainingConfig
-from lnpath.training.glomeruli_data import load_tile_folder
+from lnpath.training.glomeruli_data import load_labelled_tiles
 
 
 def _tile(bueno_dir: Path) -> np.ndarray:
-    return load_tile_folder(bueno_dir, ["10177"], 0.5)[0].image[:384, :384]
+    return load_labelled_tiles(bueno_dir, ["10177"], 0.5)[0].image[:384, :384]
 
 
 def _od(rgb: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from lnpath.nn.fused import FusedUNet, inference_network
 from lnpath.nn.predict import fast_autocast, precision, predict_batch, to_tensor
 from lnpath.nn.unet import UNet, UNetConfig, fold_batch_norm
 from lnpath.training.glomeruli import evaluate
-from lnpath.training.glomeruli_data import load_tile_folder, resample
+from lnpath.training.glomeruli_data import load_labelled_tiles, resample
 
 BUENO_MPP = 0.5
 CPU = torch.device("cpu")
@@ -32,7 +32,7 @@ def model() -> SegmentationModel:
 @pytest.fixture(scope="module")
 def test_tiles(bueno_dir: Path) -> list:
     split = json.loads((bueno_dir / "split.json").read_text())
-    return load_tile_folder(bueno_dir, split["test"], BUENO_MPP)
+    return load_labelled_tiles(bueno_dir, split["test"], BUENO_MPP)
 
 
 def test_float32_fused_scores_the_test_split_as_the_eager_network(

@@ -19,7 +19,7 @@ from lnpath.nn.fused import FusedUNet, inference_network
 from lnpath.nn.int8 import Int8UNet, _Layout, _pixel_shuffle, calibrate, card_ranges, int8_enabled
 from lnpath.nn.predict import predict_batch, to_tensor
 from lnpath.nn.unet import UNet, fold_batch_norm
-from lnpath.training.glomeruli_data import load_tile_folder, resample
+from lnpath.training.glomeruli_data import load_labelled_tiles, resample
 from lnpath.wsi.slide import open_slide
 
 CPU = torch.device("cpu")
@@ -67,7 +67,7 @@ def test_the_cards_ranges_are_what_the_training_tiles_give(
     assert section["adopted"] is True
     assert round(section["validation"]["tta"]["dice"], 3) >= 0.839  # the rule it passed
     assert section["test"]["tta"]["dice"] >= 0.90
-    tiles = load_tile_folder(bueno_dir, model.card["training"]["train_tiles"], 0.5)
+    tiles = load_labelled_tiles(bueno_dir, model.card["training"]["train_tiles"], 0.5)
     batches = (to_tensor(resample(item, model.mpp).image[None], CPU) for item in tiles)
     ranges = calibrate(folded, batches)
     assert ranges.keys() == section["activation_ranges"].keys()
@@ -92,7 +92,7 @@ def test_int8_probabilities_follow_the_float_network_on_real_glomeruli(
     network = inference_network(model.network, CPU, torch.float32, card_ranges(model.card))
     assert isinstance(network, Int8UNet)
     cut = model.postprocess["threshold"]
-    for item in load_tile_folder(bueno_dir, split["test"][:3], 0.5):
+    for item in load_labelled_tiles(bueno_dir, split["test"][:3], 0.5):
         image = resample(item, model.mpp).image[None]  # odd sizes: padded inside
         expected = predict_batch(folded, image, CPU)
         got = predict_batch(network, image, CPU)

@@ -22,11 +22,6 @@ EXPECTED = {
 #: Training in seconds, not minutes, under test (notebook 04 reads these).
 QUICK = {"LNPATH_NOTEBOOK_TRAIN_SECONDS": "5", "LNPATH_NOTEBOOK_TRAIN_STEPS": "4"}
 WIDGET = "application/vnd.jupyter.widget-view+json"
-#: Notebooks that still reach past ``import lnpath``, and why (none may be added).
-PRIVATE_IMPORTS = {
-    "04_train_a_glomerulus_model": "fine-tuning steps (train, evaluate, save_model) have no "
-    "public API yet",
-}
 
 
 def _outputs(notebook: Any) -> list[Any]:
@@ -74,10 +69,7 @@ def test_notebook_uses_the_public_api(path: Path) -> None:
         for line in cell.source.splitlines()
         if line.lstrip().startswith(("from lnpath.", "import lnpath."))
     ]
-    if path.stem in PRIVATE_IMPORTS:
-        assert private, f"{path.name} is public-only now: drop it from PRIVATE_IMPORTS"
-    else:
-        assert not private, private
+    assert not private, private
 
 
 def _stray_stderr(outputs: list[Any]) -> list[str]:

@@ -25,7 +25,7 @@ from lnpath.nn.int8 import int8_enabled
 from lnpath.nn.postprocess import label_glomeruli
 from lnpath.nn.predict import precision, predict_batch
 from lnpath.training.glomeruli import evaluate
-from lnpath.training.glomeruli_data import load_tile_folder
+from lnpath.training.glomeruli_data import load_labelled_tiles
 
 BUENO_MPP = 0.5
 TOLERANCE = 0.02
@@ -41,7 +41,7 @@ def test_test_split_quality_is_no_worse_than_the_card(
     model: SegmentationModel, bueno_dir: Path
 ) -> None:
     split = json.loads((bueno_dir / "split.json").read_text())
-    tiles = load_tile_folder(bueno_dir, split["test"], BUENO_MPP)
+    tiles = load_labelled_tiles(bueno_dir, split["test"], BUENO_MPP)
     score = evaluate(
         model.network,
         tiles,

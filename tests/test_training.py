@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import lnpath.training.fine_tuning as fine_tuning
 import lnpath.training.glomeruli as training
 import lnpath.training.sampler as sampler_module
 from lnpath.training.glomeruli import PatchSampler, TrainingConfig
-from lnpath.training.glomeruli_data import LabelledImage, load_tile_folder
+from lnpath.training.glomeruli_data import LabelledImage, load_labelled_tiles
 
 # Train-split tile with a small (≈11,000 µm²) and a large (≈28,000 µm²) glomerulus.
 TWO_GLOMERULI = "10177"
@@ -53,7 +54,7 @@ def _centre_shares(tile, balance: bool, monkeypatch: pytest.MonkeyPatch) -> floa
 def test_foreground_crops_visit_small_glomeruli_as_often_as_large(
     bueno_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    tile = load_labelled_tiles(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
     balanced = _centre_shares(tile, True, monkeypatch)
     by_pixel = _centre_shares(tile, False, monkeypatch)
     assert 0.4 <= balanced <= 0.6
@@ -61,7 +62,7 @@ def test_foreground_crops_visit_small_glomeruli_as_often_as_large(
 
 
 def test_tiles_without_glomeruli_give_background_crops(bueno_dir: Path) -> None:
-    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    tile = load_labelled_tiles(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
     empty = LabelledImage("empty", tile.image, np.zeros_like(tile.mask), tile.mpp)
     sampler = PatchSampler([empty], TrainingConfig(patch=64, foreground_crops=1.0))
     image, mask = sampler.sample(np.random.default_rng(0))
@@ -74,7 +75,7 @@ def test_fine_tuning_keeps_the_shipped_augmentation() -> None:
 
     base = load_model("glomeruli-unet-pas")
     recipe = base.card["training"]["config"]
-    config = training.fine_tune_config(base)
+    config = fine_tuning.fine_tune_config(base)
     assert config.density_range == tuple(recipe["density_range"]) != (1.0, 1.0)
     assert config.saturation_range == tuple(recipe["saturation_range"])
     assert config.hue_shift == recipe["hue_shift"] > 0
@@ -90,7 +91,7 @@ def test_distillation_targets_blend_the_teachers_four_flip_map(bueno_dir: Path) 
     from lnpath.training.distill import with_teacher
 
     teacher = load_model("glomeruli-unet-pas")
-    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    tile = load_labelled_tiles(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
     (taught,) = with_teacher([tile], teacher.network, teacher.mpp, torch.device("cpu"))
     assert taught.teacher is not None and taught.teacher.shape == tile.mask.shape
     inside = taught.teacher[tile.mask].mean() / 255
@@ -117,7 +118,7 @@ def test_single_pass_dice_by_orientation_flips_back_what_it_flipped(bueno_dir: P
     from lnpath.training.distill import single_pass_by_orientation
 
     model = load_model("glomeruli-unet-pas")
-    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    tile = load_labelled_tiles(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
     cpu = torch.device("cpu")
     dice = single_pass_by_orientation(model.network, [tile], model.mpp, cpu, 0.4)
     assert set(dice) == {"as_scanned", "mirrored", "upside_down", "rotated_180", "mean"}
@@ -145,7 +146,7 @@ def test_flip_ensembles_four_flips_is_the_default_tta(bueno_dir: Path) -> None:
     from lnpath.training.distill import TWO_FLIPS, flip_ensembles
 
     model = load_model("glomeruli-unet-pas")
-    tile = load_tile_folder(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
+    tile = load_labelled_tiles(bueno_dir, [TWO_GLOMERULI], 0.5)[0]
     cpu = torch.device("cpu")
     scores = flip_ensembles(model.network, [tile], model.mpp, cpu, 0.4)
     tta = training.evaluate(model.network, [tile], model.mpp, cpu, tta=True, threshold=0.4)

@@ -100,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from lnpath.core.errors import InputError
     from lnpath.models.store import load_model
-    from lnpath.training.glomeruli import fine_tune, fine_tune_config
+    from lnpath.training.fine_tuning import fine_tune, fine_tune_config
     from lnpath.wsi.slide import open_slide
 
     if len(args.slides) != len(args.annotations):

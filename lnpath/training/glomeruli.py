@@ -1,9 +1,9 @@
 """Training and evaluating the glomerulus U-Net: one code path for the shipped model and for labs.
 
-``scripts/train_glomeruli.py`` (the shipped model, from the Bueno PAS tiles) and
-``lnpath train-glomeruli`` (a lab fine-tuning on its own slides and QuPath annotations) both build a
-list of :class:`LabelledImage` and call :func:`train`, then :func:`evaluate`; the model card records
-what went in and what came out.
+``scripts/train_glomeruli.py`` (the shipped model, from the Bueno PAS tiles) and fine-tuning
+(:mod:`lnpath.training.fine_tuning`: ``lnpath.fine_tune_glomeruli``, ``lnpath train-glomeruli``)
+both build a list of :class:`LabelledImage` and call :func:`train`, then :func:`evaluate`; the
+model card records what went in and what came out.
 """
 
 from __future__ import annotations
@@ -14,35 +14,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.core.errors import InputError
 from lnpath.core.memory import keep_freed_memory
 from lnpath.core.progress import progress_bar
-from lnpath.io.atomic import atomic_path, check_output_dir
-from lnpath.models.store import load_model, save_model, write_weights
+from lnpath.io.atomic import atomic_path
+from lnpath.models.store import write_weights
 from lnpath.nn.metrics import SegmentationScore
 from lnpath.nn.postprocess import MIN_AREA_UM2, label_glomeruli
-from lnpath.nn.predict import fast_autocast, predict_batch, resolve_device, to_tensor
+from lnpath.nn.predict import fast_autocast, predict_batch, to_tensor
 from lnpath.nn.unet import UNet, UNetConfig
 from lnpath.training.glomeruli_data import (
     LabelledImage,
     resample,
-    windows_from_annotations,
 )
 from lnpath.training.sampler import (
     PatchSampler,
 )
-
-if TYPE_CHECKING:
-    from lnpath.models.store import SegmentationModel
-    from lnpath.wsi.slide import Slide
 
 log = logging.getLogger(__name__)
 
@@ -344,103 +338,3 @@ def _budget_clock(device: torch.device) -> Callable[[], float]:
 
 def _rates(score: SegmentationScore) -> dict[str, float]:
     return {k: round(getattr(score, k), 4) for k in ("dice", "precision", "recall", "f1")}
-
-
-def fine_tune_config(
-    base_model: SegmentationModel, iterations: int = 300, lr: float = 1e-3, seed: int = 0
-) -> TrainingConfig:
-    """The fine-tuning recipe: the base model's patch and augmentation, ``iterations`` steps at
-    ``lr``, so fine-tuning on one lab's slides keeps the robustness to other labs.
-
-    The one recipe both ``lnpath train-glomeruli`` and :func:`fine_tune` use.
-    """
-    recipe = base_model.card.get("training", {}).get("config", {})
-    defaults = TrainingConfig()
-    return TrainingConfig(
-        mpp=base_model.mpp,
-        patch=int(recipe.get("patch", 256)),
-        iterations=iterations,
-        lr=lr,
-        seed=seed,
-        val_every=max(10, iterations // 10),
-        scale_range=tuple(recipe.get("scale_range", defaults.scale_range)),
-        stain_strength=float(recipe.get("stain_strength", defaults.stain_strength)),
-        density_range=tuple(recipe.get("density_range", defaults.density_range)),
-        saturation_range=tuple(recipe.get("saturation_range", defaults.saturation_range)),
-        hue_shift=float(recipe.get("hue_shift", defaults.hue_shift)),
-        unet=base_model.network.config,
-    )
-
-
-def fine_tune(
-    slides: Sequence[Slide],
-    annotations: Sequence[str | Path],
-    out: str | Path,
-    base: str | Path = "glomeruli-unet-pas",
-    config: TrainingConfig | None = None,
-    device: str = "auto",
-    val_fraction: float = 0.2,
-    overwrite: bool = False,
-    progress: bool | None = None,
-) -> Path:
-    """Fine-tune a model on a lab's slides + QuPath GeoJSON and write a new model folder.
-
-    Args:
-        slides: Open slides, one per annotation file (same order).
-        annotations: QuPath GeoJSON exports of glomerulus outlines (e.g. from ``lnpath review``).
-        out: New model folder (its name becomes the model name).
-        base: Model to start from (name or folder); its architecture, µm/px and inference
-            settings are kept.
-        config: Training recipe; default: the base model's recipe with 300 steps and lr 1e-3.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        val_fraction: Share of windows held out to select the weights and report metrics.
-        overwrite: Replace an existing ``out`` folder.
-        progress: A bar over the steps; default on in Jupyter and on a terminal, off in pipes
-            (``LNPATH_PROGRESS``).
-
-    Raises:
-        InputError: Slides and annotation files do not pair up, or no glomerulus is annotated.
-        ModelError: Unknown base model or CUDA missing.
-    """
-
-    if len(slides) != len(annotations):
-        raise InputError(f"{len(slides)} slides but {len(annotations)} annotation files; pair them")
-    if not 0 <= val_fraction < 1:  # also refuses NaN
-        raise InputError(f"val_fraction must be in [0, 1) (got {val_fraction!r})")
-    check_output_dir(out, overwrite, marker="card.json")  # before the training, not after it
-    base_model = load_model(base)
-    dev = resolve_device(device)
-    config = config or fine_tune_config(base_model)
-    items: list[LabelledImage] = []
-    for slide, path in zip(slides, annotations, strict=True):
-        gloms = Glomeruli.from_geojson(path, slide.mpp)
-        if not len(gloms):
-            raise InputError(f"{path}: no glomerulus polygons to train on")
-        items += windows_from_annotations(slide, gloms, config.mpp, 2 * config.patch)
-    order = np.random.default_rng(config.seed).permutation(len(items))
-    n_val = round(val_fraction * len(items)) if len(items) > 2 else 0
-    val = [items[i] for i in order[:n_val]]
-    fit = [items[i] for i in order[n_val:]]
-    result = train(
-        fit, val, config, dev, init_state=base_model.network.state_dict(), progress=progress
-    )
-    # the base's figures, and its int8 calibration, hold for the base's weights only
-    card = {k: v for k, v in base_model.card.items() if k not in ("metrics", "training", "int8")}
-    card["base_model"] = {"name": base_model.name, "sha256": base_model.sha256}
-    card["training"] = {
-        "config": config.to_dict(),
-        "data": [str(p) for p in annotations],
-        "slides": [str(s.path) for s in slides],
-        "windows": {"train": len(fit), "validation": len(val)},
-        "best_iteration": result.best_iteration,
-        "iterations_run": result.iterations_run,
-        "seconds": round(result.seconds, 1),
-        "wall_seconds": round(result.wall_seconds, 1),
-        "device": str(dev),
-    }
-    card["metrics"] = {"iou_threshold": 0.5}
-    if val:
-        threshold = float(base_model.postprocess.get("threshold", 0.5))
-        score = evaluate(result.model, val, config.mpp, dev, threshold=threshold)
-        card["metrics"]["validation"] = score.to_dict()
-    return save_model(out, result.model, card, overwrite=overwrite)

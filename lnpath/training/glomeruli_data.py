@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from skimage.draw import polygon as draw_polygon
 
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.analysis.measure import normalise_white, slide_white
+from lnpath.core.errors import InputError
+from lnpath.wsi.slide import MPP_RANGE
 
 if TYPE_CHECKING:
     from lnpath.wsi.slide import Slide
@@ -39,23 +41,86 @@ class LabelledImage:
     mpp: float
     teacher: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a pair that cannot train or score here, not as a shape error deep in torch."""
+        image, mask = np.asarray(self.image), np.asarray(self.mask)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(
+                f"labelled image {self.name!r}: image must be uint8 RGB (H, W, 3), "
+                f"got {image.dtype} {image.shape}"
+            )
+        if mask.shape != image.shape[:2]:
+            raise InputError(
+                f"labelled image {self.name!r}: mask is {_size(mask.shape)} px but the image "
+                f"{_size(image.shape)} px; they must be the same size"
+            )
+        if self.teacher is not None and np.shape(self.teacher) != image.shape[:2]:
+            raise InputError(f"labelled image {self.name!r}: teacher map is not the image's size")
+        check_mpp(self.mpp, f"labelled image {self.name!r}")
+        self.image, self.mask = image, mask.astype(bool, copy=False)
 
-def load_tile_folder(folder: str | Path, names: Sequence[str], mpp: float) -> list[LabelledImage]:
-    """Read ``images/NAME.png`` + ``masks/NAME.png`` pairs (the Bueno layout: red = glomerulus).
 
-    Each image is white-balanced against its own glass
-    (:func:`lnpath.analysis.measure.normalise_white`),
-    as whole-slide inference does with the slide's.
+def check_mpp(mpp: object, what: str) -> float:
+    """``mpp`` as a float when it is a plausible µm/px (the range slides are accepted in).
+
+    Raises:
+        InputError: not a number, or outside :data:`lnpath.wsi.slide.MPP_RANGE`.
+    """
+    low, high = MPP_RANGE
+    if isinstance(mpp, int | float) and not isinstance(mpp, bool) and low <= mpp <= high:
+        return float(mpp)  # NaN fails the comparison
+    raise InputError(f"{what}: mpp must be a number of µm/px in {low:g}-{high:g} (got {mpp!r})")
+
+
+def load_labelled_tiles(
+    folder: str | Path, names: Sequence[str] | None, mpp: float
+) -> list[LabelledImage]:
+    """Read a folder of labelled tiles to fine-tune or evaluate the glomerulus model on.
+
+    The layout is the Bueno set's: ``images/NAME.png`` beside ``masks/NAME.png`` (red channel >
+    127 = glomerulus), all scanned at ``mpp`` µm/px. Each image is white-balanced against its own
+    glass (:func:`lnpath.analysis.measure.normalise_white`), as whole-slide inference does with the
+    slide's, so a model sees tiles as it will see slides.
+
+    Args:
+        folder: The folder holding ``images/`` and ``masks/``.
+        names: Tile names (file stems) in this order, e.g. one split; ``None``: every image.
+        mpp: µm/px of the tiles.
+
+    Raises:
+        InputError: No such folder, no tiles, a tile without its mask, an unreadable PNG, a mask
+            of another size than its image, or an implausible ``mpp``.
     """
     folder = Path(folder)
-    out = []
-    for name in names:
-        image = normalise_white(
-            np.asarray(Image.open(folder / "images" / f"{name}.png").convert("RGB"))
-        )
-        mask_rgb = np.asarray(Image.open(folder / "masks" / f"{name}.png").convert("RGB"))
-        out.append(LabelledImage(name, image, mask_rgb[..., 0] > 127, mpp))
-    return out
+    mpp = check_mpp(mpp, str(folder))
+    if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
+        raise InputError(f"{folder}: not a labelled tile folder (needs images/ and masks/)")
+    if isinstance(names, str) or not (names is None or isinstance(names, Sequence)):
+        raise InputError(f"names must be a list of tile names or None (got {names!r})")
+    names = sorted(p.stem for p in (folder / "images").glob("*.png")) if names is None else names
+    if not names:
+        raise InputError(f"{folder}: no tiles to read (no images/*.png or no names given)")
+    return [_read_tile(folder, str(name), mpp) for name in names]
+
+
+def _read_tile(folder: Path, name: str, mpp: float) -> LabelledImage:
+    pixels = []
+    for part in ("images", "masks"):
+        path = folder / part / f"{name}.png"
+        if not path.is_file():
+            raise InputError(f"{path}: no such file (tile {name!r} needs an image and a mask)")
+        try:
+            with Image.open(path) as picture:
+                pixels.append(np.asarray(picture.convert("RGB")))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise InputError(f"{path}: not a readable PNG ({exc})") from None
+    image, mask_rgb = pixels
+    return LabelledImage(name, normalise_white(image), mask_rgb[..., 0] > 127, mpp)
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    """``(H, W, ...)`` as ``WxH``, as image sizes are usually written."""
+    return "x".join(map(str, shape[1::-1]))
 
 
 def resample(item: LabelledImage, mpp: float) -> LabelledImage:
