@@ -94,3 +94,37 @@ def test_help_and_readme_list_the_same_exit_codes(repo_dir: Path) -> None:
     assert re.findall(r"^\| (\d+) \|", readme, flags=re.M) == listed
     assert listed == ["0", "1", "2", "3", "4", "130"]
     assert lnpath.SignOutRefused.exit_code == 4 and lnpath.ResultError.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("confirm", "--pathologist", "Dr B"),
+        ("review", "--comment", "x", "--pathologist", "Dr B"),
+        ("addendum", "--pathologist", "Dr B", "--text", "EM"),
+        ("score", "{slide}", "--glomeruli", "{outlines}", "--overwrite", "--out"),
+    ],
+    ids=["confirm", "review", "addendum", "score over it"],
+)
+def test_a_tampered_confirmed_folder_exits_3_never_4(
+    args: tuple[str, ...],
+    confirmed_template: Path,
+    copy_result: Callable[..., Path],
+    repo_dir: Path,
+) -> None:
+    folder = copy_result(confirmed_template)
+    findings = folder / "findings.csv"
+    findings.write_bytes(findings.read_bytes().replace(b"False", b"True", 1))
+    before = file_hashes(folder)
+    examples = repo_dir / "examples"
+    filled = [
+        a.format(
+            slide=examples / "demo_biopsy.tiff", outlines=examples / "demo_biopsy_glomeruli.geojson"
+        )
+        for a in args
+    ]
+    argv = [*filled, folder] if filled[0] == "score" else [filled[0], folder, *filled[1:]]
+    proc = lnpath_cli(*argv)
+    assert proc.returncode == 3, proc.stderr  # tampering is never a sign-out rule's refusal
+    assert_one_line_error(proc, "findings.csv")
+    assert file_hashes(folder) == before

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lnpath.analysis.segment import segment_glomeruli
+from lnpath.core.errors import ModelError
 from lnpath.models.store import SegmentationModel, load_model
 from lnpath.nn.fused import FusedUNet, inference_network
 from lnpath.nn.int8 import Int8UNet, _Layout, _pixel_shuffle, calibrate, card_ranges, int8_enabled
@@ -21,6 +25,8 @@ from lnpath.nn.predict import predict_batch, to_tensor
 from lnpath.nn.unet import UNet, fold_batch_norm
 from lnpath.training.glomeruli_data import load_labelled_tiles, resample
 from lnpath.wsi.slide import open_slide
+
+from .conftest import assert_one_line_error, lnpath_cli
 
 CPU = torch.device("cpu")
 needs_vnni = pytest.mark.skipif(not int8_enabled(), reason="this CPU has no VNNI (int8 kernels)")
@@ -150,3 +156,73 @@ def test_either_switch_keeps_the_float_network(
     assert not int8_enabled()
     network = inference_network(model.network, CPU, torch.float32, card_ranges(model.card))
     assert not isinstance(network, Int8UNet)
+
+
+def _edited_model(folder: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the shipped model whose card's ``int8`` section was edited by hand."""
+    shutil.copytree(load_model().path, folder)
+    card = json.loads((folder / "card.json").read_text())
+    edit(card)
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def _set_range(key: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda card: card["int8"]["activation_ranges"].__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (_set_range("down1a", "abc"), "down1a"),
+        (_set_range("down1a", "1.5"), "down1a"),  # JSON has numbers: text is not one
+        (_set_range("merge2b", -3.0), "merge2b"),
+        (_set_range("down0b", 0), "down0b"),
+        (_set_range("head", float("nan")), "head"),  # json.dumps writes NaN, json.loads reads it
+        (_set_range("up1", None), "up1"),
+        (_set_range("skip0", True), "skip0"),
+        (lambda card: card["int8"]["activation_ranges"].pop("up0"), "up0"),
+        (lambda card: card["int8"].__setitem__("adopted", "yes"), "adopted"),
+        (lambda card: card["int8"].__setitem__("activation_ranges", [1.0]), "activation_ranges"),
+        (lambda card: card.__setitem__("int8", ["adopted"]), "int8"),
+    ],
+)
+def test_a_hand_edited_int8_section_is_refused_at_load_in_one_line(
+    edit: Callable[[dict[str, Any]], None], named: str, tmp_path: Path
+) -> None:
+    folder = _edited_model(tmp_path / "lab", edit)
+    with pytest.raises(ModelError, match=named) as refused:
+        load_model(folder)
+    assert "\n" not in str(refused.value)
+
+
+def test_segment_refuses_a_lab_models_broken_int8_section_without_a_traceback(
+    repo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _edited_model(tmp_path / "models" / "lab-unet", _set_range("down2a", "wide"))
+    monkeypatch.setenv("LNPATH_MODELS", str(tmp_path / "models"))
+    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    proc = lnpath_cli("segment", slide, "--model", "lab-unet", "--out", tmp_path / "g.geojson")
+    assert_one_line_error(proc, "card.json", "down2a")
+
+
+def test_an_int8_section_for_other_weights_is_ignored_however_it_reads(tmp_path: Path) -> None:
+    def other_weights(card: dict[str, Any]) -> None:  # a lab card copied from the shipped one
+        card["int8"]["weights_sha256"] = "0" * 64
+        card["int8"]["activation_ranges"] = {"down0a": "of another depth"}
+
+    model = load_model(_edited_model(tmp_path / "lab", other_weights))
+    assert card_ranges(model.card) is None
+
+
+@needs_vnni
+@pytest.mark.parametrize("value", [float("nan"), 0.0, -1.0])
+def test_ranges_that_cannot_be_scales_fall_back_to_the_float_network(
+    value: float, model: SegmentationModel
+) -> None:
+    ranges = card_ranges(model.card)
+    assert ranges is not None
+    broken = dict.fromkeys(ranges, value)  # NaN probabilities once passed the check
+    assert isinstance(inference_network(model.network, CPU, torch.float32, broken), FusedUNet)
+    partial = {k: v for k, v in ranges.items() if k != "up0"}  # once a KeyError, not a fallback
+    assert isinstance(inference_network(model.network, CPU, torch.float32, partial), FusedUNet)

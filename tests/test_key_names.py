@@ -187,3 +187,45 @@ def test_a_named_signer_is_escaped_in_the_report(
     assert "<b>O'Neil</b>" not in report
     assert "signed by <bdi>Dr &lt;b&gt;O&#39;Neil&lt;/b&gt; &amp; Co</bdi>" in report
     assert lnpath_cli("verify", folder, "--public-key", f"{stem}.pub.pem").returncode == 0
+
+
+def _edited(key: Path, copy: Path, edit: Callable[[bytes], bytes]) -> Path:
+    copy.write_bytes(edit(key.read_bytes()))
+    copy.chmod(0o600)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda pem: b"Pathologist: Dr B. Other\n" + pem, "2 Pathologist: lines"),
+        (lambda pem: pem.split(b"\n", 1)[1] + b"Pathologist: Dr A. Renal\n", "after -----BEGIN"),
+    ],
+)
+def test_a_key_whose_name_was_made_ambiguous_by_hand_is_refused(
+    edit: Callable[[bytes], bytes], says: str, dr_a: Path, tmp_path: Path
+) -> None:
+    from lnpath.results.keyname import key_pathologist
+
+    for suffix in (".pem", ".pub.pem"):
+        copy = _edited(dr_a.with_name(f"dr_a{suffix}"), tmp_path / f"copy{suffix}", edit)
+        with pytest.raises(InputError, match=says):
+            key_pathologist(copy)  # the first line named one, a reader of the last another
+
+
+def test_text_before_the_key_cannot_push_its_name_out_of_sight(dr_a: Path, tmp_path: Path) -> None:
+    from lnpath.results.keyname import key_pathologist
+
+    padded = _edited(
+        dr_a.with_name("dr_a.pem"), tmp_path / "padded.pem", lambda pem: b"#" * 9000 + b"\n" + pem
+    )
+    assert key_pathologist(padded) == "Dr A. Renal"  # read as unnamed (signs for anyone) before
+    indented = _edited(padded, tmp_path / "indented.pem", lambda pem: b"  " + pem.lstrip(b"#\n"))
+    assert key_pathologist(indented) == "Dr A. Renal"
+
+
+def test_a_name_typed_in_another_unicode_form_is_the_same_pathologist() -> None:
+    from lnpath.results.keyname import same_pathologist
+
+    assert same_pathologist("Dr Jos\u00e9 N\u00fa\u00f1ez", "dr jose\u0301 nu\u0301n\u0303ez ")
+    assert not same_pathologist("Dr Ann Smith", "Dr \u0410nn Smith")  # Cyrillic A: another name

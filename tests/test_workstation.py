@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ import pandas as pd
 import pytest
 
 import lnpath
+
+from .conftest import lnpath_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>window.__lnpath_pwned = 1</script><img src=x onerror='window.__lnpath_pwned=2'>"
@@ -1231,4 +1234,24 @@ def test_edits_kept_over_a_restart_do_not_overwrite_what_was_saved_meanwhile(
     assert save(page) == "nothing to save"
     on_disk = lnpath.SlideResult.load(result)
     assert on_disk.revision == 2 and pd.isna(findings(result).loc[3, "cellular_crescent"])
+    assert not page.errors
+
+
+def test_edits_kept_over_a_restart_are_not_put_on_a_folder_scored_anew_at_the_same_path(
+    result: Path, serve: Any, context: Any, repo_dir: Path
+) -> None:
+    page, server = restarted(result, serve, context)
+    slide = json.loads((result / "result.json").read_text())["slide"]["path"]
+    outlines = repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"
+    time.sleep(1.1)  # created_at counts seconds
+    rescored = lnpath_cli("score", slide, "--glomeruli", outlines, "--overwrite", "--out", result)
+    assert rescored.returncode == 0, rescored.stderr
+    assert lnpath.SlideResult.load(result).revision == 1  # the revision the edits were made on
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready=true]")
+    kept = page.locator("#kept")
+    kept.wait_for(state="visible")
+    assert "was scored anew since" in kept.text_content()
+    assert page.evaluate("dirty()") is False and page.locator("#unsaved").count() == 0
+    assert pd.isna(findings(result).loc[3, "cellular_crescent"])
     assert not page.errors

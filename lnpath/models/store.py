@@ -27,6 +27,7 @@ import torch
 from lnpath.core.errors import ModelError
 from lnpath.io.atomic import atomic_dir, write_json
 from lnpath.io.hashing import file_sha256
+from lnpath.nn.int8 import section_problem
 from lnpath.nn.unet import UNet, UNetConfig
 from lnpath.wsi.slide import MPP_RANGE
 
@@ -155,8 +156,9 @@ def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationMode
     """Load a model by name (see :func:`model_search_path`) or folder path, verifying its sha256.
 
     Raises:
-        ModelError: Unknown name, unreadable card, a weights file whose sha256 differs from the
-            card's, or weights that do not fit the card's architecture.
+        ModelError: Unknown name, unreadable card (a malformed ``int8`` section included), a
+            weights file whose sha256 differs from the card's, or weights that do not fit the
+            card's architecture.
     """
     folder = resolve_model_path(name)
     card = read_card(folder)
@@ -171,6 +173,9 @@ def load_model(name: str | os.PathLike[str] = DEFAULT_MODEL) -> SegmentationMode
         config = UNetConfig.from_dict(card["architecture"]["config"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{folder / CARD_FILE}: unreadable model card ({exc})") from exc
+    problem = section_problem(card, config.depth)
+    if problem is not None:  # refused like a bad mpp: a hand edit never surfaces mid-slide
+        raise ModelError(f"{folder / CARD_FILE}: {problem}")
     if not weights.is_file():
         raise ModelError(f"{weights}: weights file missing")
     actual = file_sha256(weights)

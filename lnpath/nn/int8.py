@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ INPUT_ZERO_POINT = 128
 """The byte read as zero; the half-level offset from 127.5 is added to the first bias."""
 
 _Weights = tuple[torch.Tensor, torch.Tensor | None]
+_UP_KEYS = (("skip", ""), ("up", ""), ("merge", "a"), ("merge", "b"))
+"""The ranges of each decoder level ``j``: ``skip{j}``, ``up{j}``, ``merge{j}a``, ``merge{j}b``."""
 
 
 def int8_enabled() -> bool:
@@ -228,9 +231,12 @@ class Int8UNet(nn.Module):
         canonical = json.dumps({k: float(v) for k, v in sorted(ranges.items())})
         self.ranges_sha256 = hashlib.sha256(canonical.encode()).hexdigest()
         layout = _Layout.of(folded)
-        missing = {f"down{i}a" for i in range(layout.depth + 1)} - set(ranges)
+        missing = activation_keys(layout.depth) - set(ranges)
         if missing:
             raise ValueError(f"int8 ranges lack {sorted(missing)}")
+        unusable = sorted(k for k, v in ranges.items() if not (math.isfinite(v) and v > 0))
+        if unusable:  # a scale of 0, NaN or below 0 misreads every byte after it
+            raise ValueError(f"int8 ranges of {unusable} are not finite positive numbers")
         self.depth = layout.depth
 
         def relu_out(key: str) -> tuple[float, int]:
@@ -308,6 +314,42 @@ def _pixel_shuffle(x: torch.Tensor) -> torch.Tensor:
     blocks = pixels.reshape(n, height, width, 2, 2, -1).permute(0, 1, 3, 2, 4, 5)
     shuffled = blocks.reshape(n, 2 * height, 2 * width, -1)
     return (shuffled.view(torch.uint8) if words else shuffled).permute(0, 3, 1, 2)
+
+
+def activation_keys(depth: int) -> set[str]:
+    """Every activation of a ``depth``-level U-Net's int8 form that needs a range."""
+    down = {f"down{i}{half}" for i in range(depth + 1) for half in "ab"}
+    up = {f"{name}{j}{half}" for j in range(depth) for name, half in _UP_KEYS}
+    return down | up | {"head"}
+
+
+def section_problem(card: dict[str, Any], depth: int) -> str | None:
+    """What is malformed in a model card's ``int8`` section, in a few words (None: absent or
+    sound), so a card edited by hand is refused at load as a bad ``mpp`` is, not mid-slide.
+
+    The ranges are checked only where :func:`card_ranges` would use them: a lab's card copied
+    from the shipped one may keep a section for other weights (or another depth) it never reads.
+    """
+    if "int8" not in card:
+        return None
+    section = card["int8"]
+    if not isinstance(section, dict):
+        return "its int8 section is not a JSON object"
+    if not isinstance(section.get("adopted", False), bool):
+        return f"int8.adopted must be true or false (got {section['adopted']!r})"
+    if section.get("adopted") is not True or section.get("weights_sha256") != card.get("sha256"):
+        return None
+    ranges = section.get("activation_ranges")
+    if not isinstance(ranges, dict):
+        return "int8.activation_ranges must be a JSON object of activation: range"
+    missing = sorted(activation_keys(depth) - set(ranges))
+    if missing:
+        return f"int8.activation_ranges lacks {', '.join(missing)}"
+    for key, value in ranges.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value > 0):
+            return f"int8.activation_ranges.{key} must be a positive number (got {value!r})"
+    return None
 
 
 def card_ranges(card: dict[str, Any]) -> dict[str, float] | None:

@@ -20,6 +20,8 @@ from lnpath.core.text import check_name
 LABEL = "Pathologist:"
 MAX_NAME_CHARS = 200
 """The longest name a key records (a name, not a text)."""
+_MAX_KEY_FILE = 1 << 20
+"""More than any key file holds: the whole file is read, so no text before the key hides it."""
 
 
 def key_name_line(pathologist: str | None) -> bytes:
@@ -49,30 +51,45 @@ def key_pathologist(path: str | os.PathLike[str]) -> str | None:
     """The pathologist a key file names, whitespace collapsed; None for an unnamed key.
 
     Raises:
-        InputError: the text before the key is not UTF-8, or names nobody after its label.
+        InputError: the text before the key is not UTF-8, or a hand edit left its name
+            ambiguous: a label naming nobody, two labels, or one after the key (which would
+            otherwise leave the key unnamed, signing for anyone).
     """
     try:
         with open(path, "rb") as handle:
-            head = handle.read(8192)
+            content = handle.read(_MAX_KEY_FILE)
     except OSError:
         return None  # the key loaders, called first, say why a key file is unreadable
-    start = head.find(b"-----BEGIN ")
+    start = content.find(b"-----BEGIN ")
+    if start < 0:
+        return None  # not a PEM file: the key loaders say so
     try:
-        text = head[: max(start, 0)].decode("utf-8")
+        before = content[:start].decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: the text before the key is not UTF-8 (edited by hand)") from None
-    for line in text.split("\n"):
-        if line.startswith(LABEL):
-            name = " ".join(line[len(LABEL) :].split())
-            if not name:
-                raise InputError(f"{path}: its {LABEL} line names nobody (edited by hand)")
-            return name
-    return None
+    lines = [line.strip() for line in before.split("\n")]  # an indented label names it too
+    labels = [line for line in lines if line.startswith(LABEL)]
+    after = content[start:].decode("utf-8", errors="replace").split("\n")
+    if any(line.lstrip().startswith(LABEL) for line in after):
+        raise InputError(f"{path}: a {LABEL} line after -----BEGIN (edited by hand)")
+    if len(labels) > 1:
+        raise InputError(f"{path}: {len(labels)} {LABEL} lines name it (edited by hand)")
+    if not labels:
+        return None
+    name = " ".join(labels[0][len(LABEL) :].split())
+    if not name:
+        raise InputError(f"{path}: its {LABEL} line names nobody (edited by hand)")
+    return name
 
 
 def same_pathologist(one: str, other: str) -> bool:
-    """Whether two names are the same person's as typed: spacing and case aside."""
-    return " ".join(one.split()).casefold() == " ".join(other.split()).casefold()
+    """Whether two names are the same person's as typed: spacing, case and Unicode form aside
+    (an accent typed as one character or as a letter and a combining mark)."""
+
+    def form(name: str) -> str:
+        return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+    return form(one) == form(other)
 
 
 def check_key_owner(key: str | os.PathLike[str], pathologist: str, what: str) -> None:

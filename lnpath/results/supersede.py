@@ -13,6 +13,7 @@ from typing import Any
 
 from lnpath.core.errors import ResultError, SignOutRefused
 from lnpath.results.folder import read_audit
+from lnpath.results.seal import verify
 
 LOG = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ def refuse_confirmed(folder: Path, supersede: bool) -> dict[str, Any] | None:
         The confirmation (to pass to :func:`supersede_result`), or None if there is none.
 
     Raises:
-        SignOutRefused: the folder holds a confirmation and ``supersede`` is false.
-        ResultError: its result.json cannot be read and ``supersede`` is false.
+        SignOutRefused: the folder holds an intact confirmation and ``supersede`` is false.
+        ResultError: it holds a confirmation but fails its checks (edited outside lnpath), or
+            its result.json cannot be read, and ``supersede`` is false.
     """
     confirmed = confirmation_in(folder)
     if confirmed is not None and not supersede:
@@ -66,6 +68,11 @@ def refuse_confirmed(folder: Path, supersede: bool) -> dict[str, Any] | None:
                 f"holds revision {confirmed['revision']} confirmed by {confirmed['by']} "
                 f"({confirmed['at']}); a confirmed result is never replaced"
             )
+            try:
+                verify(folder)
+            except ResultError as failed:  # edited outside lnpath: exit 3, not the rule's 4
+                refusal = ResultError
+                held = f"{held}, and it fails its checks ({failed})"
         else:  # "confirmed by None" would name a sign-off nobody can see
             refusal = ResultError  # a malformed folder, as verify would call it
             held = (

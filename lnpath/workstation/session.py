@@ -155,6 +155,8 @@ class ResultSession:
             "patient_id": result.get("patient_id"),
             "biopsy_date": result.get("biopsy_date"),
             "stain": result.get("stain"),
+            # which scoring this is: a folder scored anew at the same path is another result
+            "created_at": result.get("created_at"),
             "revision": revision,
             "status": result["status"],
             "confirmation": result.get("confirmation"),

@@ -99,14 +99,20 @@ function keepUnsaved() {
   if (!META) return;
   const kept = JSON.parse(sessionStorage.getItem(KEPT) || "{}");
   for (const [i, w] of Object.entries(work)) {
-    if (w && dirty(w)) kept[META.results[i].folder] = { revision: w.state.revision, name: w.state.name, edits: w.edits };
+    if (w && dirty(w)) {
+      kept[META.results[i].folder] = {
+        created: w.state.created_at, revision: w.state.revision, name: w.state.name, edits: w.edits,
+      };
+    }
   }
   if (Object.keys(kept).length) sessionStorage.setItem(KEPT, JSON.stringify(kept));
 }
 
-// edits kept for this result before a restart: back on the page if its revision is still the one
-// they were made on (the save then carries that revision, so the server's conflict check holds);
-// otherwise someone saved since, and they are only shown, to redo by hand. True when put back.
+// edits kept for this result before a restart: back on the page if it is still the scoring and the
+// revision they were made on (the save then carries that revision, so the server's conflict check
+// holds); otherwise someone saved since, or scored the folder anew (another result at the same
+// path, its revisions counted from 1 again), and they are only shown, to redo by hand. True when
+// put back.
 function takeBack(index) {
   const kept = JSON.parse(sessionStorage.getItem(KEPT) || "{}");
   const folder = META.results[index].folder;
@@ -117,14 +123,16 @@ function takeBack(index) {
   else sessionStorage.removeItem(KEPT);
   const w = W();
   const refused = locked();
-  if (mine.revision === w.state.revision && !refused) {
+  const rescored = mine.created !== w.state.created_at;
+  if (mine.revision === w.state.revision && !refused && !rescored) {
     w.edits = { ...emptyEdits(), ...mine.edits };
     say(`your unsaved edits from before the workstation was restarted are back (on revision ${mine.revision}); ` +
       "they are not saved yet: check them and Save");
     return true;
   }
-  showKept(mine, refused ? `${w.state.name} is ${refused}` :
-    `${w.state.name} is now at revision ${w.state.revision}: someone saved it since`);
+  showKept(mine, refused ? `${w.state.name} is ${refused}` : rescored
+    ? `${w.state.name} was scored anew since (${w.state.created_at}): it is another result`
+    : `${w.state.name} is now at revision ${w.state.revision}: someone saved it since`);
   return false;
 }
 
