@@ -154,6 +154,7 @@ def test_fine_tune_evaluate_save_and_load_by_name(
     saved = tuned.save(tmp_path / "models" / "mylab", "two Bueno tiles", {"test": scores["tuned"]})
     card = saved.card
     assert "int8" in base.card and "int8" not in card
+    assert "speed" in base.card and "speed" not in card  # measured on the base, in int8
     assert card["metrics"] == {"iou_threshold": 0.5, "test": scores["tuned"].to_dict()}
     assert card["training"]["data"] == "two Bueno tiles"
     assert card["training"]["iterations_run"] == 2

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from lnpath.wsi.slide import Slide
 
 #: Sections of the base model's card that describe the base's weights only: its figures, how it
-#: was trained, and its int8 calibration (ranges measured on those weights) do not carry over.
-BASE_ONLY = ("metrics", "training", "int8")
+#: was trained, its int8 calibration (ranges measured on those weights) and its measured speed
+#: (in int8, which a fine-tuned model does not run) do not carry over.
+BASE_ONLY = ("metrics", "training", "int8", "speed")
 
 
 @dataclass(repr=False)
