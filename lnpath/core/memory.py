@@ -26,6 +26,8 @@ import logging
 import os
 from collections.abc import Collection
 
+from lnpath.core.env import switched_off
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "LNPATH_KEEP_FREED_MEMORY"
@@ -49,7 +51,7 @@ def keep_freed_memory(disregard: Collection[str] = ()) -> bool:
     """
     if _state["kept"]:
         return True
-    if os.environ.get(ENV_VAR, "").strip().lower() in {"0", "false", "no", "off"}:
+    if switched_off(ENV_VAR):
         return False
     tuned = [k for k in os.environ if k.startswith("MALLOC_")]
     if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):

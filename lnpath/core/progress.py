@@ -19,11 +19,12 @@ from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from lnpath.core.env import OFF_VALUES
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "LNPATH_PROGRESS"
 _ON = frozenset({"1", "true", "yes", "on"})
-_OFF = frozenset({"0", "false", "no", "off"})
 _SCOPE: ContextVar[bool | None] = ContextVar("lnpath_progress", default=None)
 
 
@@ -39,7 +40,7 @@ def progress_enabled(progress: bool | None = None) -> bool:
     value = os.environ.get(ENV_VAR, "").strip().lower()
     if value in _ON:
         return True
-    if value in _OFF:
+    if value in OFF_VALUES:
         return False
     if value:
         _unknown_setting(value)

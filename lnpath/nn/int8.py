@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -36,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lnpath.core.env import switched_off
+from lnpath.nn.predict import CPU_BFLOAT16_ENV
 from lnpath.nn.unet import UNet, max_pool_2x2, pad_to_multiple
 
 CPU_INT8_ENV = "LNPATH_CPU_INT8"
@@ -60,9 +61,8 @@ _UP_KEYS = (("skip", ""), ("up", ""), ("merge", "a"), ("merge", "b"))
 def int8_enabled() -> bool:
     """Whether the int8 network may run here: a CPU with VNNI (AVX512-VNNI, AVX-VNNI or AMX),
     neither ``LNPATH_CPU_INT8=0`` nor ``LNPATH_CPU_BFLOAT16=0`` (float32 everywhere) set."""
-    for variable in (CPU_INT8_ENV, "LNPATH_CPU_BFLOAT16"):
-        if os.environ.get(variable, "").strip().lower() in {"0", "false", "no", "off"}:
-            return False
+    if switched_off(CPU_INT8_ENV) or switched_off(CPU_BFLOAT16_ENV):
+        return False
     check = getattr(torch.cpu, "_is_vnni_supported", None)
     return bool(check is not None and check() and hasattr(torch.ops.onednn, "qconv2d_pointwise"))
 
@@ -337,7 +337,7 @@ def section_problem(card: dict[str, Any], depth: int) -> str | None:
         return "its int8 section is not a JSON object"
     if not isinstance(section.get("adopted", False), bool):
         return f"int8.adopted must be true or false (got {section['adopted']!r})"
-    if section.get("adopted") is not True or section.get("weights_sha256") != card.get("sha256"):
+    if _section_in_use(card) is None:
         return None
     ranges = section.get("activation_ranges")
     if not isinstance(ranges, dict):
@@ -356,12 +356,16 @@ def card_ranges(card: dict[str, Any]) -> dict[str, float] | None:
     """The activation ranges a model card's ``int8`` section holds, if it passed its rule for
     these very weights: a card copied onto fine-tuned weights (a lab's model starts from the
     shipped card) names other weights, and their int8 form was never validated."""
-    section = card.get("int8")
-    if not isinstance(section, dict) or section.get("adopted") is not True:
-        return None
-    if section.get("weights_sha256") != card.get("sha256"):
-        return None
-    ranges = section.get("activation_ranges")
+    section = _section_in_use(card)
+    ranges = None if section is None else section.get("activation_ranges")
     if not isinstance(ranges, dict):
         return None
     return {str(k): float(v) for k, v in ranges.items()}
+
+
+def _section_in_use(card: dict[str, Any]) -> dict[str, Any] | None:
+    """The card's ``int8`` section if it was adopted for these very weights, else None."""
+    section = card.get("int8")
+    if not isinstance(section, dict) or section.get("adopted") is not True:
+        return None
+    return section if section.get("weights_sha256") == card.get("sha256") else None

@@ -7,13 +7,13 @@ the fused form of the network, :mod:`lnpath.nn.fused`: the same float32 logits t
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 import torch
 from torch import nn
 
+from lnpath.core.env import switched_off
 from lnpath.core.errors import ModelError
 
 # Input normalisation stored in every model card: (rgb / 255 - MEAN) / STD.
@@ -108,7 +108,7 @@ def fast_autocast(device: torch.device) -> bool:
     """
     if device.type == "cuda":
         return True
-    if os.environ.get(CPU_BFLOAT16_ENV, "").strip().lower() in {"0", "false", "no", "off"}:
+    if switched_off(CPU_BFLOAT16_ENV):
         return False
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     return bool(device.type == "cpu" and check is not None and check())
