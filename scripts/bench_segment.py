@@ -29,10 +29,15 @@ balance and stitching add to the floor), ``segment_2 / segment_1`` (below 1: the
 lnpath's own timings (``read_s``: waiting for pixels, ``compute_s``, ``stitch_s``), and the load
 average before and after (``os.getloadavg``).
 
+With ``--device cuda`` the contenders are those a GPU runs: ``forward`` (the network as loaded,
+float16 autocast, batches of 16 as segmentation takes them there), ``segment_1``, ``segment_2``
+and ``segment_tta``, with the ratios to ``forward`` and the outlines' agreement with the CPU's
+(counts and each GPU outline's best IoU among the CPU's). Goal: 0.5 s per demo biopsy.
+
 Usage::
 
     python scripts/bench_segment.py [SLIDE] [--threads 2] [--repeats 5] [--tta] [--float32]
-        [--model NAME]
+        [--model NAME] [--device cpu|cuda]
 
 Default slide: ``examples/demo_biopsy.tiff`` (two cores, 55 tiles of 512 px at 1 µm/px). On a
 machine shared with other jobs the seconds move with the load; the ratios less so.
@@ -55,14 +60,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.analysis.measure import normalise_white, slide_white
 from lnpath.analysis.segment import MIN_TISSUE, segment_glomeruli
+from lnpath.core.errors import ModelError
 from lnpath.core.memory import ENV_VAR, keep_freed_memory
 from lnpath.io.atomic import write_json
 from lnpath.models.store import SegmentationModel, load_model
 from lnpath.nn.fused import inference_network
 from lnpath.nn.int8 import CPU_INT8_ENV, Int8UNet, card_ranges, int8_enabled
-from lnpath.nn.predict import CPU_BFLOAT16_ENV, fast_autocast, to_tensor
+from lnpath.nn.predict import CPU_BFLOAT16_ENV, fast_autocast, resolve_device, to_tensor
 from lnpath.nn.unet import fold_batch_norm
 from lnpath.wsi.slide import Slide, open_slide
 from lnpath.wsi.tiling import tile
@@ -70,22 +77,29 @@ from lnpath.wsi.tissue import TissueMask, detect_tissue
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 4
+GPU_BATCH = 16  # segmentation's batch on a GPU
+CPU = torch.device("cpu")
 
 
 def forward_pass(
-    slide: Slide, model: SegmentationModel, tissue: TissueMask, form: str
+    slide: Slide,
+    model: SegmentationModel,
+    tissue: TissueMask,
+    form: str,
+    device: torch.device = CPU,
 ) -> Callable[[], int]:
     """The network alone over the slide's tissue tiles, prepared as tensors beforehand, as
-    trained (``eager``), BatchNorm folded (``folded``) or fused as segmentation runs it."""
+    trained (``eager``), BatchNorm folded (``folded``) or fused as segmentation runs it; on a
+    GPU (``eager`` only, as segmentation runs it there) in batches of 16 under float16."""
     grid = tile(  # as segmentation asks: a coarse scan is enlarged to the model's µm/px
         slide, model.mpp, model.patch, model.overlap, MIN_TISSUE, tissue, upsample=True
     )
     white = slide_white(slide)
     arrays = [arr for _, arr in grid]
-    device = torch.device("cpu")
+    size = GPU_BATCH if device.type == "cuda" else BATCH
     batches = [
-        to_tensor(normalise_white(np.stack(arrays[i : i + BATCH]), white), device)
-        for i in range(0, len(arrays), BATCH)
+        to_tensor(normalise_white(np.stack(arrays[i : i + size]), white), device)
+        for i in range(0, len(arrays), size)
     ]
     bf16 = fast_autocast(device)
     if form in ("fused", "int8"):
@@ -103,14 +117,18 @@ def forward_pass(
             ]
     else:
         net = fold_batch_norm(model.network) if form == "folded" else model.network.eval()
+    net.to(device)
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     def run() -> int:
         with (
             torch.no_grad(),
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
+            torch.autocast(device.type, dtype=dtype, enabled=bf16),
         ):
             for x in batches:
                 net(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the GPU runs ahead of Python: wait for the work
         return len(arrays)
 
     return run
@@ -150,6 +168,7 @@ def segmenter(
     workers: int | None,
     timings: list[dict[str, float]],
     int8: bool = True,
+    device: str = "cpu",
 ) -> Callable[[], int]:
     def run() -> int:
         before = os.environ.get(CPU_INT8_ENV)
@@ -157,7 +176,7 @@ def segmenter(
             os.environ[CPU_INT8_ENV] = "0"
         try:
             gloms = segment_glomeruli(
-                slide, model=model, device="cpu", tissue=tissue, workers=workers, tta=tta
+                slide, model=model, device=device, tissue=tissue, workers=workers, tta=tta
             )
         finally:
             if before is None:
@@ -184,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"keep the CPU in float32 where it has BF16 ({CPU_BFLOAT16_ENV}=0), as CI runs",
     )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the bare forward pass and segmentation on the GPU, and their agreement "
+        "with the CPU's outlines",
+    )
     parser.add_argument("--child-forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--record",
@@ -191,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         help="write the medians into the model card's `speed` (with the machine and the date)",
     )
     args = parser.parse_args(argv)
+    try:
+        resolve_device(args.device)
+    except ModelError as exc:  # CUDA asked for where PyTorch sees no GPU
+        parser.exit(2, f"bench_segment: {exc}\n")
     if args.float32:
         os.environ[CPU_BFLOAT16_ENV] = "0"  # here and in the child process
     torch.set_num_threads(args.threads)
@@ -206,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         print(tiles, time.perf_counter() - start)
         return 0
     timings: dict[str, list[dict[str, float]]] = {"segment_1": [], "segment_2": []}
+    if args.device == "cuda":
+        return gpu_benchmark(args, model, slide, tissue, timings)
     race: dict[str, Callable[[], int]] = {
         "forward": forward_pass(slide, model, tissue, "eager"),
         "forward_folded": forward_pass(slide, model, tissue, "folded"),
@@ -232,14 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in timings.values():
         t.clear()
     load_before = os.getloadavg()
-    seconds: dict[str, list[float]] = {name: [] for name in race}
-    tiles = 0
-    for i in range(args.repeats):  # interleaved; the order rotates so no contender always leads
-        names = list(race)
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            start = time.perf_counter()
-            tiles = race[name]()
-            seconds[name].append(time.perf_counter() - start)
+    seconds, tiles = interleaved(race, args.repeats)
     if kept:  # the child's own timing, not its start-up
         seconds["forward_folded_returned"] = child_seconds[-args.repeats :]
     med = {k: statistics.median(v) for k, v in seconds.items()}
@@ -303,6 +328,102 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         record_speed(model, report)
     return 0
+
+
+def interleaved(
+    race: dict[str, Callable[[], int]], repeats: int
+) -> tuple[dict[str, list[float]], int]:
+    """Seconds of each contender per round, the order rotating so that none always leads."""
+    seconds: dict[str, list[float]] = {name: [] for name in race}
+    tiles = 0
+    for i in range(repeats):
+        names = list(race)
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            start = time.perf_counter()
+            tiles = race[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds, tiles
+
+
+def gpu_benchmark(
+    args: argparse.Namespace,
+    model: SegmentationModel,
+    slide: Slide,
+    tissue: TissueMask,
+    timings: dict[str, list[dict[str, float]]],
+) -> int:
+    """The GPU's contenders: the bare float16 forward pass, segmentation without flips (reading
+    here or in two reader processes) and with the default four; the outlines compared with the
+    CPU's (same model, same tiles), since the GPU computes in float16."""
+    device = torch.device("cuda")
+    timings["segment_tta"] = []
+    race: dict[str, Callable[[], int]] = {
+        "forward": forward_pass(slide, model, tissue, "eager", device),
+        "segment_1": segmenter(slide, model, tissue, False, 1, timings["segment_1"], device="cuda"),
+        "segment_2": segmenter(slide, model, tissue, False, 2, timings["segment_2"], device="cuda"),
+        "segment_tta": segmenter(
+            slide, model, tissue, True, None, timings["segment_tta"], device="cuda"
+        ),
+    }
+    for run in race.values():
+        run()  # warm-up: CUDA context, cuDNN autotuning, the fork server
+    for t in timings.values():
+        t.clear()
+    load_before = os.getloadavg()
+    seconds, tiles = interleaved(race, args.repeats)
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    on_gpu = segment_glomeruli(slide, model=model, device="cuda", tissue=tissue)
+    on_cpu = segment_glomeruli(slide, model=model, device="cpu", tissue=tissue)
+    report = {
+        "benchmark": "segment_glomeruli on a GPU vs the model's bare forward pass there",
+        "slide": args.slide.name,
+        "tiles": tiles,
+        "device": torch.cuda.get_device_name(device),
+        "precision": "float16 autocast",
+        "repeats": args.repeats,
+        "statistic": "median of interleaved rounds",
+        "seconds": {k: round(v, 3) for k, v in med.items()},
+        "ratio_segment_1_vs_forward": round(med["segment_1"] / med["forward"], 3),
+        "ratio_segment_2_vs_segment_1": round(med["segment_2"] / med["segment_1"], 3),
+        "ratio_segment_tta_vs_forward": round(med["segment_tta"] / med["forward"], 3),
+        "goal_s_per_demo_biopsy": 0.5,
+        "lnpath_timings_median_s": {
+            name: {
+                k: round(statistics.median(t[k] for t in runs), 3)
+                for k in ("read_s", "compute_s", "stitch_s")
+            }
+            for name, runs in timings.items()
+        },
+        "agreement_with_cpu": outline_agreement(on_gpu, on_cpu),
+        "all_runs_s": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
+        "machine": {
+            "cpus_usable": len(os.sched_getaffinity(0)),
+            "cpu": cpu_name(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+        },
+    }
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def outline_agreement(a: Glomeruli, b: Glomeruli) -> dict[str, Any]:
+    """Counts of two segmentations of one slide, and each outline of ``a``'s best IoU in ``b``."""
+    best = []
+    for g in a:
+        overlaps = [g.polygon.intersection(h.polygon).area for h in b]
+        j = int(np.argmax(overlaps)) if overlaps else -1
+        inter = overlaps[j] if overlaps else 0.0
+        union = g.polygon.area + (b[j].polygon.area if overlaps else 0.0) - inter
+        best.append(inter / union if union else 0.0)
+    return {
+        "glomeruli": [len(a), len(b)],
+        "median_best_iou": round(float(np.median(best)), 4) if best else None,
+        "min_best_iou": round(float(min(best)), 4) if best else None,
+    }
 
 
 def record_speed(model: SegmentationModel, report: dict[str, Any]) -> None:
