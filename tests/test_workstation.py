@@ -363,6 +363,68 @@ def test_two_tabs_saving_at_once_one_gets_409(result: Path, serve: Any, context:
     assert "changed by" in save(second)
 
 
+def test_edits_refused_as_stale_are_kept_over_the_reload_it_asks_for(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """A save refused because another tab saved says "reload"; the reload dropped this tab's
+    edits without a trace (the browser's leave-the-page question was all). They are shown."""
+    server = serve(result)
+    mine, theirs = open_page(context, server), open_page(context, server, name="Dr Two")
+    mine.on("dialog", lambda dialog: dialog.accept())  # "leave the page with unsaved edits?"
+    click_glomerulus(theirs, 4)
+    theirs.keyboard.press("n")
+    theirs.wait_for_selector("#unsaved")
+    assert save(theirs) == "saved revision 2"
+    click_glomerulus(mine, 3)
+    mine.click('[data-lesion="cellular_crescent"] button[data-value="present"]')
+    assert "changed by Dr Two" in save(mine)
+    mine.reload()
+    mine.wait_for_selector("body[data-ready=true]")
+    kept = mine.locator("#kept")
+    kept.wait_for(state="visible")
+    said = kept.text_content()
+    assert "kept when this tab could not save them" in said and "now at revision 2" in said
+    assert '"cellular_crescent": true' in mine.locator("#kept-edits").text_content()
+    assert mine.evaluate("dirty()") is False  # shown to redo, not put on Dr Two's revision
+    on_disk = findings(result)
+    assert pd.isna(on_disk.loc[3, "cellular_crescent"])
+    assert on_disk.loc[4, list(lnpath.LESIONS)].notna().all()  # Dr Two's calls stand
+    assert not mine.errors and not theirs.errors
+
+
+def test_a_folder_scored_anew_while_the_page_is_open_takes_none_of_its_edits(
+    result: Path, serve: Any, context: Any, repo_dir: Path
+) -> None:
+    """Scored anew (``--overwrite``) the folder is at revision 1 again: the page's save on
+    revision 1 went through, its call for the old scoring's G3 put on the new scoring's G3."""
+    server = serve(result)
+    page = open_page(context, server)
+    click_glomerulus(page, 3)
+    page.click('[data-lesion="cellular_crescent"] button[data-value="present"]')
+    page.wait_for_selector("#unsaved")
+    slide = json.loads((result / "result.json").read_text())["slide"]["path"]
+    outlines = repo_dir / "examples" / "demo_biopsy_glomeruli.geojson"
+    time.sleep(1.1)  # created_at counts seconds
+    rescored = lnpath_cli("score", slide, "--glomeruli", outlines, "--overwrite", "--out", result)
+    assert rescored.returncode == 0, rescored.stderr
+    message = save(page)
+    assert "was scored anew" in message and "another result" in message, message
+    for route in ("confirm", "addendum"):  # a sign-out of the old scoring neither
+        answer = page.evaluate(
+            """async ([route, token, body]) => {
+                const r = await fetch(`/api/r/0/${route}`, {method: 'POST',
+                    body: JSON.stringify(body), headers: {'X-Lnpath-Token': token}});
+                return [r.status, (await r.json()).error];
+            }""",
+            [route, server.token, {**page.evaluate("payload()"), "text": "late"}],
+        )
+        assert answer[0] == 409 and "scored anew" in answer[1], (route, answer)
+    on_disk = lnpath.SlideResult.load(result)
+    assert on_disk.revision == 1 and on_disk.status == "provisional"
+    assert pd.isna(findings(result).loc[3, "cellular_crescent"])
+    assert not page.errors
+
+
 #: holds each save request 3 s in the page before it leaves, as a slow save (a drawn glomerulus
 #: measured, a busy disk) does
 SLOW_SAVES = """(() => { const f = window.fetch; window.fetch = async (url, options) => {
@@ -603,6 +665,72 @@ def test_malformed_requests_get_one_line_not_a_server_error(result: Path, serve:
     assert lnpath.SlideResult.load(result).revision == 1
 
 
+def test_wrong_types_and_huge_bodies_get_a_4xx_and_change_nothing(result: Path, serve: Any) -> None:
+    """``int()`` took 1.5, true and "1" for revision 1 and saved on them; an extent of 5 and a
+    NaN point were server errors; the preview scored a cortex field the save refuses; a list
+    was signed as the pathologist's name; compare took -1 for the last result; any body was
+    read whole."""
+    server = serve(result)
+
+    def send(path: str, data: bytes) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(
+            server.base + path,
+            data=data,
+            headers={"X-Lnpath-Token": server.token, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    base = {"base_revision": 1, "pathologist": "Dr X", "comment": "typed"}
+    edits: list[tuple[str, dict[str, Any]]] = [
+        *(("save", {**base, "base_revision": wrong}) for wrong in (1.5, True, "1", None)),
+        ("save", {**base, "glomeruli": {"3": {"extent": 5}}}),
+        ("preview", {**base, "added": [[["NaN", 0], [100, 0], [0, 100]]]}),
+        ("preview", {**base, "added": [[[float("inf"), 0], [100, 0], [0, 100]]]}),
+        ("preview", {**base, "added": [[[True, 0], [100, 0], [0, 100]]]}),
+        ("preview", {**base, "cortex": {"interstitial_fibrosys": 0.2}}),
+        ("preview", {**base, "cortex": {"interstitial_fibrosis": True}}),
+        ("preview", {**base, "class_override": {"class": 4, "reason": "x"}}),
+        ("confirm", {**base, "pathologist": ["Dr X"]}),
+        ("confirm", {**base, "note": {"a": 1}}),
+        ("confirm", {**base, "base_created": 7}),
+        ("addendum", {**base, "text": ["x"]}),
+    ]
+    for route, body in edits:
+        # json.dumps writes NaN and Infinity, which the server's JSON reader takes
+        status, answer = send(f"api/r/0/{route}", json.dumps(body).encode())
+        assert status == 400, (route, body, status, answer)
+        assert len(answer["error"].splitlines()) == 1 and "Traceback" not in answer["error"]
+    # a body over 8 MiB, said by its length (answered before it is sent) or sent in chunks
+    port = int(server.base.rsplit(":", 1)[1].strip("/"))
+    head = (
+        f"POST /api/r/0/save HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Lnpath-Token: {server.token}\r\n"
+        "Content-Type: application/json\r\n"
+    )
+    chunk = b'{"comment": "' + b"x" * (8 * 2**20)
+    for extra, body in (
+        (f"Content-Length: {9 * 2**20}\r\n\r\n", b""),
+        ("Transfer-Encoding: chunked\r\n\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)),
+    ):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head.encode() + extra.encode() + body)
+            status_line = sock.makefile("rb").readline()
+        assert status_line.split()[1] == b"413", (extra, status_line)
+    second = urllib.request.Request(
+        server.base + "api/compare?baseline=-1&followup=0",
+        headers={"X-Lnpath-Token": server.token},
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(second)
+    assert info.value.code == 400
+    on_disk = lnpath.SlideResult.load(result)
+    assert on_disk.revision == 1 and on_disk.status == "provisional"
+    assert not on_disk.to_dict().get("comment")
+
+
 def test_the_server_listens_on_loopback_only(result: Path, serve: Any) -> None:
     psutil = pytest.importorskip("psutil")
     server = serve(result)
@@ -627,6 +755,35 @@ def test_hostile_names_and_notes_are_shown_as_text(result: Path, serve: Any, con
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     assert page.evaluate("window.__lnpath_pwned") is None
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_a_long_name_and_note_wrap_instead_of_widening_the_page(
+    result: Path, serve: Any, context: Any, width: int
+) -> None:
+    """A name or note without spaces (a pasted identifier, a signature block) ran off the right
+    edge of the banner and of a refusal, cut off, and gave the whole page a sideways scroll."""
+    server = serve(result)
+    long = "Dr" + "X" * 400
+    page = open_page(context, server, name=long)
+    page.set_viewport_size({"width": width, "height": 800})
+    page.fill("#note", "N" * 400)
+    click_glomerulus(page, 3)
+    page.keyboard.press("n")
+    assert save(page) == "saved revision 2"
+    lnpath.review(result, comment="elsewhere", pathologist="Z" * 300)
+    click_glomerulus(page, 4)
+    page.keyboard.press("n")
+    assert "changed by ZZZ" in save(page)  # the refusal names the long name too
+    for selector in ("#banner", "#message"):
+        box = page.locator(selector).bounding_box()
+        inner = page.locator(selector).evaluate("(n) => [n.scrollWidth, n.clientWidth]")
+        assert box["x"] + box["width"] <= width + 1 and inner[0] <= inner[1], (selector, inner)
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], widths
+    # measurements are numbers, whole: the wrapping is for free text only
+    value = page.locator("#glomerulus table").nth(1).locator("tr td:nth-child(2)").first
+    assert value.evaluate("(n) => n.getClientRects().length === 1 && n.offsetHeight < 30")
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ The same table is what a preview scores and what a save hands to :func:`lnpath.r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,11 +14,21 @@ import pandas as pd
 
 from lnpath.core.errors import InputError
 from lnpath.core.findings import LESION_EXTENT, LESIONS, is_missing
+from lnpath.results.edits import CORTEX_FIELDS
 from lnpath.scoring.biopsy import class_inputs
 from lnpath.workstation.records import EXCLUSIONS
 
 # --------------------------------------------------------------------------------------------
 # Edits from the page
+
+
+class TooLarge(InputError):
+    """A request body over :data:`MAX_BODY`: no edit the page makes comes near it."""
+
+
+#: The largest request body read: a comment is at most 20,000 characters and a drawn outline a
+#: few hundred points, so 8 MiB is far beyond any page's edits yet bounds what one request holds.
+MAX_BODY = 8 * 2**20
 
 
 @dataclass
@@ -28,6 +39,9 @@ class PageEdits:
     """
 
     base_revision: int
+    #: the ``created_at`` of the scoring the page shows: a folder scored anew at the same path
+    #: counts its revisions from 1 again, so the revision alone cannot tell it from the one seen
+    base_created: str | None
     glomeruli: dict[int, dict[str, Any]]
     added: list[list[tuple[float, float]]]
     cortex: dict[str, float | None] | None
@@ -47,10 +61,13 @@ class PageEdits:
             glomeruli = {
                 int(gid): dict(values) for gid, values in (body.get("glomeruli") or {}).items()
             }
-            added = [[(float(x), float(y)) for x, y in poly] for poly in body.get("added") or []]
-            base = int(body["base_revision"])
-        except (KeyError, TypeError, ValueError) as exc:
+            added = [
+                [(_coordinate(x), _coordinate(y)) for x, y in poly]
+                for poly in body.get("added") or []
+            ]
+        except (TypeError, ValueError) as exc:
             raise InputError(f"edits: malformed ({type(exc).__name__}: {exc})") from None
+        base = base_revision(body)
         for poly in added:
             if len(poly) < 3:
                 raise InputError("edits: a drawn glomerulus needs at least three points")
@@ -58,6 +75,8 @@ class PageEdits:
             unknown = set(values) - {*LESIONS, "extent", "exclusion"}
             if unknown:
                 raise InputError(f"edits: G{gid}: unknown field(s) {', '.join(sorted(unknown))}")
+            if not isinstance(values.get("extent") or "", str):
+                raise InputError(f"edits: G{gid}: extent must be text or null")
             if values.get("exclusion", "") not in ("", *EXCLUSIONS):
                 raise InputError(f"edits: G{gid}: unknown exclusion {values['exclusion']!r}")
             for lesion in LESIONS:
@@ -79,6 +98,7 @@ class PageEdits:
         pathologist = str(body.get("pathologist") or "").strip()
         return cls(
             base_revision=base,
+            base_created=body.get("base_created"),
             glomeruli=glomeruli,
             added=added,
             cortex=body.get("cortex"),
@@ -100,6 +120,7 @@ _SHAPES: dict[str, tuple[type, str]] = {
     "comment": (str, "text"),
     "pathologist": (str, "text"),
     "note": (str, "text"),
+    "base_created": (str, "text"),
 }
 
 
@@ -113,6 +134,37 @@ def _check_shape(body: Mapping[str, Any]) -> None:
     for gid, values in (body.get("glomeruli") or {}).items():
         if not isinstance(values, dict):
             raise InputError(f"edits: G{gid}: expected an object of lesion calls")
+    # review's own rules, here so that the preview refuses what the save would (it warned and
+    # scored an unknown cortex field, where the save refused it)
+    for name, value in (body.get("cortex") or {}).items():
+        if name not in CORTEX_FIELDS:
+            raise InputError(f"cortex: unknown field {name!r} (known: {', '.join(CORTEX_FIELDS)})")
+        if value is not None and not (_number(value) and 0 <= value <= 1):
+            raise InputError(f"cortex: {name} = {value!r:.40} is not a fraction in [0, 1]")
+    for name, value in (body.get("class_override") or {}).items():
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"class override: {name} must be text, not {value!r:.40}")
+
+
+def _number(value: Any) -> bool:
+    """A finite JSON number (``true`` is no number, though Python counts it as 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _coordinate(value: Any) -> float:
+    """A drawn point's coordinate; NaN or infinity reached shapely and failed as a server error."""
+    if not _number(value):
+        raise ValueError(f"a drawn point's coordinate must be a finite number, not {value!r:.40}")
+    return float(value)
+
+
+def base_revision(body: Mapping[str, Any]) -> int:
+    """The ``base_revision`` the edits, sign-out or addendum were made on, as a whole number
+    (``int()`` took 1.5, ``true`` and ``"1"`` for revision 1, and saved on them)."""
+    value = body.get("base_revision")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"base_revision must be a whole number, not {value!r:.40} (reload)")
+    return value
 
 
 def edited_table(table: pd.DataFrame, edits: PageEdits) -> pd.DataFrame:
@@ -167,3 +219,20 @@ def biopsy_inputs(biopsy: Mapping[str, Any] | None) -> dict[str, Any] | None:
     stand for the membranous component when it is not stated (the preview said I, the save V).
     """
     return class_inputs(biopsy) or None
+
+
+def text_field(body: dict[str, Any], name: str) -> str:
+    """A text field of a sign-out or addendum ("" when absent): a list or an object was signed as
+    its Python spelling (``['Dr A']``)."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{name} must be text, not {value!r:.40}")
+    return value or ""
+
+
+def base_of(body: dict[str, Any]) -> tuple[int, str | None]:
+    """The revision and scoring (``created_at``) a sign-out or addendum was made on."""
+    created = body.get("base_created")
+    if created is not None and not isinstance(created, str):
+        raise InputError(f"base_created must be text, not {created!r:.40} (reload)")
+    return base_revision(body), created

@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from lnpath.core.errors import InputError, LnpathError
 from lnpath.scoring.biopsy import IF_INTENSITIES, IF_LABELS, STAIN_LABELS
-from lnpath.workstation.edits import PageEdits
+from lnpath.workstation.edits import MAX_BODY, PageEdits, TooLarge, base_of, text_field
 from lnpath.workstation.records import colours, lesion_labels
 from lnpath.workstation.session import ReadOnly, ResultSession, StaleRevision
 
@@ -95,6 +95,8 @@ class TokenGuard:
 def _error(exc: Exception) -> JSONResponse:
     if isinstance(exc, StaleRevision):
         status = 409
+    elif isinstance(exc, TooLarge):
+        status = 413
     elif isinstance(exc, ReadOnly):
         status = 423
     else:
@@ -170,8 +172,16 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
         return Response(data, media_type="image/jpeg")
 
     async def _body(request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise TooLarge(f"request body of {declared} bytes is over {MAX_BODY} bytes")
+        data = bytearray()
+        async for chunk in request.stream():  # a body sent without its length is counted too
+            data += chunk
+            if len(data) > MAX_BODY:
+                raise TooLarge(f"request body is over {MAX_BODY} bytes")
         try:
-            return await request.json()
+            return json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"request body is not JSON ({exc})") from None
 
@@ -202,7 +212,10 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
                 raise InputError("confirm: expected a JSON object")
             s = session(request)
             out = await run_in_threadpool(
-                s.confirm, _revision(body), str(body.get("pathologist") or ""), body.get("note")
+                s.confirm,
+                base_of(body),
+                text_field(body, "pathologist"),
+                text_field(body, "note") or None,
             )
             return JSONResponse(out)
         except LnpathError as exc:
@@ -218,9 +231,9 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
             s = session(request)
             out = await run_in_threadpool(
                 s.addendum,
-                _revision(body),
-                str(body.get("pathologist") or ""),
-                str(body.get("text") or ""),
+                base_of(body),
+                text_field(body, "pathologist"),
+                text_field(body, "text"),
             )
             return JSONResponse(out)
         except LnpathError as exc:
@@ -230,8 +243,12 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
         from lnpath.workflow.compare import compare as compare_results
 
         try:
-            a = sessions[int(request.query_params.get("baseline", 0))]
-            b = sessions[int(request.query_params.get("followup", 1))]
+            chosen = [
+                int(request.query_params.get(k, d)) for k, d in (("baseline", 0), ("followup", 1))
+            ]
+            if not all(0 <= i < len(sessions) for i in chosen):  # -1 was the last one opened
+                raise IndexError
+            a, b = (sessions[i] for i in chosen)
             preset = request.query_params.get("preset", "lnhr_default")
             response = compare_results(a.folder, b.folder, preset=preset)
         except (IndexError, ValueError):
@@ -256,14 +273,6 @@ def build_app(sessions: Sequence[ResultSession], token: str, cookie: str) -> Any
     ]
     app = Starlette(routes=routes, exception_handlers={Exception: _unexpected})
     return TokenGuard(app, token, cookie)
-
-
-def _revision(body: dict[str, Any]) -> int:
-    """The ``base_revision`` a sign-out or addendum was made on, as a whole number."""
-    value = body.get("base_revision")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"base_revision must be a whole number, not {value!r:.40} (reload)")
-    return value
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

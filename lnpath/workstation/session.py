@@ -199,7 +199,7 @@ class ResultSession:
         result = load_result_json(self.folder)
         # a page left open while someone saved: its edits scored on their revision would be a
         # summary of neither; say so now, not only when it saves
-        self._check_current(result, edits.base_revision)
+        self._check_current(result, edits.base_revision, edits.base_created)
         biopsy = result.get("biopsy")
         if edits.biopsy is not None:
             # what the save will store: a value it would refuse is refused now
@@ -222,13 +222,22 @@ class ResultSession:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _check_writable(self, base_revision: int) -> None:
+    def _check_writable(self, base_revision: int, base_created: str | None) -> None:
         if self.read_only:
             raise ReadOnly(f"{self.folder}: {self.read_only}")
-        self._check_current(load_result_json(self.folder), base_revision)
+        self._check_current(load_result_json(self.folder), base_revision, base_created)
 
-    def _check_current(self, result: Mapping[str, Any], base_revision: int) -> None:
-        """Refuse edits made on a revision that is no longer the folder's (naming who saved)."""
+    def _check_current(
+        self, result: Mapping[str, Any], base_revision: int, base_created: str | None
+    ) -> None:
+        """Refuse edits made on a revision that is no longer the folder's (naming who saved), or
+        on another scoring of the folder: one scored anew while the page was open starts again at
+        revision 1, and the page's calls for its G3 would land on the new scoring's G3."""
+        if base_created is not None and base_created != result.get("created_at"):
+            raise StaleRevision(
+                f"{self.folder} was scored anew ({result.get('created_at')}) since you opened "
+                f"the scoring of {base_created}: it is another result — reload"
+            )
         current = int(result["revision"])
         if base_revision != current:
             last = _last_event(self.folder, current)
@@ -242,7 +251,7 @@ class ResultSession:
         if not edits.pathologist:
             raise InputError("save: enter your name first (it goes into the audit trail)")
         with self.lock:
-            self._check_writable(edits.base_revision)
+            self._check_writable(edits.base_revision, edits.base_created)
             with tempfile.TemporaryDirectory(prefix="lnpath-ws-") as tmp:
                 kwargs = self._review_arguments(edits, Path(tmp))
                 if not kwargs:
@@ -299,23 +308,26 @@ class ResultSession:
         write_qupath(features, path)
         return path
 
-    def confirm(self, base_revision: int, pathologist: str, note: str | None) -> dict[str, Any]:
-        """Sign out the revision the page shows, through :func:`lnpath.confirm`."""
+    def confirm(
+        self, base: tuple[int, str | None], pathologist: str, note: str | None
+    ) -> dict[str, Any]:
+        """Sign out the revision the page shows (``base``: its revision and ``created_at``),
+        through :func:`lnpath.confirm`."""
         from lnpath.workflow.signoff import confirm
 
         with self.lock:
-            self._check_writable(base_revision)
+            self._check_writable(*base)
             _check_complete(self.folder)
             confirm(self.folder, pathologist=pathologist, note=note or None)
         return self.state()
 
-    def addendum(self, base_revision: int, pathologist: str, text: str) -> dict[str, Any]:
+    def addendum(self, base: tuple[int, str | None], pathologist: str, text: str) -> dict[str, Any]:
         """Add an addendum to the signed-out revision the page shows, through
         :func:`lnpath.add_addendum` (the signed content and its seal stay as signed)."""
         from lnpath.workflow.signoff import add_addendum
 
         with self.lock:
-            self._check_writable(base_revision)
+            self._check_writable(*base)
             add_addendum(self.folder, text, pathologist=pathologist)
         return self.state()
 

@@ -75,6 +75,9 @@ async function api(path, body) {
   let data = null;
   try { data = await response.json(); } catch (e) { data = { error: response.statusText }; }
   if (!response.ok) {
+    // someone saved (or scored the folder anew) since this page was opened: the reload the
+    // message asks for would drop this tab's edits, so they are kept to be shown after it
+    if (response.status === 409) keepUnsaved("kept when this tab could not save them");
     const error = new Error(data.error || `HTTP ${response.status}`);
     error.status = response.status;
     throw error;
@@ -89,19 +92,19 @@ function say(text, isError) {
 }
 
 // ------------------------------------------------------------------------------------------
-// unsaved edits across a restart of the workstation
+// unsaved edits across a restart of the workstation, or a reload after a refused save
 
 const KEPT = "lnpath-unsaved-edits";
 
 // this tab's unsaved edits, by result folder, with the revision they were made on; in the
 // session's storage (this tab only, gone with it), not on the server, which refuses this page now
-function keepUnsaved() {
+function keepUnsaved(when = "from before the workstation was restarted") {
   if (!META) return;
   const kept = JSON.parse(sessionStorage.getItem(KEPT) || "{}");
   for (const [i, w] of Object.entries(work)) {
     if (w && dirty(w)) {
       kept[META.results[i].folder] = {
-        created: w.state.created_at, revision: w.state.revision, name: w.state.name, edits: w.edits,
+        created: w.state.created_at, revision: w.state.revision, name: w.state.name, edits: w.edits, when,
       };
     }
   }
@@ -126,7 +129,7 @@ function takeBack(index) {
   const rescored = mine.created !== w.state.created_at;
   if (mine.revision === w.state.revision && !refused && !rescored) {
     w.edits = { ...emptyEdits(), ...mine.edits };
-    say(`your unsaved edits from before the workstation was restarted are back (on revision ${mine.revision}); ` +
+    say(`your unsaved edits ${mine.when || "from before the workstation was restarted"} are back (on revision ${mine.revision}); ` +
       "they are not saved yet: check them and Save");
     return true;
   }
@@ -139,7 +142,7 @@ function takeBack(index) {
 function showKept(mine, why) {
   const node = clear($("kept"));
   node.hidden = false;
-  node.append(el("p", {}, `Your unsaved edits to ${mine.name} from before the workstation was restarted ` +
+  node.append(el("p", {}, `Your unsaved edits to ${mine.name} ${mine.when || "from before the workstation was restarted"} ` +
     `were made on revision ${mine.revision}, but ${why}; they are not applied. Here they are, to redo by hand:`),
     el("pre", { id: "kept-edits" }, JSON.stringify(mine.edits, null, 1)));
 }
@@ -190,6 +193,7 @@ function payload() {
   const w = W();
   return {
     base_revision: w.state.revision,
+    base_created: w.state.created_at,  // the scoring shown: a folder scored anew is refused
     pathologist: $("pathologist").value,
     note: $("note").value || null,
     ...w.edits,
@@ -843,7 +847,7 @@ async function signOut() {
   $("signout-panel").hidden = true;
   try {
     w.state = await api(`/api/r/${current}/confirm`, {
-      base_revision: w.state.revision, pathologist: $("pathologist").value, note: $("note").value || null,
+      base_revision: w.state.revision, base_created: w.state.created_at, pathologist: $("pathologist").value, note: $("note").value || null,
     });
     say(`revision ${w.state.revision} confirmed`);
     renderAll();
@@ -861,7 +865,7 @@ async function addAddendum() {
   if (!$("pathologist").value.trim()) { say("enter your name first", true); $("pathologist").focus(); return; }
   try {
     w.state = await api(`/api/r/${current}/addendum`, {
-      base_revision: w.state.revision, pathologist: $("pathologist").value, text,
+      base_revision: w.state.revision, base_created: w.state.created_at, pathologist: $("pathologist").value, text,
     });
     // the page holds no key: after a key-signed sign-out, say that this addendum is not signed
     const unsigned = w.state.confirmation_signed ?
