@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -266,6 +267,32 @@ def test_cuda_tasks_claim_one_gpu_each_and_cpu_tasks_nothing() -> None:
         future = client.submit(worker_device, "cuda", resources=task_resources("cuda"))
         assert future.result(timeout=120) == "cuda"  # no second GPU here to spread over
         assert client.who_has(future)[future.key] == (address,)
+
+
+def test_a_local_worker_sizes_its_work_to_its_share_of_the_cpus(tmp_path: Path) -> None:
+    """Dask starts each worker with one torch thread (OMP_NUM_THREADS=1) and every CPU in its
+    affinity mask: a slide's task sets both to the worker's share of the machine, so one worker
+    uses every CPU and two each use their half (no reader processes competing with torch)."""
+    import torch
+
+    from lnpath.batch.cluster import dask_client
+    from lnpath.batch.run import score_task
+    from lnpath.wsi.workers import available_cpus
+
+    cpus = available_cpus()
+    task = {"slide_id": "a", "path": str(tmp_path / "missing.svs"), "out": str(tmp_path / "a")}
+
+    def in_worker(client: Any) -> tuple[int, int]:
+        threads = client.submit(torch.get_num_threads, pure=False)
+        share = client.submit(available_cpus, pure=False)
+        return threads.result(timeout=120), share.result(timeout=120)
+
+    with dask_client(None, 1) as client:
+        assert in_worker(client) == (1, cpus)  # as Dask starts it
+        for share in (cpus, 1):
+            record = client.submit(score_task, {**task, "cpus": share}, pure=False)
+            assert record.result(timeout=120)["outcome"] == "failed"  # no such slide
+            assert in_worker(client) == (share, share)
 
 
 @pytest.mark.skipif(

@@ -54,7 +54,7 @@ from lnpath.models.store import read_card, resolve_model_path
 from lnpath.workflow.options import ScoreOptions
 from lnpath.workflow.pipeline import SEGMENTATION_MODEL, lesion_caller, score_slide
 from lnpath.wsi.slide import MissingMppError, open_slide
-from lnpath.wsi.workers import available_cpus, can_start_workers
+from lnpath.wsi.workers import available_cpus, can_start_workers, use_cpus
 
 LOG = logging.getLogger(__name__)
 
@@ -162,6 +162,11 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
             record["seconds"] = round(time.perf_counter() - start, 1)
             return record
         keep_freed_memory_in_worker()
+        if task.get("cpus"):  # a local worker's share of the machine
+            import torch  # score_slide imports it anyway
+
+            use_cpus(int(task["cpus"]))
+            torch.set_num_threads(available_cpus())
         score_slide(
             task["path"],
             out=task["out"],
@@ -382,6 +387,11 @@ def _run(
     n_workers = min(workers or available_cpus(), len(tasks))
     if client is None:
         n_workers = local_gpu_workers(device, n_workers)
+        # each worker's share of this machine: Dask starts workers with OMP_NUM_THREADS=1, so
+        # with fewer workers than CPUs (few slides, --workers, one per GPU) torch would leave
+        # CPUs idle, and with as many, each slide would still start reader processes
+        share = max(1, available_cpus() // n_workers)
+        tasks = [{**task, "cpus": share} for task in tasks]
     with dask_client(client, n_workers, task_resources(device)) as engine:
         yield from _distributed(tasks, engine, progress)
 

@@ -52,11 +52,25 @@ def worker_context(method: str | None = None) -> mp.context.BaseContext:
     return ctx
 
 
+_SHARE: dict[str, int | None] = {"cpus": None}  # set by use_cpus, for the rest of the process
+
+
 def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, e.g. a SLURM allocation)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """CPUs this process may run on (the affinity mask, e.g. a SLURM allocation), or fewer where
+    :func:`use_cpus` gave it a share of them."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    share = _SHARE["cpus"]
+    return cpus if share is None else max(1, min(cpus, share))
+
+
+def use_cpus(count: int | None) -> None:
+    """Size this process's parallel work (reader processes and threads, measurement threads)
+    for ``count`` CPUs from now on, e.g. a batch worker's share of the machine, where the
+    affinity mask holds every CPU of the node (``None``: all of them again)."""
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"count must be a positive integer or None, got {count!r}")
+    _SHARE["cpus"] = count
 
 
 def die_with_parent() -> None:
