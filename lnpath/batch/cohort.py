@@ -343,10 +343,11 @@ def _cohort_row(out: Path, status: Mapping[str, Any]) -> dict[str, Any]:
         verify(folder)
         _check_identity(folder, result, status)
     except LnpathError as exc:
-        LOG.warning("%s: %s", folder, one_line(str(exc)))
+        why = one_line(str(exc))
+        LOG.warning("%s", why if why.startswith(str(folder)) else f"{folder}: {why}")  # once
         row.update(
             status="tampered",
-            integrity=f"FAILED: {one_line(str(exc))}",
+            integrity=f"FAILED: {why}",
             revision=result.get("revision"),
             result=str(folder),
         )

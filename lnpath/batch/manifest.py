@@ -7,6 +7,7 @@ manifest's folder. Every problem is one line naming the manifest line.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import os
 from collections import Counter
@@ -17,6 +18,7 @@ import pandas as pd
 
 from lnpath.core.errors import InputError, ResultError
 from lnpath.io.jsonfile import not_a_file
+from lnpath.io.tables import check_row_lengths
 from lnpath.results.folder import load_result_json
 
 REQUIRED_COLUMNS = ("slide_id", "path", "patient_id", "timepoint")
@@ -49,8 +51,11 @@ def _read_manifest_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise not_a_file(path, "manifest file")  # a folder is named a folder, not "no such"
     try:
+        # one field too many would shift a row's values a column right; a short row leaves its
+        # optional trailing cells empty, as a hand-written manifest may
+        check_row_lengths(path, short_ok=True)
         return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a readable CSV manifest ({detail})") from None
 

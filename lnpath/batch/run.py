@@ -43,7 +43,7 @@ from lnpath.batch.manifest import (
     shard_rows,
     validate_manifest,
 )
-from lnpath.batch.status import merge_status, status_rows, summarise
+from lnpath.batch.status import check_status, merge_status, status_rows, summarise
 from lnpath.core.errors import InputError, LnpathError, one_line
 from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import outside_results
@@ -263,6 +263,7 @@ def score_batch(
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise InputError(f"{out}: is a file, not a batch folder")
     outside_results(out, including_itself=True)
+    check_status(out)
     load_config(config)  # a bad configuration fails once, here, not once per slide
     if isinstance(client, str):  # reached, or refused, before the batch folder is created
         with dask_client(client, 1) as remote:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 from lnpath.batch.manifest import STATUS_FILE
 from lnpath.core.errors import InputError, OutputError
 from lnpath.io.atomic import atomic_path
+from lnpath.io.tables import check_row_lengths
 
 STATUS_COLUMNS = (
     "slide_id",
@@ -64,7 +66,7 @@ def merge_status(out: Path, status: pd.DataFrame) -> None:
     target = out / STATUS_FILE
     with _locked(out):
         if target.is_file():
-            old = pd.read_csv(target, dtype=str, keep_default_na=False)
+            old = _read(target)
             order = [
                 *old["slide_id"],
                 *(s for s in status["slide_id"] if s not in set(old["slide_id"])),
@@ -81,19 +83,57 @@ def merge_status(out: Path, status: pd.DataFrame) -> None:
             merged.to_csv(tmp, index=False)
 
 
+def check_status(out: Path) -> None:
+    """Refuse to start a batch into a folder whose status table cannot be merged into: found only
+    after the first slide is scored, the error would stop the batch there, or worse, a garbled
+    table would be merged, its shifted rows kept as slides of their own.
+
+    Raises:
+        InputError: ``out/batch_status.csv`` is there but unreadable or malformed.
+    """
+    target = out / STATUS_FILE
+    if target.exists() or target.is_symlink():
+        try:
+            _read(target)
+        except InputError as exc:
+            raise InputError(
+                f"{exc}; move it aside to rerun the batch (finished slides are skipped)"
+            ) from None
+
+
 def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The batch folder's ``batch_status.csv``, every column as text (empty = none)."""
+    """The batch folder's ``batch_status.csv``, every column as text (empty = none).
+
+    Raises:
+        InputError: no such folder, no status table in it, or one that is unreadable, malformed
+            or without rows (a cohort of nothing).
+    """
+    if not Path(out_dir).is_dir():
+        kind = "not a folder" if Path(out_dir).exists() else "no such folder"
+        raise InputError(f"{out_dir}: {kind} (a batch folder from `lnpath batch`)")
     target = Path(out_dir) / STATUS_FILE
-    if not target.is_file():
+    if not target.exists():
         raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
+    table = _read(target)
+    if table.empty:
+        raise InputError(f"{target}: no slides in it (a header only: cut short?); rerun the batch")
+    return table.replace({"": None})
+
+
+def _read(target: Path) -> pd.DataFrame:
+    """``batch_status.csv`` as text, or one line naming what is wrong with it."""
+    if not target.is_file():
+        raise InputError(f"{target}: not a file (a status table lnpath batch writes)")
     try:
+        check_row_lengths(target)
         table = pd.read_csv(target, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{target}: unreadable ({type(exc).__name__})") from None
-    missing = [c for c in ("slide_id", "outcome") if c not in table.columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{target}: unreadable status table ({detail})") from None
+    missing = [c for c in ("slide_id", "patient_id", "outcome") if c not in table.columns]
     if missing:
         raise InputError(f"{target}: malformed (no column {', '.join(missing)})")
-    return table.replace({"": None})
+    return table
 
 
 def summarise(status: pd.DataFrame) -> dict[str, int]:

@@ -180,7 +180,7 @@ def _load(path: Path) -> tuple[str, pd.DataFrame]:
             return str(path), pd.read_parquet(path)
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
-            _check_row_lengths(path, sep)
+            check_row_lengths(path, sep)
             return str(path), pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except (ValueError, OSError, UnicodeDecodeError, csv.Error) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -190,17 +190,35 @@ def _load(path: Path) -> tuple[str, pd.DataFrame]:
     )
 
 
-def _check_row_lengths(path: Path, sep: str) -> None:
-    """Refuse a row with fewer fields than the header: pandas would fill the missing cells as
-    "not assessed", so a cut-short line (a truncated copy, a stray edit) would score silently."""
+def check_row_lengths(path: Path, sep: str = ",", short_ok: bool = False) -> None:
+    """Refuse a row whose field count is not the header's. pandas would fill a short row's missing
+    cells as "not assessed", so a cut-short line (a truncated copy, a stray edit) would score
+    silently; and one field too many in the first row makes pandas take the first column as the
+    index, every value then sitting under the next column's name. ``short_ok`` lets a short row
+    through, for tables whose trailing columns are optional and checked for emptiness later.
+
+    Raises:
+        InputError: the line, its field count and the header's.
+        UnicodeDecodeError, csv.Error: the file is no text table (the caller names it).
+    """
     with path.open(newline="", encoding="utf-8-sig") as handle:
         rows = csv.reader(handle, delimiter=sep)
         header = next(rows, None)
         if header is None:
             return
+        if sep == "," and len(header) == 1 and header[0].count(";") > 0:
+            raise InputError(
+                f"{path}: its columns are separated by ';', not ',' (a spreadsheet's regional "
+                "setting); save it as comma-separated CSV"
+            )
         for row in rows:
-            if row and len(row) < len(header):
+            if row and len(row) < len(header) and not short_ok:
                 raise InputError(
                     f"{path}: line {rows.line_num} has {len(row)} field(s) but the header has "
                     f"{len(header)}; complete the row (an empty field is fine) or remove it"
+                )
+            if len(row) > len(header):
+                raise InputError(
+                    f"{path}: line {rows.line_num} has {len(row)} fields but the header has "
+                    f"{len(header)} (a stray {sep!r}, or a column without a name?); fix that line"
                 )

@@ -12,6 +12,7 @@ lists exactly what the pathologist changed:
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from lnpath.core.findings import (
 from lnpath.core.vocabulary import LESION_LABELS, NO_LESION, NOT_ASSESSED
 from lnpath.io.jsonfile import not_a_file
 from lnpath.io.qupath import QuPathFeature, read_qupath
-from lnpath.io.tables import measured_calls
+from lnpath.io.tables import check_row_lengths, measured_calls
 from lnpath.results.folder import feature_id
 from lnpath.scoring.biopsy import exclusion
 from lnpath.scoring.indices import CORTEX_BASIS
@@ -301,8 +302,9 @@ def apply_findings(edit: Edit, path: Path | pd.DataFrame) -> None:
         if path.suffix.lower() in (".geojson", ".json"):
             raise InputError(f"{path}: a GeoJSON export, not a findings CSV (use --geojson)")
         try:
+            check_row_lengths(path)  # pandas would shift or fill a row of the wrong length
             raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{path}: cannot read findings table ({detail})") from None
     if "glomerulus_id" in raw:
@@ -323,7 +325,7 @@ def apply_findings(edit: Edit, path: Path | pd.DataFrame) -> None:
                         f"not {gid} (rows shifted while editing?)"
                     )
     keep = [c for c in raw.columns if c in KEEP_COLUMNS or c.startswith("p_")]
-    edited = read_findings(raw[keep])
+    edited = read_findings(raw[keep], where)  # errors name the file, not "findings table"
     current = set(edit.table["glomerulus_id"].astype(int))
     ids = set(edited["glomerulus_id"].astype(int))
     unknown = sorted(ids - current)

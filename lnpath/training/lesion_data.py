@@ -17,6 +17,7 @@ from lnpath.analysis.measure import read_glomerulus
 from lnpath.core.errors import InputError
 from lnpath.core.findings import LESIONS
 from lnpath.io.qupath import read_qupath
+from lnpath.io.tables import check_row_lengths
 from lnpath.wsi.slide import open_slide
 
 log = logging.getLogger(__name__)
@@ -129,14 +130,18 @@ def read_label_table(table: str | Path) -> list[dict[str, str]]:
     """Rows of a crop label CSV with columns ``image``, ``class`` and optional ``group``/``mask``.
 
     Raises:
-        InputError: the file is unreadable or lacks the ``image`` and ``class`` columns.
+        InputError: the file is unreadable, not UTF-8, has a row of the wrong length (a short row
+            read as class "None") or lacks the ``image`` and ``class`` columns.
     """
     table = Path(table)
     try:
-        with table.open(newline="", encoding="utf-8") as fh:
+        check_row_lengths(table)
+        with table.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
-        raise InputError(f"{table}: cannot read label table ({exc.strerror})") from exc
+        raise InputError(f"{table}: cannot read label table ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{table}: cannot read label table ({exc})") from None
     if not rows or not {"image", "class"} <= set(rows[0]):
         raise InputError(f"{table}: need a header with columns 'image' and 'class' (and 'group')")
     return rows
