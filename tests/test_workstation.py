@@ -367,7 +367,8 @@ def test_edits_refused_as_stale_are_kept_over_the_reload_it_asks_for(
     result: Path, serve: Any, context: Any
 ) -> None:
     """A save refused because another tab saved says "reload"; the reload dropped this tab's
-    edits without a trace (the browser's leave-the-page question was all). They are shown."""
+    edits without a trace (the browser's leave-the-page question was all). They are shown, in a
+    box that scrolls (it took a third of the screen) and that × dismisses (it had no way out)."""
     server = serve(result)
     mine, theirs = open_page(context, server), open_page(context, server, name="Dr Two")
     mine.on("dialog", lambda dialog: dialog.accept())  # "leave the page with unsaved edits?"
@@ -377,6 +378,7 @@ def test_edits_refused_as_stale_are_kept_over_the_reload_it_asks_for(
     assert save(theirs) == "saved revision 2"
     click_glomerulus(mine, 3)
     mine.click('[data-lesion="cellular_crescent"] button[data-value="present"]')
+    mine.keyboard.press("n")  # every other lesion absent: a dozen lines to redo
     assert "changed by Dr Two" in save(mine)
     mine.reload()
     mine.wait_for_selector("body[data-ready=true]")
@@ -386,6 +388,18 @@ def test_edits_refused_as_stale_are_kept_over_the_reload_it_asks_for(
     assert "kept when this tab could not save them" in said and "now at revision 2" in said
     assert '"cellular_crescent": true' in mine.locator("#kept-edits").text_content()
     assert mine.evaluate("dirty()") is False  # shown to redo, not put on Dr Two's revision
+    height = mine.evaluate("window.innerHeight")
+    assert kept.bounding_box()["height"] <= height / 5
+    body = mine.locator("#kept-body").evaluate("(n) => [n.scrollHeight, n.clientHeight]")
+    assert body[0] > body[1]  # all of it there, scrolled
+    mine.focus("#help-button")  # the header's last control, then the box (Tab, not a mouse)
+    for _ in range(3):
+        mine.keyboard.press("Tab")
+        if mine.evaluate("document.activeElement.id") == "kept-dismiss":
+            break
+    assert mine.evaluate("document.activeElement.id") == "kept-dismiss"
+    mine.keyboard.press("Enter")
+    kept.wait_for(state="hidden")
     on_disk = findings(result)
     assert pd.isna(on_disk.loc[3, "cellular_crescent"])
     assert on_disk.loc[4, list(lnpath.LESIONS)].notna().all()  # Dr Two's calls stand
@@ -573,8 +587,9 @@ def test_a_signed_out_result_takes_addenda_not_edits(
     signed = (result / "result.json").read_bytes()
     assert page.locator("#save").is_disabled() and page.locator("#comment").is_disabled()
     click_glomerulus(page, 3)
-    page.click('[data-lesion="cellular_crescent"] button[data-value="present"]')
-    assert "signed out" in page.locator("#message").text_content()
+    assert page.locator(
+        '[data-lesion="cellular_crescent"] button[data-value="present"]'
+    ).is_disabled()
     assert page.locator("#unsaved").count() == 0
     page.fill("#addendum-text", HOSTILE)
     page.click("#addendum-add")
@@ -587,6 +602,55 @@ def test_a_signed_out_result_takes_addenda_not_edits(
     lnpath.verify(result)
     assert HOSTILE in page.locator("#addenda-list").text_content()
     assert page.evaluate("window.__lnpath_pwned") is None
+    assert not page.errors
+
+
+def test_after_sign_out_drawing_and_every_edit_control_is_greyed_and_the_keys_say_why(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """The "Draw glomerulus" button and its ``d`` stayed active on a signed-out result (and the
+    calls, the extent and the exclusions): drawing ended only in a refusal. Each is greyed saying
+    why; a key does nothing but say so."""
+    server = serve(result)
+    page = open_page(context, server, name="Dr Sign")
+    assert page.locator("#draw").is_enabled()
+    page.click("#signout")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#addendum-text")
+    why = "signed out: add an addendum instead"
+    for selector in ("#draw", "#save", "#signout", "#note"):
+        control = page.locator(selector)
+        assert control.is_disabled() and why in control.get_attribute("title"), selector
+    assert why in page.locator("#draw-hint").text_content()
+    assert page.locator("#pathologist").is_enabled() and page.locator("#addendum-text").is_enabled()
+    click_glomerulus(page, 3)  # selecting is no edit
+    assert "signed out" in page.locator("#glomerulus-locked").text_content()
+    controls = page.locator("#glomerulus .calls button, #extent, #exclude-not, #exclude-ischemic")
+    assert controls.count() == 3 * len(lnpath.LESIONS) + 3
+    for i in range(controls.count()):
+        control = controls.nth(i)
+        assert control.is_disabled() and why in control.get_attribute("title"), i
+    # the Biopsy panel's fields, greyed by their fieldset, which says why
+    fieldsets = page.locator("#biopsy fieldset:not(#addenda)")
+    assert fieldsets.count() == 8
+    for i in range(fieldsets.count()):
+        fieldset = fieldsets.nth(i)
+        assert fieldset.evaluate("(n) => n.disabled") and why in fieldset.get_attribute("title")
+    assert fieldsets.locator("input, select, textarea").first.is_disabled()
+    calls = page.evaluate("JSON.stringify(W().state.glomeruli.find((g) => g.id === 3).calls)")
+    page.evaluate("document.activeElement.blur()")
+    box = page.locator("#viewer").bounding_box()
+    for key in ("d", "Digit1", "Shift+Digit2", "n", "e", "x", "i"):
+        page.evaluate("say('')")
+        page.keyboard.press(key)
+        assert "is signed out" in page.locator("#message").text_content(), key
+        assert page.evaluate("drawing") is None and page.locator("#draw-finish").is_hidden(), key
+    page.mouse.click(box["x"] + 130, box["y"] + box["height"] / 2 + 20)  # no point is drawn
+    assert page.locator("#overlay polyline").count() == 0
+    assert page.evaluate("dirty()") is False and page.locator("#unsaved").count() == 0
+    assert page.evaluate("JSON.stringify(glom(3).calls)") == calls
+    on_disk = lnpath.SlideResult.load(result)
+    assert on_disk.status == "confirmed" and on_disk.revision == 1
     assert not page.errors
 
 
@@ -731,6 +795,52 @@ def test_wrong_types_and_huge_bodies_get_a_4xx_and_change_nothing(result: Path, 
     assert not on_disk.to_dict().get("comment")
 
 
+def test_a_malformed_outline_or_field_is_refused_in_a_sentence_not_python(
+    result: Path, serve: Any
+) -> None:
+    """A drawn outline of bare numbers got "edits: malformed (TypeError: cannot unpack
+    non-iterable int object)"; a glomerulus key "x" got "invalid literal for int() with base 10";
+    a wrong value was quoted in its Python spelling (True, None, {'a': 1}), not as sent."""
+    server = serve(result)
+
+    def refusal(route: str, body: dict[str, Any]) -> str:
+        request = urllib.request.Request(
+            server.base + f"api/r/0/{route}",
+            data=json.dumps({"base_revision": 1, "pathologist": "X", **body}).encode(),
+            headers={"X-Lnpath-Token": server.token, "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request)
+        assert info.value.code == 400, (route, body)
+        return json.load(info.value)["error"]
+
+    pair = "each point must be a pair of finite numbers [x, y]"
+    one, points = "drawn glomerulus 1:", "must be a list of points [[x, y], ...]"
+    square = [[0, 0], [100, 0], [100, 100], [0, 100]]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"added": [[1, 2, 3]]}, f"{one} {pair} (point 1 is 1)"),
+        ({"added": [square, [[1, 2, 3], *square]]},
+         f"drawn glomerulus 2: {pair} (point 1 is [1, 2, 3])"),
+        ({"added": [[[0, 0], [1], [2, 2]]]}, f"{one} {pair} (point 2 is [1])"),
+        ({"added": [[[0, 0], [1, "x"], [2, 2]]]}, f'{one} {pair} (point 2 is [1, "x"])'),
+        ({"added": [[[0, 0], [1, True], [2, 2]]]}, f"{one} {pair} (point 2 is [1, true])"),
+        ({"added": [5]}, f"{one} {points}, not 5"),
+        ({"added": [None]}, f"{one} {points}, not null"),
+        ({"added": [[[0, 0], [1, 1]]]}, f"{one} an outline needs at least three points"),
+        ({"glomeruli": {"x": {}}}, 'edits: glomeruli: "x" is not a glomerulus id (a whole number)'),
+        ({"glomeruli": {"3": {"cellular_crescent": None, "fibrous_crescent": "no"}}},
+         'edits: G3: fibrous_crescent must be true, false or null, not "no"'),
+        ({"note": {"a": None}}, 'edits: note must be text (or null), not {"a": null}'),
+        ({"cortex": {"interstitial_fibrosis": True}},
+         "cortex: interstitial_fibrosis = true is not a fraction in [0, 1]"),
+        ({"base_revision": True}, "base_revision must be a whole number, not true (reload)"),
+    ]  # fmt: skip
+    for body, said in cases:
+        for route in ("preview", "save"):
+            assert refusal(route, body) == said, (route, body)
+    assert lnpath.SlideResult.load(result).revision == 1
+
+
 def test_the_server_listens_on_loopback_only(result: Path, serve: Any) -> None:
     psutil = pytest.importorskip("psutil")
     server = serve(result)
@@ -784,6 +894,52 @@ def test_a_long_name_and_note_wrap_instead_of_widening_the_page(
     # measurements are numbers, whole: the wrapping is for free text only
     value = page.locator("#glomerulus table").nth(1).locator("tr td:nth-child(2)").first
     assert value.evaluate("(n) => n.getClientRects().length === 1 && n.offsetHeight < 30")
+
+
+def test_measurements_are_shown_rounded_in_their_units_and_stored_as_measured(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """The glomerulus panel showed raw decimals (``26782.25``, ``0.2558658977910935`` as
+    ``0.256``) beside thresholds such as "> 0.5": areas are whole µm², fractions a % like the
+    thresholds beside them; the findings keep the measured values."""
+    stored = (result / "findings.csv").read_bytes()
+    server = serve(result)
+    page = open_page(context, server)
+    click_glomerulus(page, 1)
+    rows = page.locator("#glomerulus table").nth(1).locator("tr")
+    shown = {
+        rows.nth(i).locator("td").nth(0).text_content(): (
+            rows.nth(i).locator("td").nth(1).text_content(),
+            rows.nth(i).locator("td").nth(2).text_content(),
+        )
+        for i in range(rows.count())
+    }
+    g1 = findings(result).loc[1]
+    assert shown["area"][0] == f"{round(g1['m_area_um2']):,} µm²"
+    assert shown["tuft area"][0] == f"{round(g1['m_tuft_area_um2']):,} µm²"
+    assert shown["diameter"][0] == f"{round(g1['m_diameter_um'])} µm"
+    assert shown["nuclei"][0] == str(int(g1["m_nuclei"]))
+    assert shown["nuclei per 1000µm²"] == (
+        f"{g1['m_nuclei_per_1000um2']:.1f}",
+        "endocapillary > 5.5",
+    )
+    assert shown["sclerosed fraction"] == (
+        f"{100 * g1['m_sclerosed_fraction']:.1f}%",
+        "global sclerosis > 50%; segmental sclerosis > 35%",
+    )
+    assert shown["lumen fraction"] == (
+        f"{100 * g1['m_lumen_fraction']:.1f}%",
+        "endocapillary < 10%",
+    )
+    assert shown["PAS matrix fraction"][0] == f"{100 * g1['m_pas_matrix_fraction']:.1f}%"
+    assert len(shown) == sum(str(c).startswith("m_") for c in g1.index)
+    for text, _ in shown.values():
+        assert re.fullmatch(r"[\d,]+( µm²| µm)?|\d+\.\d%|\d+\.\d", text), text
+    # the measured value is kept (on hover, and in the folder)
+    title = page.locator("#glomerulus td.measure").first.get_attribute("title")
+    assert float(title) == round(g1["m_area_um2"], 3)
+    assert (result / "findings.csv").read_bytes() == stored
+    assert not page.errors
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ The same table is what a preview scores and what a save hands to :func:`lnpath.r
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,20 +58,12 @@ class PageEdits:
         if not isinstance(body, dict):
             raise InputError("edits: expected a JSON object")
         _check_shape(body)
-        try:
-            glomeruli = {
-                int(gid): dict(values) for gid, values in (body.get("glomeruli") or {}).items()
-            }
-            added = [
-                [(_coordinate(x), _coordinate(y)) for x, y in poly]
-                for poly in body.get("added") or []
-            ]
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"edits: malformed ({type(exc).__name__}: {exc})") from None
+        glomeruli = {
+            _glomerulus_id(gid): dict(values)
+            for gid, values in (body.get("glomeruli") or {}).items()
+        }
+        added = [_drawn(number, poly) for number, poly in enumerate(body.get("added") or [], 1)]
         base = base_revision(body)
-        for poly in added:
-            if len(poly) < 3:
-                raise InputError("edits: a drawn glomerulus needs at least three points")
         for gid, values in glomeruli.items():
             unknown = set(values) - {*LESIONS, "extent", "exclusion"}
             if unknown:
@@ -78,12 +71,12 @@ class PageEdits:
             if not isinstance(values.get("extent") or "", str):
                 raise InputError(f"edits: G{gid}: extent must be text or null")
             if values.get("exclusion", "") not in ("", *EXCLUSIONS):
-                raise InputError(f"edits: G{gid}: unknown exclusion {values['exclusion']!r}")
+                raise InputError(f"edits: G{gid}: unknown exclusion {_json(values['exclusion'])}")
             for lesion in LESIONS:
                 if values.get(lesion) not in (True, False, None):
                     raise InputError(
                         f"edits: G{gid}: {lesion} must be true, false or null, "
-                        f"not {values[lesion]!r}"
+                        f"not {_json(values[lesion])}"
                     )
         override = body.get("class_override") or {}
         if (
@@ -130,7 +123,7 @@ def _check_shape(body: Mapping[str, Any]) -> None:
     for name, (kind, wanted) in _SHAPES.items():
         value = body.get(name)
         if value is not None and not isinstance(value, kind):
-            raise InputError(f"edits: {name} must be {wanted} (or null), not {value!r:.60}")
+            raise InputError(f"edits: {name} must be {wanted} (or null), not {_json(value)}")
     for gid, values in (body.get("glomeruli") or {}).items():
         if not isinstance(values, dict):
             raise InputError(f"edits: G{gid}: expected an object of lesion calls")
@@ -138,12 +131,14 @@ def _check_shape(body: Mapping[str, Any]) -> None:
     # scored an unknown cortex field, where the save refused it)
     for name, value in (body.get("cortex") or {}).items():
         if name not in CORTEX_FIELDS:
-            raise InputError(f"cortex: unknown field {name!r} (known: {', '.join(CORTEX_FIELDS)})")
+            raise InputError(
+                f"cortex: unknown field {_json(name)} (known: {', '.join(CORTEX_FIELDS)})"
+            )
         if value is not None and not (_number(value) and 0 <= value <= 1):
-            raise InputError(f"cortex: {name} = {value!r:.40} is not a fraction in [0, 1]")
+            raise InputError(f"cortex: {name} = {_json(value)} is not a fraction in [0, 1]")
     for name, value in (body.get("class_override") or {}).items():
         if value is not None and not isinstance(value, str):
-            raise InputError(f"class override: {name} must be text, not {value!r:.40}")
+            raise InputError(f"class override: {name} must be text, not {_json(value)}")
 
 
 def _number(value: Any) -> bool:
@@ -151,11 +146,36 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _coordinate(value: Any) -> float:
-    """A drawn point's coordinate; NaN or infinity reached shapely and failed as a server error."""
-    if not _number(value):
-        raise ValueError(f"a drawn point's coordinate must be a finite number, not {value!r:.40}")
-    return float(value)
+def _json(value: Any) -> str:
+    """A value as the page sent it (JSON, cut short), for a refusal: its Python spelling
+    (``None``, ``True``, ``{'a': 1}``) is not what anyone typed or sent."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else f"{text[:39]}…"
+
+
+def _glomerulus_id(gid: str) -> int:
+    """A ``glomeruli`` key as the glomerulus id (``int()`` said "invalid literal ... base 10")."""
+    if not (gid.isascii() and gid.strip().isdigit()):
+        raise InputError(f"edits: glomeruli: {_json(gid)} is not a glomerulus id (a whole number)")
+    return int(gid)
+
+
+def _drawn(number: int, poly: Any) -> list[tuple[float, float]]:
+    """One drawn outline as its points, refused in words: a bare number, a point of three
+    coordinates or a text coordinate was refused as Python's unpacking error ("cannot unpack
+    non-iterable int object"); NaN or infinity reached shapely as a server error."""
+    where = f"drawn glomerulus {number}"
+    if not isinstance(poly, list):
+        raise InputError(f"{where}: must be a list of points [[x, y], ...], not {_json(poly)}")
+    for k, point in enumerate(poly, 1):
+        if not (isinstance(point, list) and len(point) == 2 and all(map(_number, point))):
+            raise InputError(
+                f"{where}: each point must be a pair of finite numbers [x, y] "
+                f"(point {k} is {_json(point)})"
+            )
+    if len(poly) < 3:
+        raise InputError(f"{where}: an outline needs at least three points")
+    return [(float(x), float(y)) for x, y in poly]
 
 
 def base_revision(body: Mapping[str, Any]) -> int:
@@ -163,7 +183,7 @@ def base_revision(body: Mapping[str, Any]) -> int:
     (``int()`` took 1.5, ``true`` and ``"1"`` for revision 1, and saved on them)."""
     value = body.get("base_revision")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"base_revision must be a whole number, not {value!r:.40} (reload)")
+        raise InputError(f"base_revision must be a whole number, not {_json(value)} (reload)")
     return value
 
 
@@ -226,7 +246,7 @@ def text_field(body: dict[str, Any], name: str) -> str:
     its Python spelling (``['Dr A']``)."""
     value = body.get(name)
     if value is not None and not isinstance(value, str):
-        raise InputError(f"{name} must be text, not {value!r:.40}")
+        raise InputError(f"{name} must be text, not {_json(value)}")
     return value or ""
 
 
@@ -234,5 +254,5 @@ def base_of(body: dict[str, Any]) -> tuple[int, str | None]:
     """The revision and scoring (``created_at``) a sign-out or addendum was made on."""
     created = body.get("base_created")
     if created is not None and not isinstance(created, str):
-        raise InputError(f"base_created must be text, not {created!r:.40} (reload)")
+        raise InputError(f"base_created must be text, not {_json(created)} (reload)")
     return base_revision(body), created

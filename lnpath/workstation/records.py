@@ -60,30 +60,57 @@ def _outline(geometry: Any) -> list[list[list[list[float]]]]:
 
 
 def _measurement_rows(row: Mapping[Any, Any], thresholds: Mapping[str, float] | None) -> list:
-    """Each morphometry measurement beside the rule threshold that used it, if any."""
+    """Each morphometry measurement beside the rule threshold that used it, if any: ``value`` as
+    stored, ``shown`` as a pathologist reads it, and the thresholds in the same unit (a fraction
+    shown as 25.6% beside "> 0.5" would be compared across units)."""
     rules: dict[str, list[str]] = {}
     if thresholds:
         rules = {
             "m_sclerosed_fraction": [
-                f"global sclerosis > {thresholds['global_sclerosis']:g}",
-                f"segmental sclerosis > {thresholds['segmental_min']:g}",
+                f"global sclerosis > {_percent(thresholds['global_sclerosis'])}",
+                f"segmental sclerosis > {_percent(thresholds['segmental_min'])}",
             ],
             "m_nuclei_per_1000um2": [
                 f"endocapillary > {thresholds['endocapillary_nuclei_per_1000um2']:g}"
             ],
-            "m_lumen_fraction": [f"endocapillary < {thresholds['endocapillary_max_lumen']:g}"],
+            "m_lumen_fraction": [
+                f"endocapillary < {_percent(thresholds['endocapillary_max_lumen'])}"
+            ],
         }
     out = []
     for column, value in row.items():
         if str(column).startswith("m_") and not is_missing(value):
+            name, shown = _measure(str(column)[2:], float(value))
             out.append(
                 {
-                    "name": _unit(str(column)[2:].replace("_", " ")),
+                    "name": name,
                     "value": round(float(value), 3),
+                    "shown": shown,
                     "rules": rules.get(str(column), []),
                 }
             )
     return out
+
+
+def _percent(fraction: float) -> str:
+    """A threshold fraction as the % it is (0.35 as 35%, 0.125 as 12.5%)."""
+    return f"{round(100 * fraction, 6):g}%"
+
+
+def _measure(key: str, value: float) -> tuple[str, str]:
+    """A measurement's name and value rounded as it is read at the microscope (``103.191`` is
+    false precision): a fraction (of the tuft, of the capsule) as a % to one decimal, an area or
+    a length in whole µm² or µm (the unit moved from the name to the value), a count whole, a
+    density to one decimal."""
+    name = key.replace("_", " ").replace("pas ", "PAS ").replace("bowman", "Bowman")
+    if key.endswith(("fraction", "circumference")):
+        return name, f"{100 * value:.1f}%"
+    unit = re.search(r"(?<!per)_(um2?)$", key)
+    if unit:
+        return name[: unit.start()], f"{value:,.0f} {'µm²' if unit.group(1) == 'um2' else 'µm'}"
+    if key.endswith(("nuclei", "cells")):
+        return name, f"{value:,.0f}"
+    return _unit(name), f"{value:.1f}"
 
 
 def _unit(name: str) -> str:

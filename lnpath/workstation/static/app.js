@@ -139,12 +139,17 @@ function takeBack(index) {
   return false;
 }
 
+// a box of its own height at most (it scrolls): the review stays in view, and × (a button, so
+// Tab and Enter reach it) puts it away once they are redone; nothing else keeps them
 function showKept(mine, why) {
   const node = clear($("kept"));
   node.hidden = false;
-  node.append(el("p", {}, `Your unsaved edits to ${mine.name} ${mine.when || "from before the workstation was restarted"} ` +
-    `were made on revision ${mine.revision}, but ${why}; they are not applied. Here they are, to redo by hand:`),
-    el("pre", { id: "kept-edits" }, JSON.stringify(mine.edits, null, 1)));
+  node.append(el("div", { id: "kept-body" },
+    el("p", {}, `Your unsaved edits to ${mine.name} ${mine.when || "from before the workstation was restarted"} ` +
+      `were made on revision ${mine.revision}, but ${why}; they are not applied. Here they are, to redo by hand:`),
+    el("pre", { id: "kept-edits" }, JSON.stringify(mine.edits, null, 1))),
+  el("button", { type: "button", id: "kept-dismiss", "aria-label": "dismiss the edits not applied",
+    title: "Dismiss (they are not kept anywhere else)", onclick: () => { node.hidden = true; clear(node); } }, "×"));
 }
 
 function pct(v) { return v === null || v === undefined ? "" : String(Math.round(v * 1000) / 10); }
@@ -228,6 +233,21 @@ function locked() {
       "(Biopsy panel), or revise it with lnpath review --supersede";
   }
   return null;
+}
+
+// the same, short, beside each control it disables (its title): the page says why it is greyed
+function lockedWhy() {
+  const s = W().state;
+  if (s.read_only) return `read-only: ${s.read_only}`;
+  return s.status === "confirmed" ? "signed out: add an addendum instead (Biopsy panel)" : null;
+}
+
+// a control of the page's frame (kept across results) disabled with its reason, or given back
+// its own title
+function lockControl(node, why) {
+  if (node.dataset.title === undefined) node.dataset.title = node.title;
+  node.disabled = Boolean(why);
+  node.title = why || node.dataset.title;
 }
 
 async function changed() {
@@ -476,13 +496,13 @@ function nextUndecided() {
   say("every glomerulus has a call for each lesion (or is excluded)");
 }
 
-function callButtons(g, lesion) {
+function callButtons(g, lesion, why) {
   const v = value(g, lesion);
   const options = [[true, "present", "present"], [false, "absent", "absent"], [null, "n/a", "na"]];
   return el("span", { class: "calls", "data-lesion": lesion },
     options.map(([val, text, cls]) => el("button", {
-      type: "button", class: `${cls}${v === val ? " on" : ""}`, "data-value": cls,
-      onclick: () => setValue(g.id, lesion, val), title: text === "n/a" ? "not assessed" : text,
+      type: "button", class: `${cls}${v === val ? " on" : ""}`, "data-value": cls, disabled: Boolean(why),
+      onclick: () => setValue(g.id, lesion, val), title: why || (text === "n/a" ? "not assessed" : text),
     }, text)));
 }
 
@@ -524,22 +544,27 @@ function buildGlomerulus() {
   for (const [lesion, p] of Object.entries(g.p)) machine.push(`${lesion.replace(/_/g, " ")} p = ${p.toFixed(2)}`);
   node.append(el("div", { class: "muted" },
     `Machine: ${g.main_call} (${g.source || "?"})`, machine.length ? `; ${machine.join("; ")}` : "",
-    `; area ${Math.round(g.area_um2 || 0)} µm²`));
+    `; area ${Math.round(g.area_um2 || 0).toLocaleString("en-US")} µm²`));  // as the measurements
+  // signed out (or read-only): the calls are shown as they stand, their controls greyed with why
+  const why = lockedWhy();
+  if (why) node.append(el("p", { class: "error-note", id: "glomerulus-locked" }, locked()));
   const rows = META.lesions.map((l) => el("tr", {},
-    el("td", {}, el("span", { class: "key" }, l.key), " ", l.label), el("td", {}, callButtons(g, l.lesion))));
+    el("td", {}, el("span", { class: "key" }, l.key), " ", l.label), el("td", {}, callButtons(g, l.lesion, why))));
   node.append(el("table", {}, el("tbody", {}, rows)));
   const extent = value(g, "extent");
   node.append(el("label", { class: "row" }, "Extent of LN lesions (e)",
-    el("select", { id: "extent", onchange: (e) => setValue(g.id, "extent", e.target.value || null) },
+    el("select", { id: "extent", disabled: Boolean(why), title: why, onchange: (e) => setValue(g.id, "extent", e.target.value || null) },
       EXTENTS.map((x) => el("option", { value: x, selected: (extent || "") === x }, x || "not recorded")))));
   node.append(el("div", {},
-    el("button", { type: "button", id: "exclude-not", onclick: () => setValue(g.id, "exclusion", excl === "not_glomerulus" ? "" : "not_glomerulus") },
+    el("button", { type: "button", id: "exclude-not", disabled: Boolean(why), title: why, onclick: () => setValue(g.id, "exclusion", excl === "not_glomerulus" ? "" : "not_glomerulus") },
       excl === "not_glomerulus" ? "Include again" : "Exclude: not a glomerulus (x)"), " ",
-    el("button", { type: "button", id: "exclude-ischemic", onclick: () => setValue(g.id, "exclusion", excl === "ischemic" ? "" : "ischemic") },
+    el("button", { type: "button", id: "exclude-ischemic", disabled: Boolean(why), title: why, onclick: () => setValue(g.id, "exclusion", excl === "ischemic" ? "" : "ischemic") },
       excl === "ischemic" ? "Include again" : "Exclude: ischemic/obsolescent (i)")));
   if (g.measurements.length) {
     node.append(el("h3", {}, "Measurements"), el("table", {}, el("tbody", {}, g.measurements.map((m) =>
-      el("tr", {}, el("td", {}, m.name), el("td", {}, String(m.value)), el("td", { class: "muted" }, m.rules.join("; ")))))));
+      // rounded as read (the server's words, thresholds in the same unit); the stored value on hover
+      el("tr", {}, el("td", {}, m.name), el("td", { class: "measure", title: String(m.value) }, m.shown),
+        el("td", { class: "muted" }, m.rules.join("; ")))))));
   }
 }
 
@@ -704,7 +729,10 @@ function renderBiopsy() {
       ] : ""));
   }
   // a signed-out result shows its fields as signed; edits go into an addendum
-  if (locked()) for (const f of node.querySelectorAll("fieldset:not(#addenda)")) f.disabled = true;
+  const why = lockedWhy();
+  if (why) {
+    for (const f of node.querySelectorAll("fieldset:not(#addenda)")) { f.disabled = true; f.title = why; }
+  }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -732,8 +760,14 @@ function renderBanner() {
     node.append(el("bdi", {}, s.name), ...patient,
       `: revision ${s.revision}, PROVISIONAL — pending pathologist review`, ...who);
   }
-  $("save").disabled = Boolean(s.read_only) || s.status === "confirmed";
-  $("signout").disabled = Boolean(s.read_only) || s.status === "confirmed";
+  // what a signed-out (or read-only) result cannot take: greyed, saying why; the pathologist's
+  // name stays, for an addendum
+  const why = lockedWhy();
+  for (const id of ["save", "signout", "note", "draw"]) lockControl($(id), why);
+  if (why) {
+    if (drawing) endDrawing();  // begun on another tab's result
+    $("draw-hint").textContent = why;
+  } else if (!drawing) $("draw-hint").textContent = "";
 }
 
 function renderAll() {
@@ -798,6 +832,7 @@ async function save() {
   // does not cause: leave it first, so that what is on the screen is what is saved
   const field = document.activeElement;
   if (field && ["INPUT", "TEXTAREA", "SELECT"].includes(field.tagName)) field.blur();
+  if (locked()) { say(locked(), true); return; }  // Ctrl+S: the button is greyed
   if (!dirty()) { say("nothing to save"); return; }
   if (!$("pathologist").value.trim()) { say("enter your name first (it goes into the audit trail)", true); $("pathologist").focus(); return; }
   localStorage.setItem("lnpath-pathologist", $("pathologist").value);
@@ -889,10 +924,14 @@ function startDrawing() {
 function stopDrawing(keep) {
   if (keep && drawing && drawing.length >= 3) W().edits.added.push(drawing);
   else if (keep) say("an outline needs at least three points", true);
+  endDrawing();
+  changed();
+}
+
+function endDrawing() {
   drawing = null;
   $("draw-finish").hidden = true;
   $("draw-hint").textContent = "";
-  changed();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -948,6 +987,9 @@ const HELP = [
   ["Enter / Esc", "finish / cancel the outline; Esc also closes the sign-out question"], ["Ctrl+S", "save"], ["?", "this help"],
 ];
 
+// the keys that edit (with 1–9): on a signed-out or read-only result they only say why not
+const EDIT_KEYS = ["n", "e", "x", "i", "d"];
+
 function onKey(event) {
   const target = event.target;
   if (target && ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName)) {
@@ -964,6 +1006,7 @@ function onKey(event) {
   else if (drawing && event.key === "Escape") stopDrawing(false);
   else if (event.key === "Escape" && !$("signout-panel").hidden) closeSignOut();
   else if (event.ctrlKey || event.metaKey || event.altKey) handled = false;
+  else if ((digit || EDIT_KEYS.includes(event.key)) && locked()) say(locked(), true);  // nothing else
   else if (digit && g) {
     const lesion = META.lesions[Number(digit[1]) - 1].lesion;
     if (event.shiftKey) setValue(g.id, lesion, null);
