@@ -330,3 +330,49 @@ def test_biopsy_dates_are_compared_as_recorded(repo_dir: Path, tmp_path: Path) -
     status = out / "batch_status.csv"  # as a batch before this fix wrote it
     status.write_text(status.read_text().replace("2024-01-02", "20240102"))
     assert lnpath.cohort_table(out, pairs=False).loc[0, "integrity"] == "ok"
+
+
+def _demo_manifest() -> pd.DataFrame:
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo_biopsy.tiff"
+    return pd.DataFrame(
+        {"slide_id": ["a"], "path": [demo], "patient_id": ["P1"], "timepoint": ["baseline"]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda out: lnpath.read_manifest(None), "^manifest: expected a file or folder path"),
+        (lambda out: lnpath.read_manifest(_demo_manifest()), "got DataFrame"),
+        (lambda out: lnpath.score_batch(5, out), "^manifest: expected a file or folder path"),
+        (lambda out: lnpath.score_batch(_demo_manifest(), None), "^out_dir: expected"),
+        (lambda out: lnpath.score_batch(_demo_manifest(), out, workers="2"), "^workers must be"),
+        (lambda out: lnpath.cohort_table(None), "^out_dir: expected a file or folder path"),
+    ],
+)
+def test_batch_arguments_of_the_wrong_kind_are_one_line(
+    call: object, message: str, tmp_path: Path
+) -> None:
+    """None for a path reached pathlib (``TypeError: expected str, bytes or os.PathLike``) and
+    text workers a comparison (``'<' not supported``); nothing is scored or written first."""
+    with pytest.raises(InputError, match=message):
+        call(tmp_path / "out")  # type: ignore[operator]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"jobs": "4"}, r"--slurm-jobs must be >= 1 \(a whole number\), got '4'"),
+        ({"cores": 2.5}, r"--slurm-cores must be >= 1"),
+        ({"gpus": -1}, r"gpus \(or 0 for none\) must be >= 1"),
+    ],
+)
+def test_slurm_client_refuses_a_setting_of_the_wrong_kind_before_submitting(
+    settings: dict[str, object], message: str, tmp_path: Path
+) -> None:
+    """Text jobs failed in a comparison and gpus=-1 reached dask, which tried sbatch and then
+    failed an internal assertion; each is one line now, before any job is submitted."""
+    with pytest.raises(InputError, match=message), lnpath.slurm_client(tmp_path, **settings):
+        pass  # pragma: no cover - never entered
+    assert not any(tmp_path.iterdir())

@@ -192,3 +192,9 @@ def test_train_glomeruli_card_from_slides_and_outlines(tmp_path: Path) -> None:
     assert card["training"]["data"] == {"annotations": [str(outlines)], "slides": [str(slide.path)]}
     assert card["training"]["images"]["validation"] >= 1
     assert set(card["metrics"]) == {"iou_threshold", "validation"}
+
+
+def test_load_labelled_tiles_names_a_folder_that_is_not_a_path() -> None:
+    """None reached pathlib (``TypeError: expected str, bytes or os.PathLike``)."""
+    with pytest.raises(InputError, match=r"^load_labelled_tiles: folder: expected a file"):
+        lnpath.load_labelled_tiles(None, None, 0.5)  # type: ignore[arg-type]

@@ -74,3 +74,12 @@ def test_empty_collection_and_multipolygon_input() -> None:
     assert isinstance(g.polygon, Polygon) and g.polygon.equals(big)
     assert g.classification == "Sclerotic" and math.isnan(g.probability)
     assert len(Glomeruli([g, g], 1.0, "x")[1:]) == 1
+
+
+def test_write_geojson_names_a_path_that_is_not_one() -> None:
+    """None reached pathlib (``TypeError: expected str, bytes or os.PathLike``)."""
+    from lnpath.core.errors import InputError
+
+    glomeruli = Glomeruli([Glomerulus.from_polygon(1, box(0, 0, 100, 100), 0.5)], 0.5, "test")
+    with pytest.raises(InputError, match=r"^GeoJSON output: expected a file or folder path"):
+        glomeruli.write_geojson(None)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -630,3 +631,16 @@ def test_a_slide_signed_before_whole_file_hashes_is_still_found(repo_dir: Path) 
     record["slide"]["name"] = "demo_biopsy_glomeruli.geojson"  # another file under that name
     with pytest.raises(SlideUnavailable, match="not the slide it was scored on"):
         locate_slide(result, slide_root=examples)
+
+
+def test_train_lesions_names_a_folder_given_alone_and_a_bad_folds(tmp_path: Path) -> None:
+    """A single folder (text) was read character by character ("/: not a result folder"); None
+    failed in ``for d in None`` and text folds in a comparison."""
+    missing = tmp_path / "no-results-here"
+    with pytest.raises(InputError, match=f"^{re.escape(str(missing))}: not a result folder"):
+        lnpath.train_lesions_from_results(str(missing), tmp_path / "m")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"^dirs: expected result folders, got NoneType"):
+        lnpath.train_lesions_from_results(None, tmp_path / "m")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"^folds must be a whole number >= 2, got '3'"):
+        lnpath.train_lesions_from_results([missing], tmp_path / "m", folds="3")  # type: ignore[arg-type]
+    assert not (tmp_path / "m").exists()

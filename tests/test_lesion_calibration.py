@@ -262,3 +262,9 @@ def test_a_cnn_folder_still_loads_the_cnn_caller(tmp_path: Path) -> None:
     assert isinstance(lesion_caller(str(tmp_path / "cnn"), device="cpu"), TrainedLesionCaller)
     with pytest.raises(ModelError, match="no lesion model"):
         lesion_caller(str(tmp_path / "absent"))
+
+
+def test_a_calibrated_caller_names_a_folder_that_is_not_a_path() -> None:
+    """None reached pathlib (``TypeError: expected str, bytes or os.PathLike``)."""
+    with pytest.raises(InputError, match=r"^CalibratedMorphometryCaller: folder: expected a file"):
+        CalibratedMorphometryCaller(None)  # type: ignore[arg-type]

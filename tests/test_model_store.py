@@ -106,3 +106,14 @@ def test_existing_folder_is_not_overwritten_silently(small_model: Path) -> None:
 
     with pytest.raises(InputError, match="already exists"):
         save_model(small_model, UNet(UNetConfig(width=4, depth=2)), CARD)
+
+
+@pytest.mark.parametrize("name", [None, 5, ["glomeruli-unet-pas"]])
+def test_a_model_that_is_not_a_name_is_one_line(name: object) -> None:
+    """None or a list reached pathlib (``TypeError: expected str, bytes or os.PathLike``)."""
+    from lnpath.analysis.lesion_models import load_lesion_model
+
+    with pytest.raises(ModelError, match=r"^model: expected a name or a folder path"):
+        load_model(name)  # type: ignore[arg-type]
+    with pytest.raises(ModelError, match=r"^lesion model: expected a name or a folder path"):
+        load_lesion_model(name)  # type: ignore[arg-type]

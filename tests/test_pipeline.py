@@ -234,3 +234,19 @@ def test_no_tta_segments_in_one_pass_and_says_so(
     found = [f.geometry for f in read_qupath(out / "glomeruli.geojson")]
     pairs = _matches(found, [t.geometry for t in truth])
     assert len({i for i, _ in pairs}) / len(truth) >= 0.8  # still finds the glomeruli
+
+
+def test_score_slide_refuses_an_on_stage_that_is_not_callable_before_writing(
+    tmp_path: Path,
+) -> None:
+    """``on_stage=5`` failed as ``'int' object is not callable`` once the result's lock was
+    taken; it is refused with the other arguments now, and nothing is created."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    with pytest.raises(lnpath.InputError, match=r"^score_slide: on_stage must be callable"):
+        lnpath.score_slide(
+            examples / "demo_biopsy.tiff",
+            tmp_path / "r",
+            glomeruli=examples / "demo_biopsy_glomeruli.geojson",
+            on_stage=5,  # type: ignore[arg-type]
+        )
+    assert list(tmp_path.iterdir()) == []

@@ -387,6 +387,15 @@ def test_bad_config_files(tmp_path: Path, content: str, message: str) -> None:
     assert str(path) in str(info.value) and message in str(info.value)
 
 
+@pytest.mark.parametrize("names", [(None,), (["oxford_8", "legacy_2003"],)])
+def test_with_presets_names_a_preset_that_is_not_a_name(names: tuple[object, ...]) -> None:
+    """None reached difflib (``TypeError: 'NoneType' object is not iterable``) and a list, the
+    likely slip for ``with_presets(*names)``, ``unhashable type``."""
+    with pytest.raises(InputError, match=r"^with_presets: a preset is a name, got "):
+        ScoringConfig().with_presets(*names)  # type: ignore[arg-type]
+    assert ScoringConfig().with_presets("oxford_8", "legacy_2003").presets
+
+
 def test_adhesion_as_sclerosis_preset_changes_chronicity() -> None:
     frame = table(10, segmental_sclerosis=2)
     frame["adhesion"] = pd.array([False] * 7 + [True] * 3, dtype="boolean")

@@ -17,7 +17,7 @@ import pytest
 import tifffile
 
 import lnpath
-from lnpath.core.errors import InputError, SlideError
+from lnpath.core.errors import InputError, LnpathError, SlideError
 from lnpath.wsi.slide import MissingMppError
 from tests.conftest import assert_one_line_error, lnpath_cli
 
@@ -171,12 +171,29 @@ def test_a_coarse_scan_is_enlarged_for_the_models(tmp_path: Path, demo_crop: np.
     assert any("scanned at 2 µm/px, coarser than the 1 µm/px" in w for w in warned)
 
 
+def _outlines(slide: lnpath.Slide) -> lnpath.Glomeruli:
+    return lnpath.Glomeruli.from_geojson(DEMO.with_name("demo_biopsy_glomeruli.geojson"), slide.mpp)
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda s: lnpath.tile(s, mpp=2, size=True), "tile size must be a positive integer"),
         (lambda s: lnpath.tile(s, mpp=2, min_tissue="0.1"), "min_tissue must be in"),
-        (lambda s: lnpath.tile(s, mpp=8).save("never", workers="2"), "workers must be an"),
+        (lambda s: lnpath.tile(s, mpp=8).save("never", workers="2"), "workers must be >= 1"),
+        (lambda s: lnpath.tile(s, mpp=8).save(None), "out: expected a folder path"),
+        (lambda s: next(lnpath.tile(s, mpp=8).iter(workers="2")), "workers must be >= 1"),
+        (lambda s: next(lnpath.tile(s, mpp=8).iter(threads=float("nan"))), "threads must be"),
+        (lambda s: s.best_level(None), "best_level: mpp: None is not a number"),
+        (lambda s: s.best_level(-1), "best_level: mpp: -1 µm/px is outside"),
+        (lambda s: lnpath.measure_glomeruli(_outlines(s), s, workers=2.5), "workers must be"),
+        (lambda s: lnpath.measure_cortex(s, None), "measure_cortex: expected Glomeruli"),
+        (lambda s: lnpath.measure_cortex(s, _outlines(s), kept="x"), "kept: expected KeptPixels"),
+        (lambda s: lnpath.measure_cortex(s, _outlines(s), workers="2"), "workers must be >= 1"),
+        (lambda s: lnpath.segment_glomeruli(s, keep=s), "keep: expected KeptPixels"),
+        (lambda s: lnpath.segment_glomeruli(s, workers=float("nan")), "workers must be >= 1"),
+        (lambda s: lnpath.segment_glomeruli(s, model=5), "expected a name or a folder"),
+        (lambda s: lnpath.KeptPixels(s, "x"), "KeptPixels: mpp: 'x' is not a number"),
         (lambda s: s.read_level(99, 0, 0, 8, 8), r"level 99 does not exist \(levels 0–2\)"),
         (lambda s: s.read_level(0, 0, 0, -8, 8), "region size must be positive"),
         (lambda s: s.read(float("nan"), 0, 8, 8), "region must be finite numbers"),
@@ -187,8 +204,9 @@ def test_a_coarse_scan_is_enlarged_for_the_models(tmp_path: Path, demo_crop: np.
 )
 def test_api_arguments_of_the_wrong_kind_are_input_errors(call: object, message: str) -> None:
     """A bool tile size made a grid of 1 px tiles; a level out of range an IndexError; text
-    workers a TypeError."""
-    with lnpath.open_slide(DEMO) as slide, pytest.raises(InputError, match=message):
+    workers a TypeError (NaN workers made measure_glomeruli wait forever); None outlines, a
+    KeptPixels that is not one, or a model that is not a name failed deep inside."""
+    with lnpath.open_slide(DEMO) as slide, pytest.raises(LnpathError, match=message):
         call(slide)  # type: ignore[operator]
     assert not Path("never").exists()
 

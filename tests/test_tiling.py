@@ -338,3 +338,22 @@ def test_bad_parameters(slides_dir: Path, kwargs: dict, message: str) -> None:
     kwargs = {"mpp": 1.0, **kwargs}
     with pytest.raises(InputError, match=message):
         lnpath.tile(slide, **kwargs)
+
+
+def test_saving_tiles_keeps_its_bar_out_of_a_log_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``TileGrid.save`` forced its bar on (``progress=True``), into a CI log and past
+    ``LNPATH_PROGRESS=0``; it follows the library's rule now, and ``LNPATH_PROGRESS=1`` or
+    ``progress=True`` still show it."""
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo_biopsy.tiff"
+    grid = lnpath.tile(lnpath.open_slide(demo), mpp=8.0, size=128)
+    monkeypatch.delenv("LNPATH_PROGRESS", raising=False)
+    grid.save(tmp_path / "quiet")
+    assert "demo_biopsy.tiff" not in capsys.readouterr().err  # stderr is a pipe here
+    monkeypatch.setenv("LNPATH_PROGRESS", "1")
+    grid.save(tmp_path / "forced")
+    assert "demo_biopsy.tiff" in capsys.readouterr().err
+    monkeypatch.setenv("LNPATH_PROGRESS", "0")
+    grid.save(tmp_path / "asked", progress=True)
+    assert "demo_biopsy.tiff" in capsys.readouterr().err

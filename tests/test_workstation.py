@@ -1568,3 +1568,20 @@ def test_edits_kept_over_a_restart_are_not_put_on_a_folder_scored_anew_at_the_sa
     assert page.evaluate("dirty()") is False and page.locator("#unsaved").count() == 0
     assert pd.isna(findings(result).loc[3, "cellular_crescent"])
     assert not page.errors
+
+
+@pytest.mark.parametrize(
+    ("results", "slides", "message"),
+    [
+        (None, (), "workstation: expected result folder paths, got NoneType"),
+        (5, (), "workstation: expected result folder paths, got int"),
+        ([None], (), "workstation: results: expected a file or folder path, got NoneType"),
+        ("/nowhere", [None], "workstation: slides: expected a file or folder path"),
+    ],
+)
+def test_workstation_arguments_of_the_wrong_kind_are_one_line(
+    results: object, slides: object, message: str
+) -> None:
+    """None reached ``list(None)`` (``'NoneType' object is not iterable``) or pathlib."""
+    with pytest.raises(lnpath.InputError, match=message):
+        lnpath.workstation(results, slides=slides)  # type: ignore[arg-type]

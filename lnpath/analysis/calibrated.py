@@ -19,6 +19,7 @@ import pandas as pd
 from lnpath.analysis.cortex import normalise_stain
 from lnpath.analysis.lesions import CALL_STAINS, empty_findings, require_label_set, warn_not_called
 from lnpath.analysis.measure import MEASUREMENTS, measure_glomeruli
+from lnpath.core.args import as_path
 from lnpath.core.errors import ModelError
 from lnpath.core.findings import LESIONS
 from lnpath.models.store import CARD_FILE, read_card
@@ -65,7 +66,7 @@ class CalibratedMorphometryCaller:
         stain: str = "PAS",
         expected_labels: Sequence[str] | None = None,
     ) -> None:
-        self.folder = Path(folder)
+        self.folder = as_path(folder, "CalibratedMorphometryCaller: folder")
         card_path = self.folder / CARD_FILE
         self.card = read_card(self.folder)
         if self.card.get("kind") != KIND:

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from shapely.geometry import box
 
+from lnpath.analysis.glomeruli import outlines
 from lnpath.analysis.measure import (
     WHITE_OD,
     channel_max,
@@ -44,10 +45,11 @@ from lnpath.analysis.measure import (
     rasterize,
     slide_white,
 )
+from lnpath.core.args import check_count
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
 from lnpath.core.threads import ordered_on_threads
-from lnpath.wsi.kept_pixels import KeptPixels
+from lnpath.wsi.kept_pixels import KeptPixels, require_kept
 from lnpath.wsi.prefetch import prefetched
 from lnpath.wsi.slide import require_open
 from lnpath.wsi.tiling import TileGrid, TileInfo, tile
@@ -223,9 +225,12 @@ def measure_cortex(
         InputError: unknown stain, or no tissue on the slide.
     """
     require_open(slide, "measure_cortex")
+    polygons = [polygon for _, polygon in outlines(glomeruli, "measure_cortex")]
+    require_kept(kept, "measure_cortex: kept")
+    if workers is not None:
+        workers = check_count(workers, "measure_cortex: workers")
     stain = normalise_stain(stain)
     white = slide_white(slide)
-    polygons = [g.polygon for g in glomeruli]
     if tissue is None:
         tissue = detect_tissue(slide)
     # a scan coarser than the working µm/px is enlarged, as for segmentation

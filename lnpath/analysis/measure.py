@@ -48,6 +48,7 @@ from scipy import ndimage as ndi
 from skimage import color, feature, measure, morphology
 
 from lnpath.analysis.glomeruli import outlines
+from lnpath.core.args import check_count
 from lnpath.core.errors import InputError
 from lnpath.core.morphology import fill_holes
 from lnpath.core.progress import progress_bar
@@ -415,10 +416,7 @@ def measure_glomeruli(
     require_open(slide, "measure_glomeruli")
     mpp = check_mpp(mpp, "measure_glomeruli: mpp")
     items = outlines(glomeruli, "measure_glomeruli")
-    if workers is None:
-        workers = measure_threads()
-    if workers < 1:
-        raise InputError(f"workers must be >= 1, got {workers}")
+    workers = measure_threads() if workers is None else check_count(workers, "workers")
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
     rows: list[dict[str, float]] = []
     bar = progress_bar(len(items), "measuring glomeruli", "glom", progress)

@@ -31,7 +31,7 @@ from skimage.measure import find_contours
 
 from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
 from lnpath.analysis.measure import normalise_white, slide_white
-from lnpath.core.errors import InputError
+from lnpath.core.args import check_count
 from lnpath.core.memory import keep_freed_memory
 from lnpath.core.progress import progress_bar
 from lnpath.core.threads import ordered_on_threads
@@ -41,7 +41,7 @@ from lnpath.nn.int8 import card_ranges
 from lnpath.nn.postprocess import glomerulus_masks
 from lnpath.nn.predict import fast_autocast, precision, predict_batch, resolve_device
 from lnpath.wsi.grid import TileInfo
-from lnpath.wsi.kept_pixels import KeptPixels
+from lnpath.wsi.kept_pixels import KeptPixels, require_kept
 from lnpath.wsi.prefetch import prefetched
 from lnpath.wsi.slide import SNAP_TOLERANCE, coarse_scan, require_open
 from lnpath.wsi.tiling import TileGrid, default_readers, tile
@@ -110,13 +110,15 @@ def segment_glomeruli(
 
     Raises:
         ModelError: Unknown or tampered model, or CUDA requested where none exists.
-        InputError: ``slide`` is not an open slide, or ``batch_size`` is not a positive integer.
+        InputError: ``slide`` is not an open slide, ``batch_size`` or ``workers`` is not a
+            whole number >= 1, or ``keep`` is not a :class:`KeptPixels`.
     """
     require_open(slide, "segment_glomeruli")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None:
+        batch_size = check_count(batch_size, "batch_size")
+    if workers is not None:
+        workers = check_count(workers, "workers")
+    require_kept(keep, "segment_glomeruli: keep")
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_freed_memory()  # no page faults on every layer's output (lnpath.core.memory)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lnpath.core.args import check_count
 from lnpath.core.errors import InputError, one_line
 from lnpath.core.memory import keep_freed_memory
 from lnpath.wsi.workers import quiet_worker
@@ -207,6 +208,8 @@ def slurm_client(
             the batch would wait for workers forever).
     """
     _check_slurm(jobs, cores, memory, walltime)
+    if gpus != 0:  # -1 reached dask as an AssertionError after sbatch was tried
+        check_count(gpus, "gpus (or 0 for none)")
     ctrl_c = signal.getsignal(signal.SIGINT)
     try:
         from dask_jobqueue import SLURMCluster
@@ -254,8 +257,7 @@ def _check_slurm(jobs: int, cores: int, memory: str, walltime: str) -> None:
     from dask.utils import parse_bytes
 
     for option, value in (("--slurm-jobs", jobs), ("--slurm-cores", cores)):
-        if value < 1:
-            raise InputError(f"{option} must be >= 1, got {value}")
+        check_count(value, option)
     try:
         if parse_bytes(memory) <= 0:
             raise ValueError(memory)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from lnpath.core.args import as_path
 from lnpath.core.errors import InputError, ResultError
 from lnpath.io.jsonfile import not_a_file
 from lnpath.io.tables import check_row_lengths
@@ -42,7 +43,7 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
         InputError: unreadable file, no rows, missing column, empty or duplicate ``slide_id``, a
             ``slide_id`` that is not a safe folder name, or a non-numeric ``mpp``.
     """
-    path = Path(path)
+    path = as_path(path, "manifest")
     return validate_manifest(_read_manifest_csv(path), str(path), path.absolute().parent)
 
 

@@ -44,6 +44,7 @@ from lnpath.batch.manifest import (
     validate_manifest,
 )
 from lnpath.batch.status import check_status, merge_status, status_rows, summarise
+from lnpath.core.args import as_path, check_count
 from lnpath.core.errors import InputError, LnpathError, one_line
 from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import outside_results
@@ -251,15 +252,15 @@ def score_batch(
     """
 
     opts = ScoreOptions.build(options, **option_values)
-    if workers is not None and (isinstance(workers, bool) or workers < 1):
-        raise InputError(f"workers must be a whole number >= 1, got {workers!r}")
+    if workers is not None:
+        workers = check_count(workers, "workers")
     config, lesion_model = opts.config, opts.lesion_model
     if isinstance(manifest, pd.DataFrame):
         table = validate_manifest(manifest, "manifest", Path.cwd())
     else:
         table = read_manifest(manifest)
     table = shard_rows(table, shard)
-    out = Path(out_dir)
+    out = as_path(out_dir, "out_dir")
     if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
         raise InputError(f"{out}: is a file, not a batch folder")
     outside_results(out, including_itself=True)

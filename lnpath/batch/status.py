@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from lnpath.batch.manifest import STATUS_FILE
+from lnpath.core.args import as_path
 from lnpath.core.errors import InputError, OutputError
 from lnpath.io.atomic import atomic_path
 from lnpath.io.tables import check_row_lengths
@@ -108,10 +109,11 @@ def read_status(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
         InputError: no such folder, no status table in it, or one that is unreadable, malformed
             or without rows (a cohort of nothing).
     """
-    if not Path(out_dir).is_dir():
-        kind = "not a folder" if Path(out_dir).exists() else "no such folder"
+    folder = as_path(out_dir, "out_dir")
+    if not folder.is_dir():
+        kind = "not a folder" if folder.exists() else "no such folder"
         raise InputError(f"{out_dir}: {kind} (a batch folder from `lnpath batch`)")
-    target = Path(out_dir) / STATUS_FILE
+    target = folder / STATUS_FILE
     if not target.exists():
         raise InputError(f"{out_dir}: no {STATUS_FILE} (not a batch folder from `lnpath batch`)")
     table = _read(target)

@@ -31,6 +31,7 @@ import shapely
 from shapely.geometry import GeometryCollection, MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from lnpath.core.args import as_path
 from lnpath.core.errors import InputError, one_line
 from lnpath.core.vocabulary import CLASS_COLOURS
 from lnpath.io.atomic import write_text
@@ -403,4 +404,4 @@ def geojson_text(collection: Mapping[str, Any]) -> str:
 
 def write_qupath(features: Iterable[QuPathFeature], path: str | os.PathLike[str]) -> Path:
     """Write features as a QuPath GeoJSON FeatureCollection, atomically."""
-    return write_text(path, geojson_text(feature_collection(features)))
+    return write_text(as_path(path, "GeoJSON output"), geojson_text(feature_collection(features)))

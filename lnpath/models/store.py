@@ -106,9 +106,12 @@ def resolve_model_path(name: str | os.PathLike[str], kind: str = "model") -> Pat
         kind: what the caller calls the model (``"lesion model"``), for the error message.
 
     Raises:
-        ModelError: No folder with a ``card.json`` at that path or under that name anywhere in the
-            search path; the message lists the folders searched and the models they hold.
+        ModelError: ``name`` is not text or a path, or no folder with a ``card.json`` at that
+            path or under that name anywhere in the search path; the message lists the folders
+            searched and the models they hold.
     """
+    if not isinstance(name, str | os.PathLike):  # None, a list: one line, not pathlib's TypeError
+        raise ModelError(f"{kind}: expected a name or a folder path, got {type(name).__name__}")
     candidate = Path(name)
     if (candidate / CARD_FILE).is_file():
         return candidate

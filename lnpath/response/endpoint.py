@@ -136,6 +136,7 @@ class ResponseResult:
         }
 
     def to_json(self, indent: int = 2) -> str:
+        """:meth:`to_dict` as JSON text (the response.json a trial's analysis reads)."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
     def to_html(self) -> str:

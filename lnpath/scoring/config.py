@@ -162,6 +162,11 @@ class ScoringConfig:
         """A copy with the named presets applied on top, in order (they win over set keys)."""
         cfg = self
         for name in names:
+            if not isinstance(name, str):  # a list, or None: one line, not difflib's TypeError
+                raise InputError(
+                    f"with_presets: a preset is a name, got {name!r}; "
+                    "give several one by one: with_presets('oxford_8', 'legacy_2003')"
+                )
             if name not in PRESETS:
                 known = ", ".join(PRESETS)
                 hint = _suggest(name, PRESETS)

@@ -15,6 +15,7 @@ from skimage.draw import polygon as draw_polygon
 
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.analysis.measure import normalise_white, slide_white
+from lnpath.core.args import as_path
 from lnpath.core.errors import InputError
 from lnpath.wsi.slide import MPP_RANGE
 
@@ -91,7 +92,7 @@ def load_labelled_tiles(
         InputError: No such folder, no tiles, a tile without its mask, an unreadable PNG, a mask
             of another size than its image, or an implausible ``mpp``.
     """
-    folder = Path(folder)
+    folder = as_path(folder, "load_labelled_tiles: folder")
     mpp = check_mpp(mpp, str(folder))
     if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
         raise InputError(f"{folder}: not a labelled tile folder (needs images/ and masks/)")

@@ -13,12 +13,14 @@ counted: years of sign-outs always include a few slides that are gone.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lnpath.core.args import as_path
 from lnpath.core.errors import InputError, ResultError
 from lnpath.io.atomic import check_output_dir
 from lnpath.results.folder import load_result_json, read_findings_csv
@@ -40,9 +42,13 @@ def result_folders(dirs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     Raises:
         InputError: a DIR does not exist or holds no result folder.
     """
+    if isinstance(dirs, str | os.PathLike):  # one folder, not its characters one by one
+        dirs = [dirs]
+    if not isinstance(dirs, Iterable):
+        raise InputError(f"dirs: expected result folders, got {type(dirs).__name__}")
     folders: list[Path] = []
     for d in dirs:
-        path = Path(d)
+        path = as_path(d, "dirs")
         if (path / "result.json").is_file():
             folders.append(path)
             continue
@@ -200,9 +206,9 @@ def train_lesions_from_results(
     """
     if method not in METHODS:
         raise InputError(f"method {method!r}: use one of {', '.join(METHODS)}")
-    if folds < 2:
-        raise InputError("folds must be >= 2")
-    check_output_dir(Path(out), overwrite, marker="card.json")
+    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
+        raise InputError(f"folds must be a whole number >= 2, got {folds!r}")
+    check_output_dir(as_path(out, "out"), overwrite, marker="card.json")
     results, ignored = confirmed_results(dirs)
     root = None if slide_root is None else Path(slide_root)
     if method == "morphometry":  # both trainers load torch: only when training

@@ -217,6 +217,8 @@ def score_slide(
     path, mpp = slide_file(path, mpp, "score_slide")
     if out is not None and not isinstance(out, str | os.PathLike):
         raise InputError(f"score_slide: out must be a folder path (got {type(out).__name__})")
+    if on_stage is not None and not callable(on_stage):  # it failed with the result's lock held
+        raise InputError(f"score_slide: on_stage must be callable (got {type(on_stage).__name__})")
     target = Path(os.path.realpath(out if out is not None else default_output(path)))
     check_output_dir(target, opts.overwrite, marker="result.json")  # before taking its lock there
     # every input is read before the lock file (and the folders above it) is created, so a typo

@@ -15,6 +15,8 @@ import types
 import webbrowser
 from collections.abc import Callable, Sequence
 
+from lnpath.core.args import as_path
+from lnpath.core.errors import InputError
 from lnpath.workstation.server import LOOPBACK, Workstation
 
 __all__ = ["Workstation", "workstation"]
@@ -46,7 +48,12 @@ def workstation(
         ResultError, SlideError, InputError: a folder is not a result, a slide is missing, the port
             is in use; each as one line.
     """
-    folders = [results] if isinstance(results, (str, os.PathLike)) else list(results)
+    if isinstance(results, str | os.PathLike):
+        results = [results]
+    elif not isinstance(results, Sequence):  # None: "'NoneType' object is not iterable"
+        raise InputError(f"workstation: expected result folder paths, got {type(results).__name__}")
+    folders = [as_path(r, "workstation: results") for r in results]
+    slides = [as_path(s, "workstation: slides") for s in slides]
     server = Workstation(folders, slides=[os.fspath(s) for s in slides], host=host, port=port)
     say = announce or LOG.warning
     if host not in LOOPBACK:

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lnpath.core.errors import InputError
 from lnpath.wsi.grid import TileInfo, TileSpec
-from lnpath.wsi.slide import Slide
+from lnpath.wsi.slide import Slide, check_mpp, require_open
 
 DEFAULT_BUDGET_BYTES = 256 << 20
 """Tiles kept at most: about 330 tiles of 512 px, a biopsy of four to five times the demo."""
@@ -42,6 +43,15 @@ class _Kept:
     pixels: np.ndarray  # (h, w, 3) at the store's µm/px
 
 
+def require_kept(kept: object, what: str) -> None:
+    """None or a :class:`KeptPixels`: anything else (a slide, a flag) is named here, not as
+    ``'str' object has no attribute 'accepts'`` halfway through a slide."""
+    if kept is not None and not isinstance(kept, KeptPixels):
+        raise InputError(
+            f"{what}: expected KeptPixels(slide, mpp) or None, got {type(kept).__name__}"
+        )
+
+
 class KeptPixels:
     """Tiles of one slide at one µm/px, kept by a first pass and cut out by a later one.
 
@@ -55,8 +65,9 @@ class KeptPixels:
     """
 
     def __init__(self, slide: Slide, mpp: float, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+        require_open(slide, "KeptPixels")
         self.slide = slide
-        self.mpp = float(mpp)
+        self.mpp = check_mpp(mpp, "KeptPixels: mpp")
         self.budget_bytes = budget_bytes
         self._tiles: list[_Kept] = []
         self._bytes = 0

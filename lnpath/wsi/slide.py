@@ -242,6 +242,7 @@ class Slide:
 
     @property
     def vendor(self) -> str | None:
+        """The format as OpenSlide names it (``aperio``, ``generic-tiff``); None without it."""
         return self._b.vendor
 
     @property
@@ -256,14 +257,17 @@ class Slide:
 
     @property
     def level_count(self) -> int:
+        """How many pyramid levels the file holds (0 is the full resolution)."""
         return len(self._b.level_dimensions)
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """(width, height) in pixels of each level, level 0 first."""
         return self._b.level_dimensions
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
+        """How many level-0 pixels one pixel of each level spans (1.0 for level 0)."""
         return self._b.level_downsamples
 
     def level_mpp(self, level: int) -> float:
@@ -302,7 +306,7 @@ class Slide:
     # --- pixels --------------------------------------------------------------------------
     def best_level(self, mpp: float) -> LevelChoice:
         """The level that produces ``mpp``: one within 5 %, else the next finer one."""
-        target = mpp / self.mpp
+        target = check_mpp(mpp, "best_level: mpp") / self.mpp
         downsamples = self.level_downsamples
         for level, ds in enumerate(downsamples):
             if abs(ds / target - 1.0) <= SNAP_TOLERANCE:

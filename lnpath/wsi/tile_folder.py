@@ -8,12 +8,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from lnpath import __version__
+from lnpath.core.args import check_count
+from lnpath.core.errors import InputError
 from lnpath.io.atomic import atomic_dir, check_output_dir
 
 if TYPE_CHECKING:
@@ -28,16 +31,21 @@ def save_tiles(
     out: str | Path,
     workers: int = 1,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Write every tile of ``grid`` as PNG under ``out/tiles`` with its index and provenance.
 
     An existing ``out`` is replaced only with ``overwrite`` (and only if it is a tile folder) or
     when it is empty; that is checked before any tile is read.
 
+    ``progress`` None shows a bar in Jupyter or on a terminal unless ``LNPATH_PROGRESS=0``.
+
     Raises:
-        InputError: ``out`` exists and may not be replaced, or cannot be written.
+        InputError: ``out`` is not a path, exists and may not be replaced, or cannot be written.
     """
+    if not isinstance(out, str | os.PathLike):
+        raise InputError(f"out: expected a folder path, got {type(out).__name__}")
+    workers = check_count(workers, "workers")
     out = Path(out)
     replace = overwrite or (out.is_dir() and not any(out.iterdir()))
     check_output_dir(out, replace, marker=MARKER)  # also refuses a file at ``out``

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lnpath.core.args import check_count
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
 from lnpath.core.threads import ordered_on_threads
@@ -91,12 +92,14 @@ class TileGrid:
         return plot_grid(self, ax)
 
     def save(
-        self, out: str | Path, workers: int = 1, overwrite: bool = False, progress: bool = True
+        self,
+        out: str | Path,
+        workers: int = 1,
+        overwrite: bool = False,
+        progress: bool | None = None,
     ) -> Path:
         """Write the tiles as PNGs with ``tiles.csv`` and ``tiles.json`` into a new folder
         (:func:`lnpath.wsi.tile_folder.save_tiles`)."""
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise InputError(f"workers must be an integer >= 1, got {workers!r}")
         return save_tiles(self, out, workers=workers, overwrite=overwrite, progress=progress)
 
     def __len__(self) -> int:
@@ -210,10 +213,8 @@ class TileGrid:
         Tiles are read-only views into the block they were cut from when no resampling is
         needed (copy one before changing it); resampled tiles are new arrays.
         """
-        if workers < 1:
-            raise InputError(f"workers must be >= 1, got {workers}")
-        if threads < 1:
-            raise InputError(f"threads must be >= 1, got {threads}")
+        workers = check_count(workers, "workers")
+        threads = check_count(threads, "threads")
         infos = self.infos()
         bar = progress_bar(len(self), self.slide.path.name, "tile", progress)
         blocks = self._blocks()

@@ -165,10 +165,12 @@ class TissueMask:
 
     @property
     def area_mm2(self) -> float:
+        """Tissue area in mm², to tell an adequate core from a sliver before scoring it."""
         return float(self.mask.sum()) * (self.mpp / 1000.0) ** 2
 
     @property
     def n_components(self) -> int:
+        """Separate pieces of tissue (a renal biopsy often has several cores)."""
         return int(ndi.label(self.mask)[1])
 
     def fractions_in(

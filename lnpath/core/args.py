@@ -1,0 +1,29 @@
+"""Arguments checked where they enter the public API, each refused as one line that names it.
+
+A count given as ``"2"`` or NaN, or ``None`` where a path belongs, otherwise fails deep inside
+(``'<' not supported``, pathlib's ``expected str, bytes or os.PathLike``) or, as NaN threads,
+waits forever: the user reads a traceback into lnpath's internals instead of which argument.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from pathlib import Path
+
+from lnpath.core.errors import InputError
+
+
+def check_count(value: object, what: str) -> int:
+    """``value`` (workers, threads, jobs, folds) as a whole number >= 1; numpy integers pass."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{what} must be >= 1 (a whole number), got {value!r}")
+    return int(value)
+
+
+def as_path(value: object, what: str) -> Path:
+    """``value`` as a :class:`~pathlib.Path` when it is text or path-like (existence is the
+    caller's check, with its own words)."""
+    if not isinstance(value, str | os.PathLike):
+        raise InputError(f"{what}: expected a file or folder path, got {type(value).__name__}")
+    return Path(value)
