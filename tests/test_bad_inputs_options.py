@@ -45,7 +45,7 @@ def _key_variant(kind: str, keys: tuple[Path, Path], tmp_path: Path) -> Path:
         ("public", "is a public key"),
         ("folder", "is a folder"),
         ("world-readable", "readable by other users"),
-        ("corrupt", "not a readable private key"),
+        ("corrupt", "not a PEM key"),
     ],
 )
 @pytest.mark.parametrize("command", ["addendum", "confirm"])

@@ -18,6 +18,7 @@ import pandas as pd
 
 from lnpath.core.args import as_path
 from lnpath.core.errors import InputError, ResultError
+from lnpath.core.text import check_patient_id
 from lnpath.io.jsonfile import not_a_file
 from lnpath.io.tables import check_row_lengths
 from lnpath.results.folder import load_result_json
@@ -78,6 +79,8 @@ def validate_manifest(table: pd.DataFrame, where: str, base: Path) -> pd.DataFra
         empty = [str(i + 2) for i, v in enumerate(cols[column]) if v is None]
         if empty:
             raise InputError(f"{where}: empty {column} on line(s) {', '.join(empty[:5])}")
+    for line, patient in enumerate(cols["patient_id"], start=2):
+        check_patient_id(str(patient), f"{where}: line {line}")
     unsafe = [s for s in cols["slide_id"] if _unsafe_id(str(s))]
     if unsafe:
         raise InputError(

@@ -24,15 +24,35 @@ def _control(ch: str, allowed: str) -> bool:
     return unicodedata.category(ch) == "Cc" and ch not in allowed
 
 
+def _hidden(name: str) -> str | None:
+    """The first control or text-direction character of a name, if any (a tab is allowed)."""
+    return next((ch for ch in name if ch in BIDI_CONTROLS or _control(ch, "\t")), None)
+
+
 def check_name(name: str, what: str) -> None:
     """Refuse a name with a control or text-direction character (a name is shown inline, beside
     the time it signed)."""
-    hidden = next((ch for ch in name if ch in BIDI_CONTROLS or _control(ch, "\t")), None)
+    hidden = _hidden(name)
     if hidden is not None:
         raise InputError(
             f"{what}: the pathologist's name holds a control or text-direction character "
             f"(U+{ord(hidden):04X}), which hides or reorders the text shown beside it "
             "(the time of a sign-out); type the name as plain text"
+        )
+
+
+def check_patient_id(patient_id: str | None, what: str) -> None:
+    """Refuse a patient id that is not one line of plain text, as a pathologist's name is
+    refused: it is shown inline on the report and in every table, where a line break splits
+    its row and a control or text-direction character hides or reorders it."""
+    if patient_id is None:
+        return
+    breaks = next((ch for ch in patient_id if unicodedata.category(ch) in ("Zl", "Zp")), None)
+    hidden = _hidden(patient_id) or breaks
+    if hidden is not None:
+        raise InputError(
+            f"{what}: the patient id holds a line break, control or text-direction character "
+            f"(U+{ord(hidden):04X}); a patient id must be one line of plain text"
         )
 
 

@@ -9,6 +9,7 @@ never depend on where a score came from. Malformed inputs are one-line errors na
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -316,17 +317,39 @@ def _side_from_scores(
     )
 
 
-def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str) -> SideIndex:
+def _whole(value: Any, maximum: int) -> bool:
+    """A grade or total as JSON holds one: a whole number in 0..maximum (not NaN, not "2")."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and int(value) == value
+        and 0 <= value <= maximum
+    )
+
+
+def _index(d: Any, names: tuple[str, ...], maximum: int, key: str) -> SideIndex:
+    """One index read from its record; each malformed part is named in a plain sentence, never
+    as the Python error it would raise further in."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{key} is {d!r}, not an index record")
     raw = d["components"]
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{key}.components is {raw!r}, not a record of components")
     components: dict[str, Component] = {}
     for name in names:
         c = raw.get(name) or {}
+        if not isinstance(c, Mapping):
+            raise ValueError(f"{key}.{name} is {c!r}, not a component record")
         score = c.get("score") if c.get("assessed", c.get("score") is not None) else None
-        if score is not None and (int(score) != score or not 0 <= score <= 3):
+        if score is not None and not _whole(score, 3):
             raise ValueError(f"{key}.{name}.score={score!r} is not 0..3")
         rng = c.get("score_range") if score is None else None
         if rng is not None and (
-            len(rng) != 2 or not all(int(v) == v and 0 <= v <= 3 for v in rng) or rng[0] > rng[1]
+            not isinstance(rng, list)
+            or len(rng) != 2
+            or not all(_whole(v, 3) for v in rng)
+            or rng[0] > rng[1]
         ):
             raise ValueError(f"{key}.{name}.score_range={rng!r} is not [low, high] in 0..3")
         components[name] = Component(
@@ -344,7 +367,7 @@ def _index(d: Mapping[str, Any], names: tuple[str, ...], maximum: int, key: str)
     missing = tuple(d.get("not_assessed") or (n for n, c in components.items() if not c.assessed))
     if complete and missing:
         raise ValueError(f"{key} is marked complete but {', '.join(missing)} not assessed")
-    if total is not None and (int(total) != total or not 0 <= total <= maximum):
+    if total is not None and not _whole(total, maximum):
         raise ValueError(f"{key}.total={total!r} is not 0..{maximum}")
     return SideIndex(
         total=int(total) if complete and total is not None else None,

@@ -46,7 +46,7 @@ from lnpath.results.stamp import STAMP_COLUMNS, STAMP_MEASUREMENT, export_stamp,
 from lnpath.results.views import plot_result, result_html
 from lnpath.scoring.score import BiopsyScore
 
-from .integrity import chained, check_chain, recover, result_path, seal, sign, signer
+from .integrity import chained, check_chain, not_a_folder, recover, result_path, seal, sign, signer
 
 LOG = logging.getLogger(__name__)
 
@@ -203,6 +203,8 @@ def load_result_json(folder: str | Path, label: str = "result") -> dict[str, Any
     """
     folder = Path(folder)
     path = folder if folder.is_file() else folder / "result.json"
+    if folder.is_file() and folder.name != "result.json":  # not read as if it were one
+        raise not_a_folder(folder)
     if not folder.exists():
         raise ResultError(f"{folder}: {label} folder not found")
     if not path.is_file():

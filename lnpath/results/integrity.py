@@ -201,10 +201,15 @@ def real_path(result_dir: str | os.PathLike[str] | Any, who: str = "result") -> 
     if named.is_file():
         if named.name == "result.json":  # its folder, even where the file itself is a link
             return Path(os.path.realpath(named.parent))
-        raise ResultError(
-            f"{named}: a file, not a result folder (pass the folder that holds result.json)"
-        )
+        raise not_a_folder(named)
     return Path(os.path.realpath(named))
+
+
+def not_a_folder(path: Path) -> ResultError:
+    """The one wording for a file given where a result folder belongs, whichever command."""
+    return ResultError(
+        f"{path}: a file, not a result folder (pass the folder that holds result.json)"
+    )
 
 
 def recover(folder: Path) -> None:
@@ -285,23 +290,32 @@ def fingerprint(public_key: Any) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _pem_header(path: str | os.PathLike[str]) -> bytes:
-    """The first PEM header line of a key file (empty when unreadable or not PEM)."""
+def _key_bytes(path: str | os.PathLike[str], kind: str) -> bytes:
+    """A key file's bytes; an unreadable or empty file, or one with no PEM block, is refused in a
+    sentence (InputError) before cryptography would answer in a paragraph."""
+    if not Path(path).is_file():  # not "[Errno 2] ..." inside "not a readable key"
+        raise not_a_file(Path(path), f"{kind} key file")
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
-    except OSError:
-        return b""
-    start = head.find(b"-----BEGIN ")
-    return b"" if start < 0 else head[start : head.find(b"\n", start)].strip()
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {kind} key file ({exc.strerror})") from None
+    if not data.strip():
+        raise InputError(f"{path}: the {kind} key file is empty (lnpath keygen writes one)")
+    if b"-----BEGIN " not in data:
+        raise InputError(f"{path}: not a PEM key (lnpath keygen writes one)")
+    return data
 
 
-def _is_public_pem(path: str | os.PathLike[str]) -> bool:
-    return _pem_header(path) == b"-----BEGIN PUBLIC KEY-----"
+def _pem_header(data: bytes) -> bytes:
+    """The first PEM header line of a key file's bytes."""
+    return data[data.find(b"-----BEGIN ") :].split(b"\n", 1)[0].strip()
 
 
-def _is_private_pem(path: str | os.PathLike[str]) -> bool:
-    return _pem_header(path).endswith(b"PRIVATE KEY-----")
+def _unreadable_pem(path: str | os.PathLike[str], exc: Exception, kind: str) -> InputError:
+    """cryptography's error in a sentence: its own text is a paragraph with a URL."""
+    if isinstance(exc, TypeError):  # "Password was not given but private key is encrypted"
+        return InputError(f"{path}: the {kind} key is encrypted (lnpath keygen writes one without)")
+    return InputError(f"{path}: not a PEM {kind} key (its PEM text is damaged or of another kind)")
 
 
 def load_private_key(path: str | os.PathLike[str]) -> Any:
@@ -314,9 +328,8 @@ def load_private_key(path: str | os.PathLike[str]) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    if not Path(path).is_file():  # not "[Errno 2] ..." inside "not a readable key"
-        raise not_a_file(Path(path), "private key file")
-    if _is_public_pem(path):  # not "readable by other users: chmod 600" of a public key
+    data = _key_bytes(path, "private")
+    if _pem_header(data) == b"-----BEGIN PUBLIC KEY-----":  # not "readable by other users"
         name = Path(path).name
         half = f"{name[:-8]}.pem" if name.endswith(".pub.pem") else "what lnpath keygen wrote"
         raise InputError(f"{path}: is a public key; sign with its private half ({half})")
@@ -327,10 +340,9 @@ def load_private_key(path: str | os.PathLike[str]) -> Any:
             f"make it yours alone (chmod 600 {path}), as lnpath keygen writes it"
         )
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a readable private key ({detail})") from None
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise _unreadable_pem(path, exc, "private") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise InputError(f"{path}: not an Ed25519 private key (lnpath keygen writes one)")
     return key
@@ -345,16 +357,14 @@ def load_public_key(path: str | os.PathLike[str]) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    if not Path(path).is_file():  # not "[Errno 2] ..." inside "not a readable key"
-        raise not_a_file(Path(path), "public key file")
-    if _is_private_pem(path):
+    data = _key_bytes(path, "public")
+    if _pem_header(data).endswith(b"PRIVATE KEY-----"):
         half = Path(path).with_suffix(".pub.pem")
         raise InputError(f"{path}: is a private key; verify with its public half ({half.name})")
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: not a readable public key ({detail})") from None
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise _unreadable_pem(path, exc, "public") from None
     if not isinstance(key, Ed25519PublicKey):
         raise InputError(f"{path}: not an Ed25519 public key (lnpath keygen writes one)")
     return key

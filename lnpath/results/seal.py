@@ -321,9 +321,10 @@ def _verify(folder: Path) -> Verification:
     revision = int(result["revision"])
     events = read_audit(folder)
     if not events and result.get("seal") is not None:
+        trail = folder / "revisions" / "audit.jsonl"
+        what = "empty (emptied" if trail.is_file() else "missing or not a file (removed"
         raise ResultError(
-            f"{folder / 'revisions' / 'audit.jsonl'}: missing or not a file (removed or "
-            "replaced outside lnpath); the audit trail cannot be checked"
+            f"{trail}: {what} or replaced outside lnpath); the audit trail cannot be checked"
         )
     check_chain(folder, events)
     unchained = legacy_count(events) == len(events)

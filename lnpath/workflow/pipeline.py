@@ -28,6 +28,7 @@ from lnpath.analysis.lesions import MorphometryCaller
 from lnpath.core.dates import date_problem
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_scope
+from lnpath.core.text import check_patient_id
 from lnpath.core.vocabulary import main_call
 from lnpath.io.atomic import check_output_dir
 from lnpath.io.configfile import load_biopsy, load_config
@@ -212,8 +213,8 @@ def score_slide(
     Raises:
         SlideError, InputError, ModelError: the slide, an option or a model is unusable.
     """
-
     opts = ScoreOptions.build(options, **option_values)
+    check_patient_id(patient_id, "score_slide")
     path, mpp = slide_file(path, mpp, "score_slide")
     if out is not None and not isinstance(out, str | os.PathLike):
         raise InputError(f"score_slide: out must be a folder path (got {type(out).__name__})")

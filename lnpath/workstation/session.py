@@ -112,13 +112,15 @@ class ResultSession:
     def __init__(self, folder: Path, slides: list[Path]) -> None:
         self.folder = Path(folder)
         result = load_result_json(self.folder)
-        self.name = str(result["slide"].get("name") or self.folder.name)
         self.read_only: str | None = None
         try:
             verify(self.folder)
         except ResultError as exc:
+            if not isinstance(result["slide"], dict):  # no slide to open it on, even read-only
+                raise
             self.read_only = f"{exc} — opened read-only"
             LOG.warning("%s", self.read_only)
+        self.name = str(result["slide"].get("name") or self.folder.name)
         self.slide_path = resolve_slide(self.folder, result, slides)
         self.tiles = DeepZoomTiles(self.slide_path)
         self.lock = threading.Lock()  # one save or sign-out at a time from this server
