@@ -54,11 +54,16 @@ def test_review_of_an_export_with_a_hand_edited_stamp(
     tmp_path: Path,
 ) -> None:
     result = copy_result(demo_result_template)
-    before = file_hashes(result)
     export = _edited_geojson(result, tmp_path / "export.geojson", edit)
-    proc = lnpath_cli("review", result, "--geojson", export, "--pathologist", "Dr A")
+    _review_refused(result, "--geojson", export, needle)
+
+
+def _review_refused(result: Path, option: str, edited: Path, needle: str) -> None:
+    """``review --geojson/--findings EDITED`` is one line naming the file; the result unchanged."""
+    before = file_hashes(result)
+    proc = lnpath_cli("review", result, option, edited, "--pathologist", "Dr A")
     assert proc.returncode == 2, proc.stderr
-    assert_one_line_error(proc, str(export), needle)
+    assert_one_line_error(proc, str(edited), needle)
     assert file_hashes(result) == before
 
 
@@ -95,12 +100,8 @@ def test_review_of_a_findings_table_with_a_malformed_row(
     tmp_path: Path,
 ) -> None:
     result = copy_result(demo_result_template)
-    before = file_hashes(result)
     table = _edited_findings(result, tmp_path / "edited.csv", edit)
-    proc = lnpath_cli("review", result, "--findings", table, "--pathologist", "Dr A")
-    assert proc.returncode == 2, proc.stderr
-    assert_one_line_error(proc, str(table), needle)
-    assert file_hashes(result) == before
+    _review_refused(result, "--findings", table, needle)
 
 
 def test_score_findings_of_a_row_with_one_field_too_many(
