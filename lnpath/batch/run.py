@@ -1,7 +1,7 @@
 """Score a cohort: manifest ──▶ one result folder per slide (resumable) ──▶ a cohort table.
 
 Batches get interrupted (wall-time limits, pre-empted nodes, one corrupt slide), so every slide is
-its own unit of work: :func:`score_slide` writes ``out_dir/<slide_id>/`` atomically, and its
+its own unit of work: :func:`score_slide` writes ``out_dir/<slide_id>/`` atomically, its
 result.json doubles as the completion marker. A re-run skips a slide whose result.json records the
 same slide fingerprint, configuration, outline model/annotation sha256, lesion model sha256 (a model
 retrained under the same name is a different model), stain, µm/px and patient fields, and
@@ -9,9 +9,8 @@ re-scores nothing else unless asked. A failing slide is recorded (one line) in
 ``batch_status.csv`` and never stops the others.
 
 Work runs where the user's cluster is: a dask ``LocalCluster`` of single-threaded worker processes
-by default, any scheduler address, or a ``dask_jobqueue.SLURMCluster`` client (see the CLI); or a
-plain ``sbatch --array`` where each array task takes its shard ``i::n`` of the manifest. Workers
-receive the slide *path*, never an open handle, and open their own.
+by default, any scheduler address, a ``dask_jobqueue.SLURMCluster`` client (see the CLI), or a
+plain ``sbatch --array`` (each array task takes its shard ``i::n``); workers open slides by path.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 ``score_slide`` chains the library's steps (open → segment glomeruli → call lesions → measure cortex
 → score) and writes everything a pathologist needs to check the machine's proposal into one result
-folder (its format: :mod:`lnpath.results.folder`), atomically, so that an interrupted run never
-leaves a
+folder (its format: :mod:`lnpath.results.folder`), atomically: an interrupted run never leaves a
 half-written result.
 """
 
