@@ -684,20 +684,25 @@ def test_requests_without_the_token_get_403(result: Path, serve: Any) -> None:
     assert json.load(urllib.request.urlopen(ok))["revision"] == 1
 
 
+def _send(server: Any, path: str, data: bytes) -> tuple[int, dict[str, Any]]:
+    """POST ``data`` to the workstation's API with its token: the status and the JSON answer."""
+    request = urllib.request.Request(
+        server.base + path,
+        data=data,
+        headers={"X-Lnpath-Token": server.token, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
 def test_malformed_requests_get_one_line_not_a_server_error(result: Path, serve: Any) -> None:
     server = serve(result)
 
     def post(path: str, body: Any) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(
-            server.base + path,
-            data=json.dumps(body).encode(),
-            headers={"X-Lnpath-Token": server.token, "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
+        return _send(server, path, json.dumps(body).encode())
 
     edits = (
         {"cortex": [0.1]},
@@ -737,16 +742,7 @@ def test_wrong_types_and_huge_bodies_get_a_4xx_and_change_nothing(result: Path, 
     server = serve(result)
 
     def send(path: str, data: bytes) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(
-            server.base + path,
-            data=data,
-            headers={"X-Lnpath-Token": server.token, "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
+        return _send(server, path, data)
 
     base = {"base_revision": 1, "pathologist": "Dr X", "comment": "typed"}
     edits: list[tuple[str, dict[str, Any]]] = [
