@@ -291,23 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_segment_1_vs_forward_fused": round(med["segment_1"] / med["forward_fused"], 3),
         "ratio_segment_2_vs_forward_fused": round(med["segment_2"] / med["forward_fused"], 3),
         "ratio_segment_2_vs_segment_1": round(med["segment_2"] / med["segment_1"], 3),
-        "lnpath_timings_median_s": {
-            name: {
-                k: round(statistics.median(t[k] for t in runs), 2)
-                for k in ("read_s", "compute_s", "stitch_s")
-            }
-            for name, runs in timings.items()
-        },
+        "lnpath_timings_median_s": median_timings(timings, 2),
         "all_runs_s": {k: [round(x, 2) for x in v] for k, v in seconds.items()},
-        "machine": {
-            "cpus_usable": len(os.sched_getaffinity(0)),
-            "cpu": cpu_name(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "note": "shared machine: other processes compete for the CPUs; compare within a run",
-        },
+        "machine": machine(load_before),
     }
     if kept:
         report["ratio_forward_folded_vs_returned"] = round(
@@ -328,6 +314,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         record_speed(model, report)
     return 0
+
+
+def median_timings(timings: dict[str, list[dict[str, float]]], digits: int) -> dict[str, Any]:
+    """Medians of lnpath's own timings (waiting for pixels, network, stitching) per contender."""
+    return {
+        name: {
+            k: round(statistics.median(t[k] for t in runs), digits)
+            for k in ("read_s", "compute_s", "stitch_s")
+        }
+        for name, runs in timings.items()
+    }
+
+
+def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """Where a run was measured, and the load around it (seconds follow the other users)."""
+    return {
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu": cpu_name(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "note": "shared machine: other processes compete for the CPUs; compare within a run",
+    }
 
 
 def interleaved(
@@ -387,23 +397,10 @@ def gpu_benchmark(
         "ratio_segment_2_vs_segment_1": round(med["segment_2"] / med["segment_1"], 3),
         "ratio_segment_tta_vs_forward": round(med["segment_tta"] / med["forward"], 3),
         "goal_s_per_demo_biopsy": 0.5,
-        "lnpath_timings_median_s": {
-            name: {
-                k: round(statistics.median(t[k] for t in runs), 3)
-                for k in ("read_s", "compute_s", "stitch_s")
-            }
-            for name, runs in timings.items()
-        },
+        "lnpath_timings_median_s": median_timings(timings, 3),
         "agreement_with_cpu": outline_agreement(on_gpu, on_cpu),
         "all_runs_s": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
-        "machine": {
-            "cpus_usable": len(os.sched_getaffinity(0)),
-            "cpu": cpu_name(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda,
-        },
+        "machine": {**machine(load_before), "cuda": torch.version.cuda},
     }
     json.dump(report, sys.stdout, indent=2)
     print()
