@@ -165,7 +165,7 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
         if task.get("cpus"):  # a local worker's share of the machine
             import torch  # score_slide imports it anyway
 
-            use_cpus(int(task["cpus"]))
+            use_cpus(task["cpus"])
             torch.set_num_threads(available_cpus())
         score_slide(
             task["path"],

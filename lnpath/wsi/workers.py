@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from lnpath.core.args import check_count
+
 log = logging.getLogger(__name__)
 
 GUARD = 'if __name__ == "__main__":'
@@ -68,9 +70,7 @@ def use_cpus(count: int | None) -> None:
     """Size this process's parallel work (reader processes and threads, measurement threads)
     for ``count`` CPUs from now on, e.g. a batch worker's share of the machine, where the
     affinity mask holds every CPU of the node (``None``: all of them again)."""
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-        raise ValueError(f"count must be a positive integer or None, got {count!r}")
-    _SHARE["cpus"] = count
+    _SHARE["cpus"] = None if count is None else check_count(count, "cpus")
 
 
 def die_with_parent() -> None:
