@@ -26,6 +26,7 @@ On a machine shared with other jobs the seconds move with the load; compare rati
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -69,7 +70,7 @@ def contenders(
     manifest: pd.DataFrame, scratch: Path, device: str, gpus: int
 ) -> dict[str, Callable[[], int]]:
     """Each contender scores every slide into a new folder and returns how many it scored."""
-    runs = iter(range(10**6))
+    runs = itertools.count()
 
     def fresh() -> Path:
         return scratch / f"run-{next(runs)}"
