@@ -234,6 +234,28 @@ def demo_result_template(repo_dir: Path, tmp_path_factory: pytest.TempPathFactor
     return out
 
 
+def sealed_result(template: Path, target: Path, data: dict[str, Any]) -> Path:
+    """A result folder exactly as lnpath writes one (audit trail, snapshot, seal) whose
+    result.json says what ``data`` says, around the glomeruli of the scored ``template``.
+
+    Scores made up for a test still go through lnpath's own writer, so they verify; the slide
+    fingerprint is the folder's name's, so two folders are two biopsies.
+    """
+    from lnpath.results.folder import ResultContent, write_result
+
+    base = json.loads((template / "result.json").read_text(encoding="utf-8"))
+    fingerprint = {**base["slide"]["fingerprint"], "sha256": _sha256_text(target.name)}
+    slide = {**base["slide"], **data.get("slide", {}), "fingerprint": fingerprint}
+    result = {**base, **data, "slide": slide}
+    event = {"event": "scored", "at": base["created_at"], "by": "lnpath (test scores)"}
+    write_result(target, result, event, ResultContent.load(template))
+    return target
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @pytest.fixture(scope="session")
 def confirmed_template(
     demo_result_template: Path, tmp_path_factory: pytest.TempPathFactory

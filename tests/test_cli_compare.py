@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +13,23 @@ import pytest
 
 from lnpath.cli import main
 from lnpath.response.endpoint import PRESETS
-from tests.conftest import DEMO_UNGRADED
+from tests.conftest import DEMO_UNGRADED, sealed_result
 from tests.test_response import result, score
 
 UNGRADED = DEMO_UNGRADED
 
 
-def _folder(root: Path, name: str, data: dict[str, Any]) -> Path:
-    folder = root / name
-    folder.mkdir()
-    (folder / "result.json").write_text(json.dumps(data), encoding="utf-8")
-    return folder
+@pytest.fixture
+def folder(demo_result_template: Path, tmp_path: Path) -> Callable[[str, dict[str, Any]], Path]:
+    """A result folder as lnpath writes it, holding the given result.json's scores."""
+    return lambda name, data: sealed_result(demo_result_template, tmp_path / name, data)
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> tuple[Path, Path]:
+def pair(folder: Callable[[str, dict[str, Any]], Path]) -> tuple[Path, Path]:
     """Baseline AI 10 / CI 1 (class IV) and follow-up AI 2 / CI 2 (class II) of one patient."""
-    bl = _folder(tmp_path, "bl", result(score(10, 1), biopsy_date="2023-03-01"))
-    fu = _folder(tmp_path, "fu", result(score(2, 2, proposal="II"), biopsy_date="2024-03-01"))
+    bl = folder("bl", result(score(10, 1), biopsy_date="2023-03-01"))
+    fu = folder("fu", result(score(2, 2, proposal="II"), biopsy_date="2024-03-01"))
     return bl, fu
 
 
@@ -85,9 +85,9 @@ def test_compare_json_format_preset_and_overrides(pair, capsys):
     assert data["endpoint"]["value"] is True
 
 
-def test_not_evaluable_is_reported_not_silent(tmp_path: Path, capsys):
-    bl = _folder(tmp_path, "bl", result(score(10), biopsy_date="2024-03-01"))
-    fu = _folder(tmp_path, "fu", result(score(2), biopsy_date="2023-03-01"))
+def test_not_evaluable_is_reported_not_silent(folder, tmp_path: Path, capsys):
+    bl = folder("bl", result(score(10), biopsy_date="2024-03-01"))
+    fu = folder("fu", result(score(2), biopsy_date="2023-03-01"))
     assert main(["compare", str(bl), str(fu), "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "not_evaluable" in out and "swapped" in out
@@ -113,7 +113,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_bad_inputs_one_line_error(pair, tmp_path: Path):
-    bad = _folder(tmp_path, "bad", {})
+    bad = tmp_path / "bad"
+    bad.mkdir()
     (bad / "result.json").write_text("{truncated", encoding="utf-8")
     cases = [
         ((str(tmp_path / "nope"), str(pair[1])), "result folder not found"),
@@ -130,6 +131,22 @@ def test_bad_inputs_one_line_error(pair, tmp_path: Path):
         assert len(lines) == 1 and lines[0].startswith("lnpath: error:"), proc.stderr
         assert message in lines[0]
         assert "Traceback" not in proc.stderr
+
+
+def test_an_unconfirmed_result_edited_by_hand_is_not_compared(pair, tmp_path: Path):
+    """A provisional result has no confirmation to lose: an edit to its scores would pass
+    unseen into the endpoint, so compare refuses it, as ``lnpath verify`` (exit 3) does."""
+    data = json.loads((pair[1] / "result.json").read_text())
+    necrosis = data["scores"]["activity_index"]["components"]["fibrinoid_necrosis"]
+    necrosis["score"] = 0 if necrosis["score"] else 2  # the follow-up's AI changed by hand
+    (pair[1] / "result.json").write_text(json.dumps(data))
+    out = tmp_path / "out"
+    proc = _cli(str(pair[0]), str(pair[1]), "--out", str(out))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lnpath: error: follow-up not compared:"), lines
+    assert str(pair[1]) in lines[0] and "only as lnpath wrote it" in lines[0]
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- real result folders

@@ -21,6 +21,7 @@ from lnpath.response.endpoint import (
 )
 from lnpath.scoring.uncertainty import band
 from lnpath.workflow.compare import compare
+from tests.conftest import sealed_result
 
 WEIGHTS = {"fibrinoid_necrosis": 2, "cellular_fibrocellular_crescents": 2}
 N = 20
@@ -804,14 +805,13 @@ def test_doubled_component_near_band_edge_is_flagged():
 # --------------------------------------------------------------------------- input forms
 
 
-def test_folder_result_json_object_and_dict_inputs(tmp_path: Path):
+def test_folder_result_json_object_and_dict_inputs(demo_result_template: Path, tmp_path: Path):
     bl_dir, fu_dir = tmp_path / "bl", tmp_path / "fu"
     for folder, data in (
         (bl_dir, result(score(10), biopsy_date="2023-01-01")),
         (fu_dir, result(score(2), biopsy_date="2024-01-01")),
     ):
-        folder.mkdir()
-        (folder / "result.json").write_text(json.dumps(data))
+        sealed_result(demo_result_template, folder, data)
     by_folder = compare(bl_dir, str(fu_dir))
     assert by_folder.status == "provisional" and by_folder.baseline.source == str(bl_dir)
     assert by_folder.baseline.patient_id == "P1" and by_folder.followup.stain == "PAS"

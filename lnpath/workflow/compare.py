@@ -27,7 +27,8 @@ def load_folder_side(obj: Any, label: str = "biopsy") -> BiopsySide:
     """A BiopsySide from a result folder, its result.json, a SlideResult, or anything pure.
 
     Raises:
-        ResultError: a result folder is missing or its result.json is unreadable or malformed.
+        ResultError: a result folder is missing, its result.json is unreadable or malformed, or
+            it is unconfirmed and was edited outside lnpath.
         InputError: the object is of an unknown kind or its scores are malformed.
     """
     folder = getattr(obj, "folder", None)
@@ -39,7 +40,7 @@ def load_folder_side(obj: Any, label: str = "biopsy") -> BiopsySide:
     side = side_from_result(
         load_result_json(path, f"{label} result"), str(_result_folder(path)), ResultError
     )
-    return _with_seal(side, _result_folder(path))
+    return _with_seal(side, _result_folder(path), label)
 
 
 def compare(
@@ -51,10 +52,11 @@ def compare(
 ) -> ResponseResult:
     """Compare a baseline and a follow-up biopsy under a named response preset.
 
-    Each biopsy may be a result folder, a SlideResult, a BiopsyScore or a score dict; folders'
-    confirmation seals are verified, so a result edited after sign-out never gives a ``final``
-    endpoint. ``preset=None`` applies the ``response_preset`` the biopsies were scored with;
-    ``rule`` adds a component-level endpoint. See :func:`lnpath.response.endpoint.compare`.
+    Each biopsy may be a result folder, a SlideResult, a BiopsyScore or a score dict; folders
+    are verified, so a result edited after sign-out never gives a ``final`` endpoint and an
+    unconfirmed one edited outside lnpath is refused. ``preset=None`` applies the
+    ``response_preset`` the biopsies were scored with; ``rule`` adds a component-level endpoint.
+    See :func:`lnpath.response.endpoint.compare`.
     """
     if preset is not None:
         get_preset(preset)  # an unknown name fails before any folder is read
@@ -71,15 +73,25 @@ def _result_folder(path: Path) -> Path:
     return path.parent if path.is_file() else path
 
 
-def _with_seal(side: BiopsySide, folder: Path) -> BiopsySide:
-    """Check a confirmed result folder's seal, so a result edited after confirmation is caught.
+def _with_seal(side: BiopsySide, folder: Path, label: str) -> BiopsySide:
+    """Check a result folder is what lnpath wrote, so no edit made outside it is compared.
 
-    Only confirmed results are checked: they are what makes an endpoint ``final``.
+    A confirmed result edited after confirmation is compared but never ``final`` (its check
+    names the edit); a provisional one has no confirmation to lose, so an edit to it would pass
+    unseen into the endpoint, and it is refused.
+
+    Raises:
+        ResultError: a provisional result was edited outside lnpath.
     """
-    if not side.confirmed:
-        return side
     try:
         verify(folder)
     except LnpathError as exc:
+        if not side.confirmed:
+            raise ResultError(
+                f"{label} not compared: {exc} (an unconfirmed result is compared only as lnpath "
+                "wrote it)"
+            ) from None
         return replace(side, seal_verified=False, seal_message=str(exc))
+    if not side.confirmed:
+        return side
     return replace(side, seal_verified=True, seal_message="confirmation seal verified")
