@@ -734,6 +734,71 @@ def test_malformed_requests_get_one_line_not_a_server_error(result: Path, serve:
     assert lnpath.SlideResult.load(result).revision == 1
 
 
+def test_the_preview_refuses_what_the_save_refuses_with_the_same_line(
+    result: Path, serve: Any
+) -> None:
+    """The preview scored a class "VII", an override without its reason, a comment with a
+    control character and outlines drawn past the slide's edges, each of which the save then
+    refused (an outline naming a temporary file and a feature id the page never showed)."""
+    server = serve(result)
+    width, height = lnpath.SlideResult.load(result).to_dict()["slide"]["dimensions"]
+    bound = f"(x 0 to {width}, y 0 to {height} px)"
+    square = [[1000, 1000], [1200, 1000], [1200, 1200], [1000, 1200]]
+    refused = (
+        ({"class_override": {"class": "VII", "reason": "EM"}}, "is not an ISN/RPS class"),
+        ({"class_override": {"class": "IV", "reason": " "}}, "give the reason"),
+        ({"comment": "seen\u0007"}, "invisible control character"),
+        ({"added": [[[x + 1e7, y + 1e7] for x, y in square]]}, bound),
+        ({"added": [[[x - 5000, y - 5000] for x, y in square]]}, bound),
+        ({"added": [square, [[x + width - 1100, y] for x, y in square]]}, bound),
+    )
+    for body, words in refused:
+        answers = [
+            _send(server, f"api/r/0/{route}", json.dumps({**body, **BASE}).encode())
+            for route in ("preview", "save")
+        ]
+        assert answers[0] == answers[1], (body, answers)
+        status, answer = answers[0]
+        assert status == 400 and words in answer["error"], (body, answer)
+        assert len(answer["error"].splitlines()) == 1
+    assert "drawn glomerulus 2: point 2" in answer["error"]  # the outline and point named
+    assert lnpath.SlideResult.load(result).revision == 1
+    on_slide = {"added": [square], "class_override": {"class": "IV", "reason": "EM"}}
+    for route in ("preview", "save"):
+        status, answer = _send(
+            server, f"api/r/0/{route}", json.dumps({**on_slide, **BASE}).encode()
+        )
+        assert status == 200, (route, answer)
+
+
+BASE = {"base_revision": 1, "pathologist": "Dr X"}
+
+
+def test_a_point_clicked_past_the_slide_is_refused_while_drawing(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """The viewer shows beyond the slide's edges; a point clicked there was drawn, previewed
+    and then refused by the save."""
+    server = serve(result)
+    page = open_page(context, server)
+    page.locator("#pathologist").blur()
+    box = page.locator("#viewer").bounding_box()
+    page.keyboard.press("d")
+    # 300 px above the slide's top edge, in the viewer's blank margin
+    x, y = page.evaluate(
+        "(() => { const p = viewer.viewport.imageToViewerElementCoordinates("
+        "new OpenSeadragon.Point(2000, -300)); return [p.x, p.y]; })()"
+    )
+    assert 0 < y < box["height"] and 0 < x < box["width"], (x, y)  # the margin is in view
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    page.wait_for_function("document.getElementById('message').className === 'error'")
+    width, height = lnpath.SlideResult.load(result).to_dict()["slide"]["dimensions"]
+    message = page.locator("#message").text_content()
+    assert f"lies outside the slide (x 0 to {width}, y 0 to {height} px)" in message
+    assert page.evaluate("drawing.length") == 0
+    assert not page.errors
+
+
 def test_wrong_types_and_huge_bodies_get_a_4xx_and_change_nothing(result: Path, serve: Any) -> None:
     """``int()`` took 1.5, true and "1" for revision 1 and saved on them; an extent of 5 and a
     NaN point were server errors; the preview scored a cortex field the save refuses; a list
@@ -911,7 +976,7 @@ def test_measurements_are_shown_rounded_in_their_units_and_stored_as_measured(
         for i in range(rows.count())
     }
     g1 = findings(result).loc[1]
-    assert shown["area"][0] == f"{round(g1['m_area_um2']):,} µm²"
+    assert "area" not in shown  # the outline's area is the one shown (beside "Machine:")
     assert shown["tuft area"][0] == f"{round(g1['m_tuft_area_um2']):,} µm²"
     assert shown["diameter"][0] == f"{round(g1['m_diameter_um'])} µm"
     assert shown["nuclei"][0] == str(int(g1["m_nuclei"]))
@@ -928,13 +993,35 @@ def test_measurements_are_shown_rounded_in_their_units_and_stored_as_measured(
         "endocapillary < 10%",
     )
     assert shown["PAS matrix fraction"][0] == f"{100 * g1['m_pas_matrix_fraction']:.1f}%"
-    assert len(shown) == sum(str(c).startswith("m_") for c in g1.index)
+    assert len(shown) == sum(str(c).startswith("m_") for c in g1.index) - 1  # all but the mask area
     for text, _ in shown.values():
         assert re.fullmatch(r"[\d,]+( µm²| µm)?|\d+\.\d%|\d+\.\d", text), text
     # the measured value is kept (on hover, and in the folder)
     title = page.locator("#glomerulus td.measure").first.get_attribute("title")
-    assert float(title) == round(g1["m_area_um2"], 3)
+    assert float(title) == round(g1["m_diameter_um"], 3)
     assert (result / "findings.csv").read_bytes() == stored
+    assert not page.errors
+
+
+def test_one_area_per_glomerulus_on_the_page_and_in_the_report(
+    result: Path, serve: Any, context: Any
+) -> None:
+    """The page said "area 26,747 µm²" (the outline's) beside a measured "area 26,782 µm²" (the
+    mask's pixels), and the report's appendix gave both as two columns: one glomerulus, two
+    areas, unexplained. The outline's area is the one shown."""
+    g1 = findings(result).loc[1]
+    outline, mask = f"{round(g1['area_um2']):,}", f"{round(g1['m_area_um2']):,}"
+    assert outline != mask  # the two differ on the demo's G1
+    server = serve(result)
+    page = open_page(context, server)
+    click_glomerulus(page, 1)
+    machine = page.locator("#glomerulus div.muted", has_text="Machine:").text_content()
+    assert machine.endswith(f"; area {outline} µm²"), machine
+    assert mask not in page.locator("#glomerulus").text_content()
+    report = (result / "report.html").read_text(encoding="utf-8")
+    heads = re.findall(r'<th scope="col">([^<]*)</th>', report)
+    assert sum("area" in h.lower() and "tuft" not in h for h in heads) == 1, heads
+    assert f"<td>{outline}</td>" in report and f"<td>{mask}</td>" not in report
     assert not page.errors
 
 

@@ -52,6 +52,11 @@ OPTIONAL_FLAGS: tuple[str, ...] = ("ischemic", "adhesion", "mesangial_hypercellu
 LESION_EXTENT = "lesion_extent"
 EXTENTS: tuple[str, ...] = ("segmental", "global")
 
+#: The measuring mask's pixel count in µm²: the outline's own area (``area_um2``, exact from the
+#: polygon) counted in pixels at the measuring resolution, so a little off it. ``area_um2`` is the
+#: glomerulus's area wherever one is shown; this stays in findings.csv as the fractions' base.
+MASK_AREA = "m_area_um2"
+
 #: QuPath class -> the lesion values it asserts; lesions it does not mention stay not assessed.
 #: ``Glomerulus`` (what ``lnpath segment`` and QuPath's own glomerulus class write) asserts
 #: nothing: the glomerulus counts, every lesion not assessed.

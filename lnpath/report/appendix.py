@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lnpath.core.findings import is_missing
+from lnpath.core.findings import MASK_AREA, is_missing
 from lnpath.core.vocabulary import LESION_LABELS
 from lnpath.report.words import LESION_WORDS, _label, final_class
 
@@ -31,7 +31,8 @@ def _value_text(value: Any) -> str:
 
 def _measure_table(findings: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     probs = [c for c in findings.columns if str(c).startswith("p_") and str(c)[2:] in LESION_LABELS]
-    measures = [c for c in findings.columns if str(c).startswith("m_")]
+    # one area per glomerulus, the outline's ("Area µm²"): the mask's differs a little
+    measures = [c for c in findings.columns if str(c).startswith("m_") and c != MASK_AREA]
     head = ["Glomerulus", "Main finding", "Area µm²", "Detection probability"]
     head += [f"Probability: {LESION_WORDS[str(c)[2:]]}" for c in probs]
     head += [str(c)[2:].replace("_", " ") for c in measures]

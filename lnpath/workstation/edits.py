@@ -17,6 +17,8 @@ from lnpath.core.errors import InputError
 from lnpath.core.findings import LESION_EXTENT, LESIONS, is_missing
 from lnpath.results.edits import CORTEX_FIELDS
 from lnpath.scoring.biopsy import class_inputs
+from lnpath.scoring.biopsy import class_override as valid_override
+from lnpath.workflow.revision import ReviewRequest
 from lnpath.workstation.records import EXCLUSIONS
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +90,7 @@ class PageEdits:
                 "class override: choose the class the reason is for (a reason alone is not "
                 "recorded)"
             )
+        _check_as_review(body)
         pathologist = str(body.get("pathologist") or "").strip()
         return cls(
             base_revision=base,
@@ -139,6 +142,19 @@ def _check_shape(body: Mapping[str, Any]) -> None:
     for name, value in (body.get("class_override") or {}).items():
         if value is not None and not isinstance(value, str):
             raise InputError(f"class override: {name} must be text, not {_json(value)}")
+
+
+def _check_as_review(body: Mapping[str, Any]) -> None:
+    """Review's own checks of the class override, comment and note, run when the edits are
+    parsed: the preview accepted a class "VII", an override without its reason and a comment
+    holding a control character, each of which the save then refused."""
+    request = ReviewRequest(
+        class_override=body.get("class_override"),
+        comment=body.get("comment"),
+        note=body.get("note") or None,
+    )
+    request.check()
+    valid_override(request.class_override)
 
 
 def _number(value: Any) -> bool:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lnpath.core.findings import LESION_EXTENT, LESIONS, is_missing
+from lnpath.core.findings import LESION_EXTENT, LESIONS, MASK_AREA, is_missing
 from lnpath.core.vocabulary import CLASS_COLOURS, LESION_LABELS
 from lnpath.report.sections import band_text
 from lnpath.report.slide import index_text
@@ -79,7 +79,8 @@ def _measurement_rows(row: Mapping[Any, Any], thresholds: Mapping[str, float] | 
         }
     out = []
     for column, value in row.items():
-        if str(column).startswith("m_") and not is_missing(value):
+        # one area per glomerulus: the outline's, beside "Machine:" (the mask's differs a little)
+        if str(column).startswith("m_") and column != MASK_AREA and not is_missing(value):
             name, shown = _measure(str(column)[2:], float(value))
             out.append(
                 {

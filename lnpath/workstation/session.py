@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from shapely.geometry import Polygon
+from shapely.geometry import Point, Polygon
 
 from lnpath.core.errors import InputError, ResultError, SignOutRefused, SlideError
 from lnpath.core.vocabulary import main_call
@@ -27,7 +27,7 @@ from lnpath.io.configfile import load_config
 from lnpath.io.hashing import recorded_sha256
 from lnpath.io.qupath import QuPathFeature, read_qupath, write_qupath
 from lnpath.report.charts import morphometry_thresholds
-from lnpath.results.edits import CORTEX_FIELDS
+from lnpath.results.edits import CORTEX_FIELDS, beyond_slide
 from lnpath.results.folder import load_result_json, read_audit, read_findings_csv, read_polygons
 from lnpath.results.queue import review_order
 from lnpath.results.seal import confirmation_event, verify
@@ -44,13 +44,18 @@ from lnpath.workstation.tiles import DeepZoomTiles
 LOG = logging.getLogger(__name__)
 
 
-def drawn_outlines(added: list[list[tuple[float, float]]]) -> list[Polygon]:
-    """The page's drawn outlines as polygons; one that crosses itself or encloses no area (three
-    points in a line) is refused, in the preview as in the save.
+def drawn_outlines(
+    added: list[list[tuple[float, float]]], dimensions: tuple[int, int]
+) -> list[Polygon]:
+    """The page's drawn outlines as polygons; one that crosses itself, encloses no area (three
+    points in a line) or reaches past the slide's level-0 frame (``dimensions``, width and
+    height in px) is refused, in the preview as in the save: review refused the last only at the
+    save, naming a temporary file and a feature id the page never showed.
 
     Raises:
-        InputError: an outline that is not a simple polygon with an area.
+        InputError: an outline that is not a simple polygon with an area on the slide.
     """
+    width, height = dimensions
     polygons = []
     for number, points in enumerate(added, start=1):
         polygon = Polygon(points)
@@ -58,6 +63,14 @@ def drawn_outlines(added: list[list[tuple[float, float]]]) -> list[Polygon]:
             raise InputError(
                 f"drawn glomerulus {number}: its outline crosses itself or encloses no area; "
                 "redraw it"
+            )
+        if beyond_slide(polygon, (width, height)):
+            k, (x, y) = next(
+                (k, p) for k, p in enumerate(points, 1) if beyond_slide(Point(p), (width, height))
+            )
+            raise InputError(
+                f"drawn glomerulus {number}: point {k} ({x:.1f}, {y:.1f}) lies outside the slide "
+                f"(x 0 to {width}, y 0 to {height} px); redraw it on the slide"
             )
         polygons.append(polygon)
     return polygons
@@ -206,7 +219,7 @@ class ResultSession:
         if edits.biopsy is not None:
             # what the save will store: a value it would refuse is refused now
             biopsy = merge_biopsy(biopsy, normalise_biopsy(edits.biopsy))
-        drawn_outlines(edits.added)  # an outline the save refuses is refused now
+        drawn_outlines(edits.added, _dimensions(result))  # one the save refuses is refused now
         table = edited_table(read_findings_csv(self.folder / "findings.csv"), edits)
         cortex = dict(result.get("cortex_fractions") or {})
         cortex.update(edits.cortex or {})
@@ -301,7 +314,7 @@ class ResultSession:
     def _geojson_with(self, added: list[list[tuple[float, float]]], path: Path) -> Path:
         """The result's own GeoJSON plus the drawn outlines, for review to add them."""
         features = read_qupath(self.folder / "glomeruli.geojson")
-        for polygon in drawn_outlines(added):
+        for polygon in drawn_outlines(added, _dimensions(load_result_json(self.folder))):
             features.append(
                 QuPathFeature(
                     geometry=polygon, classification="Glomerulus", object_type="annotation"
@@ -332,6 +345,12 @@ class ResultSession:
             self._check_writable(*base)
             add_addendum(self.folder, text, pathologist=pathologist)
         return self.state()
+
+
+def _dimensions(result: Mapping[str, Any]) -> tuple[int, int]:
+    """The slide's level-0 width and height in px, as result.json records them."""
+    width, height = result["slide"]["dimensions"]
+    return int(width), int(height)
 
 
 def _marks(biopsy: Mapping[str, Any] | None) -> dict[str, str]:

@@ -399,6 +399,13 @@ function onCanvasClick(event) {
   const p = viewer.viewport.viewportToImageCoordinates(viewer.viewport.pointFromPixel(event.position));
   const point = [Math.round(p.x * 10) / 10, Math.round(p.y * 10) / 10];
   if (drawing) {
+    // the viewer shows past the slide's edges: a point there is refused now, as the server would
+    const [width, height] = W().state.slide.dimensions;
+    if (point[0] < 0 || point[1] < 0 || point[0] > width || point[1] > height) {
+      event.preventDefaultAction = true;
+      say(`point (${point[0]}, ${point[1]}) lies outside the slide (x 0 to ${width}, y 0 to ${height} px); click on the slide`, true);
+      return;
+    }
     drawing.push(point);
     event.preventDefaultAction = true;
     $("draw-hint").textContent = `${drawing.length} point(s); Enter or Finish to close`;
@@ -544,7 +551,8 @@ function buildGlomerulus() {
   for (const [lesion, p] of Object.entries(g.p)) machine.push(`${lesion.replace(/_/g, " ")} p = ${p.toFixed(2)}`);
   node.append(el("div", { class: "muted" },
     `Machine: ${g.main_call} (${g.source || "?"})`, machine.length ? `; ${machine.join("; ")}` : "",
-    `; area ${Math.round(g.area_um2 || 0).toLocaleString("en-US")} µm²`));  // as the measurements
+    // the outline's area, the one area shown (the measuring mask's differs a little)
+    `; area ${Math.round(g.area_um2 || 0).toLocaleString("en-US")} µm²`));
   // signed out (or read-only): the calls are shown as they stand, their controls greyed with why
   const why = lockedWhy();
   if (why) node.append(el("p", { class: "error-note", id: "glomerulus-locked" }, locked()));
