@@ -65,6 +65,7 @@ def test_workstation_port_out_of_range(port: str, demo_result_template: Path) ->
         ("--lr", "inf", "lr"),
         ("--val-fraction", "2", "val_fraction"),
         ("--val-fraction", "nan", "val_fraction"),
+        ("--seed", "-1", "seed"),  # an internal ValueError from numpy, after the slide was read
     ],
 )
 def test_train_glomeruli_with_a_recipe_that_cannot_train(

@@ -208,6 +208,7 @@ def test_morphometry_model_from_confirmed_results(
         record = json.loads((folder / "result.json").read_text())
         assert entry["slide_sha256"] == record["slide"]["fingerprint"]["sha256"]
         assert entry["confirmed_by"] == "Dr A" and entry["edits"] > 0
+        assert entry["audit_head"] == record["seal"]["audit_head"] is not None  # which sign-out
     assert card["lnpath_version"] == lnpath.__version__
     n = sum(len(pd.read_csv(f / "findings.csv")) for f in biopsies.folders) - 1
     assert info["skipped_glomeruli"] == {"excluded": 1, "unreadable": 0}
@@ -644,3 +645,48 @@ def test_train_lesions_names_a_folder_given_alone_and_a_bad_folds(tmp_path: Path
     with pytest.raises(InputError, match=r"^folds must be a whole number >= 2, got '3'"):
         lnpath.train_lesions_from_results([missing], tmp_path / "m", folds="3")  # type: ignore[arg-type]
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ({"epochs": 0}, "epochs must be >= 1"),  # wrote an untrained network with its metrics
+        ({"epochs": -1}, "epochs must be >= 1"),
+        ({"epochs": 1.5}, "epochs must be >= 1"),  # torch's "positive integer total_steps"
+        ({"size": 8}, "size must be a whole number of px from 16"),
+        ({"size": 100_000}, "size must be a whole number of px from 16"),  # MemoryError
+        ({"mpp": float("nan")}, "mpp: nan"),  # every glomerulus read, then "could not be read"
+        ({"arch": "big"}, "arch 'big'"),
+        ({"seed": -1}, "seed must be a whole number from 0"),  # numpy's ValueError
+        ({"slide_root": 123}, "slide_root: expected a file or folder path"),
+    ],
+)
+def test_cnn_settings_that_cannot_train_write_nothing(
+    biopsies: Biopsies, tmp_path: Path, setting: dict, needle: str
+) -> None:
+    """Each is refused in one line before a slide is read, and no model folder appears."""
+    out = tmp_path / "model"
+    settings = {"epochs": 1, "size": 16, "folds": 2, "progress": False, **setting}
+    with pytest.raises(InputError, match=f"^{re.escape(needle)}"):
+        lnpath.train_lesions_from_results(biopsies.folders, out, **settings)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--seed", "-1"], "--seed must be a whole number from 0"),
+        (["--method", "morphometry", "--seed", "-1"], "--seed must be a whole number from 0"),
+        (["--size", "100000"], "--size must be at most 1024 px"),
+    ],
+)
+def test_train_lesions_refuses_a_seed_or_size_it_cannot_use(
+    biopsies: Biopsies, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list, needle: str
+) -> None:
+    """``--seed -1`` was "internal error: ValueError: expected non-negative integer" (exit 1)."""
+    out = tmp_path / "model"
+    dirs = [str(f) for f in biopsies.folders]
+    code = main(["train-lesions", "--from-results", *dirs, "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"lnpath: error: {needle}") and err.count("\n") == 1
+    assert not out.exists()

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lnpath.core.args import check_seed
 from lnpath.core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Build the labelled set, cross-validate, train and write the model folder."""
+    from lnpath.training.learning import MAX_SIZE
     from lnpath.wsi.slide import check_mpp
 
     for option in ("mpp", "crop_mpp", "slide_mpp"):  # a card with mpp -1 or NaN would load later
@@ -257,6 +259,9 @@ def run_train(args: argparse.Namespace) -> int:
             check_mpp(getattr(args, option), "--" + option.replace("_", "-"))
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
+    check_seed(args.seed, "--seed")
+    if args.size > MAX_SIZE:  # a MemoryError after reading every slide
+        raise InputError(f"--size must be at most {MAX_SIZE} px, got {args.size}")
     if (args.slide_root or args.skip_missing_slides) and not args.from_results:
         raise InputError("--slide-root and --skip-missing-slides are for --from-results")
     if args.from_results:

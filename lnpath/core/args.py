@@ -21,6 +21,21 @@ def check_count(value: object, what: str) -> int:
     return int(value)
 
 
+#: numpy's seeds are unsigned 32-bit: ``--seed -1`` once failed as an internal ValueError
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(value: object, what: str) -> int:
+    """``value`` as a random seed: a whole number from 0 to :data:`SEED_MAX`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not 0 <= int(value) <= SEED_MAX
+    ):
+        raise InputError(f"{what} must be a whole number from 0 to {SEED_MAX}, got {value!r}")
+    return int(value)
+
+
 def as_path(value: object, what: str) -> Path:
     """``value`` as a :class:`~pathlib.Path` when it is text or path-like (existence is the
     caller's check, with its own words)."""

@@ -85,6 +85,8 @@ class ConfirmedResult:
             "result": self.folder.name,
             "slide_sha256": self.slide_sha256,
             "content_sha256": self.content_sha256,
+            # the sealed audit head: which sign-out of that content (a re-signing has another)
+            "audit_head": (self.record.get("seal") or {}).get("audit_head"),
             "revision": self.record.get("revision"),
             "confirmed_by": confirmation.get("pathologist"),
             "confirmed_at": confirmation.get("confirmed_at"),

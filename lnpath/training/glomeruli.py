@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from lnpath.core.args import check_seed
 from lnpath.core.errors import InputError
 from lnpath.core.memory import keep_freed_memory
 from lnpath.core.progress import progress_bar
@@ -109,6 +110,7 @@ class TrainingConfig:
             if not number or not math.isfinite(value) or value < 0 or value == least:
                 bound = "> 0" if least is not None else ">= 0"
                 raise InputError(f"training: {name} must be a number {bound} (got {value!r})")
+        check_seed(self.seed, "training: seed")  # -1 failed in numpy after the slides were read
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the model card."""

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lnpath.core.args import as_path
+from lnpath.core.args import as_path, check_count, check_seed
 from lnpath.core.errors import InputError, ResultError
 from lnpath.io.atomic import check_output_dir
 from lnpath.results.folder import load_result_json, read_findings_csv
@@ -30,6 +30,8 @@ from lnpath.training.from_results import ConfirmedResult, crops_from_results, me
 log = logging.getLogger(__name__)
 
 METHODS = ("cnn", "morphometry")
+#: The largest lesion-network input side (px): 100000 was a MemoryError after every slide was read
+MAX_SIZE = 1024
 
 #: The name ``score_slide --supersede`` gives a confirmed result it moves aside
 #: (:func:`lnpath.results.supersede.supersede_result`).
@@ -163,6 +165,28 @@ def confirmed_results(
     return list(by_slide.values()), ignored
 
 
+def check_cnn_settings(epochs: object, size: object, mpp: object, arch: object) -> None:
+    """Refuse, before any slide is read, CNN settings that cannot train: ``epochs=0`` once wrote
+    an untrained network with a card of metrics, a bad ``mpp`` read every glomerulus first.
+
+    Raises:
+        InputError: naming the setting.
+    """
+    from lnpath.nn.lesion_net import ARCHITECTURES  # torch: only when training
+    from lnpath.wsi.slide import check_mpp
+
+    check_count(epochs, "epochs")
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, numbers.Integral)
+        or not 16 <= int(size) <= MAX_SIZE
+    ):
+        raise InputError(f"size must be a whole number of px from 16 to {MAX_SIZE}, got {size!r}")
+    check_mpp(mpp, "mpp")  # type: ignore[arg-type]
+    if arch not in ARCHITECTURES:
+        raise InputError(f"arch {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+
+
 def train_lesions_from_results(
     dirs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -200,17 +224,21 @@ def train_lesions_from_results(
         the results it learned from.
 
     Raises:
-        InputError: no usable result (none left with its slide, too) or no lesion with enough
-            labels (nothing written).
+        InputError: a setting that cannot train (checked before any slide is read), no usable
+            result (none left with its slide, too) or no lesion with enough labels (nothing
+            written).
         SlideError: a result's slide moved or changed (without ``skip_missing_slides``).
     """
     if method not in METHODS:
         raise InputError(f"method {method!r}: use one of {', '.join(METHODS)}")
     if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
         raise InputError(f"folds must be a whole number >= 2, got {folds!r}")
+    check_seed(seed, "seed")
+    if method == "cnn":
+        check_cnn_settings(epochs, size, mpp, arch)
     check_output_dir(as_path(out, "out"), overwrite, marker="card.json")
     results, ignored = confirmed_results(dirs)
-    root = None if slide_root is None else Path(slide_root)
+    root = None if slide_root is None else as_path(slide_root, "slide_root")
     if method == "morphometry":  # both trainers load torch: only when training
         from lnpath.training.calibration import calibrate_morphometry
 
