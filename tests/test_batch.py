@@ -376,3 +376,49 @@ def test_slurm_client_refuses_a_setting_of_the_wrong_kind_before_submitting(
     with pytest.raises(InputError, match=message), lnpath.slurm_client(tmp_path, **settings):
         pass  # pragma: no cover - never entered
     assert not any(tmp_path.iterdir())
+
+
+def test_a_slurm_job_scores_one_slide_at_a_time_on_all_its_cores(tmp_path: Path) -> None:
+    """``--slurm-cores 4`` gave the job's one worker 4 Dask threads (up to 4 slides at once in
+    its memory, each on one torch thread); now SLURM books the 4 CPUs and the worker runs one
+    slide on them (the job script sbatch gets, built by dask-jobqueue without submitting it)."""
+    from dask_jobqueue import SLURMCluster
+
+    from lnpath.batch.cluster import slurm_options
+
+    options = slurm_options(tmp_path, None, None, 4, "8GB", "01:00:00", None, 0, None)
+    with SLURMCluster(**options) as cluster:
+        script = cluster.job_script()
+    assert "#SBATCH --cpus-per-task=4" in script
+    assert "--nthreads 1 " in script and "--nanny" in script
+    options = slurm_options(tmp_path, None, None, 4, "8GB", "01:00:00", None, 2, None)
+    with SLURMCluster(**options) as cluster:
+        script = cluster.job_script()
+    assert "#SBATCH --cpus-per-task=4" in script and "--gres=gpu:2" in script
+    assert "--nthreads 2 " in script  # a slide on each GPU at once
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to tell 2 torch threads from 1"
+)
+def test_a_slurm_jobs_worker_sizes_its_work_to_the_cores_booked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker started inside a SLURM job (its environment holds ``SLURM_CPUS_PER_TASK``, as
+    sbatch sets it) and by a nanny (``OMP_NUM_THREADS=1``) ran every slide on one torch thread:
+    the task now takes the job's CPUs as its share."""
+    import torch
+
+    from lnpath.batch.cluster import dask_client
+    from lnpath.batch.run import score_task
+    from lnpath.wsi.workers import available_cpus
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")  # inherited by the workers started below
+    task = {"slide_id": "a", "path": str(tmp_path / "missing.svs"), "out": str(tmp_path / "a")}
+    with dask_client(None, 1) as client:
+        assert client.submit(torch.get_num_threads, pure=False).result(timeout=120) == 1
+        record = client.submit(score_task, task, pure=False).result(timeout=120)
+        assert record["outcome"] == "failed"  # no such slide
+        threads = client.submit(torch.get_num_threads, pure=False).result(timeout=120)
+        share = client.submit(available_cpus, pure=False).result(timeout=120)
+    assert (threads, share) == (2, 2)

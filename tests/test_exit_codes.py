@@ -128,3 +128,44 @@ def test_a_tampered_confirmed_folder_exits_3_never_4(
     assert proc.returncode == 3, proc.stderr  # tampering is never a sign-out rule's refusal
     assert_one_line_error(proc, "findings.csv")
     assert file_hashes(folder) == before
+
+
+def test_ctrl_c_right_after_the_result_is_written_says_so(repo_dir: Path, tmp_path: Path) -> None:
+    """Ctrl-C as the result folder lands (while the slide is closed) once ended in a
+    segmentation fault, no message and exit -11: openslide-python marks a handle closed in a
+    Python callback, so the KeyboardInterrupt left it to be freed again. Now the command exits
+    130 and says the result was written in full (it was, and verifies)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    demo = repo_dir / "examples"
+    outlines = ["--glomeruli", str(demo / "demo_biopsy_glomeruli.geojson")]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lnpath",
+            "score",
+            demo / "demo_biopsy.tiff",
+            "--out",
+            out,
+            *outlines,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LNPATH_PROGRESS": "0"},
+    )
+    while proc.poll() is None and not (out / "result.json").exists():
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert "Fatal Python error" not in err and "Traceback" not in err, err
+    assert proc.returncode in (0, 130), (proc.returncode, err)
+    if proc.returncode == 130:
+        assert f"interrupted after {out} was written in full" in err.splitlines()[-1], err
+    assert lnpath.verify(out).revision == 1  # raises unless intact

@@ -45,7 +45,7 @@ from lnpath.analysis.measure import (
     rasterize,
     slide_white,
 )
-from lnpath.core.args import check_count
+from lnpath.core.args import check_count, check_optional_flag
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
 from lnpath.core.threads import ordered_on_threads
@@ -227,6 +227,7 @@ def measure_cortex(
     require_open(slide, "measure_cortex")
     polygons = [polygon for _, polygon in outlines(glomeruli, "measure_cortex")]
     require_kept(kept, "measure_cortex: kept")
+    progress = check_optional_flag(progress, "measure_cortex: progress")
     if workers is not None:
         workers = check_count(workers, "measure_cortex: workers")
     stain = normalise_stain(stain)

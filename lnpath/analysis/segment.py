@@ -31,7 +31,7 @@ from skimage.measure import find_contours
 
 from lnpath.analysis.glomeruli import Glomeruli, Glomerulus
 from lnpath.analysis.measure import normalise_white, slide_white
-from lnpath.core.args import check_count
+from lnpath.core.args import check_count, check_optional_flag
 from lnpath.core.memory import keep_freed_memory
 from lnpath.core.progress import progress_bar
 from lnpath.core.threads import ordered_on_threads
@@ -111,13 +111,16 @@ def segment_glomeruli(
     Raises:
         ModelError: Unknown or tampered model, or CUDA requested where none exists.
         InputError: ``slide`` is not an open slide, ``batch_size`` or ``workers`` is not a
-            whole number >= 1, or ``keep`` is not a :class:`KeptPixels`.
+            whole number >= 1, ``tta`` or ``progress`` is neither a bool nor None, or ``keep``
+            is not a :class:`KeptPixels`.
     """
     require_open(slide, "segment_glomeruli")
     if batch_size is not None:
         batch_size = check_count(batch_size, "batch_size")
     if workers is not None:
         workers = check_count(workers, "workers")
+    tta = check_optional_flag(tta, "segment_glomeruli: tta")
+    progress = check_optional_flag(progress, "segment_glomeruli: progress")
     require_kept(keep, "segment_glomeruli: keep")
     dev = resolve_device(device)
     if dev.type == "cpu":

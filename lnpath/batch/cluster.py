@@ -199,9 +199,9 @@ def slurm_client(
     A Dask scheduler has no authentication: whoever reaches its port can run code as the user.
     So it listens on loopback unless ``interface`` names another one (which workers on other
     nodes need), and then a warning says it is exposed. Worker logs go to ``out/slurm-logs``.
-    Needs ``lnpath[cluster]``. With ``gpus`` each job asks SLURM for that many GPUs
-    (``--gres=gpu:N``) and its worker offers them as the ``GPU`` resource, so CUDA tasks run one
-    per GPU.
+    Needs ``lnpath[cluster]``. Each job books ``cores`` CPUs and scores one slide at a time on
+    all of them (torch, reading and measurement threads). With ``gpus`` each job asks SLURM for
+    that many GPUs (``--gres=gpu:N``) and its worker offers them as the ``GPU`` resource.
 
     Raises:
         InputError: dask-jobqueue is not installed, or a job setting SLURM would refuse (then
@@ -222,8 +222,32 @@ def slurm_client(
             signal.signal(signal.SIGINT, ctrl_c)
     from dask.distributed import Client
 
+    options = slurm_options(out, queue, account, cores, memory, walltime, interface, gpus, job_name)
+    with quiet_dask(), SLURMCluster(**options) as cluster:
+        cluster.scale(jobs=jobs)
+        with Client(cluster) as client:
+            yield client
+
+
+def slurm_options(
+    out: str | Path,
+    queue: str | None,
+    account: str | None,
+    cores: int,
+    memory: str,
+    walltime: str,
+    interface: str | None,
+    gpus: int,
+    job_name: str | None,
+) -> dict[str, Any]:
+    """``SLURMCluster`` keywords of :func:`slurm_client` (its arguments, checked there)."""
     options: dict[str, Any] = {
-        "cores": cores,
+        # one slide at a time on all the job's cores (score_task sizes torch, reading and
+        # measurement to them): dask-jobqueue's cores=N gave the worker N threads, i.e. up to N
+        # slides at once in one process and its memory, each on one torch thread (the nanny
+        # starts workers with OMP_NUM_THREADS=1), and cores beyond the slides left stayed idle
+        "cores": max(1, gpus),  # with GPUs, one slide per GPU at once
+        "job_cpu": cores,
         "processes": 1,
         "memory": memory,
         "walltime": walltime,
@@ -243,14 +267,27 @@ def slurm_client(
     if gpus:
         options["job_extra_directives"] = [f"--gres=gpu:{gpus}"]
         options["worker_extra_args"] = ["--resources", f"{GPU}={gpus}"]
-    with quiet_dask(), SLURMCluster(**options) as cluster:
-        cluster.scale(jobs=jobs)
-        with Client(cluster) as client:
-            yield client
+    return options
 
 
 #: sbatch --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS
 _WALLTIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}")
+
+
+def slurm_task_cpus() -> int | None:
+    """A slide's share of the CPUs SLURM booked for this process's job (``--cpus-per-task``,
+    e.g. a :func:`slurm_client` worker's ``cores``, shared by the slides its Dask threads run
+    at once), or None outside such a job."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if not value.isdigit() or int(value) < 1:
+        return None
+    try:
+        from distributed import get_worker
+
+        threads = int(get_worker().state.nthreads)
+    except (ImportError, ValueError):  # not inside a dask worker: the job's CPUs are its own
+        threads = 1
+    return max(1, int(value) // threads)
 
 
 def _check_slurm(jobs: int, cores: int, memory: str, walltime: str) -> None:

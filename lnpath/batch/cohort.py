@@ -34,6 +34,7 @@ from lnpath.batch.manifest import (
 )
 from lnpath.batch.status import read_status
 from lnpath.batch.summary import crosstab, summarise_pairs, unpaired
+from lnpath.core.args import check_flag
 from lnpath.core.errors import LnpathError, ResultError, one_line
 from lnpath.io.atomic import atomic_path
 from lnpath.response.endpoint import compare
@@ -258,6 +259,8 @@ def cohort_table(
         InputError: ``out_dir`` holds no readable ``batch_status.csv``, a preset is unknown, or
             the manifest has no ``clinical_response`` column.
     """
+    pairs = check_flag(pairs, "cohort_table: pairs")
+    consecutive = check_flag(consecutive, "cohort_table: consecutive")
     names = _presets(preset) if pairs else []
     manifest_table = read_clinical_manifest(manifest)
     status = read_status(out_dir)

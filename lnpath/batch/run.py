@@ -32,6 +32,7 @@ from lnpath.batch.cluster import (
     dask_client,
     keep_freed_memory_in_worker,
     local_gpu_workers,
+    slurm_task_cpus,
     task_resources,
     worker_device,
 )
@@ -43,7 +44,7 @@ from lnpath.batch.manifest import (
     validate_manifest,
 )
 from lnpath.batch.status import check_status, merge_status, status_rows, summarise
-from lnpath.core.args import as_path, check_count
+from lnpath.core.args import as_path, check_count, check_flag
 from lnpath.core.errors import InputError, LnpathError, one_line
 from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import outside_results
@@ -67,10 +68,9 @@ def lesion_model_id(lesion_model: str | None) -> str | None:
     """What identifies the lesion caller a result was scored with: its sha256, else its name.
 
     The caller comes from :func:`lnpath.workflow.pipeline.lesion_caller`, the factory scoring uses,
-    so the
-    hash is the one result.json records (``models[1].sha256``) whatever kind of model the name
-    resolves to, and weights retrained under the same name no longer pass for the old ones. Only a
-    caller without a hash (the built-in rules: None) falls back to the name.
+    so the hash is the one result.json records (``models[1].sha256``) whatever kind of model
+    the name resolves to, and weights retrained under the same name no longer pass for the old
+    ones. Only a caller without a hash (the built-in rules: None) falls back to the name.
 
     Raises:
         ModelError: the model cannot be found or loaded.
@@ -90,8 +90,7 @@ def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) 
     Args:
         row: one manifest row (see :func:`read_manifest`).
         config: the batch's scoring configuration (anything
-        :func:`~lnpath.io.configfile.load_config`
-            takes).
+            :func:`~lnpath.io.configfile.load_config` takes).
         lesion_id: the batch's lesion model as :func:`lesion_model_id` identifies it.
     """
 
@@ -115,7 +114,6 @@ def expected_inputs(row: Mapping[str, Any], config: Any, lesion_id: str | None) 
 
 
 def _segmentation_sha256() -> str:
-
     return str(read_card(resolve_model_path(SEGMENTATION_MODEL))["sha256"])
 
 
@@ -162,10 +160,11 @@ def score_task(task: Mapping[str, Any]) -> dict[str, Any]:
             record["seconds"] = round(time.perf_counter() - start, 1)
             return record
         keep_freed_memory_in_worker()
-        if task.get("cpus"):  # a local worker's share of the machine
+        cpus = task.get("cpus") or slurm_task_cpus()  # a local worker's share, a SLURM job's
+        if cpus:
             import torch  # score_slide imports it anyway
 
-            use_cpus(task["cpus"])
+            use_cpus(cpus)
             torch.set_num_threads(available_cpus())
         score_slide(
             task["path"],
@@ -253,6 +252,7 @@ def score_batch(
     opts = ScoreOptions.build(options, **option_values)
     if workers is not None:
         workers = check_count(workers, "workers")
+    supersede = check_flag(supersede, "score_batch: supersede")
     config, lesion_model = opts.config, opts.lesion_model
     if isinstance(manifest, pd.DataFrame):
         table = validate_manifest(manifest, "manifest", Path.cwd())

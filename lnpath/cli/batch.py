@@ -40,7 +40,12 @@ def register(subparsers: Any) -> None:
     batch.add_argument("--slurm-jobs", type=int, default=4, help="SLURM jobs to start (default 4)")
     batch.add_argument("--slurm-queue", help="SLURM partition")
     batch.add_argument("--slurm-account", help="SLURM account")
-    batch.add_argument("--slurm-cores", type=int, default=1, help="cores per job (default 1)")
+    batch.add_argument(
+        "--slurm-cores",
+        type=int,
+        default=1,
+        help="cores per job, all for the one slide it scores at a time (default 1)",
+    )
     batch.add_argument("--slurm-memory", default="8GB", help="memory per job (default 8GB)")
     batch.add_argument("--slurm-walltime", default="02:00:00", help="per job (default 02:00:00)")
     batch.add_argument(

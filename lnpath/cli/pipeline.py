@@ -7,6 +7,8 @@ the summary table and change lists go to stdout so they can be captured.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,7 +223,7 @@ def _summary(result: Any, seconds: float) -> Table:
 def run_score(args: argparse.Namespace) -> int:
     """``score_slide SLIDE ...``."""
     from lnpath.cli.slides import missing_mpp
-    from lnpath.workflow.pipeline import score_slide
+    from lnpath.workflow.pipeline import default_output, score_slide
     from lnpath.wsi.slide import MissingMppError, check_mpp
 
     if args.mpp is not None:
@@ -241,12 +243,34 @@ def run_score(args: argparse.Namespace) -> int:
             )
 
     start = time.perf_counter()
+    begun = dt.datetime.now(dt.UTC).replace(microsecond=0)
     try:
         result = _score(score_slide, args, on_stage)
     except MissingMppError as exc:
         raise missing_mpp(exc, "--mpp") from None
+    except KeyboardInterrupt:
+        target = Path(args.out) if args.out else default_output(Path(args.slide))
+        if not _written_since(target, begun):
+            raise
+        raise KeyboardInterrupt(
+            f"interrupted after {target} was written in full (`lnpath verify` checks it)"
+        ) from None
     new_console().print(_summary(result, time.perf_counter() - start))
     return 0
+
+
+def _written_since(target: Path, begun: dt.datetime) -> bool:
+    """Whether ``target`` holds an intact result scored since ``begun``: Ctrl-C right after
+    the write would otherwise read as if the result had not been written."""
+    from lnpath.core.errors import LnpathError
+    from lnpath.results.seal import verify
+
+    try:
+        created = json.loads((target / "result.json").read_text(encoding="utf-8"))["created_at"]
+        verify(target)
+        return dt.datetime.fromisoformat(created) >= begun
+    except (LnpathError, OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _score(score_slide: Any, args: argparse.Namespace, on_stage: Any) -> Any:

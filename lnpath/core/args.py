@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from pathlib import Path
 
 from lnpath.core.errors import InputError
@@ -42,3 +43,18 @@ def as_path(value: object, what: str) -> Path:
     if not isinstance(value, str | os.PathLike):
         raise InputError(f"{what}: expected a file or folder path, got {type(value).__name__}")
     return Path(value)
+
+
+def check_flag(value: object, what: str) -> bool:
+    """``value`` as True or False; numpy booleans pass. ``"no"``, ``"false"`` and ``0.0`` are
+    all refused: Python reads a non-empty string as true, so ``tta="no"`` would turn flips on."""
+    numpy = sys.modules.get("numpy")  # a numpy bool exists only once numpy is imported: the
+    # CLI's --help must not import it
+    if not (isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_))):
+        raise InputError(f"{what} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_optional_flag(value: object, what: str) -> bool | None:
+    """:func:`check_flag`, or None where None means "the default" (``progress``, ``tta``)."""
+    return None if value is None else check_flag(value, f"{what} (or None for the default)")

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from lnpath.core.args import check_flag, check_optional_flag
 from lnpath.core.env import OFF_VALUES
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def progress_enabled(progress: bool | None = None) -> bool:
     :func:`progress_scope` set, else ``$LNPATH_PROGRESS``, else in a Jupyter kernel or when
     stderr is a terminal."""
     if progress is not None:
-        return bool(progress)
+        return check_flag(progress, "progress (or None for the default)")
     scoped = _SCOPE.get()
     if scoped is not None:
         return scoped
@@ -69,7 +70,7 @@ def progress_bar(
 def progress_scope(progress: bool | None) -> Iterator[None]:
     """Make ``progress`` the default of every call inside (e.g. a lesion caller that a pipeline
     runs with its own ``progress``); None changes nothing."""
-    token = _SCOPE.set(progress) if progress is not None else None
+    token = _SCOPE.set(check_optional_flag(progress, "progress")) if progress is not None else None
     try:
         yield
     finally:

@@ -155,7 +155,17 @@ class BiopsyScore:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BiopsyScore:
-        """Rebuild a score from :meth:`to_dict` output (e.g. a stored result.json)."""
+        """Rebuild a score from :meth:`to_dict` output (e.g. a stored result.json); anything
+        else is one InputError line saying so, not Python's KeyError or TypeError wording."""
+        expected = "expected the mapping BiopsyScore.to_dict() writes"
+        if not isinstance(d, Mapping):
+            raise InputError(f"biopsy score: {expected}, got {type(d).__name__}")
+        parts = ("activity_index", "chronicity_index", "isn_rps_class", "adequacy")
+        missing = [key for key in parts if not isinstance(d.get(key), Mapping)]
+        if missing:
+            raise InputError(
+                f"biopsy score: {expected}; {', '.join(missing)}: missing or no mapping"
+            )
         try:
             return cls(
                 activity_index=IndexScore.from_dict(d["activity_index"]),
@@ -171,8 +181,10 @@ class BiopsyScore:
                 status=str(d.get("status", "provisional")),
                 lnpath_version=str(d.get("lnpath_version", __version__)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"biopsy score: malformed score dict ({exc!r})") from None
+        except KeyError as exc:
+            raise InputError(f"biopsy score: {expected}; a part lacks its key {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"biopsy score: {expected}; a value is malformed ({exc})") from None
 
 
 def _index_text(index: IndexScore) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from lnpath.analysis.glomeruli import Glomeruli
+from lnpath.core.args import check_flag, check_optional_flag
 from lnpath.core.errors import InputError
 from lnpath.io.atomic import check_output_dir
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model, save_model
@@ -193,6 +194,7 @@ def fine_tune_glomeruli(
         isinstance(time_limit_s, int | float) and float(time_limit_s) > 0  # also refuses NaN
     ):
         raise InputError(f"time_limit_s must be a number of seconds > 0 (got {time_limit_s!r})")
+    progress = check_optional_flag(progress, "fine_tune_glomeruli: progress")
     base_model = _segmentation_model(base)
     config = fine_tune_config(base_model, iterations=steps, lr=lr, seed=seed)
     config = replace(
@@ -236,7 +238,7 @@ def evaluate_segmentation(
         items,
         card_model.mpp,
         resolve_device(device),
-        tta=bool(card_model.card.get("tta", True)) if tta is None else bool(tta),
+        tta=bool(card_model.card.get("tta", True)) if tta is None else check_flag(tta, "tta"),
         threshold=float(post.get("threshold", 0.5)),
         **({"min_area_um2": float(post["min_area_um2"])} if "min_area_um2" in post else {}),
     )

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lnpath.core.args import as_path, check_count, check_seed
+from lnpath.core.args import as_path, check_count, check_flag, check_optional_flag, check_seed
 from lnpath.core.errors import InputError, ResultError
 from lnpath.io.atomic import check_output_dir
 from lnpath.results.folder import load_result_json, read_findings_csv
@@ -236,6 +236,11 @@ def train_lesions_from_results(
     check_seed(seed, "seed")
     if method == "cnn":
         check_cnn_settings(epochs, size, mpp, arch)
+    overwrite = check_flag(overwrite, "train_lesions_from_results: overwrite")
+    skip_missing_slides = check_flag(
+        skip_missing_slides, "train_lesions_from_results: skip_missing_slides"
+    )
+    progress = check_optional_flag(progress, "train_lesions_from_results: progress")
     check_output_dir(as_path(out, "out"), overwrite, marker="card.json")
     results, ignored = confirmed_results(dirs)
     root = None if slide_root is None else as_path(slide_root, "slide_root")

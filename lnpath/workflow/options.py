@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from lnpath.analysis.cortex import normalise_stain
+from lnpath.core.args import check_flag, check_optional_flag
 from lnpath.core.errors import InputError
 
 
@@ -40,6 +42,14 @@ class ScoreOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stain", normalise_stain(self.stain))
+        # scoring from given outlines runs no network, so a device typo was never noticed there
+        if not (
+            isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device)
+        ):
+            raise InputError(f"device must be auto, cpu or cuda[:N] (got {self.device!r})")
+        object.__setattr__(self, "overwrite", check_flag(self.overwrite, "overwrite"))
+        for name in ("progress", "tta"):  # ``tta="no"`` would otherwise be true: four flips
+            object.__setattr__(self, name, check_optional_flag(getattr(self, name), name))
 
     @classmethod
     def build(cls, options: ScoreOptions | None = None, **values: Any) -> ScoreOptions:

@@ -24,6 +24,7 @@ from lnpath import __version__
 from lnpath.analysis.cortex import DEFAULT_CORTEX_MPP, measure_cortex
 from lnpath.analysis.glomeruli import Glomeruli
 from lnpath.analysis.lesions import MorphometryCaller
+from lnpath.core.args import check_flag
 from lnpath.core.dates import date_problem
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_scope
@@ -150,9 +151,7 @@ def findings_table(glomeruli: Any, calls: pd.DataFrame, slide_sha256: str) -> pd
         }
     )
     table = geometry.merge(calls, on="glomerulus_id", how="left", validate="one_to_one")
-    table.insert(
-        1, "feature_id", [feature_id(slide_sha256, int(g)) for g in table["glomerulus_id"]]
-    )
+    table.insert(1, "feature_id", [feature_id(slide_sha256, int(g)) for g in table.glomerulus_id])
     table.insert(2, "main_call", [main_call(r) for r in table.to_dict("records")])
     return table
 
@@ -214,6 +213,7 @@ def score_slide(
     """
     opts = ScoreOptions.build(options, **option_values)
     check_patient_id(patient_id, "score_slide")
+    supersede = check_flag(supersede, "score_slide: supersede")
     path, mpp = slide_file(path, mpp, "score_slide")
     if out is not None and not isinstance(out, str | os.PathLike):
         raise InputError(f"score_slide: out must be a folder path (got {type(out).__name__})")

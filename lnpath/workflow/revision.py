@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from lnpath.analysis.glomeruli import Glomerulus
+from lnpath.core.args import check_flag
 from lnpath.core.errors import InputError, LnpathError, SignOutRefused
 from lnpath.core.findings import LESIONS
 from lnpath.core.text import check_free_text, check_name
@@ -208,6 +209,7 @@ class ReviewRequest:
         whole = isinstance(revision, numbers.Integral) and not isinstance(revision, bool)
         if revision is not None and not whole:
             raise InputError(f"review: base_revision must be a whole number (got {revision!r})")
+        check_flag(self.supersede, "review: supersede")  # "no" would revise a confirmed result
         if self.merge not in (None, "keep-current", "take-export"):
             raise InputError(
                 f"review: merge must be keep-current or take-export (got {self.merge!r})"

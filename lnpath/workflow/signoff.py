@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from lnpath.core.args import check_flag
 from lnpath.core.errors import InputError, ResultError, SignOutRefused
 from lnpath.core.text import check_free_text
 from lnpath.core.vocabulary import main_call
@@ -145,6 +146,7 @@ def review(
         base_revision, supersede, merge, note,
     )  # fmt: skip
     request.check()
+    allow_deletions = check_flag(allow_deletions, "review: allow_deletions")
     if request.empty():
         raise InputError(
             "review: give an edited GeoJSON or findings table, cortex fractions, biopsy "

@@ -15,7 +15,7 @@ import types
 import webbrowser
 from collections.abc import Callable, Sequence
 
-from lnpath.core.args import as_path
+from lnpath.core.args import as_path, check_flag
 from lnpath.core.errors import InputError
 from lnpath.workstation.server import LOOPBACK, Workstation
 
@@ -52,6 +52,7 @@ def workstation(
         results = [results]
     elif not isinstance(results, Sequence):  # None: "'NoneType' object is not iterable"
         raise InputError(f"workstation: expected result folder paths, got {type(results).__name__}")
+    open_browser = check_flag(open_browser, "workstation: open_browser")
     folders = [as_path(r, "workstation: results") for r in results]
     slides = [as_path(s, "workstation: slides") for s in slides]
     server = Workstation(folders, slides=[os.fspath(s) for s in slides], host=host, port=port)

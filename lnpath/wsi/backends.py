@@ -6,6 +6,7 @@ import ctypes
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -213,7 +214,20 @@ class _OpenSlideBackend:
         )
 
     def close(self) -> None:
-        self._osr.close()
+        """Close the handle with Ctrl-C held back until it is marked closed: openslide-python
+        marks it in a Python callback after the C call, and a KeyboardInterrupt raised before
+        that left it to be freed a second time at exit (a segmentation fault)."""
+        if threading.current_thread() is not threading.main_thread():
+            self._osr.close()  # signals are handled in the main thread only
+            return
+        held: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda number, _frame: held.append(number))
+        try:
+            self._osr.close()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):
+            previous(signal.SIGINT, None)
 
 
 class _ArrayBackend:

@@ -222,10 +222,13 @@ class Slide:
         self.close()
 
     def close(self) -> None:
-        """Release the file handle; a later read reopens it."""
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
+        """Release the file handle; a later read reopens it.
+
+        The handle is dropped before it is closed: a Ctrl-C landing between the two left it set,
+        and the ``with`` block's close freed it again (OpenSlide: a segmentation fault)."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
 
     # --- geometry and metadata -----------------------------------------------------------
     @property

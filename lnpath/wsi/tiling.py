@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lnpath.core.args import check_count
+from lnpath.core.args import check_count, check_flag
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
 from lnpath.core.threads import ordered_on_threads
@@ -416,7 +416,7 @@ def tile(
     if not (number and 0.0 <= min_tissue <= 1.0):
         raise InputError(f"min_tissue must be in [0, 1], got {min_tissue!r}")
     spec = make_spec(slide, mpp, size, overlap)
-    if not upsample:
+    if not check_flag(upsample, "tile: upsample"):
         refuse_upsampling(slide, spec)
     table = grid_table(slide, spec)
     if tissue is None and min_tissue > 0:
