@@ -7,6 +7,10 @@ repository, and made of real PAS pixels so that the end-to-end test exercises th
 glass; the hand-drawn masks become the ground truth in QuPath GeoJSON (level-0 px).
 
 Run ``python scripts/make_demo_slide.py`` from the repository root; the output is deterministic.
+The demo holds the *test* split too (scoring on it is fine; training is not), so anything that
+trains on demo-like slides builds one from the train tiles alone:
+``python scripts/make_demo_slide.py --split train --out DIR/demo_train.tiff``. The tile map
+(``*_tiles.json``: each tile's place and split) says which pixels of the demo are which split.
 """
 
 from __future__ import annotations
@@ -121,19 +125,37 @@ def write_tiff(levels: list[np.ndarray], path: Path, quality: int) -> None:
     tmp.replace(path)
 
 
-def build(data: Path, out_tiff: Path, out_geojson: Path, quality: int = 80) -> dict[str, object]:
-    """Compose the slide and its ground truth; return a summary for the log."""
-    split = json.loads((data / "split.json").read_text())
-    split_of = {n: s for s in ("train", "test") for n in split[s]}
+def tile_map(pos: dict[str, tuple[int, int]], split_of: dict[str, str]) -> list[dict[str, object]]:
+    """Each tile's level-0 box and split: which pixels of the demo must never be trained on."""
+    return [
+        {"tile": n, "split": split_of.get(n, "unknown"), "x": x, "y": y, "size": TILE}
+        for n, (x, y) in sorted(pos.items())
+    ]
+
+
+def build(
+    data: Path, out_tiff: Path, out_geojson: Path, quality: int = 80, split: str | None = None
+) -> dict[str, object]:
+    """Compose the slide and its ground truth; return a summary for the log.
+
+    ``split`` ("train") keeps only that split's tiles, each where it sits on the full demo and the
+    others left glass, so that a test or notebook can train on a demo-like slide and its outlines
+    without a test-split pixel (a training window reaches past its outline into the next tile).
+    """
+    splits = json.loads((data / "split.json").read_text())
+    split_of = {n: s for s in ("train", "test") for n in splits[s]}
     names = sorted(p.stem for p in (data / "images").glob("*.png"))
-    pos = layout(names)
+    pos = layout(names)  # of all tiles: a one-split slide keeps the demo's coordinates
+    kept = names if split is None else [n for n in names if split_of.get(n) == split]
+    if not kept:
+        raise ValueError(f"no {split!r} tiles in {data / 'split.json'}")
     width = max(x for x, _ in pos.values()) + TILE + MARGIN
     height = max(y for _, y in pos.values()) + TILE + MARGIN
-    tiles = {n: np.asarray(Image.open(data / "images" / f"{n}.png").convert("RGB")) for n in names}
+    tiles = {n: np.asarray(Image.open(data / "images" / f"{n}.png").convert("RGB")) for n in kept}
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = glass_colour(list(tiles.values()))
     outlines: list[tuple[str, Polygon]] = []
-    for name in names:
+    for name in kept:
         x, y = pos[name]
         canvas[y : y + TILE, x : x + TILE] = tiles[name]
         mask = np.asarray(Image.open(data / "masks" / f"{name}.png").convert("RGB"))[..., 0] > 127
@@ -161,8 +183,11 @@ def build(data: Path, out_tiff: Path, out_geojson: Path, quality: int = 80) -> d
         )
     write_tiff(pyramid(canvas), out_tiff, quality)
     write_qupath(features, out_geojson)
+    tiles_json = out_geojson.with_name(out_tiff.stem + "_tiles.json")
+    tiles_json.write_text(json.dumps(tile_map(pos, split_of), indent=1) + "\n")
     return {
         "tiff": str(out_tiff),
+        "split": split or "all",
         "bytes": out_tiff.stat().st_size,
         "dimensions": [width, height],
         "mpp": MPP,
@@ -177,12 +202,18 @@ def build(data: Path, out_tiff: Path, out_geojson: Path, quality: int = 80) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=REPO / "examples" / "demo_biopsy.tiff")
+    parser.add_argument("--out", type=Path, help="default: examples/demo_biopsy.tiff")
     parser.add_argument("--quality", type=int, default=80, help="JPEG quality")
+    parser.add_argument(
+        "--split", choices=("train",), help="only this split's tiles (a slide to train on)"
+    )
     args = parser.parse_args()
+    if args.split and args.out is None:
+        parser.error("--split needs --out: examples/demo_biopsy.tiff is the whole demo")
+    out = args.out or REPO / "examples" / "demo_biopsy.tiff"
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    geojson = args.out.with_name(args.out.stem + "_glomeruli.geojson")
-    summary = build(args.data, args.out, geojson, args.quality)
+    geojson = out.with_name(out.stem + "_glomeruli.geojson")
+    summary = build(args.data, out, geojson, args.quality, args.split)
     print(json.dumps(summary, indent=2))
 
 
