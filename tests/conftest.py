@@ -66,8 +66,69 @@ def demo_followup(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return target
 
 
+class TrainDemo(NamedTuple):
+    """A slide like the demo made of the Bueno *train* tiles only, with their outlines."""
+
+    slide: Path
+    geojson: Path
+    tiles: Path
+
+
+def demo_script(repo: Path) -> Any:
+    """``scripts/make_demo_slide.py`` as a module (scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_demo_slide", repo / "scripts" / "make_demo_slide.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def train_demo(
+    bueno_dir: Path, repo_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> TrainDemo:
+    """What the tests *train* on instead of ``examples/demo_biopsy.tiff``: the shipped demo holds
+    the test split too (never train or tune on it), and a training window or crop around a train
+    glomerulus reaches into the neighbouring tile, so filtering outlines is not enough. Built once
+    by ``make_demo_slide.build(split="train")``: the demo's size and coordinates, test tiles glass.
+    """
+    out = tmp_path_factory.mktemp("train-demo")
+    slide, geojson = out / "demo_train.tiff", out / "demo_train_glomeruli.geojson"
+    demo_script(repo_dir).build(bueno_dir, slide, geojson, split="train")
+    return TrainDemo(slide, geojson, out / "demo_train_tiles.json")
+
+
+def held_test_split_tiles(
+    slide: Path, tile_map: Path, origin: tuple[int, int] = (0, 0)
+) -> list[str]:
+    """The demo's test-split tiles (``*_tiles.json``) whose pixels are in ``slide``, a slide cut
+    from a demo-like one at level-0 ``origin``: a test tile left as glass is uniform, so any
+    spread of colour there is test-split tissue. The guard that training slides hold none."""
+    import lnpath
+
+    inset = 8  # a level-0 margin: resampling at the seam may blend in the next (train) tile
+    found = []
+    with lnpath.open_slide(slide) as opened:
+        width, height = opened.dimensions
+        for tile in json.loads(tile_map.read_text()):
+            x0, y0 = tile["x"] - origin[0] + inset, tile["y"] - origin[1] + inset
+            x1, y1 = x0 + tile["size"] - 2 * inset, y0 + tile["size"] - 2 * inset
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+            if tile["split"] != "test" or x1 - x0 < 16 or y1 - y0 < 16:
+                continue
+            pixels = opened.read(x0, y0, x1 - x0, y1 - y0, mpp=2.0)
+            if pixels.std(axis=(0, 1)).max() > 2.0:
+                found.append(tile["tile"])
+    return found
+
+
 class LabelledDemo(NamedTuple):
-    """The demo slide with synthetic glomerulus labels (they test label handling, not accuracy)."""
+    """The train-split demo slide with synthetic glomerulus labels (they test label handling,
+    not accuracy)."""
 
     geojson: Path
     slide: Path
@@ -76,17 +137,17 @@ class LabelledDemo(NamedTuple):
 
 
 @pytest.fixture
-def labelled_demo(repo_dir: Path, tmp_path: Path) -> LabelledDemo:
-    """Every third demo glomerulus relabelled ``Sclerotic``, the others ``Normal``."""
+def labelled_demo(train_demo: TrainDemo, tmp_path: Path) -> LabelledDemo:
+    """Every third glomerulus of the train-split demo relabelled ``Sclerotic``, the others
+    ``Normal`` (lesion training reads crops around them, so not the test split's demo)."""
     from lnpath.io.qupath import read_qupath, write_qupath
 
-    features = read_qupath(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson")
+    features = read_qupath(train_demo.geojson)
     for i, feature in enumerate(features):
         feature.classification = "Sclerotic" if i % 3 == 0 else "Normal"
     geojson = tmp_path / "labelled.geojson"
     write_qupath(features, geojson)
-    slide = repo_dir / "examples" / "demo_biopsy.tiff"
-    return LabelledDemo(geojson, slide, len(features), len(range(0, len(features), 3)))
+    return LabelledDemo(geojson, train_demo.slide, len(features), len(range(0, len(features), 3)))
 
 
 class BuenoCrop(NamedTuple):

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import openslide
 import pytest
 import tifffile
+from shapely.geometry import box
+from shapely.ops import unary_union
 
 import lnpath
 from lnpath.io.qupath import read_qupath
+from tests.conftest import TrainDemo, demo_script, held_test_split_tiles
 
 N_GLOMERULI = 23  # 27 mask polygons, 4 glomeruli reassembled across tile seams
 
@@ -20,16 +21,6 @@ N_GLOMERULI = 23  # 27 mask polygons, 4 glomeruli reassembled across tile seams
 @pytest.fixture(scope="module")
 def demo(repo_dir: Path) -> Path:
     return repo_dir / "examples" / "demo_biopsy.tiff"
-
-
-def _script(repo_dir: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_demo_slide", repo_dir / "scripts" / "make_demo_slide.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_openslide_reads_it_as_generic_tiff_with_mpp(demo: Path) -> None:
@@ -81,15 +72,47 @@ def test_ground_truth_lies_on_tissue_inside_the_slide(demo: Path, repo_dir: Path
 
 
 def test_script_is_deterministic(bueno_dir: Path, repo_dir: Path, tmp_path: Path) -> None:
-    script = _script(repo_dir)
+    script = demo_script(repo_dir)
     summary = script.build(bueno_dir, tmp_path / "demo.tiff", tmp_path / "demo_glomeruli.geojson")
     assert summary["glomeruli"] == N_GLOMERULI
-    shipped = json.loads((repo_dir / "examples" / "demo_biopsy_glomeruli.geojson").read_text())
-    rebuilt = json.loads((tmp_path / "demo_glomeruli.geojson").read_text())
-    assert rebuilt == shipped
+    for shipped_name, rebuilt_name in (
+        ("demo_biopsy_glomeruli.geojson", "demo_glomeruli.geojson"),
+        ("demo_biopsy_tiles.json", "demo_tiles.json"),
+    ):
+        shipped = json.loads((repo_dir / "examples" / shipped_name).read_text())
+        assert json.loads((tmp_path / rebuilt_name).read_text()) == shipped
     # pixels, not bytes: another JPEG encoder version may code the same image differently
     for level in (0, 2):
         rebuilt_px = tifffile.imread(tmp_path / "demo.tiff", key=level).astype(float)
         shipped_px = tifffile.imread(repo_dir / "examples" / "demo_biopsy.tiff", key=level)
         assert rebuilt_px.shape == shipped_px.shape
         assert abs(rebuilt_px - shipped_px).mean() < 1.0
+
+
+def test_the_train_split_slide_holds_no_test_split_pixel(
+    train_demo: TrainDemo, demo: Path, repo_dir: Path
+) -> None:
+    """What tests train on (``build(split="train")``): the demo's frame and tile map, glass over
+    every test tile (the guard finds all seven on the shipped demo, so it can fail), and outlines
+    of train tiles only, each inside them."""
+    tile_map = repo_dir / "examples" / "demo_biopsy_tiles.json"
+    tiles = json.loads(tile_map.read_text())
+    assert json.loads(train_demo.tiles.read_text()) == tiles
+    test_tiles = sorted(t["tile"] for t in tiles if t["split"] == "test")
+    assert len(test_tiles) == 7 and len(tiles) == 24
+    assert held_test_split_tiles(demo, tile_map) == test_tiles
+    assert held_test_split_tiles(train_demo.slide, tile_map) == []
+    with lnpath.open_slide(train_demo.slide) as slide:
+        assert slide.dimensions == (13696, 3584) and slide.mpp == pytest.approx(0.5)
+    train_area = unary_union(
+        [
+            box(t["x"], t["y"], t["x"] + t["size"], t["y"] + t["size"])
+            for t in tiles
+            if t["split"] == "train"
+        ]
+    )
+    outlines = read_qupath(train_demo.geojson)
+    assert len(outlines) >= 15  # the 15 train glomeruli and the train halves of the 2 mixed
+    for feature in outlines:
+        assert feature.properties["split"] == "train"
+        assert train_area.buffer(1).contains(feature.geometry), feature.name

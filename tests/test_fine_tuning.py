@@ -16,8 +16,8 @@ from lnpath.core.errors import InputError, ModelError
 from lnpath.models.store import SegmentationModel
 from lnpath.nn.metrics import SegmentationScore
 from lnpath.training.fine_tuning import fine_tune, fine_tune_config
+from tests.conftest import TrainDemo, held_test_split_tiles
 
-ROOT = Path(__file__).resolve().parents[1]
 BUENO_MPP = 0.5
 TWO_GLOMERULI = "10177"
 
@@ -180,10 +180,14 @@ def test_evaluate_segmentation_refuses_in_one_line(tiles: list[lnpath.LabelledIm
         lnpath.evaluate_segmentation("no-such-model", tiles)
 
 
-def test_train_glomeruli_card_from_slides_and_outlines(tmp_path: Path) -> None:
-    """``lnpath train-glomeruli``'s Python twin writes the same kind of card as the notebook's."""
-    slide = lnpath.open_slide(ROOT / "examples" / "demo_biopsy.tiff")
-    outlines = ROOT / "examples" / "demo_biopsy_glomeruli.geojson"
+def test_train_glomeruli_card_from_slides_and_outlines(
+    train_demo: TrainDemo, tmp_path: Path
+) -> None:
+    """``lnpath train-glomeruli``'s Python twin writes the same kind of card as the notebook's.
+    It trains on the train-split demo: windows around an outline reach into the next tile."""
+    assert held_test_split_tiles(train_demo.slide, train_demo.tiles) == []
+    slide = lnpath.open_slide(train_demo.slide)
+    outlines = train_demo.geojson
     base = lnpath.load_model("glomeruli-unet-pas")
     config = fine_tune_config(base, iterations=2)
     out = fine_tune([slide], [outlines], tmp_path / "lab", config=config, progress=False)

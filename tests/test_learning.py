@@ -1,10 +1,12 @@
 """Learning from a lab's own sign-outs: confirmed result folders -> a lesion model.
 
 No open data labels the lupus lesions, so these tests exercise the mechanics only: four "biopsies"
-are strips of the demo slide (each its own slide file), scored on their annotated glomeruli, given
+are strips of the train-split demo slide (``train_demo``: the shipped demo holds test-split tiles,
+never to be trained on; each strip its own slide file), scored on their annotated glomeruli, given
 scripted calls with ``lnpath review --findings`` and confirmed with ``lnpath confirm``. The calls
-are arbitrary (every third glomerulus "globally sclerosed"), so nothing here says anything about
-accuracy.
+are arbitrary (every other glomerulus "globally sclerosed", the others endocapillary: dense
+enough for the 16 train-split glomeruli to train with a biopsy left out), so nothing here says
+anything about accuracy.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import lnpath
 from lnpath.cli import main
 from lnpath.core.errors import InputError, SlideError
 from lnpath.io.qupath import read_qupath, write_qupath
-from tests.conftest import DEMO_UNGRADED
+from tests.conftest import DEMO_UNGRADED, TrainDemo, held_test_split_tiles
 
 torch.set_num_threads(1)
 
@@ -62,9 +64,9 @@ def _write_slide(pixels: np.ndarray, path: Path, mpp: float) -> None:
             )
 
 
-def _strip(repo: Path, k: int, out: Path) -> tuple[Path, Path]:
-    """Strip ``k`` of the demo slide and the demo glomeruli wholly inside it."""
-    with lnpath.open_slide(repo / "examples" / "demo_biopsy.tiff") as slide:
+def _strip(demo: TrainDemo, k: int, out: Path) -> tuple[Path, Path]:
+    """Strip ``k`` of the train-split demo slide and its glomeruli wholly inside it."""
+    with lnpath.open_slide(demo.slide) as slide:
         width, height = slide.dimensions
         step = width // STRIPS
         x0 = k * step
@@ -74,7 +76,7 @@ def _strip(repo: Path, k: int, out: Path) -> tuple[Path, Path]:
     _write_slide(pixels, tiff, mpp)
     inside = box(x0, 0, x0 + step, height)
     features = []
-    for feature in read_qupath(repo / "examples" / "demo_biopsy_glomeruli.geojson"):
+    for feature in read_qupath(demo.geojson):
         if inside.contains(feature.geometry):
             feature.geometry = affinity.translate(feature.geometry, xoff=-x0)
             feature.id = None
@@ -87,7 +89,7 @@ def _strip(repo: Path, k: int, out: Path) -> tuple[Path, Path]:
 def _scripted_calls(result: Path, k: int, out: Path) -> Path:
     """Arbitrary calls standing in for a pathologist's: they test label handling, not accuracy."""
     table = pd.read_csv(result / "findings.csv")
-    table["global_sclerosis"] = [(i + k) % 3 == 0 for i in range(len(table))]
+    table["global_sclerosis"] = [(i + k) % 2 == 1 for i in range(len(table))]
     table["segmental_sclerosis"] = False
     table["cellular_crescent"] = False
     table["endocapillary_hypercellularity"] = [(i + k) % 2 == 0 for i in range(len(table))]
@@ -145,11 +147,11 @@ def _score_and_confirm(tiff: Path, geojson: Path, out: Path, k: int, **kw: objec
 
 
 @pytest.fixture(scope="module")
-def biopsies(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Biopsies:
+def biopsies(train_demo: TrainDemo, tmp_path_factory: pytest.TempPathFactory) -> Biopsies:
     root = tmp_path_factory.mktemp("signouts")
     folders, slides = [], []
     for k in range(STRIPS):
-        tiff, geojson = _strip(repo_dir, k, root)
+        tiff, geojson = _strip(train_demo, k, root)
         folders.append(_score_and_confirm(tiff, geojson, root, k))
         slides.append(tiff)
     # a fifth biopsy scored but never confirmed: the same strip under another fingerprint
@@ -158,6 +160,15 @@ def biopsies(repo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Biopsi
     provisional = root / "provisional"
     lnpath.score_slide(other, out=provisional, glomeruli=root / "biopsy0.geojson")
     return Biopsies(folders, slides, provisional, root)
+
+
+def test_the_strips_hold_no_test_split_pixel(biopsies: Biopsies, repo_dir: Path) -> None:
+    """Every strip the models here learn from is cut from the train-split demo: glass wherever a
+    test tile of the demo's tile map falls (strips of the shipped demo would hold all seven)."""
+    tile_map = repo_dir / "examples" / "demo_biopsy_tiles.json"
+    for k, slide in enumerate(biopsies.slides):
+        width = tifffile.TiffFile(slide).pages[0].shape[1]
+        assert held_test_split_tiles(slide, tile_map, origin=(k * width, 0)) == []
 
 
 def _card(folder: Path) -> dict:

@@ -186,7 +186,7 @@ def test_platt_scaling_stays_finite_on_separable_logits() -> None:
 
 
 def test_crops_from_qupath_annotations_and_slide(labelled_demo: LabelledDemo) -> None:
-    """QuPath classes map to lesions; the crops come from the (real PAS) demo slide."""
+    """QuPath classes map to lesions; the crops come from the (real PAS) train-split demo slide."""
     data = crops_from_qupath(
         [(labelled_demo.geojson, labelled_demo.slide)],
         parse_mapping(["Sclerotic=global_sclerosis", "Normal="]),
@@ -197,7 +197,7 @@ def test_crops_from_qupath_annotations_and_slide(labelled_demo: LabelledDemo) ->
     assert data.labels == ("global_sclerosis",)
     assert len(data.targets) == labelled_demo.glomeruli
     assert int(data.targets.sum()) == labelled_demo.sclerotic
-    assert data.mpp == 2.0 and set(data.groups) == {"demo_biopsy.tiff"}
+    assert data.mpp == 2.0 and set(data.groups) == {labelled_demo.slide.name}
 
 
 def test_train_lesions_cli_from_qupath_and_a_slide(
