@@ -78,7 +78,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # a command may say what was finished before it
-        print(f"{parser.prog}: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"{parser.prog}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as exc:  # last resort: never a traceback for a user
         if os.environ.get("LNPATH_DEBUG"):
