@@ -240,6 +240,89 @@ def test_eval_only_sets_are_read_for_evaluation_only(repo_dir: Path) -> None:
     assert "select_threshold" not in imported and "train" not in imported
 
 
+@pytest.mark.parametrize("method", ["cnn", "morphometry"])
+@pytest.mark.parametrize("where", ["folder", "crop", "qupath"])
+def test_training_refuses_data_under_eval_only(
+    method: str, where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fit on an eval-only set is one line, whether named directly or reached through ``..``.
+
+    The rule held only as a repo scan: ``train-lesions --crops shared/data/eval-only/...`` fitted.
+    """
+    from skimage import io
+
+    from lnpath.cli import main
+
+    held = tmp_path / "eval-only" / "set"
+    own = tmp_path / "own"
+    for folder in (held, own):
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        io.imsave(folder / "a.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    (held / "labels.csv").write_text("image,class\na.png,Normal\n")
+    (own / "labels.csv").write_text("image,class\na.png,Normal\n../eval-only/set/a.png,Scl\n")
+    if where == "qupath":
+        source = ["--qupath", held / "glomeruli.geojson", held / "slide.svs"]
+    else:
+        crops = held if where == "folder" else own
+        source = ["--crops", crops, "--labels", crops / "labels.csv", "--crop-mpp", "0.5"]
+        source = source if method == "morphometry" else source[:4]
+    out = tmp_path / "model"
+    argv = ["train-lesions", "--method", method, *source, "--out", out]
+    argv += ["--map", "Normal=", "--map", "Scl=global_sclerosis"]
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "eval-only/" in err and "no licence to train or fit on" in err, err
+    assert not out.exists()
+
+
+def test_glomerulus_fine_tuning_refuses_outlines_under_eval_only(
+    tmp_path: Path, repo_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train-glomeruli`` on outlines kept under an ``eval-only/`` folder is one line."""
+    import shutil
+
+    from lnpath.cli import main
+
+    held = tmp_path / "eval-only" / "outlines.geojson"
+    held.parent.mkdir()
+    shutil.copy(repo_dir / "examples" / "demo_biopsy_glomeruli.geojson", held)
+    out = tmp_path / "model"
+    slide = repo_dir / "examples" / "demo_biopsy.tiff"
+    code = main(
+        ["train-glomeruli", "--slides", str(slide), "--annotations", str(held), "--out", str(out)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "eval-only/" in err and "no licence to train or fit on" in err, err
+    assert not out.exists()
+
+
+def test_learning_from_results_refuses_a_slide_under_eval_only(
+    tmp_path: Path, repo_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A confirmed result whose slide is found under ``eval-only/`` does not train; the same
+    result with its slide found elsewhere gets past the slide check (to the label counts)."""
+    import shutil
+
+    from lnpath.cli import main
+
+    held = tmp_path / "eval-only"
+    held.mkdir()
+    shutil.copy(repo_dir / "examples" / "demo_biopsy.tiff", held)
+    folder = repo_dir / "tests" / "fixtures" / "result-0.1.0-confirmed"
+    out = tmp_path / "model"
+    args = ["train-lesions", "--method", "morphometry", "--from-results", str(folder)]
+    errors = []
+    for root in (held, repo_dir / "examples"):
+        assert main([*args, "--slide-root", str(root), "--out", str(out)]) == 2
+        errors.append(capsys.readouterr().err.strip())
+        assert len(errors[-1].splitlines()) == 1 and not out.exists(), errors[-1]
+    assert "eval-only/" in errors[0] and "no licence to train or fit on" in errors[0]
+    assert "no lesion has enough confirmed labels" in errors[1]
+
+
 def _edited(folder: Path, **changes: object) -> Path:
     card = json.loads((folder / "card.json").read_text())
     card.update(changes)

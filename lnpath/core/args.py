@@ -58,3 +58,23 @@ def check_flag(value: object, what: str) -> bool:
 def check_optional_flag(value: object, what: str) -> bool | None:
     """:func:`check_flag`, or None where None means "the default" (``progress``, ``tta``)."""
     return None if value is None else check_flag(value, f"{what} (or None for the default)")
+
+
+EVAL_ONLY = "eval-only"
+
+
+def refuse_eval_only(*paths: object) -> None:
+    """Refuse to train or fit on data under an ``eval-only`` folder.
+
+    Why: those sets carry no licence beyond evaluation in place (shared/data/README.md), so every
+    path a fit reads (folder, table, each image) is checked after resolving links and ``..``.
+    What is not a path is left to the reader's own check.
+
+    Raises:
+        InputError: a path lies under a folder named ``eval-only``.
+    """
+    for path in paths:
+        if isinstance(path, str | os.PathLike) and EVAL_ONLY in Path(path).resolve().parts:
+            raise InputError(
+                f"{path}: lies under {EVAL_ONLY}/, whose sets carry no licence to train or fit on"
+            )

@@ -55,6 +55,7 @@ from lnpath.analysis.calibrated import (
 )
 from lnpath.analysis.lesions import CALL_STAINS
 from lnpath.analysis.measure import DEFAULT_MPP, MEASUREMENTS, measure_crop
+from lnpath.core.args import refuse_eval_only
 from lnpath.core.errors import InputError
 from lnpath.core.progress import progress_bar
 from lnpath.io.atomic import atomic_dir, check_output_dir, write_json
@@ -188,14 +189,17 @@ def measure_folder(
         progress: a bar over the crops; default on in Jupyter and on a terminal.
 
     Raises:
-        InputError: the CSV is malformed, an image is unreadable, ``crop_mpp`` is not positive, or
-            no class maps to a lesion.
+        InputError: the CSV is malformed, an image is unreadable, ``crop_mpp`` is not positive, a
+            path lies under ``eval-only/``, or no class maps to a lesion.
     """
 
     if not crop_mpp > 0:
         raise InputError(f"crop µm/px must be positive, got {crop_mpp}")
     folder, table = Path(folder), Path(table)
+    refuse_eval_only(folder, table)
     rows = read_label_table(table)
+    kept = [r for r in rows if r["class"] in mapping]
+    refuse_eval_only(*(folder / r[key] for r in kept for key in ("image", "mask") if r.get(key)))
     with_masks = any(r.get("mask") for r in rows)
     measured: list[dict[str, float] | None] = []
     for row in progress_bar(len(rows), "measuring crops", "crop", progress, iterable=rows):

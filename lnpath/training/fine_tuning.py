@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lnpath.analysis.glomeruli import Glomeruli
-from lnpath.core.args import check_flag, check_optional_flag
+from lnpath.core.args import check_flag, check_optional_flag, refuse_eval_only
 from lnpath.core.errors import InputError
 from lnpath.io.atomic import check_output_dir
 from lnpath.models.store import DEFAULT_MODEL, SegmentationModel, load_model, save_model
@@ -275,11 +275,13 @@ def fine_tune(
             (``LNPATH_PROGRESS``).
 
     Raises:
-        InputError: Slides and annotation files do not pair up, or no glomerulus is annotated.
+        InputError: Slides and annotation files do not pair up, a file lies under ``eval-only/``,
+            or no glomerulus is annotated.
         ModelError: Unknown base model or CUDA missing.
     """
     if len(slides) != len(annotations):
         raise InputError(f"{len(slides)} slides but {len(annotations)} annotation files; pair them")
+    refuse_eval_only(*annotations, *(getattr(slide, "path", None) for slide in slides))
     if not 0 <= val_fraction < 1:  # also refuses NaN
         raise InputError(f"val_fraction must be in [0, 1) (got {val_fraction!r})")
     check_output_dir(out, overwrite, marker="card.json")  # before the training, not after it

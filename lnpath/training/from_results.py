@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
+from lnpath.core.args import refuse_eval_only
 from lnpath.core.errors import InputError, SlideError
 from lnpath.core.findings import LESIONS, is_missing
 from lnpath.core.progress import progress_bar
@@ -178,6 +179,7 @@ class _Verified:
 
     @classmethod
     def of(cls, path: Path) -> _Verified:
+        refuse_eval_only(path)  # a slide scored for evaluation is not one to learn from
         stat = path.stat()
         return cls(path, stat.st_size, stat.st_mtime_ns)
 
@@ -243,8 +245,7 @@ def _assemble(
     if slide_root is not None and not Path(slide_root).is_dir():  # not "nor in FILE (moved?)"
         raise InputError(f"{slide_root}: --slide-root (slide_root=) is not a folder")
     tables, slides, unavailable, excluded = [], {}, [], 0
-    for key in SLIDE_LEFT_OUT:
-        ignored.setdefault(key, [])
+    ignored.update({key: ignored.get(key, []) for key in SLIDE_LEFT_OUT})
     checking = progress_bar(len(results), "checking slide fingerprints", "slide", progress, results)
     for result in checking:
         try:

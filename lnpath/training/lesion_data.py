@@ -14,6 +14,7 @@ from skimage import io
 
 from lnpath.analysis.lesions import square_crop
 from lnpath.analysis.measure import read_glomerulus
+from lnpath.core.args import refuse_eval_only
 from lnpath.core.errors import InputError
 from lnpath.core.findings import LESIONS
 from lnpath.io.qupath import read_qupath
@@ -168,12 +169,15 @@ def crops_from_folder(
     """Load crops listed in a CSV with columns ``image``, ``class`` and optional ``group``.
 
     Raises:
-        InputError: the CSV lacks the columns, or an image is missing or unreadable.
+        InputError: the CSV lacks the columns, an image is missing or unreadable, or a path lies
+            under ``eval-only/``.
     """
     folder, table = Path(folder), Path(table)
+    refuse_eval_only(folder, table)
     rows = read_label_table(table)
     targets, labels, keep = resolve_targets([r["class"] for r in rows], mapping, str(table))
     kept = [r for r, k in zip(rows, keep, strict=True) if k]
+    refuse_eval_only(*(folder / row["image"] for row in kept))
     images = [square_crop(read_crop_image(folder / row["image"]), size) for row in kept]
     groups = np.array([r.get("group") or r["image"] for r in kept], dtype=object)
     return LabelledCrops(
@@ -210,6 +214,7 @@ def qupath_glomeruli(
         ``(rgb, mask, class name, slide file name)`` per glomerulus; ``mask`` is the polygon.
     """
 
+    refuse_eval_only(*(path for pair in pairs for path in pair))
     for geojson, slide_path in pairs:
         features = read_qupath(geojson)
         with open_slide(slide_path, mpp=slide_mpp) as slide:
