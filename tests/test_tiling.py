@@ -190,6 +190,42 @@ def test_workers_give_the_same_tiles_in_order(
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(serial, parallel, strict=True))
 
 
+def test_forkserver_workers_run_the_lnpath_a_script_put_on_its_path(
+    repo_dir: Path, tmp_path: Path
+) -> None:
+    """A script beside a checkout (``sys.path.insert``, as scripts/bench_*.py do) gets workers
+    forked from a server that preloaded *that* lnpath: Python 3.11's forkserver ignored the path,
+    so it preloaded another install's lnpath, or none (0.5 s of imports in every worker)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "checkout"
+    shutil.copytree(
+        repo_dir / "lnpath", src / "lnpath", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    probe = "getattr(__import__('sys').modules.get('lnpath.analysis.measure'), '__file__', None)"
+    script = tmp_path / "beside_a_checkout.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(src)!r})\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from lnpath.wsi.workers import worker_context\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessPoolExecutor(1, mp_context=worker_context('forkserver')) as pool:\n"
+        f"        print(pool.submit(eval, {probe!r}).result())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    preloaded = proc.stdout.strip()
+    assert preloaded != "None", "the forkserver preloaded nothing"
+    assert Path(preloaded).resolve() == (src / "lnpath" / "analysis" / "measure.py").resolve()
+
+
 @pytest.mark.parametrize("mpp", [None, 2.0])  # the level as it is; resampled
 def test_threads_give_the_same_tiles_in_order_and_stop_when_closed(
     slides_dir: Path, mpp: float | None, monkeypatch: pytest.MonkeyPatch

@@ -8,6 +8,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import site
 import sys
 import threading
 from pathlib import Path
@@ -51,7 +52,35 @@ def worker_context(method: str | None = None) -> mp.context.BaseContext:
         ctx.set_forkserver_preload(
             ["lnpath.wsi.forkserver_guard", __name__, "lnpath.analysis.measure"]
         )
+        _start_forkserver_with_this_lnpath()
     return ctx
+
+
+def _start_forkserver_with_this_lnpath() -> None:
+    """Start the forkserver where it imports the lnpath this process runs.
+
+    Python 3.11's forkserver ignores the ``sys.path`` it is handed before importing its preloads,
+    so an lnpath reached through ``sys.path.insert`` (a script beside a checkout) was preloaded
+    from another install, or not at all: every worker then paid 0.5 s of imports, and the server
+    outlived a killed main process. Its folder goes on the server's ``PYTHONPATH``, unless it is
+    a site-packages folder (which must stay after the standard library).
+    """
+    from multiprocessing import forkserver
+
+    root = str(Path(__file__).resolve().parents[2])
+    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root in entries or root in {*site.getsitepackages(), site.getusersitepackages()}:
+        forkserver.ensure_running()
+        return
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, *entries])
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 _SHARE: dict[str, int | None] = {"cpus": None}  # set by use_cpus, for the rest of the process
