@@ -318,11 +318,16 @@ class Slide:
         level = max(finer, key=lambda lvl: downsamples[lvl]) if finer else 0
         return LevelChoice(level, target / downsamples[level])
 
-    def reserve_cache(self, nbytes: int) -> None:
+    def reserve_cache(self, nbytes: int, *, exactly: bool = False) -> None:
         """Let this handle keep at least ``nbytes`` of decoded file tiles (OpenSlide only), so a
-        band of tiles read row by row decodes every file tile once."""
+        band of tiles read row by row decodes every file tile once.
+
+        ``exactly``: keep no more, for a handle private to one pass (a reader process's), where
+        filling OpenSlide's 32 MiB default with tiles no later read wants only costs memory: a
+        fresh process pays a page fault per 4 KiB of it (about 8000, 25 ms, per reader).
+        """
         backend = self._b
-        if isinstance(backend, _OpenSlideBackend) and nbytes > _DEFAULT_CACHE:
+        if isinstance(backend, _OpenSlideBackend) and (exactly or nbytes > _DEFAULT_CACHE):
             backend.set_cache_bytes(nbytes)
 
     def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:

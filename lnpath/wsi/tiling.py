@@ -362,7 +362,7 @@ def _init_worker(
 ) -> None:
     global _WORKER
     quiet_worker()
-    slide.reserve_cache(cache_bytes)
+    slide.reserve_cache(cache_bytes, exactly=True)
     _WORKER = _WorkerState(slide, spec, shared_memory.SharedMemory(name=shm_name), slot_bytes)
 
 
