@@ -240,6 +240,13 @@ def test_eval_only_sets_are_read_for_evaluation_only(repo_dir: Path) -> None:
     assert "select_threshold" not in imported and "train" not in imported
 
 
+def _assert_refused_as_eval_only(code: int, capsys: pytest.CaptureFixture[str], out: Path) -> None:
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "eval-only/" in err and "no licence to train or fit on" in err, err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("method", ["cnn", "morphometry"])
 @pytest.mark.parametrize("where", ["folder", "crop", "qupath"])
 def test_training_refuses_data_under_eval_only(
@@ -271,10 +278,7 @@ def test_training_refuses_data_under_eval_only(
     argv = ["train-lesions", "--method", method, *source, "--out", out]
     argv += ["--map", "Normal=", "--map", "Scl=global_sclerosis"]
     code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
-    assert "eval-only/" in err and "no licence to train or fit on" in err, err
-    assert not out.exists()
+    _assert_refused_as_eval_only(code, capsys, out)
 
 
 def test_glomerulus_fine_tuning_refuses_outlines_under_eval_only(
@@ -293,10 +297,7 @@ def test_glomerulus_fine_tuning_refuses_outlines_under_eval_only(
     code = main(
         ["train-glomeruli", "--slides", str(slide), "--annotations", str(held), "--out", str(out)]
     )
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
-    assert "eval-only/" in err and "no licence to train or fit on" in err, err
-    assert not out.exists()
+    _assert_refused_as_eval_only(code, capsys, out)
 
 
 def test_learning_from_results_refuses_a_slide_under_eval_only(
