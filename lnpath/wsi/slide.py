@@ -324,7 +324,7 @@ class Slide:
 
         ``exactly``: keep no more, for a handle private to one pass (a reader process's), where
         filling OpenSlide's 32 MiB default with tiles no later read wants only costs memory: a
-        fresh process pays a page fault per 4 KiB of it (about 8000, 25 ms, per reader).
+        fresh process pays a page fault per 4 KiB of it (about 8000 per reader, measured).
         """
         backend = self._b
         if isinstance(backend, _OpenSlideBackend) and (exactly or nbytes > _DEFAULT_CACHE):
